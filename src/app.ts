@@ -1,0 +1,112 @@
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import { performance } from 'node:perf_hooks'
+import Fastify, { LogController, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify'
+import type { Logger } from './adapters/logger.js'
+import { createMetrics, type Metrics } from './adapters/metrics-registry.js'
+import { closeUpstreams, createUpstreams, type Upstreams } from './adapters/upstreams.js'
+import type { Config } from './config/schema.js'
+import type { Random } from './core/decide.js'
+import { acceptableRequestId } from './core/forward-headers.js'
+import decision from './plugins/decision.js'
+import { answerExpectContinue, clientErrorHandler, frameworkErrors, rewriteUrl } from './plugins/edge.js'
+import healthEndpoint, { type Health } from './plugins/health.js'
+import metricsEndpoint from './plugins/metrics.js'
+import proxy from './plugins/proxy.js'
+import { exchangeRecorder } from './plugins/record.js'
+import { compileTable, type RouteTableRef } from './plugins/route-table.js'
+import { VERSION } from './version.js'
+
+/** What buildApp needs from outside; tests swap any of them. */
+export interface Deps {
+  readonly logger: Logger
+  readonly metrics?: Metrics
+  readonly random?: Random
+  /** Monotonic milliseconds. */
+  readonly now?: () => number
+}
+
+/** A fastify instance logging through our pino logger. */
+export type App = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, Logger>
+
+export interface Ficus {
+  /** The traffic listener: the proxy. */
+  readonly traffic: App
+  /** The admin listener: /metrics, /healthz, /readyz. */
+  readonly admin: App
+  readonly health: Health
+  readonly metrics: Metrics
+  readonly table: RouteTableRef
+  readonly upstreams: Upstreams
+}
+
+/** How often Node checks request head/body timeouts, in ms (Node's default of 30 s makes a 10 s limit fire at up to 40 s). */
+const TIMEOUT_CHECK_MS = 250
+
+/**
+ * Builds Ficus without listening (main.ts listens). The traffic pipeline, in order:
+ * edge (Node parser, absolute-form, 100-continue) → decision (onRequest) → proxy (handler)
+ * → record (when the response is over). The admin app serves metrics and health.
+ */
+export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
+  const { logger } = deps
+  const metrics = deps.metrics ?? createMetrics()
+  const now = deps.now ?? (() => performance.now())
+  const random = deps.random ?? Math.random
+  const health: Health = { phase: 'starting' }
+  const table: RouteTableRef = { current: compileTable(config.routes, config.defaultRoute) }
+  const upstreams = createUpstreams(config.upstreams)
+  const { limits } = config
+
+  metrics.buildInfo.set({ version: VERSION }, 1)
+  for (const r of [...config.routes, config.defaultRoute]) {
+    metrics.newPercent.set({ route: r.name }, r.new)
+    metrics.shadowPercent.set({ route: r.name }, r.shadow)
+  }
+
+  const traffic = Fastify({
+    loggerInstance: logger,
+    // one access line per request, written by record.ts
+    logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: (parent) => parent, // no per-request child logger: reqId is in the line
+    genReqId: (req: IncomingMessage) => {
+      const id = req.headers['x-request-id']
+      return acceptableRequestId(id) ? id : randomUUID()
+    },
+    rewriteUrl,
+    exposeHeadRoutes: false,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    http: {
+      maxHeaderSize: limits.headerBytes,
+      headersTimeout: limits.headTimeoutMs,
+      requireHostHeader: true,
+      connectionsCheckingInterval: TIMEOUT_CHECK_MS
+    },
+    routerOptions: { maxParamLength: limits.headerBytes },
+    clientErrorHandler: clientErrorHandler(metrics, logger),
+    frameworkErrors: frameworkErrors(metrics)
+  })
+  answerExpectContinue(traffic.server, limits, metrics)
+  await traffic.register(decision, {
+    table,
+    config,
+    metrics,
+    random,
+    now,
+    onEnd: exchangeRecorder(metrics, logger, now)
+  })
+  await traffic.register(proxy, { upstreams, limits, exposeBackend: config.exposeBackend, metrics, log: logger })
+  traffic.addHook('onClose', async () => { await closeUpstreams(upstreams) })
+
+  const admin = Fastify({
+    loggerInstance: logger.child({ component: 'admin' }),
+    logController: new LogController({ disableRequestLogging: true })
+  })
+  await admin.register(metricsEndpoint, { metrics })
+  await admin.register(healthEndpoint, { health })
+
+  return { traffic, admin, health, metrics, table, upstreams }
+}

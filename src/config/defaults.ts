@@ -1,0 +1,47 @@
+/**
+ * Every default of routes.yaml in one place, each with its unit. A value here is used when
+ * the file leaves the key out; docs/configuration.md lists the same table.
+ */
+export const DEFAULTS = {
+  listen: { host: '0.0.0.0', port: 8080 },
+  /** Loopback by default: the admin port changes traffic and must not be reachable from outside. */
+  admin: { host: '127.0.0.1', port: 9090 },
+  upstream: {
+    /** Time to the response head once the request is sent (504 past it). */
+    timeout: '30s',
+    /** TCP (and TLS) connection set-up (504 past it). */
+    connectTimeout: '5s',
+    /** Longest silence between two chunks of a response body (the client connection is aborted). */
+    bodyTimeout: '30s',
+    /** Open connections at most, per upstream. */
+    connections: 128,
+    /** Requests waiting for a connection at most; past it requests fail fast with 503. */
+    maxQueue: 512,
+    /** `preserve` sends the client's Host; `upstream` sends the upstream URL's host. */
+    hostHeader: 'preserve'
+  },
+  /** Which upstream plays which role, unless a route says otherwise. */
+  backends: { legacy: 'legacy', new: 'new' },
+  /** Side that answers requests no route matches. */
+  default: 'legacy',
+  /** Proxies in front of Ficus trusted to set X-Forwarded-For / Forwarded (Envoy's xff_num_trusted_hops). */
+  trustedHops: 0,
+  /** Adds `x-ficus-backend: legacy|new` to responses (demos and debugging). */
+  exposeBackend: false,
+  limits: {
+    /** Request body, streamed or not (413 past it). */
+    bodySize: '10MiB',
+    /** Request line and headers together (431 past it). */
+    headerSize: '16KiB',
+    /** Whole request head from the first byte of the connection or request (408 past it). */
+    headTimeout: '10s',
+    /** Whole request, head and body (408 past it). */
+    requestTimeout: '300s',
+    /** Idle keep-alive connection between two requests. */
+    keepAliveTimeout: '5s'
+  },
+  log: { level: 'info' }
+} as const
+
+/** Name of the pseudo-route that serves unmatched requests; reserved, so no route may use it. */
+export const DEFAULT_ROUTE = 'default'

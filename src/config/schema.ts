@@ -1,0 +1,126 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { METHODS } from 'node:http'
+
+/**
+ * The schema of routes.yaml, version 1 (DESIGN.md "Config file"). Unknown keys are errors
+ * everywhere. `x-message` replaces the validator's wording where it would be cryptic
+ * (patterns, formats, unions); load-config.ts reads it.
+ */
+
+const msg = <T extends TSchema>(schema: T, message: string): T => ({ ...schema, 'x-message': message })
+
+export const NAME_MESSAGE = 'must be 1-63 lower-case letters, digits, ".", "_" or "-", starting with a letter or digit'
+const Name = msg(Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,62}$' }), NAME_MESSAGE)
+const Duration = msg(Type.String({ format: 'duration' }), 'must be a duration like 500ms, 30s or 2m')
+const Size = msg(Type.Union([Type.Integer({ minimum: 0 }), Type.String({ format: 'size' })]),
+  'must be a size like 512KiB or 10MiB, or a number of bytes')
+const Port = Type.Integer({ minimum: 0, maximum: 65535 })
+const Host = Type.String({ minLength: 1 })
+const Sticky = msg(Type.String({ pattern: '^((header|cookie|query):[!#$%&\'*+.^_`|~0-9A-Za-z-]+|ip)$' }),
+  'must be header:<name>, cookie:<name>, query:<name> or ip')
+const Side = msg(Type.Union([Type.Literal('legacy'), Type.Literal('new')]), 'must be legacy or new')
+const Backends = Type.Object({ legacy: Type.String(), new: Type.String() }, { additionalProperties: false })
+
+/** Every method Node parses, except CONNECT (tunnels are not proxied). */
+export const ROUTE_METHODS: readonly string[] = METHODS.filter((m) => m !== 'CONNECT')
+
+export const UpstreamSchema = Type.Object({
+  url: msg(Type.String({ format: 'origin' }), 'must be an http:// or https:// URL with a host and no path, like http://10.0.0.5:8080'),
+  timeout: Type.Optional(Duration),
+  connectTimeout: Type.Optional(Duration),
+  bodyTimeout: Type.Optional(Duration),
+  connections: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536 })),
+  maxQueue: Type.Optional(Type.Integer({ minimum: 0 })),
+  hostHeader: Type.Optional(msg(Type.Union([Type.Literal('preserve'), Type.Literal('upstream')]), 'must be preserve or upstream'))
+}, { additionalProperties: false })
+
+export const RouteSchema = Type.Object({
+  name: Name,
+  match: Type.Object({
+    path: Type.String({ minLength: 1 }),
+    methods: Type.Optional(Type.Array(
+      msg(Type.String({ enum: ROUTE_METHODS }), 'must be an upper-case HTTP method such as GET, HEAD or POST'),
+      { minItems: 1, uniqueItems: true }))
+  }, { additionalProperties: false }),
+  new: Type.Integer({ minimum: 0, maximum: 100 }),
+  shadow: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
+  sticky: Type.Optional(Sticky),
+  backends: Type.Optional(Backends)
+}, { additionalProperties: false })
+
+export const ConfigSchema = Type.Object({
+  version: msg(Type.Literal(1), 'must be 1 (the only version this Ficus reads)'),
+  listen: Type.Optional(Type.Object({ host: Type.Optional(Host), port: Type.Optional(Port) }, { additionalProperties: false })),
+  admin: Type.Optional(Type.Object({
+    host: Type.Optional(Host),
+    port: Type.Optional(Port),
+    token: Type.Optional(Type.String())
+  }, { additionalProperties: false })),
+  upstreams: Type.Record(Name, UpstreamSchema, { minProperties: 1, additionalProperties: false }),
+  backends: Type.Optional(Backends),
+  default: Type.Optional(Side),
+  sticky: Sticky,
+  trustedHops: Type.Optional(Type.Integer({ minimum: 0, maximum: 32 })),
+  exposeBackend: Type.Optional(Type.Boolean()),
+  state: Type.Optional(Type.String({ minLength: 1 })),
+  limits: Type.Optional(Type.Object({
+    bodySize: Type.Optional(Size),
+    headerSize: Type.Optional(Size),
+    headTimeout: Type.Optional(Duration),
+    requestTimeout: Type.Optional(Duration),
+    keepAliveTimeout: Type.Optional(Duration)
+  }, { additionalProperties: false })),
+  log: Type.Optional(Type.Object({
+    level: Type.Optional(msg(Type.String({ enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }),
+      'must be one of fatal, error, warn, info, debug, trace, silent'))
+  }, { additionalProperties: false })),
+  routes: Type.Array(RouteSchema)
+}, { additionalProperties: false })
+
+/** routes.yaml as written (after ${ENV} expansion), before defaults. */
+export type RawConfig = Static<typeof ConfigSchema>
+export type RawRoute = Static<typeof RouteSchema>
+export type RawUpstream = Static<typeof UpstreamSchema>
+
+/* ---------- The validated, normalized config the rest of Ficus reads (deep-frozen). ---------- */
+
+import type { RouteRule } from '../core/types.js'
+
+export interface UpstreamConfig {
+  readonly name: string
+  /** `http://host:port`, no path. */
+  readonly origin: string
+  /** `host:port` of the origin, sent as Host when hostHeader is `upstream`. */
+  readonly authority: string
+  readonly timeoutMs: number
+  readonly connectTimeoutMs: number
+  readonly bodyTimeoutMs: number
+  readonly connections: number
+  readonly maxQueue: number
+  readonly hostHeader: 'preserve' | 'upstream'
+}
+
+export interface Limits {
+  readonly bodyBytes: number
+  readonly headerBytes: number
+  readonly headTimeoutMs: number
+  readonly requestTimeoutMs: number
+  readonly keepAliveTimeoutMs: number
+}
+
+export interface Config {
+  /** The file it was read from, as given. */
+  readonly file: string
+  readonly listen: { readonly host: string; readonly port: number }
+  readonly admin: { readonly host: string; readonly port: number; readonly token: string | undefined }
+  readonly upstreams: Readonly<Record<string, UpstreamConfig>>
+  readonly routes: readonly RouteRule[]
+  /** The pseudo-route `default` for unmatched requests. */
+  readonly defaultRoute: RouteRule
+  readonly trustedHops: number
+  readonly exposeBackend: boolean
+  /** Absolute path of the state file, when configured. */
+  readonly state: string | undefined
+  readonly limits: Limits
+  readonly log: { readonly level: string }
+}

@@ -1,0 +1,36 @@
+import { bucket } from './bucket.js'
+import type { Decision, RouteRule } from './types.js'
+
+/** Methods whose copy can be sent to the other side without a second write (RFC 9110 §9.2.1). */
+const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+/** A source of uniform numbers in [0, 1): Math.random in production, a fixed sequence in tests. */
+export type Random = () => number
+
+/**
+ * The per-request decision: which side answers, and whether the other side gets a copy.
+ * Pure: the random source is an argument and is only called when it matters (a request
+ * without a sticky key on a split route, or a shadow share strictly between 0 and 100).
+ * @example decide(rule, 'GET', 'user-42', Math.random) // { primary: 'new', bucket: 7, ... }
+ */
+export function decide(rule: RouteRule, method: string, key: string | undefined, random: Random): Decision {
+  let primary: Decision['primary']
+  let b: number | null = null
+  let source: Decision['bucketSource'] = 'none'
+  if (rule.new >= 100) {
+    primary = 'new'
+  } else if (rule.new <= 0) {
+    primary = 'legacy'
+  } else {
+    if (key !== undefined) {
+      b = bucket(rule.name, key)
+      source = 'key'
+    } else {
+      b = 1 + Math.floor(random() * 100)
+      source = 'random'
+    }
+    primary = b <= rule.new ? 'new' : 'legacy'
+  }
+  const shadow = rule.shadow > 0 && SAFE_METHODS.has(method) && (rule.shadow >= 100 || random() * 100 < rule.shadow)
+  return { route: rule.name, primary, bucket: b, bucketSource: source, shadow }
+}

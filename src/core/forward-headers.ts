@@ -1,0 +1,153 @@
+/**
+ * Header rewriting on the way to an upstream and back (RFC 9110 §7.6). Pure: the caller
+ * passes the peer address, protocol and request id.
+ */
+
+/**
+ * Hop-by-hop fields (RFC 9110 §7.6.1) and fields a proxy must not relay. `expect` is
+ * answered by Ficus itself (100-continue happens on the client side), and a client must
+ * never be able to mark its own request as a shadow copy.
+ */
+const REQUEST_DROP: ReadonlySet<string> = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer',
+  'http2-settings', 'proxy-authorization', 'expect', 'x-ficus-shadow',
+  // rewritten below
+  'host', 'via', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-request-id'
+])
+
+/** Hop-by-hop fields of a response; Proxy-Authenticate is addressed to the proxy itself (RFC 9110 §11.7.1). */
+const RESPONSE_DROP: ReadonlySet<string> = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer',
+  'http2-settings', 'proxy-authenticate'
+])
+
+export interface ForwardContext {
+  /** Socket peer address, as Node reports it. */
+  readonly peer: string
+  readonly proto: 'http' | 'https'
+  /** HTTP version of the client's request, for Via ("1.1"). */
+  readonly httpVersion: string
+  /** How many proxies in front of Ficus are trusted to have set X-Forwarded-For / Forwarded. */
+  readonly trustedHops: number
+  readonly requestId: string
+  /** Host to send upstream; undefined keeps the client's. */
+  readonly hostOverride: string | undefined
+}
+
+export interface ForwardedHeaders {
+  /** Flat [name, value, name, value, …] list, the form undici and Node's rawHeaders use. */
+  readonly headers: string[]
+  /** The client's address: the peer, or the first untrusted hop of X-Forwarded-For. */
+  readonly clientIp: string
+  /** How many Host fields the request had (more than one is a 400). */
+  readonly hostCount: number
+}
+
+/**
+ * Builds the upstream request's headers from the client's raw headers: repeated headers
+ * keep their order, hop-by-hop ones and those named in `Connection` are dropped, and
+ * `Via`, `X-Forwarded-*`, `Forwarded` and `X-Request-Id` are set.
+ * @example forwardHeaders(req.rawHeaders, { peer: '10.0.0.7', proto: 'http', ... })
+ */
+export function forwardHeaders(raw: readonly string[], ctx: ForwardContext): ForwardedHeaders {
+  let listed: Set<string> | null = null
+  let host: string | undefined
+  let xff = ''
+  let xfp: string | undefined
+  let xfh: string | undefined
+  let forwarded = ''
+  let via = ''
+  let hostCount = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase()
+    const value = raw[i + 1] as string
+    switch (name) {
+      case 'connection':
+        for (const token of value.split(',')) {
+          const t = token.trim().toLowerCase()
+          if (t !== '' && t !== 'close' && t !== 'keep-alive') (listed ??= new Set()).add(t)
+        }
+        break
+      case 'host': host ??= value; hostCount++; break
+      case 'x-forwarded-for': xff = xff === '' ? value : `${xff}, ${value}`; break
+      case 'x-forwarded-proto': xfp ??= value; break
+      case 'x-forwarded-host': xfh ??= value; break
+      case 'forwarded': forwarded = forwarded === '' ? value : `${forwarded}, ${value}`; break
+      case 'via': via = via === '' ? value : `${via}, ${value}`; break
+    }
+  }
+
+  const out: string[] = []
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase()
+    if (REQUEST_DROP.has(name) || (listed !== null && listed.has(name))) continue
+    out.push(raw[i] as string, raw[i + 1] as string)
+  }
+
+  const peer = unmapIPv4(ctx.peer)
+  const trusted = ctx.trustedHops > 0
+  let clientIp = peer
+  let chain = peer
+  if (trusted) {
+    const hops = xff === '' ? [] : xff.split(',').map((s) => s.trim()).filter((s) => s !== '')
+    hops.push(peer)
+    const first = Math.max(0, hops.length - 1 - ctx.trustedHops)
+    clientIp = hops[first] as string
+    // Entries left of the client were written by the client itself: not forwarded.
+    chain = hops.slice(first).join(', ')
+  }
+  const clientHost = host ?? ''
+  const upstreamHost = ctx.hostOverride ?? clientHost
+  const ours = `for=${forwardedNode(peer)};host=${quoted(clientHost)};proto=${ctx.proto}`
+  if (upstreamHost !== '') out.push('host', upstreamHost)
+  out.push(
+    'via', via === '' ? `${ctx.httpVersion} ficus` : `${via}, ${ctx.httpVersion} ficus`,
+    'x-forwarded-for', chain,
+    'x-forwarded-proto', trusted && xfp !== undefined ? xfp : ctx.proto,
+    'x-forwarded-host', trusted && xfh !== undefined ? xfh : clientHost,
+    'forwarded', trusted && forwarded !== '' ? `${forwarded}, ${ours}` : ours,
+    'x-request-id', ctx.requestId
+  )
+  return { headers: out, clientIp, hostCount }
+}
+
+/**
+ * Copies an upstream response's headers for the client, without hop-by-hop fields and
+ * those the response's `Connection` names. Node re-frames the body itself.
+ */
+export function responseHeaders(h: Readonly<Record<string, string | string[] | undefined>>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  const conn = h.connection
+  let listed: Set<string> | null = null
+  if (conn !== undefined) {
+    for (const token of (Array.isArray(conn) ? conn.join(',') : conn).split(',')) {
+      const t = token.trim().toLowerCase()
+      if (t !== '') (listed ??= new Set()).add(t)
+    }
+  }
+  for (const name in h) {
+    if (RESPONSE_DROP.has(name) || (listed !== null && listed.has(name))) continue
+    const v = h[name]
+    if (v !== undefined) out[name] = v
+  }
+  return out
+}
+
+/** A client-chosen request id is kept when it is short printable ASCII; otherwise we make one. */
+export function acceptableRequestId(id: string | string[] | undefined): id is string {
+  return typeof id === 'string' && id.length > 0 && id.length <= 128 && /^[\x21-\x7e]+$/.test(id)
+}
+
+/** `::ffff:10.0.0.1` → `10.0.0.1`: Node reports IPv4 peers of a dual-stack socket that way. */
+export function unmapIPv4(addr: string): string {
+  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr
+}
+
+/** RFC 7239 §6: IPv6 nodes are bracketed and quoted. */
+function forwardedNode(ip: string): string {
+  return ip.includes(':') ? `"[${ip}]"` : ip
+}
+
+function quoted(s: string): string {
+  return `"${s.replace(/[\\"]/g, '\\$&')}"`
+}

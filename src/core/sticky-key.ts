@@ -1,0 +1,48 @@
+import type { StickySpec } from './types.js'
+
+/** What a sticky key can be read from; the caller fills it from the request. */
+export interface StickyFacts {
+  /** Node's lower-cased header object. */
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>
+  /** Raw query string, without the `?`. */
+  readonly query: string
+  /** Client address after trusted-hop handling (forward-headers.ts). */
+  readonly clientIp: string
+}
+
+/**
+ * The sticky key of a request, or undefined when it has none (empty counts as none).
+ * @example stickyKey({ kind: 'cookie', name: 'sid' }, facts) // 'abc' for `Cookie: a=1; sid=abc`
+ */
+export function stickyKey(spec: StickySpec, facts: StickyFacts): string | undefined {
+  switch (spec.kind) {
+    case 'header': {
+      const v = facts.headers[spec.name]
+      const s = Array.isArray(v) ? v[0] : v
+      return s === undefined || s === '' ? undefined : s
+    }
+    case 'cookie': {
+      const v = facts.headers.cookie
+      return v === undefined ? undefined : cookieValue(Array.isArray(v) ? v.join('; ') : v, spec.name)
+    }
+    case 'query': {
+      if (facts.query === '') return undefined
+      const v = new URLSearchParams(facts.query).get(spec.name)
+      return v === null || v === '' ? undefined : v
+    }
+    case 'ip':
+      return facts.clientIp === '' ? undefined : facts.clientIp
+  }
+}
+
+/** RFC 6265 §5.4 cookie-string lookup; the first pair with the name wins, quotes removed. */
+function cookieValue(header: string, name: string): string | undefined {
+  for (const pair of header.split(';')) {
+    const eq = pair.indexOf('=')
+    if (eq === -1 || pair.slice(0, eq).trim() !== name) continue
+    let value = pair.slice(eq + 1).trim()
+    if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1)
+    return value === '' ? undefined : value
+  }
+  return undefined
+}

@@ -1,0 +1,53 @@
+/**
+ * Types shared by the pure core. Nothing here does I/O, reads a clock or draws a
+ * random number: callers hand those in (see decide.ts).
+ */
+
+/** The two sides of a migration. Also the `backend` label of every metric. */
+export type Backend = 'legacy' | 'new'
+
+/** Where a route reads the key that keeps a user on one side (DESIGN.md "The two knobs"). */
+export type StickySpec =
+  | { readonly kind: 'header'; readonly name: string }
+  | { readonly kind: 'cookie'; readonly name: string }
+  | { readonly kind: 'query'; readonly name: string }
+  | { readonly kind: 'ip' }
+
+/**
+ * A path pattern from `match.path`, compiled.
+ * `/orders` is exact, `/orders/:id` has a parameter segment, `/orders/*` is a prefix
+ * (it matches `/orders`, `/orders/` and everything below).
+ */
+export interface PathPattern {
+  readonly source: string
+  /** One entry per segment after the leading `/`: a literal, or null for a `:param`. */
+  readonly segments: readonly (string | null)[]
+  readonly prefix: boolean
+}
+
+/** A route as the core sees it: already validated, percentages in range. */
+export interface RouteRule {
+  readonly name: string
+  /** null = every method. */
+  readonly methods: ReadonlySet<string> | null
+  readonly pattern: PathPattern
+  /** Share of users (0..100, integer) whose requests new answers. */
+  readonly new: number
+  /** Share of requests (0..100) also sent to the other side for comparison. */
+  readonly shadow: number
+  readonly sticky: StickySpec
+  /** Upstream name that plays each role for this route. */
+  readonly backends: { readonly legacy: string; readonly new: string }
+}
+
+/** The one decision made per request; every later stage reads it and nothing re-decides. */
+export interface Decision {
+  readonly route: string
+  readonly primary: Backend
+  /** The user's bucket (1..100), or null when the percentage made it irrelevant (0 or 100). */
+  readonly bucket: number | null
+  /** How the bucket was found: from the sticky key, at random (no key), or not needed. */
+  readonly bucketSource: 'key' | 'random' | 'none'
+  /** Whether this request is also sent to the other side. */
+  readonly shadow: boolean
+}

@@ -1,0 +1,108 @@
+import createError, { type FastifyErrorConstructor } from '@fastify/error'
+
+/**
+ * The error catalogue: every error Ficus answers with, its HTTP status, the message the
+ * client sees (never an upstream address or a stack) and the short `reason` used in metric
+ * labels and log lines. docs/errors.md documents each code; test/unit/errors.test.ts checks
+ * that the two agree.
+ */
+interface Entry {
+  readonly status: number
+  /** Label value for ficus_upstream_errors_total / ficus_client_errors_total / ficus_fallbacks_total. */
+  readonly reason: string
+  readonly message: string
+}
+
+export const CATALOGUE = {
+  // ---- upstream faults: 502/503/504, never 500 ----
+  FICUS_ERR_UPSTREAM_REFUSED: { status: 502, reason: 'refused', message: 'The backend refused the connection' },
+  FICUS_ERR_UPSTREAM_UNREACHABLE: { status: 502, reason: 'unreachable', message: 'The backend could not be reached' },
+  FICUS_ERR_UPSTREAM_RESET: { status: 502, reason: 'reset', message: 'The backend closed the connection before it answered' },
+  FICUS_ERR_UPSTREAM_BAD_RESPONSE: { status: 502, reason: 'bad_response', message: 'The backend sent an invalid response' },
+  FICUS_ERR_UPSTREAM_FAILED: { status: 502, reason: 'other', message: 'The request to the backend failed' },
+  FICUS_ERR_UPSTREAM_CONNECT_TIMEOUT: { status: 504, reason: 'connect_timeout', message: 'The backend did not accept a connection in time' },
+  FICUS_ERR_UPSTREAM_TIMEOUT: { status: 504, reason: 'timeout', message: 'The backend did not answer in time' },
+  FICUS_ERR_UPSTREAM_SATURATED: { status: 503, reason: 'saturated', message: 'The backend has too many requests in progress' },
+  FICUS_ERR_UPSTREAM_CLOSING: { status: 503, reason: 'closing', message: 'The connection to the backend is shutting down' },
+  // The response had started: the client connection is aborted, these only reach logs and metrics.
+  FICUS_ERR_UPSTREAM_BODY_TIMEOUT: { status: 504, reason: 'body_timeout', message: 'The backend stopped sending the response body' },
+  FICUS_ERR_UPSTREAM_ABORTED: { status: 502, reason: 'aborted', message: 'The backend broke off the response' },
+
+  // ---- client faults ----
+  FICUS_ERR_BAD_REQUEST: { status: 400, reason: 'bad_request', message: 'The request is malformed' },
+  FICUS_ERR_BAD_TARGET: { status: 400, reason: 'bad_target', message: 'The request target is not a valid path' },
+  FICUS_ERR_DUPLICATE_HOST: { status: 400, reason: 'duplicate_host', message: 'The request has more than one Host header' },
+  FICUS_ERR_REQUEST_TIMEOUT: { status: 408, reason: 'request_timeout', message: 'The request was not received in time' },
+  FICUS_ERR_BODY_TOO_LARGE: { status: 413, reason: 'body_too_large', message: 'The request body is larger than the limit' },
+  FICUS_ERR_HEADERS_TOO_LARGE: { status: 431, reason: 'headers_too_large', message: 'The request headers are larger than the limit' },
+
+  // ---- Ficus itself ----
+  FICUS_ERR_INTERNAL: { status: 500, reason: 'internal', message: 'Ficus failed to handle the request' }
+} as const satisfies Record<string, Entry>
+
+export type ErrorCode = keyof typeof CATALOGUE
+export type Reason = (typeof CATALOGUE)[ErrorCode]['reason']
+
+/** An error from the catalogue; `cause` keeps what the dependency threw. */
+export interface FicusError extends Error {
+  readonly code: ErrorCode
+  readonly statusCode: number
+}
+
+const constructors = Object.fromEntries(
+  Object.entries(CATALOGUE).map(([code, e]) => [code, createError(code, e.message, e.status)])
+) as Record<ErrorCode, FastifyErrorConstructor>
+
+/** Makes a catalogue error. @example ficusError('FICUS_ERR_UPSTREAM_TIMEOUT', { cause: err }) */
+export function ficusError(code: ErrorCode, options?: { cause?: unknown }): FicusError {
+  const Ctor = constructors[code]
+  const err = new Ctor() as FicusError
+  if (options?.cause !== undefined) (err as { cause?: unknown }).cause = options.cause
+  return err
+}
+
+export function reasonOf(code: ErrorCode): Reason {
+  return CATALOGUE[code].reason
+}
+
+/**
+ * Maps what undici (or the socket under it) threw to the catalogue, on its stable `code`
+ * (undici docs/api/Errors.md advise matching on `code`, not on classes). `headersSent`
+ * tells whether the response had started, which turns a failure into a broken body.
+ */
+export function toUpstreamError(err: unknown, headersSent: boolean): FicusError {
+  const code = (err as { code?: unknown } | null)?.code
+  const cause = { cause: err }
+  if (headersSent) {
+    return ficusError(code === 'UND_ERR_BODY_TIMEOUT' ? 'FICUS_ERR_UPSTREAM_BODY_TIMEOUT' : 'FICUS_ERR_UPSTREAM_ABORTED', cause)
+  }
+  switch (code) {
+    case 'ECONNREFUSED':
+      return ficusError('FICUS_ERR_UPSTREAM_REFUSED', cause)
+    case 'ENOTFOUND': case 'EAI_AGAIN': case 'EHOSTUNREACH': case 'ENETUNREACH': case 'EADDRNOTAVAIL':
+      return ficusError('FICUS_ERR_UPSTREAM_UNREACHABLE', cause)
+    case 'ECONNRESET': case 'EPIPE': case 'UND_ERR_SOCKET':
+      return ficusError('FICUS_ERR_UPSTREAM_RESET', cause)
+    case 'UND_ERR_CONNECT_TIMEOUT': case 'ETIMEDOUT':
+      return ficusError('FICUS_ERR_UPSTREAM_CONNECT_TIMEOUT', cause)
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return ficusError('FICUS_ERR_UPSTREAM_TIMEOUT', cause)
+    case 'UND_ERR_BODY_TIMEOUT':
+      return ficusError('FICUS_ERR_UPSTREAM_BODY_TIMEOUT', cause)
+    case 'UND_ERR_CLOSED': case 'UND_ERR_DESTROYED':
+      return ficusError('FICUS_ERR_UPSTREAM_CLOSING', cause)
+    case 'UND_ERR_HEADERS_OVERFLOW': case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH': case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
+      return ficusError('FICUS_ERR_UPSTREAM_BAD_RESPONSE', cause)
+    default:
+      // llhttp's parse errors (HPE_*): invalid framing from the backend
+      if (typeof code === 'string' && code.startsWith('HPE_')) return ficusError('FICUS_ERR_UPSTREAM_BAD_RESPONSE', cause)
+      return ficusError('FICUS_ERR_UPSTREAM_FAILED', cause)
+  }
+}
+
+/** The JSON body of every error Ficus answers: `{ error, code, requestId }`. */
+export function errorBody(err: FicusError, requestId: string | undefined): string {
+  return JSON.stringify(requestId === undefined
+    ? { error: err.message, code: err.code }
+    : { error: err.message, code: err.code, requestId })
+}

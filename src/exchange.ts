@@ -1,0 +1,44 @@
+import type { Backend, Decision, RouteRule } from './core/types.js'
+import type { FicusError, Reason } from './errors.js'
+
+/**
+ * What happened to one client request, filled in along the pipeline and read once when the
+ * response is over (metrics, access log). One `outcome` per response, used by both, like
+ * Envoy's response flags.
+ */
+export type Outcome =
+  | 'ok'
+  /** new failed before answering; legacy answered. */
+  | 'fallback'
+  /** The client closed the connection before the response was complete. */
+  | 'client_aborted'
+  /** A catalogue error's reason (refused, timeout, body_too_large, …). */
+  | Reason
+
+export class Exchange {
+  rule: RouteRule | null = null
+  decision: Decision | null = null
+  /** Headers for the upstream request (forward-headers.ts). */
+  upstreamHeaders: string[] = []
+  clientIp = ''
+  /** Path and query sent upstream (origin-form, byte-for-byte what the client sent). */
+  target = ''
+  /** The side that answered, or was being tried when it failed. */
+  backend: Backend | null = null
+  outcome: Outcome = 'ok'
+  error: FicusError | null = null
+  /** Why new was abandoned for legacy, when it was. */
+  fallback: string | null = null
+  /** Aborts the upstream request in progress, if any (set by the proxy while one runs). */
+  abortUpstream: ((err: Error) => void) | null = null
+  /** Set when the request body went over limits.bodySize while streaming. */
+  bodyTooLarge = false
+
+  constructor (readonly requestId: string, readonly method: string, readonly start: number) {}
+}
+
+/** Why an upstream request was aborted when its client went away first. */
+export class ClientGone extends Error {
+  override name = 'ClientGone'
+  constructor () { super('client closed the connection') }
+}

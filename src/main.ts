@@ -1,0 +1,105 @@
+import type { AddressInfo } from 'node:net'
+import { createLogger, type Logger } from './adapters/logger.js'
+import { buildApp, type Deps, type Ficus } from './app.js'
+import { loadConfig } from './config/load-config.js'
+import type { Config } from './config/schema.js'
+
+/** Hard cap on a graceful stop, in ms: past it, remaining connections are cut. */
+export const STOP_CAP_MS = 30_000
+
+export interface Running {
+  readonly ficus: Ficus
+  /** `http://host:port` of the traffic listener, with the port actually bound. */
+  readonly trafficUrl: string
+  readonly adminUrl: string
+  /** Readiness off, stop accepting, let in-flight requests finish (up to the cap), close pools. */
+  stop(): Promise<void>
+}
+
+/** Builds Ficus and listens: admin first (so health answers during start), then traffic. */
+export async function startFicus(config: Config, deps: Deps): Promise<Running> {
+  const ficus = await buildApp(config, deps)
+  const { traffic, admin, health } = ficus
+  try {
+    await admin.listen({ host: config.admin.host, port: config.admin.port })
+    await traffic.listen({ host: config.listen.host, port: config.listen.port })
+  } catch (err) {
+    await Promise.allSettled([traffic.close(), admin.close()])
+    throw err
+  }
+  health.phase = 'ready'
+  const trafficUrl = urlOf(traffic.server.address() as AddressInfo)
+  const adminUrl = urlOf(admin.server.address() as AddressInfo)
+  deps.logger.info({ traffic: trafficUrl, admin: adminUrl, routes: config.routes.length, config: config.file }, 'ficus listening')
+  let stopping: Promise<void> | null = null
+  return {
+    ficus,
+    trafficUrl,
+    adminUrl,
+    stop () {
+      stopping ??= (async () => {
+        health.phase = 'draining'
+        const cap = setTimeout(() => traffic.server.closeAllConnections(), STOP_CAP_MS)
+        cap.unref()
+        try {
+          await traffic.close()
+        } finally {
+          clearTimeout(cap)
+          await admin.close()
+        }
+      })()
+      return stopping
+    }
+  }
+}
+
+function urlOf(a: AddressInfo): string {
+  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address
+  return `http://${host}:${a.port}`
+}
+
+/**
+ * `ficus start`: the only place that listens to signals and exits. Exit codes:
+ * 0 stopped cleanly, 1 could not start (bad config, port taken) or crashed.
+ */
+export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const config = await loadConfig(configPath, env)
+  const logger = createLogger(env.FICUS_LOG_LEVEL ?? config.log.level)
+  const exit = (code: number): never => {
+    logger.flush()
+    process.exit(code)
+  }
+  process.on('uncaughtException', (err) => {
+    logger.fatal({ err }, 'uncaught exception; exiting')
+    exit(1)
+  })
+  let running: Running
+  try {
+    running = await startFicus(config, { logger })
+  } catch (err) {
+    logger.fatal({ err: describe(err) }, 'could not start')
+    exit(1)
+  }
+  const onSignal = (signal: NodeJS.Signals): void => {
+    logger.info({ signal }, 'stopping')
+    // A second signal does not wait.
+    process.once(signal, () => exit(1))
+    running.stop().then(() => {
+      logger.info('stopped')
+      exit(0)
+    }, (err: unknown) => {
+      logger.error({ err }, 'stop failed')
+      exit(1)
+    })
+  }
+  process.once('SIGTERM', onSignal)
+  process.once('SIGINT', onSignal)
+}
+
+function describe(err: unknown): unknown {
+  const e = err as NodeJS.ErrnoException
+  if (e.code === 'EADDRINUSE') return { code: e.code, message: `address already in use: ${(e as { address?: string }).address ?? ''}:${(e as { port?: number }).port ?? ''}` }
+  return err
+}
+
+export type { Logger }

@@ -1,0 +1,51 @@
+import type { ServerResponse } from 'node:http'
+import type { Logger } from '../adapters/logger.js'
+import type { Metrics } from '../adapters/metrics-registry.js'
+import { pathOf } from '../core/normalize-path.js'
+import { ClientGone, type Exchange } from '../exchange.js'
+
+/** nginx's status for "the client closed the connection before the response": well known to SREs. */
+export const CLIENT_CLOSED = 499
+
+/**
+ * The last stage: once a response is over (finished or aborted: `close` always fires, where
+ * fastify's onResponse misses aborts), count it and write the one access-log line.
+ * The query string is left out of the log: it often carries tokens.
+ */
+export function exchangeRecorder(metrics: Metrics, log: Logger, now: () => number) {
+  return function recordExchange(ex: Exchange, res: ServerResponse): void {
+    if (ex.abortUpstream !== null) ex.abortUpstream(new ClientGone())
+    if (!res.writableFinished && (ex.outcome === 'ok' || ex.outcome === 'fallback')) ex.outcome = 'client_aborted'
+    const status = res.headersSent ? res.statusCode : CLIENT_CLOSED
+    const ms = now() - ex.start
+    const rule = ex.rule
+    if (rule !== null) {
+      const backend = ex.backend ?? 'none'
+      metrics.requests.inc({ route: rule.name, backend, role: 'primary', code: status })
+      metrics.duration.observe({ route: rule.name, backend, role: 'primary' }, ms / 1000)
+    }
+    const line = {
+      reqId: ex.requestId,
+      method: ex.method,
+      route: rule?.name,
+      backend: ex.backend ?? undefined,
+      bucket: ex.decision?.bucket ?? undefined,
+      status,
+      ms: Math.round(ms * 10) / 10,
+      outcome: ex.outcome,
+      fallback: ex.fallback ?? undefined,
+      error: ex.error === null ? undefined : { code: ex.error.code, cause: causeOf(ex.error) },
+      path: ex.target === '' ? undefined : pathOf(ex.target),
+      ip: ex.clientIp === '' ? undefined : ex.clientIp
+    }
+    if (ex.error === null) log.info(line, 'request')
+    else log.warn(line, 'request')
+  }
+}
+
+function causeOf(err: Error): string | undefined {
+  const cause = (err as { cause?: unknown }).cause
+  if (cause === undefined || cause === null) return undefined
+  const c = cause as { code?: unknown; message?: unknown }
+  return [c.code, c.message].filter((x) => typeof x === 'string').join(': ')
+}

@@ -1,0 +1,79 @@
+import YAML from 'yaml'
+import { Agent, request, type Dispatcher } from 'undici'
+import { createLogger } from '../../src/adapters/logger.js'
+import { createMetrics, type Metrics } from '../../src/adapters/metrics-registry.js'
+import { parseConfig } from '../../src/config/load-config.js'
+import type { Config } from '../../src/config/schema.js'
+import type { Random } from '../../src/core/decide.js'
+import { startFicus, type Running } from '../../src/main.js'
+import { LogSink } from './log-sink.js'
+
+interface Teardown { teardown(fn: () => unknown): void }
+
+export interface TestFicus {
+  readonly url: string
+  readonly adminUrl: string
+  readonly config: Config
+  readonly logs: LogSink
+  readonly metrics: Metrics
+  readonly running: Running
+  /** A request through Ficus on a fresh keep-alive client (closed on teardown). */
+  fetch(path: string, opts?: Omit<Dispatcher.RequestOptions, 'origin' | 'path'>): Promise<Response>
+  /** The Prometheus text of /metrics. */
+  scrape(): Promise<string>
+}
+
+export interface Response {
+  readonly status: number
+  readonly headers: Record<string, string | string[] | undefined>
+  readonly text: string
+  json(): unknown
+}
+
+/**
+ * Starts a real Ficus on 127.0.0.1:0 (traffic and admin) from a routes.yaml given as an
+ * object: it is serialized and loaded through the same parser users' files go through.
+ * Missing top-level keys get test defaults.
+ */
+export async function startTestFicus(t: Teardown, doc: Record<string, unknown>, opts: { random?: Random; env?: Record<string, string> } = {}): Promise<TestFicus> {
+  const full = {
+    version: 1,
+    listen: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0 },
+    sticky: 'header:x-user-id',
+    routes: [],
+    ...doc
+  }
+  const config = parseConfig(YAML.stringify(full), 'test-routes.yaml', opts.env ?? {})
+  const logs = new LogSink()
+  const metrics = createMetrics()
+  const running = await startFicus(config, { logger: createLogger('debug', logs), metrics, random: opts.random })
+  const agent = new Agent({ keepAliveTimeout: 10 })
+  t.teardown(async () => {
+    await agent.close()
+    await running.stop()
+  })
+  const fetch = async (path: string, o: Omit<Dispatcher.RequestOptions, 'origin' | 'path'> = { method: 'GET' }): Promise<Response> => {
+    const r = await request(running.trafficUrl + path, { ...o, dispatcher: agent })
+    const text = await r.body.text()
+    return { status: r.statusCode, headers: r.headers, text, json: () => JSON.parse(text) as unknown }
+  }
+  const scrape = async (): Promise<string> => {
+    const r = await request(running.adminUrl + '/metrics', { dispatcher: agent })
+    return r.body.text()
+  }
+  return { url: running.trafficUrl, adminUrl: running.adminUrl, config, logs, metrics, running, fetch, scrape }
+}
+
+/** The value of one sample in Prometheus text, or undefined. Labels must be given in exposition order. */
+export function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue
+    const m = /^([a-z_:]+)(\{(.*)\})? (\S+)$/.exec(line)
+    if (m === null || m[1] !== name) continue
+    const have: Record<string, string> = {}
+    for (const x of (m[3] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)) have[x[1] as string] = x[2] as string
+    if (Object.entries(labels).every(([k, v]) => have[k] === v) && Object.keys(have).length === Object.keys(labels).length) return Number(m[4])
+  }
+  return undefined
+}

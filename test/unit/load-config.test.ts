@@ -1,0 +1,160 @@
+import { join } from 'node:path'
+import t from 'tap'
+import { ConfigError, loadConfig, parseConfig } from '../../src/config/load-config.js'
+
+const fixture = (name: string): string => join(import.meta.dirname, '..', 'fixtures', 'routes', name)
+
+/** Every problem as `line:col path: message`, in file order. */
+async function problems(file: string, env: Record<string, string> = {}): Promise<string[]> {
+  try {
+    await loadConfig(file, env)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    return err.problems.map((p) => (p.line > 0 ? `${p.line}:${p.col}: ` : '') + (p.path === '' ? p.message : `${p.path}: ${p.message}`))
+  }
+  throw new Error(`${file} loaded without problems`)
+}
+
+t.test('a minimal file gets the documented defaults', async (t) => {
+  const c = await loadConfig(fixture('valid-minimal.yaml'), {})
+  t.same(c.listen, { host: '0.0.0.0', port: 8080 })
+  t.same(c.admin, { host: '127.0.0.1', port: 9090, token: undefined })
+  t.same(c.upstreams.legacy, {
+    name: 'legacy', origin: 'http://legacy.internal:8080', authority: 'legacy.internal:8080',
+    timeoutMs: 30_000, connectTimeoutMs: 5_000, bodyTimeoutMs: 30_000, connections: 128, maxQueue: 512, hostHeader: 'preserve'
+  })
+  t.equal(c.upstreams.new?.origin, 'https://new.internal')
+  t.same(c.limits, { bodyBytes: 10 * 1024 * 1024, headerBytes: 16 * 1024, headTimeoutMs: 10_000, requestTimeoutMs: 300_000, keepAliveTimeoutMs: 5_000 })
+  t.same(c.defaultRoute.backends, { legacy: 'legacy', new: 'new' })
+  t.equal(c.defaultRoute.new, 0)
+  t.same(c.defaultRoute.sticky, { kind: 'cookie', name: 'session' })
+  t.equal(c.trustedHops, 0)
+  t.equal(c.exposeBackend, false)
+  t.equal(c.state, undefined)
+  t.equal(c.log.level, 'info')
+  t.ok(Object.isFrozen(c) && Object.isFrozen(c.upstreams.legacy) && Object.isFrozen(c.limits), 'deep-frozen')
+})
+
+t.test('a full file: every key read, env expanded, per-route overrides applied', async (t) => {
+  const c = await loadConfig(fixture('valid-full.yaml'), { LEGACY_URL: 'http://10.0.0.5:8080', PORT: '8181', FICUS_ADMIN_TOKEN: 'tok' })
+  t.equal(c.listen.port, 8181, '${PORT:-8080} is the number 8181')
+  t.equal(c.admin.token, 'tok')
+  t.equal(c.upstreams.monolith?.origin, 'http://10.0.0.5:8080')
+  t.same([c.upstreams.monolith?.timeoutMs, c.upstreams.monolith?.connectTimeoutMs, c.upstreams.monolith?.bodyTimeoutMs], [30_000, 2_000, 60_000])
+  t.same([c.upstreams.monolith?.connections, c.upstreams.monolith?.maxQueue], [64, 100])
+  t.equal(c.upstreams['orders-v2']?.timeoutMs, 1500)
+  t.equal(c.upstreams['orders-v2']?.hostHeader, 'upstream')
+  t.same(c.limits, { bodyBytes: 2 * 1024 * 1024, headerBytes: 32 * 1024, headTimeoutMs: 5_000, requestTimeoutMs: 120_000, keepAliveTimeoutMs: 10_000 })
+  t.equal(c.trustedHops, 1)
+  t.equal(c.exposeBackend, true)
+  t.equal(c.log.level, 'warn')
+  t.equal(c.state, join(import.meta.dirname, '..', 'fixtures', 'routes', 'state', '$ficus.json'), 'relative to the file; $$ is a literal $')
+  const [order, orders, customers, prices] = c.routes
+  t.same(order?.methods, new Set(['GET', 'HEAD']))
+  t.equal(order?.shadow, 12.5)
+  t.same(order?.sticky, { kind: 'header', name: 'x-user-id' }, 'header names are lower-cased')
+  t.same(order?.backends, { legacy: 'monolith', new: 'orders-v2' }, 'top-level backends')
+  t.equal(orders?.methods, null)
+  t.same(customers?.sticky, { kind: 'query', name: 'uid' })
+  t.same(customers?.backends, { legacy: 'monolith', new: 'customers-v2' })
+  t.equal(prices?.new, 5)
+  t.equal(prices?.shadow, 0)
+})
+
+t.test('every problem of a broken file is reported at once, with line, column and path', async (t) => {
+  t.same(await problems(fixture('invalid-many.yaml')), [
+    '2:17: listen.port: must be integer',
+    '4:18: upstreams.legacy.url: must be an http:// or https:// URL with a host and no path, like http://10.0.0.5:8080',
+    '4:57: upstreams.legacy.timeout: must be a duration like 500ms, 30s or 2m',
+    '5:38: upstreams.new.timout: unknown key',
+    '6:9: sticky: must be header:<name>, cookie:<name>, query:<name> or ip',
+    '7:21: limits.bodySize: must be a size like 512KiB or 10MiB, or a number of bytes',
+    '10:50: routes[0].match.methods[1]: must be an upper-case HTTP method such as GET, HEAD or POST',
+    '13:11: routes[1].name: must be 1-63 lower-case letters, digits, ".", "_" or "-", starting with a letter or digit',
+    '15:10: routes[1].new: must be <= 100',
+    '19:38: routes[2].backends.new: unknown upstream "nowhere" (upstreams: legacy, new); name the upstream that plays the new role',
+    '21:20: routes[3].match.path: "*" is only allowed as the whole last segment ("/prefix/*")',
+    '22:10: routes[3].new: environment variable NOT_SET_ANYWHERE is not set (use ${NOT_SET_ANYWHERE:-default} to give a default)',
+    '23:5: routes[4].name: is required',
+    '25:5: routes[4].colour: unknown key'
+  ])
+})
+
+t.test('routes that can never match, reserved and duplicate names', async (t) => {
+  t.same(await problems(fixture('invalid-unreachable.yaml')), [
+    '11:12: routes[1].match: can never match: routes[0] ("all-reads", /*) takes every request it would',
+    '13:11: routes[2].name: "default" is reserved for requests no route matches',
+    '16:11: routes[3].name: duplicate route name "all-reads" (also routes[0])'
+  ])
+})
+
+t.test('YAML syntax errors and non-mappings', async (t) => {
+  t.same(await problems(fixture('invalid-yaml.yaml')), ['4:1: Flow map in block collection must be sufficiently indented and end with a }'])
+  t.same(await problems(fixture('invalid-structure.yaml')), ['1:1: must be a YAML mapping (version: 1, upstreams: …, routes: …)'])
+  t.same(await problems(fixture('does-not-exist.yaml')), ['file not found'])
+})
+
+const base = (extra: string): string => `version: 1
+upstreams:
+  legacy: { url: http://127.0.0.1:3001 }
+  new: { url: http://127.0.0.1:3002 }
+sticky: ip
+routes: []
+${extra}`
+
+function errorsOf(text: string, env: Record<string, string> = {}): string[] {
+  try {
+    parseConfig(text, 'x.yaml', env)
+    return []
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    return err.problems.map((p) => `${p.path}: ${p.message}`)
+  }
+}
+
+t.test('${ENV} expansion', async (t) => {
+  const admin = (token: string, env: Record<string, string>): string | undefined =>
+    parseConfig(base(`admin: { token: ${token} }`), 'x.yaml', env).admin.token
+  t.equal(admin('${T}', { T: 'abc' }), 'abc', 'inside a flow mapping')
+  t.equal(admin('${T:-dflt}', {}), 'dflt', 'default when unset')
+  t.equal(admin('${T:-dflt}', { T: '' }), 'dflt', 'default when empty')
+  t.equal(admin('${T:-}', {}), undefined, 'empty default: no token')
+  t.equal(admin('"x-${T}-y"', { T: 'mid' }), 'x-mid-y', 'inside a quoted string')
+  t.equal(admin('"$${T}"', { T: 'no' }), '${T}', '$$ escapes')
+  t.equal(admin('${T}', { T: 'a: b\nlisten: { port: 1 }' }), 'a: b\nlisten: { port: 1 }', 'a value never becomes YAML structure')
+  t.same(errorsOf(base('listen: { port: "${P}" }'), { P: '81' }), ['listen.port: must be integer'], 'a quoted reference stays a string')
+  t.same(errorsOf(base('admin: { token: ${1BAD} }')), ['admin.token: "${1BAD}" is not a variable reference (use ${NAME} or ${NAME:-default}; $$ is a literal $)'])
+  t.same(errorsOf(base('# comment mentions ${UNSET_IN_COMMENT}\nexposeBackend: ${EXPOSE}'), { EXPOSE: 'true' }), [], 'comments are not expanded; booleans are re-typed')
+})
+
+t.test('limits and listeners that Node or the OS would refuse', async (t) => {
+  t.same(errorsOf(base('limits: { headTimeout: 20s, requestTimeout: 10s }')), ['limits.headTimeout: must not be longer than limits.requestTimeout (10s)'])
+  t.same(errorsOf(base('listen: { port: 9000 }\nadmin: { port: 9000 }')), ['admin.port: must differ from listen.port (9000)'])
+  t.same(errorsOf(base('listen: { port: 0 }\nadmin: { port: 0 }')), [], 'two ephemeral ports are fine')
+})
+
+t.test('upstream names and references', async (t) => {
+  t.same(errorsOf(`version: 1
+upstreams:
+  Bad_Name: { url: http://a }
+sticky: ip
+routes: []`), [
+    'upstreams.Bad_Name: is not a valid name: must be 1-63 lower-case letters, digits, ".", "_" or "-", starting with a letter or digit',
+    'upstreams: no upstream is named "legacy": add one, or say which plays that role with backends.legacy (upstreams: Bad_Name)',
+    'upstreams: no upstream is named "new": add one, or say which plays that role with backends.new (upstreams: Bad_Name)'
+  ])
+  t.same(errorsOf(`version: 1
+upstreams: {}
+sticky: ip
+routes: []`), ['upstreams: must define at least one upstream'])
+  t.same(errorsOf(`version: 2
+upstreams:
+  legacy: { url: "ftp://x" }
+  new: { url: "http://user:pw@x" }
+sticky: ip
+routes: []`), [
+    'version: must be 1 (the only version this Ficus reads)',
+    'upstreams.legacy.url: must be an http:// or https:// URL with a host and no path, like http://10.0.0.5:8080',
+    'upstreams.new.url: must be an http:// or https:// URL with a host and no path, like http://10.0.0.5:8080'
+  ])
+})
