@@ -82,7 +82,7 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
     http: {
       maxHeaderSize: limits.headerBytes,
       headersTimeout: limits.headTimeoutMs,
-      requireHostHeader: true,
+      requireHostHeader: false, // checked by the decision hook, to answer with a Ficus code
       connectionsCheckingInterval: TIMEOUT_CHECK_MS
     },
     routerOptions: { maxParamLength: limits.headerBytes },

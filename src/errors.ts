@@ -32,6 +32,7 @@ export const CATALOGUE = {
   FICUS_ERR_BAD_REQUEST: { status: 400, reason: 'bad_request', message: 'The request is malformed' },
   FICUS_ERR_BAD_TARGET: { status: 400, reason: 'bad_target', message: 'The request target is not a valid path' },
   FICUS_ERR_DUPLICATE_HOST: { status: 400, reason: 'duplicate_host', message: 'The request has more than one Host header' },
+  FICUS_ERR_MISSING_HOST: { status: 400, reason: 'missing_host', message: 'The request has no Host header' },
   FICUS_ERR_REQUEST_TIMEOUT: { status: 408, reason: 'request_timeout', message: 'The request was not received in time' },
   FICUS_ERR_BODY_TOO_LARGE: { status: 413, reason: 'body_too_large', message: 'The request body is larger than the limit' },
   FICUS_ERR_HEADERS_TOO_LARGE: { status: 431, reason: 'headers_too_large', message: 'The request headers are larger than the limit' },

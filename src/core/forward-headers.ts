@@ -30,8 +30,8 @@ export interface ForwardContext {
   /** How many proxies in front of Ficus are trusted to have set X-Forwarded-For / Forwarded. */
   readonly trustedHops: number
   readonly requestId: string
-  /** Host to send upstream; undefined keeps the client's. */
-  readonly hostOverride: string | undefined
+  /** Authority of an absolute-form target, which replaces Host (RFC 9112 §3.2.2); undefined keeps the client's. */
+  readonly authority: string | undefined
 }
 
 export interface ForwardedHeaders {
@@ -96,10 +96,9 @@ export function forwardHeaders(raw: readonly string[], ctx: ForwardContext): For
     // Entries left of the client were written by the client itself: not forwarded.
     chain = hops.slice(first).join(', ')
   }
-  const clientHost = host ?? ''
-  const upstreamHost = ctx.hostOverride ?? clientHost
+  const clientHost = ctx.authority ?? host ?? ''
   const ours = `for=${forwardedNode(peer)};host=${quoted(clientHost)};proto=${ctx.proto}`
-  if (upstreamHost !== '') out.push('host', upstreamHost)
+  if (clientHost !== '') out.push('host', clientHost)
   out.push(
     'via', via === '' ? `${ctx.httpVersion} ficus` : `${via}, ${ctx.httpVersion} ficus`,
     'x-forwarded-for', chain,

@@ -54,11 +54,13 @@ async function decision(fastify: FastifyInstance, opts: DecisionOptions): Promis
       httpVersion: req.httpVersion,
       trustedHops,
       requestId: request.id,
-      hostOverride: absoluteFormAuthority(req)
+      authority: absoluteFormAuthority(req)
     })
     if (hasBadTarget(req)) return refuse(request, reply, 'FICUS_ERR_BAD_TARGET')
     // nginx and HAProxy answer 400 to a second Host; Node keeps the first one silently.
     if (fwd.hostCount > 1) return refuse(request, reply, 'FICUS_ERR_DUPLICATE_HOST')
+    // RFC 9112 §3.2; checked here rather than by Node so the answer carries a Ficus code.
+    if (fwd.hostCount === 0 && req.httpVersion === '1.1' && absoluteFormAuthority(req) === undefined) return refuse(request, reply, 'FICUS_ERR_MISSING_HOST')
     const length = req.headers['content-length']
     if (length !== undefined && Number(length) > limits.bodyBytes) return refuse(request, reply, 'FICUS_ERR_BODY_TOO_LARGE')
 

@@ -18,10 +18,13 @@ export interface TestFicus {
   readonly metrics: Metrics
   readonly running: Running
   /** A request through Ficus on a fresh keep-alive client (closed on teardown). */
-  fetch(path: string, opts?: Omit<Dispatcher.RequestOptions, 'origin' | 'path'>): Promise<Response>
+  fetch(path: string, opts?: FetchOptions): Promise<Response>
   /** The Prometheus text of /metrics. */
   scrape(): Promise<string>
 }
+
+/** undici request options; method defaults to GET. */
+export type FetchOptions = Partial<Omit<Dispatcher.RequestOptions, 'origin' | 'path'>>
 
 export interface Response {
   readonly status: number
@@ -53,8 +56,8 @@ export async function startTestFicus(t: Teardown, doc: Record<string, unknown>, 
     await agent.close()
     await running.stop()
   })
-  const fetch = async (path: string, o: Omit<Dispatcher.RequestOptions, 'origin' | 'path'> = { method: 'GET' }): Promise<Response> => {
-    const r = await request(running.trafficUrl + path, { ...o, dispatcher: agent })
+  const fetch = async (path: string, o: FetchOptions = {}): Promise<Response> => {
+    const r = await request(running.trafficUrl + path, { method: 'GET', ...o, dispatcher: agent })
     const text = await r.body.text()
     return { status: r.statusCode, headers: r.headers, text, json: () => JSON.parse(text) as unknown }
   }

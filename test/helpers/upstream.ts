@@ -18,6 +18,8 @@ export interface Upstream {
   readonly requests: Recorded[]
   /** Requests whose head arrived (counted before the body is read). */
   readonly started: () => number
+  /** Resolves once `n` request heads have arrived. */
+  arrived(n: number): Promise<void>
   readonly server: Server
   close(): Promise<void>
 }
@@ -31,6 +33,7 @@ interface Teardown { teardown(fn: () => unknown): void }
 export async function startUpstream(t: Teardown, name: string, handler?: Handler): Promise<Upstream> {
   const requests: Recorded[] = []
   let started = 0
+  const waiting: { n: number; resolve: () => void }[] = []
   const sockets = new Set<Socket>()
   const answer: Handler = handler ?? ((req, res, body) => {
     const payload = JSON.stringify({ served: name, method: req.method, url: req.url, headers: req.headers, body: body.toString() })
@@ -39,6 +42,10 @@ export async function startUpstream(t: Teardown, name: string, handler?: Handler
   })
   const server = createServer((req, res) => {
     started++
+    for (const w of waiting.filter((x) => x.n <= started)) {
+      waiting.splice(waiting.indexOf(w), 1)
+      w.resolve()
+    }
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {
@@ -59,7 +66,10 @@ export async function startUpstream(t: Teardown, name: string, handler?: Handler
     server.close(() => resolve())
   })
   t.teardown(close)
-  return { url: `http://127.0.0.1:${port}`, port, requests, started: () => started, server, close }
+  const arrived = (n: number): Promise<void> => n <= started
+    ? Promise.resolve()
+    : new Promise((resolve) => waiting.push({ n, resolve }))
+  return { url: `http://127.0.0.1:${port}`, port, requests, started: () => started, arrived, server, close }
 }
 
 /** A port nothing listens on (bound, then released). */

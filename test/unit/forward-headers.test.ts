@@ -1,7 +1,7 @@
 import t from 'tap'
 import { forwardHeaders, responseHeaders, acceptableRequestId, type ForwardContext } from '../../src/core/forward-headers.js'
 
-const ctx: ForwardContext = { peer: '10.1.1.1', proto: 'http', httpVersion: '1.1', trustedHops: 0, requestId: 'rid-1', hostOverride: undefined }
+const ctx: ForwardContext = { peer: '10.1.1.1', proto: 'http', httpVersion: '1.1', trustedHops: 0, requestId: 'rid-1', authority: undefined }
 
 /** The flat list as name → values, in order. */
 function byName(flat: string[]): Map<string, string[]> {
@@ -75,7 +75,8 @@ t.test('IPv4-mapped peers are unmapped, IPv6 is bracketed in Forwarded', async (
 })
 
 t.test('Host: kept, replaced by an absolute-form authority, and counted', async (t) => {
-  t.same(byName(forwardHeaders(['Host', 'a'], { ...ctx, hostOverride: 'b:81' }).headers).get('host'), ['b:81'])
+  const abs = byName(forwardHeaders(['Host', 'a'], { ...ctx, authority: 'b:81' }).headers)
+  t.same([abs.get('host'), abs.get('x-forwarded-host')], [['b:81'], ['b:81']])
   t.equal(forwardHeaders(['Host', 'a', 'host', 'b'], ctx).hostCount, 2)
 })
 

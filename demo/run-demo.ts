@@ -1,0 +1,82 @@
+import { request } from 'undici'
+import { createLogger } from '../src/adapters/logger.js'
+import { loadConfig } from '../src/config/load-config.js'
+import { startFicus } from '../src/main.js'
+import { startBackend } from './backends.js'
+
+/**
+ * `npm run demo`: the two sample backends, Ficus on the shipped routes.yaml, a burst of
+ * sample traffic whose outcome is printed, then Ficus keeps running for you to curl.
+ * Ports: LEGACY_PORT (3001), NEW_PORT (3002), FICUS_PORT (8080), FICUS_ADMIN_PORT (9090);
+ * 0 picks a free one. Logs: FICUS_LOG_LEVEL (default warn, so the banner stays readable).
+ */
+async function main(): Promise<void> {
+  const env = process.env
+  const legacy = await startBackend('legacy', Number(env.LEGACY_PORT ?? 3001))
+  const next = await startBackend('new', Number(env.NEW_PORT ?? 3002))
+  const config = await loadConfig(env.FICUS_CONFIG ?? 'routes.yaml', { ...env, LEGACY_URL: legacy.url, NEW_URL: next.url })
+  const logger = createLogger(env.FICUS_LOG_LEVEL ?? 'warn')
+  const ficus = await startFicus(config, { logger })
+  const proxy = ficus.trafficUrl
+  const out: string[] = []
+  const say = (line = ''): void => { out.push(line) }
+
+  say('Ficus demo: a legacy API and its rewrite behind one proxy')
+  say(`  proxy   ${proxy}            (config: ${config.file})`)
+  say(`  admin   ${ficus.adminUrl}/metrics`)
+  say(`  legacy  ${legacy.url}    new  ${next.url}`)
+  say()
+  say('Sample traffic, 20 users per path (routing is sticky per x-user-id):')
+  for (const path of ['/api/customers/1', '/api/orders/1', '/api/reports/daily', '/api/customers/3']) {
+    const seen = { legacy: 0, new: 0 }
+    for (let i = 1; i <= 20; i++) {
+      const r = await request(proxy + path, { headers: { 'x-user-id': `user-${i}` } })
+      await r.body.dump()
+      const who = r.headers['x-ficus-backend']
+      if (who === 'legacy' || who === 'new') seen[who]++
+    }
+    const route = config.routes.find((x) => x.name === routeOf(path))
+    const note = path === '/api/customers/3' ? '  ← new answers 503 here; legacy took over (fallback)' : ''
+    say(`  ${path.padEnd(20)} route ${String(route?.name).padEnd(10)} new: ${String(route?.new).padStart(3)} %  → ${String(seen.new).padStart(2)} on new, ${String(seen.legacy).padStart(2)} on legacy${note}`)
+  }
+  const metrics = await (await request(`${ficus.adminUrl}/metrics`)).body.text()
+  const fallbacks = metrics.split('\n').filter((l) => l.startsWith('ficus_fallbacks_total{'))
+  say()
+  say('From /metrics:')
+  for (const line of fallbacks) say(`  ${line}`)
+  say()
+  say('Try:')
+  say(`  curl -si ${proxy}/api/orders/1 -H 'x-user-id: alice'     # x-ficus-backend: who answered`)
+  say(`  curl -s  ${proxy}/api/orders/1 -H 'x-user-id: bob'       # a different user, maybe the other side`)
+  say(`  curl -s  ${ficus.adminUrl}/metrics | grep '^ficus_'`)
+  say('  npx ficus check routes.yaml')
+  say('Ctrl-C stops the demo.')
+  process.stdout.write(out.join('\n') + '\n')
+
+  const stop = (): void => {
+    void ficus.stop().then(() => {
+      legacy.server.close()
+      next.server.close()
+      logger.flush()
+      process.exit(0)
+    })
+  }
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+}
+
+function routeOf(path: string): string {
+  if (path.startsWith('/api/customers')) return 'customers'
+  if (path.startsWith('/api/orders')) return 'orders'
+  return 'reports'
+}
+
+main().catch((err: unknown) => {
+  const e = err as NodeJS.ErrnoException & { port?: number }
+  if (e.code === 'EADDRINUSE') {
+    process.stderr.write(`demo: port ${e.port ?? ''} is already in use; set LEGACY_PORT, NEW_PORT, FICUS_PORT or FICUS_ADMIN_PORT (0 = any free port)\n`)
+  } else {
+    process.stderr.write(`demo: ${e.message}\n`)
+  }
+  process.exit(1)
+})

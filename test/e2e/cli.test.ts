@@ -1,0 +1,85 @@
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import t from 'tap'
+import { request } from 'undici'
+import { closedPort, startUpstream } from '../helpers/upstream.js'
+import { CLI, ROOT, run } from '../helpers/spawn.js'
+
+const fixture = (name: string): string => join('test', 'fixtures', 'routes', name)
+
+t.test('ficus check: 0 and a summary for a good file', async (t) => {
+  const p = run(t, CLI, ['check', 'routes.yaml'])
+  t.equal(await p.exited, 0)
+  t.equal(p.stdout, 'routes.yaml: OK (4 routes, 2 upstreams)\n')
+})
+
+t.test('ficus check: 1 and every problem with its place for a bad file', async (t) => {
+  const p = run(t, CLI, ['check', fixture('invalid-many.yaml')])
+  t.equal(await p.exited, 1)
+  const lines = p.stderr.trim().split('\n')
+  t.equal(lines[0], `${fixture('invalid-many.yaml')}: 14 problems`)
+  t.equal(lines.length, 15)
+  t.ok(lines.includes(`  ${fixture('invalid-many.yaml')}:15:10: routes[1].new: must be <= 100`))
+})
+
+t.test('usage errors exit 2; --version and --help exit 0', async (t) => {
+  for (const args of [[], ['check'], ['frobnicate'], ['start', 'extra'], ['--nope']]) {
+    const p = run(t, CLI, args)
+    t.equal(await p.exited, 2, args.join(' ') || '(no arguments)')
+    t.match(p.stderr, /Usage: ficus <command>/)
+  }
+  const v = run(t, CLI, ['--version'])
+  t.equal(await v.exited, 0)
+  t.match(v.stdout, /^\d+\.\d+\.\d+\n$/)
+  const h = run(t, CLI, ['--help'])
+  t.equal(await h.exited, 0)
+  t.match(h.stdout, /check <file>/)
+})
+
+t.test('ficus start with a bad file exits 1 without listening', async (t) => {
+  const port = await closedPort()
+  const p = run(t, CLI, ['start', '--config', fixture('invalid-many.yaml')], { PORT: String(port) })
+  t.equal(await p.exited, 1)
+  t.match(p.stderr, /13 problems/, "PORT is set, so the port itself is valid")
+  // The port is still free: Ficus never bound it.
+  const probe = createServer()
+  await new Promise<void>((resolve, reject) => { probe.once('error', reject); probe.listen(port, '127.0.0.1', resolve) })
+  await new Promise<void>((resolve) => probe.close(() => resolve()))
+  t.pass(`port ${port} never bound`)
+})
+
+t.test('ficus start serves, logs JSON lines, and exits 0 on SIGTERM', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const p = run(t, CLI, ['start', '--config', 'routes.yaml'], {
+    FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: next.url, FICUS_LOG_LEVEL: 'info'
+  })
+  const out = await p.waitFor(/"msg":"ficus listening"/)
+  const listening = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string; admin: string }
+  const r = await request(`${listening.traffic}/api/reports/daily`)
+  t.equal(r.statusCode, 200)
+  t.same(await r.body.json(), { served: 'legacy', method: 'GET', url: '/api/reports/daily', headers: legacy.requests[0]?.headers, body: '' })
+  t.equal((await request(`${listening.admin}/readyz`)).statusCode, 200)
+  await p.waitFor(/"msg":"request"/)
+  p.child.kill('SIGTERM')
+  t.equal(await p.exited, 0)
+  t.match(p.stdout, /"msg":"stopped"/)
+})
+
+t.test('ficus start on a port in use exits 1 and says so', async (t) => {
+  const blocker = createServer()
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { blocker.close() })
+  const port = (blocker.address() as { port: number }).port
+  const p = run(t, CLI, ['start', '--config', 'routes.yaml'], { FICUS_PORT: String(port), FICUS_ADMIN_PORT: '0' })
+  t.equal(await p.exited, 1)
+  t.match(p.stdout, /address already in use/)
+})
+
+t.test('the README starts with the two commands', async (t) => {
+  const { readFile } = await import('node:fs/promises')
+  const readme = await readFile(join(ROOT, 'README.md'), 'utf8')
+  const firstBlock = /```(?:sh|bash)?\n([\s\S]*?)```/.exec(readme)?.[1] ?? ''
+  t.match(firstBlock, /npm ci && npm run demo/)
+  t.match(firstBlock, /npm test/)
+})

@@ -1,0 +1,63 @@
+import t from 'tap'
+import { request } from 'undici'
+import { bucket } from '../../src/core/bucket.js'
+import { sample, startTestFicus } from '../helpers/ficus.js'
+import { startUpstream } from '../helpers/upstream.js'
+
+t.test('/metrics lists every family with its route gauges; labels are route names, never paths', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } },
+    routes: [{ name: 'orders', match: { path: '/api/orders/*' }, new: 25, shadow: 50 }]
+  })
+  await f.fetch('/api/orders/12345?token=secret', { headers: { 'x-user-id': 'a', authorization: 'Bearer hunter2' } })
+  const r = await request(f.adminUrl + '/metrics')
+  t.match(r.headers['content-type'], /^text\/plain; version=0\.0\.4/)
+  const m = await r.body.text()
+  for (const family of ['ficus_requests_total', 'ficus_request_duration_seconds', 'ficus_upstream_errors_total', 'ficus_fallbacks_total',
+    'ficus_route_new_percent', 'ficus_route_shadow_percent', 'ficus_sticky_key_missing_total', 'ficus_client_errors_total',
+    'ficus_build_info', 'process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds']) {
+    t.match(m, new RegExp(`^# TYPE ${family} `, 'm'), family)
+  }
+  t.equal(sample(m, 'ficus_route_new_percent', { route: 'orders' }), 25)
+  t.equal(sample(m, 'ficus_route_shadow_percent', { route: 'orders' }), 50)
+  t.equal(sample(m, 'ficus_route_new_percent', { route: 'default' }), 0)
+  const side = bucket('orders', 'a') <= 25 ? 'new' : 'legacy'
+  t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: side, role: 'primary', code: '200' }), 1)
+  t.equal(sample(m, 'ficus_request_duration_seconds_count', { route: 'orders', backend: side, role: 'primary' }), 1)
+  t.notMatch(m, /12345|token|secret|hunter2|\/api\/orders/, 'no path, query or credential in metrics')
+})
+
+t.test('the access log line has what an SRE needs and no credential', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
+  await f.fetch('/orders/1?token=secret', { headers: { authorization: 'Bearer hunter2', cookie: 'sid=abc' } })
+  const line = await f.logs.waitFor((l) => l.msg === 'request')
+  t.match(line, { level: 'info', method: 'GET', route: 'default', backend: 'legacy', status: 200, outcome: 'ok', path: '/orders/1', ip: '127.0.0.1' })
+  t.type(line.ms, 'number')
+  t.type(line.reqId, 'string')
+  t.notMatch(JSON.stringify(f.logs.lines), /secret|hunter2|sid=abc/)
+})
+
+t.test('/healthz is live; /readyz is 200 when serving and 503 once stopping', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
+  const health = await request(f.adminUrl + '/healthz')
+  t.equal(health.statusCode, 200)
+  t.same(await health.body.json(), { status: 'ok' })
+  const ready = await request(f.adminUrl + '/readyz')
+  t.equal(ready.statusCode, 200)
+  t.same(await ready.body.json(), { status: 'ready' })
+  f.running.ficus.health.phase = 'draining'
+  const draining = await request(f.adminUrl + '/readyz')
+  t.equal(draining.statusCode, 503)
+  t.same(await draining.body.json(), { status: 'draining' })
+})
+
+t.test('the admin port is separate: the traffic port proxies /metrics like any path', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
+  const r = await f.fetch('/metrics')
+  t.equal(r.headers['x-served-by'], 'legacy')
+  t.not(f.adminUrl, f.url)
+})

@@ -1,0 +1,100 @@
+import { connect } from 'node:net'
+import t from 'tap'
+import { sample, startTestFicus } from '../helpers/ficus.js'
+import { rawRequest } from '../helpers/raw.js'
+import { startUpstream } from '../helpers/upstream.js'
+
+async function setup (t: Parameters<typeof startUpstream>[0], limits: Record<string, string> = {}) {
+  const legacy = await startUpstream(t, 'legacy')
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } }, limits })
+  return { legacy, f }
+}
+
+function bodyOf(text: string): unknown {
+  return JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4))
+}
+
+t.test('a Content-Length over the limit is refused with 413 before anything is forwarded', async (t) => {
+  const { legacy, f } = await setup(t, { bodySize: '1KiB' })
+  const r = await rawRequest(f.url, `POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 4096\r\n\r\n${'x'.repeat(100)}`)
+  t.equal(r.status, 413)
+  t.match(r.text, /\r\nconnection: close\r\n/i)
+  t.match(bodyOf(r.text), { code: 'FICUS_ERR_BODY_TOO_LARGE', error: 'The request body is larger than the limit' })
+  t.ok(r.closed, 'the connection is closed: the body was not read')
+  t.equal(legacy.started(), 0, 'the upstream never saw it')
+  t.equal(sample(await f.scrape(), 'ficus_client_errors_total', { reason: 'body_too_large' }), 1)
+})
+
+t.test('a chunked body is counted while it streams and stopped at the limit', async (t) => {
+  const { legacy, f } = await setup(t, { bodySize: '1KiB' })
+  const chunk = (s: string): string => `${s.length.toString(16)}\r\n${s}\r\n`
+  const r = await rawRequest(f.url, `POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${chunk('a'.repeat(800))}${chunk('b'.repeat(800))}0\r\n\r\n`)
+  t.equal(r.status, 413)
+  t.match(bodyOf(r.text), { code: 'FICUS_ERR_BODY_TOO_LARGE' })
+  t.equal(legacy.requests.length, 0, 'no upstream request completed')
+  const ok = await rawRequest(f.url, `POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunk('a'.repeat(500))}${chunk('b'.repeat(500))}0\r\n\r\n`)
+  t.equal(ok.status, 200, 'under the limit passes')
+  t.equal(legacy.requests[0]?.body.length, 1000)
+})
+
+t.test('Expect: 100-continue: 100 then the answer under the limit; 413 without 100 over it', async (t) => {
+  const { legacy, f } = await setup(t, { bodySize: '1KiB' })
+  const { port } = new URL(f.url)
+  const under = await new Promise<string>((resolve, reject) => {
+    const s = connect(Number(port), '127.0.0.1')
+    let text = ''
+    s.on('connect', () => s.write('PUT /doc HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n'))
+    s.on('data', (d: Buffer) => {
+      text += d.toString()
+      if (text === 'HTTP/1.1 100 Continue\r\n\r\n') s.write('hello')
+    })
+    s.on('close', () => resolve(text))
+    s.on('error', reject)
+  })
+  t.match(under, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n/)
+  t.equal(legacy.requests[0]?.body.toString(), 'hello')
+  t.notOk('expect' in (legacy.requests[0]?.headers ?? {}), 'Expect is answered by Ficus, not forwarded')
+  const over = await rawRequest(f.url, 'PUT /doc HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2048\r\n\r\n')
+  t.equal(over.status, 413)
+  t.notMatch(over.text, /100 Continue/)
+  t.equal(legacy.started(), 1)
+})
+
+t.test('malformed requests get 400 with a Ficus code and never reach the upstream', async (t) => {
+  const { legacy, f } = await setup(t)
+  const cases: [string, string, string][] = [
+    ['duplicate Host', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 'FICUS_ERR_DUPLICATE_HOST'],
+    ['missing Host', 'GET / HTTP/1.1\r\n\r\n', 'FICUS_ERR_MISSING_HOST'],
+    ['Content-Length and Transfer-Encoding', 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 'FICUS_ERR_BAD_REQUEST'],
+    ['asterisk target on GET', 'GET * HTTP/1.1\r\nHost: a\r\n\r\n', 'FICUS_ERR_BAD_TARGET'],
+    ['bad percent-encoding', 'GET /a%zz HTTP/1.1\r\nHost: a\r\n\r\n', 'FICUS_ERR_BAD_TARGET']
+  ]
+  for (const [what, payload, code] of cases) {
+    const r = await rawRequest(f.url, payload)
+    t.equal(r.status, 400, what)
+    t.match(bodyOf(r.text), { code }, what)
+    t.ok(r.closed, `${what}: connection closed`)
+  }
+  t.equal(legacy.started(), 0)
+})
+
+t.test('request headers over the limit: 431', async (t) => {
+  const { legacy, f } = await setup(t, { headerSize: '4KiB' })
+  const r = await rawRequest(f.url, `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${'x'.repeat(5000)}\r\n\r\n`)
+  t.equal(r.status, 431)
+  t.match(bodyOf(r.text), { code: 'FICUS_ERR_HEADERS_TOO_LARGE' })
+  t.equal(legacy.started(), 0)
+})
+
+t.test('a request head that does not arrive in time: 408 and closed; a silent socket is closed too', async (t) => {
+  const { legacy, f } = await setup(t, { headTimeout: '300ms' })
+  const started = Date.now()
+  const slow = await rawRequest(f.url, 'GET / HTTP/1.1\r\nHost: a\r\n')
+  t.equal(slow.status, 408)
+  t.match(bodyOf(slow.text), { code: 'FICUS_ERR_REQUEST_TIMEOUT' })
+  t.ok(slow.closed)
+  t.ok(Date.now() - started < 5000, 'well before Node\'s own defaults')
+  const silent = await rawRequest(f.url, '')
+  t.ok(silent.closed, 'a connection that never sends a byte is closed')
+  t.equal(legacy.started(), 0)
+})
