@@ -32,23 +32,27 @@ export interface EnvProblem {
   readonly message: string
 }
 
-const REF = /\$\$|\$\{[^}\n]*\}/g
 const PLACEHOLDER = /__FICUS_ENV_(\d+)__/g
-const VAR_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
+const NOT_A_REFERENCE = '"${" starts no variable reference: write ${NAME} or ${NAME:-default}, or $$ for a literal $'
 
 export function protectRefs(text: string): ProtectedText {
   const refs: Ref[] = []
   /** Where each placeholder sits in the new text, and the length change once past it. */
   const spans: { from: number; to: number; start: number; shift: number }[] = []
   let shift = 0
-  const out = text.replace(REF, (original: string, start: number) => {
+  let out = ''
+  let copied = 0
+  for (const { start, end } of scanRefs(text)) {
+    const original = text.slice(start, end)
     const placeholder = `__FICUS_ENV_${refs.length}__`
     refs.push({ placeholder, original, start })
+    out += text.slice(copied, start) + placeholder
+    copied = end
     const from = start + shift
     shift += placeholder.length - original.length
     spans.push({ from, to: from + placeholder.length, start, shift })
-    return placeholder
-  })
+  }
+  out += text.slice(copied)
   return {
     text: out,
     refs,
@@ -65,17 +69,58 @@ export function protectRefs(text: string): ProtectedText {
 }
 
 /**
+ * `$$` and `${NAME}` / `${NAME:-default}` spans of the text, where a default may itself hold
+ * references (`${NEW_URL:-${LEGACY_URL}}`). Anything else after `${` is not a reference and
+ * is left in place (expandRefs then reports it).
+ */
+function scanRefs(text: string): { start: number; end: number }[] {
+  const found: { start: number; end: number }[] = []
+  let i = text.indexOf('$')
+  while (i !== -1) {
+    const end = text[i + 1] === '$' ? i + 2 : refEnd(text, i)
+    if (end === -1) {
+      i = text.indexOf('$', i + 1)
+    } else {
+      found.push({ start: i, end })
+      i = text.indexOf('$', end)
+    }
+  }
+  return found
+}
+
+/** End (exclusive) of the reference starting at `i`, or -1 when there is none. */
+function refEnd(text: string, i: number): number {
+  const m = /^\$\{[A-Za-z_][A-Za-z0-9_]*(\}|:-)/.exec(text.slice(i, i + 260))
+  if (m === null) return -1
+  if (m[1] === '}') return i + m[0].length
+  for (let j = i + m[0].length; j < text.length && text[j] !== '\n';) {
+    if (text[j] === '}') return j + 1
+    if (text[j] === '$') {
+      const inner = text[j + 1] === '$' ? j + 2 : refEnd(text, j)
+      j = inner === -1 ? j + 1 : inner
+    } else {
+      j++
+    }
+  }
+  return -1
+}
+
+/**
  * Expands the placeholders in the document's string values, in place. An unquoted scalar
  * that is exactly one reference is re-typed, so `port: ${PORT:-8080}` is the number 8080.
  * Keys get their original text back (references are not expanded in keys).
  */
 export function expandRefs(doc: Document, refs: readonly Ref[], env: Readonly<Record<string, string | undefined>>): EnvProblem[] {
   const problems: EnvProblem[] = []
-  if (refs.length === 0) return problems
   visit(doc, {
     Scalar (key, node, ancestors) {
-      if (typeof node.value !== 'string' || !node.value.includes('__FICUS_ENV_')) return
+      if (typeof node.value !== 'string') return
       const source = node.value
+      if (key !== 'key' && source.replace(PLACEHOLDER, '').includes('${')) {
+        problems.push({ node, path: jsPath(ancestors, node), message: NOT_A_REFERENCE })
+        return
+      }
+      if (!source.includes('__FICUS_ENV_')) return
       if (key === 'key') {
         node.value = source.replace(PLACEHOLDER, (whole, i: string) => refs[Number(i)]?.original ?? whole)
         return
@@ -87,25 +132,37 @@ export function expandRefs(doc: Document, refs: readonly Ref[], env: Readonly<Re
         if (ref === undefined) return whole
         single = source === whole
         if (ref.original === '$$') return '$'
-        const body = ref.original.slice(2, -1)
-        const sep = body.indexOf(':-')
-        const name = sep === -1 ? body : body.slice(0, sep)
-        if (!VAR_NAME.test(name)) {
-          problems.push({ node, path, message: `"${ref.original}" is not a variable reference (use \${NAME} or \${NAME:-default}; $$ is a literal $)` })
-          return ref.original
-        }
-        const value = env[name]
-        if (sep !== -1) return value === undefined || value === '' ? body.slice(sep + 2) : value
-        if (value === undefined) {
-          problems.push({ node, path, message: `environment variable ${name} is not set (use \${${name}:-default} to give a default)` })
-          return ref.original
-        }
-        return value
+        return expandRef(ref.original, env, (message) => problems.push({ node, path, message }))
       })
       node.value = single && node.type === 'PLAIN' ? retype(expanded) : expanded
     }
   })
   return problems
+}
+
+/** The value of one `${NAME}` / `${NAME:-default}` (the default may hold references itself). */
+function expandRef(ref: string, env: Readonly<Record<string, string | undefined>>, report: (message: string) => void): string {
+  const body = ref.slice(2, -1)
+  const sep = body.indexOf(':-')
+  const name = sep === -1 ? body : body.slice(0, sep)
+  const value = env[name]
+  if (sep !== -1) {
+    if (value !== undefined && value !== '') return value
+    const fallback = body.slice(sep + 2)
+    let out = ''
+    let copied = 0
+    for (const { start, end } of scanRefs(fallback)) {
+      const inner = fallback.slice(start, end)
+      out += fallback.slice(copied, start) + (inner === '$$' ? '$' : expandRef(inner, env, report))
+      copied = end
+    }
+    return out + fallback.slice(copied)
+  }
+  if (value === undefined) {
+    report(`environment variable ${name} is not set (use \${${name}:-default} to give a default)`)
+    return ref
+  }
+  return value
 }
 
 /** YAML 1.2 core-schema reading of an unquoted scalar, for the types config values use. */

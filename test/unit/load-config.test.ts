@@ -123,7 +123,12 @@ t.test('${ENV} expansion', async (t) => {
   t.equal(admin('"$${T}"', { T: 'no' }), '${T}', '$$ escapes')
   t.equal(admin('${T}', { T: 'a: b\nlisten: { port: 1 }' }), 'a: b\nlisten: { port: 1 }', 'a value never becomes YAML structure')
   t.same(errorsOf(base('listen: { port: "${P}" }'), { P: '81' }), ['listen.port: must be integer'], 'a quoted reference stays a string')
-  t.same(errorsOf(base('admin: { token: ${1BAD} }')), ['admin.token: "${1BAD}" is not a variable reference (use ${NAME} or ${NAME:-default}; $$ is a literal $)'])
+  t.equal(admin('"${A:-${B:-deep}}"', { B: 'b' }), 'b', 'a default may hold a reference')
+  t.equal(admin('${A:-${B:-deep}}', {}), 'deep', 'nested defaults, unquoted in a flow mapping')
+  t.equal(admin('"${A:-x$$y}"', {}), 'x$y')
+  const notRef = 'admin.token: "${" starts no variable reference: write ${NAME} or ${NAME:-default}, or $$ for a literal $'
+  t.same(errorsOf(base('admin: { token: "${UNCLOSED" }')), [notRef])
+  t.same(errorsOf(base('admin: { token: "${1BAD}" }')), [notRef])
   t.same(errorsOf(base('# comment mentions ${UNSET_IN_COMMENT}\nexposeBackend: ${EXPOSE}'), { EXPOSE: 'true' }), [], 'comments are not expanded; booleans are re-typed')
 })
 

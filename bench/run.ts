@@ -1,0 +1,195 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { request } from 'undici'
+
+/**
+ * `npm run bench`: direct-to-upstream, bare fastify + @fastify/http-proxy, and Ficus
+ * (pass-through, 50 % split) measured in the same run, interleaved round by round, each
+ * proxy alone on its own CPU (load generator and upstream share the other), and reported as
+ * ratios to the fastify baseline of the same round: the machines are shared and noisy, so
+ * only same-run ratios mean something. CPU per request is the proxy's user+system time
+ * (from /proc) divided by the requests it served.
+ *
+ * Load: wrk when installed (apt-get install wrk), else autocannon (which saturates its own core first).
+ * Options: --rounds 3 --duration 10 --warmup 2 --connections 50 --size 1k|64k
+ *          --rate 0 (fixed offered load in req/s, for latency at equal load)
+ *          --only direct,fastify,ficus,ficus-split50
+ */
+const { values: opt } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' },
+    duration: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '2' },
+    connections: { type: 'string', default: '50' },
+    size: { type: 'string', default: '1k' },
+    rate: { type: 'string', default: '0' },
+    only: { type: 'string', default: 'direct,fastify,ficus,ficus-split50' }
+  }
+})
+
+const ROOT = join(import.meta.dirname, '..', '..')
+const DIST = join(ROOT, 'dist')
+const HAS_TASKSET = spawnSync('taskset', ['-c', '0', 'true']).status === 0
+/** wrk (apt-get install wrk) is the better load generator: autocannon needs a whole core at ~15k req/s here. */
+const HAS_WRK = spawnSync('wrk', ['--version']).error === undefined
+const CPU_LOAD = '0'
+const CPU_PROXY = '1'
+
+interface Config { name: string; cmd?: string[]; env?: Record<string, string> }
+const CONFIGS: Config[] = [
+  { name: 'direct' },
+  { name: 'fastify', cmd: [join(DIST, 'bench', 'baseline-fastify.js')] },
+  { name: 'ficus', cmd: [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], env: { NEW_PERCENT: '0' } },
+  { name: 'ficus-split50', cmd: [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], env: { NEW_PERCENT: '50' } },
+  // Diagnostic, not in the default set: Ficus with the access log off (log level warn).
+  { name: 'ficus-nolog', cmd: [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' } as Record<string, string> }
+].filter((c) => opt.only.split(',').includes(c.name))
+
+interface Run { name: string; round: number; rps: number; p50: number; p99: number; cpuUs: number | null; rssMb: number | null; errors: number; non2xx: number }
+
+function pinned(cpu: string, argv: string[]): [string, string[]] {
+  return HAS_TASKSET ? ['taskset', ['-c', cpu, ...argv]] : [argv[0] as string, argv.slice(1)]
+}
+
+function start(cpu: string, argv: string[], env: Record<string, string>): ChildProcess {
+  const [cmd, args] = pinned(cpu, argv)
+  return spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer()
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
+  const port = (s.address() as { port: number }).port
+  await new Promise<void>((resolve) => s.close(() => resolve()))
+  return port
+}
+
+/** Benchmark code, not a test: polling until the proxy answers is fine here. */
+async function ready(url: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    try {
+      const r = await request(url)
+      await r.body.dump()
+      if (r.statusCode === 200) return
+    } catch { /* not up yet */ }
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error(`${url} did not answer 200 within 30 s`)
+}
+
+/** user+system CPU time of a process, in µs (Linux /proc; null elsewhere). */
+function cpuTime(pid: number | undefined): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const ticks = Number(fields[11]) + Number(fields[12])
+    return (ticks / 100) * 1e6 // CLK_TCK is 100 on Linux
+  } catch {
+    return null
+  }
+}
+
+function rssMb(pid: number | undefined): number | null {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m === null ? null : Number(m[1]) / 1024
+  } catch {
+    return null
+  }
+}
+
+interface LoadResult { rps: number; p50: number; p99: number; errors: number; non2xx: number; total: number }
+
+/** One load run from a child process pinned to the load CPU: wrk if installed (not with --rate), else autocannon. */
+async function load(url: string, seconds: string): Promise<LoadResult> {
+  const useWrk = HAS_WRK && opt.rate === '0'
+  const argv = useWrk
+    ? ['wrk', '-t1', `-c${opt.connections}`, `-d${seconds}s`, '-s', join(ROOT, 'bench', 'wrk.lua'), url]
+    : [process.execPath, join(DIST, 'bench', 'load.js')]
+  const [cmd, args] = pinned(CPU_LOAD, argv)
+  const child = spawn(cmd, args, { env: { ...process.env, URL: url, CONNECTIONS: opt.connections, DURATION: seconds, RATE: opt.rate }, stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  await new Promise((resolve) => child.on('exit', resolve))
+  const line = useWrk ? out.split('\n').find((l) => l.startsWith('WRKJSON '))?.slice(8) : out
+  if (line === undefined) throw new Error(`no result from the load generator: ${out}`)
+  return JSON.parse(line) as LoadResult
+}
+
+async function main(): Promise<void> {
+  const [legacyPort, newPort] = [await freePort(), await freePort()]
+  const upstream = start(CPU_LOAD, [process.execPath, join(DIST, 'bench', 'upstream.js')], { PORTS: `${legacyPort},${newPort}` })
+  const legacyUrl = `http://127.0.0.1:${legacyPort}`
+  const path = `/${opt.size}.json`
+  await ready(legacyUrl + path)
+  const runs: Run[] = []
+  process.stderr.write(`bench: ${opt.rounds} rounds × ${CONFIGS.map((c) => c.name).join(', ')}; ${opt.duration}s each, ${opt.connections} connections, ${opt.size}, ` +
+    `load: ${HAS_WRK && opt.rate === '0' ? 'wrk' : 'autocannon'}` +
+    `${opt.rate === '0' ? '' : `, ${opt.rate} req/s`}; pinned: ${HAS_TASKSET ? `proxy on CPU ${CPU_PROXY}, load + upstream on CPU ${CPU_LOAD}` : 'no (taskset missing)'}\n`)
+  try {
+    for (let round = 1; round <= Number(opt.rounds); round++) {
+      for (const c of CONFIGS) {
+        let proxy: ChildProcess | null = null
+        let url = legacyUrl + path
+        if (c.cmd !== undefined) {
+          const port = await freePort()
+          proxy = start(CPU_PROXY, [process.execPath, ...c.cmd], {
+            PORT: String(port), LEGACY_URL: legacyUrl, NEW_URL: `http://127.0.0.1:${newPort}`, FICUS_LOG_LEVEL: 'info', ...c.env
+          })
+          url = `http://127.0.0.1:${port}${path}`
+          await ready(url)
+        }
+        await load(url, opt.warmup)
+        const cpu0 = cpuTime(proxy?.pid)
+        const r = await load(url, opt.duration)
+        const cpu1 = cpuTime(proxy?.pid)
+        const rss = rssMb(proxy?.pid)
+        proxy?.kill('SIGKILL')
+        const cpuUs = cpu0 === null || cpu1 === null || r.total === 0 ? null : (cpu1 - cpu0) / r.total
+        runs.push({ name: c.name, round, rps: r.rps, p50: r.p50, p99: r.p99, cpuUs, rssMb: rss, errors: r.errors, non2xx: r.non2xx })
+        process.stderr.write(`  round ${round} ${c.name.padEnd(14)} ${r.rps.toFixed(0).padStart(7)} req/s  p99 ${r.p99} ms` +
+          `${cpuUs === null ? '' : `  ${cpuUs.toFixed(0)} µs CPU/req`}${r.errors + r.non2xx > 0 ? `  ERRORS ${r.errors} non2xx ${r.non2xx}` : ''}\n`)
+      }
+    }
+  } finally {
+    upstream.kill('SIGTERM')
+  }
+  report(runs)
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[m] as number : ((s[m - 1] as number) + (s[m] as number)) / 2
+}
+
+function report(runs: Run[]): void {
+  const rounds = [...new Set(runs.map((r) => r.round))]
+  const ratio = (name: string, base: string, f: (r: Run) => number | null): number[] => rounds.flatMap((round) => {
+    const a = runs.find((r) => r.round === round && r.name === name)
+    const b = runs.find((r) => r.round === round && r.name === base)
+    const x = a === undefined ? null : f(a)
+    const y = b === undefined ? null : f(b)
+    return x === null || y === null || y === 0 ? [] : [x / y]
+  })
+  const fmt = (xs: number[], digits = 2): string => xs.length === 0 ? '–' : `${median(xs).toFixed(digits)} [${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}]`
+  const lines = [
+    `| config | req/s (median [min–max]) | p99 ms | CPU µs/req | RSS MB | vs fastify (req/s) | vs fastify (CPU/req) | vs ficus (req/s) |`,
+    '|---|---|---|---|---|---|---|---|'
+  ]
+  for (const c of CONFIGS) {
+    const mine = runs.filter((r) => r.name === c.name)
+    const cpu = mine.flatMap((r) => (r.cpuUs === null ? [] : [r.cpuUs]))
+    const rss = mine.flatMap((r) => (r.rssMb === null ? [] : [r.rssMb]))
+    lines.push(`| ${c.name} | ${fmt(mine.map((r) => r.rps), 0)} | ${fmt(mine.map((r) => r.p99), 0)} | ${fmt(cpu, 0)} | ${fmt(rss, 0)} | ` +
+      `${fmt(ratio(c.name, 'fastify', (r) => r.rps))} | ${fmt(ratio(c.name, 'fastify', (r) => r.cpuUs))} | ${fmt(ratio(c.name, 'ficus', (r) => r.rps))} |`)
+  }
+  const failed = runs.filter((r) => r.errors + r.non2xx > 0)
+  process.stdout.write(lines.join('\n') + '\n')
+  if (failed.length > 0) process.stdout.write(`\nWARNING: ${failed.length} runs had errors or non-2xx answers\n`)
+}
+
+await main()

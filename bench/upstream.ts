@@ -1,0 +1,38 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+
+/**
+ * The benchmark upstream: node:http serving fixed JSON bodies of ~1 KB and ~64 KB on two
+ * ports (legacy and new answer the same bytes). Env: PORTS="p1,p2".
+ */
+export function jsonBody(bytes: number): Buffer {
+  const items: { id: number; sku: string; qty: number; price: string }[] = []
+  let text = ''
+  for (let i = 0; ; i++) {
+    items.push({ id: i, sku: `SKU-${String(i).padStart(6, '0')}`, qty: (i % 7) + 1, price: ((i * 37) % 1000 / 10).toFixed(2) })
+    const next = JSON.stringify({ order: 42, items })
+    if (next.length > bytes) break
+    text = next
+  }
+  return Buffer.from(text)
+}
+
+const BODIES: Record<string, Buffer> = { '/1k.json': jsonBody(1024), '/64k.json': jsonBody(65536) }
+
+function handler(req: IncomingMessage, res: ServerResponse): void {
+  const path = (req.url ?? '/').split('?')[0] as string
+  const body = BODIES[path]
+  if (body === undefined) {
+    res.writeHead(404, { 'content-length': 0 })
+    res.end()
+    return
+  }
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length })
+  res.end(body)
+}
+
+for (const port of (process.env.PORTS ?? '').split(',').filter(Boolean)) {
+  const server = createServer(handler)
+  server.keepAliveTimeout = 65_000
+  server.listen(Number(port), '127.0.0.1')
+}
+process.on('SIGTERM', () => process.exit(0))
