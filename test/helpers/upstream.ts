@@ -80,3 +80,34 @@ export async function closedPort(): Promise<number> {
   await new Promise<void>((resolve) => s.close(() => resolve()))
   return port
 }
+
+/**
+ * An address whose TCP connects hang: a child process listens with a backlog of 1 (Node reads 0 as "default") and then
+ * blocks its event loop, so it never accepts; once the kernel's accept queue is full (we
+ * fill it here), further SYNs are dropped and a connect times out, as with a dead host.
+ */
+export async function unresponsiveAddress(t: Teardown): Promise<string> {
+  const { spawn } = await import('node:child_process')
+  const { connect } = await import('node:net')
+  const child = spawn(process.execPath, ['-e', `
+    const s = require('net').createServer()
+    s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
+      process.stdout.write(s.address().port + '\\n')
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 120000)
+    })`], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { child.kill('SIGKILL') })
+  const port = await new Promise<number>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))))
+  // Fill the accept queue: open connections until one of them stays pending.
+  const fillers: import('node:net').Socket[] = []
+  t.teardown(() => { for (const s of fillers) s.destroy() })
+  for (let i = 0; i < 16; i++) {
+    const s = connect(port, '127.0.0.1')
+    fillers.push(s)
+    const connected = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 200)
+      s.once('connect', () => { clearTimeout(timer); resolve(true) })
+    })
+    if (!connected) return `http://127.0.0.1:${port}`
+  }
+  throw new Error('could not fill the accept queue')
+}

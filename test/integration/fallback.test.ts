@@ -1,13 +1,13 @@
 import t from 'tap'
 import { sample, startTestFicus } from '../helpers/ficus.js'
-import { closedPort, startUpstream, type Handler } from '../helpers/upstream.js'
+import { closedPort, startUpstream, unresponsiveAddress, type Handler } from '../helpers/upstream.js'
 
 const status = (code: number): Handler => (_req, res) => {
   res.writeHead(code)
   res.end(`new says ${code}`)
 }
 
-async function withNew (t: Parameters<typeof startUpstream>[0], next: { url: string; timeout?: string }) {
+async function withNew (t: Parameters<typeof startUpstream>[0], next: { url: string; timeout?: string; connectTimeout?: string }) {
   const legacy = await startUpstream(t, 'legacy')
   const f = await startTestFicus(t, {
     upstreams: { legacy: { url: legacy.url }, new: next },
@@ -48,6 +48,14 @@ t.test('new times out: legacy answers', async (t) => {
   const r = await f.fetch('/orders/1')
   t.equal(r.headers['x-served-by'], 'legacy')
   t.equal(sample(await f.scrape(), 'ficus_fallbacks_total', { route: 'orders', reason: 'timeout' }), 1)
+})
+
+t.test('new cannot be connected to in time: legacy answers', async (t) => {
+  const { legacy, f } = await withNew(t, { url: await unresponsiveAddress(t), connectTimeout: '300ms' })
+  const r = await f.fetch('/orders/1')
+  t.equal(r.headers['x-served-by'], 'legacy')
+  t.equal(legacy.started(), 1)
+  t.equal(sample(await f.scrape(), 'ficus_fallbacks_total', { route: 'orders', reason: 'connect_timeout' }), 1)
 })
 
 t.test('no fallback for a 500 (an answer, not an outage), a POST, or a request with a body', async (t) => {

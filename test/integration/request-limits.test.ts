@@ -98,3 +98,14 @@ t.test('a request head that does not arrive in time: 408 and closed; a silent so
   t.ok(silent.closed, 'a connection that never sends a byte is closed')
   t.equal(legacy.started(), 0)
 })
+
+t.test('an idle keep-alive connection is closed after keepAliveTimeout', async (t) => {
+  const { f } = await setup(t, { keepAliveTimeout: '300ms' })
+  const started = Date.now()
+  // One complete request on a keep-alive connection; rawRequest returns when the server closes it.
+  const r = await rawRequest(f.url, 'GET /ka HTTP/1.1\r\nHost: a\r\n\r\n')
+  t.equal(r.status, 200)
+  t.match(r.text, /\r\nKeep-Alive: timeout=/i, 'the connection was offered as keep-alive')
+  t.ok(r.closed, 'closed by Ficus')
+  t.ok(Date.now() - started < 5000, `after ${Date.now() - started} ms`)
+})

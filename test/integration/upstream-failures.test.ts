@@ -2,7 +2,7 @@ import t from 'tap'
 import { request } from 'undici'
 import { sample, startTestFicus } from '../helpers/ficus.js'
 import { startRawUpstream } from '../helpers/raw-upstream.js'
-import { closedPort, startUpstream } from '../helpers/upstream.js'
+import { closedPort, startUpstream, unresponsiveAddress } from '../helpers/upstream.js'
 
 /** Legacy-only route table (new: 0) so that no fallback is involved. */
 const only = (legacy: Record<string, unknown>): Record<string, unknown> => ({ upstreams: { legacy, new: legacy } })
@@ -38,6 +38,14 @@ t.test('no response head in time → 504', async (t) => {
   t.equal(r.status, 504)
   t.match(r.json(), { code: 'FICUS_ERR_UPSTREAM_TIMEOUT', error: 'The backend did not answer in time' })
   t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { backend: 'legacy', reason: 'timeout' }), 1)
+})
+
+t.test('no connection in time → 504 connect timeout', async (t) => {
+  const f = await startTestFicus(t, only({ url: await unresponsiveAddress(t), connectTimeout: '300ms' }))
+  const r = await f.fetch('/x')
+  t.equal(r.status, 504)
+  t.match(r.json(), { code: 'FICUS_ERR_UPSTREAM_CONNECT_TIMEOUT', error: 'The backend did not accept a connection in time' })
+  t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { backend: 'legacy', reason: 'connect_timeout' }), 1)
 })
 
 t.test('a 503 from the upstream is passed through once: no hidden retries', async (t) => {
