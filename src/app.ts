@@ -1,5 +1,3 @@
-import { randomUUID } from 'node:crypto'
-import type { IncomingMessage } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import Fastify, { LogController, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify'
 import type { Logger } from './adapters/logger.js'
@@ -7,9 +5,8 @@ import { createMetrics, type Metrics } from './adapters/metrics-registry.js'
 import { closeUpstreams, createUpstreams, type Upstreams } from './adapters/upstreams.js'
 import type { Config } from './config/schema.js'
 import type { Random } from './core/decide.js'
-import { acceptableRequestId } from './core/forward-headers.js'
 import decision from './plugins/decision.js'
-import { answerExpectContinue, clientErrorHandler, frameworkErrors, rewriteUrl } from './plugins/edge.js'
+import { answerExpectContinue, clientErrorHandler, frameworkErrors, requestIdOf, rewriteUrl, type EdgeDeps } from './plugins/edge.js'
 import healthEndpoint, { type Health } from './plugins/health.js'
 import metricsEndpoint from './plugins/metrics.js'
 import proxy from './plugins/proxy.js'
@@ -64,15 +61,13 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
     metrics.shadowPercent.set({ route: r.name }, r.shadow)
   }
 
+  const edge: EdgeDeps = { metrics, limits, now, record: exchangeRecorder(metrics, logger, now) }
   const traffic = Fastify({
     loggerInstance: logger,
     // one access line per request, written by record.ts
     logController: new LogController({ disableRequestLogging: true }),
     childLoggerFactory: (parent) => parent, // no per-request child logger: reqId is in the line
-    genReqId: (req: IncomingMessage) => {
-      const id = req.headers['x-request-id']
-      return acceptableRequestId(id) ? id : randomUUID()
-    },
+    genReqId: requestIdOf,
     rewriteUrl,
     exposeHeadRoutes: false,
     return503OnClosing: true,
@@ -86,19 +81,12 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
       connectionsCheckingInterval: TIMEOUT_CHECK_MS
     },
     routerOptions: { maxParamLength: limits.headerBytes },
-    clientErrorHandler: clientErrorHandler(metrics, logger),
-    frameworkErrors: frameworkErrors(metrics)
+    clientErrorHandler: clientErrorHandler(edge),
+    frameworkErrors: frameworkErrors(edge)
   })
-  answerExpectContinue(traffic.server, limits, metrics)
-  await traffic.register(decision, {
-    table,
-    config,
-    metrics,
-    random,
-    now,
-    onEnd: exchangeRecorder(metrics, logger, now)
-  })
-  await traffic.register(proxy, { upstreams, limits, exposeBackend: config.exposeBackend, metrics, log: logger })
+  answerExpectContinue(traffic.server, edge)
+  await traffic.register(decision, { table, config, edge, random })
+  await traffic.register(proxy, { upstreams, limits, exposeBackend: config.exposeBackend, metrics, log: logger, now })
   traffic.addHook('onClose', async () => { await closeUpstreams(upstreams) })
 
   const admin = Fastify({

@@ -36,6 +36,8 @@ export const CATALOGUE = {
   FICUS_ERR_REQUEST_TIMEOUT: { status: 408, reason: 'request_timeout', message: 'The request was not received in time' },
   FICUS_ERR_BODY_TOO_LARGE: { status: 413, reason: 'body_too_large', message: 'The request body is larger than the limit' },
   FICUS_ERR_HEADERS_TOO_LARGE: { status: 431, reason: 'headers_too_large', message: 'The request headers are larger than the limit' },
+  // The response had started: logs and metrics only.
+  FICUS_ERR_SEND_TIMEOUT: { status: 408, reason: 'send_timeout', message: 'The client did not read the response in time' },
 
   // ---- Ficus itself ----
   FICUS_ERR_INTERNAL: { status: 500, reason: 'internal', message: 'Ficus failed to handle the request' }

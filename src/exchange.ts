@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http'
 import type { Backend, Decision, RouteRule } from './core/types.js'
 import type { FicusError, Reason } from './errors.js'
 
@@ -31,8 +32,8 @@ export class Exchange {
   fallback: string | null = null
   /** Aborts the upstream request in progress, if any (set by the proxy while one runs). */
   abortUpstream: ((err: Error) => void) | null = null
-  /** Set when the request body went over limits.bodySize while streaming. */
-  bodyTooLarge = false
+  /** A status Ficus wrote on the socket itself, outside the response object (a 408 from Node's request timeout). */
+  answered: number | null = null
 
   constructor (readonly requestId: string, readonly method: string, readonly start: number) {}
 }
@@ -41,4 +42,15 @@ export class Exchange {
 export class ClientGone extends Error {
   override name = 'ClientGone'
   constructor () { super('client closed the connection') }
+}
+
+const kExchange = Symbol('ficus.exchange')
+
+/** Links a response to its exchange, for the edge handlers that only see the socket. */
+export function attachExchange(res: ServerResponse, ex: Exchange): void {
+  (res as ServerResponse & { [kExchange]?: Exchange })[kExchange] = ex
+}
+
+export function exchangeOf(res: ServerResponse): Exchange | null {
+  return (res as ServerResponse & { [kExchange]?: Exchange })[kExchange] ?? null
 }

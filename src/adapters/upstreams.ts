@@ -1,19 +1,29 @@
 import { Pool, type Dispatcher } from 'undici'
 import type { UpstreamConfig } from '../config/schema.js'
 
+/** A request waiting for a connection slot; `start` is called when it gets one. */
+export interface Waiter {
+  start(): void
+}
+
 /**
- * One undici Pool per upstream, owned by Ficus (not by a plugin's defaults): keep-alive,
- * bounded connections, timeouts from routes.yaml, TLS verification on (undici's default),
- * and no retries (a Pool never retries; reply-from's 10 retries on 503 do not exist here).
+ * One undici Pool per upstream, owned by Ficus: keep-alive, bounded connections, timeouts
+ * from routes.yaml, TLS verification on (undici's default), no retries (a Pool never
+ * retries; reply-from's 10 retries on 503 do not exist here).
+ *
+ * Admission is Ficus's own, in front of the Pool: at most `connections` requests run, at
+ * most `maxQueue` wait (first come, first served), and past that a request fails at once
+ * (503), as Envoy's circuit breakers do. Undici's own queue would also wait, but a client
+ * that leaves could not be taken out of it: its slot stayed counted, and aborting it later
+ * destroyed a pooled connection.
  */
 export class Upstream {
   readonly pool: Pool
-  /** Requests dispatched and not finished; bounded by connections + maxQueue. */
-  inflight = 0
-  private readonly capacity: number
+  /** Requests holding a slot (dispatched to the Pool, or about to be). */
+  running = 0
+  private readonly waiting = new Set<Waiter>()
 
   constructor (readonly config: UpstreamConfig) {
-    this.capacity = config.connections + config.maxQueue
     this.pool = new Pool(config.origin, {
       connections: config.connections,
       pipelining: 1,
@@ -24,19 +34,45 @@ export class Upstream {
     })
   }
 
-  /** True when one more request would exceed connections + maxQueue (Envoy-style circuit breaking). */
-  get saturated (): boolean {
-    return this.inflight >= this.capacity
+  /** Requests running or waiting. */
+  get load (): number {
+    return this.running + this.waiting.size
   }
 
-  /** Sends a request; the caller must call `release()` exactly once when it is over. */
-  dispatch (opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
-    this.inflight++
-    this.pool.dispatch(opts, handler)
+  /**
+   * Asks for a slot: `now` (the caller dispatches at once), `queued` (`w.start()` is called
+   * when a slot frees up; `cancel(w)` gives up) or `full` (refuse the request).
+   */
+  admit (w: Waiter): 'now' | 'queued' | 'full' {
+    if (this.running < this.config.connections) {
+      this.running++
+      return 'now'
+    }
+    if (this.waiting.size < this.config.maxQueue) {
+      this.waiting.add(w)
+      return 'queued'
+    }
+    return 'full'
   }
 
+  /** Takes a waiting request out of the queue (its client left); false if it was not waiting. */
+  cancel (w: Waiter): boolean {
+    return this.waiting.delete(w)
+  }
+
+  /** Gives a slot back: straight to the longest-waiting request, if any. */
   release (): void {
-    this.inflight--
+    const next = this.waiting.values().next()
+    if (next.done === true) {
+      this.running--
+      return
+    }
+    this.waiting.delete(next.value)
+    next.value.start()
+  }
+
+  dispatch (opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
+    this.pool.dispatch(opts, handler)
   }
 
   /** Lets in-flight requests finish, then closes the connections. */

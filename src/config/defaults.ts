@@ -37,6 +37,10 @@ export const DEFAULTS = {
     headTimeout: '10s',
     /** Whole request, head and body (408 past it). */
     requestTimeout: '300s',
+    /** Longest silence inside a request body (408; the upstream request is aborted). */
+    bodyIdleTimeout: '30s',
+    /** Longest wait for a client to read more of the response (connection aborted), like nginx's send_timeout. */
+    sendTimeout: '30s',
     /** Idle keep-alive connection between two requests. */
     keepAliveTimeout: '5s'
   },

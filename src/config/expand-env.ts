@@ -106,8 +106,9 @@ function refEnd(text: string, i: number): number {
 }
 
 /**
- * Expands the placeholders in the document's string values, in place. An unquoted scalar
- * that is exactly one reference is re-typed, so `port: ${PORT:-8080}` is the number 8080.
+ * Expands the placeholders in the document's string values, in place. Values stay strings:
+ * the schema converts them where it expects a number or a boolean (load-config.ts), so
+ * `port: ${PORT:-8080}` is 8080 while `token: ${TOKEN}` stays "12345678" when TOKEN is all digits.
  * Keys get their original text back (references are not expanded in keys).
  */
 export function expandRefs(doc: Document, refs: readonly Ref[], env: Readonly<Record<string, string | undefined>>): EnvProblem[] {
@@ -126,15 +127,12 @@ export function expandRefs(doc: Document, refs: readonly Ref[], env: Readonly<Re
         return
       }
       const path = jsPath(ancestors, node)
-      let single = false
-      const expanded = source.replace(PLACEHOLDER, (whole, i: string) => {
+      node.value = source.replace(PLACEHOLDER, (whole, i: string) => {
         const ref = refs[Number(i)]
         if (ref === undefined) return whole
-        single = source === whole
         if (ref.original === '$$') return '$'
         return expandRef(ref.original, env, (message) => problems.push({ node, path, message }))
       })
-      node.value = single && node.type === 'PLAIN' ? retype(expanded) : expanded
     }
   })
   return problems
@@ -163,14 +161,6 @@ function expandRef(ref: string, env: Readonly<Record<string, string | undefined>
     return ref
   }
   return value
-}
-
-/** YAML 1.2 core-schema reading of an unquoted scalar, for the types config values use. */
-function retype(s: string): string | number | boolean | null {
-  if (/^-?\d+(\.\d+)?$/.test(s)) return Number(s)
-  if (s === 'true' || s === 'false') return s === 'true'
-  if (s === 'null' || s === '~' || s === '') return s === '' ? '' : null
-  return s
 }
 
 /** The JS path (`['routes', 2, 'new']`) of a node, from the ancestors `visit` reports. */

@@ -35,7 +35,9 @@ export function formatProblem(file: string, p: ConfigProblem): string {
   return p.path === '' ? `${where}: ${p.message}` : `${where}: ${p.path}: ${p.message}`
 }
 
-const ajv = new Ajv({ allErrors: true, verbose: true, strict: true })
+// coerceTypes: a value from the environment is text; the schema decides whether it is a number
+// (`port: ${PORT}`) or stays a string (`token: ${TOKEN}` with an all-digit token).
+const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, coerceTypes: true })
 ajv.addKeyword('x-message')
 ajv.addFormat('duration', { type: 'string', validate: (s: string) => parseDuration(s) !== undefined })
 ajv.addFormat('size', { type: 'string', validate: (s: string) => parseSize(s) !== undefined })
@@ -290,6 +292,8 @@ function build(raw: RawConfig, file: string): Config {
       headerBytes: bytes(limits.headerSize ?? DEFAULTS.limits.headerSize),
       headTimeoutMs: ms(limits.headTimeout ?? DEFAULTS.limits.headTimeout),
       requestTimeoutMs: ms(limits.requestTimeout ?? DEFAULTS.limits.requestTimeout),
+      bodyIdleTimeoutMs: ms(limits.bodyIdleTimeout ?? DEFAULTS.limits.bodyIdleTimeout),
+      sendTimeoutMs: ms(limits.sendTimeout ?? DEFAULTS.limits.sendTimeout),
       keepAliveTimeoutMs: ms(limits.keepAliveTimeout ?? DEFAULTS.limits.keepAliveTimeout)
     },
     log: { level: raw.log?.level ?? DEFAULTS.log.level }

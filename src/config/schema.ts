@@ -68,6 +68,8 @@ export const ConfigSchema = Type.Object({
     headerSize: Type.Optional(Size),
     headTimeout: Type.Optional(Duration),
     requestTimeout: Type.Optional(Duration),
+    bodyIdleTimeout: Type.Optional(Duration),
+    sendTimeout: Type.Optional(Duration),
     keepAliveTimeout: Type.Optional(Duration)
   }, { additionalProperties: false })),
   log: Type.Optional(Type.Object({
@@ -105,6 +107,8 @@ export interface Limits {
   readonly headerBytes: number
   readonly headTimeoutMs: number
   readonly requestTimeoutMs: number
+  readonly bodyIdleTimeoutMs: number
+  readonly sendTimeoutMs: number
   readonly keepAliveTimeoutMs: number
 }
 

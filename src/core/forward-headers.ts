@@ -5,8 +5,9 @@
 
 /**
  * Hop-by-hop fields (RFC 9110 §7.6.1) and fields a proxy must not relay. `expect` is
- * answered by Ficus itself (100-continue happens on the client side), and a client must
- * never be able to mark its own request as a shadow copy.
+ * answered by Ficus itself (100-continue happens on the client side); `trailer` announces
+ * request trailers, which are not relayed; a client must never be able to mark its own
+ * request as a shadow copy. `te` is rebuilt below: only `trailers` passes.
  */
 const REQUEST_DROP: ReadonlySet<string> = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer',
@@ -15,9 +16,12 @@ const REQUEST_DROP: ReadonlySet<string> = new Set([
   'host', 'via', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-request-id'
 ])
 
-/** Hop-by-hop fields of a response; Proxy-Authenticate is addressed to the proxy itself (RFC 9110 §11.7.1). */
+/**
+ * Hop-by-hop fields of a response; Proxy-Authenticate is addressed to the proxy itself
+ * (RFC 9110 §11.7.1). `Trailer` is end-to-end and kept: Ficus relays response trailers.
+ */
 const RESPONSE_DROP: ReadonlySet<string> = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer',
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade',
   'http2-settings', 'proxy-authenticate'
 ])
 
@@ -58,6 +62,7 @@ export function forwardHeaders(raw: readonly string[], ctx: ForwardContext): For
   let forwarded = ''
   let via = ''
   let hostCount = 0
+  let trailers = false
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase()
     const value = raw[i + 1] as string
@@ -69,9 +74,11 @@ export function forwardHeaders(raw: readonly string[], ctx: ForwardContext): For
         }
         break
       case 'host': host ??= value; hostCount++; break
+      case 'te': trailers ||= value.split(',').some((c) => c.trim().toLowerCase() === 'trailers'); break
       case 'x-forwarded-for': xff = xff === '' ? value : `${xff}, ${value}`; break
-      case 'x-forwarded-proto': xfp ??= value; break
-      case 'x-forwarded-host': xfh ??= value; break
+      // The nearest proxy appends last: with trusted hops, the last value is the trusted one.
+      case 'x-forwarded-proto': xfp = lastItem(value); break
+      case 'x-forwarded-host': xfh = lastItem(value); break
       case 'forwarded': forwarded = forwarded === '' ? value : `${forwarded}, ${value}`; break
       case 'via': via = via === '' ? value : `${via}, ${value}`; break
     }
@@ -84,17 +91,22 @@ export function forwardHeaders(raw: readonly string[], ctx: ForwardContext): For
     out.push(raw[i] as string, raw[i + 1] as string)
   }
 
+  if (trailers) out.push('te', 'trailers')
+
   const peer = unmapIPv4(ctx.peer)
   const trusted = ctx.trustedHops > 0
   let clientIp = peer
   let chain = peer
+  let earlier = ''
   if (trusted) {
     const hops = xff === '' ? [] : xff.split(',').map((s) => s.trim()).filter((s) => s !== '')
     hops.push(peer)
     const first = Math.max(0, hops.length - 1 - ctx.trustedHops)
     clientIp = hops[first] as string
-    // Entries left of the client were written by the client itself: not forwarded.
+    // Entries left of the client were written by the client itself: not forwarded. The
+    // same for Forwarded: one element per trusted proxy is kept.
     chain = hops.slice(first).join(', ')
+    earlier = forwarded === '' ? '' : splitElements(forwarded).slice(-ctx.trustedHops).join(', ')
   }
   const clientHost = ctx.authority ?? host ?? ''
   const ours = `for=${forwardedNode(peer)};host=${quoted(clientHost)};proto=${ctx.proto}`
@@ -104,7 +116,7 @@ export function forwardHeaders(raw: readonly string[], ctx: ForwardContext): For
     'x-forwarded-for', chain,
     'x-forwarded-proto', trusted && xfp !== undefined ? xfp : ctx.proto,
     'x-forwarded-host', trusted && xfh !== undefined ? xfh : clientHost,
-    'forwarded', trusted && forwarded !== '' ? `${forwarded}, ${ours}` : ours,
+    'forwarded', earlier !== '' ? `${earlier}, ${ours}` : ours,
     'x-request-id', ctx.requestId
   )
   return { headers: out, clientIp, hostCount }
@@ -130,6 +142,28 @@ export function responseHeaders(h: Readonly<Record<string, string | string[] | u
     if (v !== undefined) out[name] = v
   }
   return out
+}
+
+function lastItem(value: string): string {
+  const comma = value.lastIndexOf(',')
+  return comma === -1 ? value.trim() : value.slice(comma + 1).trim()
+}
+
+/** RFC 7239 §4: elements are comma-separated; a quoted string may itself hold commas. */
+function splitElements(value: string): string[] {
+  const out: string[] = []
+  let quoted = false
+  let start = 0
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i]
+    if (c === '"' && value[i - 1] !== '\\') quoted = !quoted
+    else if (c === ',' && !quoted) {
+      out.push(value.slice(start, i).trim())
+      start = i + 1
+    }
+  }
+  out.push(value.slice(start).trim())
+  return out.filter((e) => e !== '')
 }
 
 /** A client-chosen request id is kept when it is short printable ASCII; otherwise we make one. */

@@ -19,6 +19,9 @@ export function parsePattern(source: string): PathPattern | string {
   }
   const segments: (string | null)[] = []
   for (const part of parts) {
+    // Requests are matched after dot segments are resolved (normalize-path.ts): such a
+    // pattern could never match anything.
+    if (part === '.' || part === '..') return `"${part}" segments never match: requests are matched with dot segments resolved`
     if (part.includes('*')) return '"*" is only allowed as the whole last segment ("/prefix/*")'
     if (part.startsWith(':')) {
       if (!PARAM.test(part)) return `bad parameter "${part}" (use :name with letters, digits, _)`

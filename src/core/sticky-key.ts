@@ -19,11 +19,12 @@ export function stickyKey(spec: StickySpec, facts: StickyFacts): string | undefi
     case 'header': {
       const v = facts.headers[spec.name]
       const s = Array.isArray(v) ? v[0] : v
-      return s === undefined || s === '' ? undefined : s
+      return s === undefined || s === '' ? undefined : utf8(s)
     }
     case 'cookie': {
       const v = facts.headers.cookie
-      return v === undefined ? undefined : cookieValue(Array.isArray(v) ? v.join('; ') : v, spec.name)
+      const s = v === undefined ? undefined : cookieValue(Array.isArray(v) ? v.join('; ') : v, spec.name)
+      return s === undefined ? undefined : utf8(s)
     }
     case 'query': {
       if (facts.query === '') return undefined
@@ -33,6 +34,14 @@ export function stickyKey(spec: StickySpec, facts: StickyFacts): string | undefi
     case 'ip':
       return facts.clientIp === '' ? undefined : facts.clientIp
   }
+}
+
+/**
+ * Node reads header bytes as latin1; the apps' Unleash SDKs hash the user id as the text it
+ * is. A UTF-8 id ("José") is decoded back to that text so both land in the same bucket.
+ */
+function utf8(s: string): string {
+  return /[\x80-\xff]/.test(s) ? Buffer.from(s, 'latin1').toString('utf8') : s
 }
 
 /** RFC 6265 §5.4 cookie-string lookup; the first pair with the name wins, quotes removed. */

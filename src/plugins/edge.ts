@@ -1,17 +1,20 @@
+import { randomUUID } from 'node:crypto'
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import type { Logger } from '../adapters/logger.js'
 import type { Metrics } from '../adapters/metrics-registry.js'
 import type { Limits } from '../config/schema.js'
+import { acceptableRequestId, unmapIPv4 } from '../core/forward-headers.js'
 import { errorBody, ficusError, reasonOf, type ErrorCode } from '../errors.js'
+import { ClientGone, Exchange, exchangeOf } from '../exchange.js'
 import { sendError } from './respond.js'
 
 /**
  * The HTTP edge: what happens to a request before the pipeline sees it. Node's parser
- * already refuses smuggling shapes (CL+TE, bad chunking, obs-fold) and a missing Host; this
- * module shapes those refusals into catalogue errors, accepts absolute-form targets
- * (RFC 9112 §3.2.2), and answers `Expect: 100-continue`.
+ * already refuses smuggling shapes (CL+TE, bad chunking, obs-fold); this module shapes
+ * those refusals into catalogue errors, accepts absolute-form targets (RFC 9112 §3.2.2) and
+ * answers `Expect: 100-continue`. Every refusal of a request is counted and logged like any
+ * other request; a connection that never sent a byte is just closed, as nginx does.
  */
 
 const kAuthority = Symbol('ficus.authority')
@@ -21,21 +24,37 @@ type EdgeRequest = IncomingMessage & { [kAuthority]?: string; [kBadTarget]?: tru
 /** How long a refused connection may linger so the client can read the answer, in ms. */
 const LINGER_MS = 1000
 
+export interface EdgeDeps {
+  readonly metrics: Metrics
+  readonly limits: Limits
+  /** The access log and metrics of a finished exchange (record.ts). */
+  readonly record: (ex: Exchange, res: ServerResponse) => void
+  /** Monotonic milliseconds. */
+  readonly now: () => number
+}
+
+/** The request id: the client's `x-request-id` when it is short printable ASCII, else a new one. */
+export function requestIdOf(req: IncomingMessage): string {
+  const id = req.headers['x-request-id']
+  return acceptableRequestId(id) ? id : randomUUID()
+}
+
 /**
  * fastify `rewriteUrl`: absolute-form `http://host/p?q` becomes `/p?q`, keeping the bytes
  * of the path, and the target's authority replaces Host (RFC 9112 §3.2.2). Anything else
- * that is not origin-form (`*`, garbage) is flagged and refused by the decision hook.
+ * that is not origin-form (`*`, garbage, credentials in the authority) is flagged and
+ * refused by the decision hook.
  */
 export function rewriteUrl(req: IncomingMessage): string {
   const url = req.url ?? ''
   if (url.charCodeAt(0) === 47 /* '/' */) return url
-  const m = /^https?:\/\/([^/?#\s]+)([^#\s]*)/i.exec(url)
+  const m = /^https?:\/\/([^/?#\s@]+)([/?][^#\s]*)?$/i.exec(url)
   if (m === null) {
     (req as EdgeRequest)[kBadTarget] = true
     return '/'
   }
   (req as EdgeRequest)[kAuthority] = m[1] as string
-  const rest = m[2] as string
+  const rest = m[2] ?? ''
   return rest === '' ? '/' : rest.startsWith('?') ? `/${rest}` : rest
 }
 
@@ -48,52 +67,81 @@ export function hasBadTarget(req: IncomingMessage): boolean {
 }
 
 /**
- * fastify `clientErrorHandler`: Node's parser refused the request (malformed, headers over
- * the limit, head not received in time). Answer with the catalogue's JSON and close.
+ * Answers a request Ficus refuses before it has a route, and records it (one access-log line,
+ * `ficus_client_errors_total`). `close`: the body was not read, so the connection ends.
  */
-export function clientErrorHandler(metrics: Metrics, log: Logger) {
+export function refuse(deps: EdgeDeps, req: IncomingMessage, res: ServerResponse, code: ErrorCode, requestId: string, ex?: Exchange): void {
+  const err = ficusError(code)
+  const record = ex ?? new Exchange(requestId, req.method ?? '', deps.now())
+  if (ex === undefined) {
+    record.target = req.url ?? ''
+    record.clientIp = unmapIPv4(req.socket.remoteAddress ?? '')
+    res.once('close', () => deps.record(record, res))
+  }
+  record.error = err
+  record.outcome = reasonOf(code)
+  deps.metrics.clientErrors.inc({ reason: record.outcome })
+  sendError(res, err, requestId, true)
+}
+
+/**
+ * fastify `clientErrorHandler`: Node's parser refused the request (malformed, headers over
+ * the limit, head or whole request not received in time). Answer with the catalogue's JSON
+ * and close.
+ */
+export function clientErrorHandler(deps: EdgeDeps) {
   return function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     if (err.code === 'ECONNRESET' || socket.destroyed) return
+    // Already answered (a refusal above is being read), or nothing was ever sent: just close.
+    if (socket.writableEnded || socket.bytesRead === 0) {
+      socket.destroy()
+      return
+    }
     const code: ErrorCode = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
       ? 'FICUS_ERR_REQUEST_TIMEOUT'
       : err.code === 'HPE_HEADER_OVERFLOW' ? 'FICUS_ERR_HEADERS_TOO_LARGE' : 'FICUS_ERR_BAD_REQUEST'
+    const e = ficusError(code)
     const reason = reasonOf(code)
-    metrics.clientErrors.inc({ reason })
-    log.debug({ reason, err: err.code, peer: socket.remoteAddress }, 'client error')
-    // A response of an earlier request on this connection may be half-written: then only close.
-    const inProgress = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
-    if (socket.writable && (inProgress === undefined || inProgress === null || !inProgress.headersSent)) {
-      const e = ficusError(code)
-      const body = errorBody(e, undefined)
+    deps.metrics.clientErrors.inc({ reason })
+    // A request already in the pipeline (whole-request timeout): its exchange records the 408.
+    const inProgress = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? null
+    const ex = inProgress === null ? null : exchangeOf(inProgress)
+    if (socket.writable && (inProgress === null || !inProgress.headersSent)) {
+      const body = errorBody(e, ex?.requestId)
       socket.end(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
         `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
       setTimeout(() => socket.destroy(), LINGER_MS).unref()
+      if (ex !== null) ex.answered = e.statusCode
     } else {
       socket.destroy()
+    }
+    if (ex !== null) {
+      ex.error = e
+      ex.outcome = reason
+      // The client was answered here: the request in progress upstream is abandoned.
+      ex.abortUpstream?.(new ClientGone())
     }
   }
 }
 
 /** fastify `frameworkErrors`: the router could not read the path (bad percent-encoding). */
-export function frameworkErrors(metrics: Metrics) {
+export function frameworkErrors(deps: EdgeDeps) {
   return function onFrameworkError(_err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
-    metrics.clientErrors.inc({ reason: reasonOf('FICUS_ERR_BAD_TARGET') })
     reply.hijack()
-    sendError(reply.raw, ficusError('FICUS_ERR_BAD_TARGET'), request.id, true)
+    refuse(deps, request.raw, reply.raw, 'FICUS_ERR_BAD_TARGET', request.id)
   }
 }
 
 /**
- * `Expect: 100-continue`: a body over the limit is refused before the client sends it
- * (417-style early answer, as nginx does with 413); otherwise the client is told to go on.
- * Node stops answering 100 itself once this listener exists.
+ * `Expect: 100-continue`: a body over the limit is refused before the client sends it, as
+ * nginx does; otherwise the client is told to go on. Node stops answering 100 itself once
+ * this listener exists.
  */
-export function answerExpectContinue(server: Server, limits: Limits, metrics: Metrics): void {
+export function answerExpectContinue(server: Server, deps: EdgeDeps): void {
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
     const length = Number(req.headers['content-length'] ?? 0)
-    if (length > limits.bodyBytes) {
-      metrics.clientErrors.inc({ reason: reasonOf('FICUS_ERR_BODY_TOO_LARGE') })
-      sendError(res, ficusError('FICUS_ERR_BODY_TOO_LARGE'), undefined, true)
+    if (length > deps.limits.bodyBytes) {
+      refuse(deps, req, res, 'FICUS_ERR_BODY_TOO_LARGE', requestIdOf(req))
       return
     }
     res.writeContinue()

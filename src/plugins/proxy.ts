@@ -1,16 +1,16 @@
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http'
-import { Transform, type Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
 import type { Logger } from '../adapters/logger.js'
 import type { Metrics } from '../adapters/metrics-registry.js'
-import type { Upstream, Upstreams } from '../adapters/upstreams.js'
+import type { Upstream, Upstreams, Waiter } from '../adapters/upstreams.js'
 import type { Limits } from '../config/schema.js'
 import { responseHeaders } from '../core/forward-headers.js'
 import type { Backend } from '../core/types.js'
 import { ficusError, reasonOf, toUpstreamError, type FicusError } from '../errors.js'
 import { ClientGone, type Exchange } from '../exchange.js'
+import { BodyGuard } from './body-guard.js'
 import { sendError } from './respond.js'
 
 export interface ProxyOptions {
@@ -19,29 +19,40 @@ export interface ProxyOptions {
   readonly exposeBackend: boolean
   readonly metrics: Metrics
   readonly log: Logger
+  /** Monotonic milliseconds (the same clock as Exchange.start). */
+  readonly now: () => number
 }
 
 /** Idempotent methods (RFC 9110 §9.2.2): the only ones that may be sent twice (fallback). */
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 /** Answers from new that mean "new failed" rather than "the request is wrong". */
 const FALLBACK_STATUS: ReadonlySet<number> = new Set([502, 503, 504])
+/**
+ * A failure answer from new up to this size is read to its end before legacy is asked, so
+ * the connection to new is kept; a larger or unsized one is cut (bytes).
+ */
+const DISCARD_MAX_BYTES = 64 * 1024
 
-/** An attempt cut short by Ficus itself because new answered with a failure status. */
+/** Attempts cut short by Ficus itself. */
 class FallbackOnStatus extends Error {
   override name = 'FallbackOnStatus'
   constructor (readonly status: number) { super(`upstream answered ${status}`) }
 }
+class SendTimeout extends Error {
+  override name = 'SendTimeout'
+  constructor () { super('the client did not read the response in time') }
+}
 
 /**
  * The terminal stage ("router" in Envoy's filter chain): forwards to the decided backend
- * over our own undici Pool, streams the answer back, maps failures to the catalogue and,
+ * over Ficus's own undici Pool, streams the answer back, maps failures to the catalogue and,
  * when new fails before answering an idempotent request without a body, lets legacy answer.
  *
  * Every method is registered as bodyless so fastify never parses, buffers or judges a body
  * (it would answer 415 to a malformed Content-Type); Ficus streams bodies itself.
  */
 async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void> {
-  const { upstreams, limits, exposeBackend, metrics, log } = opts
+  const { upstreams, limits, exposeBackend, metrics, log, now } = opts
   for (const m of METHODS) {
     if (m !== 'CONNECT') fastify.addHttpMethod(m, { hasBody: false, overrideExisting: true })
   }
@@ -57,88 +68,107 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       try {
         const decision = ex.decision
         if (decision === null) throw new Error('no decision for request')
-        const body = requestBody(req, ex)
-        send(ex, req, res, decision.primary, body)
+        const body = hasBody(req) ? new BodyGuard(req, limits.bodyBytes, limits.bodyIdleTimeoutMs) : null
+        send(ex, req, res, decision.primary, body, undefined)
       } catch (err) {
-        internalError(ex, res, err)
+        const e = ficusError('FICUS_ERR_INTERNAL', { cause: err })
+        ex.error = e
+        ex.outcome = reasonOf(e.code)
+        log.error({ err, reqId: ex.requestId }, 'internal error while proxying')
+        sendError(res, e, ex.requestId, true)
       }
     }
   })
 
-  function requestBody(req: IncomingMessage, ex: Exchange): Readable | null {
-    const length = req.headers['content-length']
-    if (req.headers['transfer-encoding'] === undefined) {
-      // Node's parser enforces Content-Length framing; the limit was checked on the header.
-      return length === undefined || length === '0' ? null : req
-    }
-    // Chunked: count while streaming, and stop at the limit (413).
-    let seen = 0
-    const limit = limits.bodyBytes
-    const counted = new Transform({
-      transform (chunk: Buffer, _enc, cb) {
-        seen += chunk.length
-        if (seen > limit) {
-          ex.bodyTooLarge = true
-          cb(ficusError('FICUS_ERR_BODY_TOO_LARGE'))
-        } else {
-          cb(null, chunk)
-        }
-      }
-    })
-    req.on('error', (err) => counted.destroy(err))
-    req.pipe(counted)
-    return counted
-  }
-
-  function send(ex: Exchange, req: IncomingMessage, res: ServerResponse, backend: Backend, body: Readable | null): void {
-    const rule = ex.rule!
-    const upstream = upstreams.get(rule.backends[backend])!
+  /** Starts one attempt; `headersTimeout` (ms) overrides the upstream's, for a fallback. */
+  function send(ex: Exchange, req: IncomingMessage, res: ServerResponse, backend: Backend, body: BodyGuard | null, headersTimeout: number | undefined): void {
+    const upstream = upstreams.get(ex.rule!.backends[backend])!
     ex.backend = backend
     const canFallBack = backend === 'new' && body === null && IDEMPOTENT.has(req.method as string)
-    if (upstream.saturated) {
-      failed(ex, req, res, ficusError('FICUS_ERR_UPSTREAM_SATURATED'), canFallBack)
-      return
-    }
-    let headers = ex.upstreamHeaders
-    if (upstream.config.hostHeader === 'upstream') headers = withHost(headers, upstream.config.authority)
-    upstream.dispatch({
-      path: ex.target,
-      method: req.method as Dispatcher.HttpMethod,
-      headers,
-      body
-    }, new Attempt(ex, req, res, upstream, canFallBack))
+    new Attempt(ex, req, res, upstream, body, canFallBack, headersTimeout).begin()
   }
 
-  /** One exchange with one upstream, on undici's dispatch handler interface. */
-  class Attempt implements Dispatcher.DispatchHandler {
+  /**
+   * One exchange with one upstream: waits for a slot, runs on undici's dispatch handler
+   * interface, and ends exactly once (`finish`), giving its slot back.
+   */
+  class Attempt implements Dispatcher.DispatchHandler, Waiter {
+    private state: 'idle' | 'queued' | 'running' | 'over' = 'idle'
     private controller: Dispatcher.DispatchController | null = null
+    private pendingAbort: Error | null = null
     private streaming = false
-    private over = false
+    /** new's failure answer is being read to its end (the connection stays usable). */
+    private discarding = 0
 
     constructor (
       private readonly ex: Exchange,
       private readonly req: IncomingMessage,
       private readonly res: ServerResponse,
       private readonly upstream: Upstream,
-      private readonly canFallBack: boolean
-    ) {
-      ex.abortUpstream = (err) => { this.controller?.abort(err) }
+      private readonly body: BodyGuard | null,
+      private readonly canFallBack: boolean,
+      private readonly headersTimeout: number | undefined
+    ) {}
+
+    begin (): void {
+      switch (this.upstream.admit(this)) {
+        case 'now':
+          this.start()
+          return
+        case 'queued':
+          this.state = 'queued'
+          this.ex.abortUpstream = (err) => this.abort(err)
+          return
+        case 'full':
+          this.state = 'over'
+          this.failed(ficusError('FICUS_ERR_UPSTREAM_SATURATED'), this.canFallBack)
+      }
+    }
+
+    /** The attempt holds a slot: dispatch (Waiter.start, or straight from begin). */
+    start (): void {
+      this.state = 'running'
+      this.ex.abortUpstream = (err) => this.abort(err)
+      this.upstream.dispatch({
+        path: this.ex.target,
+        method: this.req.method as Dispatcher.HttpMethod,
+        headers: this.upstream.config.hostHeader === 'upstream' ? withHost(this.ex.upstreamHeaders, this.upstream.config.authority) : this.ex.upstreamHeaders,
+        body: this.body,
+        headersTimeout: this.headersTimeout
+      }, this)
+    }
+
+    abort (err: Error): void {
+      if (this.state === 'queued') {
+        // Nothing was sent: leave the queue without touching the Pool.
+        this.upstream.cancel(this)
+        this.state = 'over'
+        this.ex.abortUpstream = null
+        this.body?.detach()
+      } else if (this.state === 'running') {
+        if (this.controller === null) this.pendingAbort = err
+        else this.controller.abort(err)
+      }
     }
 
     onRequestStart (controller: Dispatcher.DispatchController): void {
       this.controller = controller
-      // The client may have left while the request waited for a connection.
-      if (this.res.destroyed) controller.abort(new ClientGone())
+      if (this.pendingAbort !== null) controller.abort(this.pendingAbort)
     }
 
     onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
       if (statusCode < 200) return // interim responses are not relayed
       if (this.canFallBack && FALLBACK_STATUS.has(statusCode)) {
-        controller.abort(new FallbackOnStatus(statusCode))
+        const length = Number(headers['content-length'] ?? NaN)
+        if (this.req.method === 'HEAD' || length <= DISCARD_MAX_BYTES) this.discarding = statusCode
+        else controller.abort(new FallbackOnStatus(statusCode))
         return
       }
       const out = responseHeaders(headers)
       if (exposeBackend) out['x-ficus-backend'] = this.ex.backend as string
+      // The upstream answered before the whole request body arrived: the rest will not be
+      // read, so this connection cannot carry another request.
+      if (this.body !== null && !this.req.complete) out.connection = 'close'
       try {
         this.res.writeHead(statusCode, out)
       } catch (err) {
@@ -150,75 +180,114 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
     }
 
     onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
-      if (!this.res.write(chunk)) {
-        controller.pause()
-        this.res.once('drain', () => controller.resume())
-      }
+      if (this.discarding !== 0) return
+      if (this.res.write(chunk)) return
+      // The client is slower than the upstream: wait for it, but not forever, since a
+      // reader that stopped would hold this upstream connection.
+      controller.pause()
+      const stall = setTimeout(() => controller.abort(new SendTimeout()), limits.sendTimeoutMs)
+      this.res.once('drain', () => {
+        clearTimeout(stall)
+        controller.resume()
+      })
     }
 
-    onResponseEnd (): void {
-      if (this.finish()) this.res.end()
+    onResponseEnd (_controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
+      if (!this.finish()) return
+      if (this.discarding !== 0) {
+        fallBack(this.ex, this.req, this.res, `status_${this.discarding}`)
+        return
+      }
+      const names = Object.keys(trailers)
+      if (names.length > 0 && this.res.chunkedEncoding) this.res.addTrailers(trailers)
+      this.res.end()
+      if (this.body !== null && !this.req.complete) this.body.detach()
     }
 
     onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
       if (!this.finish()) return
-      const { ex, req, res } = this
+      const { ex, req, res, body } = this
       if (err instanceof ClientGone || (res.destroyed && !res.writableFinished)) {
-        ex.outcome = 'client_aborted'
+        if (ex.error === null) ex.outcome = 'client_aborted' // else the edge already said why (408)
+        body?.detach()
       } else if (err instanceof FallbackOnStatus) {
         fallBack(ex, req, res, `status_${err.status}`)
-      } else if (ex.bodyTooLarge) {
-        const e = ficusError('FICUS_ERR_BODY_TOO_LARGE')
-        ex.error = e
-        ex.outcome = reasonOf(e.code)
-        metrics.clientErrors.inc({ reason: ex.outcome })
-        sendError(res, e, ex.requestId, true)
+      } else if (err instanceof SendTimeout) {
+        this.clientFault(ficusError('FICUS_ERR_SEND_TIMEOUT'))
+      } else if (body?.failure != null) {
+        this.clientFault(body.failure) // 413 or 408: the body went over the limit or stalled
       } else if (req.destroyed && !req.complete) {
-        // The client broke off its own upload.
-        ex.outcome = 'client_aborted'
+        ex.outcome = 'client_aborted' // the client broke off its own upload
         res.destroy()
       } else {
-        failed(ex, req, res, toUpstreamError(err, this.streaming), this.canFallBack && !this.streaming)
+        this.failed(toUpstreamError(err, this.streaming), this.canFallBack && !this.streaming)
       }
     }
 
-    /** Marks the attempt over exactly once; false when it already was. */
+    /** Marks the attempt over exactly once, giving its slot back; false when it already was. */
     private finish (): boolean {
-      if (this.over) return false
-      this.over = true
+      if (this.state === 'over') return false
+      this.state = 'over'
       this.upstream.release()
       this.ex.abortUpstream = null
       return true
     }
-  }
 
-  /** Counts an upstream failure; legacy answers when it may, else the client gets the error. */
-  function failed(ex: Exchange, req: IncomingMessage, res: ServerResponse, err: FicusError, canFallBack: boolean): void {
-    const reason = reasonOf(err.code)
-    metrics.upstreamErrors.inc({ backend: ex.backend as string, reason })
-    ex.error = err // kept for the log line even when legacy answers
-    if (canFallBack) {
-      fallBack(ex, req, res, reason)
-      return
+    /** Counts an upstream failure; legacy answers when it may, else the client gets the error. */
+    private failed (err: FicusError, canFallBack: boolean): void {
+      const { ex } = this
+      const reason = reasonOf(err.code)
+      metrics.upstreamErrors.inc({ backend: ex.backend as string, reason })
+      ex.error = err // kept for the log line even when legacy answers
+      if (canFallBack) {
+        fallBack(ex, this.req, this.res, reason)
+        return
+      }
+      ex.outcome = reason
+      this.answer(err)
     }
-    ex.outcome = reason
-    sendError(res, err, ex.requestId)
+
+    /** The client sent too much or too slowly: answer, stop reading and close, as nginx does. */
+    private clientFault (err: FicusError): void {
+      this.ex.error = err
+      this.ex.outcome = reasonOf(err.code)
+      metrics.clientErrors.inc({ reason: this.ex.outcome })
+      this.answer(err, true)
+    }
+
+    /** Sends the error; a request body that was not read to its end closes the connection. */
+    private answer (err: FicusError, close = false): void {
+      const unread = this.body !== null && !this.req.complete
+      sendError(this.res, err, this.ex.requestId, close || unread)
+      this.body?.detach()
+    }
   }
 
+  /**
+   * Legacy answers instead of new. The whole exchange stays within legacy's own timeout,
+   * counted from when the request arrived: a fallback never makes a client wait longer than
+   * legacy alone could have.
+   */
   function fallBack(ex: Exchange, req: IncomingMessage, res: ServerResponse, reason: string): void {
     metrics.fallbacks.inc({ route: ex.rule!.name, reason })
     ex.fallback = reason
+    const legacy = upstreams.get(ex.rule!.backends.legacy)!
+    const left = Math.floor(legacy.config.timeoutMs - (now() - ex.start))
+    if (left <= 0) {
+      const err = ex.error ?? ficusError('FICUS_ERR_UPSTREAM_TIMEOUT')
+      ex.error = err
+      ex.outcome = reasonOf(err.code)
+      sendError(res, err, ex.requestId)
+      return
+    }
     ex.outcome = 'fallback'
-    send(ex, req, res, 'legacy', null)
+    send(ex, req, res, 'legacy', null, left)
   }
+}
 
-  function internalError(ex: Exchange, res: ServerResponse, err: unknown): void {
-    const e = ficusError('FICUS_ERR_INTERNAL', { cause: err })
-    ex.error = e
-    ex.outcome = reasonOf(e.code)
-    log.error({ err, reqId: ex.requestId }, 'internal error while proxying')
-    sendError(res, e, ex.requestId)
-  }
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
 /** A copy of the header list with Host replaced (upstream `hostHeader: upstream`). */

@@ -16,7 +16,7 @@ export function exchangeRecorder(metrics: Metrics, log: Logger, now: () => numbe
   return function recordExchange(ex: Exchange, res: ServerResponse): void {
     if (ex.abortUpstream !== null) ex.abortUpstream(new ClientGone())
     if (!res.writableFinished && (ex.outcome === 'ok' || ex.outcome === 'fallback')) ex.outcome = 'client_aborted'
-    const status = res.headersSent ? res.statusCode : CLIENT_CLOSED
+    const status = ex.answered ?? (res.headersSent ? res.statusCode : CLIENT_CLOSED)
     const ms = now() - ex.start
     const rule = ex.rule
     if (rule !== null) {

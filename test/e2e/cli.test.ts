@@ -38,14 +38,10 @@ t.test('usage errors exit 2; --version and --help exit 0', async (t) => {
 
 t.test('ficus start with a bad file exits 1 without listening', async (t) => {
   const port = await closedPort()
-  const p = run(t, CLI, ['start', '--config', fixture('invalid-many.yaml')], { PORT: String(port) })
+  const p = run(t, CLI, ['start', '--config', fixture('invalid-many.yaml')], { PORT: String(port), FICUS_LOG_LEVEL: 'info' })
   t.equal(await p.exited, 1)
-  t.match(p.stderr, /13 problems/, "PORT is set, so the port itself is valid")
-  // The port is still free: Ficus never bound it.
-  const probe = createServer()
-  await new Promise<void>((resolve, reject) => { probe.once('error', reject); probe.listen(port, '127.0.0.1', resolve) })
-  await new Promise<void>((resolve) => probe.close(() => resolve()))
-  t.pass(`port ${port} never bound`)
+  t.match(p.stderr, /13 problems/, 'PORT is set, so the port itself is valid')
+  t.notMatch(p.stdout + p.stderr, /listening/, 'no listener was ever opened (it would log "listening" at info)')
 })
 
 t.test('ficus start serves, logs JSON lines, and exits 0 on SIGTERM', async (t) => {

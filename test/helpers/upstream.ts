@@ -20,6 +20,8 @@ export interface Upstream {
   readonly started: () => number
   /** Resolves once `n` request heads have arrived. */
   arrived(n: number): Promise<void>
+  /** TCP connections accepted so far. */
+  readonly connections: () => number
   readonly server: Server
   close(): Promise<void>
 }
@@ -55,7 +57,9 @@ export async function startUpstream(t: Teardown, name: string, handler?: Handler
     })
     req.on('error', () => {})
   })
+  let connections = 0
   server.on('connection', (s: Socket) => {
+    connections++
     sockets.add(s)
     s.on('close', () => sockets.delete(s))
   })
@@ -69,7 +73,7 @@ export async function startUpstream(t: Teardown, name: string, handler?: Handler
   const arrived = (n: number): Promise<void> => n <= started
     ? Promise.resolve()
     : new Promise((resolve) => waiting.push({ n, resolve }))
-  return { url: `http://127.0.0.1:${port}`, port, requests, started: () => started, arrived, server, close }
+  return { url: `http://127.0.0.1:${port}`, port, requests, started: () => started, arrived, connections: () => connections, server, close }
 }
 
 /** A port nothing listens on (bound, then released). */

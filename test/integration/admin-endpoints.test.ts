@@ -39,8 +39,13 @@ t.test('the access log line has what an SRE needs and no credential', async (t) 
   t.notMatch(JSON.stringify(f.logs.lines), /secret|hunter2|sid=abc/)
 })
 
-t.test('/healthz is live; /readyz is 200 when serving and 503 once stopping', async (t) => {
-  const legacy = await startUpstream(t, 'legacy')
+t.test('/healthz is live; /readyz is 200 when serving and 503 once stopping, while in-flight requests finish', async (t) => {
+  let release: () => void = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  const legacy = await startUpstream(t, 'legacy', (req, res) => {
+    if (req.url === '/slow') void held.then(() => res.end('finished'))
+    else res.end('ok')
+  })
   const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
   const health = await request(f.adminUrl + '/healthz')
   t.equal(health.statusCode, 200)
@@ -48,10 +53,16 @@ t.test('/healthz is live; /readyz is 200 when serving and 503 once stopping', as
   const ready = await request(f.adminUrl + '/readyz')
   t.equal(ready.statusCode, 200)
   t.same(await ready.body.json(), { status: 'ready' })
-  f.running.ficus.health.phase = 'draining'
+  const inFlight = request(f.url + '/slow')
+  await legacy.arrived(1)
+  const stopped = f.running.stop()
   const draining = await request(f.adminUrl + '/readyz')
   t.equal(draining.statusCode, 503)
   t.same(await draining.body.json(), { status: 'draining' })
+  release()
+  const r = await inFlight
+  t.equal(await r.body.text(), 'finished', 'the in-flight request completed')
+  await stopped
 })
 
 t.test('the admin port is separate: the traffic port proxies /metrics like any path', async (t) => {

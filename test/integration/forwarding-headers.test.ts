@@ -8,7 +8,7 @@ t.test('the upstream sees Via, X-Forwarded-*, Forwarded, a request id, and no ho
   const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
   const r = await rawRequest(f.url, [
     'GET /h HTTP/1.1', 'Host: shop.example', 'Connection: keep-alive, X-Hop', 'X-Hop: secret', 'Keep-Alive: timeout=9',
-    'TE: trailers', 'Proxy-Authorization: Basic Zm9vOmJhcg==', 'X-Forwarded-For: 6.6.6.6', 'Forwarded: for=6.6.6.6',
+    'TE: trailers, deflate', 'Proxy-Authorization: Basic Zm9vOmJhcg==', 'X-Forwarded-For: 6.6.6.6', 'Forwarded: for=6.6.6.6',
     'X-Ficus-Shadow: 1', 'X-Tag: one', 'X-Tag: two', 'Cookie: a=1', '', ''
   ].join('\r\n'), (text) => text.includes('\r\n\r\n') && text.includes('}'))
   t.equal(r.status, 200)
@@ -21,7 +21,8 @@ t.test('the upstream sees Via, X-Forwarded-*, Forwarded, a request id, and no ho
   t.equal(h.forwarded, 'for=127.0.0.1;host="shop.example";proto=http')
   t.equal(h.host, 'shop.example', 'Host is preserved by default')
   t.match(h['x-request-id'], /^[0-9a-f-]{36}$/, 'a request id is made')
-  for (const name of ['x-hop', 'keep-alive', 'te', 'proxy-authorization', 'x-ficus-shadow']) t.notOk(name in h, `${name} not forwarded`)
+  for (const name of ['x-hop', 'keep-alive', 'proxy-authorization', 'x-ficus-shadow']) t.notOk(name in h, `${name} not forwarded`)
+  t.equal(h.te, 'trailers', 'TE passes only as trailers')
   const tags = seen.rawHeaders.flatMap((v, i) => (i % 2 === 1 && seen.rawHeaders[i - 1] === 'X-Tag' ? [v] : []))
   t.same(tags, ['one', 'two'], 'repeated headers arrive separately, in order')
 })
@@ -75,4 +76,19 @@ t.test('the client sees no hop-by-hop header from the backend, and x-ficus-backe
   t.match(r.text, /\r\n\r\nok$/)
   const shown = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } }, exposeBackend: true })
   t.equal((await shown.fetch('/')).headers['x-ficus-backend'], 'legacy')
+})
+
+t.test('response trailers are relayed to a client that accepts them', async (t) => {
+  const legacy = await startUpstream(t, 'legacy', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-checksum' })
+    res.write('part one, ')
+    res.addTrailers({ 'x-checksum': 'abc123' })
+    res.end('part two')
+  })
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
+  const r = await rawRequest(f.url, 'GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n')
+  t.equal(r.status, 200)
+  t.match(r.text, /\r\ntrailer: x-checksum\r\n/i)
+  t.match(r.text, /\r\n0\r\nx-checksum: abc123\r\n\r\n$/i, 'the trailer follows the last chunk')
+  t.equal(legacy.requests[0]?.headers.te, 'trailers')
 })

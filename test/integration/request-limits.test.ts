@@ -31,7 +31,10 @@ t.test('a chunked body is counted while it streams and stopped at the limit', as
   const r = await rawRequest(f.url, `POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${chunk('a'.repeat(800))}${chunk('b'.repeat(800))}0\r\n\r\n`)
   t.equal(r.status, 413)
   t.match(bodyOf(r.text), { code: 'FICUS_ERR_BODY_TOO_LARGE' })
-  t.equal(legacy.requests.length, 0, 'no upstream request completed')
+  t.match(r.text, /\r\nconnection: close\r\n/i)
+  t.ok(r.closed, 'the rest of the body is not read: the connection ends')
+  t.equal(legacy.requests.length, 0, 'the upstream never got a complete request')
+  t.ok(legacy.started() <= 1, 'at most the start of one, aborted')
   const ok = await rawRequest(f.url, `POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunk('a'.repeat(500))}${chunk('b'.repeat(500))}0\r\n\r\n`)
   t.equal(ok.status, 200, 'under the limit passes')
   t.equal(legacy.requests[0]?.body.length, 1000)
@@ -58,6 +61,8 @@ t.test('Expect: 100-continue: 100 then the answer under the limit; 413 without 1
   t.equal(over.status, 413)
   t.notMatch(over.text, /100 Continue/)
   t.equal(legacy.started(), 1)
+  const line = await f.logs.waitFor((l) => l.msg === 'request' && l.status === 413)
+  t.match(line, { method: 'PUT', path: '/doc', outcome: 'body_too_large' })
 })
 
 t.test('malformed requests get 400 with a Ficus code and never reach the upstream', async (t) => {
@@ -67,7 +72,12 @@ t.test('malformed requests get 400 with a Ficus code and never reach the upstrea
     ['missing Host', 'GET / HTTP/1.1\r\n\r\n', 'FICUS_ERR_MISSING_HOST'],
     ['Content-Length and Transfer-Encoding', 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 'FICUS_ERR_BAD_REQUEST'],
     ['asterisk target on GET', 'GET * HTTP/1.1\r\nHost: a\r\n\r\n', 'FICUS_ERR_BAD_TARGET'],
-    ['bad percent-encoding', 'GET /a%zz HTTP/1.1\r\nHost: a\r\n\r\n', 'FICUS_ERR_BAD_TARGET']
+    ['bad percent-encoding', 'GET /a%zz HTTP/1.1\r\nHost: a\r\n\r\n', 'FICUS_ERR_BAD_TARGET'],
+    ['credentials in an absolute-form target', 'GET http://alice:s3cret@shop.example/p HTTP/1.1\r\nHost: a\r\n\r\n', 'FICUS_ERR_BAD_TARGET'],
+    ['conflicting Content-Length', 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd', 'FICUS_ERR_BAD_REQUEST'],
+    ['non-final chunked', 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n', 'FICUS_ERR_BAD_REQUEST'],
+    ['obs-fold', 'GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n', 'FICUS_ERR_BAD_REQUEST'],
+    ['invalid method token', 'G@T / HTTP/1.1\r\nHost: a\r\n\r\n', 'FICUS_ERR_BAD_REQUEST']
   ]
   for (const [what, payload, code] of cases) {
     const r = await rawRequest(f.url, payload)
@@ -76,6 +86,13 @@ t.test('malformed requests get 400 with a Ficus code and never reach the upstrea
     t.ok(r.closed, `${what}: connection closed`)
   }
   t.equal(legacy.started(), 0)
+  // Refusals after the head was parsed are logged like any request (parser failures have no
+  // request to log): duplicate and missing Host, the two bad targets, and bad percent-encoding.
+  await f.logs.waitFor(() => f.logs.requests().filter((l) => l.status === 400).length === 5)
+  t.same(f.logs.requests().map((l) => [l.outcome, l.path]).sort(), [
+    ['bad_target', '/a%zz'], ['bad_target', undefined], ['bad_target', undefined], ['duplicate_host', '/'], ['missing_host', '/']
+  ].sort())
+  t.equal(sample(await f.scrape(), 'ficus_client_errors_total', { reason: 'bad_request' }), 5)
 })
 
 t.test('request headers over the limit: 431', async (t) => {
@@ -96,7 +113,9 @@ t.test('a request head that does not arrive in time: 408 and closed; a silent so
   t.ok(Date.now() - started < 5000, 'well before Node\'s own defaults')
   const silent = await rawRequest(f.url, '')
   t.ok(silent.closed, 'a connection that never sends a byte is closed')
+  t.equal(silent.text, '', '…without an answer, as nginx does')
   t.equal(legacy.started(), 0)
+  t.equal(sample(await f.scrape(), 'ficus_client_errors_total', { reason: 'request_timeout' }), 1, 'only the real request is counted')
 })
 
 t.test('an idle keep-alive connection is closed after keepAliveTimeout', async (t) => {
@@ -107,5 +126,28 @@ t.test('an idle keep-alive connection is closed after keepAliveTimeout', async (
   t.equal(r.status, 200)
   t.match(r.text, /\r\nKeep-Alive: timeout=/i, 'the connection was offered as keep-alive')
   t.ok(r.closed, 'closed by Ficus')
-  t.ok(Date.now() - started < 5000, `after ${Date.now() - started} ms`)
+  // Node's own default is 5 s: closing well before it shows the configured value is used.
+  const elapsed = Date.now() - started
+  t.ok(elapsed >= 250 && elapsed < 2500, `closed after ${elapsed} ms`)
+})
+
+t.test('a request not received within requestTimeout: 408, recorded as such, upstream request cancelled', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } },
+    limits: { headTimeout: '200ms', requestTimeout: '600ms', bodyIdleTimeout: '30s' }
+  })
+  const { port } = new URL(f.url)
+  // A body that trickles in (never idle long enough for bodyIdleTimeout) but never ends.
+  const s = connect(Number(port), '127.0.0.1')
+  let text = ''
+  s.on('data', (d: Buffer) => { text += d.toString() })
+  s.write('POST /trickle HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n')
+  const drip = setInterval(() => s.write('x'), 50)
+  await new Promise<void>((resolve) => s.on('close', () => resolve()))
+  clearInterval(drip)
+  t.match(text, /^HTTP\/1\.1 408 /)
+  const line = await f.logs.waitFor((l) => l.msg === 'request' && l.path === '/trickle')
+  t.match(line, { status: 408, outcome: 'request_timeout', error: { code: 'FICUS_ERR_REQUEST_TIMEOUT' } })
+  t.equal(legacy.requests.length, 0, 'the upstream never got the whole request')
 })

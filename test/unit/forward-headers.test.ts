@@ -16,7 +16,7 @@ function byName(flat: string[]): Map<string, string[]> {
 t.test('hop-by-hop headers, and those Connection names, are not forwarded', async (t) => {
   const { headers } = forwardHeaders([
     'Host', 'shop.example', 'Connection', 'keep-alive, X-Trace-Hop', 'Keep-Alive', 'timeout=5', 'Proxy-Connection', 'keep-alive',
-    'TE', 'trailers', 'Transfer-Encoding', 'chunked', 'Upgrade', 'h2c', 'Trailer', 'x', 'Proxy-Authorization', 'Basic x',
+    'TE', 'deflate', 'Transfer-Encoding', 'chunked', 'Upgrade', 'h2c', 'Trailer', 'x', 'Proxy-Authorization', 'Basic x',
     'Expect', '100-continue', 'X-Trace-Hop', 'secret', 'X-Ficus-Shadow', '1', 'Accept', 'application/json'
   ], ctx)
   const h = byName(headers)
@@ -26,6 +26,11 @@ t.test('hop-by-hop headers, and those Connection names, are not forwarded', asyn
   }
   t.same(h.get('accept'), ['application/json'])
   t.same(h.get('host'), ['shop.example'])
+})
+
+t.test('TE passes only as "trailers" (RFC 9110 §7.6.1)', async (t) => {
+  t.same(byName(forwardHeaders(['Host', 'a', 'TE', 'trailers, deflate;q=0.5'], ctx).headers).get('te'), ['trailers'])
+  t.same(byName(forwardHeaders(['Host', 'a', 'TE', 'gzip'], ctx).headers).get('te'), undefined)
 })
 
 t.test('repeated headers keep their order and original case', async (t) => {
@@ -62,6 +67,13 @@ t.test('trusted hops: the client is the first untrusted address; spoofed entries
   t.equal(one.clientIp, '203.0.113.9')
   t.same(byName(one.headers).get('x-forwarded-for'), ['203.0.113.9, 10.0.0.2'])
   t.same(byName(one.headers).get('x-forwarded-proto'), ['https'], 'a trusted hop\'s proto is kept')
+  // The client wrote "http, evil"; the trusted proxy appended its own values last.
+  const spoof = forwardHeaders(['Host', 'a', 'X-Forwarded-Proto', 'http, evil', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'evil.example, shop.example',
+    'Forwarded', 'for=6.6.6.6;proto="x,y", for=203.0.113.9;proto=https'], { ...ctx, peer: '10.0.0.2', trustedHops: 1 })
+  const s = byName(spoof.headers)
+  t.same(s.get('x-forwarded-proto'), ['https'], 'the nearest (trusted) value wins')
+  t.same(s.get('x-forwarded-host'), ['shop.example'])
+  t.same(s.get('forwarded'), ['for=203.0.113.9;proto=https, for=10.0.0.2;host="a";proto=http'], 'one element per trusted hop is kept')
   const two = forwardHeaders(['Host', 'a', 'X-Forwarded-For', '6.6.6.6, 203.0.113.9, 10.0.0.1'], { ...ctx, peer: '10.0.0.2', trustedHops: 2 })
   t.equal(two.clientIp, '203.0.113.9')
   t.same(byName(two.headers).get('x-forwarded-for'), ['203.0.113.9, 10.0.0.1, 10.0.0.2'])
@@ -83,9 +95,9 @@ t.test('Host: kept, replaced by an absolute-form authority, and counted', async 
 t.test('response headers lose hop-by-hop fields', async (t) => {
   const out = responseHeaders({
     'content-type': 'application/json', connection: 'keep-alive, x-internal', 'x-internal': '1', 'keep-alive': 'timeout=5',
-    'transfer-encoding': 'chunked', 'proxy-authenticate': 'Basic', upgrade: 'h2c', trailer: 'x', 'set-cookie': ['a=1', 'b=2']
+    'transfer-encoding': 'chunked', 'proxy-authenticate': 'Basic', upgrade: 'h2c', trailer: 'x-checksum', 'set-cookie': ['a=1', 'b=2']
   })
-  t.same(out, { 'content-type': 'application/json', 'set-cookie': ['a=1', 'b=2'] })
+  t.same(out, { 'content-type': 'application/json', trailer: 'x-checksum', 'set-cookie': ['a=1', 'b=2'] })
 })
 
 t.test('request ids: short printable ASCII is kept', async (t) => {

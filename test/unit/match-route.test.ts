@@ -56,6 +56,8 @@ t.test('invalid patterns say what is wrong', async (t) => {
   t.match(parsePattern('/a/:1x'), /bad parameter/)
   t.match(parsePattern('/a?b=1'), /without "\?"/)
   t.match(parsePattern('/a b'), /not allowed in a path/)
+  t.match(parsePattern('/api/../admin/*'), /"\.\." segments never match/)
+  t.match(parsePattern('/./x'), /"\." segments never match/)
 })
 
 t.test('first match wins, methods filter, no match is null', async (t) => {

@@ -19,6 +19,13 @@ t.test('cookie', async (t) => {
   t.equal(stickyKey(spec, facts({ headers: { cookie: 'sid=' } })), undefined)
 })
 
+t.test('UTF-8 bytes in a header or cookie are read as the text the app hashes', async (t) => {
+  const asNodeReadsIt = Buffer.from('José', 'utf8').toString('latin1')
+  t.equal(stickyKey({ kind: 'header', name: 'x-user-id' }, facts({ headers: { 'x-user-id': asNodeReadsIt } })), 'José')
+  t.equal(stickyKey({ kind: 'cookie', name: 'sid' }, facts({ headers: { cookie: `sid=${asNodeReadsIt}` } })), 'José')
+  t.equal(stickyKey({ kind: 'query', name: 'u' }, facts({ query: 'u=Jos%C3%A9' })), 'José')
+})
+
 t.test('query', async (t) => {
   const spec = { kind: 'query', name: 'user' } as const
   t.equal(stickyKey(spec, facts({ query: 'a=1&user=b%20c' })), 'b c')

@@ -1,0 +1,136 @@
+import { connect } from 'node:net'
+import t from 'tap'
+import { request } from 'undici'
+import { sample, startTestFicus } from '../helpers/ficus.js'
+import { rawRequest } from '../helpers/raw.js'
+import { closedPort, startUpstream } from '../helpers/upstream.js'
+
+/** One upstream slot and no queue: anything that keeps the slot shows as a 503 for the next request. */
+const oneSlot = (url: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  upstreams: { legacy: { url, connections: 1, maxQueue: 0, ...extra }, new: { url } }
+})
+
+/** Resolves once `cond` holds, checking after each turn of the event loop (in-process state only). */
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((resolve) => setImmediate(resolve))
+}
+
+function chunk(s: string): string {
+  return `${s.length.toString(16)}\r\n${s}\r\n`
+}
+
+t.test('a chunked upload answered early closes its connection, and more bytes cannot crash Ficus', async (t) => {
+  // The upstream is down: Ficus answers 502 before reading the body. The client then keeps
+  // sending, past limits.bodySize. Before the fix this was an uncaught exception (exit 1)
+  // and the connection hung with the rest of the body unread.
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: `http://127.0.0.1:${await closedPort()}` }, new: { url: 'http://127.0.0.1:1' } }, limits: { bodySize: '1KiB' } })
+  const { port } = new URL(f.url)
+  const s = connect(Number(port), '127.0.0.1')
+  let text = ''
+  s.on('data', (d: Buffer) => { text += d.toString() })
+  s.write(`POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${chunk('a'.repeat(100))}`)
+  await new Promise<void>((resolve) => { const onData = (): void => { if (text.includes('\r\n\r\n{')) { s.off('data', onData); resolve() } }; s.on('data', onData) })
+  t.match(text, /^HTTP\/1\.1 502 /)
+  t.match(text, /\r\nconnection: close\r\n/i, 'the unread body means the connection is not reused')
+  s.write(chunk('b'.repeat(4000)) + chunk('c'.repeat(4000)))
+  await new Promise<void>((resolve) => s.on('close', () => resolve()))
+  t.pass('Ficus closed the connection')
+  const after = await f.fetch('/still-alive')
+  t.equal(after.status, 502, 'and is still serving')
+})
+
+t.test('a stalled upload gets 408 after bodyIdleTimeout, and its upstream request is cancelled', async (t) => {
+  let upstreamSawClose: () => void = () => {}
+  const closed = new Promise<void>((resolve) => { upstreamSawClose = resolve })
+  const legacy = await startUpstream(t, 'legacy')
+  // The stalled body never ends, so the helper's handler never runs for it: watch its socket.
+  legacy.server.on('request', (req: import('node:http').IncomingMessage) => {
+    if (req.url === '/doc') req.socket.on('close', () => upstreamSawClose())
+  })
+  const f = await startTestFicus(t, { ...oneSlot(legacy.url), limits: { bodyIdleTimeout: '300ms' } })
+  const r = await rawRequest(f.url, `PUT /doc HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n${'x'.repeat(10)}`)
+  t.equal(r.status, 408)
+  t.match(JSON.parse(r.text.slice(r.text.indexOf('\r\n\r\n') + 4)), { code: 'FICUS_ERR_REQUEST_TIMEOUT' })
+  t.ok(r.closed)
+  await closed
+  t.pass('the upstream connection of the stalled request was closed')
+  t.equal((await f.fetch('/next')).status, 200, 'its slot is free again')
+  t.equal(sample(await f.scrape(), 'ficus_client_errors_total', { reason: 'request_timeout' }), 1)
+})
+
+t.test('a client that stops reading is cut off after sendTimeout, freeing the upstream connection', async (t) => {
+  const big = Buffer.alloc(32 * 1024 * 1024, 120)
+  const legacy = await startUpstream(t, 'legacy', (_req, res) => {
+    res.writeHead(200, { 'content-length': big.length })
+    res.end(big)
+  })
+  const f = await startTestFicus(t, { ...oneSlot(legacy.url), limits: { sendTimeout: '300ms' } })
+  const { port } = new URL(f.url)
+  const reader = connect(Number(port), '127.0.0.1')
+  reader.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n')
+  await new Promise<void>((resolve) => reader.once('data', () => { reader.pause(); resolve() }))
+  const line = await f.logs.waitFor((l) => l.msg === 'request' && l.path === '/big')
+  t.match(line, { outcome: 'send_timeout', status: 200, error: { code: 'FICUS_ERR_SEND_TIMEOUT' } })
+  reader.destroy()
+  const next = await f.fetch('/after')
+  t.equal(next.status, 200, 'the only upstream slot was given back')
+})
+
+t.test('clients that leave while queued give their places back and cost no upstream connection', async (t) => {
+  let release: () => void = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  const legacy = await startUpstream(t, 'legacy', (req, res) => {
+    if (req.url === '/hold') void held.then(() => res.end('held'))
+    else res.end('ok')
+  })
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url, connections: 1, maxQueue: 2 }, new: { url: legacy.url } } })
+  const upstream = f.running.ficus.upstreams.get('legacy')!
+  const first = f.fetch('/hold')
+  await legacy.arrived(1)
+  for (let i = 0; i < 3; i++) {
+    const ac = new AbortController()
+    const queued = request(`${f.url}/queued-${i}`, { signal: ac.signal })
+    await until(() => upstream.load === 2) // the held request runs, this one waits in Ficus's queue
+    ac.abort()
+    await t.rejects(queued)
+    await f.logs.waitFor((l) => l.msg === 'request' && l.path === `/queued-${i}`)
+    t.equal(upstream.load, 1, `client ${i} left: its place in the queue is free`)
+  }
+  // Three clients came and went: with maxQueue 2 the queue must be empty again.
+  const a = f.fetch('/a')
+  const b = f.fetch('/b')
+  release()
+  t.equal((await first).text, 'held')
+  t.same([(await a).status, (await b).status], [200, 200], 'both fit in the queue again')
+  t.equal(legacy.started(), 3, 'the clients that left never reached the upstream')
+  t.equal(legacy.connections(), 1, 'and cost no extra connection')
+})
+
+t.test('a failed answer from new is read to its end, so the connection to new is reused', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new', (_req, res) => {
+    res.writeHead(503, { 'content-type': 'text/plain', 'content-length': 4 })
+    res.end('down')
+  })
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
+    routes: [{ name: 'r', match: { path: '/*' }, new: 100 }]
+  })
+  for (let i = 0; i < 10; i++) t.equal((await f.fetch('/x')).headers['x-served-by'], 'legacy')
+  t.equal(next.started(), 10)
+  t.equal(next.connections(), 1, '10 fallbacks, one connection to new')
+})
+
+t.test('a fallback stays within legacy\'s timeout counted from the request\'s arrival', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new', () => { /* silent */ })
+  // new's timeout is longer than legacy's: once new has timed out, legacy's budget is spent.
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: legacy.url, timeout: '200ms' }, new: { url: next.url, timeout: '400ms' } },
+    routes: [{ name: 'r', match: { path: '/*' }, new: 100 }]
+  })
+  const r = await f.fetch('/x')
+  t.equal(r.status, 504)
+  t.match(r.json(), { code: 'FICUS_ERR_UPSTREAM_TIMEOUT' })
+  t.equal(legacy.started(), 0, 'legacy was not asked: no time was left')
+})
