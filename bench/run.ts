@@ -7,7 +7,7 @@ import { request } from 'undici'
 
 /**
  * `npm run bench`: direct-to-upstream, bare fastify + @fastify/http-proxy, and Ficus
- * (pass-through, 50 % split) measured in the same run, interleaved round by round, each
+ * (pass-through, 50 % split, 100 % shadow with JSON comparison) measured in the same run, interleaved round by round, each
  * proxy alone on its own CPU (load generator and upstream share the other), and reported as
  * ratios to the fastify baseline of the same round: the machines are shared and noisy, so
  * only same-run ratios mean something. CPU per request is the proxy's user+system time
@@ -16,7 +16,7 @@ import { request } from 'undici'
  * Load: wrk when installed (apt-get install wrk), else autocannon (which saturates its own core first).
  * Options: --rounds 3 --duration 10 --warmup 2 --connections 50 --size 1k|64k
  *          --rate 0 (fixed offered load in req/s, for latency at equal load)
- *          --only direct,fastify,ficus,ficus-split50
+ *          --only direct,fastify,ficus,ficus-split50,ficus-shadow100
  */
 const { values: opt } = parseArgs({
   options: {
@@ -26,7 +26,7 @@ const { values: opt } = parseArgs({
     connections: { type: 'string', default: '50' },
     size: { type: 'string', default: '1k' },
     rate: { type: 'string', default: '0' },
-    only: { type: 'string', default: 'direct,fastify,ficus,ficus-split50' }
+    only: { type: 'string', default: 'direct,fastify,ficus,ficus-split50,ficus-shadow100' }
   }
 })
 
@@ -44,6 +44,7 @@ const CONFIGS: Config[] = [
   { name: 'fastify', cmd: [join(DIST, 'bench', 'baseline-fastify.js')] },
   { name: 'ficus', cmd: [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], env: { NEW_PERCENT: '0' } },
   { name: 'ficus-split50', cmd: [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], env: { NEW_PERCENT: '50' } },
+  { name: 'ficus-shadow100', cmd: [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], env: { NEW_PERCENT: '0', SHADOW_PERCENT: '100' } },
   // Diagnostic, not in the default set: Ficus with the access log off (log level warn).
   { name: 'ficus-nolog', cmd: [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' } as Record<string, string> }
 ].filter((c) => opt.only.split(',').includes(c.name))

@@ -2,7 +2,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 
 /**
  * The benchmark upstream: node:http serving fixed JSON bodies of ~1 KB and ~64 KB on two
- * ports (legacy and new answer the same bytes). Env: PORTS="p1,p2".
+ * ports (legacy and new answer the same bytes). Env: PORTS="p1,p2"; HANG_PORTS="p3" serve
+ * a backend that accepts connections and requests and never answers.
  */
 export function jsonBody(bytes: number): Buffer {
   const items: { id: number; sku: string; qty: number; price: string }[] = []
@@ -33,6 +34,12 @@ function handler(req: IncomingMessage, res: ServerResponse): void {
 for (const port of (process.env.PORTS ?? '').split(',').filter(Boolean)) {
   const server = createServer(handler)
   server.keepAliveTimeout = 65_000
+  server.listen(Number(port), '127.0.0.1')
+}
+for (const port of (process.env.HANG_PORTS ?? '').split(',').filter(Boolean)) {
+  const server = createServer(() => { /* never answers */ })
+  server.headersTimeout = 0
+  server.requestTimeout = 0
   server.listen(Number(port), '127.0.0.1')
 }
 process.on('SIGTERM', () => process.exit(0))

@@ -2,6 +2,7 @@ import { request } from 'undici'
 import { createLogger } from '../src/adapters/logger.js'
 import { loadConfig } from '../src/config/load-config.js'
 import { startFicus } from '../src/main.js'
+import { divergencesCommand } from '../src/commands/divergences.js'
 import { startBackend } from './backends.js'
 
 /**
@@ -39,15 +40,24 @@ async function main(): Promise<void> {
     const note = path === '/api/customers/3' ? '  ← new answers 503 here; legacy took over (fallback)' : ''
     say(`  ${path.padEnd(20)} route ${String(route?.name).padEnd(10)} new: ${String(route?.new).padStart(3)} %  → ${String(seen.new).padStart(2)} on new, ${String(seen.legacy).padStart(2)} on legacy${note}`)
   }
+  await ficus.ficus.shadowing.idle()
   const metrics = await (await request(`${ficus.adminUrl}/metrics`)).body.text()
-  const fallbacks = metrics.split('\n').filter((l) => l.startsWith('ficus_fallbacks_total{'))
+  const shown = metrics.split('\n').filter((l) => /^ficus_(fallbacks|comparisons|divergences)_total\{/.test(l))
   say()
   say('From /metrics:')
-  for (const line of fallbacks) say(`  ${line}`)
+  for (const line of shown) say(`  ${line}`)
+  const admin = { url: ficus.adminUrl, token: undefined }
+  say()
+  say('Shadow comparisons (npx ficus divergences): orders differs on purpose; reports matches.')
+  say(indent(await divergencesCommand(admin, undefined, false)))
+  say(indent(await divergencesCommand(admin, 'orders', false)))
+  say('  (orders also reorders its items and changes meta: the route\'s compare rules leave those out)')
   say()
   say('Try:')
   say(`  curl -si ${proxy}/api/orders/1 -H 'x-user-id: alice'     # x-ficus-backend: who answered`)
-  say(`  curl -s  ${proxy}/api/orders/1 -H 'x-user-id: bob'       # a different user, maybe the other side`)
+  say(`  for i in $(seq 50); do curl -s ${proxy}/api/orders/2 -H "x-user-id: u$i" >/dev/null; done`)
+  say(`  npx ficus divergences orders --admin-url ${ficus.adminUrl}`)
+  say(`  curl -s '${ficus.adminUrl}/admin/divergences?route=orders&limit=1'   # one redacted sample`)
   say(`  curl -s  ${ficus.adminUrl}/metrics | grep '^ficus_'`)
   say('  npx ficus check routes.yaml')
   say('Ctrl-C stops the demo.')
@@ -63,6 +73,10 @@ async function main(): Promise<void> {
   }
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
+}
+
+function indent(text: string): string {
+  return text.trimEnd().split('\n').map((l) => (l === '' ? l : `  ${l}`)).join('\n')
 }
 
 function routeOf(path: string): string {

@@ -1,16 +1,19 @@
 import { performance } from 'node:perf_hooks'
 import Fastify, { LogController, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify'
 import type { Logger } from './adapters/logger.js'
+import { DivergenceStore } from './adapters/divergence-store.js'
 import { createMetrics, type Metrics } from './adapters/metrics-registry.js'
 import { closeUpstreams, createUpstreams, type Upstreams } from './adapters/upstreams.js'
 import type { Config } from './config/schema.js'
 import type { Random } from './core/decide.js'
 import decision from './plugins/decision.js'
 import { answerExpectContinue, clientErrorHandler, frameworkErrors, requestIdOf, rewriteUrl, type EdgeDeps } from './plugins/edge.js'
+import adminApi from './plugins/admin.js'
 import healthEndpoint, { type Health } from './plugins/health.js'
 import metricsEndpoint from './plugins/metrics.js'
 import proxy from './plugins/proxy.js'
 import { exchangeRecorder } from './plugins/record.js'
+import { Shadowing } from './plugins/shadow.js'
 import { compileTable, type RouteTableRef } from './plugins/route-table.js'
 import { VERSION } from './version.js'
 
@@ -29,12 +32,14 @@ export type App = FastifyInstance<RawServerDefault, RawRequestDefaultExpression,
 export interface Ficus {
   /** The traffic listener: the proxy. */
   readonly traffic: App
-  /** The admin listener: /metrics, /healthz, /readyz. */
+  /** The admin listener: /metrics, /healthz, /readyz, /admin/*. */
   readonly admin: App
   readonly health: Health
   readonly metrics: Metrics
   readonly table: RouteTableRef
   readonly upstreams: Upstreams
+  readonly shadowing: Shadowing
+  readonly divergences: DivergenceStore
 }
 
 /** How often Node checks request head/body timeouts, in ms (Node's default of 30 s makes a 10 s limit fire at up to 40 s). */
@@ -54,6 +59,8 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   const table: RouteTableRef = { current: compileTable(config.routes, config.defaultRoute) }
   const upstreams = createUpstreams(config.upstreams)
   const { limits } = config
+  const divergences = new DivergenceStore(config.shadow.samples)
+  const shadowing = new Shadowing({ upstreams, limits: config.shadow, metrics, store: divergences, log: logger, now })
 
   metrics.buildInfo.set({ version: VERSION }, 1)
   for (const r of [...config.routes, config.defaultRoute]) {
@@ -86,15 +93,18 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   })
   answerExpectContinue(traffic.server, edge)
   await traffic.register(decision, { table, config, edge, random })
-  await traffic.register(proxy, { upstreams, limits, exposeBackend: config.exposeBackend, metrics, log: logger, now })
-  traffic.addHook('onClose', async () => { await closeUpstreams(upstreams) })
+  await traffic.register(proxy, { upstreams, limits, exposeBackend: config.exposeBackend, metrics, log: logger, now, shadowing })
+  traffic.addHook('onClose', async () => { await Promise.all([closeUpstreams(upstreams), shadowing.close()]) })
 
   const admin = Fastify({
     loggerInstance: logger.child({ component: 'admin' }),
-    logController: new LogController({ disableRequestLogging: true })
+    logController: new LogController({ disableRequestLogging: true }),
+    // Admin input is checked, not cleaned: an unknown parameter is an error, not ignored.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: true } }
   })
   await admin.register(metricsEndpoint, { metrics })
   await admin.register(healthEndpoint, { health })
+  await admin.register(adminApi, { token: config.admin.token, table, divergences })
 
-  return { traffic, admin, health, metrics, table, upstreams }
+  return { traffic, admin, health, metrics, table, upstreams, shadowing, divergences }
 }

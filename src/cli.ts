@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
+import { AdminCallError, DEFAULT_ADMIN_URL } from './commands/admin-client.js'
+import { divergencesCommand } from './commands/divergences.js'
 import { ConfigError, formatProblem, loadConfig } from './config/load-config.js'
 import { runFicus } from './main.js'
 import { VERSION } from './version.js'
@@ -9,9 +11,14 @@ const USAGE = `Usage: ficus <command> [options]
 Commands:
   start [--config <file>]   Run the proxy (default config: routes.yaml)
   check <file>              Validate a routes.yaml; exit 1 listing every problem
+  divergences [<route>]     How often shadowed responses differ, per route; with a route,
+                            the fields that differ most (--json: the admin API's answer)
 
 Options:
   -c, --config <file>       Config file for start (or FICUS_CONFIG)
+      --admin-url <url>     Admin API of a running Ficus (or FICUS_ADMIN_URL; default ${DEFAULT_ADMIN_URL})
+      --token <token>       Admin token (or FICUS_ADMIN_TOKEN)
+      --json                Machine-readable output
   -h, --help                This help
   -v, --version             Print the version
 
@@ -19,7 +26,7 @@ Environment:
   FICUS_LOG_LEVEL           Overrides log.level (fatal, error, warn, info, debug, trace, silent)
 `
 
-/** Exit codes: 0 ok, 1 invalid config or failed start, 2 wrong usage. */
+/** Exit codes: 0 ok, 1 invalid config, failed start or failed admin call, 2 wrong usage. */
 async function cli(argv: string[]): Promise<number> {
   let parsed
   try {
@@ -28,6 +35,9 @@ async function cli(argv: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         config: { type: 'string', short: 'c' },
+        'admin-url': { type: 'string' },
+        token: { type: 'string' },
+        json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' }
       }
@@ -66,6 +76,18 @@ async function cli(argv: string[]): Promise<number> {
         return 0
       } catch (err) {
         return reportConfigError(err)
+      }
+    }
+    case 'divergences': {
+      if (rest.length > 1) return usage(`unexpected argument: ${rest[1]}`)
+      const target = { url: values['admin-url'] ?? process.env.FICUS_ADMIN_URL ?? DEFAULT_ADMIN_URL, token: values.token ?? process.env.FICUS_ADMIN_TOKEN }
+      try {
+        process.stdout.write(await divergencesCommand(target, rest[0], values.json === true))
+        return 0
+      } catch (err) {
+        if (!(err instanceof AdminCallError)) throw err
+        process.stderr.write(`ficus: ${err.message}\n`)
+        return 1
       }
     }
     case undefined:

@@ -39,6 +39,12 @@ export const CATALOGUE = {
   // The response had started: logs and metrics only.
   FICUS_ERR_SEND_TIMEOUT: { status: 408, reason: 'send_timeout', message: 'The client did not read the response in time' },
 
+  // ---- admin API (admin port) ----
+  FICUS_ERR_UNAUTHORIZED: { status: 401, reason: 'unauthorized', message: 'A valid admin token is required (Authorization: Bearer <token>)' },
+  FICUS_ERR_UNKNOWN_ROUTE: { status: 404, reason: 'unknown_route', message: 'No route has that name' },
+  FICUS_ERR_BAD_ADMIN_REQUEST: { status: 400, reason: 'bad_admin_request', message: 'The admin request is invalid' },
+  FICUS_ERR_ADMIN_NOT_FOUND: { status: 404, reason: 'not_found', message: 'No such admin endpoint' },
+
   // ---- Ficus itself ----
   FICUS_ERR_INTERNAL: { status: 500, reason: 'internal', message: 'Ficus failed to handle the request' }
 } as const satisfies Record<string, Entry>

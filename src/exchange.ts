@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import type { Backend, Decision, RouteRule } from './core/types.js'
 import type { FicusError, Reason } from './errors.js'
+import type { PrimaryTap } from './plugins/shadow.js'
 
 /**
  * What happened to one client request, filled in along the pipeline and read once when the
@@ -32,6 +33,8 @@ export class Exchange {
   fallback: string | null = null
   /** Aborts the upstream request in progress, if any (set by the proxy while one runs). */
   abortUpstream: ((err: Error) => void) | null = null
+  /** The shadow stage's tap on the primary response, when this request is shadowed. */
+  shadow: PrimaryTap | null = null
   /** A status Ficus wrote on the socket itself, outside the response object (a 408 from Node's request timeout). */
   answered: number | null = null
 

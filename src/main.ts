@@ -28,10 +28,6 @@ export async function startFicus(config: Config, deps: Deps): Promise<Running> {
     throw err
   }
   health.phase = 'ready'
-  const shadowed = config.routes.filter((r) => r.shadow > 0).map((r) => r.name)
-  if (shadowed.length > 0) {
-    deps.logger.warn({ routes: shadowed }, 'shadow traffic is not implemented in this version: these routes\' shadow share is shown in metrics but no copy is sent')
-  }
   const trafficUrl = urlOf(traffic.server.address() as AddressInfo)
   const adminUrl = urlOf(admin.server.address() as AddressInfo)
   deps.logger.info({ traffic: trafficUrl, admin: adminUrl, routes: config.routes.length, config: config.file }, 'ficus listening')

@@ -56,6 +56,24 @@ export function createMetrics(register: Registry = new Registry()) {
       labelNames: ['reason'] as const,
       registers
     }),
+    comparisons: new Counter({
+      name: 'ficus_comparisons_total',
+      help: 'Shadowed requests by outcome: match, diverged, error (the shadow failed, or comparing did), skipped (nothing to compare; reasons in /admin/divergences/summary)',
+      labelNames: ['route', 'outcome'] as const,
+      registers
+    }),
+    divergences: new Counter({
+      name: 'ficus_divergences_total',
+      help: 'Diverged comparisons by the part of the response that differed (status, header, body); one comparison counts once per part',
+      labelNames: ['route', 'kind'] as const,
+      registers
+    }),
+    shadowDropped: new Counter({
+      name: 'ficus_shadow_dropped_total',
+      help: 'Shadow exchanges cut by a bound (concurrency, timeout, body_too_large); the primary response is never affected',
+      labelNames: ['route', 'reason'] as const,
+      registers
+    }),
     newPercent: new Gauge({
       name: 'ficus_route_new_percent',
       help: 'Configured share of users served by new, per route (0-100)',

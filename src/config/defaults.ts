@@ -44,6 +44,16 @@ export const DEFAULTS = {
     /** Idle keep-alive connection between two requests. */
     keepAliveTimeout: '5s'
   },
+  shadow: {
+    /** Shadow exchanges in flight at most, over all routes (dropped and counted past it). */
+    maxInFlight: 64,
+    /** A shadow exchange, from sending the copy to the end of its answer. */
+    timeout: '5s',
+    /** Response bytes kept per side for comparison, and request bytes of a shadowed write. */
+    maxBodySize: '1MiB',
+    /** Recent divergence samples kept per route. */
+    samples: 100
+  },
   log: { level: 'info' }
 } as const
 

@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import { isMap, LineCounter, parseDocument, type Document, type Node } from 'yaml'
 import { checkRoutes } from '../core/check-routes.js'
+import { compileCompare } from '../core/compare-rules.js'
 import { parsePattern } from '../core/path-pattern.js'
 import type { PathPattern, RouteRule, StickySpec } from '../core/types.js'
 import { DEFAULT_ROUTE, DEFAULTS } from './defaults.js'
@@ -225,6 +226,17 @@ function crossCheck(data: Partial<RawConfig>, report: Report): void {
     if (!isObject(r)) return
     if (r.name === DEFAULT_ROUTE) report(['routes', i, 'name'], `"${DEFAULT_ROUTE}" is reserved for requests no route matches`)
     checkBackends(r.backends, ['routes', i, 'backends'])
+    // The rule paths of a compare block, from every list that has the right shape (the schema reports the rest).
+    if (isObject(r.compare)) {
+      const c = r.compare
+      const strings = (v: unknown): string[] | undefined => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : undefined)
+      const arrays = isObject(c.arrays)
+        ? Object.fromEntries(Object.entries(c.arrays).filter(([, m]) => m === 'unordered' || (isObject(m) && typeof m.key === 'string'))) as Record<string, 'unordered' | { key: string }>
+        : undefined
+      const found: [(string | number)[], string][] = []
+      compileCompare({ ignore: strings(c.ignore), redact: strings(c.redact), arrays }, found)
+      for (const [where, message] of found) report(['routes', i, 'compare', ...where], message)
+    }
     const path = isObject(r.match) ? r.match.path : undefined
     if (typeof path !== 'string') return
     const pattern = parsePattern(path)
@@ -269,6 +281,8 @@ function build(raw: RawConfig, file: string): Config {
     pattern: { source: '/*', segments: [], prefix: true },
     new: side === 'new' ? 100 : 0,
     shadow: 0,
+    shadowWrites: false,
+    compare: compileCompare(undefined),
     sticky,
     backends
   }
@@ -296,6 +310,12 @@ function build(raw: RawConfig, file: string): Config {
       sendTimeoutMs: ms(limits.sendTimeout ?? DEFAULTS.limits.sendTimeout),
       keepAliveTimeoutMs: ms(limits.keepAliveTimeout ?? DEFAULTS.limits.keepAliveTimeout)
     },
+    shadow: {
+      maxInFlight: raw.shadow?.maxInFlight ?? DEFAULTS.shadow.maxInFlight,
+      timeoutMs: ms(raw.shadow?.timeout ?? DEFAULTS.shadow.timeout),
+      maxBodyBytes: bytes(raw.shadow?.maxBodySize ?? DEFAULTS.shadow.maxBodySize),
+      samples: raw.shadow?.samples ?? DEFAULTS.shadow.samples
+    },
     log: { level: raw.log?.level ?? DEFAULTS.log.level }
   }
 }
@@ -307,6 +327,8 @@ function toRule(r: RawRoute, pattern: PathPattern, sticky: StickySpec, backends:
     pattern,
     new: r.new,
     shadow: r.shadow ?? 0,
+    shadowWrites: r.shadowWrites ?? false,
+    compare: compileCompare(r.compare),
     sticky: r.sticky === undefined ? sticky : parseSticky(r.sticky),
     backends: r.backends ?? backends
   }

@@ -34,6 +34,24 @@ export const UpstreamSchema = Type.Object({
   hostHeader: Type.Optional(msg(Type.Union([Type.Literal('preserve'), Type.Literal('upstream')]), 'must be preserve or upstream'))
 }, { additionalProperties: false })
 
+const HeaderName = msg(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), 'must be a header name')
+const RulePathText = Type.String({ minLength: 1 })
+
+/** A route's `compare:` block; the paths in it are checked by compileCompare (load-config crossCheck). */
+export const CompareSchema = Type.Object({
+  headers: Type.Optional(Type.Array(HeaderName, { uniqueItems: true })),
+  ignore: Type.Optional(Type.Array(RulePathText)),
+  arrays: Type.Optional(Type.Record(Type.String(), msg(Type.Union([
+    Type.Literal('unordered'),
+    Type.Object({ key: Type.String({ minLength: 1 }) }, { additionalProperties: false })
+  ]), 'must be unordered or { key: <field> }'))),
+  numbers: Type.Optional(Type.Object({ tolerance: Type.Optional(Type.Number({ minimum: 0 })) }, { additionalProperties: false })),
+  treatAsEqual: Type.Optional(Type.Array(
+    msg(Type.Union([Type.Literal('string-number'), Type.Literal('null-missing')]), 'must be string-number or null-missing'),
+    { uniqueItems: true })),
+  redact: Type.Optional(Type.Array(RulePathText))
+}, { additionalProperties: false })
+
 export const RouteSchema = Type.Object({
   name: Name,
   match: Type.Object({
@@ -44,6 +62,8 @@ export const RouteSchema = Type.Object({
   }, { additionalProperties: false }),
   new: Type.Integer({ minimum: 0, maximum: 100 }),
   shadow: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
+  shadowWrites: Type.Optional(Type.Boolean()),
+  compare: Type.Optional(CompareSchema),
   sticky: Type.Optional(Sticky),
   backends: Type.Optional(Backends)
 }, { additionalProperties: false })
@@ -71,6 +91,12 @@ export const ConfigSchema = Type.Object({
     bodyIdleTimeout: Type.Optional(Duration),
     sendTimeout: Type.Optional(Duration),
     keepAliveTimeout: Type.Optional(Duration)
+  }, { additionalProperties: false })),
+  shadow: Type.Optional(Type.Object({
+    maxInFlight: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536 })),
+    timeout: Type.Optional(Duration),
+    maxBodySize: Type.Optional(Size),
+    samples: Type.Optional(Type.Integer({ minimum: 0, maximum: 10000 }))
   }, { additionalProperties: false })),
   log: Type.Optional(Type.Object({
     level: Type.Optional(msg(Type.String({ enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }),
@@ -112,6 +138,18 @@ export interface Limits {
   readonly keepAliveTimeoutMs: number
 }
 
+/** Bounds of shadow traffic (DESIGN.md "Request path" 5): what is kept, and for how long. */
+export interface ShadowLimits {
+  /** Shadow exchanges at once, over all routes; past it a shadow is dropped (`concurrency`). */
+  readonly maxInFlight: number
+  /** Whole shadow exchange, request sent to response read (dropped: `timeout`). */
+  readonly timeoutMs: number
+  /** Bytes kept per side (and of a shadowed write's request body); past it: skipped, `body_too_large`. */
+  readonly maxBodyBytes: number
+  /** Divergence samples kept per route. */
+  readonly samples: number
+}
+
 export interface Config {
   /** The file it was read from, as given. */
   readonly file: string
@@ -126,5 +164,6 @@ export interface Config {
   /** Absolute path of the state file, when configured. */
   readonly state: string | undefined
   readonly limits: Limits
+  readonly shadow: ShadowLimits
   readonly log: { readonly level: string }
 }

@@ -1,7 +1,10 @@
 import { bucket } from './bucket.js'
 import type { Decision, RouteRule } from './types.js'
 
-/** Methods whose copy can be sent to the other side without a second write (RFC 9110 §9.2.1). */
+/**
+ * Methods whose copy can be sent to the other side without a second write (RFC 9110 §9.2.1).
+ * Any other method is shadowed only on a route with `shadowWrites: true`.
+ */
 const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 /** A source of uniform numbers in [0, 1): Math.random in production, a fixed sequence in tests. */
@@ -31,6 +34,7 @@ export function decide(rule: RouteRule, method: string, key: string | undefined,
     }
     primary = b <= rule.new ? 'new' : 'legacy'
   }
-  const shadow = rule.shadow > 0 && SAFE_METHODS.has(method) && (rule.shadow >= 100 || random() * 100 < rule.shadow)
+  const shadow = rule.shadow > 0 && (rule.shadowWrites || SAFE_METHODS.has(method)) &&
+    (rule.shadow >= 100 || random() * 100 < rule.shadow)
   return { route: rule.name, primary, bucket: b, bucketSource: source, shadow }
 }

@@ -3,6 +3,8 @@
  * random number: callers hand those in (see decide.ts).
  */
 
+import type { CompiledCompare } from './compare-rules.js'
+
 /** The two sides of a migration. Also the `backend` label of every metric. */
 export type Backend = 'legacy' | 'new'
 
@@ -35,6 +37,10 @@ export interface RouteRule {
   readonly new: number
   /** Share of requests (0..100) also sent to the other side for comparison. */
   readonly shadow: number
+  /** Whether writes are shadowed too (after the primary answered 2xx); reads only otherwise. */
+  readonly shadowWrites: boolean
+  /** How the two answers are compared, and what samples never show. */
+  readonly compare: CompiledCompare
   readonly sticky: StickySpec
   /** Upstream name that plays each role for this route. */
   readonly backends: { readonly legacy: string; readonly new: string }

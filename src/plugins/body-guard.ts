@@ -9,10 +9,17 @@ import { ficusError, type FicusError } from '../errors.js'
  * connection until the whole-request timeout. It always has an error listener (`onError`):
  * a failure after Ficus has answered must never become an uncaught exception.
  */
+/** The body as kept for a shadow copy: the bytes, or why they could not be kept. */
+export type Captured = Buffer | 'too_large' | 'failed'
+
 export class BodyGuard extends Transform {
   /** Why the body failed, once it has (read by the proxy to choose its answer). */
   failure: FicusError | null = null
   private seen = 0
+  /** Chunks kept for a shadow copy (`capture`), by reference: nothing is copied until the end. */
+  private kept: Buffer[] | null = null
+  private keepMax = 0
+  private onCaptured: ((body: Captured) => void) | null = null
   private readonly idle: NodeJS.Timeout
 
   constructor (private readonly req: IncomingMessage, private readonly limit: number, idleMs: number) {
@@ -33,17 +40,41 @@ export class BodyGuard extends Transform {
       cb()
       return
     }
+    if (this.kept !== null) {
+      if (this.seen <= this.keepMax) this.kept.push(chunk)
+      else this.captured('too_large')
+    }
     cb(null, chunk)
   }
 
   override _flush (cb: TransformCallback): void {
     clearTimeout(this.idle)
+    if (this.kept !== null) this.captured(Buffer.concat(this.kept))
     cb()
   }
 
   override _destroy (err: Error | null, cb: (error?: Error | null) => void): void {
     clearTimeout(this.idle)
+    if (this.kept !== null) this.captured('failed')
     cb(err)
+  }
+
+  /**
+   * Keeps a copy of the body, up to `max` bytes, for the shadow request; `done` is called
+   * once: with the whole body when it has been read, or with why it was not kept.
+   * Call before the body starts flowing.
+   */
+  capture (max: number, done: (body: Captured) => void): void {
+    this.kept = []
+    this.keepMax = max
+    this.onCaptured = done
+  }
+
+  private captured (body: Captured): void {
+    const done = this.onCaptured
+    this.kept = null
+    this.onCaptured = null
+    done?.(body)
   }
 
   /** Stops reading the client's body (the answer no longer needs it). */

@@ -12,6 +12,7 @@ import { ficusError, reasonOf, toUpstreamError, type FicusError } from '../error
 import { ClientGone, type Exchange } from '../exchange.js'
 import { BodyGuard } from './body-guard.js'
 import { sendError } from './respond.js'
+import type { Shadowing } from './shadow.js'
 
 export interface ProxyOptions {
   readonly upstreams: Upstreams
@@ -19,6 +20,8 @@ export interface ProxyOptions {
   readonly exposeBackend: boolean
   readonly metrics: Metrics
   readonly log: Logger
+  /** Copies shadowed requests to the other side; the proxy only feeds it. */
+  readonly shadowing: Shadowing
   /** Monotonic milliseconds (the same clock as Exchange.start). */
   readonly now: () => number
 }
@@ -52,7 +55,7 @@ class SendTimeout extends Error {
  * (it would answer 415 to a malformed Content-Type); Ficus streams bodies itself.
  */
 async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void> {
-  const { upstreams, limits, exposeBackend, metrics, log, now } = opts
+  const { upstreams, limits, exposeBackend, metrics, log, now, shadowing } = opts
   for (const m of METHODS) {
     if (m !== 'CONNECT') fastify.addHttpMethod(m, { hasBody: false, overrideExisting: true })
   }
@@ -70,6 +73,8 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
         if (decision === null) throw new Error('no decision for request')
         const body = hasBody(req) ? new BodyGuard(req, limits.bodyBytes, limits.bodyIdleTimeoutMs) : null
         send(ex, req, res, decision.primary, body, undefined)
+        // After the primary is on its way: a copy never goes ahead of the request a client waits for.
+        if (decision.shadow) ex.shadow = shadowing.begin(ex, req, body)
       } catch (err) {
         const e = ficusError('FICUS_ERR_INTERNAL', { cause: err })
         ex.error = e
@@ -177,11 +182,14 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
         return
       }
       this.streaming = true
+      this.ex.shadow?.head(this.ex.backend as Backend, statusCode, headers)
     }
 
     onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
       if (this.discarding !== 0) return
-      if (this.res.write(chunk)) return
+      const written = this.res.write(chunk)
+      this.ex.shadow?.data(chunk)
+      if (written) return
       // The client is slower than the upstream: wait for it, but not forever, since a
       // reader that stopped would hold this upstream connection.
       controller.pause()
@@ -201,6 +209,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       const names = Object.keys(trailers)
       if (names.length > 0 && this.res.chunkedEncoding) this.res.addTrailers(trailers)
       this.res.end()
+      this.ex.shadow?.end()
       if (this.body !== null && !this.req.complete) this.body.detach()
     }
 

@@ -79,3 +79,46 @@ t.test('the README starts with the two commands', async (t) => {
   t.match(firstBlock, /npm ci && npm run demo/)
   t.match(firstBlock, /npm test/)
 })
+
+t.test('ficus divergences: a table per route, one route in detail, --json, and clear failures', async (t) => {
+  const { startTestFicus } = await import('../helpers/ficus.js')
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end('{"served":"new"}')
+  })
+  const f = await startTestFicus(t, {
+    admin: { host: '127.0.0.1', port: 0, token: 'tok-1' },
+    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
+    routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0, shadow: 100 }, { name: 'rest', match: { path: '/*' }, new: 0 }]
+  })
+  for (let i = 0; i < 3; i++) await f.fetch('/orders/1')
+  await f.running.ficus.shadowing.idle()
+
+  const all = run(t, CLI, ['divergences', '--admin-url', f.adminUrl, '--token', 'tok-1'])
+  t.equal(await all.exited, 0)
+  t.same(all.stdout.split('\n').map((l) => l.split(/\s{2,}/)), [
+    ['ROUTE', 'COMPARED', 'MATCH', 'DIVERGED', 'RATE', 'ERROR', 'SKIPPED', 'TOP FIELD'],
+    ['orders', '3', '0', '3', '100.0 %', '0', '0', 'body.body (3)'],
+    ['']
+  ], 'only shadowed routes are listed')
+  const one = run(t, CLI, ['divergences', 'orders'], { FICUS_ADMIN_URL: f.adminUrl, FICUS_ADMIN_TOKEN: 'tok-1' })
+  t.equal(await one.exited, 0)
+  t.match(one.stdout, /^orders: 3 compared, 3 diverged \(100\.0 %\), 0 errors, 0 skipped\n {2}diverged in: status 0, headers 0, body 3\n/)
+  t.match(one.stdout, /\nFIELD\s+COUNT\s+HOW\nbody\.body\s+3\s+missing 3\n(.*\n)*body\.served\s+3\s+changed 3\n/)
+  const json = run(t, CLI, ['divergences', 'orders', '--json', '--admin-url', f.adminUrl, '--token', 'tok-1'])
+  t.equal(await json.exited, 0)
+  t.match(JSON.parse(json.stdout), { routes: [{ route: 'orders', comparisons: { diverged: 3 } }] })
+
+  const noToken = run(t, CLI, ['divergences', '--admin-url', f.adminUrl])
+  t.equal(await noToken.exited, 1)
+  t.match(noToken.stderr, /admin token is required.*pass --token or set FICUS_ADMIN_TOKEN.*FICUS_ERR_UNAUTHORIZED/)
+  const unknown = run(t, CLI, ['divergences', 'nope', '--admin-url', f.adminUrl, '--token', 'tok-1'])
+  t.equal(await unknown.exited, 1)
+  t.match(unknown.stderr, /no route named "nope" \(routes: orders, rest\)/)
+  const down = run(t, CLI, ['divergences', '--admin-url', `http://127.0.0.1:${await closedPort()}`])
+  t.equal(await down.exited, 1)
+  t.match(down.stderr, /cannot reach the Ficus admin API at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\); is Ficus running\?/)
+  const extra = run(t, CLI, ['divergences', 'a', 'b'])
+  t.equal(await extra.exited, 2)
+})

@@ -1,7 +1,20 @@
+import { execFile } from 'node:child_process'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import t from 'tap'
 import { request } from 'undici'
-import { ROOT, run } from '../helpers/spawn.js'
+import { CLI, ROOT, run } from '../helpers/spawn.js'
+
+/** Waits for the shadows of requests already answered: polls the summary, the only view from outside the process. */
+async function waitForCompared(admin: string, route: string, n: number): Promise<void> {
+  for (;;) {
+    const r = await request(`${admin}/admin/divergences/summary?route=${route}`)
+    const { routes } = await r.body.json() as { routes: { comparisons: { match: number; diverged: number } }[] }
+    const c = routes[0]?.comparisons
+    if (c !== undefined && c.match + c.diverged >= n) return
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+}
 
 t.test('npm run demo: sample backends, Ficus, a traffic summary, and a proxy to curl', async (t) => {
   const p = run(t, join(ROOT, 'dist', 'demo', 'run-demo.js'), [], { LEGACY_PORT: '0', NEW_PORT: '0', FICUS_PORT: '0', FICUS_ADMIN_PORT: '0' })
@@ -19,6 +32,20 @@ t.test('npm run demo: sample backends, Ficus, a traffic summary, and a proxy to 
   t.match(await alice1.body.json(), { id: 1, currency: 'EUR' })
   await alice2.body.dump()
   t.match(await (await request(`${admin}/metrics`)).body.text(), /ficus_requests_total\{route="orders"/)
+
+  // Shadow comparisons: the deliberate differences show, the ignored ones do not.
+  t.match(out, /orders\s+20\s+0\s+20\s+100\.0 %/, 'every orders read diverged')
+  t.match(out, /reports\s+20\s+20\s+0\s+0\.0 %/, 'reports match')
+  for (const field of ['body.amount', 'body.customerName', 'body.customer_name']) t.match(out, new RegExp(`${field.replace('.', '\\.')}\\s+20\\s`), field)
+  t.notMatch(out, /body\.meta|body\.items/, 'meta is ignored and items are matched by sku')
+  // The printed curl loop, with the real curl, then the printed divergences command.
+  const loop = /^\s+(for i in .*done)$/m.exec(out)?.[1] as string
+  await promisify(execFile)('/bin/sh', ['-c', loop])
+  await waitForCompared(admin, 'orders', 20 + 2 + 50)
+  const cli = run(t, CLI, ['divergences', 'orders', '--admin-url', admin])
+  t.equal(await cli.exited, 0)
+  t.match(cli.stdout, /^orders: 72 compared, 72 diverged \(100\.0 %\), 0 errors, 0 skipped$/m)
+  t.match(cli.stdout, /body\.amount\s+72\s+type 72/)
   p.child.kill('SIGTERM')
   t.equal(await p.exited, 0)
 })

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { compileCompare } from '../../src/core/compare-rules.js'
 import { checkRoutes } from '../../src/core/check-routes.js'
 import { parsePattern } from '../../src/core/path-pattern.js'
 import type { PathPattern, RouteRule } from '../../src/core/types.js'
@@ -10,6 +11,8 @@ function rule(name: string, path: string, methods?: string[]): RouteRule {
     pattern: parsePattern(path) as PathPattern,
     new: 0,
     shadow: 0,
+    shadowWrites: false,
+    compare: compileCompare(undefined),
     sticky: { kind: 'ip' },
     backends: { legacy: 'legacy', new: 'new' }
   }

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { compileCompare } from '../../src/core/compare-rules.js'
 import { bucket } from '../../src/core/bucket.js'
 import { decide } from '../../src/core/decide.js'
 import type { RouteRule } from '../../src/core/types.js'
@@ -9,6 +10,8 @@ const base: RouteRule = {
   pattern: { source: '/*', segments: [], prefix: true },
   new: 0,
   shadow: 0,
+  shadowWrites: false,
+  compare: compileCompare(undefined),
   sticky: { kind: 'header', name: 'x-user-id' },
   backends: { legacy: 'legacy', new: 'new' }
 }
@@ -51,4 +54,8 @@ t.test('shadow: sampled per request, safe methods only', async (t) => {
   t.equal(decide({ ...base, shadow: 25 }, 'GET', undefined, seq(0.3)).shadow, false)
   for (const m of ['HEAD', 'OPTIONS']) t.equal(decide({ ...base, shadow: 100 }, m, undefined, never).shadow, true, m)
   for (const m of ['POST', 'PUT', 'PATCH', 'DELETE']) t.equal(decide({ ...base, shadow: 100 }, m, undefined, never).shadow, false, `${m} is a write`)
+  for (const m of ['POST', 'PUT', 'PATCH', 'DELETE']) {
+    t.equal(decide({ ...base, shadow: 100, shadowWrites: true }, m, undefined, never).shadow, true, `${m} with shadowWrites`)
+  }
+  t.equal(decide({ ...base, shadow: 0, shadowWrites: true }, 'POST', undefined, never).shadow, false, 'shadowWrites alone shadows nothing')
 })

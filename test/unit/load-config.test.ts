@@ -166,3 +166,64 @@ routes: []`), [
     'upstreams.new.url: must be an http:// or https:// URL with a host and no path, like http://10.0.0.5:8080'
   ])
 })
+
+t.test('shadow bounds and compare rules', async (t) => {
+  const route = (extra: string): string => base(`shadow: { maxInFlight: 8, timeout: 2s, maxBodySize: 64KiB, samples: 5 }`)
+    .replace('routes: []', `routes:\n  - name: orders\n    match: { path: /orders/* }\n    new: 0\n    shadow: 100\n${extra}`)
+  const c = parseConfig(route(`    shadowWrites: true
+    compare:
+      headers: [Content-Type, ETag]
+      ignore: [body.meta, header.date, 'body.items[*].updatedAt']
+      arrays: { body.items: { key: sku }, body.tags: unordered }
+      numbers: { tolerance: 0.001 }
+      treatAsEqual: [string-number]
+      redact: [body.customer.email]`), 'x.yaml', {})
+  t.same(c.shadow, { maxInFlight: 8, timeoutMs: 2000, maxBodyBytes: 64 * 1024, samples: 5 })
+  const r = c.routes[0]
+  t.equal(r?.shadowWrites, true)
+  t.same(r?.compare.rules.headers, ['content-type', 'etag'], 'header names lower-cased')
+  t.same(r?.compare.rules.ignore.map((p) => p.source), ['body.meta', 'header.date', 'body.items[*].updatedAt'])
+  t.same(r?.compare.rules.arrays.map((a) => [a.path.source, a.mode]), [['body.items', { key: 'sku' }], ['body.tags', 'unordered']])
+  t.equal(r?.compare.rules.tolerance, 0.001)
+  t.equal(r?.compare.rules.stringNumbers, true)
+  t.equal(r?.compare.rules.nullMissing, false)
+  t.same(r?.compare.redact.map((p) => p.source), ['body.customer.email'])
+
+  const d = parseConfig(base(''), 'x.yaml', {})
+  t.same(d.shadow, { maxInFlight: 64, timeoutMs: 5000, maxBodyBytes: 1024 * 1024, samples: 100 }, 'defaults')
+  t.same(d.defaultRoute.compare.rules.headers, ['content-type'], 'content-type is compared by default')
+
+  t.same(errorsOf(route(`    compare:
+      ignore: ['body.items[', 'customer.name', 'header.']
+      arrays: { body.items: sorted, 'items': unordered }
+      numbers: { tolerance: -1 }
+      treatAsEqual: [close-enough]
+      redact: [header.authorization]
+      extra: 1`)).sort(), [
+    'routes[0].compare.extra: unknown key',
+    'routes[0].compare.arrays.items: must start with body, header.<name> or be status',
+    'routes[0].compare.redact[0]: must be a body path (body.…)',
+    'routes[0].compare.ignore[0]: unclosed "[" at "["',
+    'routes[0].compare.ignore[1]: must start with body, header.<name> or be status',
+    'routes[0].compare.ignore[2]: a header rule is header.<name>',
+    'routes[0].compare.arrays["body.items"]: must be unordered or { key: <field> }',
+    'routes[0].compare.numbers.tolerance: must be >= 0',
+    'routes[0].compare.treatAsEqual[0]: must be string-number or null-missing'
+  ].sort(), 'shape and rule paths, all at once')
+  t.same(errorsOf(route(`    compare:
+      ignore: ['body.items[', 'customer.name']
+      arrays: { 'items': unordered }
+      redact: [header.authorization]`)).sort(), [
+    'routes[0].compare.arrays.items: must start with body, header.<name> or be status',
+    'routes[0].compare.ignore[0]: unclosed "[" at "["',
+    'routes[0].compare.ignore[1]: must start with body, header.<name> or be status',
+    'routes[0].compare.redact[0]: must be a body path (body.…)'
+  ])
+  t.same(errorsOf(base('shadow: { maxInFlight: 0, timeout: soon, maxBodySize: big, samples: -1 }')).sort(), [
+    'shadow.maxBodySize: must be a size like 512KiB or 10MiB, or a number of bytes',
+    'shadow.maxInFlight: must be >= 1',
+    'shadow.samples: must be >= 0',
+    'shadow.timeout: must be a duration like 500ms, 30s or 2m'
+  ])
+  t.same(errorsOf(route('    shadowWrites: yes-please')), ['routes[0].shadowWrites: must be boolean'])
+})

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { compileCompare } from '../../src/core/compare-rules.js'
 import { compileRoutes } from '../../src/core/match-route.js'
 import { matchesPattern, parsePattern } from '../../src/core/path-pattern.js'
 import type { PathPattern, RouteRule } from '../../src/core/types.js'
@@ -16,6 +17,8 @@ function rule(name: string, path: string, methods?: string[]): RouteRule {
     pattern: pattern(path),
     new: 0,
     shadow: 0,
+    shadowWrites: false,
+    compare: compileCompare(undefined),
     sticky: { kind: 'ip' },
     backends: { legacy: 'legacy', new: 'new' }
   }

@@ -1,0 +1,136 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { parseArgs } from 'node:util'
+import { request } from 'undici'
+import { createLogger } from '../src/adapters/logger.js'
+import { createMetrics } from '../src/adapters/metrics-registry.js'
+import { parseConfig } from '../src/config/load-config.js'
+import { startFicus } from '../src/main.js'
+
+/**
+ * `npm run bench:shadow-hung` (node --expose-gc): is shadowing to a backend that never
+ * answers free for users, and bounded in memory? Ficus runs in this process (to read its
+ * heap after a full GC); the upstreams and the load generator are child processes.
+ *
+ * Two configurations, same run: `noshadow` (legacy answers, no copy) and `shadow-hung`
+ * (legacy answers, every request copied to a backend that accepts and never answers).
+ * Each gets `--requests` (10,000) requests on 50 connections. Reported: client latency
+ * (p50/p99, and p99 relative to noshadow), the process RSS peak, the heap after a full GC
+ * before the load, right after it, and once every shadow has timed out, and what happened
+ * to the copies (dropped at the concurrency bound, timed out).
+ */
+const { values: opt } = parseArgs({
+  options: {
+    requests: { type: 'string', default: '10000' },
+    connections: { type: 'string', default: '50' },
+    timeout: { type: 'string', default: '5s' }
+  }
+})
+
+const ROOT = join(import.meta.dirname, '..', '..')
+const DIST = join(ROOT, 'dist')
+const gc = (globalThis as { gc?: () => void }).gc
+if (gc === undefined) throw new Error('run with node --expose-gc (npm run bench:shadow-hung does)')
+const HAS_TASKSET = spawnSync('taskset', ['-c', '0', 'true']).status === 0
+
+async function freePort(): Promise<number> {
+  const s = createServer()
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
+  const port = (s.address() as { port: number }).port
+  await new Promise<void>((resolve) => s.close(() => resolve()))
+  return port
+}
+
+/** Benchmark code, not a test: polling until the upstream answers is fine here. */
+async function ready(url: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      const r = await request(url)
+      await r.body.dump()
+      return
+    } catch { /* not up yet */ }
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error(`${url} did not answer`)
+}
+
+function rssMb(): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))
+  return m === null ? process.memoryUsage().rss / 2 ** 20 : Number(m[1]) / 1024
+}
+
+const heapMb = (): number => {
+  gc()
+  return process.memoryUsage().heapUsed / 2 ** 20
+}
+
+interface LoadResult { rps: number; p50: number; p99: number; errors: number; non2xx: number; total: number }
+
+async function load(url: string): Promise<LoadResult> {
+  const argv = [process.execPath, join(DIST, 'bench', 'load.js')]
+  const [cmd, args] = HAS_TASKSET ? ['taskset', ['-c', '0', ...argv]] : [argv[0] as string, argv.slice(1)]
+  const child: ChildProcess = spawn(cmd, args, {
+    env: { ...process.env, URL: url, CONNECTIONS: opt.connections, AMOUNT: opt.requests },
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  let out = ''
+  child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
+  await new Promise((resolve) => child.on('exit', resolve))
+  return JSON.parse(out) as LoadResult
+}
+
+/** Access log on, as in production, into a sink that only counts. */
+class NullSink extends Writable {
+  override _write (_c: Buffer, _e: BufferEncoding, cb: () => void): void { cb() }
+}
+
+async function main(): Promise<void> {
+  const [legacyPort, hungPort] = [await freePort(), await freePort()]
+  const upstream = spawn(process.execPath, [join(DIST, 'bench', 'upstream.js')], { env: { ...process.env, PORTS: String(legacyPort), HANG_PORTS: String(hungPort) }, stdio: 'inherit' })
+  const legacyUrl = `http://127.0.0.1:${legacyPort}`
+  await ready(legacyUrl + '/1k.json')
+  const yaml = readFileSync(join(ROOT, 'bench', 'ficus-bench.yaml'), 'utf8')
+  const rows: string[] = []
+  let base: LoadResult | null = null
+  try {
+    for (const [name, shadow] of [['noshadow', '0'], ['shadow-hung', '100']] as const) {
+      const config = parseConfig(yaml.replace('admin: {', `shadow: { timeout: ${opt.timeout} }\nadmin: {`), 'ficus-bench.yaml', {
+        PORT: '0', LEGACY_URL: legacyUrl, NEW_URL: `http://127.0.0.1:${hungPort}`, NEW_PERCENT: '0', SHADOW_PERCENT: shadow
+      })
+      const metrics = createMetrics()
+      const ficus = await startFicus(config, { logger: createLogger('info', new NullSink()), metrics })
+      const heap0 = heapMb()
+      let peak = rssMb()
+      const sampler = setInterval(() => { peak = Math.max(peak, rssMb()) }, 50)
+      const r = await load(`${ficus.trafficUrl}/1k.json`)
+      const heap1 = heapMb()
+      peak = Math.max(peak, rssMb())
+      const t0 = performance.now()
+      await ficus.ficus.shadowing.idle()
+      const drained = performance.now() - t0
+      clearInterval(sampler)
+      const heap2 = heapMb()
+      const text = await metrics.register.metrics()
+      const count = (re: RegExp): number => Number(re.exec(text)?.[1] ?? 0)
+      const dropped = count(/ficus_shadow_dropped_total\{route="bench",reason="concurrency"\} (\d+)/)
+      const timedOut = count(/ficus_shadow_dropped_total\{route="bench",reason="timeout"\} (\d+)/)
+      await ficus.stop()
+      base ??= r
+      rows.push(`| ${name} | ${r.total} | ${r.errors + r.non2xx} | ${r.p50} | ${r.p99} | ${(r.p99 / Math.max(base.p99, 1)).toFixed(2)} | ${peak.toFixed(0)} | ` +
+        `${heap0.toFixed(1)} → ${heap1.toFixed(1)} → ${heap2.toFixed(1)} | ${shadow === '0' ? '–' : `${timedOut} timed out, ${dropped} dropped (concurrency), drained in ${(drained / 1000).toFixed(1)} s`} |`)
+      process.stderr.write(`  ${name}: ${r.total} requests, p99 ${r.p99} ms\n`)
+    }
+  } finally {
+    upstream.kill('SIGTERM')
+  }
+  process.stdout.write([
+    `| config | requests | failed | p50 ms | p99 ms | p99 vs noshadow | RSS peak MB | heap MB after GC: before → after load → shadows drained | copies |`,
+    '|---|---|---|---|---|---|---|---|---|',
+    ...rows
+  ].join('\n') + '\n')
+}
+
+await main()

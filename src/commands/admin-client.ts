@@ -1,0 +1,48 @@
+import { request } from 'undici'
+
+/** Where the control commands find a running Ficus (flags win over the environment). */
+export interface AdminTarget {
+  /** `http://127.0.0.1:9090` (FICUS_ADMIN_URL). */
+  readonly url: string
+  /** Bearer token (FICUS_ADMIN_TOKEN), when the admin API has one. */
+  readonly token: string | undefined
+}
+
+export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9090'
+
+/** A failed admin call, with a message fit for a terminal. */
+export class AdminCallError extends Error {
+  override name = 'AdminCallError'
+}
+
+/** GETs a JSON document from the admin API; throws AdminCallError saying what went wrong. */
+export async function adminGet(target: AdminTarget, path: string): Promise<unknown> {
+  let url: URL
+  try {
+    url = new URL(path, target.url)
+  } catch {
+    throw new AdminCallError(`invalid admin URL: ${target.url}`)
+  }
+  const headers: Record<string, string> = { accept: 'application/json' }
+  if (target.token !== undefined && target.token !== '') headers.authorization = `Bearer ${target.token}`
+  let res
+  try {
+    res = await request(url, { headers, headersTimeout: 10_000, bodyTimeout: 10_000 })
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? (err as Error).message
+    throw new AdminCallError(`cannot reach the Ficus admin API at ${url.origin} (${code}); is Ficus running? set --admin-url or FICUS_ADMIN_URL`)
+  }
+  const text = await res.body.text()
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch {
+    throw new AdminCallError(`${url.origin} answered ${res.statusCode} with something that is not JSON: is it a Ficus admin port?`)
+  }
+  if (res.statusCode >= 400) {
+    const b = body as { error?: string; code?: string; detail?: string }
+    const hint = res.statusCode === 401 ? ' (pass --token or set FICUS_ADMIN_TOKEN)' : ''
+    throw new AdminCallError(`${b.error ?? `HTTP ${res.statusCode}`}${b.detail === undefined ? '' : `: ${b.detail}`}${hint} [${b.code ?? res.statusCode}]`)
+  }
+  return body
+}

@@ -1,0 +1,75 @@
+import type { Difference } from './compare.js'
+import { matchesBody, type RulePath, type Seg } from './rule-path.js'
+
+/**
+ * What a divergence sample may show of a difference (pure). Samples are read by people and
+ * kept in memory, so secrets never reach them: credential headers always, and the body
+ * paths a route lists under `compare.redact` (matched at the difference or anywhere inside
+ * its value). Long values are cut.
+ */
+
+export const REDACTED = '[redacted]'
+/** Credential headers: their values never appear in a sample, whatever the route says. */
+export const SECRET_HEADERS: ReadonlySet<string> = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie'])
+/** Longest text shown for one value (characters). */
+export const MAX_VALUE_CHARS = 200
+
+/** A difference as a sample shows it. */
+export interface ShownDifference {
+  readonly path: string
+  readonly area: Difference['area']
+  readonly kind: Difference['kind']
+  readonly legacy?: unknown
+  readonly new?: unknown
+}
+
+export function showDifference(d: Difference, redact: readonly RulePath[]): ShownDifference {
+  const out: { -readonly [K in keyof ShownDifference]: ShownDifference[K] } = { path: d.path, area: d.area, kind: d.kind }
+  const hidden = (d.area === 'header' && SECRET_HEADERS.has(d.path.slice('header.'.length))) ||
+    (d.area === 'body' && redact.length > 0 && (d.at === undefined || redact.some((r) => coversPrefix(r, d.at as readonly Seg[]))))
+  for (const side of ['legacy', 'new'] as const) {
+    const v = d[side]
+    if (v === undefined) continue
+    out[side] = hidden ? REDACTED : shorten(d.at === undefined ? v : redactInside(v, d.at as Seg[], redact))
+  }
+  return out
+}
+
+/** Whether a rule matches the path or one of its ancestors (a redacted object hides all it holds). */
+function coversPrefix(rule: RulePath, path: readonly Seg[]): boolean {
+  for (let n = path.length; n >= 0; n--) if (matchesBody(rule, path.slice(0, n))) return true
+  return false
+}
+
+/** A copy of `value` with redacted paths below `at` replaced (`at` is restored on return). */
+function redactInside(value: unknown, at: Seg[], redact: readonly RulePath[], depth = 0): unknown {
+  if (redact.length === 0 || value === null || typeof value !== 'object') return value
+  if (depth > 32) return REDACTED // deeper than any sample shows: hide rather than walk
+  if (Array.isArray(value)) {
+    return value.map((item, i) => {
+      at.push(i)
+      const v = redact.some((r) => matchesBody(r, at)) ? REDACTED : redactInside(item, at, redact, depth + 1)
+      at.pop()
+      return v
+    })
+  }
+  const out: Record<string, unknown> = {}
+  for (const [k, item] of Object.entries(value as Record<string, unknown>)) {
+    at.push(k)
+    out[k] = redact.some((r) => matchesBody(r, at)) ? REDACTED : redactInside(item, at, redact, depth + 1)
+    at.pop()
+  }
+  return out
+}
+
+/** Short values stay as they are; long strings and structures become cut text. */
+function shorten(v: unknown): unknown {
+  if (typeof v === 'string') return cut(v)
+  if (v === null || typeof v !== 'object') return v
+  const text = JSON.stringify(v)
+  return text.length <= MAX_VALUE_CHARS ? v : cut(text)
+}
+
+function cut(s: string): string {
+  return s.length <= MAX_VALUE_CHARS ? s : `${s.slice(0, MAX_VALUE_CHARS)}… (${s.length} chars)`
+}

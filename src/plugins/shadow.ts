@@ -1,0 +1,464 @@
+import { createHmac, randomBytes } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import { promisify } from 'node:util'
+import zlib from 'node:zlib'
+import { Pool, type Dispatcher } from 'undici'
+import type { DivergenceStore } from '../adapters/divergence-store.js'
+import type { Logger } from '../adapters/logger.js'
+import type { Metrics } from '../adapters/metrics-registry.js'
+import type { Upstream, Upstreams } from '../adapters/upstreams.js'
+import type { ShadowLimits } from '../config/schema.js'
+import { compare, type ComparedSide, type Comparison } from '../core/compare.js'
+import { pathOf, queryOf } from '../core/normalize-path.js'
+import { stickyKey } from '../core/sticky-key.js'
+import type { Backend } from '../core/types.js'
+import { CATALOGUE, toUpstreamError } from '../errors.js'
+import type { Exchange } from '../exchange.js'
+import type { BodyGuard, Captured } from './body-guard.js'
+
+/** Response headers as undici hands them over (lower-case names). */
+export type Headers = Record<string, string | string[] | undefined>
+
+/**
+ * What the proxy reports of the primary exchange, as it happens. Every method returns at
+ * once and never throws: the client's response does not wait for, or depend on, the shadow.
+ */
+export interface PrimaryTap {
+  /** The primary's response head (from `backend`: a fallback answers from the other side). */
+  head(backend: Backend, status: number, headers: Headers): void
+  /** A body chunk, after it was written to the client. */
+  data(chunk: Buffer): void
+  /** The primary response is complete. */
+  end(): void
+  /** The primary response will not be complete (failed, client gone): nothing to compare. */
+  abandon(reason: string): void
+}
+
+export interface ShadowOptions {
+  readonly upstreams: Upstreams
+  readonly limits: ShadowLimits
+  readonly metrics: Metrics
+  readonly store: DivergenceStore
+  readonly log: Logger
+  /** Monotonic milliseconds. */
+  readonly now: () => number
+}
+
+/** Methods that are reads: their copy goes out with the primary request. */
+const READS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+class ShadowTimeout extends Error {
+  override name = 'ShadowTimeout'
+  constructor () { super('the shadow backend did not answer in time') }
+}
+class ShadowTooLarge extends Error {
+  override name = 'ShadowTooLarge'
+  constructor () { super('the shadow response is larger than shadow.maxBodySize') }
+}
+class Abandoned extends Error {
+  override name = 'Abandoned'
+  constructor () { super('the comparison was abandoned') }
+}
+
+/**
+ * Shadow traffic (DESIGN.md "Request path" 5 and 6): a copy of the request goes to the
+ * side that did not answer, on pools of its own, and the two answers are compared off the
+ * client's path. Bounded everywhere: in-flight copies (`maxInFlight`, else dropped), time
+ * (`timeout`), bytes kept per side (`maxBodySize`). Whatever fails in here is caught and
+ * counted as an `error` comparison; it never reaches the client's response.
+ */
+export class Shadowing {
+  /** Shadow exchanges holding a slot (from `begin` until their comparison is recorded). */
+  inFlight = 0
+  private idlers: (() => void)[] = []
+  private readonly pools = new Map<string, Pool>()
+  /** Key for hashing sticky keys in samples: per process, so a hash cannot be looked up elsewhere. */
+  private readonly secret = randomBytes(32)
+
+  constructor (readonly opts: ShadowOptions) {}
+
+  /**
+   * Starts shadowing a request whose decision says so. Returns the tap the proxy feeds, or
+   * null when no copy will be made (dropped at the concurrency bound, or an upgrade).
+   * `body` is the request body on its way to the primary (null without one).
+   */
+  begin (ex: Exchange, req: IncomingMessage, body: BodyGuard | null): PrimaryTap | null {
+    const rule = ex.rule!
+    if (req.headers.upgrade !== undefined) return null
+    if (this.inFlight >= this.opts.limits.maxInFlight) {
+      this.unfinished(rule.name, 'skipped', 'concurrency', true)
+      return null
+    }
+    this.inFlight++
+    const sx = new ShadowExchange(this, ex, req)
+    if (body !== null) body.capture(this.opts.limits.maxBodyBytes, (b) => sx.requestBody(b))
+    else sx.requestBody(null)
+    return sx
+  }
+
+  /** The pool copies to `upstream` go through: never the primary's, so shadows cannot take its connections. */
+  poolFor (upstream: Upstream): Pool {
+    let pool = this.pools.get(upstream.config.name)
+    if (pool === undefined) {
+      pool = new Pool(upstream.config.origin, {
+        connections: this.opts.limits.maxInFlight,
+        pipelining: 1,
+        connect: { timeout: Math.min(upstream.config.connectTimeoutMs, this.opts.limits.timeoutMs) },
+        headersTimeout: this.opts.limits.timeoutMs,
+        bodyTimeout: this.opts.limits.timeoutMs,
+        strictContentLength: true
+      })
+      this.pools.set(upstream.config.name, pool)
+    }
+    return pool
+  }
+
+  /** Resolves when no shadow exchange is in flight (every comparison so far is recorded). */
+  async idle (): Promise<void> {
+    if (this.inFlight === 0) return
+    await new Promise<void>((resolve) => this.idlers.push(resolve))
+  }
+
+  /** A slot is given back (ShadowExchange.release). */
+  released (): void {
+    this.inFlight--
+    if (this.inFlight === 0 && this.idlers.length > 0) {
+      const waiting = this.idlers
+      this.idlers = []
+      for (const resolve of waiting) resolve()
+    }
+  }
+
+  keyHash (key: string | undefined): string | null {
+    return key === undefined ? null : createHmac('sha256', this.secret).update(key).digest('hex').slice(0, 12)
+  }
+
+  /** A shadowed request that ends without a comparison. `dropped`: a bound cut it. */
+  unfinished (route: string, outcome: 'skipped' | 'error', reason: string, dropped: boolean): void {
+    const { metrics, store } = this.opts
+    metrics.comparisons.inc({ route, outcome })
+    if (dropped) metrics.shadowDropped.inc({ route, reason })
+    store.unfinished(route, outcome, reason)
+  }
+
+  /** Shadows in flight are disposable: cut them rather than wait (shutdown). */
+  async close (): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.destroy()))
+    this.pools.clear()
+  }
+}
+
+/** One side's answer as it arrives: kept by reference, up to the byte bound. */
+class Side {
+  status = 0
+  headers: Headers = {}
+  chunks: Buffer[] = []
+  size = 0
+  /** Past maxBodySize: the body is not kept (status and headers still compared). */
+  tooLarge = false
+  done = false
+  ms: number | null = null
+
+  keep (chunk: Buffer, max: number): void {
+    if (this.tooLarge) return
+    this.size += chunk.length
+    if (this.size > max) {
+      this.tooLarge = true
+      this.chunks = []
+    } else {
+      this.chunks.push(chunk)
+    }
+  }
+}
+
+/**
+ * One shadowed request: the copy (an undici dispatch handler) and the tap on the primary.
+ * It ends exactly once (`over`): compared, skipped or failed, and gives its slot back.
+ */
+class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
+  private readonly primary = new Side()
+  private readonly shadow = new Side()
+  private readonly primarySide: Backend
+  private readonly shadowSide: Backend
+  private readonly isRead: boolean
+  private readonly began: number
+  /** The request body to send: undefined until known. */
+  private body: Buffer | null | undefined = undefined
+  private primaryOk = false
+  private sent = 0
+  private copyEnded = false
+  private over = false
+  private controller: Dispatcher.DispatchController | null = null
+  private pendingAbort: Error | null = null
+  private timer: NodeJS.Timeout | null = null
+
+  constructor (private readonly s: Shadowing, private readonly ex: Exchange, private readonly req: IncomingMessage) {
+    this.primarySide = ex.decision!.primary
+    this.shadowSide = this.primarySide === 'legacy' ? 'new' : 'legacy'
+    this.isRead = READS.has(ex.method)
+    this.began = s.opts.now()
+  }
+
+  /* ---------- the request body (BodyGuard.capture) ---------- */
+
+  requestBody (b: Captured | null): void {
+    this.guard(() => {
+      if (b === 'too_large') this.stop('skipped', 'body_too_large', true)
+      else if (b === 'failed') this.stop('skipped', 'client_aborted')
+      else {
+        this.body = b
+        this.maybeSend()
+      }
+    })
+  }
+
+  /* ---------- PrimaryTap ---------- */
+
+  head (backend: Backend, status: number, headers: Headers): void {
+    this.guard(() => {
+      if (backend !== this.primarySide) {
+        // new failed and legacy answered: there is no answer from new to compare.
+        this.stop('skipped', 'fallback')
+        return
+      }
+      this.primary.status = status
+      this.primary.headers = headers
+      this.primaryOk = status >= 200 && status < 300
+      if (!this.isRead && !this.primaryOk) {
+        // A write the primary refused is not repeated on the other side.
+        this.stop('skipped', 'write_not_2xx')
+        return
+      }
+      this.maybeSend()
+    })
+  }
+
+  data (chunk: Buffer): void {
+    if (this.over || this.primary.done) return
+    this.primary.keep(chunk, this.s.opts.limits.maxBodyBytes)
+    // Past the bound the body is not kept; status and headers are still compared.
+    if (this.primary.tooLarge) this.end()
+  }
+
+  end (): void {
+    this.guard(() => {
+      if (this.primary.done) return
+      this.primary.done = true
+      this.primary.ms = this.s.opts.now() - this.began
+      this.maybeCompare()
+    })
+  }
+
+  abandon (reason: string): void {
+    this.guard(() => {
+      if (!this.primary.done) this.stop('skipped', reason)
+    })
+  }
+
+  /** Ends without a comparison. */
+  private stop (outcome: 'skipped' | 'error', reason: string, dropped = false): void {
+    if (this.over) return
+    this.finish()
+    this.primary.chunks = [] // the primary may stream on for a while: keep nothing
+    this.shadow.chunks = []
+    this.s.unfinished(this.ex.rule!.name, outcome, reason, dropped)
+    this.release()
+  }
+
+  /* ---------- the copy ---------- */
+
+  private maybeSend (): void {
+    if (this.over || this.sent !== 0 || this.body === undefined) return
+    if (!this.isRead && !this.primaryOk) return
+    const upstream = this.s.opts.upstreams.get(this.ex.rule!.backends[this.shadowSide])!
+    const headers = this.ex.upstreamHeaders.slice()
+    if (upstream.config.hostHeader === 'upstream') {
+      for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'host') headers[i + 1] = upstream.config.authority
+    }
+    headers.push('x-ficus-shadow', '1')
+    this.sent = this.s.opts.now()
+    this.timer = setTimeout(() => this.abortCopy(new ShadowTimeout()), this.s.opts.limits.timeoutMs)
+    this.timer.unref()
+    this.s.poolFor(upstream).dispatch({
+      path: this.ex.target,
+      method: this.ex.method,
+      headers,
+      body: this.body
+    }, this)
+  }
+
+  private abortCopy (err: Error): void {
+    if (this.controller === null) this.pendingAbort = err
+    else this.controller.abort(err)
+  }
+
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    this.controller = controller
+    if (this.pendingAbort !== null) controller.abort(this.pendingAbort)
+  }
+
+  onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: Headers): void {
+    if (statusCode < 200) return
+    this.shadow.status = statusCode
+    this.shadow.headers = headers
+  }
+
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.shadow.keep(chunk, this.s.opts.limits.maxBodyBytes)
+    if (this.shadow.tooLarge) controller.abort(new ShadowTooLarge())
+  }
+
+  onResponseEnd (): void {
+    this.copyEnded = true
+    this.guard(() => {
+      this.copyOver(this.shadow.status)
+      this.shadow.done = true
+      this.maybeCompare()
+    })
+  }
+
+  onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
+    this.copyEnded = true
+    this.guard(() => {
+      if (err instanceof Abandoned) return
+      if (err instanceof ShadowTooLarge) {
+        // Status and headers are still compared.
+        this.copyOver(this.shadow.status)
+        this.shadow.done = true
+        this.maybeCompare()
+        return
+      }
+      if (err instanceof ShadowTimeout) {
+        this.copyOver(CATALOGUE.FICUS_ERR_UPSTREAM_TIMEOUT.status)
+        this.stop('error', 'timeout', true)
+        return
+      }
+      const e = toUpstreamError(err, this.shadow.status !== 0)
+      this.copyOver(e.statusCode)
+      this.stop('error', CATALOGUE[e.code].reason)
+    })
+  }
+
+  /** Counts the copy as a shadow exchange with `backend` (a failure counts as the status the client would have got). */
+  private copyOver (status: number): void {
+    const { metrics, now } = this.s.opts
+    const ms = now() - this.sent
+    this.shadow.ms = ms
+    const labels = { route: this.ex.rule!.name, backend: this.shadowSide, role: 'shadow' as const }
+    metrics.requests.inc({ ...labels, code: status })
+    metrics.duration.observe(labels, ms / 1000)
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = null
+  }
+
+  /* ---------- the comparison ---------- */
+
+  private maybeCompare (): void {
+    if (this.over || !this.primary.done || !this.shadow.done) return
+    this.finish()
+    const { primary, shadow } = this
+    const [legacy, next] = this.primarySide === 'legacy' ? [primary, shadow] : [shadow, primary]
+    Promise.all([decoded(legacy, this.s.opts.limits.maxBodyBytes), decoded(next, this.s.opts.limits.maxBodyBytes)])
+      .then(([a, b]) => this.record(compare(a, b, this.ex.rule!.compare.rules)))
+      .catch((err: unknown) => this.crashed(err))
+      .finally(() => this.release())
+  }
+
+  private record (result: Comparison): void {
+    const { metrics, store, log } = this.s.opts
+    const rule = this.ex.rule!
+    metrics.comparisons.inc({ route: rule.name, outcome: result.outcome })
+    if (result.outcome === 'skipped') {
+      metrics.shadowDropped.inc({ route: rule.name, reason: result.reason })
+    } else if (result.outcome === 'diverged') {
+      for (const area of new Set(result.differences.map((d) => d.area))) metrics.divergences.inc({ route: rule.name, kind: area })
+    }
+    const [legacy, next] = this.primarySide === 'legacy' ? [this.primary, this.shadow] : [this.shadow, this.primary]
+    const rec = {
+      route: rule.name,
+      method: this.ex.method,
+      path: pathOf(this.ex.target),
+      requestId: this.ex.requestId,
+      keyHash: result.outcome === 'diverged' ? this.s.keyHash(this.key()) : null,
+      primary: this.primarySide,
+      status: { legacy: legacy.status, new: next.status },
+      ms: { legacy: round(legacy.ms), new: round(next.ms) }
+    }
+    store.compared(rec, result, rule.compare.redact)
+    if (result.outcome === 'diverged') {
+      log.debug({ reqId: rec.requestId, route: rec.route, differences: result.differences.length, first: result.differences[0]?.path }, 'divergence')
+    }
+  }
+
+  private key (): string | undefined {
+    const rule = this.ex.rule!
+    return stickyKey(rule.sticky, { headers: this.req.headers, query: queryOf(this.ex.target), clientIp: this.ex.clientIp })
+  }
+
+  /* ---------- ending ---------- */
+
+  /** Marks the exchange over (once): no more input is taken, the copy is cut if still running. */
+  private finish (): void {
+    this.over = true
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = null
+    if (this.sent !== 0 && !this.copyEnded) this.abortCopy(new Abandoned())
+  }
+
+  private released = false
+  private release (): void {
+    if (this.released) return
+    this.released = true
+    this.s.released()
+  }
+
+  /** Runs `fn`; whatever it throws is an `error` comparison, never the client's problem. */
+  private guard (fn: () => void): void {
+    try {
+      fn()
+    } catch (err) {
+      this.crashed(err)
+    }
+  }
+
+  private crashed (err: unknown): void {
+    this.s.opts.log.error({ err, reqId: this.ex.requestId, route: this.ex.rule?.name }, 'shadow comparison failed')
+    if (!this.over) this.finish()
+    if (!this.released) this.s.unfinished(this.ex.rule?.name ?? 'default', 'error', 'exception', false)
+    this.release()
+  }
+}
+
+function round(ms: number | null): number | null {
+  return ms === null ? null : Math.round(ms * 10) / 10
+}
+
+const gunzip = promisify(zlib.gunzip)
+const inflate = promisify(zlib.inflate)
+const inflateRaw = promisify(zlib.inflateRaw)
+const brotli = promisify(zlib.brotliDecompress)
+
+/**
+ * One side as the comparator reads it: the body joined and decoded (gzip, deflate, br,
+ * off the event loop, capped at `max` bytes: past it the body counts as too large).
+ */
+async function decoded (side: Side, max: number): Promise<ComparedSide> {
+  if (side.tooLarge) return { status: side.status, headers: side.headers, body: null }
+  const raw = side.chunks.length === 1 ? side.chunks[0] as Buffer : Buffer.concat(side.chunks)
+  const encoding = side.headers['content-encoding']
+  const codings = (Array.isArray(encoding) ? encoding.join(',') : encoding ?? '').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity')
+  let body = raw
+  try {
+    for (const c of codings.reverse()) {
+      const opts = { maxOutputLength: max }
+      if (c === 'gzip' || c === 'x-gzip') body = await gunzip(body, opts)
+      else if (c === 'br') body = await brotli(body, opts)
+      else if (c === 'deflate') body = await inflate(body, opts).catch(async () => inflateRaw(body, opts))
+      else break // an unknown coding: compared as the bytes that were sent
+    }
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return { status: side.status, headers: side.headers, body: null }
+    body = raw // a body that does not decode is compared as the bytes that were sent
+  }
+  return { status: side.status, headers: side.headers, body }
+}

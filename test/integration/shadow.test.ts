@@ -1,0 +1,404 @@
+import { brotliCompressSync, gzipSync } from 'node:zlib'
+import t from 'tap'
+import { request } from 'undici'
+import type { DivergenceSample, RouteSummary } from '../../src/adapters/divergence-store.js'
+import { sample, startTestFicus, type TestFicus } from '../helpers/ficus.js'
+import { startUpstream, type Handler } from '../helpers/upstream.js'
+
+/** An answer per path: `[status, body, headers]`; a body object is sent as JSON. */
+type Answers = Record<string, [number, unknown, Record<string, string>?]>
+
+function answers(table: Answers): Handler {
+  return (req, res) => {
+    const [status, body, headers] = table[(req.url ?? '').split('?')[0] as string] ?? [404, { error: 'none' }]
+    const buf = Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body))
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': buf.length, ...headers })
+    res.end(buf)
+  }
+}
+
+/** A handler that holds every request until `release()` and then answers with `then`. */
+function held(then: Handler): { handler: Handler; release: () => void; waiting: () => number } {
+  const queue: (() => void)[] = []
+  let released = false
+  return {
+    handler: (req, res, body) => {
+      if (released) then(req, res, body)
+      else queue.push(() => then(req, res, body))
+    },
+    release: () => {
+      released = true
+      for (const go of queue.splice(0)) go()
+    },
+    waiting: () => queue.length
+  }
+}
+
+async function admin(f: TestFicus, path: string, token?: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const r = await request(f.adminUrl + path, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } })
+  return { status: r.statusCode, body: await r.body.json() as Record<string, unknown> }
+}
+
+/** GET /admin/divergences (newest first). */
+async function samples(f: TestFicus, query = ''): Promise<DivergenceSample[]> {
+  return (await admin(f, `/admin/divergences${query}`)).body.samples as DivergenceSample[]
+}
+
+/** GET /admin/divergences/summary: the first route's summary. */
+async function summary(f: TestFicus): Promise<RouteSummary> {
+  return ((await admin(f, '/admin/divergences/summary')).body.routes as RouteSummary[])[0] as RouteSummary
+}
+
+const paths = (s: DivergenceSample | undefined): string[] => (s?.differences ?? []).map((d) => d.path)
+
+/** Legacy answers, new gets the copy (new: 0, shadow: 100), with the given compare rules. */
+async function shadowed(t: Parameters<typeof startUpstream>[0], legacy: Handler, next: Handler, extra: Record<string, unknown> = {}, top: Record<string, unknown> = {}) {
+  const l = await startUpstream(t, 'legacy', legacy)
+  const n = await startUpstream(t, 'new', next)
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: l.url }, new: { url: n.url } },
+    routes: [{ name: 'orders', match: { path: '/*' }, new: 0, shadow: 100, ...extra }],
+    ...top
+  })
+  return { l, n, f, idle: () => f.running.ficus.shadowing.idle() }
+}
+
+const ORDER = { id: 1, customer_name: 'Ada', amount: '12.50', items: [{ sku: 'A', qty: 2 }, { sku: 'B', qty: 1 }], meta: { at: 1 }, tags: ['x', 'y'] }
+const NEW_ORDER = { id: 1, customerName: 'Ada', amount: 12.5, items: [{ sku: 'B', qty: 1 }, { sku: 'A', qty: 2 }], meta: { at: 2 }, tags: ['y', 'x', 'z'] }
+
+t.test('a read is copied to the other side at once, marked, and every kind of difference is reported', async (t) => {
+  const { l, n, f, idle } = await shadowed(t,
+    answers({ '/o/1': [200, ORDER], '/s': [200, { ok: true }], '/h': [200, 'plain', { 'content-type': 'text/plain' }] }),
+    answers({ '/o/1': [200, NEW_ORDER], '/s': [500, { ok: true }], '/h': [200, 'plain', { 'content-type': 'text/html' }] }))
+  const r = await f.fetch('/o/1?token=secret', { headers: { 'x-user-id': 'alice' } })
+  t.equal(r.status, 200)
+  t.same(r.json(), ORDER, 'the client gets legacy\'s answer, untouched')
+  await f.fetch('/s')
+  await f.fetch('/h')
+  await idle()
+  t.equal(n.requests.length, 3, 'new got a copy of each read')
+  t.equal(n.requests[0]?.headers['x-ficus-shadow'], '1', 'copies are marked')
+  t.equal(l.requests[0]?.headers['x-ficus-shadow'], undefined, 'the primary request is not')
+  t.equal(n.requests[0]?.url, '/o/1?token=secret', 'the copy has the same target')
+  t.equal(n.requests[0]?.headers['x-request-id'], l.requests[0]?.headers['x-request-id'], 'and the same request id')
+
+  const list = await samples(f, '?route=orders')
+  t.equal(list.length, 3)
+  const [h, s, o] = list as [DivergenceSample, DivergenceSample, DivergenceSample]
+  t.match(o, { route: 'orders', method: 'GET', path: '/o/1', primary: 'legacy', status: { legacy: 200, new: 200 }, truncated: false })
+  t.notOk(JSON.stringify(o).includes('secret'), 'no query string in samples')
+  t.match(o.keyHash, /^[0-9a-f]{12}$/, 'the sticky key is hashed')
+  t.notOk(JSON.stringify(o).includes('alice'), 'never shown raw')
+  t.same(o.differences.map((d) => `${d.path} ${d.kind}`).sort(), [
+    'body.amount type',
+    'body.customerName extra',
+    'body.customer_name missing',
+    'body.items[0].sku changed', 'body.items[1].sku changed', 'body.items[0].qty changed', 'body.items[1].qty changed',
+    'body.meta.at changed',
+    'body.tags length', 'body.tags[0] changed', 'body.tags[1] changed'
+  ].sort())
+  t.match(o.differences.find((d) => d.path === 'body.amount'), { area: 'body', legacy: '12.50', new: 12.5 })
+  t.same(s.differences, [{ path: 'status', area: 'status', kind: 'changed', legacy: 200, new: 500 }])
+  t.same(h.differences, [{ path: 'header.content-type', area: 'header', kind: 'changed', legacy: 'text/plain', new: 'text/html' }])
+
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'diverged' }), 3)
+  t.equal(sample(m, 'ficus_divergences_total', { route: 'orders', kind: 'body' }), 1)
+  t.equal(sample(m, 'ficus_divergences_total', { route: 'orders', kind: 'status' }), 1)
+  t.equal(sample(m, 'ficus_divergences_total', { route: 'orders', kind: 'header' }), 1)
+  t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '200' }), 2)
+  t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '500' }), 1)
+  t.equal(sample(m, 'ficus_request_duration_seconds_count', { route: 'orders', backend: 'new', role: 'shadow' }), 3)
+  t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: 'legacy', role: 'primary', code: '200' }), 3)
+
+  const sum = await summary(f)
+  t.match(sum, { route: 'orders', comparisons: { match: 0, diverged: 3, error: 0, skipped: 0 }, divergenceRate: 1, kinds: { status: 1, header: 1, body: 1 } })
+  const fields = Object.fromEntries(sum.topFields.map((x) => [x.field, x.count]))
+  t.equal(fields['body.items[*].sku'], 2, 'per-field counts fold array positions')
+  t.equal(fields['body.amount'], 1)
+})
+
+t.test('the copy of a read goes out while the primary is still working on it', async (t) => {
+  const slow = held(answers({ '/o': [200, { ok: 1 }] }))
+  const { l, n, f, idle } = await shadowed(t, slow.handler, answers({ '/o': [200, { ok: 1 }] }))
+  const pending = f.fetch('/o')
+  await n.arrived(1)
+  await l.arrived(1)
+  t.equal(slow.waiting(), 1, 'new has the copy before legacy answered')
+  slow.release()
+  t.equal((await pending).status, 200)
+  await idle()
+  t.equal(sample(await f.scrape(), 'ficus_comparisons_total', { route: 'orders', outcome: 'match' }), 1)
+})
+
+t.test('ignore, keyed and unordered arrays, tolerance and string-number remove those differences', async (t) => {
+  const { f, idle } = await shadowed(t,
+    answers({ '/o/1': [200, { ...ORDER, price: 1.0001, tags: ['x', 'y', 'z'] }, { date: 'Mon' }] }),
+    answers({ '/o/1': [200, { ...NEW_ORDER, customerName: undefined, customer_name: 'Ada', price: 1.0, tags: ['z', 'x', 'y'] }, { date: 'Tue' }] }),
+    {
+      compare: {
+        headers: ['content-type', 'date'],
+        ignore: ['body.meta', 'header.date'],
+        arrays: { 'body.items': { key: 'sku' }, 'body.tags': 'unordered' },
+        numbers: { tolerance: 0.001 },
+        treatAsEqual: ['string-number']
+      }
+    })
+  await f.fetch('/o/1')
+  await idle()
+  t.equal(sample(await f.scrape(), 'ficus_comparisons_total', { route: 'orders', outcome: 'match' }), 1)
+  t.same(await samples(f), [])
+})
+
+t.test('keyed arrays name the item by its key when it does differ', async (t) => {
+  const { f, idle } = await shadowed(t,
+    answers({ '/o': [200, { items: [{ sku: 'A', qty: 2 }, { sku: 'B', qty: 1 }] }] }),
+    answers({ '/o': [200, { items: [{ sku: 'B', qty: 1 }, { sku: 'A', qty: 3 }, { sku: 'C', qty: 1 }] }] }),
+    { compare: { arrays: { 'body.items': { key: 'sku' } } } })
+  await f.fetch('/o')
+  await idle()
+  const [s] = await samples(f)
+  t.same(s?.differences.map((d) => `${d.path} ${d.kind}`), ['body.items[sku=A].qty changed', 'body.items[sku=C] extra'])
+})
+
+t.test('compressed answers are decoded before comparing', async (t) => {
+  const doc = { a: 1, b: [1, 2, 3] }
+  const { f, idle } = await shadowed(t,
+    answers({ '/gz': [200, gzipSync(JSON.stringify(doc)), { 'content-encoding': 'gzip' }], '/br': [200, brotliCompressSync(JSON.stringify(doc)), { 'content-encoding': 'br' }] }),
+    answers({ '/gz': [200, doc], '/br': [200, { a: 2, b: [1, 2, 3] }] }))
+  const r = await f.fetch('/gz')
+  t.equal(r.headers['content-encoding'], 'gzip', 'the client still gets the bytes legacy sent')
+  await f.fetch('/br')
+  await idle()
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'match' }), 1, 'gzip equals plain')
+  const [s] = await samples(f)
+  t.same(s?.differences, [{ path: 'body.a', area: 'body', kind: 'changed', legacy: 1, new: 2 }], 'br decoded too')
+})
+
+t.test('non-JSON bodies are compared as bytes', async (t) => {
+  const { f, idle } = await shadowed(t,
+    answers({ '/t': [200, 'hello world', { 'content-type': 'text/plain' }] }),
+    answers({ '/t': [200, 'hello there', { 'content-type': 'text/plain' }] }))
+  await f.fetch('/t')
+  await idle()
+  const [s] = await samples(f)
+  t.match(s?.differences, [{ path: 'body', kind: 'changed', legacy: /at byte 6/, new: /there/ }])
+})
+
+t.test('a shadow backend that never answers: the client is unaffected; the copy times out and is counted', async (t) => {
+  const { n, f, idle } = await shadowed(t, answers({ '/o': [200, { ok: 1 }] }), () => { /* silent */ }, {}, { shadow: { timeout: '200ms' } })
+  const r = await f.fetch('/o')
+  t.equal(r.status, 200)
+  t.same(r.json(), { ok: 1 })
+  t.equal(n.started(), 1, 'the copy was sent')
+  await idle()
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'error' }), 1)
+  t.equal(sample(m, 'ficus_shadow_dropped_total', { route: 'orders', reason: 'timeout' }), 1)
+  t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '504' }), 1)
+  t.equal(sample(m, 'ficus_upstream_errors_total', { backend: 'new', reason: 'timeout' }), undefined, 'shadow failures are not primary upstream errors')
+  t.match(await summary(f), { errors: { timeout: 1 } })
+})
+
+t.test('a shadow backend that resets the connection: counted as an error, client unaffected', async (t) => {
+  const { f, idle } = await shadowed(t, answers({ '/o': [200, { ok: 1 }] }), (req) => { req.socket.destroy() })
+  const r = await f.fetch('/o')
+  t.same([r.status, r.json()], [200, { ok: 1 }])
+  await idle()
+  t.match(await summary(f), { comparisons: { error: 1 }, errors: { reset: 1 } })
+  t.equal(sample(await f.scrape(), 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '502' }), 1)
+})
+
+t.test('a slow shadow that then answers 500: the client had its answer before the shadow answered', async (t) => {
+  const slow = held(answers({ '/o': [500, { error: 'boom' }] }))
+  const { n, f, idle } = await shadowed(t, answers({ '/o': [200, { ok: 1 }] }), slow.handler)
+  const r = await f.fetch('/o')
+  t.same([r.status, r.json()], [200, { ok: 1 }], 'answered while the shadow is still held')
+  await n.arrived(1)
+  t.equal(slow.waiting(), 1, 'the shadow had not answered when the client got its response')
+  slow.release()
+  await idle()
+  const [s] = await samples(f)
+  t.same(s?.differences[0], { path: 'status', area: 'status', kind: 'changed', legacy: 200, new: 500 })
+})
+
+t.test('at the concurrency bound shadows are dropped and counted, never queued', async (t) => {
+  const slow = held(answers({ '/o': [200, { ok: 1 }] }))
+  const { n, f, idle } = await shadowed(t, answers({ '/o': [200, { ok: 1 }] }), slow.handler, {}, { shadow: { maxInFlight: 2 } })
+  for (let i = 0; i < 5; i++) t.equal((await f.fetch('/o')).status, 200)
+  await n.arrived(2)
+  t.equal(f.running.ficus.shadowing.inFlight, 2)
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_shadow_dropped_total', { route: 'orders', reason: 'concurrency' }), 3)
+  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'skipped' }), 3)
+  slow.release()
+  await idle()
+  t.equal(n.started(), 2, 'dropped copies were never sent')
+  t.equal(sample(await f.scrape(), 'ficus_comparisons_total', { route: 'orders', outcome: 'match' }), 2)
+  t.match(await summary(f), { skipped: { concurrency: 3 } })
+})
+
+t.test('writes are not shadowed unless the route says so', async (t) => {
+  const { n, f, idle } = await shadowed(t, answers({ '/o': [201, { id: 7 }] }), answers({ '/o': [201, { id: 8 }] }))
+  for (const method of ['POST', 'PUT', 'PATCH', 'DELETE'] as const) {
+    t.equal((await f.fetch('/o', { method, body: '{"a":1}', headers: { 'content-type': 'application/json' } })).status, 201)
+  }
+  await idle()
+  t.equal(n.started(), 0, 'new saw none of them')
+  t.equal(sample(await f.scrape(), 'ficus_comparisons_total', { route: 'orders', outcome: 'skipped' }), undefined)
+})
+
+t.test('shadowWrites: the copy of a write goes out after the primary answered 2xx, with the same body', async (t) => {
+  const events: string[] = []
+  const legacy: Handler = (req, res, body) => {
+    events.push('legacy answers')
+    answers({ '/o': [201, { id: 7 }], '/bad': [409, { error: 'conflict' }] })(req, res, body)
+  }
+  const next: Handler = (req, res, body) => {
+    events.push('new gets the copy')
+    answers({ '/o': [201, { id: 8 }] })(req, res, body)
+  }
+  const { n, f, idle } = await shadowed(t, legacy, next, { shadowWrites: true })
+  const payload = JSON.stringify({ item: 'tea', qty: 2 }).repeat(100)
+  const r = await f.fetch('/o', { method: 'POST', body: payload, headers: { 'content-type': 'application/json' } })
+  t.same([r.status, r.json()], [201, { id: 7 }])
+  await idle()
+  t.same(events, ['legacy answers', 'new gets the copy'])
+  t.equal(n.requests[0]?.body.toString(), payload, 'same body')
+  t.equal(n.requests[0]?.method, 'POST')
+  const [s] = await samples(f)
+  t.same(s?.differences, [{ path: 'body.id', area: 'body', kind: 'changed', legacy: 7, new: 8 }])
+
+  const refused = await f.fetch('/bad', { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } })
+  t.equal(refused.status, 409)
+  await idle()
+  t.equal(n.started(), 1, 'a write the primary refused is not repeated')
+  t.match(await summary(f), { skipped: { write_not_2xx: 1 } })
+})
+
+t.test('a shadowed write whose body is over shadow.maxBodySize is forwarded but not copied', async (t) => {
+  const { l, n, f, idle } = await shadowed(t, answers({ '/o': [201, { id: 7 }] }), answers({ '/o': [201, { id: 7 }] }),
+    { shadowWrites: true }, { shadow: { maxBodySize: '1KiB' } })
+  const r = await f.fetch('/o', { method: 'POST', body: 'x'.repeat(4096) })
+  t.equal(r.status, 201)
+  t.equal(l.requests[0]?.body.length, 4096, 'the primary got the whole body')
+  await idle()
+  t.equal(n.started(), 0)
+  t.equal(sample(await f.scrape(), 'ficus_shadow_dropped_total', { route: 'orders', reason: 'body_too_large' }), 1)
+})
+
+t.test('answers over shadow.maxBodySize: the body is skipped, a status difference still shows', async (t) => {
+  const big = { data: 'x'.repeat(4096) }
+  const { f, idle } = await shadowed(t, answers({ '/big': [200, big], '/both': [200, big] }), answers({ '/big': [500, { error: 1 }], '/both': [200, big] }),
+    {}, { shadow: { maxBodySize: '1KiB' } })
+  t.equal((await f.fetch('/big')).text.length, JSON.stringify(big).length, 'the client gets all of it')
+  await f.fetch('/both')
+  await idle()
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'diverged' }), 1)
+  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'skipped' }), 1)
+  t.equal(sample(m, 'ficus_shadow_dropped_total', { route: 'orders', reason: 'body_too_large' }), 1)
+  t.same(paths((await samples(f))[0]), ['status'])
+})
+
+t.test('new primary with fallback: legacy answered, so nothing is compared', async (t) => {
+  const l = await startUpstream(t, 'legacy', answers({ '/o': [200, { ok: 1 }] }))
+  const n = await startUpstream(t, 'new', answers({ '/o': [503, { error: 'down' }] }))
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: l.url }, new: { url: n.url } },
+    routes: [{ name: 'orders', match: { path: '/*' }, new: 100, shadow: 100 }]
+  })
+  const r = await f.fetch('/o')
+  t.same([r.status, r.json()], [200, { ok: 1 }])
+  await f.running.ficus.shadowing.idle()
+  t.equal(l.started(), 2, 'legacy got the copy and the fallback')
+  t.match(await summary(f), { comparisons: { skipped: 1 }, skipped: { fallback: 1 } })
+})
+
+t.test('new primary: legacy gets the copy, differences are still named from legacy to new', async (t) => {
+  const l = await startUpstream(t, 'legacy', answers({ '/o': [200, { a: 1 }] }))
+  const n = await startUpstream(t, 'new', answers({ '/o': [200, { a: 1, b: 2 }] }))
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: l.url }, new: { url: n.url } },
+    routes: [{ name: 'orders', match: { path: '/*' }, new: 100, shadow: 100 }]
+  })
+  t.same((await f.fetch('/o')).json(), { a: 1, b: 2 })
+  await f.running.ficus.shadowing.idle()
+  t.equal(l.requests[0]?.headers['x-ficus-shadow'], '1')
+  const [s] = await samples(f)
+  t.match(s, { primary: 'new', differences: [{ path: 'body.b', kind: 'extra', new: 2 }] })
+  t.equal(sample(await f.scrape(), 'ficus_requests_total', { route: 'orders', backend: 'legacy', role: 'shadow', code: '200' }), 1)
+})
+
+t.test('an exception while comparing is counted as an error; the proxy keeps serving', async (t) => {
+  // Deep enough that comparing it as an unordered array exhausts the stack.
+  const deep = '['.repeat(20000) + ']'.repeat(20000)
+  const { f, idle } = await shadowed(t, answers({ '/deep': [200, deep], '/o': [200, { a: 1 }] }), answers({ '/deep': [200, deep], '/o': [200, { a: 1 }] }),
+    { compare: { arrays: { body: 'unordered' } } })
+  const r = await f.fetch('/deep')
+  t.same([r.status, r.text.length], [200, deep.length])
+  await idle()
+  t.equal((await f.fetch('/o')).status, 200, 'still serving')
+  await idle()
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'error' }), 1)
+  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'match' }), 1)
+  const line = await f.logs.waitFor((x) => x.msg === 'shadow comparison failed')
+  t.equal(line.level, 'error')
+})
+
+t.test('samples are redacted: credential headers always, and the route\'s redact paths', async (t) => {
+  const { f, idle } = await shadowed(t,
+    answers({ '/u': [200, { user: { name: 'a', email: 'a@x', card: { pan: '4111' } }, token: 't1' }, { 'set-cookie': 'sid=abc' }] }),
+    answers({ '/u': [200, { user: { name: 'b', email: 'b@x' }, token: 't2' }, { 'set-cookie': 'sid=def' }] }),
+    { compare: { headers: ['content-type', 'set-cookie'], redact: ['body.user.email', 'body.token', 'body.**.pan'] } })
+  await f.fetch('/u')
+  await idle()
+  const [s] = await samples(f)
+  const by = Object.fromEntries((s?.differences ?? []).map((d) => [d.path, d]))
+  t.match(by['header.set-cookie'], { legacy: '[redacted]', new: '[redacted]' })
+  t.match(by['body.user.email'], { legacy: '[redacted]', new: '[redacted]' })
+  t.match(by['body.token'], { legacy: '[redacted]', new: '[redacted]' })
+  t.same(by['body.user.card'], { path: 'body.user.card', area: 'body', kind: 'missing', legacy: { pan: '[redacted]' } }, 'inside a value too')
+  t.match(by['body.user.name'], { legacy: 'a', new: 'b' }, 'the rest stays readable')
+  t.notOk(/abc|def|a@x|b@x|4111|t1|t2/.test(JSON.stringify(s)))
+})
+
+t.test('the sample ring keeps the newest per route; the admin API checks its input', async (t) => {
+  let i = 0
+  const { f, idle } = await shadowed(t, answers({ '/o': [200, { n: 0 }] }), (req, res, body) => answers({ '/o': [200, { n: ++i }] })(req, res, body),
+    {}, { shadow: { samples: 3 } })
+  for (let k = 0; k < 5; k++) await f.fetch('/o')
+  await idle()
+  t.same((await samples(f)).map((x) => x.differences[0]?.new), [5, 4, 3], 'newest first, three kept')
+  t.same((await samples(f, '?limit=1')).length, 1)
+  t.match((await summary(f)).comparisons, { diverged: 5 }, 'counts keep everything')
+
+  t.match(await admin(f, '/admin/divergences?limit=0'), { status: 400, body: { code: 'FICUS_ERR_BAD_ADMIN_REQUEST', detail: 'limit: must be >= 1' } })
+  t.match(await admin(f, '/admin/divergences?limit=ten'), { status: 400, body: { detail: 'limit: must be integer' } })
+  t.match(await admin(f, '/admin/divergences?rout=orders'), { status: 400, body: { detail: 'unknown parameter "rout"' } })
+  t.match(await admin(f, '/admin/divergences?route=nope'), { status: 404, body: { code: 'FICUS_ERR_UNKNOWN_ROUTE', detail: /no route named "nope"/ } })
+  t.match(await admin(f, '/admin/divergences/summary?route=nope'), { status: 404, body: { code: 'FICUS_ERR_UNKNOWN_ROUTE' } })
+  t.match(await admin(f, '/admin/nothing'), { status: 404, body: { code: 'FICUS_ERR_ADMIN_NOT_FOUND', detail: 'GET /admin/nothing' } })
+  t.match(await admin(f, '/admin/divergences/summary?route=default'), { status: 200, body: { routes: [{ route: 'default', divergenceRate: null }] } })
+})
+
+t.test('with admin.token, /admin needs the bearer token; probes and metrics stay open', async (t) => {
+  const { f } = await shadowed(t, answers({}), answers({}), {}, { admin: { host: '127.0.0.1', port: 0, token: 's3cret-token' } })
+  for (const token of [undefined, 'wrong', 's3cret-token-longer', '']) {
+    const r = await admin(f, '/admin/divergences', token)
+    t.match(r, { status: 401, body: { code: 'FICUS_ERR_UNAUTHORIZED' } }, `token ${String(token)}`)
+  }
+  const basic = await request(f.adminUrl + '/admin/divergences', { headers: { authorization: 'Basic czNjcmV0LXRva2Vu' } })
+  t.equal(basic.statusCode, 401)
+  t.equal(basic.headers['www-authenticate'], 'Bearer realm="ficus-admin"')
+  await basic.body.dump()
+  t.equal((await admin(f, '/admin/divergences', 's3cret-token')).status, 200)
+  t.equal((await admin(f, '/admin/nothing')).status, 401, 'unknown admin paths do not tell what exists')
+  for (const open of ['/metrics', '/healthz', '/readyz']) {
+    const r = await request(f.adminUrl + open)
+    t.equal(r.statusCode, 200, open)
+    await r.body.dump()
+  }
+})

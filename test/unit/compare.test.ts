@@ -1,0 +1,183 @@
+import fc from 'fast-check'
+import t from 'tap'
+import { compare, type ComparedSide, type Comparison, type Difference } from '../../src/core/compare.js'
+import { compileCompare, type CompareConfig } from '../../src/core/compare-rules.js'
+
+const JSON_CT = { 'content-type': 'application/json' }
+const side = (body: unknown, over: Partial<ComparedSide> = {}): ComparedSide => ({
+  status: 200,
+  headers: JSON_CT,
+  body: Buffer.from(JSON.stringify(body)),
+  ...over
+})
+const run = (a: unknown, b: unknown, c?: CompareConfig): Comparison => compare(side(a), side(b), compileCompare(c).rules)
+const diffs = (r: Comparison): Pick<Difference, 'path' | 'kind' | 'legacy' | 'new'>[] =>
+  r.outcome === 'diverged' ? r.differences.map(({ path, kind, legacy, new: n }) => ({ path, kind, legacy, new: n })) : []
+
+t.test('each kind of difference is found, at its field path, from legacy to new', async (t) => {
+  const legacy = { customer: { name: 'Ada', tier: 'gold' }, amount: '12.50', items: [{ sku: 'A', price: 1 }, { sku: 'B', price: 2 }], gone: 1 }
+  const next = { customer: { name: 'Ada L.', tier: 'gold' }, amount: 12.5, items: [{ sku: 'A', price: 1 }, { sku: 'B', price: 3 }, { sku: 'C', price: 4 }], added: true }
+  t.same(diffs(run(legacy, next)), [
+    { path: 'body.customer.name', kind: 'changed', legacy: 'Ada', new: 'Ada L.' },
+    { path: 'body.amount', kind: 'type', legacy: '12.50', new: 12.5 },
+    { path: 'body.items', kind: 'length', legacy: 2, new: 3 },
+    { path: 'body.items[1].price', kind: 'changed', legacy: 2, new: 3 },
+    { path: 'body.gone', kind: 'missing', legacy: 1, new: undefined },
+    { path: 'body.added', kind: 'extra', legacy: undefined, new: true }
+  ])
+  const r = run(legacy, next)
+  t.equal(r.outcome, 'diverged')
+  t.same(r.outcome === 'diverged' ? r.differences.map((d) => d.field) : [], [
+    'body.customer.name', 'body.amount', 'body.items', 'body.items[*].price', 'body.gone', 'body.added'
+  ], 'array positions are folded for per-field counts')
+})
+
+t.test('key order never matters; equal bodies match', async (t) => {
+  t.same(run({ a: 1, b: { c: [1, 2], d: null } }, { b: { d: null, c: [1, 2] }, a: 1 }), { outcome: 'match' })
+})
+
+t.test('status and the chosen headers are compared; content-type by default', async (t) => {
+  const r = compare(side({ a: 1 }, { status: 200, headers: { 'content-type': 'application/json', etag: '"1"' } }),
+    side({ a: 1 }, { status: 404, headers: { 'content-type': 'application/problem+json', etag: '"2"' } }), compileCompare(undefined).rules)
+  t.same(diffs(r), [
+    { path: 'status', kind: 'changed', legacy: 200, new: 404 },
+    { path: 'header.content-type', kind: 'changed', legacy: 'application/json', new: 'application/problem+json' }
+  ])
+  const withEtag = compare(side(1, { headers: { ...JSON_CT, etag: '"1"' } }), side(1, { headers: JSON_CT }), compileCompare({ headers: ['ETag'] }).rules)
+  t.same(diffs(withEtag), [{ path: 'header.etag', kind: 'missing', legacy: '"1"', new: undefined }])
+})
+
+t.test('ignore: exact paths, * and ** wildcards, headers and status', async (t) => {
+  const a = { meta: { generatedAt: 1, id: 'x' }, items: [{ id: 1, updatedAt: 'a' }, { id: 2, updatedAt: 'b' }], deep: { x: { updatedAt: 1 } } }
+  const b = { meta: { generatedAt: 2, id: 'x' }, items: [{ id: 1, updatedAt: 'c' }, { id: 2, updatedAt: 'd' }], deep: { x: { updatedAt: 2 } } }
+  t.equal(run(a, b).outcome, 'diverged')
+  t.same(run(a, b, { ignore: ['body.meta.generatedAt', 'body.items[*].updatedAt', 'body.deep.**.updatedAt'] }), { outcome: 'match' })
+  t.same(run(a, b, { ignore: ['body.**.generatedAt', 'body.**.updatedAt'] }), { outcome: 'match' })
+  t.same(diffs(run(a, b, { ignore: ['body.meta', 'body.deep'] })).map((d) => d.path), ['body.items[0].updatedAt', 'body.items[1].updatedAt'])
+  t.same(run({ x: 1 }, { y: 2 }, { ignore: ['body'] }), { outcome: 'match' }, 'ignoring body ignores it whole')
+  t.same(compare(side(1, { status: 200 }), side(1, { status: 201 }), compileCompare({ ignore: ['status'] }).rules), { outcome: 'match' })
+  t.same(compare(side(1, { headers: { 'content-type': 'application/json' } }), side(1, { headers: { 'content-type': 'application/json; charset=utf-8' } }),
+    compileCompare({ ignore: ['header.Content-Type'] }).rules), { outcome: 'match' })
+  t.same(run({ a: 1 }, {}, { ignore: ['body.a'] }), { outcome: 'match' }, 'an ignored field may also be missing')
+})
+
+t.test('arrays: unordered as a multiset, or matched by a key field', async (t) => {
+  t.same(run({ tags: ['a', 'b', 'b'] }, { tags: ['b', 'a', 'b'] }, { arrays: { 'body.tags': 'unordered' } }), { outcome: 'match' })
+  t.same(diffs(run({ tags: ['a', 'b', 'b'] }, { tags: ['b', 'a', 'c'] }, { arrays: { 'body.tags': 'unordered' } })), [
+    { path: 'body.tags[2]', kind: 'missing', legacy: 'b', new: undefined },
+    { path: 'body.tags[2]', kind: 'extra', legacy: undefined, new: 'c' }
+  ])
+  const legacy = { items: [{ sku: 'A', qty: 1 }, { sku: 'B', qty: 2 }, { sku: 'D', qty: 1 }] }
+  const next = { items: [{ sku: 'B', qty: 5 }, { sku: 'A', qty: 1 }, { sku: 'C', qty: 1 }] }
+  t.same(diffs(run(legacy, next, { arrays: { 'body.items': { key: 'sku' } } })), [
+    { path: 'body.items[sku=B].qty', kind: 'changed', legacy: 2, new: 5 },
+    { path: 'body.items[sku=D]', kind: 'missing', legacy: { sku: 'D', qty: 1 }, new: undefined },
+    { path: 'body.items[sku=C]', kind: 'extra', legacy: undefined, new: { sku: 'C', qty: 1 } }
+  ])
+  t.same(run({ o: [{ id: 1, at: 1 }, { id: 2, at: 2 }] }, { o: [{ id: 2, at: 9 }, { id: 1, at: 8 }] },
+    { arrays: { 'body.o': 'unordered' }, ignore: ['body.o[*].at'] }), { outcome: 'match' }, 'ignore rules apply inside unordered items')
+})
+
+t.test('numbers: tolerance; string-number and null-missing only when asked', async (t) => {
+  t.equal(run({ p: 1.0001 }, { p: 1.0002 }).outcome, 'diverged')
+  t.same(run({ p: 1.0001 }, { p: 1.0002 }, { numbers: { tolerance: 0.001 } }), { outcome: 'match' })
+  t.equal(run({ p: 1 }, { p: 1.01 }, { numbers: { tolerance: 0.001 } }).outcome, 'diverged')
+  t.equal(run({ amount: '12.50' }, { amount: 12.5 }).outcome, 'diverged', 'a type change is a divergence by default')
+  t.same(run({ amount: '12.50' }, { amount: 12.5 }, { treatAsEqual: ['string-number'] }), { outcome: 'match' })
+  t.equal(run({ amount: '12.5x' }, { amount: 12.5 }, { treatAsEqual: ['string-number'] }).outcome, 'diverged')
+  t.same(run({ a: null }, {}, { treatAsEqual: ['null-missing'] }), { outcome: 'match' })
+  t.same(run({}, { a: null }, { treatAsEqual: ['null-missing'] }), { outcome: 'match' })
+  t.equal(run({ a: null }, {}).outcome, 'diverged')
+})
+
+t.test('non-JSON bodies are compared byte for byte; a JSON side that does not parse is a type change', async (t) => {
+  const text = (s: string): ComparedSide => ({ status: 200, headers: { 'content-type': 'text/html' }, body: Buffer.from(s) })
+  const rules = compileCompare(undefined).rules
+  t.same(compare(text('<p>hi</p>'), text('<p>hi</p>'), rules), { outcome: 'match' })
+  const r = compare(text('<p>hello world</p>'), text('<p>hello there</p>'), rules)
+  t.match(diffs(r), [{ path: 'body', kind: 'changed', legacy: /18 bytes; at byte 9:/, new: /18 bytes; at byte 9:/ }])
+  t.same(diffs(compare(side({ a: 1 }), { ...side(null), body: Buffer.from('{oops') }, rules)), [
+    { path: 'body', kind: 'type', legacy: 'JSON', new: 'invalid JSON' }
+  ])
+  t.same(compare({ status: 204, headers: {}, body: Buffer.alloc(0) }, { status: 204, headers: {}, body: Buffer.alloc(0) }, rules), { outcome: 'match' })
+})
+
+t.test('a body too large to keep: skipped, unless status or headers already differ', async (t) => {
+  const rules = compileCompare(undefined).rules
+  t.same(compare(side(1), { ...side(1), body: null }, rules), { outcome: 'skipped', reason: 'body_too_large' })
+  t.equal(compare(side(1, { status: 500 }), { ...side(1), body: null }, rules).outcome, 'diverged')
+})
+
+t.test('differences are bounded per comparison; deep nesting cannot exhaust the stack', async (t) => {
+  const a = Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`k${i}`, i]))
+  const b = Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`k${i}`, -i - 1]))
+  const r = run(a, b)
+  t.equal(r.outcome === 'diverged' && r.differences.length, 50)
+  t.equal(r.outcome === 'diverged' && r.truncated, true)
+  const nested = (leaf: string): ComparedSide => ({ ...side(null), body: Buffer.from(`${'['.repeat(100_000)}${leaf}${']'.repeat(100_000)}`) })
+  t.same(diffs(compare(nested('1'), nested('2'), compileCompare(undefined).rules)), [
+    { path: `body${'[0]'.repeat(64)}`, kind: 'changed', legacy: '(nested too deep to show)', new: '(nested too deep to show)' }
+  ], '100,000 levels deep')
+  t.same(compare(nested('1'), nested('1'), compileCompare(undefined).rules), { outcome: 'match' })
+})
+
+t.test('rules that cannot be read are reported', async (t) => {
+  const problems: [string[], string][] = []
+  compileCompare({ ignore: ['body.a', 'nope', 'body.[x]'], arrays: { 'header.x': 'unordered' }, redact: ['status'] }, problems)
+  t.same(problems.map(([p]) => p.join('.')), ['arrays.header.x', 'ignore.1', 'ignore.2', 'redact.0'])
+})
+
+/* ---------- properties ---------- */
+
+const json = fc.jsonValue({ maxDepth: 4 })
+const rules = compileCompare(undefined).rules
+
+/** The same value with every object's keys in another order. */
+function reorder(v: unknown, seed: number): unknown {
+  if (Array.isArray(v)) return v.map((x) => reorder(x, seed + 1))
+  if (v === null || typeof v !== 'object') return v
+  const entries = Object.entries(v as Record<string, unknown>)
+  entries.sort((x, y) => ((x[0].length * 31 + seed) % 7) - ((y[0].length * 31 + seed) % 7))
+  return Object.fromEntries(entries.reverse().map(([k, x]) => [k, reorder(x, seed + 1)]))
+}
+
+t.test('property: any JSON value equals itself and any reordering of its keys', async (t) => {
+  fc.assert(fc.property(json, fc.nat(), (v, seed) => {
+    return compare(side(v), side(reorder(v, seed)), rules).outcome === 'match'
+  }), { numRuns: 500 })
+  t.pass('500 generated values')
+})
+
+t.test('property: comparing the other way round swaps missing and extra, and nothing else', async (t) => {
+  const swap: Record<string, string> = { missing: 'extra', extra: 'missing' }
+  fc.assert(fc.property(json, json, (a, b) => {
+    const ab = compare(side(a), side(b), rules)
+    const ba = compare(side(b), side(a), rules)
+    if (ab.outcome !== ba.outcome) return false
+    if (ab.outcome !== 'diverged' || ba.outcome !== 'diverged') return true
+    const fwd = ab.differences.map((d) => `${d.path} ${swap[d.kind] ?? d.kind}`).sort()
+    const back = ba.differences.map((d) => `${d.path} ${d.kind}`).sort()
+    return JSON.stringify(fwd) === JSON.stringify(back)
+  }), { numRuns: 500 })
+  t.pass('500 generated pairs')
+})
+
+t.test('property: one changed leaf is exactly one difference, at its path', async (t) => {
+  const obj = fc.dictionary(fc.string({ minLength: 1, maxLength: 6 }).filter((k) => /^[a-z]+$/.test(k)), fc.integer(), { minKeys: 1 })
+  fc.assert(fc.property(obj, fc.nat(), (o, n) => {
+    const keys = Object.keys(o)
+    const k = keys[n % keys.length] as string
+    const r = compare(side(o), side({ ...o, [k]: (o[k] as number) + 1 }), rules)
+    return r.outcome === 'diverged' && r.differences.length === 1 && r.differences[0]?.path === `body.${k}` && r.differences[0].kind === 'changed'
+  }), { numRuns: 300 })
+  t.pass('300 generated objects')
+})
+
+t.test('property: an unordered array equals any permutation of itself', async (t) => {
+  fc.assert(fc.property(fc.array(json, { maxLength: 12 }), fc.nat(), (arr, seed) => {
+    const shuffled = [...arr].sort((x, y) => ((JSON.stringify(x).length + seed) % 5) - ((JSON.stringify(y).length + seed) % 5))
+    const unordered = compileCompare({ arrays: { 'body.list': 'unordered' } }).rules
+    return compare(side({ list: arr }), side({ list: shuffled }), unordered).outcome === 'match'
+  }), { numRuns: 300 })
+  t.pass('300 generated arrays')
+})
