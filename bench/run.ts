@@ -1,9 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { request } from 'undici'
+import { freePort, HAS_TASKSET, pinned, ready } from './procs.js'
 
 /**
  * `npm run bench`: direct-to-upstream, bare fastify + @fastify/http-proxy, and Ficus
@@ -32,7 +31,6 @@ const { values: opt } = parseArgs({
 
 const ROOT = join(import.meta.dirname, '..', '..')
 const DIST = join(ROOT, 'dist')
-const HAS_TASKSET = spawnSync('taskset', ['-c', '0', 'true']).status === 0
 /** wrk (apt-get install wrk) is the better load generator: autocannon needs a whole core at ~15k req/s here. */
 const HAS_WRK = spawnSync('wrk', ['--version']).error === undefined
 const CPU_LOAD = '0'
@@ -51,34 +49,9 @@ const CONFIGS: Config[] = [
 
 interface Run { name: string; round: number; rps: number; p50: number; p99: number; cpuUs: number | null; rssMb: number | null; errors: number; non2xx: number }
 
-function pinned(cpu: string, argv: string[]): [string, string[]] {
-  return HAS_TASKSET ? ['taskset', ['-c', cpu, ...argv]] : [argv[0] as string, argv.slice(1)]
-}
-
 function start(cpu: string, argv: string[], env: Record<string, string>): ChildProcess {
   const [cmd, args] = pinned(cpu, argv)
   return spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
-}
-
-/** Benchmark code, not a test: polling until the proxy answers is fine here. */
-async function ready(url: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      const r = await request(url)
-      await r.body.dump()
-      if (r.statusCode === 200) return
-    } catch { /* not up yet */ }
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  throw new Error(`${url} did not answer 200 within 30 s`)
 }
 
 /** user+system CPU time of a process, in µs (Linux /proc; null elsewhere). */

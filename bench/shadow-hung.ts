@@ -1,14 +1,13 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { parseArgs } from 'node:util'
-import { request } from 'undici'
 import { createLogger } from '../src/adapters/logger.js'
 import { createMetrics } from '../src/adapters/metrics-registry.js'
 import { parseConfig } from '../src/config/load-config.js'
 import { startFicus } from '../src/main.js'
+import { freePort, pinned, ready } from './procs.js'
 
 /**
  * `npm run bench:shadow-hung` (node --expose-gc): is shadowing to a backend that never
@@ -34,28 +33,6 @@ const ROOT = join(import.meta.dirname, '..', '..')
 const DIST = join(ROOT, 'dist')
 const gc = (globalThis as { gc?: () => void }).gc
 if (gc === undefined) throw new Error('run with node --expose-gc (npm run bench:shadow-hung does)')
-const HAS_TASKSET = spawnSync('taskset', ['-c', '0', 'true']).status === 0
-
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
-}
-
-/** Benchmark code, not a test: polling until the upstream answers is fine here. */
-async function ready(url: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      const r = await request(url)
-      await r.body.dump()
-      return
-    } catch { /* not up yet */ }
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  throw new Error(`${url} did not answer`)
-}
 
 function rssMb(): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))
@@ -71,7 +48,7 @@ interface LoadResult { rps: number; p50: number; p99: number; errors: number; no
 
 async function load(url: string): Promise<LoadResult> {
   const argv = [process.execPath, join(DIST, 'bench', 'load.js')]
-  const [cmd, args] = HAS_TASKSET ? ['taskset', ['-c', '0', ...argv]] : [argv[0] as string, argv.slice(1)]
+  const [cmd, args] = pinned('0', argv)
   const child: ChildProcess = spawn(cmd, args, {
     env: { ...process.env, URL: url, CONNECTIONS: opt.connections, AMOUNT: opt.requests },
     stdio: ['ignore', 'pipe', 'inherit']

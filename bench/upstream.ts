@@ -2,26 +2,31 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 
 /**
  * The benchmark upstream: node:http serving fixed JSON bodies of ~1 KB and ~64 KB on two
- * ports (legacy and new answer the same bytes). Env: PORTS="p1,p2"; HANG_PORTS="p3" serve
- * a backend that accepts connections and requests and never answers.
+ * ports. The second port (new) answers the same document with one value changed, so a
+ * shadow comparison takes its expensive path: both bodies parsed and walked, a divergence
+ * recorded. Env: PORTS="p1,p2"; HANG_PORTS="p3" serve a backend that accepts connections
+ * and requests and never answers.
  */
-export function jsonBody(bytes: number): Buffer {
+export function jsonBody(bytes: number, order = 42): Buffer {
   const items: { id: number; sku: string; qty: number; price: string }[] = []
   let text = ''
   for (let i = 0; ; i++) {
     items.push({ id: i, sku: `SKU-${String(i).padStart(6, '0')}`, qty: (i % 7) + 1, price: ((i * 37) % 1000 / 10).toFixed(2) })
-    const next = JSON.stringify({ order: 42, items })
+    const next = JSON.stringify({ order, items })
     if (next.length > bytes) break
     text = next
   }
   return Buffer.from(text)
 }
 
-const BODIES: Record<string, Buffer> = { '/1k.json': jsonBody(1024), '/64k.json': jsonBody(65536) }
+const BODIES: Record<string, Buffer>[] = [
+  { '/1k.json': jsonBody(1024), '/64k.json': jsonBody(65536) },
+  { '/1k.json': jsonBody(1024, 43), '/64k.json': jsonBody(65536, 43) }
+]
 
-function handler(req: IncomingMessage, res: ServerResponse): void {
+const handler = (bodies: Record<string, Buffer>) => (req: IncomingMessage, res: ServerResponse): void => {
   const path = (req.url ?? '/').split('?')[0] as string
-  const body = BODIES[path]
+  const body = bodies[path]
   if (body === undefined) {
     res.writeHead(404, { 'content-length': 0 })
     res.end()
@@ -31,8 +36,8 @@ function handler(req: IncomingMessage, res: ServerResponse): void {
   res.end(body)
 }
 
-for (const port of (process.env.PORTS ?? '').split(',').filter(Boolean)) {
-  const server = createServer(handler)
+for (const [i, port] of (process.env.PORTS ?? '').split(',').filter(Boolean).entries()) {
+  const server = createServer(handler(BODIES[Math.min(i, 1)] as Record<string, Buffer>))
   server.keepAliveTimeout = 65_000
   server.listen(Number(port), '127.0.0.1')
 }

@@ -58,6 +58,8 @@ export interface RouteSummary {
 
 /** Distinct field paths counted per route; a body with generated keys cannot grow memory past it. */
 export const MAX_FIELDS_PER_ROUTE = 500
+/** Longest field path counted (characters). */
+export const MAX_FIELD_CHARS = 300
 /** Field paths listed in a summary. */
 export const TOP_FIELDS = 10
 
@@ -101,14 +103,16 @@ export class DivergenceStore {
     const areas = new Set(result.differences.map((d) => d.area))
     for (const a of areas) s.kinds[a]++
     for (const d of result.differences) {
-      let f = s.fields.get(d.field)
+      // Field paths are data (keys); a long one is counted under its cut form.
+      const field = d.field.length <= MAX_FIELD_CHARS ? d.field : `${d.field.slice(0, MAX_FIELD_CHARS)}…`
+      let f = s.fields.get(field)
       if (f === undefined) {
         if (s.fields.size >= MAX_FIELDS_PER_ROUTE) {
           s.otherFields++
           continue
         }
         f = { count: 0, kinds: {} }
-        s.fields.set(d.field, f)
+        s.fields.set(field, f)
       }
       f.count++
       f.kinds[d.kind] = (f.kinds[d.kind] ?? 0) + 1

@@ -1,5 +1,5 @@
 import type { Difference } from './compare.js'
-import { matchesBody, type RulePath, type Seg } from './rule-path.js'
+import { formatBodyPath, matchesBody, type RulePath, type Seg } from './rule-path.js'
 
 /**
  * What a divergence sample may show of a difference (pure). Samples are read by people and
@@ -13,6 +13,8 @@ export const REDACTED = '[redacted]'
 export const SECRET_HEADERS: ReadonlySet<string> = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie'])
 /** Longest text shown for one value (characters). */
 export const MAX_VALUE_CHARS = 200
+/** Longest path shown (characters): keys are data too, and may be long. */
+export const MAX_PATH_CHARS = 300
 
 /** A difference as a sample shows it. */
 export interface ShownDifference {
@@ -24,7 +26,7 @@ export interface ShownDifference {
 }
 
 export function showDifference(d: Difference, redact: readonly RulePath[]): ShownDifference {
-  const out: { -readonly [K in keyof ShownDifference]: ShownDifference[K] } = { path: d.path, area: d.area, kind: d.kind }
+  const out: { -readonly [K in keyof ShownDifference]: ShownDifference[K] } = { path: cut(shownPath(d, redact), MAX_PATH_CHARS), area: d.area, kind: d.kind }
   const hidden = (d.area === 'header' && SECRET_HEADERS.has(d.path.slice('header.'.length))) ||
     (d.area === 'body' && redact.length > 0 && (d.at === undefined || redact.some((r) => coversPrefix(r, d.at as readonly Seg[]))))
   for (const side of ['legacy', 'new'] as const) {
@@ -33,6 +35,17 @@ export function showDifference(d: Difference, redact: readonly RulePath[]): Show
     out[side] = hidden ? REDACTED : shorten(d.at === undefined ? v : redactInside(v, d.at as Seg[], redact))
   }
   return out
+}
+
+/**
+ * The path as shown: an array item matched by a redacted key field (`arrays: { body.users:
+ * { key: email } }` with `redact: [body.**.email]`) is named `[email=[redacted]]`.
+ */
+function shownPath(d: Difference, redact: readonly RulePath[]): string {
+  const at = d.at
+  if (at === undefined || redact.length === 0 || !at.some((s) => typeof s === 'object')) return d.path
+  return formatBodyPath(at.map((s, i) =>
+    typeof s === 'object' && redact.some((r) => matchesBody(r, [...at.slice(0, i + 1), s.field])) ? { field: s.field, value: REDACTED } : s))
 }
 
 /** Whether a rule matches the path or one of its ancestors (a redacted object hides all it holds). */
@@ -66,10 +79,15 @@ function redactInside(value: unknown, at: Seg[], redact: readonly RulePath[], de
 function shorten(v: unknown): unknown {
   if (typeof v === 'string') return cut(v)
   if (v === null || typeof v !== 'object') return v
-  const text = JSON.stringify(v)
+  let text: string
+  try {
+    text = JSON.stringify(v)
+  } catch {
+    return '(too deeply nested to show)' // JSON.stringify recurses: absurd nesting exhausts the stack
+  }
   return text.length <= MAX_VALUE_CHARS ? v : cut(text)
 }
 
-function cut(s: string): string {
-  return s.length <= MAX_VALUE_CHARS ? s : `${s.slice(0, MAX_VALUE_CHARS)}… (${s.length} chars)`
+function cut(s: string, max = MAX_VALUE_CHARS): string {
+  return s.length <= max ? s : `${s.slice(0, max)}… (${s.length} chars)`
 }

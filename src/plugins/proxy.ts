@@ -74,7 +74,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
         const body = hasBody(req) ? new BodyGuard(req, limits.bodyBytes, limits.bodyIdleTimeoutMs) : null
         send(ex, req, res, decision.primary, body, undefined)
         // After the primary is on its way: a copy never goes ahead of the request a client waits for.
-        if (decision.shadow) ex.shadow = shadowing.begin(ex, req, body)
+        if (decision.shadow) ex.shadow = shadowing.begin(ex, req, res, body)
       } catch (err) {
         const e = ficusError('FICUS_ERR_INTERNAL', { cause: err })
         ex.error = e

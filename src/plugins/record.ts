@@ -16,7 +16,10 @@ export function exchangeRecorder(metrics: Metrics, log: Logger, now: () => numbe
   return function recordExchange(ex: Exchange, res: ServerResponse): void {
     if (ex.abortUpstream !== null) ex.abortUpstream(new ClientGone())
     // A shadowed request whose primary did not complete has nothing to compare.
-    ex.shadow?.abandon(res.writableFinished ? 'primary_failed' : 'client_aborted')
+    if (ex.shadow !== null) {
+      const failed = ex.error !== null || (ex.outcome !== 'ok' && ex.outcome !== 'client_aborted')
+      ex.shadow.abandon(failed ? 'primary_failed' : 'client_aborted')
+    }
     if (!res.writableFinished && (ex.outcome === 'ok' || ex.outcome === 'fallback')) ex.outcome = 'client_aborted'
     const status = ex.answered ?? (res.headersSent ? res.statusCode : CLIENT_CLOSED)
     const ms = now() - ex.start

@@ -1,5 +1,5 @@
 import { createHmac, randomBytes } from 'node:crypto'
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { promisify } from 'node:util'
 import zlib from 'node:zlib'
 import { Pool, type Dispatcher } from 'undici'
@@ -47,10 +47,6 @@ export interface ShadowOptions {
 /** Methods that are reads: their copy goes out with the primary request. */
 const READS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
 
-class ShadowTimeout extends Error {
-  override name = 'ShadowTimeout'
-  constructor () { super('the shadow backend did not answer in time') }
-}
 class ShadowTooLarge extends Error {
   override name = 'ShadowTooLarge'
   constructor () { super('the shadow response is larger than shadow.maxBodySize') }
@@ -82,18 +78,29 @@ export class Shadowing {
    * null when no copy will be made (dropped at the concurrency bound, or an upgrade).
    * `body` is the request body on its way to the primary (null without one).
    */
-  begin (ex: Exchange, req: IncomingMessage, body: BodyGuard | null): PrimaryTap | null {
-    const rule = ex.rule!
-    if (req.headers.upgrade !== undefined) return null
-    if (this.inFlight >= this.opts.limits.maxInFlight) {
-      this.unfinished(rule.name, 'skipped', 'concurrency', true)
+  begin (ex: Exchange, req: IncomingMessage, res: ServerResponse, body: BodyGuard | null): PrimaryTap | null {
+    try {
+      const rule = ex.rule!
+      if (req.headers.upgrade !== undefined) return null
+      if (res.headersSent) {
+        // The primary was refused at once (saturated): no load is added to the other side.
+        this.unfinished(rule.name, 'skipped', 'primary_failed')
+        return null
+      }
+      if (this.inFlight >= this.opts.limits.maxInFlight) {
+        this.unfinished(rule.name, 'skipped', 'concurrency', 'concurrency')
+        return null
+      }
+      this.inFlight++
+      const sx = new ShadowExchange(this, ex, req)
+      if (body !== null) body.capture(this.opts.limits.maxBodyBytes, (b) => sx.requestBody(b))
+      else sx.requestBody(null)
+      return sx
+    } catch (err) {
+      // Never the client's problem (the primary is already on its way).
+      this.opts.log.error({ err, reqId: ex.requestId }, 'shadow comparison failed')
       return null
     }
-    this.inFlight++
-    const sx = new ShadowExchange(this, ex, req)
-    if (body !== null) body.capture(this.opts.limits.maxBodyBytes, (b) => sx.requestBody(b))
-    else sx.requestBody(null)
-    return sx
   }
 
   /** The pool copies to `upstream` go through: never the primary's, so shadows cannot take its connections. */
@@ -104,8 +111,10 @@ export class Shadowing {
         connections: this.opts.limits.maxInFlight,
         pipelining: 1,
         connect: { timeout: Math.min(upstream.config.connectTimeoutMs, this.opts.limits.timeoutMs) },
-        headersTimeout: this.opts.limits.timeoutMs,
-        bodyTimeout: this.opts.limits.timeoutMs,
+        // Ficus's own timer ends a copy at shadow.timeout; undici's coarser timers (they tick
+        // every ~0.5 s) are only a backstop, set past it so the outcome is always `timeout`.
+        headersTimeout: this.opts.limits.timeoutMs + 1000,
+        bodyTimeout: this.opts.limits.timeoutMs + 1000,
         strictContentLength: true
       })
       this.pools.set(upstream.config.name, pool)
@@ -133,11 +142,14 @@ export class Shadowing {
     return key === undefined ? null : createHmac('sha256', this.secret).update(key).digest('hex').slice(0, 12)
   }
 
-  /** A shadowed request that ends without a comparison. `dropped`: a bound cut it. */
-  unfinished (route: string, outcome: 'skipped' | 'error', reason: string, dropped: boolean): void {
+  /**
+   * A shadowed request that ends without a comparison. `dropped`: the bound that cut it
+   * (concurrency, timeout, body_too_large), counted in ficus_shadow_dropped_total.
+   */
+  unfinished (route: string, outcome: 'skipped' | 'error', reason: string, dropped?: string): void {
     const { metrics, store } = this.opts
     metrics.comparisons.inc({ route, outcome })
-    if (dropped) metrics.shadowDropped.inc({ route, reason })
+    if (dropped !== undefined) metrics.shadowDropped.inc({ route, reason: dropped })
     store.unfinished(route, outcome, reason)
   }
 
@@ -187,6 +199,8 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
   private primaryOk = false
   private sent = 0
   private copyEnded = false
+  /** The outcome is in the metrics (record ran), so a later failure is not counted again. */
+  private counted = false
   private over = false
   private controller: Dispatcher.DispatchController | null = null
   private pendingAbort: Error | null = null
@@ -203,8 +217,8 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
 
   requestBody (b: Captured | null): void {
     this.guard(() => {
-      if (b === 'too_large') this.stop('skipped', 'body_too_large', true)
-      else if (b === 'failed') this.stop('skipped', 'client_aborted')
+      if (b === 'too_large') this.stop('skipped', 'body_too_large', 'body_too_large')
+      else if (b === 'failed') this.stop('skipped', 'request_body_incomplete')
       else {
         this.body = b
         this.maybeSend()
@@ -235,9 +249,11 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
 
   data (chunk: Buffer): void {
     if (this.over || this.primary.done) return
-    this.primary.keep(chunk, this.s.opts.limits.maxBodyBytes)
-    // Past the bound the body is not kept; status and headers are still compared.
-    if (this.primary.tooLarge) this.end()
+    this.guard(() => {
+      this.primary.keep(chunk, this.s.opts.limits.maxBodyBytes)
+      // Past the bound the body is not kept; status and headers are still compared.
+      if (this.primary.tooLarge) this.end()
+    })
   }
 
   end (): void {
@@ -256,7 +272,7 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
   }
 
   /** Ends without a comparison. */
-  private stop (outcome: 'skipped' | 'error', reason: string, dropped = false): void {
+  private stop (outcome: 'skipped' | 'error', reason: string, dropped?: string): void {
     if (this.over) return
     this.finish()
     this.primary.chunks = [] // the primary may stream on for a while: keep nothing
@@ -277,7 +293,7 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
     }
     headers.push('x-ficus-shadow', '1')
     this.sent = this.s.opts.now()
-    this.timer = setTimeout(() => this.abortCopy(new ShadowTimeout()), this.s.opts.limits.timeoutMs)
+    this.timer = setTimeout(() => this.deadline(), this.s.opts.limits.timeoutMs)
     this.timer.unref()
     this.s.poolFor(upstream).dispatch({
       path: this.ex.target,
@@ -285,6 +301,23 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
       headers,
       body: this.body
     }, this)
+  }
+
+  /**
+   * shadow.timeout after the copy was sent: the comparison waits no longer for either
+   * answer, so a slot is never held by a slow copy nor by a long primary stream.
+   */
+  private deadline (): void {
+    this.guard(() => {
+      this.timer = null
+      if (this.over) return
+      if (!this.copyEnded) {
+        this.copyOver(CATALOGUE.FICUS_ERR_UPSTREAM_TIMEOUT.status)
+        this.stop('error', 'timeout', 'timeout')
+      } else {
+        this.stop('skipped', 'primary_too_slow', 'timeout')
+      }
+    })
   }
 
   private abortCopy (err: Error): void {
@@ -328,9 +361,10 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
         this.maybeCompare()
         return
       }
-      if (err instanceof ShadowTimeout) {
+      const code = (err as { code?: unknown }).code
+      if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
         this.copyOver(CATALOGUE.FICUS_ERR_UPSTREAM_TIMEOUT.status)
-        this.stop('error', 'timeout', true)
+        this.stop('error', 'timeout', 'timeout')
         return
       }
       const e = toUpstreamError(err, this.shadow.status !== 0)
@@ -347,8 +381,6 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
     const labels = { route: this.ex.rule!.name, backend: this.shadowSide, role: 'shadow' as const }
     metrics.requests.inc({ ...labels, code: status })
     metrics.duration.observe(labels, ms / 1000)
-    if (this.timer !== null) clearTimeout(this.timer)
-    this.timer = null
   }
 
   /* ---------- the comparison ---------- */
@@ -362,11 +394,13 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
       .then(([a, b]) => this.record(compare(a, b, this.ex.rule!.compare.rules)))
       .catch((err: unknown) => this.crashed(err))
       .finally(() => this.release())
+      .catch(() => { /* crashed() itself failed (the logger?): nothing left to do, never an unhandled rejection */ })
   }
 
   private record (result: Comparison): void {
     const { metrics, store, log } = this.s.opts
     const rule = this.ex.rule!
+    this.counted = true
     metrics.comparisons.inc({ route: rule.name, outcome: result.outcome })
     if (result.outcome === 'skipped') {
       metrics.shadowDropped.inc({ route: rule.name, reason: result.reason })
@@ -424,7 +458,8 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
   private crashed (err: unknown): void {
     this.s.opts.log.error({ err, reqId: this.ex.requestId, route: this.ex.rule?.name }, 'shadow comparison failed')
     if (!this.over) this.finish()
-    if (!this.released) this.s.unfinished(this.ex.rule?.name ?? 'default', 'error', 'exception', false)
+    // Counted once: an exception after the outcome was recorded (building the sample) is only logged.
+    if (!this.released && !this.counted) this.s.unfinished(this.ex.rule?.name ?? 'default', 'error', 'exception')
     this.release()
   }
 }
@@ -453,7 +488,14 @@ async function decoded (side: Side, max: number): Promise<ComparedSide> {
       const opts = { maxOutputLength: max }
       if (c === 'gzip' || c === 'x-gzip') body = await gunzip(body, opts)
       else if (c === 'br') body = await brotli(body, opts)
-      else if (c === 'deflate') body = await inflate(body, opts).catch(async () => inflateRaw(body, opts))
+      // Some servers send raw deflate (no zlib header) under that name.
+      else if (c === 'deflate') {
+        const input = body
+        body = await inflate(input, opts).catch(async (err: unknown) => {
+          if ((err as { code?: string }).code !== 'Z_DATA_ERROR') throw err
+          return inflateRaw(input, opts)
+        })
+      }
       else break // an unknown coding: compared as the bytes that were sent
     }
   } catch (err) {

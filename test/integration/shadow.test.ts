@@ -1,4 +1,4 @@
-import { brotliCompressSync, gzipSync } from 'node:zlib'
+import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from 'node:zlib'
 import t from 'tap'
 import { request } from 'undici'
 import type { DivergenceSample, RouteSummary } from '../../src/adapters/divergence-store.js'
@@ -176,6 +176,18 @@ t.test('compressed answers are decoded before comparing', async (t) => {
   t.same(s?.differences, [{ path: 'body.a', area: 'body', kind: 'changed', legacy: 1, new: 2 }], 'br decoded too')
 })
 
+t.test('deflate, zlib-wrapped or raw, is decoded; past shadow.maxBodySize once decoded it is skipped', async (t) => {
+  const doc = JSON.stringify({ a: 1 })
+  const huge = JSON.stringify({ a: 'x'.repeat(8192) })
+  const { f, idle } = await shadowed(t,
+    answers({ '/z': [200, deflateSync(doc), { 'content-encoding': 'deflate' }], '/raw': [200, deflateRawSync(doc), { 'content-encoding': 'deflate' }], '/bomb': [200, deflateSync(huge), { 'content-encoding': 'deflate' }] }),
+    answers({ '/z': [200, doc], '/raw': [200, doc], '/bomb': [200, huge] }),
+    {}, { shadow: { maxBodySize: '4KiB' } })
+  for (const p of ['/z', '/raw', '/bomb']) await f.fetch(p)
+  await idle()
+  t.match(await summary(f), { comparisons: { match: 2, diverged: 0, skipped: 1 }, skipped: { body_too_large: 1 } })
+})
+
 t.test('non-JSON bodies are compared as bytes', async (t) => {
   const { f, idle } = await shadowed(t,
     answers({ '/t': [200, 'hello world', { 'content-type': 'text/plain' }] }),
@@ -221,6 +233,40 @@ t.test('a slow shadow that then answers 500: the client had its answer before th
   await idle()
   const [s] = await samples(f)
   t.same(s?.differences[0], { path: 'status', area: 'status', kind: 'changed', legacy: 200, new: 500 })
+})
+
+t.test('a primary that streams on past shadow.timeout: the comparison is given up and the slot freed', async (t) => {
+  let finish = (): void => {}
+  const { l, f, idle } = await shadowed(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.write('first part;')
+    finish = () => res.end('last part')
+  }, answers({ '/o': [200, 'other'] }), {}, { shadow: { timeout: '200ms' } })
+  const pending = f.fetch('/o')
+  await l.arrived(1) // the copy is under way from here on
+  await idle()
+  t.match(await summary(f), { comparisons: { skipped: 1 }, skipped: { primary_too_slow: 1 } })
+  t.equal(sample(await f.scrape(), 'ficus_shadow_dropped_total', { route: 'orders', reason: 'timeout' }), 1)
+  finish()
+  t.equal((await pending).text, 'first part;last part', 'the client still gets all of it')
+})
+
+t.test('a primary refused at once (saturated) is not copied', async (t) => {
+  const slow = held(answers({ '/o': [200, { ok: 1 }] }))
+  const l = await startUpstream(t, 'legacy', slow.handler)
+  const n = await startUpstream(t, 'new', answers({ '/o': [200, { ok: 1 }] }))
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: l.url, connections: 1, maxQueue: 0 }, new: { url: n.url } },
+    routes: [{ name: 'orders', match: { path: '/*' }, new: 0, shadow: 100 }]
+  })
+  const first = f.fetch('/o')
+  await l.arrived(1)
+  t.equal((await f.fetch('/o')).status, 503)
+  slow.release()
+  await first
+  await f.running.ficus.shadowing.idle()
+  t.equal(n.started(), 1, 'only the request legacy took was copied')
+  t.match(await summary(f), { comparisons: { match: 1, skipped: 1 }, skipped: { primary_failed: 1 } })
 })
 
 t.test('at the concurrency bound shadows are dropped and counted, never queued', async (t) => {
@@ -334,7 +380,8 @@ t.test('new primary: legacy gets the copy, differences are still named from lega
 t.test('an exception while comparing is counted as an error; the proxy keeps serving', async (t) => {
   // Deep enough that comparing it as an unordered array exhausts the stack.
   const deep = '['.repeat(20000) + ']'.repeat(20000)
-  const { f, idle } = await shadowed(t, answers({ '/deep': [200, deep], '/o': [200, { a: 1 }] }), answers({ '/deep': [200, deep], '/o': [200, { a: 1 }] }),
+  const deeper = `[1,${deep.slice(1)}`
+  const { f, idle } = await shadowed(t, answers({ '/deep': [200, deep], '/o': [200, { a: 1 }] }), answers({ '/deep': [200, deeper], '/o': [200, { a: 1 }] }),
     { compare: { arrays: { body: 'unordered' } } })
   const r = await f.fetch('/deep')
   t.same([r.status, r.text.length], [200, deep.length])
@@ -363,6 +410,30 @@ t.test('samples are redacted: credential headers always, and the route\'s redact
   t.same(by['body.user.card'], { path: 'body.user.card', area: 'body', kind: 'missing', legacy: { pan: '[redacted]' } }, 'inside a value too')
   t.match(by['body.user.name'], { legacy: 'a', new: 'b' }, 'the rest stays readable')
   t.notOk(/abc|def|a@x|b@x|4111|t1|t2/.test(JSON.stringify(s)))
+})
+
+t.test('an array keyed by a redacted field does not show the key in paths', async (t) => {
+  const { f, idle } = await shadowed(t,
+    answers({ '/u': [200, { users: [{ email: 'ada@corp', plan: 'gold' }] }] }),
+    answers({ '/u': [200, { users: [{ email: 'ada@corp', plan: 'free' }] }] }),
+    { compare: { arrays: { 'body.users': { key: 'email' } }, redact: ['body.**.email'] } })
+  await f.fetch('/u')
+  await idle()
+  const [s] = await samples(f)
+  t.same(paths(s), ['body.users[email=[redacted]].plan'])
+  t.notOk(JSON.stringify(await summary(f)).includes('ada@corp'), 'nor in field counts')
+})
+
+t.test('a difference too deeply nested to show is still one diverged comparison', async (t) => {
+  const deep = `{"x":${'['.repeat(200_000)}${']'.repeat(200_000)}}`
+  const { f, idle } = await shadowed(t, answers({ '/d': [200, deep] }), answers({ '/d': [200, { y: 1 }] }))
+  await f.fetch('/d')
+  await idle()
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'diverged' }), 1)
+  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'error' }), undefined, 'not counted twice')
+  const [s] = await samples(f)
+  t.match(s?.differences.find((d) => d.path === 'body.x'), { kind: 'missing', legacy: '(too deeply nested to show)' })
 })
 
 t.test('the sample ring keeps the newest per route; the admin API checks its input', async (t) => {
