@@ -1,7 +1,10 @@
 import { performance } from 'node:perf_hooks'
 import Fastify, { LogController, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify'
 import type { Logger } from './adapters/logger.js'
+import { AuditLog } from './adapters/audit-log.js'
 import { DivergenceStore } from './adapters/divergence-store.js'
+import { readState } from './adapters/state-file.js'
+import { ControlPlane } from './control-plane.js'
 import { createMetrics, type Metrics } from './adapters/metrics-registry.js'
 import { closeUpstreams, createUpstreams, type Upstreams } from './adapters/upstreams.js'
 import type { Config } from './config/schema.js'
@@ -40,6 +43,13 @@ export interface Ficus {
   readonly upstreams: Upstreams
   readonly shadowing: Shadowing
   readonly divergences: DivergenceStore
+  readonly control: ControlPlane
+  readonly audit: AuditLog
+}
+
+/** The audit log's file: next to the state file (`ficus-state.json` → `ficus-state.audit.jsonl`). */
+export function auditFileOf(state: string): string {
+  return `${state.replace(/\.json$/i, '')}.audit.jsonl`
 }
 
 /** How often Node checks request head/body timeouts, in ms (Node's default of 30 s makes a 10 s limit fire at up to 40 s). */
@@ -63,10 +73,10 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   const shadowing = new Shadowing({ upstreams, limits: config.shadow, metrics, store: divergences, log: logger, now })
 
   metrics.buildInfo.set({ version: VERSION }, 1)
-  for (const r of [...config.routes, config.defaultRoute]) {
-    metrics.newPercent.set({ route: r.name }, r.new)
-    metrics.shadowPercent.set({ route: r.name }, r.shadow)
-  }
+  // Runtime overrides from the state file win over routes.yaml (a corrupt file stops start-up).
+  const state = config.state === undefined ? { version: 1 as const, routes: {} } : await readState(config.state)
+  const audit = await AuditLog.open(config.state === undefined ? undefined : auditFileOf(config.state))
+  const control = new ControlPlane(config, table, state.routes, audit, metrics, logger)
 
   const edge: EdgeDeps = { metrics, limits, now, record: exchangeRecorder(metrics, logger, now) }
   const traffic = Fastify({
@@ -104,7 +114,8 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   })
   await admin.register(metricsEndpoint, { metrics })
   await admin.register(healthEndpoint, { health })
-  await admin.register(adminApi, { token: config.admin.token, table, divergences })
+  await admin.register(adminApi, { tokens: config.admin.tokens, table, divergences, control, audit })
+  admin.addHook('onClose', async () => { await audit.close() })
 
-  return { traffic, admin, health, metrics, table, upstreams, shadowing, divergences }
+  return { traffic, admin, health, metrics, table, upstreams, shadowing, divergences, control, audit }
 }

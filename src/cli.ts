@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
 import { AdminCallError, DEFAULT_ADMIN_URL } from './commands/admin-client.js'
+import { auditCommand, rollbackCommand, setCommand, statusCommand } from './commands/control.js'
 import { divergencesCommand } from './commands/divergences.js'
 import { ConfigError, formatProblem, loadConfig } from './config/load-config.js'
 import { runFicus } from './main.js'
@@ -9,16 +10,27 @@ import { VERSION } from './version.js'
 const USAGE = `Usage: ficus <command> [options]
 
 Commands:
-  start [--config <file>]   Run the proxy (default config: routes.yaml)
+  start [--config <file>] [--reset-state]
+                            Run the proxy (default config: routes.yaml); --reset-state moves
+                            an unreadable state file aside and starts from routes.yaml
   check <file>              Validate a routes.yaml; exit 1 listing every problem
+
+  Talking to a running Ficus (admin API):
+  status                    Routes: new %, shadow %, source, requests/s by backend, divergence
+  set <route> --new N [--shadow N] [--clear] [--reason text]
+                            Change a route at runtime (kept across restarts); --clear returns
+                            to routes.yaml's values
+  rollback <route> | --all [--reason text]
+                            new: 0 for one route or every route, effective for the next request
+  audit [--limit N]         Who changed what, when and why (and refused attempts)
   divergences [<route>]     How often shadowed responses differ, per route; with a route,
-                            the fields that differ most (--json: the admin API's answer)
+                            the fields that differ most
 
 Options:
   -c, --config <file>       Config file for start (or FICUS_CONFIG)
       --admin-url <url>     Admin API of a running Ficus (or FICUS_ADMIN_URL; default ${DEFAULT_ADMIN_URL})
       --token <token>       Admin token (or FICUS_ADMIN_TOKEN)
-      --json                Machine-readable output
+      --json                Machine-readable output (the admin API's answer)
   -h, --help                This help
   -v, --version             Print the version
 
@@ -38,6 +50,13 @@ async function cli(argv: string[]): Promise<number> {
         'admin-url': { type: 'string' },
         token: { type: 'string' },
         json: { type: 'boolean' },
+        new: { type: 'string' },
+        shadow: { type: 'string' },
+        clear: { type: 'boolean' },
+        reason: { type: 'string' },
+        all: { type: 'boolean' },
+        limit: { type: 'string' },
+        'reset-state': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' }
       }
@@ -61,7 +80,7 @@ async function cli(argv: string[]): Promise<number> {
       if (rest.length > 0) return usage(`unexpected argument: ${rest[0]}`)
       const file = values.config ?? process.env.FICUS_CONFIG ?? 'routes.yaml'
       try {
-        await runFicus(file)
+        await runFicus(file, process.env, { resetState: values['reset-state'] === true })
       } catch (err) {
         return reportConfigError(err)
       }
@@ -78,11 +97,44 @@ async function cli(argv: string[]): Promise<number> {
         return reportConfigError(err)
       }
     }
-    case 'divergences': {
-      if (rest.length > 1) return usage(`unexpected argument: ${rest[1]}`)
+    case 'status': case 'set': case 'rollback': case 'audit': case 'divergences': {
       const target = { url: values['admin-url'] ?? process.env.FICUS_ADMIN_URL ?? DEFAULT_ADMIN_URL, token: values.token ?? process.env.FICUS_ADMIN_TOKEN }
+      const json = values.json === true
+      let run: () => Promise<string>
+      if (command === 'status') {
+        if (rest.length > 0) return usage(`unexpected argument: ${rest[0]}`)
+        run = () => statusCommand(target, json, 1000, (ms) => new Promise((resolve) => setTimeout(resolve, ms)))
+      } else if (command === 'set') {
+        if (rest.length !== 1) return usage('set needs one route: ficus set <route> --new N [--shadow N] [--reason text]')
+        const change: { new?: number | null; shadow?: number | null; reason?: string } = {}
+        if (values.clear === true) {
+          if (values.new !== undefined || values.shadow !== undefined) return usage('--clear clears both overrides; give it alone')
+          change.new = null
+          change.shadow = null
+        }
+        for (const k of ['new', 'shadow'] as const) {
+          const v = values[k]
+          if (v === undefined) continue
+          if (!/^\d+(\.\d+)?$/.test(v)) return usage(`--${k} must be a number from 0 to 100`)
+          change[k] = Number(v)
+        }
+        if (change.new === undefined && change.shadow === undefined) return usage('set needs --new, --shadow or --clear')
+        if (values.reason !== undefined) change.reason = values.reason
+        run = () => setCommand(target, rest[0] as string, change, json)
+      } else if (command === 'rollback') {
+        if (values.all === true ? rest.length > 0 : rest.length !== 1) return usage('rollback takes one route, or --all: ficus rollback <route> | --all [--reason text]')
+        run = () => rollbackCommand(target, rest[0], values.reason, json)
+      } else if (command === 'audit') {
+        if (rest.length > 0) return usage(`unexpected argument: ${rest[0]}`)
+        const limit = Number(values.limit ?? 20)
+        if (!Number.isInteger(limit) || limit < 1 || limit > 1000) return usage('--limit must be an integer from 1 to 1000')
+        run = () => auditCommand(target, limit, json)
+      } else {
+        if (rest.length > 1) return usage(`unexpected argument: ${rest[1]}`)
+        run = () => divergencesCommand(target, rest[0], json)
+      }
       try {
-        process.stdout.write(await divergencesCommand(target, rest[0], values.json === true))
+        process.stdout.write(await run())
         return 0
       } catch (err) {
         if (!(err instanceof AdminCallError)) throw err

@@ -44,6 +44,8 @@ export const CATALOGUE = {
   FICUS_ERR_UNKNOWN_ROUTE: { status: 404, reason: 'unknown_route', message: 'No route has that name' },
   FICUS_ERR_BAD_ADMIN_REQUEST: { status: 400, reason: 'bad_admin_request', message: 'The admin request is invalid' },
   FICUS_ERR_ADMIN_NOT_FOUND: { status: 404, reason: 'not_found', message: 'No such admin endpoint' },
+  FICUS_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, reason: 'unsupported_media_type', message: 'Admin changes take a JSON body (Content-Type: application/json)' },
+  FICUS_ERR_STATE_WRITE: { status: 503, reason: 'state_write', message: 'The change could not be saved, so it was not made' },
 
   // ---- Ficus itself ----
   FICUS_ERR_INTERNAL: { status: 500, reason: 'internal', message: 'Ficus failed to handle the request' }

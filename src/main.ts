@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net'
 import { createLogger, type Logger } from './adapters/logger.js'
+import { moveAside, StateError } from './adapters/state-file.js'
 import { buildApp, type Deps, type Ficus } from './app.js'
 import { loadConfig } from './config/load-config.js'
 import type { Config } from './config/schema.js'
@@ -62,9 +63,14 @@ function urlOf(a: AddressInfo): string {
  * `ficus start`: the only place that listens to signals and exits. Exit codes:
  * 0 stopped cleanly, 1 could not start (bad config, port taken) or crashed.
  */
-export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = process.env, opts: { resetState?: boolean } = {}): Promise<void> {
   const config = await loadConfig(configPath, env)
   const logger = createLogger(env.FICUS_LOG_LEVEL ?? config.log.level)
+  let aside: string | null = null
+  if (opts.resetState === true && config.state !== undefined) {
+    aside = await moveAside(config.state)
+    logger.warn({ state: config.state, movedTo: aside }, aside === null ? '--reset-state: there was no state file' : '--reset-state: the state file was moved aside; routes.yaml\'s percentages are in effect')
+  }
   const exit = (code: number): never => {
     logger.flush()
     process.exit(code)
@@ -76,6 +82,9 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
   let running: Running
   try {
     running = await startFicus(config, { logger })
+    if (aside !== null) {
+      await running.ficus.audit.append({ time: new Date().toISOString(), who: 'local', action: 'reset-state', route: null, reason: null, detail: `state file moved to ${aside}` })
+    }
   } catch (err) {
     logger.fatal({ err: describe(err) }, 'could not start')
     exit(1)
@@ -97,6 +106,7 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
 }
 
 function describe(err: unknown): unknown {
+  if (err instanceof StateError) return { code: err.code, message: err.message }
   const e = err as NodeJS.ErrnoException
   if (e.code === 'EADDRINUSE') return { code: e.code, message: `address already in use: ${(e as { address?: string }).address ?? ''}:${(e as { port?: number }).port ?? ''}` }
   return err

@@ -74,6 +74,12 @@ export function createMetrics(register: Registry = new Registry()) {
       labelNames: ['route', 'reason'] as const,
       registers
     }),
+    rollbacks: new Counter({
+      name: 'ficus_rollbacks_total',
+      help: 'Rollbacks to new: 0, per route, by trigger (manual: admin API or CLI)',
+      labelNames: ['route', 'trigger'] as const,
+      registers
+    }),
     newPercent: new Gauge({
       name: 'ficus_route_new_percent',
       help: 'Configured share of users served by new, per route (0-100)',

@@ -17,6 +17,16 @@ export class AdminCallError extends Error {
 
 /** GETs a JSON document from the admin API; throws AdminCallError saying what went wrong. */
 export async function adminGet(target: AdminTarget, path: string): Promise<unknown> {
+  return adminCall(target, 'GET', path)
+}
+
+/** GETs a text document (/metrics). */
+export async function adminText(target: AdminTarget, path: string): Promise<string> {
+  return adminCall(target, 'GET', path, undefined, true) as Promise<string>
+}
+
+/** Calls the admin API with a JSON body (PATCH, POST); `raw` returns the text unparsed. */
+export async function adminCall(target: AdminTarget, method: 'GET' | 'PATCH' | 'POST', path: string, payload?: unknown, raw = false): Promise<unknown> {
   let url: URL
   try {
     url = new URL(path, target.url)
@@ -25,14 +35,19 @@ export async function adminGet(target: AdminTarget, path: string): Promise<unkno
   }
   const headers: Record<string, string> = { accept: 'application/json' }
   if (target.token !== undefined && target.token !== '') headers.authorization = `Bearer ${target.token}`
+  if (payload !== undefined) headers['content-type'] = 'application/json'
   let res
   try {
-    res = await request(url, { headers, headersTimeout: 10_000, bodyTimeout: 10_000 })
+    res = await request(url, { method, headers, body: payload === undefined ? undefined : JSON.stringify(payload), headersTimeout: 10_000, bodyTimeout: 10_000 })
   } catch (err) {
     const code = (err as { code?: string }).code ?? (err as Error).message
     throw new AdminCallError(`cannot reach the Ficus admin API at ${url.origin} (${code}); is Ficus running? set --admin-url or FICUS_ADMIN_URL`)
   }
   const text = await res.body.text()
+  if (raw) {
+    if (res.statusCode >= 400) throw new AdminCallError(`${url.origin}${path} answered ${res.statusCode}`)
+    return text
+  }
   let body: unknown
   try {
     body = JSON.parse(text)

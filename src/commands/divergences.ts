@@ -51,7 +51,7 @@ function counts(m: Readonly<Record<string, number | undefined>>): string {
   return Object.entries(m).sort((a, b) => (b[1] ?? 0) - (a[1] ?? 0)).map(([k, n]) => `${k} ${n ?? 0}`).join(', ')
 }
 
-function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
+export function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)))
   const line = (cells: readonly string[]): string => cells.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd()
   return [line(head), ...rows.map(line)].join('\n') + '\n'

@@ -8,7 +8,7 @@ import { parsePattern } from '../core/path-pattern.js'
 import type { PathPattern, RouteRule, StickySpec } from '../core/types.js'
 import { DEFAULT_ROUTE, DEFAULTS } from './defaults.js'
 import { expandRefs, protectRefs } from './expand-env.js'
-import { ConfigSchema, NAME_MESSAGE, RouteSchema, type Config, type RawConfig, type RawRoute, type UpstreamConfig } from './schema.js'
+import { ConfigSchema, NAME_MESSAGE, RouteSchema, type AdminToken, type Config, type RawConfig, type RawRoute, type UpstreamConfig } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
 
 type Path = readonly (string | number)[]
@@ -215,6 +215,13 @@ function crossCheck(data: Partial<RawConfig>, report: Report): void {
   if (head !== undefined && whole !== undefined && head > whole) {
     report(['limits', 'headTimeout'], `must not be longer than limits.requestTimeout (${data.limits?.requestTimeout ?? DEFAULTS.limits.requestTimeout})`)
   }
+  // The admin API changes traffic: reachable from elsewhere only behind a token.
+  const adminHost = typeof data.admin?.host === 'string' ? data.admin.host : DEFAULTS.admin.host
+  if (!isLoopback(adminHost) && adminTokens(data.admin).length === 0) {
+    report(['admin', 'host'], `${adminHost} is not a loopback address: set admin.token (or admin.tokens) so the admin API cannot be used by anyone who reaches the port`)
+  }
+  const tokens = adminTokens(data.admin)
+  if (new Set(tokens.map((x) => x.token)).size < tokens.length) report(['admin', 'tokens'], 'two names share one token: the audit log could not tell who acted')
   const listenPort = data.listen?.port ?? DEFAULTS.listen.port
   const adminPort = data.admin?.port ?? DEFAULTS.admin.port
   if (listenPort === adminPort && listenPort !== 0) report(['admin', 'port'], `must differ from listen.port (${listenPort})`)
@@ -247,6 +254,21 @@ function crossCheck(data: Partial<RawConfig>, report: Report): void {
     }
   })
   for (const p of checkRoutes(rules)) report(['routes', index[p.index] as number, p.field], p.message.replace(/routes\[(\d+)\]/g, (_, j: string) => `routes[${index[Number(j)]}]`))
+}
+
+/** admin.token (as `admin`) and admin.tokens, empty values left out (`${TOKEN:-}` unset means none). */
+function adminTokens(admin: Partial<NonNullable<RawConfig['admin']>> | undefined): AdminToken[] {
+  const out: AdminToken[] = []
+  if (typeof admin?.token === 'string' && admin.token !== '') out.push({ name: 'admin', token: admin.token })
+  if (isObject(admin?.tokens)) {
+    for (const [name, token] of Object.entries(admin.tokens)) if (typeof token === 'string' && token !== '') out.push({ name, token })
+  }
+  return out
+}
+
+/** 127.0.0.0/8, ::1 and localhost. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -293,7 +315,8 @@ function build(raw: RawConfig, file: string): Config {
     admin: {
       host: raw.admin?.host ?? DEFAULTS.admin.host,
       port: raw.admin?.port ?? DEFAULTS.admin.port,
-      token: raw.admin?.token === '' ? undefined : raw.admin?.token
+      token: raw.admin?.token === '' ? undefined : raw.admin?.token,
+      tokens: adminTokens(raw.admin)
     },
     upstreams,
     routes,

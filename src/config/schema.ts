@@ -74,7 +74,9 @@ export const ConfigSchema = Type.Object({
   admin: Type.Optional(Type.Object({
     host: Type.Optional(Host),
     port: Type.Optional(Port),
-    token: Type.Optional(Type.String())
+    token: Type.Optional(Type.String()),
+    /** Named tokens: the name is who the audit log says made a change. */
+    tokens: Type.Optional(Type.Record(Name, Type.String(), { additionalProperties: false }))
   }, { additionalProperties: false })),
   upstreams: Type.Record(Name, UpstreamSchema, { minProperties: 1, additionalProperties: false }),
   backends: Type.Optional(Backends),
@@ -150,11 +152,23 @@ export interface ShadowLimits {
   readonly samples: number
 }
 
+export interface AdminToken {
+  readonly name: string
+  readonly token: string
+}
+
 export interface Config {
   /** The file it was read from, as given. */
   readonly file: string
   readonly listen: { readonly host: string; readonly port: number }
-  readonly admin: { readonly host: string; readonly port: number; readonly token: string | undefined }
+  readonly admin: {
+    readonly host: string
+    readonly port: number
+    /** `admin.token`, when set (its name in the audit log is `admin`). */
+    readonly token: string | undefined
+    /** Every accepted token with its name (admin.token as `admin`, then admin.tokens); empty = no auth. */
+    readonly tokens: readonly AdminToken[]
+  }
   readonly upstreams: Readonly<Record<string, UpstreamConfig>>
   readonly routes: readonly RouteRule[]
   /** The pseudo-route `default` for unmatched requests. */

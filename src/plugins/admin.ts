@@ -2,15 +2,28 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import type { AuditLog } from '../adapters/audit-log.js'
 import type { DivergenceStore } from '../adapters/divergence-store.js'
+import type { AdminToken } from '../config/schema.js'
+import { ControlError, type ControlPlane } from '../control-plane.js'
+import { parsePatch } from '../core/overrides.js'
 import { CATALOGUE, type ErrorCode } from '../errors.js'
 import type { RouteTableRef } from './route-table.js'
 
 export interface AdminOptions {
-  /** Bearer token every `/admin/*` call must carry; undefined = none configured. */
-  readonly token: string | undefined
+  /** Tokens accepted on `/admin/*` (the name is who the audit log names); empty = none configured. */
+  readonly tokens: readonly AdminToken[]
   readonly table: RouteTableRef
   readonly divergences: DivergenceStore
+  readonly control: ControlPlane
+  readonly audit: AuditLog
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who is calling the admin API: a token's name, or `local` when none is configured. */
+    adminCaller: string
+  }
 }
 
 /** Samples a single call returns at most. */
@@ -23,27 +36,48 @@ const SamplesQuery = Type.Object({
 const SummaryQuery = Type.Object({
   route: Type.Optional(Type.String({ minLength: 1 }))
 }, { additionalProperties: false })
+const AuditQuery = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: MAX_LIMIT, default: 50 })
+}, { additionalProperties: false })
+const RouteParams = Type.Object({ name: Type.String() })
+
+/** Methods that change something: JSON bodies only, refusals audited. */
+const READ_METHODS = new Set(['GET', 'HEAD'])
 
 /**
  * The admin API under `/admin` (DESIGN.md "Admin port"): JSON only, errors from the
- * catalogue, and, when `admin.token` is set, a bearer token on every call (compared in
- * constant time). /metrics, /healthz and /readyz stay open for scrapers and probes.
+ * catalogue, and, when tokens are configured, a bearer token on every call (compared in
+ * constant time; a refused change is audited). /metrics, /healthz and /readyz stay open
+ * for scrapers and probes.
  */
 async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void> {
-  const { table, divergences } = opts
-  const expected = opts.token === undefined ? null : digest(opts.token)
+  const { table, divergences, control, audit } = opts
+  const tokens = opts.tokens.map((t) => ({ name: t.name, digest: digest(t.token) }))
+  fastify.decorateRequest('adminCaller', 'local')
 
   await fastify.register(async (api) => {
     api.addHook('onRequest', async (request, reply) => {
-      if (expected === null) return
-      const m = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? '')
-      if (m === null || !timingSafeEqual(digest(m[1] as string), expected)) {
-        reply.header('www-authenticate', 'Bearer realm="ficus-admin"')
-        return fail(reply, 'FICUS_ERR_UNAUTHORIZED')
+      if (tokens.length > 0) {
+        const caller = callerOf(request.headers.authorization, tokens)
+        if (caller === null) {
+          reply.header('www-authenticate', 'Bearer realm="ficus-admin"')
+          if (!READ_METHODS.has(request.method)) await control.refused(`${request.method} ${request.url.split('?')[0] ?? ''} from ${request.ip}`)
+          return fail(reply, 'FICUS_ERR_UNAUTHORIZED')
+        }
+        request.adminCaller = caller
+      }
+      // A browser form or a text body never changes traffic (and cannot be sent cross-site
+      // without a CORS preflight as JSON).
+      const type = request.headers['content-type']
+      if (!READ_METHODS.has(request.method) && hasBody(request.headers) && !/^application\/json\s*(;|$)/i.test(type ?? '')) {
+        return fail(reply, 'FICUS_ERR_UNSUPPORTED_MEDIA_TYPE', `got ${type === undefined ? 'no Content-Type' : `Content-Type: ${type}`}`)
       }
     })
     api.setErrorHandler((err: FastifyError, _request, reply) => {
+      if (err instanceof ControlError) return fail(reply, err.code, err.detail)
       if (err.validation !== undefined) return fail(reply, 'FICUS_ERR_BAD_ADMIN_REQUEST', validationDetail(err))
+      if (err.statusCode === 415) return fail(reply, 'FICUS_ERR_UNSUPPORTED_MEDIA_TYPE', err.message)
+      if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) return fail(reply, 'FICUS_ERR_BAD_ADMIN_REQUEST', err.message)
       api.log.error({ err }, 'admin request failed')
       return fail(reply, 'FICUS_ERR_INTERNAL')
     })
@@ -56,6 +90,38 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
       void fail(reply, 'FICUS_ERR_UNKNOWN_ROUTE', `no route named "${route}" (routes: ${t.routes.map((r) => r.name).join(', ')})`)
       return false
     }
+
+    /** Every route with its effective new/shadow, where each comes from, and its last change. */
+    api.get('/routes', async () => ({ routes: control.routes() }))
+
+    /** Sets or clears (null) a route's overrides: `{ new?, shadow?, reason? }`. */
+    api.patch('/routes/:name', { schema: { params: RouteParams } }, async (request: FastifyRequest) => {
+      const { name } = request.params as Static<typeof RouteParams>
+      const parsed = parsePatch(request.body)
+      if ('problems' in parsed) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', parsed.problems.join('; '))
+      return { route: await control.patch(name, parsed.patch, request.adminCaller) }
+    })
+
+    /** `new: 0` for one route (`{ route }`) or every route (`{}`), effective for the next request. */
+    api.post('/rollback', async (request: FastifyRequest) => {
+      const body = (request.body ?? {}) as Record<string, unknown>
+      const problems: string[] = []
+      if (typeof body !== 'object' || Array.isArray(body)) problems.push('the body must be a JSON object like {"route": "orders", "reason": "…"}')
+      else {
+        for (const k of Object.keys(body)) if (k !== 'route' && k !== 'reason') problems.push(`unknown field "${k}" (fields: route, reason)`)
+        if (body.route !== undefined && typeof body.route !== 'string') problems.push('route must be a route name')
+        if (body.reason !== undefined && (typeof body.reason !== 'string' || body.reason.length > 500)) problems.push('reason must be a text of at most 500 characters')
+      }
+      if (problems.length > 0) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', problems.join('; '))
+      const routes = await control.rollback(body.route as string | undefined, (body.reason as string | undefined) ?? null, request.adminCaller)
+      return { routes }
+    })
+
+    /** The audit log, newest first. */
+    api.get('/audit', { schema: { querystring: AuditQuery } }, async (request: FastifyRequest) => {
+      const q = request.query as Static<typeof AuditQuery>
+      return { entries: audit.latest(q.limit) }
+    })
 
     /** Recent divergence samples, newest first. */
     api.get('/divergences', { schema: { querystring: SamplesQuery } }, async (request: FastifyRequest, reply) => {
@@ -87,6 +153,21 @@ function validationDetail(err: FastifyError): string {
     const name = v.instancePath.replace(/^\//, '').replace(/\//g, '.')
     return name === '' ? `${v.message ?? 'is invalid'}` : `${name}: ${v.message ?? 'is invalid'}`
   }).join('; ')
+}
+
+/** The name of the token the caller presented, or null. Every token is compared (constant time, no early exit). */
+function callerOf(header: string | undefined, tokens: readonly { name: string; digest: Buffer }[]): string | null {
+  const m = /^Bearer +(\S+) *$/i.exec(header ?? '')
+  if (m === null) return null
+  const presented = digest(m[1] as string)
+  let found: string | null = null
+  for (const t of tokens) if (timingSafeEqual(presented, t.digest)) found ??= t.name
+  return found
+}
+
+function hasBody(headers: FastifyRequest['headers']): boolean {
+  const length = headers['content-length']
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
 function digest(s: string): Buffer {

@@ -122,3 +122,73 @@ t.test('ficus divergences: a table per route, one route in detail, --json, and c
   const extra = run(t, CLI, ['divergences', 'a', 'b'])
   t.equal(await extra.exited, 2)
 })
+
+t.test('ficus set, rollback, status and audit against a running Ficus', async (t) => {
+  const { startTestFicus } = await import('../helpers/ficus.js')
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const f = await startTestFicus(t, {
+    admin: { host: '127.0.0.1', port: 0, tokens: { release: 'tok-r' } },
+    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
+    routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0 }, { name: 'rest', match: { path: '/*' }, new: 100 }]
+  })
+  const env = { FICUS_ADMIN_URL: f.adminUrl, FICUS_ADMIN_TOKEN: 'tok-r' }
+  const cli = async (...args: string[]): Promise<{ code: number | null; out: string; err: string }> => {
+    const p = run(t, CLI, args, env)
+    const code = await p.exited
+    return { code, out: p.stdout, err: p.stderr }
+  }
+  t.same(await cli('set', 'orders', '--new', '25', '--reason', 'ramp'), { code: 0, out: 'orders: new 25 % (override), shadow 0 % (file)\n', err: '' })
+  t.same(await cli('rollback', 'rest', '--reason', 'errors'), { code: 0, out: 'rest: rolled back, new 0 %\n', err: '' })
+  for (let i = 0; i < 3; i++) await f.fetch('/orders/1', { headers: { 'x-user-id': `u${i}` } })
+
+  const status = await cli('status')
+  t.equal(status.code, 0)
+  const rows = status.out.trim().split('\n').map((l) => l.split(/\s{2,}/))
+  t.same(rows[0], ['ROUTE', 'NEW', 'SHADOW', 'SOURCE', 'LEGACY REQ/S', 'NEW REQ/S', 'DIVERGENCE', 'LAST CHANGE'])
+  t.match(rows[1], ['orders', '25 %', '0 %', 'override', /^\d+\.\d$/, /^\d+\.\d$/, '-', /release: ramp$/])
+  t.match(rows[2], ['rest', '0 %', '0 %', 'override'])
+  t.match(rows[3], ['default', '0 %', '0 %', 'file'])
+  const json = await cli('status', '--json')
+  t.match(JSON.parse(json.out), { routes: [{ name: 'orders', new: { value: 25, source: 'override' }, requestsPerSecond: { legacy: Number, new: Number } }] })
+
+  const audit = await cli('audit', '--limit', '5')
+  t.equal(audit.code, 0)
+  t.match(audit.out, /^TIME\s+WHO\s+ACTION\s+ROUTE\s+CHANGE\s+REASON\n\S+\s+release\s+rollback\s+rest\s+new 100→0, shadow 0→0\s+errors\n\S+\s+release\s+set\s+orders\s+new 0→25, shadow 0→0\s+ramp\n$/)
+  t.same(await cli('set', 'orders', '--clear'), { code: 0, out: 'orders: new 0 % (file), shadow 0 % (file)\n', err: '' })
+
+  const bad = await cli('set', 'orders', '--new', '250')
+  t.equal(bad.code, 1)
+  t.match(bad.err, /^ficus: The admin request is invalid: new must be an integer from 0 to 100.*\[FICUS_ERR_BAD_ADMIN_REQUEST\]\n$/)
+  t.match(await cli('rollback', 'nope'), { code: 1, err: /no route named "nope"/ })
+  const noToken = run(t, CLI, ['rollback', '--all'], { FICUS_ADMIN_URL: f.adminUrl, FICUS_ADMIN_TOKEN: '' })
+  t.equal(await noToken.exited, 1)
+  t.match(noToken.stderr, /FICUS_ERR_UNAUTHORIZED/)
+  for (const args of [['set', 'orders'], ['set', 'orders', '--new', 'five'], ['set', 'orders', '--clear', '--new', '5'], ['rollback'], ['rollback', 'a', '--all'], ['audit', '--limit', '0'], ['status', 'x']]) {
+    t.equal((await cli(...args)).code, 2, args.join(' '))
+  }
+})
+
+t.test('ficus start with a corrupt state file exits 1; --reset-state moves it aside and starts', async (t) => {
+  const { writeFile, readFile, readdir } = await import('node:fs/promises')
+  const dir = t.testdir()
+  const legacy = await startUpstream(t, 'legacy')
+  const config = join(dir, 'routes.yaml')
+  await writeFile(config, (await readFile(join(ROOT, 'routes.yaml'), 'utf8')).replace('exposeBackend: true', 'exposeBackend: true\nstate: ./state.json'))
+  await writeFile(join(dir, 'state.json'), 'not json')
+  const env = { FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: legacy.url, FICUS_LOG_LEVEL: 'info' }
+  const refused = run(t, CLI, ['start', '--config', config], env)
+  t.equal(await refused.exited, 1)
+  t.match(refused.stdout, /state\.json: is not valid JSON.*--reset-state.*"code":"FICUS_ERR_STATE_INVALID"/)
+  t.notMatch(refused.stdout, /ficus listening/)
+
+  const reset = run(t, CLI, ['start', '--config', config, '--reset-state'], env)
+  const out = await reset.waitFor(/"msg":"ficus listening"/)
+  t.match(out, /--reset-state: the state file was moved aside/)
+  t.match((await readdir(dir)).join(' '), /state\.json\.reset-\d{4}-/)
+  const admin = (JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { admin: string }).admin
+  const audit = await (await request(`${admin}/admin/audit`)).body.json() as { entries: { action: string; detail: string }[] }
+  t.match(audit.entries[0], { action: 'reset-state', detail: /state\.json\.reset-/ })
+  reset.child.kill('SIGTERM')
+  t.equal(await reset.exited, 0)
+})

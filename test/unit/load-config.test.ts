@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import t from 'tap'
 import { ConfigError, loadConfig, parseConfig } from '../../src/config/load-config.js'
+import { NAME_MESSAGE } from '../../src/config/schema.js'
 
 const fixture = (name: string): string => join(import.meta.dirname, '..', 'fixtures', 'routes', name)
 
@@ -18,7 +19,7 @@ async function problems(file: string, env: Record<string, string> = {}): Promise
 t.test('a minimal file gets the documented defaults', async (t) => {
   const c = await loadConfig(fixture('valid-minimal.yaml'), {})
   t.same(c.listen, { host: '0.0.0.0', port: 8080 })
-  t.same(c.admin, { host: '127.0.0.1', port: 9090, token: undefined })
+  t.same(c.admin, { host: '127.0.0.1', port: 9090, token: undefined, tokens: [] })
   t.same(c.upstreams.legacy, {
     name: 'legacy', origin: 'http://legacy.internal:8080', authority: 'legacy.internal:8080',
     timeoutMs: 30_000, connectTimeoutMs: 5_000, bodyTimeoutMs: 30_000, connections: 128, maxQueue: 512, hostHeader: 'preserve'
@@ -39,6 +40,7 @@ t.test('a full file: every key read, env expanded, per-route overrides applied',
   const c = await loadConfig(fixture('valid-full.yaml'), { LEGACY_URL: 'http://10.0.0.5:8080', PORT: '8181', FICUS_ADMIN_TOKEN: 'tok' })
   t.equal(c.listen.port, 8181, '${PORT:-8080} is the number 8181')
   t.equal(c.admin.token, 'tok')
+  t.same(c.admin.tokens, [{ name: 'admin', token: 'tok' }])
   t.equal(c.upstreams.monolith?.origin, 'http://10.0.0.5:8080')
   t.same([c.upstreams.monolith?.timeoutMs, c.upstreams.monolith?.connectTimeoutMs, c.upstreams.monolith?.bodyTimeoutMs], [30_000, 2_000, 60_000])
   t.same([c.upstreams.monolith?.connections, c.upstreams.monolith?.maxQueue], [64, 100])
@@ -226,4 +228,13 @@ t.test('shadow bounds and compare rules', async (t) => {
     'shadow.timeout: must be a duration like 500ms, 30s or 2m'
   ])
   t.same(errorsOf(route('    shadowWrites: yes-please')), ['routes[0].shadowWrites: must be boolean'])
+})
+
+t.test('admin tokens: named, unique, required off loopback', async (t) => {
+  const c = parseConfig(base('admin: { host: 10.0.0.5, token: "${T}", tokens: { alice: a1, bob: "${B:-}" } }'), 'x.yaml', { T: 'root' })
+  t.same(c.admin.tokens, [{ name: 'admin', token: 'root' }, { name: 'alice', token: 'a1' }], 'an empty token is none')
+  t.same(errorsOf(base('admin: { tokens: { alice: same, bob: same } }')), ['admin.tokens: two names share one token: the audit log could not tell who acted'])
+  t.same(errorsOf(base('admin: { tokens: { Alice: x } }')), [`admin.tokens.Alice: is not a valid name: ${NAME_MESSAGE}`])
+  for (const host of ['127.0.0.1', '127.1.2.3', '::1', 'localhost']) t.same(errorsOf(base(`admin: { host: "${host}" }`)), [], host)
+  t.same(errorsOf(base('admin: { host: "::" }')), ['admin.host: :: is not a loopback address: set admin.token (or admin.tokens) so the admin API cannot be used by anyone who reaches the port'])
 })

@@ -1,0 +1,90 @@
+import { open, readFile, rename, stat, type FileHandle } from 'node:fs/promises'
+
+/**
+ * The audit log: who changed what, when and why, and who was refused. Append-only JSON
+ * lines next to the state file (`<state>.audit.jsonl`), each entry synced to disk before
+ * the change it records is acknowledged; rotated by size (`.1`, `.2`, `.3` kept). The
+ * latest entries are also kept in memory for GET /admin/audit. Without a state file the
+ * log lives in memory only.
+ */
+
+export interface AuditEntry {
+  /** ISO 8601. */
+  readonly time: string
+  /** Token name, `local` when the admin API has no token, `unauthenticated` for a refusal. */
+  readonly who: string
+  readonly action: 'set' | 'rollback' | 'refused' | 'reset-state'
+  /** The route changed, or null (a refusal, a reset). */
+  readonly route: string | null
+  readonly before?: { readonly new: number; readonly shadow: number }
+  readonly after?: { readonly new: number; readonly shadow: number }
+  readonly reason: string | null
+  /** For a refusal: the call and the caller's address. */
+  readonly detail?: string
+}
+
+/** Rotate past this size (bytes). */
+export const AUDIT_MAX_BYTES = 10 * 1024 * 1024
+/** Rotated files kept. */
+export const AUDIT_KEEP = 3
+/** Entries kept in memory (and read back from the file at start). */
+export const AUDIT_MEMORY = 1000
+
+export class AuditLog {
+  private readonly recent: AuditEntry[] = []
+  private fh: FileHandle | null = null
+  private size = 0
+
+  private constructor (readonly file: string | undefined, private readonly maxBytes: number) {}
+
+  /** Opens (or creates) the log and reads its latest entries back. */
+  static async open (file: string | undefined, maxBytes = AUDIT_MAX_BYTES): Promise<AuditLog> {
+    const log = new AuditLog(file, maxBytes)
+    if (file !== undefined) {
+      const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return ''
+        throw err
+      })
+      for (const line of text.split('\n').slice(-AUDIT_MEMORY - 1)) {
+        if (line.trim() === '') continue
+        try {
+          log.recent.push(JSON.parse(line) as AuditEntry)
+        } catch { /* a torn last line from a crash: the entries before it stand */ }
+      }
+      log.fh = await open(file, 'a', 0o600)
+      log.size = (await stat(file)).size
+    }
+    return log
+  }
+
+  /** Appends durably (when there is a file); resolves once the entry is on disk. */
+  async append (entry: AuditEntry): Promise<void> {
+    if (this.fh !== null && this.file !== undefined) {
+      const line = JSON.stringify(entry) + '\n'
+      if (this.size + line.length > this.maxBytes && this.size > 0) await this.rotate(this.file)
+      await this.fh.write(line)
+      await this.fh.datasync()
+      this.size += Buffer.byteLength(line)
+    }
+    this.recent.push(entry)
+    if (this.recent.length > AUDIT_MEMORY) this.recent.shift()
+  }
+
+  /** Newest first. */
+  latest (limit: number): AuditEntry[] {
+    return this.recent.slice(-limit).reverse()
+  }
+
+  async close (): Promise<void> {
+    await this.fh?.close()
+    this.fh = null
+  }
+
+  private async rotate (file: string): Promise<void> {
+    await this.fh?.close()
+    for (let i = AUDIT_KEEP - 1; i >= 1; i--) await rename(`${file}.${i}`, `${file}.${i + 1}`).catch(() => {})
+    await rename(file, `${file}.1`)
+    this.fh = await open(file, 'a', 0o600)
+    this.size = 0
+  }
+}

@@ -1,0 +1,85 @@
+import type { AuditEntry } from '../adapters/audit-log.js'
+import type { RouteSummary } from '../adapters/divergence-store.js'
+import type { RouteView } from '../control-plane.js'
+import { adminCall, adminGet, adminText, type AdminTarget } from './admin-client.js'
+import { table } from './divergences.js'
+
+/**
+ * The release manager's commands: `ficus status`, `ficus set`, `ficus rollback`,
+ * `ficus audit`. Each is one or two admin API calls and a table (or `--json`).
+ */
+
+interface Counts { readonly legacy: number; readonly new: number }
+
+/**
+ * `ficus status`: routes with their percentages and where they come from, requests/s by
+ * backend over `sampleMs` (two reads of /metrics), and the divergence rate.
+ */
+export async function statusCommand(target: AdminTarget, json: boolean, sampleMs: number, wait: (ms: number) => Promise<void>): Promise<string> {
+  const before = await primaryCounts(target)
+  await wait(sampleMs)
+  const [{ routes }, after, { routes: summaries }] = await Promise.all([
+    adminGet(target, '/admin/routes') as Promise<{ routes: RouteView[] }>,
+    primaryCounts(target),
+    adminGet(target, '/admin/divergences/summary') as Promise<{ routes: RouteSummary[] }>
+  ])
+  const rate = (name: string, side: 'legacy' | 'new'): number => ((after.get(name)?.[side] ?? 0) - (before.get(name)?.[side] ?? 0)) / (sampleMs / 1000)
+  const divergence = new Map(summaries.map((s) => [s.route, s.divergenceRate]))
+  if (json) {
+    return JSON.stringify({
+      routes: routes.map((r) => ({ ...r, requestsPerSecond: { legacy: rate(r.name, 'legacy'), new: rate(r.name, 'new') }, divergenceRate: divergence.get(r.name) ?? null }))
+    }, null, 2) + '\n'
+  }
+  return table(['ROUTE', 'NEW', 'SHADOW', 'SOURCE', 'LEGACY REQ/S', 'NEW REQ/S', 'DIVERGENCE', 'LAST CHANGE'], routes.map((r) => [
+    r.name,
+    `${r.new.value} %`,
+    `${r.shadow.value} %`,
+    r.new.source === 'override' || r.shadow.source === 'override' ? 'override' : 'file',
+    rate(r.name, 'legacy').toFixed(1),
+    rate(r.name, 'new').toFixed(1),
+    percent(divergence.get(r.name) ?? null),
+    r.lastChange === null ? '-' : `${r.lastChange.time} ${r.lastChange.who}${r.lastChange.reason === null ? '' : `: ${r.lastChange.reason}`}`
+  ]))
+}
+
+/** `ficus set <route> --new N [--shadow N] [--clear] [--reason …]`. */
+export async function setCommand(target: AdminTarget, route: string, change: { new?: number | null; shadow?: number | null; reason?: string }, json: boolean): Promise<string> {
+  const { route: r } = await adminCall(target, 'PATCH', `/admin/routes/${encodeURIComponent(route)}`, change) as { route: RouteView }
+  if (json) return JSON.stringify(r, null, 2) + '\n'
+  return `${r.name}: new ${r.new.value} % (${r.new.source}), shadow ${r.shadow.value} % (${r.shadow.source})\n`
+}
+
+/** `ficus rollback <route> | --all [--reason …]`. */
+export async function rollbackCommand(target: AdminTarget, route: string | undefined, reason: string | undefined, json: boolean): Promise<string> {
+  const { routes } = await adminCall(target, 'POST', '/admin/rollback', { ...(route === undefined ? {} : { route }), ...(reason === undefined ? {} : { reason }) }) as { routes: RouteView[] }
+  if (json) return JSON.stringify({ routes }, null, 2) + '\n'
+  return routes.map((r) => `${r.name}: rolled back, new ${r.new.value} %\n`).join('')
+}
+
+/** `ficus audit [--limit N]`. */
+export async function auditCommand(target: AdminTarget, limit: number, json: boolean): Promise<string> {
+  const { entries } = await adminGet(target, `/admin/audit?limit=${limit}`) as { entries: AuditEntry[] }
+  if (json) return JSON.stringify({ entries }, null, 2) + '\n'
+  if (entries.length === 0) return 'No change has been made or refused yet.\n'
+  return table(['TIME', 'WHO', 'ACTION', 'ROUTE', 'CHANGE', 'REASON'], entries.map((e) => [
+    e.time, e.who, e.action, e.route ?? '-',
+    e.before !== undefined && e.after !== undefined ? `new ${e.before.new}→${e.after.new}, shadow ${e.before.shadow}→${e.after.shadow}` : e.detail ?? '-',
+    e.reason ?? '-'
+  ]))
+}
+
+/** Primary responses by route and backend, from /metrics (the counters, not a rate). */
+async function primaryCounts(target: AdminTarget): Promise<Map<string, Counts>> {
+  const text = await adminText(target, '/metrics')
+  const out = new Map<string, { legacy: number; new: number }>()
+  for (const m of text.matchAll(/^ficus_requests_total\{route="([^"]+)",backend="(legacy|new)",role="primary",code="\d+"\} (\d+)/gm)) {
+    const c = out.get(m[1] as string) ?? { legacy: 0, new: 0 }
+    c[m[2] as 'legacy' | 'new'] += Number(m[3])
+    out.set(m[1] as string, c)
+  }
+  return out
+}
+
+function percent(r: number | null): string {
+  return r === null ? '-' : `${(r * 100).toFixed(1)} %`
+}

@@ -1,0 +1,181 @@
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import autocannon from 'autocannon'
+import t from 'tap'
+import { request } from 'undici'
+import { AuditLog, type AuditEntry } from '../../src/adapters/audit-log.js'
+import type { RouteView } from '../../src/control-plane.js'
+import { parseConfig } from '../../src/config/load-config.js'
+import { sample, startTestFicus, type TestFicus } from '../helpers/ficus.js'
+import { startUpstream } from '../helpers/upstream.js'
+
+type Json = Record<string, unknown>
+
+async function routesOf(f: TestFicus, headers: Record<string, string> = {}): Promise<RouteView[]> {
+  return (await call(f, 'GET', '/admin/routes', undefined, headers)).body.routes as RouteView[]
+}
+
+async function auditOf(f: TestFicus, query = '', headers: Record<string, string> = {}): Promise<AuditEntry[]> {
+  return (await call(f, 'GET', `/admin/audit${query}`, undefined, headers)).body.entries as AuditEntry[]
+}
+
+async function call(f: TestFicus, method: 'GET' | 'PATCH' | 'POST', path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json }> {
+  const h: Record<string, string> = { ...headers }
+  if (body !== undefined && h['content-type'] === undefined) h['content-type'] = 'application/json'
+  const r = await request(f.adminUrl + path, { method, headers: h, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) })
+  return { status: r.statusCode, body: await r.body.json() as Json }
+}
+
+async function setup(t: Parameters<typeof startUpstream>[0], extra: Record<string, unknown> = {}) {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const doc = {
+    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
+    routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0, shadow: 0 }, { name: 'rest', match: { path: '/*' }, new: 100 }],
+    ...extra
+  }
+  const f = await startTestFicus(t, doc)
+  const servedBy = async (path: string, user = 'u1'): Promise<string> => (await f.fetch(path, { headers: { 'x-user-id': user } })).headers['x-served-by'] as string
+  return { legacy, next, f, doc, servedBy }
+}
+
+t.test('PATCH changes a route for the very next request; null clears back to routes.yaml', async (t) => {
+  const { f, servedBy } = await setup(t)
+  t.equal(await servedBy('/orders/1'), 'legacy')
+  const r = await call(f, 'PATCH', '/admin/routes/orders', { new: 100, shadow: 25, reason: 'canary' })
+  t.equal(r.status, 200)
+  t.match(r.body.route, { name: 'orders', new: { value: 100, source: 'override', file: 0 }, shadow: { value: 25, source: 'override', file: 0 } })
+  t.equal(await servedBy('/orders/1'), 'new', 'the next request')
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_route_new_percent', { route: 'orders' }), 100)
+  t.equal(sample(m, 'ficus_route_shadow_percent', { route: 'orders' }), 25)
+
+  const list = await routesOf(f)
+  t.match(list.find((x) => x.name === 'orders')?.lastChange, { who: 'local', action: 'set', before: { new: 0, shadow: 0 }, after: { new: 100, shadow: 25 }, reason: 'canary' })
+  t.same(list.map((x) => x.name), ['orders', 'rest', 'default'])
+
+  t.match((await call(f, 'PATCH', '/admin/routes/orders', { new: null })).body.route, { new: { value: 0, source: 'file' }, shadow: { value: 25, source: 'override' } })
+  t.equal(await servedBy('/orders/1'), 'legacy')
+})
+
+t.test('bad changes are refused whole, with every problem', async (t) => {
+  const { f } = await setup(t)
+  t.match(await call(f, 'PATCH', '/admin/routes/nope', { new: 5 }), { status: 404, body: { code: 'FICUS_ERR_UNKNOWN_ROUTE', detail: /no route named "nope"/ } })
+  const bad = await call(f, 'PATCH', '/admin/routes/orders', { new: 5.5, shadow: 101, color: 'red' })
+  t.equal(bad.status, 400)
+  t.equal(bad.body.code, 'FICUS_ERR_BAD_ADMIN_REQUEST')
+  t.match(bad.body.detail, /unknown field "color".*new must be an integer from 0 to 100.*shadow must be a number from 0 to 100/)
+  t.match(await call(f, 'PATCH', '/admin/routes/orders', {}), { status: 400, body: { detail: /nothing to change/ } })
+  t.match(await call(f, 'PATCH', '/admin/routes/orders', '{"new": 5', { 'content-type': 'application/json' }), { status: 400, body: { code: 'FICUS_ERR_BAD_ADMIN_REQUEST' } })
+  t.match(await call(f, 'PATCH', '/admin/routes/orders', 'new=5', { 'content-type': 'application/x-www-form-urlencoded' }), { status: 415, body: { code: 'FICUS_ERR_UNSUPPORTED_MEDIA_TYPE' } })
+  t.match(await call(f, 'PATCH', '/admin/routes/orders', '{"new": 5}', { 'content-type': 'text/plain' }), { status: 415 })
+  t.match(await call(f, 'POST', '/admin/rollback', { route: 'orders', everything: true }), { status: 400, body: { detail: /unknown field "everything"/ } })
+  t.ok((await routesOf(f)).every((r) => r.new.source === 'file' && r.shadow.source === 'file'), 'nothing changed')
+  t.same(await auditOf(f), [], 'and nothing audited')
+})
+
+t.test('rollback: one route or all, idempotent, counted, audited', async (t) => {
+  const { f, servedBy } = await setup(t)
+  t.equal(await servedBy('/x'), 'new')
+  t.match(await call(f, 'POST', '/admin/rollback', { route: 'rest', reason: 'errors up' }), { status: 200, body: { routes: [{ name: 'rest', new: { value: 0, source: 'override' } }] } })
+  t.equal(await servedBy('/x'), 'legacy')
+  const all = (await call(f, 'POST', '/admin/rollback')).body.routes as RouteView[]
+  t.same(all.map((r) => [r.name, r.new.value]), [['orders', 0], ['rest', 0], ['default', 0]])
+  t.equal((await call(f, 'POST', '/admin/rollback', {})).status, 200, 'again: still fine')
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_rollbacks_total', { route: 'rest', trigger: 'manual' }), 3)
+  const audit = await auditOf(f, '?limit=2')
+  t.equal(audit.length, 2)
+  t.match(audit[0], { action: 'rollback', who: 'local', route: 'default' })
+})
+
+t.test('changes survive a restart through the state file; a corrupt one stops start-up', async (t) => {
+  const dir = t.testdir()
+  const state = join(dir, 'state.json')
+  const { f, doc } = await setup(t, { state })
+  await call(f, 'PATCH', '/admin/routes/orders', { new: 42, reason: 'ramp' })
+  await call(f, 'POST', '/admin/rollback', { route: 'rest' })
+  const saved = JSON.parse(await readFile(state, 'utf8')) as Json
+  t.match(saved, { version: 1, routes: { orders: { new: 42 }, rest: { new: 0 } } })
+  const auditLines = (await readFile(join(dir, 'state.audit.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as AuditEntry)
+  t.same(auditLines.map((e) => [e.action, e.route]), [['set', 'orders'], ['rollback', 'rest']])
+
+  await f.running.stop()
+  const again = await startTestFicus(t, doc)
+  const routes = await routesOf(again)
+  t.match(routes.find((r) => r.name === 'orders'), { new: { value: 42, source: 'override' }, lastChange: { reason: 'ramp' } })
+  t.match(routes.find((r) => r.name === 'rest'), { new: { value: 0, source: 'override' } })
+  t.equal((await again.fetch('/x')).headers['x-served-by'], 'legacy', 'the rollback held')
+  await again.running.stop()
+
+  await writeFile(state, '{"version": 1, "routes": {"orders": {"new": 4')
+  await t.rejects(startTestFicus(t, doc), { code: 'FICUS_ERR_STATE_INVALID', message: /not valid JSON.*--reset-state/ })
+  await writeFile(state, '{"version": 1, "routes": {"orders": {"new": 400}}}')
+  await t.rejects(startTestFicus(t, doc), { message: /routes\.orders\.new is 400, not a percentage/ })
+})
+
+t.test('a state file that cannot be written: 503, and nothing changes', async (t) => {
+  const dir = t.testdir()
+  const state = join(dir, 'gone', 'state.json')
+  await mkdir(join(dir, 'gone'))
+  const { f, servedBy } = await setup(t, { state })
+  await rm(join(dir, 'gone'), { recursive: true })
+  const r = await call(f, 'POST', '/admin/rollback', { route: 'rest' })
+  t.match(r, { status: 503, body: { code: 'FICUS_ERR_STATE_WRITE', detail: /ENOENT.*nothing was changed/ } })
+  t.equal(await servedBy('/x'), 'new', 'still on new')
+})
+
+t.test('named tokens: who is audited; a change without a valid token is refused and audited', async (t) => {
+  const { f } = await setup(t, { admin: { host: '127.0.0.1', port: 0, tokens: { alice: 'tok-alice', bob: 'tok-bob' } } })
+  const alice = { authorization: 'Bearer tok-alice' }
+  t.match(await call(f, 'PATCH', '/admin/routes/orders', { new: 5 }), { status: 401, body: { code: 'FICUS_ERR_UNAUTHORIZED' } })
+  t.match(await call(f, 'POST', '/admin/rollback', {}, { authorization: 'Bearer nope' }), { status: 401 })
+  t.equal((await call(f, 'GET', '/admin/routes')).status, 401, 'reads need the token too')
+  t.equal((await call(f, 'PATCH', '/admin/routes/orders', { new: 5 }, { authorization: 'Bearer tok-bob' })).status, 200)
+  t.match(await auditOf(f, '', alice), [
+    { who: 'bob', action: 'set', route: 'orders', after: { new: 5 } },
+    { who: 'unauthenticated', action: 'refused', detail: /^POST \/admin\/rollback from 127\.0\.0\.1$/ },
+    { who: 'unauthenticated', action: 'refused', detail: /^PATCH \/admin\/routes\/orders/ }
+  ])
+})
+
+t.test('Ficus refuses to start with the admin API on a non-loopback address and no token', async (t) => {
+  const yaml = 'version: 1\nadmin: { host: 0.0.0.0 }\nupstreams: { legacy: { url: "http://127.0.0.1:1" }, new: { url: "http://127.0.0.1:2" } }\nsticky: ip\nroutes: []\n'
+  t.throws(() => parseConfig(yaml, 'x.yaml', {}), { message: /admin\.host: 0\.0\.0\.0 is not a loopback address: set admin\.token/ })
+  t.doesNotThrow(() => parseConfig(yaml.replace('host: 0.0.0.0', 'host: 0.0.0.0, token: s3cret'), 'x.yaml', {}))
+  t.throws(() => parseConfig(yaml.replace('host: 0.0.0.0', 'host: 0.0.0.0, token: "${T:-}"'), 'x.yaml', {}), 'an empty token is no token')
+})
+
+t.test('rollback under load: no failed request, and every request after the answer goes to legacy', async (t) => {
+  const { f, next } = await setup(t)
+  await call(f, 'PATCH', '/admin/routes/orders', { new: 100 })
+  const run = autocannon({ url: `${f.url}/orders/1`, connections: 50, amount: 4000, headers: { 'x-user-id': 'u1' } })
+  await next.arrived(500)
+  const r = await call(f, 'POST', '/admin/rollback', { route: 'orders', reason: 'load test' })
+  t.equal(r.status, 200)
+  const seenByNew = next.started()
+  for (let i = 0; i < 20; i++) t.equal((await f.fetch('/orders/1', { headers: { 'x-user-id': `after-${i}` } })).headers['x-served-by'], 'legacy')
+  const result = await run
+  t.equal(result.errors + result.timeouts + result.non2xx, 0, 'no failed request')
+  t.equal(result.requests.total, 4000)
+  t.ok(next.started() - seenByNew <= 50, 'at most the requests already in flight reached new after the rollback')
+})
+
+t.test('100 flips under load: no failed request', async (t) => {
+  const { f } = await setup(t)
+  const run = autocannon({ url: `${f.url}/orders/1`, connections: 50, amount: 6000, setupClient: (c) => { c.setHeaders({ 'x-user-id': `u${Math.random()}` }) } })
+  for (let i = 0; i < 100; i++) t.equal((await call(f, 'PATCH', '/admin/routes/orders', { new: i % 2 === 0 ? 50 : 5 })).status, 200)
+  const result = await run
+  t.equal(result.errors + result.timeouts + result.non2xx, 0)
+})
+
+t.test('the audit log file rotates by size and reads its latest entries back', async (t) => {
+  const file = join(t.testdir(), 'a.audit.jsonl')
+  const log = await AuditLog.open(file, 400)
+  for (let i = 0; i < 10; i++) await log.append({ time: `t${i}`, who: 'x', action: 'set', route: 'r', reason: `n${i}` })
+  await log.close()
+  t.ok((await readdir(t.testdirName)).includes('a.audit.jsonl.1'), 'rotated')
+  const reopened = await AuditLog.open(file, 400)
+  t.equal(reopened.latest(1)[0]?.reason, 'n9', 'the newest entry is read back')
+  await reopened.close()
+})
