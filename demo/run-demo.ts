@@ -15,7 +15,8 @@ async function main(): Promise<void> {
   const env = process.env
   const legacy = await startBackend('legacy', Number(env.LEGACY_PORT ?? 3001))
   const next = await startBackend('new', Number(env.NEW_PORT ?? 3002))
-  const config = await loadConfig(env.FICUS_CONFIG ?? 'routes.yaml', { ...env, LEGACY_URL: legacy.url, NEW_URL: next.url })
+  // Ctrl-C stops the demo at once (no load balancer to drain from).
+  const config = await loadConfig(env.FICUS_CONFIG ?? 'routes.yaml', { FICUS_DRAIN_DELAY: '0s', ...env, LEGACY_URL: legacy.url, NEW_URL: next.url })
   const logger = createLogger(env.FICUS_LOG_LEVEL ?? 'warn')
   const ficus = await startFicus(config, { logger })
   const proxy = ficus.trafficUrl

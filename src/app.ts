@@ -103,7 +103,7 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   })
   answerExpectContinue(traffic.server, edge)
   await traffic.register(decision, { table, config, edge, random })
-  await traffic.register(proxy, { upstreams, limits, exposeBackend: config.exposeBackend, metrics, log: logger, now, shadowing })
+  await traffic.register(proxy, { upstreams, limits, exposeBackend: config.exposeBackend, metrics, log: logger, now, shadowing, draining: () => health.phase === 'draining' })
   traffic.addHook('onClose', async () => { await Promise.all([closeUpstreams(upstreams), shadowing.close()]) })
 
   const admin = Fastify({

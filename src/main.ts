@@ -5,9 +5,6 @@ import { buildApp, type Deps, type Ficus } from './app.js'
 import { loadConfig } from './config/load-config.js'
 import type { Config } from './config/schema.js'
 
-/** Hard cap on a graceful stop, in ms: past it, remaining connections are cut. */
-export const STOP_CAP_MS = 30_000
-
 export interface Running {
   readonly ficus: Ficus
   /** `http://host:port` of the traffic listener, with the port actually bound. */
@@ -39,10 +36,17 @@ export async function startFicus(config: Config, deps: Deps): Promise<Running> {
     adminUrl,
     stop () {
       stopping ??= (async () => {
+        // Load balancers see /readyz fail at once and stop sending; traffic is still served
+        // meanwhile (answers carry Connection: close), then listening stops.
         health.phase = 'draining'
-        const cap = setTimeout(() => traffic.server.closeAllConnections(), STOP_CAP_MS)
+        const { drainDelayMs, timeoutMs } = config.shutdown
+        const cap = setTimeout(() => {
+          deps.logger.warn({ timeoutMs }, 'shutdown.timeout reached: cutting the connections still open')
+          traffic.server.closeAllConnections()
+        }, timeoutMs)
         cap.unref()
         try {
+          if (drainDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, drainDelayMs))
           await traffic.close()
         } finally {
           clearTimeout(cap)

@@ -54,6 +54,12 @@ export const DEFAULTS = {
     /** Recent divergence samples kept per route. */
     samples: 100
   },
+  shutdown: {
+    /** After SIGTERM, /readyz answers 503 and traffic is still served this long, so load balancers stop sending first. */
+    drainDelay: '5s',
+    /** Hard cap on the whole stop: past it, connections still open are cut. */
+    timeout: '30s'
+  },
   log: { level: 'info' }
 } as const
 

@@ -222,6 +222,11 @@ function crossCheck(data: Partial<RawConfig>, report: Report): void {
   }
   const tokens = adminTokens(data.admin)
   if (new Set(tokens.map((x) => x.token)).size < tokens.length) report(['admin', 'tokens'], 'two names share one token: the audit log could not tell who acted')
+  const drain = parseDuration(String(data.shutdown?.drainDelay ?? DEFAULTS.shutdown.drainDelay))
+  const cap = parseDuration(String(data.shutdown?.timeout ?? DEFAULTS.shutdown.timeout))
+  if (drain !== undefined && cap !== undefined && drain >= cap) {
+    report(['shutdown', 'drainDelay'], `must be shorter than shutdown.timeout (${data.shutdown?.timeout ?? DEFAULTS.shutdown.timeout}), which also has to cover finishing requests in flight`)
+  }
   const listenPort = data.listen?.port ?? DEFAULTS.listen.port
   const adminPort = data.admin?.port ?? DEFAULTS.admin.port
   if (listenPort === adminPort && listenPort !== 0) report(['admin', 'port'], `must differ from listen.port (${listenPort})`)
@@ -338,6 +343,10 @@ function build(raw: RawConfig, file: string): Config {
       timeoutMs: ms(raw.shadow?.timeout ?? DEFAULTS.shadow.timeout),
       maxBodyBytes: bytes(raw.shadow?.maxBodySize ?? DEFAULTS.shadow.maxBodySize),
       samples: raw.shadow?.samples ?? DEFAULTS.shadow.samples
+    },
+    shutdown: {
+      drainDelayMs: ms(raw.shutdown?.drainDelay ?? DEFAULTS.shutdown.drainDelay),
+      timeoutMs: ms(raw.shutdown?.timeout ?? DEFAULTS.shutdown.timeout)
     },
     log: { level: raw.log?.level ?? DEFAULTS.log.level }
   }

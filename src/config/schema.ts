@@ -100,6 +100,10 @@ export const ConfigSchema = Type.Object({
     maxBodySize: Type.Optional(Size),
     samples: Type.Optional(Type.Integer({ minimum: 0, maximum: 10000 }))
   }, { additionalProperties: false })),
+  shutdown: Type.Optional(Type.Object({
+    drainDelay: Type.Optional(Duration),
+    timeout: Type.Optional(Duration)
+  }, { additionalProperties: false })),
   log: Type.Optional(Type.Object({
     level: Type.Optional(msg(Type.String({ enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }),
       'must be one of fatal, error, warn, info, debug, trace, silent'))
@@ -179,5 +183,7 @@ export interface Config {
   readonly state: string | undefined
   readonly limits: Limits
   readonly shadow: ShadowLimits
+  /** SIGTERM: readiness off, wait `drainDelayMs`, stop accepting, finish in flight; all within `timeoutMs`. */
+  readonly shutdown: { readonly drainDelayMs: number; readonly timeoutMs: number }
   readonly log: { readonly level: string }
 }

@@ -24,6 +24,8 @@ export interface ProxyOptions {
   readonly shadowing: Shadowing
   /** Monotonic milliseconds (the same clock as Exchange.start). */
   readonly now: () => number
+  /** True once Ficus is stopping: answers then close their connection. */
+  readonly draining: () => boolean
 }
 
 /** Idempotent methods (RFC 9110 §9.2.2): the only ones that may be sent twice (fallback). */
@@ -55,7 +57,7 @@ class SendTimeout extends Error {
  * (it would answer 415 to a malformed Content-Type); Ficus streams bodies itself.
  */
 async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void> {
-  const { upstreams, limits, exposeBackend, metrics, log, now, shadowing } = opts
+  const { upstreams, limits, exposeBackend, metrics, log, now, shadowing, draining } = opts
   for (const m of METHODS) {
     if (m !== 'CONNECT') fastify.addHttpMethod(m, { hasBody: false, overrideExisting: true })
   }
@@ -173,7 +175,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       if (exposeBackend) out['x-ficus-backend'] = this.ex.backend as string
       // The upstream answered before the whole request body arrived: the rest will not be
       // read, so this connection cannot carry another request.
-      if (this.body !== null && !this.req.complete) out.connection = 'close'
+      if ((this.body !== null && !this.req.complete) || draining()) out.connection = 'close'
       try {
         this.res.writeHead(statusCode, out)
       } catch (err) {

@@ -48,7 +48,7 @@ t.test('ficus start serves, logs JSON lines, and exits 0 on SIGTERM', async (t) 
   const legacy = await startUpstream(t, 'legacy')
   const next = await startUpstream(t, 'new')
   const p = run(t, CLI, ['start', '--config', 'routes.yaml'], {
-    FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: next.url, FICUS_LOG_LEVEL: 'info'
+    FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: next.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '0s'
   })
   const out = await p.waitFor(/"msg":"ficus listening"/)
   const listening = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string; admin: string }
@@ -176,7 +176,7 @@ t.test('ficus start with a corrupt state file exits 1; --reset-state moves it as
   const config = join(dir, 'routes.yaml')
   await writeFile(config, (await readFile(join(ROOT, 'routes.yaml'), 'utf8')).replace('exposeBackend: true', 'exposeBackend: true\nstate: ./state.json'))
   await writeFile(join(dir, 'state.json'), 'not json')
-  const env = { FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: legacy.url, FICUS_LOG_LEVEL: 'info' }
+  const env = { FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: legacy.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '0s' }
   const refused = run(t, CLI, ['start', '--config', config], env)
   t.equal(await refused.exited, 1)
   t.match(refused.stdout, /state\.json: is not valid JSON.*--reset-state.*"code":"FICUS_ERR_STATE_INVALID"/)
@@ -191,4 +191,51 @@ t.test('ficus start with a corrupt state file exits 1; --reset-state moves it as
   t.match(audit.entries[0], { action: 'reset-state', detail: /state\.json\.reset-/ })
   reset.child.kill('SIGTERM')
   t.equal(await reset.exited, 0)
+})
+
+t.test('SIGTERM: readiness off at once, traffic served through the drain delay, in-flight requests finish, exit 0', async (t) => {
+  let release = (): void => {}
+  const legacy = await startUpstream(t, 'legacy', (req, res) => {
+    const answer = (): void => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end(`done ${req.url ?? ''}`) }
+    if (req.url === '/api/reports/slow') release = answer
+    else answer()
+  })
+  const next = await startUpstream(t, 'new') // reports are shadowed to new: a copy must not take the held answer
+  const p = run(t, CLI, ['start', '--config', 'routes.yaml'], {
+    FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: next.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '1s'
+  })
+  const out = await p.waitFor(/"msg":"ficus listening"/)
+  const { traffic, admin } = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string; admin: string }
+  const slow = request(`${traffic}/api/reports/slow`)
+  await legacy.arrived(1)
+  p.child.kill('SIGTERM')
+  await p.waitFor(/"msg":"stopping"/)
+  const ready = await request(`${admin}/readyz`)
+  t.equal(ready.statusCode, 503, 'readiness is off at once')
+  t.same(await ready.body.json(), { status: 'draining' })
+  const during = await request(`${traffic}/api/reports/daily`)
+  t.equal(during.statusCode, 200, 'still served during the drain delay')
+  t.equal(during.headers.connection, 'close', 'and told to reconnect elsewhere')
+  await during.body.dump()
+  release()
+  const r = await slow
+  t.equal(r.statusCode, 200)
+  t.equal(await r.body.text(), 'done /api/reports/slow', 'the request in flight finished')
+  t.equal(await p.exited, 0)
+  t.match(p.stdout, /"msg":"stopped"/)
+})
+
+t.test('a second signal exits at once', async (t) => {
+  const legacy = await startUpstream(t, 'legacy', () => { /* never answers */ })
+  const p = run(t, CLI, ['start', '--config', 'routes.yaml'], {
+    FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: legacy.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '20s'
+  })
+  const out = await p.waitFor(/"msg":"ficus listening"/)
+  const { traffic } = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string }
+  request(`${traffic}/api/reports/daily`).catch(() => {})
+  await legacy.arrived(1)
+  p.child.kill('SIGTERM')
+  await p.waitFor(/"msg":"stopping"/)
+  p.child.kill('SIGTERM')
+  t.equal(await p.exited, 1, 'did not wait for the 20 s drain delay')
 })

@@ -45,6 +45,7 @@ export async function startTestFicus(t: Teardown, doc: Record<string, unknown>, 
     admin: { host: '127.0.0.1', port: 0 },
     sticky: 'header:x-user-id',
     routes: [],
+    shutdown: { drainDelay: '0s' },
     ...doc
   }
   const config = parseConfig(YAML.stringify(full), 'test-routes.yaml', opts.env ?? {})
