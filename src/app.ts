@@ -6,7 +6,8 @@ import { DivergenceStore } from './adapters/divergence-store.js'
 import { readState } from './adapters/state-file.js'
 import { ControlPlane } from './control-plane.js'
 import { createMetrics, type Metrics } from './adapters/metrics-registry.js'
-import { closeUpstreams, createUpstreams, type Upstreams } from './adapters/upstreams.js'
+import { closeUpstreams, createUpstreams, type Upstream } from './adapters/upstreams.js'
+import type { LiveConfig } from './config/live.js'
 import type { Config } from './config/schema.js'
 import type { Random } from './core/decide.js'
 import decision from './plugins/decision.js'
@@ -40,11 +41,14 @@ export interface Ficus {
   readonly health: Health
   readonly metrics: Metrics
   readonly table: RouteTableRef
-  readonly upstreams: Upstreams
+  /** By name; a reload adds, replaces and removes entries. */
+  readonly upstreams: Map<string, Upstream>
   readonly shadowing: Shadowing
   readonly divergences: DivergenceStore
   readonly control: ControlPlane
   readonly audit: AuditLog
+  /** The config in effect (replaced by a reload). */
+  readonly live: LiveConfig
 }
 
 /** The audit log's file: next to the state file (`ficus-state.json` → `ficus-state.audit.jsonl`). */
@@ -69,8 +73,9 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   const table: RouteTableRef = { current: compileTable(config.routes, config.defaultRoute) }
   const upstreams = createUpstreams(config.upstreams)
   const { limits } = config
+  const live: LiveConfig = { current: config }
   const divergences = new DivergenceStore(config.shadow.samples)
-  const shadowing = new Shadowing({ upstreams, limits: config.shadow, metrics, store: divergences, log: logger, now })
+  const shadowing = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now })
 
   metrics.buildInfo.set({ version: VERSION }, 1)
   // Runtime overrides from the state file win over routes.yaml (a corrupt file stops start-up).
@@ -102,8 +107,8 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
     frameworkErrors: frameworkErrors(edge)
   })
   answerExpectContinue(traffic.server, edge)
-  await traffic.register(decision, { table, config, edge, random })
-  await traffic.register(proxy, { upstreams, limits, exposeBackend: config.exposeBackend, metrics, log: logger, now, shadowing, draining: () => health.phase === 'draining' })
+  await traffic.register(decision, { table, live, edge, random })
+  await traffic.register(proxy, { upstreams, limits, live, metrics, log: logger, now, shadowing, draining: () => health.phase === 'draining' })
   traffic.addHook('onClose', async () => { await Promise.all([closeUpstreams(upstreams), shadowing.close()]) })
 
   const admin = Fastify({
@@ -114,8 +119,8 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   })
   await admin.register(metricsEndpoint, { metrics })
   await admin.register(healthEndpoint, { health })
-  await admin.register(adminApi, { tokens: config.admin.tokens, table, divergences, control, audit })
+  await admin.register(adminApi, { live, table, divergences, control, audit })
   admin.addHook('onClose', async () => { await audit.close() })
 
-  return { traffic, admin, health, metrics, table, upstreams, shadowing, divergences, control, audit }
+  return { traffic, admin, health, metrics, table, upstreams, shadowing, divergences, control, audit, live }
 }

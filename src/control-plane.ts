@@ -43,7 +43,7 @@ export class ControlPlane {
   private queue: Promise<unknown> = Promise.resolve()
 
   constructor (
-    private readonly config: Config,
+    private config: Config,
     private readonly table: RouteTableRef,
     private overrides: Overrides,
     private readonly audit: AuditLog,
@@ -55,6 +55,12 @@ export class ControlPlane {
     if (config.state === undefined) log.warn('no state file configured (state: in routes.yaml): runtime changes and rollbacks last until Ficus stops')
     if (unknown.length > 0) log.warn({ routes: unknown }, 'the state file has overrides for routes routes.yaml no longer has; they are kept but unused')
     this.swap(overrides)
+  }
+
+  /** A reload: routes.yaml's new values, with the runtime overrides still on top. */
+  reconfigure (config: Config): void {
+    this.config = config
+    this.swap(this.overrides)
   }
 
   routes (): RouteView[] {
@@ -131,6 +137,9 @@ export class ControlPlane {
     const routes = this.config.routes.map((r) => effectiveRule(r, overrides[r.name]))
     const defaultRoute = effectiveRule(this.config.defaultRoute, overrides[this.config.defaultRoute.name])
     this.table.current = compileTable(routes, defaultRoute)
+    // Reset first: a route a reload removed has no gauge left behind (synchronous: no scrape sees the gap).
+    this.metrics.newPercent.reset()
+    this.metrics.shadowPercent.reset()
     for (const r of [...routes, defaultRoute]) {
       this.metrics.newPercent.set({ route: r.name }, r.new)
       this.metrics.shadowPercent.set({ route: r.name }, r.shadow)

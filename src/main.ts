@@ -1,8 +1,11 @@
+import { watch } from 'node:fs'
 import type { AddressInfo } from 'node:net'
+import { basename, dirname, resolve } from 'node:path'
 import { createLogger, type Logger } from './adapters/logger.js'
 import { moveAside, StateError } from './adapters/state-file.js'
 import { buildApp, type Deps, type Ficus } from './app.js'
 import { loadConfig } from './config/load-config.js'
+import { reloadFrom } from './reload.js'
 import type { Config } from './config/schema.js'
 
 export interface Running {
@@ -13,6 +16,9 @@ export interface Running {
   /** Readiness off, stop accepting, let in-flight requests finish (up to the cap), close pools. */
   stop(): Promise<void>
 }
+
+/** Quiet time after the last change event before a reload (an editor's save is several events). */
+const RELOAD_DEBOUNCE_MS = 200
 
 /** Builds Ficus and listens: admin first (so health answers during start), then traffic. */
 export async function startFicus(config: Config, deps: Deps): Promise<Running> {
@@ -107,6 +113,26 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
   }
   process.once('SIGTERM', onSignal)
   process.once('SIGINT', onSignal)
+
+  // Reloads, one at a time: on SIGHUP, and when the file changes on disk (editors and
+  // ConfigMap updates replace it by rename: the directory is watched, not the file).
+  let reloading: Promise<unknown> = Promise.resolve()
+  const reload = (why: string): void => {
+    reloading = reloading.then(async () => reloadFrom(running.ficus, configPath, env, logger, why))
+  }
+  process.on('SIGHUP', () => { reload('SIGHUP') })
+  let debounce: NodeJS.Timeout | null = null
+  try {
+    const watcher = watch(dirname(resolve(configPath)), (_event, name) => {
+      if (name !== basename(configPath)) return
+      if (debounce !== null) clearTimeout(debounce)
+      debounce = setTimeout(() => { reload('file changed') }, RELOAD_DEBOUNCE_MS)
+    })
+    watcher.unref()
+    watcher.on('error', (err) => { logger.warn({ err }, 'watching the config file failed; SIGHUP still reloads') })
+  } catch (err) {
+    logger.warn({ err }, 'cannot watch the config file; SIGHUP still reloads')
+  }
 }
 
 function describe(err: unknown): unknown {

@@ -80,6 +80,12 @@ export function createMetrics(register: Registry = new Registry()) {
       labelNames: ['route', 'trigger'] as const,
       registers
     }),
+    configReloads: new Counter({
+      name: 'ficus_config_reloads_total',
+      help: 'routes.yaml reloads (SIGHUP or file change) by outcome: success, or failure (the running config stayed)',
+      labelNames: ['outcome'] as const,
+      registers
+    }),
     newPercent: new Gauge({
       name: 'ficus_route_new_percent',
       help: 'Configured share of users served by new, per route (0-100)',

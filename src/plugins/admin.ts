@@ -4,6 +4,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import fp from 'fastify-plugin'
 import type { AuditLog } from '../adapters/audit-log.js'
 import type { DivergenceStore } from '../adapters/divergence-store.js'
+import type { LiveConfig } from '../config/live.js'
 import type { AdminToken } from '../config/schema.js'
 import { ControlError, type ControlPlane } from '../control-plane.js'
 import { parsePatch } from '../core/overrides.js'
@@ -11,8 +12,8 @@ import { CATALOGUE, type ErrorCode } from '../errors.js'
 import type { RouteTableRef } from './route-table.js'
 
 export interface AdminOptions {
-  /** Tokens accepted on `/admin/*` (the name is who the audit log names); empty = none configured. */
-  readonly tokens: readonly AdminToken[]
+  /** admin.tokens (accepted on `/admin/*`; the name is who the audit log names), read per call: a reload may change them. */
+  readonly live: LiveConfig
   readonly table: RouteTableRef
   readonly divergences: DivergenceStore
   readonly control: ControlPlane
@@ -52,13 +53,22 @@ const READ_METHODS = new Set(['GET', 'HEAD'])
  */
 async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void> {
   const { table, divergences, control, audit } = opts
-  const tokens = opts.tokens.map((t) => ({ name: t.name, digest: digest(t.token) }))
+  let tokensOf: readonly AdminToken[] = []
+  let tokens: { name: string; digest: Buffer }[] = []
+  const current = (): { name: string; digest: Buffer }[] => {
+    if (opts.live.current.admin.tokens !== tokensOf) {
+      tokensOf = opts.live.current.admin.tokens
+      tokens = tokensOf.map((t) => ({ name: t.name, digest: digest(t.token) }))
+    }
+    return tokens
+  }
   fastify.decorateRequest('adminCaller', 'local')
 
   await fastify.register(async (api) => {
     api.addHook('onRequest', async (request, reply) => {
-      if (tokens.length > 0) {
-        const caller = callerOf(request.headers.authorization, tokens)
+      const accepted = current()
+      if (accepted.length > 0) {
+        const caller = callerOf(request.headers.authorization, accepted)
         if (caller === null) {
           reply.header('www-authenticate', 'Bearer realm="ficus-admin"')
           if (!READ_METHODS.has(request.method)) await control.refused(`${request.method} ${request.url.split('?')[0] ?? ''} from ${request.ip}`)

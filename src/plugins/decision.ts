@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Config } from '../config/schema.js'
+import type { LiveConfig } from '../config/live.js'
 import { decide, type Random } from '../core/decide.js'
 import { forwardHeaders } from '../core/forward-headers.js'
 import { normalizePath, pathOf, queryOf } from '../core/normalize-path.js'
@@ -19,7 +19,7 @@ declare module 'fastify' {
 
 export interface DecisionOptions {
   readonly table: RouteTableRef
-  readonly config: Pick<Config, 'trustedHops'>
+  readonly live: LiveConfig
   readonly edge: EdgeDeps
   readonly random: Random
 }
@@ -30,7 +30,7 @@ export interface DecisionOptions {
  */
 async function decision(fastify: FastifyInstance, opts: DecisionOptions): Promise<void> {
   const { table, random, edge } = opts
-  const { trustedHops } = opts.config
+  const { live } = opts
   const { metrics, limits, now, record } = edge
   fastify.decorateRequest('ficus', null as unknown as Exchange)
 
@@ -59,7 +59,7 @@ async function decision(fastify: FastifyInstance, opts: DecisionOptions): Promis
       peer: req.socket.remoteAddress ?? '',
       proto: 'http',
       httpVersion: req.httpVersion,
-      trustedHops,
+      trustedHops: live.current.trustedHops,
       requestId: request.id,
       authority
     })

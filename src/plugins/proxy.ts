@@ -5,6 +5,7 @@ import type { Dispatcher } from 'undici'
 import type { Logger } from '../adapters/logger.js'
 import type { Metrics } from '../adapters/metrics-registry.js'
 import type { Upstream, Upstreams, Waiter } from '../adapters/upstreams.js'
+import type { LiveConfig } from '../config/live.js'
 import type { Limits } from '../config/schema.js'
 import { responseHeaders } from '../core/forward-headers.js'
 import type { Backend } from '../core/types.js'
@@ -17,7 +18,8 @@ import type { Shadowing } from './shadow.js'
 export interface ProxyOptions {
   readonly upstreams: Upstreams
   readonly limits: Limits
-  readonly exposeBackend: boolean
+  /** For exposeBackend (a reload may change it). */
+  readonly live: LiveConfig
   readonly metrics: Metrics
   readonly log: Logger
   /** Copies shadowed requests to the other side; the proxy only feeds it. */
@@ -57,7 +59,7 @@ class SendTimeout extends Error {
  * (it would answer 415 to a malformed Content-Type); Ficus streams bodies itself.
  */
 async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void> {
-  const { upstreams, limits, exposeBackend, metrics, log, now, shadowing, draining } = opts
+  const { upstreams, limits, live, metrics, log, now, shadowing, draining } = opts
   for (const m of METHODS) {
     if (m !== 'CONNECT') fastify.addHttpMethod(m, { hasBody: false, overrideExisting: true })
   }
@@ -89,8 +91,13 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
 
   /** Starts one attempt; `headersTimeout` (ms) overrides the upstream's, for a fallback. */
   function send(ex: Exchange, req: IncomingMessage, res: ServerResponse, backend: Backend, body: BodyGuard | null, headersTimeout: number | undefined): void {
-    const upstream = upstreams.get(ex.rule!.backends[backend])!
+    const upstream = upstreams.get(ex.rule!.backends[backend])
     ex.backend = backend
+    if (upstream === undefined) {
+      // A reload removed this upstream after the request was decided: the pool is closing.
+      gone(ex, res, body)
+      return
+    }
     const canFallBack = backend === 'new' && body === null && IDEMPOTENT.has(req.method as string)
     new Attempt(ex, req, res, upstream, body, canFallBack, headersTimeout).begin()
   }
@@ -172,7 +179,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
         return
       }
       const out = responseHeaders(headers)
-      if (exposeBackend) out['x-ficus-backend'] = this.ex.backend as string
+      if (live.current.exposeBackend) out['x-ficus-backend'] = this.ex.backend as string
       // The upstream answered before the whole request body arrived: the rest will not be
       // read, so this connection cannot carry another request.
       if ((this.body !== null && !this.req.complete) || draining()) out.connection = 'close'
@@ -282,7 +289,11 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
   function fallBack(ex: Exchange, req: IncomingMessage, res: ServerResponse, reason: string): void {
     metrics.fallbacks.inc({ route: ex.rule!.name, reason })
     ex.fallback = reason
-    const legacy = upstreams.get(ex.rule!.backends.legacy)!
+    const legacy = upstreams.get(ex.rule!.backends.legacy)
+    if (legacy === undefined) {
+      gone(ex, res, null)
+      return
+    }
     const left = Math.floor(legacy.config.timeoutMs - (now() - ex.start))
     if (left <= 0) {
       const err = ex.error ?? ficusError('FICUS_ERR_UPSTREAM_TIMEOUT')
@@ -294,6 +305,15 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
     ex.outcome = 'fallback'
     send(ex, req, res, 'legacy', null, left)
   }
+}
+
+/** The request's upstream is no longer configured (removed by a reload while it was in flight). */
+function gone(ex: Exchange, res: ServerResponse, body: BodyGuard | null): void {
+  const err = ficusError('FICUS_ERR_UPSTREAM_CLOSING')
+  ex.error = err
+  ex.outcome = reasonOf(err.code)
+  sendError(res, err, ex.requestId, body !== null)
+  body?.detach()
 }
 
 function hasBody(req: IncomingMessage): boolean {

@@ -7,6 +7,7 @@ import type { DivergenceStore } from '../adapters/divergence-store.js'
 import type { Logger } from '../adapters/logger.js'
 import type { Metrics } from '../adapters/metrics-registry.js'
 import type { Upstream, Upstreams } from '../adapters/upstreams.js'
+import type { LiveConfig } from '../config/live.js'
 import type { ShadowLimits } from '../config/schema.js'
 import { compare, type ComparedSide, type Comparison } from '../core/compare.js'
 import { pathOf, queryOf } from '../core/normalize-path.js'
@@ -36,7 +37,8 @@ export interface PrimaryTap {
 
 export interface ShadowOptions {
   readonly upstreams: Upstreams
-  readonly limits: ShadowLimits
+  /** shadow: bounds are read from here, so a reload changes them (pools keep their size). */
+  readonly live: LiveConfig
   readonly metrics: Metrics
   readonly store: DivergenceStore
   readonly log: Logger
@@ -73,6 +75,10 @@ export class Shadowing {
 
   constructor (readonly opts: ShadowOptions) {}
 
+  get limits (): ShadowLimits {
+    return this.opts.live.current.shadow
+  }
+
   /**
    * Starts shadowing a request whose decision says so. Returns the tap the proxy feeds, or
    * null when no copy will be made (dropped at the concurrency bound, or an upgrade).
@@ -87,13 +93,13 @@ export class Shadowing {
         this.unfinished(rule.name, 'skipped', 'primary_failed')
         return null
       }
-      if (this.inFlight >= this.opts.limits.maxInFlight) {
+      if (this.inFlight >= this.limits.maxInFlight) {
         this.unfinished(rule.name, 'skipped', 'concurrency', 'concurrency')
         return null
       }
       this.inFlight++
       const sx = new ShadowExchange(this, ex, req)
-      if (body !== null) body.capture(this.opts.limits.maxBodyBytes, (b) => sx.requestBody(b))
+      if (body !== null) body.capture(this.limits.maxBodyBytes, (b) => sx.requestBody(b))
       else sx.requestBody(null)
       return sx
     } catch (err) {
@@ -108,13 +114,13 @@ export class Shadowing {
     let pool = this.pools.get(upstream.config.name)
     if (pool === undefined) {
       pool = new Pool(upstream.config.origin, {
-        connections: this.opts.limits.maxInFlight,
+        connections: this.limits.maxInFlight,
         pipelining: 1,
-        connect: { timeout: Math.min(upstream.config.connectTimeoutMs, this.opts.limits.timeoutMs) },
+        connect: { timeout: Math.min(upstream.config.connectTimeoutMs, this.limits.timeoutMs) },
         // Ficus's own timer ends a copy at shadow.timeout; undici's coarser timers (they tick
         // every ~0.5 s) are only a backstop, set past it so the outcome is always `timeout`.
-        headersTimeout: this.opts.limits.timeoutMs + 1000,
-        bodyTimeout: this.opts.limits.timeoutMs + 1000,
+        headersTimeout: this.limits.timeoutMs + 1000,
+        bodyTimeout: this.limits.timeoutMs + 1000,
         strictContentLength: true
       })
       this.pools.set(upstream.config.name, pool)
@@ -151,6 +157,14 @@ export class Shadowing {
     metrics.comparisons.inc({ route, outcome })
     if (dropped !== undefined) metrics.shadowDropped.inc({ route, reason: dropped })
     store.unfinished(route, outcome, reason)
+  }
+
+  /** After a reload replaced or removed an upstream: its shadow pool goes (copies on it are disposable). */
+  forget (name: string): void {
+    const pool = this.pools.get(name)
+    if (pool === undefined) return
+    this.pools.delete(name)
+    pool.destroy().catch(() => {})
   }
 
   /** Shadows in flight are disposable: cut them rather than wait (shutdown). */
@@ -250,7 +264,7 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
   data (chunk: Buffer): void {
     if (this.over || this.primary.done) return
     this.guard(() => {
-      this.primary.keep(chunk, this.s.opts.limits.maxBodyBytes)
+      this.primary.keep(chunk, this.s.limits.maxBodyBytes)
       // Past the bound the body is not kept; status and headers are still compared.
       if (this.primary.tooLarge) this.end()
     })
@@ -286,14 +300,18 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
   private maybeSend (): void {
     if (this.over || this.sent !== 0 || this.body === undefined) return
     if (!this.isRead && !this.primaryOk) return
-    const upstream = this.s.opts.upstreams.get(this.ex.rule!.backends[this.shadowSide])!
+    const upstream = this.s.opts.upstreams.get(this.ex.rule!.backends[this.shadowSide])
+    if (upstream === undefined) {
+      this.stop('skipped', 'reloaded') // a reload removed the upstream meanwhile
+      return
+    }
     const headers = this.ex.upstreamHeaders.slice()
     if (upstream.config.hostHeader === 'upstream') {
       for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'host') headers[i + 1] = upstream.config.authority
     }
     headers.push('x-ficus-shadow', '1')
     this.sent = this.s.opts.now()
-    this.timer = setTimeout(() => this.deadline(), this.s.opts.limits.timeoutMs)
+    this.timer = setTimeout(() => this.deadline(), this.s.limits.timeoutMs)
     this.timer.unref()
     this.s.poolFor(upstream).dispatch({
       path: this.ex.target,
@@ -337,7 +355,7 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.shadow.keep(chunk, this.s.opts.limits.maxBodyBytes)
+    this.shadow.keep(chunk, this.s.limits.maxBodyBytes)
     if (this.shadow.tooLarge) controller.abort(new ShadowTooLarge())
   }
 
@@ -390,7 +408,7 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
     this.finish()
     const { primary, shadow } = this
     const [legacy, next] = this.primarySide === 'legacy' ? [primary, shadow] : [shadow, primary]
-    Promise.all([decoded(legacy, this.s.opts.limits.maxBodyBytes), decoded(next, this.s.opts.limits.maxBodyBytes)])
+    Promise.all([decoded(legacy, this.s.limits.maxBodyBytes), decoded(next, this.s.limits.maxBodyBytes)])
       .then(([a, b]) => this.record(compare(a, b, this.ex.rule!.compare.rules)))
       .catch((err: unknown) => this.crashed(err))
       .finally(() => this.release())

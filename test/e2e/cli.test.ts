@@ -239,3 +239,45 @@ t.test('a second signal exits at once', async (t) => {
   p.child.kill('SIGTERM')
   t.equal(await p.exited, 1, 'did not wait for the 20 s drain delay')
 })
+
+t.test('ficus start reloads routes.yaml when it changes and on SIGHUP; an invalid file is rejected', async (t) => {
+  const { writeFile, readFile, rename } = await import('node:fs/promises')
+  const dir = t.testdir()
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const config = join(dir, 'routes.yaml')
+  const original = await readFile(join(ROOT, 'routes.yaml'), 'utf8')
+  await writeFile(config, original)
+  const p = run(t, CLI, ['start', '--config', config], {
+    FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: next.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '0s'
+  })
+  const out = await p.waitFor(/"msg":"ficus listening"/)
+  const { traffic } = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string }
+  const servedBy = async (): Promise<unknown> => {
+    const r = await request(`${traffic}/api/reports/daily`)
+    await r.body.dump()
+    return r.headers['x-ficus-backend']
+  }
+  t.equal(await servedBy(), 'legacy')
+
+  // An editor's save: write a new file and rename it over the old one.
+  await writeFile(`${config}.tmp`, original.replace(/(name: reports[\s\S]*?new: )0/, '$1100'))
+  await rename(`${config}.tmp`, config)
+  await p.waitFor(/"why":"file changed".*"msg":"config reloaded"/)
+  t.equal(await servedBy(), 'new', 'the changed file is in effect')
+
+  await writeFile(config, original)
+  const reloads = (p.stdout.match(/"msg":"config reloaded"/g) ?? []).length
+  p.child.kill('SIGHUP')
+  await p.waitFor(/"why":"SIGHUP".*"msg":"config reloaded"/)
+  t.ok((p.stdout.match(/"msg":"config reloaded"/g) ?? []).length > reloads)
+  t.equal(await servedBy(), 'legacy')
+
+  await writeFile(config, original.replace('new: 25', 'new: 250'))
+  p.child.kill('SIGHUP')
+  const rejected = await p.waitFor(/"msg":"config reload rejected; the running config stays"/)
+  t.match(rejected, /routes\[1\]\.new: must be <= 100/)
+  t.equal(await servedBy(), 'legacy', 'still serving the last good config')
+  p.child.kill('SIGTERM')
+  t.equal(await p.exited, 0)
+})

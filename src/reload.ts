@@ -1,0 +1,84 @@
+import { Upstream } from './adapters/upstreams.js'
+import type { Logger } from './adapters/logger.js'
+import type { Ficus } from './app.js'
+import { ConfigError, formatProblem, loadConfig } from './config/load-config.js'
+import type { Config } from './config/schema.js'
+
+/**
+ * Reload (SIGHUP, or routes.yaml changed on disk): the file is read and validated like at
+ * start; an invalid one is rejected with every problem and the running config stays. A
+ * valid one is swapped in: requests in flight finish with the decision they started with,
+ * the next request sees the new routes. Upstream pools whose settings did not change are
+ * kept (with their connections); a changed or removed upstream's pool finishes its requests
+ * and closes.
+ */
+
+/** Keys read once at start: a change waits for a restart (and is said so in the log). */
+function restartOnly(prev: Config, next: Config): string[] {
+  const keys: [string, (c: Config) => unknown][] = [
+    ['listen', (c) => c.listen],
+    ['admin.host', (c) => c.admin.host],
+    ['admin.port', (c) => c.admin.port],
+    ['limits', (c) => c.limits],
+    ['state', (c) => c.state],
+    ['log.level', (c) => c.log.level],
+    ['shadow.samples', (c) => c.shadow.samples]
+  ]
+  return keys.filter(([, get]) => JSON.stringify(get(prev)) !== JSON.stringify(get(next))).map(([k]) => k)
+}
+
+/** Swaps a validated config into a running Ficus; returns the changed keys that need a restart. */
+export function applyConfig(ficus: Ficus, next: Config, log: Logger): string[] {
+  const prev = ficus.live.current
+  const restart = restartOnly(prev, next)
+  const upstreams = ficus.upstreams
+  const retired: Upstream[] = []
+  // New and changed upstreams first, so the new routes find theirs ...
+  for (const cfg of Object.values(next.upstreams)) {
+    const old = upstreams.get(cfg.name)
+    if (old !== undefined && JSON.stringify(old.config) === JSON.stringify(cfg)) continue
+    upstreams.set(cfg.name, new Upstream(cfg))
+    if (old !== undefined) retired.push(old)
+    ficus.shadowing.forget(cfg.name)
+  }
+  ficus.live.current = next
+  ficus.control.reconfigure(next)
+  // ... and removed ones last, once no route names them.
+  for (const [name, old] of upstreams) {
+    if (Object.hasOwn(next.upstreams, name)) continue
+    upstreams.delete(name)
+    retired.push(old)
+    ficus.shadowing.forget(name)
+  }
+  for (const u of retired) {
+    u.close().catch((err: unknown) => { log.warn({ err, upstream: u.config.name }, 'closing a retired upstream pool failed') })
+  }
+  return restart
+}
+
+/** Reads `file` and applies it; counts and logs the outcome. Never throws. */
+export async function reloadFrom(ficus: Ficus, file: string, env: Readonly<Record<string, string | undefined>>, log: Logger, why: string): Promise<'success' | 'failure'> {
+  let next: Config
+  try {
+    next = await loadConfig(file, env)
+  } catch (err) {
+    ficus.metrics.configReloads.inc({ outcome: 'failure' })
+    if (err instanceof ConfigError) {
+      log.error({ why, file, problems: err.problems.map((p) => formatProblem(file, p)) }, 'config reload rejected; the running config stays')
+    } else {
+      log.error({ why, file, err }, 'config reload failed; the running config stays')
+    }
+    return 'failure'
+  }
+  try {
+    const restart = applyConfig(ficus, next, log)
+    ficus.metrics.configReloads.inc({ outcome: 'success' })
+    log.info({ why, file, routes: next.routes.length }, 'config reloaded')
+    if (restart.length > 0) log.warn({ keys: restart }, 'these settings changed and take effect at the next start')
+    return 'success'
+  } catch (err) {
+    ficus.metrics.configReloads.inc({ outcome: 'failure' })
+    log.error({ why, file, err }, 'config reload failed; the running config stays')
+    return 'failure'
+  }
+}

@@ -1,0 +1,136 @@
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import autocannon from 'autocannon'
+import t from 'tap'
+import { Agent, request } from 'undici'
+import YAML from 'yaml'
+import { createLogger } from '../../src/adapters/logger.js'
+import { createMetrics } from '../../src/adapters/metrics-registry.js'
+import { loadConfig } from '../../src/config/load-config.js'
+import { startFicus, type Running } from '../../src/main.js'
+import { reloadFrom } from '../../src/reload.js'
+import { sample } from '../helpers/ficus.js'
+import { LogSink } from '../helpers/log-sink.js'
+import { startUpstream, type Handler } from '../helpers/upstream.js'
+
+type Teardown = Parameters<typeof startUpstream>[0] & { testdir(): string }
+
+/** Ficus started from a real file, which the test rewrites and reloads. */
+async function fromFile(t: Teardown, doc: Record<string, unknown>) {
+  const file = join(t.testdir(), 'routes.yaml')
+  const base = { version: 1, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, sticky: 'header:x-user-id', shutdown: { drainDelay: '0s' }, exposeBackend: true }
+  const write = async (d: Record<string, unknown> | string): Promise<void> => writeFile(file, typeof d === 'string' ? d : YAML.stringify({ ...base, ...d }))
+  await write(doc)
+  const logs = new LogSink()
+  const logger = createLogger('debug', logs)
+  const metrics = createMetrics()
+  const running: Running = await startFicus(await loadConfig(file, {}), { logger, metrics })
+  const agent = new Agent({ keepAliveTimeout: 10_000 })
+  t.teardown(async () => {
+    await agent.close()
+    await running.stop()
+  })
+  const get = async (path: string, user = 'u1'): Promise<{ status: number; by: string | undefined }> => {
+    const r = await request(running.trafficUrl + path, { headers: { 'x-user-id': user }, dispatcher: agent })
+    await r.body.dump()
+    return { status: r.statusCode, by: r.headers['x-served-by'] as string | undefined }
+  }
+  const reload = async (d: Record<string, unknown> | string): Promise<'success' | 'failure'> => {
+    await write(d)
+    return reloadFrom(running.ficus, file, {}, logger, 'test')
+  }
+  const scrape = async (): Promise<string> => running.ficus.metrics.register.metrics()
+  return { file, running, logs, get, reload, scrape }
+}
+
+t.test('a valid reload takes effect on the next request; unchanged pools and their connections are kept', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const upstreams = { legacy: { url: legacy.url }, new: { url: next.url } }
+  const f = await fromFile(t, { upstreams, routes: [{ name: 'orders', match: { path: '/*' }, new: 0 }] })
+  t.equal((await f.get('/o')).by, 'legacy')
+  const pool = f.running.ficus.upstreams.get('legacy')
+  t.equal(await f.reload({ upstreams, routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 100 }, { name: 'rest', match: { path: '/*' }, new: 0 }] }), 'success')
+  t.equal((await f.get('/orders/1')).by, 'new')
+  t.equal((await f.get('/x')).by, 'legacy')
+  t.equal(f.running.ficus.upstreams.get('legacy'), pool, 'the same pool')
+  t.equal(legacy.connections(), 1, 'and the same connection')
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_config_reloads_total', { outcome: 'success' }), 1)
+  t.equal(sample(m, 'ficus_route_new_percent', { route: 'orders' }), 100)
+  t.equal(sample(m, 'ficus_route_new_percent', { route: 'rest' }), 0)
+  t.match(await f.logs.waitFor((l) => l.msg === 'config reloaded'), { why: 'test', routes: 2 })
+})
+
+t.test('an invalid file is rejected with every problem; the running config stays', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const upstreams = { legacy: { url: legacy.url }, new: { url: next.url } }
+  const f = await fromFile(t, { upstreams, routes: [{ name: 'orders', match: { path: '/*' }, new: 100 }] })
+  t.equal(await f.reload({ upstreams, routes: [{ name: 'orders', match: { path: '/*' }, new: 150, shadow: -1 }] }), 'failure')
+  t.equal(await f.reload('version: 1\nroutes: [\n'), 'failure', 'broken YAML too')
+  t.equal((await f.get('/o')).by, 'new', 'still the old config')
+  t.equal(sample(await f.scrape(), 'ficus_config_reloads_total', { outcome: 'failure' }), 2)
+  const line = await f.logs.waitFor((l) => l.msg === 'config reload rejected; the running config stays')
+  t.equal(line.level, 'error')
+  t.match(line.problems, [/routes\[0\]\.new: must be <= 100/, /routes\[0\]\.shadow: must be >= 0/])
+})
+
+t.test('a changed upstream gets a new pool; a request in flight on the old one finishes', async (t) => {
+  let release = (): void => {}
+  const slow: Handler = (_req, res) => { release = () => { res.writeHead(200); res.end('old') } }
+  const old = await startUpstream(t, 'legacy', slow)
+  const moved = await startUpstream(t, 'legacy-2')
+  const next = await startUpstream(t, 'new')
+  const f = await fromFile(t, { upstreams: { legacy: { url: old.url }, new: { url: next.url } }, routes: [] })
+  const inFlight = f.get('/held')
+  await old.arrived(1)
+  const pool = f.running.ficus.upstreams.get('legacy')
+  t.equal(await f.reload({ upstreams: { legacy: { url: moved.url }, new: { url: next.url } }, routes: [] }), 'success')
+  t.not(f.running.ficus.upstreams.get('legacy'), pool, 'a new pool')
+  t.equal((await f.get('/now')).by, 'legacy-2', 'new requests go to the new address')
+  release()
+  t.same(await inFlight, { status: 200, by: undefined }, 'the old request finished on the old pool')
+  t.equal(pool?.pool.closed, true, 'which then closed')
+})
+
+t.test('runtime overrides stay on top of a reloaded file; a removed route leaves no gauge', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const upstreams = { legacy: { url: legacy.url }, new: { url: next.url } }
+  const f = await fromFile(t, { upstreams, routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0 }, { name: 'old', match: { path: '/old/*' }, new: 0 }] })
+  await f.running.ficus.control.rollback('orders', 'held', 'test')
+  await f.running.ficus.control.patch('orders', { new: 30 }, 'test')
+  t.equal(await f.reload({ upstreams, routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 100 }] }), 'success')
+  t.match(f.running.ficus.control.routes()[0], { name: 'orders', new: { value: 30, source: 'override', file: 100 } })
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_route_new_percent', { route: 'orders' }), 30)
+  t.equal(sample(m, 'ficus_route_new_percent', { route: 'old' }), undefined)
+})
+
+t.test('settings read only at start: the reload applies the rest and says what waits for a restart', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const upstreams = { legacy: { url: legacy.url }, new: { url: next.url } }
+  const f = await fromFile(t, { upstreams, routes: [] })
+  t.equal(await f.reload({ upstreams, routes: [], limits: { bodySize: '1MiB' }, trustedHops: 2 }), 'success')
+  t.match(await f.logs.waitFor((l) => l.msg === 'these settings changed and take effect at the next start'), { keys: ['limits'] })
+  t.equal(f.running.ficus.live.current.trustedHops, 2, 'trustedHops is live')
+})
+
+t.test('10 reloads and flips under load: no failed request', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const next2 = await startUpstream(t, 'new-2')
+  const f = await fromFile(t, { upstreams: { legacy: { url: legacy.url }, new: { url: next.url } }, routes: [{ name: 'orders', match: { path: '/*' }, new: 50 }] })
+  const run = autocannon({ url: `${f.running.trafficUrl}/orders/1`, connections: 50, amount: 8000, setupClient: (c) => { c.setHeaders({ 'x-user-id': `u${Math.random()}` }) } })
+  for (let i = 0; i < 10; i++) {
+    await legacy.arrived(100 * (i + 1)) // legacy serves a share whatever the reload says
+    const target = i % 2 === 0 ? next2 : next
+    t.equal(await f.reload({ upstreams: { legacy: { url: legacy.url }, new: { url: target.url } }, routes: [{ name: 'orders', match: { path: '/*' }, new: 10 + i * 9 }] }), 'success')
+  }
+  const result = await run
+  t.equal(result.errors + result.timeouts + result.non2xx, 0, 'no failed request')
+  t.equal(result.requests.total, 8000)
+  t.equal(sample(await f.scrape(), 'ficus_config_reloads_total', { outcome: 'success' }), 10)
+})
