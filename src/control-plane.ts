@@ -41,6 +41,8 @@ export interface RouteView {
  */
 export class ControlPlane {
   private queue: Promise<unknown> = Promise.resolve()
+  /** The state file named at start: a reload cannot move it (the audit log stays beside it). */
+  private readonly stateFile: string | undefined
 
   constructor (
     private config: Config,
@@ -51,16 +53,23 @@ export class ControlPlane {
     private readonly log: Logger,
     private readonly now: () => Date = () => new Date()
   ) {
+    this.stateFile = config.state
     const unknown = Object.keys(overrides).filter((n) => this.fileRule(n) === undefined)
     if (config.state === undefined) log.warn('no state file configured (state: in routes.yaml): runtime changes and rollbacks last until Ficus stops')
     if (unknown.length > 0) log.warn({ routes: unknown }, 'the state file has overrides for routes routes.yaml no longer has; they are kept but unused')
     this.swap(overrides)
   }
 
-  /** A reload: routes.yaml's new values, with the runtime overrides still on top. */
-  reconfigure (config: Config): void {
-    this.config = config
-    this.swap(this.overrides)
+  /**
+   * A reload: routes.yaml's new values, with the runtime overrides still on top. Queued
+   * behind changes in progress, so a rollback of "all" covers exactly the routes it saw.
+   */
+  async reconfigure (config: Config, apply: () => void = () => {}): Promise<void> {
+    return this.serial(async () => {
+      apply()
+      this.config = config
+      this.swap(this.overrides)
+    })
   }
 
   routes (): RouteView[] {
@@ -112,19 +121,31 @@ export class ControlPlane {
       return { time, who, action, route: name, before: { new: before.new, shadow: before.shadow }, after: { new: after.new, shadow: after.shadow }, reason }
     })
     const previous = this.overrides
-    if (this.config.state !== undefined) {
+    const file = this.stateFile
+    const dirSync = (err: unknown): void => { this.log.warn({ err, file }, 'the state file was replaced but its directory could not be synced') }
+    if (file !== undefined) {
       try {
-        await writeState(this.config.state, { version: 1, routes: clean })
+        await writeState(file, { version: 1, routes: clean }, dirSync)
       } catch (err) {
-        this.log.error({ err, file: this.config.state }, 'could not write the state file; nothing was changed')
+        this.log.error({ err, file }, 'could not write the state file; nothing was changed')
         throw new ControlError('FICUS_ERR_STATE_WRITE', `the state file could not be written (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); nothing was changed`)
       }
     }
     try {
-      for (const e of entries) await this.audit.append(e)
+      await this.audit.appendAll(entries)
     } catch (err) {
-      this.log.error({ err }, 'could not write the audit log; the change is undone')
-      if (this.config.state !== undefined) await writeState(this.config.state, { version: 1, routes: previous }).catch(() => {})
+      this.log.error({ err }, 'could not write the audit log; undoing the change')
+      if (file !== undefined) {
+        try {
+          await writeState(file, { version: 1, routes: previous }, dirSync)
+        } catch (undo) {
+          // The state file holds a change nobody was told about: say so loudly, and keep
+          // serving what the file says, so a restart does not bring a surprise.
+          this.log.fatal({ err: undo, file }, 'the state file could not be restored after a failed audit write: the change is in effect')
+          this.swap(clean)
+          throw new ControlError('FICUS_ERR_STATE_WRITE', 'the audit log could not be written and the state file could not be restored: the change IS in effect, unaudited; check the disk')
+        }
+      }
       throw new ControlError('FICUS_ERR_STATE_WRITE', 'the audit log could not be written; nothing was changed')
     }
     this.swap(clean)

@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto'
 import { watch } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
-import { basename, dirname, resolve } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import { createLogger, type Logger } from './adapters/logger.js'
-import { moveAside, StateError } from './adapters/state-file.js'
+import { moveAside, readState, StateError } from './adapters/state-file.js'
 import { buildApp, type Deps, type Ficus } from './app.js'
 import { loadConfig } from './config/load-config.js'
 import { reloadFrom } from './reload.js'
@@ -19,6 +21,8 @@ export interface Running {
 
 /** Quiet time after the last change event before a reload (an editor's save is several events). */
 const RELOAD_DEBOUNCE_MS = 200
+/** After shutdown.timeout, time left for closing before the process exits anyway. */
+const STOP_GRACE_MS = 5_000
 
 /** Builds Ficus and listens: admin first (so health answers during start), then traffic. */
 export async function startFicus(config: Config, deps: Deps): Promise<Running> {
@@ -45,7 +49,7 @@ export async function startFicus(config: Config, deps: Deps): Promise<Running> {
         // Load balancers see /readyz fail at once and stop sending; traffic is still served
         // meanwhile (answers carry Connection: close), then listening stops.
         health.phase = 'draining'
-        const { drainDelayMs, timeoutMs } = config.shutdown
+        const { drainDelayMs, timeoutMs } = ficus.live.current.shutdown
         const cap = setTimeout(() => {
           deps.logger.warn({ timeoutMs }, 'shutdown.timeout reached: cutting the connections still open')
           traffic.server.closeAllConnections()
@@ -55,8 +59,8 @@ export async function startFicus(config: Config, deps: Deps): Promise<Running> {
           if (drainDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, drainDelayMs))
           await traffic.close()
         } finally {
-          clearTimeout(cap)
           await admin.close()
+          clearTimeout(cap)
         }
       })()
       return stopping
@@ -78,8 +82,14 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
   const logger = createLogger(env.FICUS_LOG_LEVEL ?? config.log.level)
   let aside: string | null = null
   if (opts.resetState === true && config.state !== undefined) {
-    aside = await moveAside(config.state)
-    logger.warn({ state: config.state, movedTo: aside }, aside === null ? '--reset-state: there was no state file' : '--reset-state: the state file was moved aside; routes.yaml\'s percentages are in effect')
+    // Only an unusable file is moved: a flag left in a unit file must not discard rollbacks.
+    const usable = await readState(config.state).then(() => true, () => false)
+    if (usable) {
+      logger.warn({ state: config.state }, '--reset-state: the state file is valid and is kept (clear overrides with ficus set <route> --clear)')
+    } else {
+      aside = await moveAside(config.state)
+      logger.warn({ state: config.state, movedTo: aside }, '--reset-state: the unreadable state file was moved aside; routes.yaml\'s percentages are in effect')
+    }
   }
   const exit = (code: number): never => {
     logger.flush()
@@ -89,7 +99,20 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
     logger.fatal({ err }, 'uncaught exception; exiting')
     exit(1)
   })
-  let running: Running
+  let running: Running | undefined
+  // Installed before start: SIGHUP's default action would end a process still starting.
+  let reloading: Promise<unknown> = Promise.resolve()
+  let stopping = false
+  const reload = (why: string): void => {
+    if (running === undefined || stopping) {
+      logger.warn({ why }, running === undefined ? 'reload ignored: still starting' : 'reload ignored: stopping')
+      return
+    }
+    const ficus = running.ficus
+    const run = async (): Promise<unknown> => reloadFrom(ficus, configPath, env, logger, why)
+    reloading = reloading.then(run, run)
+  }
+  process.on('SIGHUP', () => { reload('SIGHUP') })
   try {
     running = await startFicus(config, { logger })
     if (aside !== null) {
@@ -99,11 +122,20 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
     logger.fatal({ err: describe(err) }, 'could not start')
     exit(1)
   }
+  const started = running as Running
   const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      exit(1) // a second signal, of either kind, does not wait
+      return
+    }
+    stopping = true
     logger.info({ signal }, 'stopping')
-    // A second signal does not wait.
-    process.once(signal, () => exit(1))
-    running.stop().then(() => {
+    // Past the cap plus a grace, exit even if something refuses to close.
+    setTimeout(() => {
+      logger.error('stop did not finish within shutdown.timeout; exiting')
+      exit(1)
+    }, started.ficus.live.current.shutdown.timeoutMs + STOP_GRACE_MS).unref()
+    started.stop().then(() => {
       logger.info('stopped')
       exit(0)
     }, (err: unknown) => {
@@ -111,27 +143,38 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
       exit(1)
     })
   }
-  process.once('SIGTERM', onSignal)
-  process.once('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
 
-  // Reloads, one at a time: on SIGHUP, and when the file changes on disk (editors and
-  // ConfigMap updates replace it by rename: the directory is watched, not the file).
-  let reloading: Promise<unknown> = Promise.resolve()
-  const reload = (why: string): void => {
-    reloading = reloading.then(async () => reloadFrom(running.ficus, configPath, env, logger, why))
-  }
-  process.on('SIGHUP', () => { reload('SIGHUP') })
+  // Reloads on file change too. The directory is watched, and any event there is checked
+  // against the file's content: editors replace the file by rename, and Kubernetes swaps a
+  // ConfigMap's `..data` symlink without any event naming the file.
+  let seen = await digestOf(configPath)
   let debounce: NodeJS.Timeout | null = null
   try {
-    const watcher = watch(dirname(resolve(configPath)), (_event, name) => {
-      if (name !== basename(configPath)) return
+    const watcher = watch(dirname(resolve(configPath)), () => {
       if (debounce !== null) clearTimeout(debounce)
-      debounce = setTimeout(() => { reload('file changed') }, RELOAD_DEBOUNCE_MS)
+      debounce = setTimeout(() => {
+        void digestOf(configPath).then((now) => {
+          if (now === seen) return
+          seen = now
+          reload('file changed')
+        })
+      }, RELOAD_DEBOUNCE_MS)
     })
     watcher.unref()
     watcher.on('error', (err) => { logger.warn({ err }, 'watching the config file failed; SIGHUP still reloads') })
   } catch (err) {
     logger.warn({ err }, 'cannot watch the config file; SIGHUP still reloads')
+  }
+}
+
+/** SHA-256 of the file's bytes ('' when it cannot be read: a reload then reports why). */
+async function digestOf(file: string): Promise<string> {
+  try {
+    return createHash('sha256').update(await readFile(file)).digest('hex')
+  } catch {
+    return ''
   }
 }
 

@@ -1,7 +1,7 @@
 import { Upstream } from './adapters/upstreams.js'
 import type { Logger } from './adapters/logger.js'
 import type { Ficus } from './app.js'
-import { ConfigError, formatProblem, loadConfig } from './config/load-config.js'
+import { ConfigError, formatProblem, isLoopback, loadConfig } from './config/load-config.js'
 import type { Config } from './config/schema.js'
 
 /**
@@ -27,22 +27,37 @@ function restartOnly(prev: Config, next: Config): string[] {
   return keys.filter(([, get]) => JSON.stringify(get(prev)) !== JSON.stringify(get(next))).map(([k]) => k)
 }
 
-/** Swaps a validated config into a running Ficus; returns the changed keys that need a restart. */
-export function applyConfig(ficus: Ficus, next: Config, log: Logger): string[] {
+/** Why a valid file still cannot be applied while running, or null. */
+function refusal(prev: Config, next: Config): string | null {
+  // The admin port stays where it was bound until a restart: it must not lose its tokens there.
+  if (!isLoopback(prev.admin.host) && next.admin.tokens.length === 0) {
+    return `the admin API listens on ${prev.admin.host} (until a restart) and the new file has no admin token: refused, so the admin API is never left open`
+  }
+  return null
+}
+
+/**
+ * Swaps a validated config into a running Ficus; returns the changed keys that need a
+ * restart. Throws (nothing applied) when the file cannot be applied while running.
+ */
+export async function applyConfig(ficus: Ficus, next: Config, log: Logger): Promise<string[]> {
   const prev = ficus.live.current
+  const refused = refusal(prev, next)
+  if (refused !== null) throw new Error(refused)
   const restart = restartOnly(prev, next)
   const upstreams = ficus.upstreams
   const retired: Upstream[] = []
-  // New and changed upstreams first, so the new routes find theirs ...
-  for (const cfg of Object.values(next.upstreams)) {
-    const old = upstreams.get(cfg.name)
-    if (old !== undefined && JSON.stringify(old.config) === JSON.stringify(cfg)) continue
-    upstreams.set(cfg.name, new Upstream(cfg))
-    if (old !== undefined) retired.push(old)
-    ficus.shadowing.forget(cfg.name)
-  }
-  ficus.live.current = next
-  ficus.control.reconfigure(next)
+  await ficus.control.reconfigure(next, () => {
+    // New and changed upstreams first, so the new routes find theirs ...
+    for (const cfg of Object.values(next.upstreams)) {
+      const old = upstreams.get(cfg.name)
+      if (old !== undefined && JSON.stringify(old.config) === JSON.stringify(cfg)) continue
+      upstreams.set(cfg.name, new Upstream(cfg))
+      if (old !== undefined) retired.push(old)
+      ficus.shadowing.forget(cfg.name)
+    }
+    ficus.live.current = next
+  })
   // ... and removed ones last, once no route names them.
   for (const [name, old] of upstreams) {
     if (Object.hasOwn(next.upstreams, name)) continue
@@ -51,7 +66,7 @@ export function applyConfig(ficus: Ficus, next: Config, log: Logger): string[] {
     ficus.shadowing.forget(name)
   }
   for (const u of retired) {
-    u.close().catch((err: unknown) => { log.warn({ err, upstream: u.config.name }, 'closing a retired upstream pool failed') })
+    u.retire().catch((err: unknown) => { log.warn({ err, upstream: u.config.name }, 'closing a retired upstream pool failed') })
   }
   return restart
 }
@@ -71,7 +86,7 @@ export async function reloadFrom(ficus: Ficus, file: string, env: Readonly<Recor
     return 'failure'
   }
   try {
-    const restart = applyConfig(ficus, next, log)
+    const restart = await applyConfig(ficus, next, log)
     ficus.metrics.configReloads.inc({ outcome: 'success' })
     log.info({ why, file, routes: next.routes.length }, 'config reloaded')
     if (restart.length > 0) log.warn({ keys: restart }, 'these settings changed and take effect at the next start')

@@ -34,6 +34,8 @@ export class AuditLog {
   private readonly recent: AuditEntry[] = []
   private fh: FileHandle | null = null
   private size = 0
+  /** Appends run one after another: a rotation never closes the handle under another write. */
+  private tail: Promise<unknown> = Promise.resolve()
 
   private constructor (readonly file: string | undefined, private readonly maxBytes: number) {}
 
@@ -59,15 +61,29 @@ export class AuditLog {
 
   /** Appends durably (when there is a file); resolves once the entry is on disk. */
   async append (entry: AuditEntry): Promise<void> {
-    if (this.fh !== null && this.file !== undefined) {
-      const line = JSON.stringify(entry) + '\n'
-      if (this.size + line.length > this.maxBytes && this.size > 0) await this.rotate(this.file)
-      await this.fh.write(line)
+    return this.appendAll([entry])
+  }
+
+  /** Appends entries in one write and one sync: all of them or (on failure) none in memory. */
+  async appendAll (entries: readonly AuditEntry[]): Promise<void> {
+    const run = this.tail.then(async () => this.write(entries))
+    this.tail = run.catch(() => {})
+    return run
+  }
+
+  private async write (entries: readonly AuditEntry[]): Promise<void> {
+    if (this.file !== undefined) {
+      const text = entries.map((e) => JSON.stringify(e) + '\n').join('')
+      const bytes = Buffer.byteLength(text)
+      if (this.size + bytes > this.maxBytes && this.size > 0) await this.rotate(this.file)
+      // After a failed rotation, the next append reopens the file.
+      this.fh ??= await open(this.file, 'a', 0o600)
+      await this.fh.write(text)
       await this.fh.datasync()
-      this.size += Buffer.byteLength(line)
+      this.size += bytes
     }
-    this.recent.push(entry)
-    if (this.recent.length > AUDIT_MEMORY) this.recent.shift()
+    for (const e of entries) this.recent.push(e)
+    while (this.recent.length > AUDIT_MEMORY) this.recent.shift()
   }
 
   /** Newest first. */
@@ -76,15 +92,17 @@ export class AuditLog {
   }
 
   async close (): Promise<void> {
+    await this.tail
     await this.fh?.close()
     this.fh = null
   }
 
   private async rotate (file: string): Promise<void> {
-    await this.fh?.close()
+    const fh = this.fh
+    this.fh = null
+    await fh?.close()
     for (let i = AUDIT_KEEP - 1; i >= 1; i--) await rename(`${file}.${i}`, `${file}.${i + 1}`).catch(() => {})
     await rename(file, `${file}.1`)
-    this.fh = await open(file, 'a', 0o600)
     this.size = 0
   }
 }

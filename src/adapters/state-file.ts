@@ -65,28 +65,33 @@ function checkState(data: unknown): string | null {
 }
 
 /** Replaces the state file atomically and durably. */
-export async function writeState(file: string, state: StateFile): Promise<void> {
+export async function writeState(file: string, state: StateFile, onDirSyncError?: (err: unknown) => void): Promise<void> {
   const dir = dirname(file)
   const tmp = join(dir, `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`)
-  const fh = await open(tmp, 'wx', 0o600)
   try {
-    await fh.writeFile(JSON.stringify(state, null, 2) + '\n')
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-  try {
+    const fh = await open(tmp, 'wx', 0o600)
+    try {
+      await fh.writeFile(JSON.stringify(state, null, 2) + '\n')
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
     await rename(tmp, file)
   } catch (err) {
     await unlink(tmp).catch(() => {})
     throw err
   }
-  // The rename itself must reach the disk too.
-  const d = await open(dir, 'r')
+  // From here the new state is in place: a failure to sync the directory (some network
+  // file systems refuse it) is reported to the caller's log, not as "nothing changed".
   try {
-    await d.sync()
-  } finally {
-    await d.close()
+    const d = await open(dir, 'r')
+    try {
+      await d.sync()
+    } finally {
+      await d.close()
+    }
+  } catch (err) {
+    onDirSyncError?.(err)
   }
 }
 

@@ -65,6 +65,7 @@ export class Upstream {
     const next = this.waiting.values().next()
     if (next.done === true) {
       this.running--
+      if (this.running === 0) this.idle?.()
       return
     }
     this.waiting.delete(next.value)
@@ -78,6 +79,17 @@ export class Upstream {
   /** Lets in-flight requests finish, then closes the connections. */
   close (): Promise<void> {
     return this.pool.close()
+  }
+
+  private idle: (() => void) | null = null
+
+  /**
+   * A reload replaced or removed this upstream: requests running or queued here finish (a
+   * queued one still gets its slot), then the pool closes. New requests go to the new one.
+   */
+  async retire (): Promise<void> {
+    if (this.load > 0) await new Promise<void>((resolve) => { this.idle = resolve })
+    await this.pool.close()
   }
 }
 

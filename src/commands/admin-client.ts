@@ -43,7 +43,12 @@ export async function adminCall(target: AdminTarget, method: 'GET' | 'PATCH' | '
     const code = (err as { code?: string }).code ?? (err as Error).message
     throw new AdminCallError(`cannot reach the Ficus admin API at ${url.origin} (${code}); is Ficus running? set --admin-url or FICUS_ADMIN_URL`)
   }
-  const text = await res.body.text()
+  let text: string
+  try {
+    text = await res.body.text()
+  } catch (err) {
+    throw new AdminCallError(`the connection to ${url.origin} broke while reading the answer (${(err as { code?: string }).code ?? (err as Error).message})`)
+  }
   if (raw) {
     if (res.statusCode >= 400) throw new AdminCallError(`${url.origin}${path} answered ${res.statusCode}`)
     return text

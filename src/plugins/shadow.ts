@@ -70,6 +70,8 @@ export class Shadowing {
   inFlight = 0
   private idlers: (() => void)[] = []
   private readonly pools = new Map<string, Pool>()
+  /** The bounds the pools were built with. */
+  private poolLimits: string | null = null
   /** Key for hashing sticky keys in samples: per process, so a hash cannot be looked up elsewhere. */
   private readonly secret = randomBytes(32)
 
@@ -111,6 +113,12 @@ export class Shadowing {
 
   /** The pool copies to `upstream` go through: never the primary's, so shadows cannot take its connections. */
   poolFor (upstream: Upstream): Pool {
+    const limits = JSON.stringify(this.limits)
+    if (this.poolLimits !== limits) {
+      // A reload changed the shadow bounds: pools are rebuilt with them (copies in flight finish).
+      for (const name of [...this.pools.keys()]) this.forget(name)
+      this.poolLimits = limits
+    }
     let pool = this.pools.get(upstream.config.name)
     if (pool === undefined) {
       pool = new Pool(upstream.config.origin, {
@@ -159,12 +167,12 @@ export class Shadowing {
     store.unfinished(route, outcome, reason)
   }
 
-  /** After a reload replaced or removed an upstream: its shadow pool goes (copies on it are disposable). */
+  /** After a reload replaced or removed an upstream: its shadow pool closes once its copies finish. */
   forget (name: string): void {
     const pool = this.pools.get(name)
     if (pool === undefined) return
     this.pools.delete(name)
-    pool.destroy().catch(() => {})
+    pool.close().catch(() => {})
   }
 
   /** Shadows in flight are disposable: cut them rather than wait (shutdown). */

@@ -184,13 +184,21 @@ t.test('ficus start with a corrupt state file exits 1; --reset-state moves it as
 
   const reset = run(t, CLI, ['start', '--config', config, '--reset-state'], env)
   const out = await reset.waitFor(/"msg":"ficus listening"/)
-  t.match(out, /--reset-state: the state file was moved aside/)
+  t.match(out, /--reset-state: the unreadable state file was moved aside/)
   t.match((await readdir(dir)).join(' '), /state\.json\.reset-\d{4}-/)
   const admin = (JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { admin: string }).admin
   const audit = await (await request(`${admin}/admin/audit`)).body.json() as { entries: { action: string; detail: string }[] }
   t.match(audit.entries[0], { action: 'reset-state', detail: /state\.json\.reset-/ })
   reset.child.kill('SIGTERM')
   t.equal(await reset.exited, 0)
+
+  // A valid state file is kept, flag or not: a --reset-state left in a unit file must not discard rollbacks.
+  await writeFile(join(dir, 'state.json'), '{"version": 1, "routes": {"orders": {"new": 0}}}')
+  const keep = run(t, CLI, ['start', '--config', config, '--reset-state'], env)
+  t.match(await keep.waitFor(/"msg":"ficus listening"/), /--reset-state: the state file is valid and is kept/)
+  t.equal(await readFile(join(dir, 'state.json'), 'utf8'), '{"version": 1, "routes": {"orders": {"new": 0}}}')
+  keep.child.kill('SIGTERM')
+  t.equal(await keep.exited, 0)
 })
 
 t.test('SIGTERM: readiness off at once, traffic served through the drain delay, in-flight requests finish, exit 0', async (t) => {
@@ -236,8 +244,8 @@ t.test('a second signal exits at once', async (t) => {
   await legacy.arrived(1)
   p.child.kill('SIGTERM')
   await p.waitFor(/"msg":"stopping"/)
-  p.child.kill('SIGTERM')
-  t.equal(await p.exited, 1, 'did not wait for the 20 s drain delay')
+  p.child.kill('SIGINT')
+  t.equal(await p.exited, 1, 'a SIGINT after the SIGTERM did not wait for the 20 s drain delay')
 })
 
 t.test('ficus start reloads routes.yaml when it changes and on SIGHUP; an invalid file is rejected', async (t) => {

@@ -179,3 +179,15 @@ t.test('the audit log file rotates by size and reads its latest entries back', a
   t.equal(reopened.latest(1)[0]?.reason, 'n9', 'the newest entry is read back')
   await reopened.close()
 })
+
+t.test('audit appends from concurrent callers are serialized, across rotations', async (t) => {
+  const file = join(t.testdir(), 'c.audit.jsonl')
+  const log = await AuditLog.open(file, 300)
+  await Promise.all(Array.from({ length: 40 }, async (_, i) => log.append({ time: `t${i}`, who: 'x', action: 'refused', route: null, reason: null, detail: `n${i}` })))
+  await log.close()
+  const names = (await readdir(t.testdirName)).filter((n) => n.startsWith('c.audit.jsonl'))
+  t.ok(names.length > 1, 'rotated')
+  const reopened = await AuditLog.open(file, 300)
+  t.equal(reopened.latest(1)[0]?.detail, 'n39', 'in order, the last one last')
+  await reopened.close()
+})

@@ -134,3 +134,32 @@ t.test('10 reloads and flips under load: no failed request', async (t) => {
   t.equal(result.requests.total, 8000)
   t.equal(sample(await f.scrape(), 'ficus_config_reloads_total', { outcome: 'success' }), 10)
 })
+
+t.test('a replaced upstream lets its queued requests through before it closes', async (t) => {
+  const held: (() => void)[] = []
+  const old = await startUpstream(t, 'legacy', (_req, res) => { held.push(() => { res.writeHead(200); res.end('old') }) })
+  const next = await startUpstream(t, 'new')
+  const f = await fromFile(t, { upstreams: { legacy: { url: old.url, connections: 1, maxQueue: 5 }, new: { url: next.url } }, routes: [] })
+  const first = f.get('/1')
+  await old.arrived(1)
+  const queued = f.get('/2') // waits for the single connection
+  // Wait until Ficus has queued it (the queue has no event of its own to wait for).
+  while (f.running.ficus.upstreams.get('legacy')?.load !== 2) await new Promise<void>((resolve) => setTimeout(resolve, 5))
+  t.pass('one running, one queued')
+  t.equal(await f.reload({ upstreams: { legacy: { url: old.url, connections: 2, maxQueue: 5 }, new: { url: next.url } }, routes: [] }), 'success')
+  held.shift()?.()
+  t.equal((await first).status, 200)
+  await old.arrived(2)
+  held.shift()?.()
+  t.equal((await queued).status, 200, 'the queued request was served by the retired pool, not failed')
+})
+
+t.test('a reload may not leave an admin port on a non-loopback address without a token', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const upstreams = { legacy: { url: legacy.url }, new: { url: next.url } }
+  const f = await fromFile(t, { upstreams, routes: [], admin: { host: '0.0.0.0', port: 0, token: 'secret' } })
+  t.equal(await f.reload({ upstreams, routes: [], admin: { host: '127.0.0.1', port: 0 } }), 'failure')
+  t.match(await f.logs.waitFor((l) => l.msg === 'config reload failed; the running config stays'), { err: { message: /listens on 0\.0\.0\.0.*no admin token: refused/ } })
+  t.equal(f.running.ficus.live.current.admin.tokens.length, 1, 'the token stays')
+})
