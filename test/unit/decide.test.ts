@@ -1,20 +1,9 @@
 import t from 'tap'
-import { compileCompare } from '../../src/core/compare-rules.js'
 import { bucket } from '../../src/core/bucket.js'
 import { decide } from '../../src/core/decide.js'
-import type { RouteRule } from '../../src/core/types.js'
+import { rule } from '../helpers/rule.js'
 
-const base: RouteRule = {
-  name: 'orders',
-  methods: null,
-  pattern: { source: '/*', segments: [], prefix: true },
-  new: 0,
-  shadow: 0,
-  shadowWrites: false,
-  compare: compileCompare(undefined),
-  sticky: { kind: 'header', name: 'x-user-id' },
-  backends: { legacy: 'legacy', new: 'new' }
-}
+const base = rule()
 const never = (): number => { throw new Error('random must not be drawn') }
 /** A random source that returns the given values in turn. */
 function seq(...values: number[]): () => number {

@@ -1,19 +1,8 @@
 import t from 'tap'
-import { compileCompare } from '../../src/core/compare-rules.js'
 import { applyPatch, effectiveRule, parsePatch } from '../../src/core/overrides.js'
-import type { RouteRule } from '../../src/core/types.js'
+import { rule as makeRule } from '../helpers/rule.js'
 
-const rule: RouteRule = {
-  name: 'orders',
-  methods: null,
-  pattern: { source: '/*', segments: [], prefix: true },
-  new: 10,
-  shadow: 50,
-  shadowWrites: false,
-  compare: compileCompare(undefined),
-  sticky: { kind: 'ip' },
-  backends: { legacy: 'legacy', new: 'new' }
-}
+const rule = makeRule({ new: 10, shadow: 50 })
 const change = { at: '2026-11-21T00:00:00.000Z', by: 'alice', reason: null }
 
 t.test('an override wins over the file per knob; none leaves the rule as it is', async (t) => {
