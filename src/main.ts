@@ -78,6 +78,8 @@ function urlOf(a: AddressInfo): string {
  * 0 stopped cleanly, 1 could not start (bad config, port taken) or crashed.
  */
 export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = process.env, opts: { resetState?: boolean } = {}): Promise<void> {
+  // The content the running config comes from: a change after this point is reloaded.
+  let seen = await digestOf(configPath)
   const config = await loadConfig(configPath, env)
   const logger = createLogger(env.FICUS_LOG_LEVEL ?? config.log.level)
   let aside: string | null = null
@@ -100,12 +102,18 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
     exit(1)
   })
   let running: Running | undefined
-  // Installed before start: SIGHUP's default action would end a process still starting.
+  // Installed before start (SIGHUP's default action would end a process still starting);
+  // a reload asked for while starting runs once Ficus is up.
   let reloading: Promise<unknown> = Promise.resolve()
   let stopping = false
+  let pending: string | null = null
   const reload = (why: string): void => {
-    if (running === undefined || stopping) {
-      logger.warn({ why }, running === undefined ? 'reload ignored: still starting' : 'reload ignored: stopping')
+    if (stopping) {
+      logger.warn({ why }, 'reload ignored: stopping')
+      return
+    }
+    if (running === undefined) {
+      pending = why
       return
     }
     const ficus = running.ficus
@@ -113,6 +121,26 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
     reloading = reloading.then(run, run)
   }
   process.on('SIGHUP', () => { reload('SIGHUP') })
+  // Reloads on file change too. The directory is watched, and any event there is checked
+  // against the file's content: editors replace the file by rename, and Kubernetes swaps a
+  // ConfigMap's `..data` symlink without any event naming the file.
+  let debounce: NodeJS.Timeout | null = null
+  try {
+    const watcher = watch(dirname(resolve(configPath)), () => {
+      if (debounce !== null) clearTimeout(debounce)
+      debounce = setTimeout(() => {
+        void digestOf(configPath).then((now) => {
+          if (now === seen) return
+          seen = now
+          reload('file changed')
+        })
+      }, RELOAD_DEBOUNCE_MS)
+    })
+    watcher.unref()
+    watcher.on('error', (err) => { logger.warn({ err }, 'watching the config file failed; SIGHUP still reloads') })
+  } catch (err) {
+    logger.warn({ err }, 'cannot watch the config file; SIGHUP still reloads')
+  }
   try {
     running = await startFicus(config, { logger })
     if (aside !== null) {
@@ -145,28 +173,7 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
-
-  // Reloads on file change too. The directory is watched, and any event there is checked
-  // against the file's content: editors replace the file by rename, and Kubernetes swaps a
-  // ConfigMap's `..data` symlink without any event naming the file.
-  let seen = await digestOf(configPath)
-  let debounce: NodeJS.Timeout | null = null
-  try {
-    const watcher = watch(dirname(resolve(configPath)), () => {
-      if (debounce !== null) clearTimeout(debounce)
-      debounce = setTimeout(() => {
-        void digestOf(configPath).then((now) => {
-          if (now === seen) return
-          seen = now
-          reload('file changed')
-        })
-      }, RELOAD_DEBOUNCE_MS)
-    })
-    watcher.unref()
-    watcher.on('error', (err) => { logger.warn({ err }, 'watching the config file failed; SIGHUP still reloads') })
-  } catch (err) {
-    logger.warn({ err }, 'cannot watch the config file; SIGHUP still reloads')
-  }
+  if (pending !== null) reload(pending)
 }
 
 /** SHA-256 of the file's bytes ('' when it cannot be read: a reload then reports why). */
