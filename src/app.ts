@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import Fastify, { LogController, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify'
 import type { Logger } from './adapters/logger.js'
-import { AuditLog } from './adapters/audit-log.js'
+import { AuditLog, type AuditEntry } from './adapters/audit-log.js'
 import { DivergenceStore } from './adapters/divergence-store.js'
 import { readState } from './adapters/state-file.js'
 import { ControlPlane } from './control-plane.js'
@@ -28,6 +28,8 @@ export interface Deps {
   readonly random?: Random
   /** Monotonic milliseconds. */
   readonly now?: () => number
+  /** Entries to audit before Ficus listens (`--reset-state`). */
+  readonly startupAudit?: readonly AuditEntry[]
 }
 
 /** A fastify instance logging through our pino logger. */
@@ -81,6 +83,7 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   // Runtime overrides from the state file win over routes.yaml (a corrupt file stops start-up).
   const state = config.state === undefined ? { version: 1 as const, routes: {} } : await readState(config.state)
   const audit = await AuditLog.open(config.state === undefined ? undefined : auditFileOf(config.state))
+  if (deps.startupAudit !== undefined) await audit.appendAll(deps.startupAudit)
   const control = new ControlPlane(config, table, state.routes, audit, metrics, logger)
 
   const edge: EdgeDeps = { metrics, limits, now, record: exchangeRecorder(metrics, logger, now) }

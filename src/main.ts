@@ -142,10 +142,10 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
     logger.warn({ err }, 'cannot watch the config file; SIGHUP still reloads')
   }
   try {
-    running = await startFicus(config, { logger })
-    if (aside !== null) {
-      await running.ficus.audit.append({ time: new Date().toISOString(), who: 'local', action: 'reset-state', route: null, reason: null, detail: `state file moved to ${aside}` })
-    }
+    const startupAudit = aside === null
+      ? []
+      : [{ time: new Date().toISOString(), who: 'local', action: 'reset-state' as const, route: null, reason: null, detail: `state file moved to ${aside}` }]
+    running = await startFicus(config, { logger, startupAudit })
   } catch (err) {
     logger.fatal({ err: describe(err) }, 'could not start')
     exit(1)
