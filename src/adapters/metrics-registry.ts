@@ -17,14 +17,15 @@ export type BackendLabel = Backend | 'none'
 export function createMetrics(register: Registry = new Registry()) {
   collectDefaultMetrics({ register })
   const registers = [register]
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> =>
+    new Counter({ name, help, labelNames, registers })
+  const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[]): Gauge<L> =>
+    new Gauge({ name, help, labelNames, registers })
   const m = {
     register,
-    requests: new Counter({
-      name: 'ficus_requests_total',
-      help: 'Responses to clients (role=primary) and shadow exchanges (role=shadow), by route, backend and HTTP status; 499 = client went away first',
-      labelNames: ['route', 'backend', 'role', 'code'] as const,
-      registers
-    }),
+    requests: counter('ficus_requests_total',
+      'Responses to clients (role=primary) and shadow exchanges (role=shadow), by route, backend and HTTP status; 499 = client went away first',
+      ['route', 'backend', 'role', 'code']),
     duration: new Histogram({
       name: 'ficus_request_duration_seconds',
       help: 'Time from request received to response finished, by route, backend and role',
@@ -32,78 +33,42 @@ export function createMetrics(register: Registry = new Registry()) {
       buckets: DURATION_BUCKETS,
       registers
     }),
-    upstreamErrors: new Counter({
-      name: 'ficus_upstream_errors_total',
-      help: 'Failed exchanges with a backend, by reason (refused, reset, timeout, saturated, bad_response, …)',
-      labelNames: ['backend', 'reason'] as const,
-      registers
-    }),
-    fallbacks: new Counter({
-      name: 'ficus_fallbacks_total',
-      help: 'Requests served by legacy because new failed before answering (reason: the failure, or status_5xx)',
-      labelNames: ['route', 'reason'] as const,
-      registers
-    }),
-    stickyMissing: new Counter({
-      name: 'ficus_sticky_key_missing_total',
-      help: 'Requests on a split route that had no sticky key and got a random bucket',
-      labelNames: ['route'] as const,
-      registers
-    }),
-    clientErrors: new Counter({
-      name: 'ficus_client_errors_total',
-      help: 'Requests refused before routing (malformed, too large, too slow), by reason',
-      labelNames: ['reason'] as const,
-      registers
-    }),
-    comparisons: new Counter({
-      name: 'ficus_comparisons_total',
-      help: 'Shadowed requests by outcome: match, diverged, error (the shadow failed, or comparing did), skipped (nothing to compare; reasons in /admin/divergences/summary)',
-      labelNames: ['route', 'outcome'] as const,
-      registers
-    }),
-    divergences: new Counter({
-      name: 'ficus_divergences_total',
-      help: 'Diverged comparisons by the part of the response that differed (status, header, body); one comparison counts once per part',
-      labelNames: ['route', 'kind'] as const,
-      registers
-    }),
-    shadowDropped: new Counter({
-      name: 'ficus_shadow_dropped_total',
-      help: 'Shadow exchanges cut by a bound (concurrency, timeout, body_too_large); the primary response is never affected',
-      labelNames: ['route', 'reason'] as const,
-      registers
-    }),
-    rollbacks: new Counter({
-      name: 'ficus_rollbacks_total',
-      help: 'Rollbacks to new: 0, per route, by trigger (manual: admin API or CLI)',
-      labelNames: ['route', 'trigger'] as const,
-      registers
-    }),
-    configReloads: new Counter({
-      name: 'ficus_config_reloads_total',
-      help: 'routes.yaml reloads (SIGHUP or file change) by outcome: success, or failure (the running config stayed)',
-      labelNames: ['outcome'] as const,
-      registers
-    }),
-    newPercent: new Gauge({
-      name: 'ficus_route_new_percent',
-      help: 'Configured share of users served by new, per route (0-100)',
-      labelNames: ['route'] as const,
-      registers
-    }),
-    shadowPercent: new Gauge({
-      name: 'ficus_route_shadow_percent',
-      help: 'Configured share of requests copied to the other backend, per route (0-100)',
-      labelNames: ['route'] as const,
-      registers
-    }),
-    buildInfo: new Gauge({
-      name: 'ficus_build_info',
-      help: 'Always 1; the version label says which Ficus is running',
-      labelNames: ['version'] as const,
-      registers
-    })
+    upstreamErrors: counter('ficus_upstream_errors_total',
+      'Failed exchanges with a backend, by reason (refused, reset, timeout, saturated, bad_response, …)',
+      ['backend', 'reason']),
+    fallbacks: counter('ficus_fallbacks_total',
+      'Requests served by legacy because new failed before answering (reason: the failure, or status_5xx)',
+      ['route', 'reason']),
+    stickyMissing: counter('ficus_sticky_key_missing_total',
+      'Requests on a split route that had no sticky key and got a random bucket',
+      ['route']),
+    clientErrors: counter('ficus_client_errors_total',
+      'Requests refused before routing (malformed, too large, too slow), by reason',
+      ['reason']),
+    comparisons: counter('ficus_comparisons_total',
+      'Shadowed requests by outcome: match, diverged, error (the shadow failed, or comparing did), skipped (nothing to compare; reasons in /admin/divergences/summary)',
+      ['route', 'outcome']),
+    divergences: counter('ficus_divergences_total',
+      'Diverged comparisons by the part of the response that differed (status, header, body); one comparison counts once per part',
+      ['route', 'kind']),
+    shadowDropped: counter('ficus_shadow_dropped_total',
+      'Shadow exchanges cut by a bound (concurrency, timeout, body_too_large); the primary response is never affected',
+      ['route', 'reason']),
+    rollbacks: counter('ficus_rollbacks_total',
+      'Rollbacks to new: 0, per route, by trigger (manual: admin API or CLI)',
+      ['route', 'trigger']),
+    configReloads: counter('ficus_config_reloads_total',
+      'routes.yaml reloads (SIGHUP or file change) by outcome: success, or failure (the running config stayed)',
+      ['outcome']),
+    newPercent: gauge('ficus_route_new_percent',
+      'Configured share of users served by new, per route (0-100)',
+      ['route']),
+    shadowPercent: gauge('ficus_route_shadow_percent',
+      'Configured share of requests copied to the other backend, per route (0-100)',
+      ['route']),
+    buildInfo: gauge('ficus_build_info',
+      'Always 1; the version label says which Ficus is running',
+      ['version'])
   }
   return m
 }

@@ -72,6 +72,19 @@ export class Upstream {
     next.value.start()
   }
 
+  /**
+   * The request's header list as this upstream gets it: with Host replaced by the
+   * upstream's own when `hostHeader: upstream` (a copy), else the list itself.
+   */
+  headersFor (headers: string[]): string[] {
+    if (this.config.hostHeader !== 'upstream') return headers
+    const out = headers.slice()
+    for (let i = 0; i < out.length; i += 2) {
+      if (out[i] === 'host') out[i + 1] = this.config.authority
+    }
+    return out
+  }
+
   dispatch (opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
     this.pool.dispatch(opts, handler)
   }

@@ -184,3 +184,9 @@ function forwardedNode(ip: string): string {
 function quoted(s: string): string {
   return `"${s.replace(/[\\"]/g, '\\$&')}"`
 }
+
+/** Whether a request says it has a body (Transfer-Encoding, or a Content-Length other than 0). */
+export function declaresBody(headers: Readonly<Record<string, string | string[] | undefined>>): boolean {
+  const length = headers['content-length']
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+}

@@ -7,6 +7,7 @@ import type { DivergenceStore } from '../adapters/divergence-store.js'
 import type { LiveConfig } from '../config/live.js'
 import type { AdminToken } from '../config/schema.js'
 import { ControlError, type ControlPlane } from '../control-plane.js'
+import { declaresBody } from '../core/forward-headers.js'
 import { parsePatch } from '../core/overrides.js'
 import { CATALOGUE, type ErrorCode } from '../errors.js'
 import type { RouteTableRef } from './route-table.js'
@@ -79,7 +80,7 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
       // A browser form or a text body never changes traffic (and cannot be sent cross-site
       // without a CORS preflight as JSON).
       const type = request.headers['content-type']
-      if (!READ_METHODS.has(request.method) && hasBody(request.headers) && !/^application\/json\s*(;|$)/i.test(type ?? '')) {
+      if (!READ_METHODS.has(request.method) && declaresBody(request.headers) && !/^application\/json\s*(;|$)/i.test(type ?? '')) {
         return fail(reply, 'FICUS_ERR_UNSUPPORTED_MEDIA_TYPE', `got ${type === undefined ? 'no Content-Type' : `Content-Type: ${type}`}`)
       }
     })
@@ -173,11 +174,6 @@ function callerOf(header: string | undefined, tokens: readonly { name: string; d
   let found: string | null = null
   for (const t of tokens) if (timingSafeEqual(presented, t.digest)) found ??= t.name
   return found
-}
-
-function hasBody(headers: FastifyRequest['headers']): boolean {
-  const length = headers['content-length']
-  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
 function digest(s: string): Buffer {

@@ -7,7 +7,7 @@ import type { Metrics } from '../adapters/metrics-registry.js'
 import type { Upstream, Upstreams, Waiter } from '../adapters/upstreams.js'
 import type { LiveConfig } from '../config/live.js'
 import type { Limits } from '../config/schema.js'
-import { responseHeaders } from '../core/forward-headers.js'
+import { declaresBody, responseHeaders } from '../core/forward-headers.js'
 import type { Backend } from '../core/types.js'
 import { ficusError, reasonOf, toUpstreamError, type FicusError } from '../errors.js'
 import { ClientGone, type Exchange } from '../exchange.js'
@@ -75,7 +75,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       try {
         const decision = ex.decision
         if (decision === null) throw new Error('no decision for request')
-        const body = hasBody(req) ? new BodyGuard(req, limits.bodyBytes, limits.bodyIdleTimeoutMs) : null
+        const body = declaresBody(req.headers) ? new BodyGuard(req, limits.bodyBytes, limits.bodyIdleTimeoutMs) : null
         send(ex, req, res, decision.primary, body, undefined)
         // After the primary is on its way: a copy never goes ahead of the request a client waits for.
         if (decision.shadow) ex.shadow = shadowing.begin(ex, req, res, body)
@@ -146,7 +146,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       this.upstream.dispatch({
         path: this.ex.target,
         method: this.req.method as Dispatcher.HttpMethod,
-        headers: this.upstream.config.hostHeader === 'upstream' ? withHost(this.ex.upstreamHeaders, this.upstream.config.authority) : this.ex.upstreamHeaders,
+        headers: this.upstream.headersFor(this.ex.upstreamHeaders),
         body: this.body,
         headersTimeout: this.headersTimeout
       }, this)
@@ -316,18 +316,5 @@ function gone(ex: Exchange, res: ServerResponse, body: BodyGuard | null): void {
   body?.detach()
 }
 
-function hasBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length']
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
-}
-
-/** A copy of the header list with Host replaced (upstream `hostHeader: upstream`). */
-function withHost(headers: readonly string[], authority: string): string[] {
-  const out = headers.slice()
-  for (let i = 0; i < out.length; i += 2) {
-    if (out[i] === 'host') out[i + 1] = authority
-  }
-  return out
-}
 
 export default fp(proxy, { name: 'ficus-proxy', fastify: '5.x', dependencies: ['ficus-decision'] })

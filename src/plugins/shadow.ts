@@ -218,7 +218,6 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
   private readonly began: number
   /** The request body to send: undefined until known. */
   private body: Buffer | null | undefined = undefined
-  private primaryOk = false
   private sent = 0
   private copyEnded = false
   /** The outcome is in the metrics (record ran), so a later failure is not counted again. */
@@ -259,8 +258,7 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
       }
       this.primary.status = status
       this.primary.headers = headers
-      this.primaryOk = status >= 200 && status < 300
-      if (!this.isRead && !this.primaryOk) {
+      if (!this.isRead && !this.primaryOk()) {
         // A write the primary refused is not repeated on the other side.
         this.stop('skipped', 'write_not_2xx')
         return
@@ -271,11 +269,14 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
 
   data (chunk: Buffer): void {
     if (this.over || this.primary.done) return
-    this.guard(() => {
+    // Called for every chunk of the primary: guarded inline, without a closure per chunk.
+    try {
       this.primary.keep(chunk, this.s.limits.maxBodyBytes)
       // Past the bound the body is not kept; status and headers are still compared.
       if (this.primary.tooLarge) this.end()
-    })
+    } catch (err) {
+      this.crashed(err)
+    }
   }
 
   end (): void {
@@ -303,21 +304,22 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
     this.release()
   }
 
+  /** The primary answered 2xx (a write is copied only then). */
+  private primaryOk (): boolean {
+    return this.primary.status >= 200 && this.primary.status < 300
+  }
+
   /* ---------- the copy ---------- */
 
   private maybeSend (): void {
     if (this.over || this.sent !== 0 || this.body === undefined) return
-    if (!this.isRead && !this.primaryOk) return
+    if (!this.isRead && !this.primaryOk()) return
     const upstream = this.s.opts.upstreams.get(this.ex.rule!.backends[this.shadowSide])
     if (upstream === undefined) {
       this.stop('skipped', 'reloaded') // a reload removed the upstream meanwhile
       return
     }
-    const headers = this.ex.upstreamHeaders.slice()
-    if (upstream.config.hostHeader === 'upstream') {
-      for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'host') headers[i + 1] = upstream.config.authority
-    }
-    headers.push('x-ficus-shadow', '1')
+    const headers = [...upstream.headersFor(this.ex.upstreamHeaders), 'x-ficus-shadow', '1']
     this.sent = this.s.opts.now()
     this.timer = setTimeout(() => this.deadline(), this.s.limits.timeoutMs)
     this.timer.unref()
