@@ -5,7 +5,9 @@ import { AuditLog, type AuditEntry } from './adapters/audit-log.js'
 import { DivergenceStore } from './adapters/divergence-store.js'
 import { readState } from './adapters/state-file.js'
 import { ControlPlane } from './control-plane.js'
+import { UnleashFlags } from './adapters/flags.js'
 import { createMetrics, type Metrics } from './adapters/metrics-registry.js'
+import { UnleashAdminApi } from './adapters/unleash-admin.js'
 import { closeUpstreams, createUpstreams, type Upstream } from './adapters/upstreams.js'
 import type { LiveConfig } from './config/live.js'
 import type { Config } from './config/schema.js'
@@ -51,6 +53,8 @@ export interface Ficus {
   readonly audit: AuditLog
   /** The config in effect (replaced by a reload). */
   readonly live: LiveConfig
+  /** Unleash, when routes.yaml has an unleash: block (read at start; a reload does not change it). */
+  readonly flags: UnleashFlags | undefined
 }
 
 /** The audit log's file: next to the state file (`ficus-state.json` → `ficus-state.audit.jsonl`). */
@@ -84,7 +88,13 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   const state = config.state === undefined ? { version: 1 as const, routes: {} } : await readState(config.state)
   const audit = await AuditLog.open(config.state === undefined ? undefined : auditFileOf(config.state))
   if (deps.startupAudit !== undefined) await audit.appendAll(deps.startupAudit)
-  const control = new ControlPlane(config, table, state.routes, audit, metrics, logger)
+  const flags = config.unleash === undefined ? undefined : await UnleashFlags.open(config.unleash, metrics, logger)
+  const unleashAdmin = config.unleash?.admin === undefined ? undefined : new UnleashAdminApi(config.unleash.admin)
+  const control = new ControlPlane(config, table, state.routes, audit, metrics, logger, {
+    ...(flags === undefined ? {} : { flags }),
+    ...(unleashAdmin === undefined ? {} : { admin: unleashAdmin }),
+    settleMs: 2 * (config.unleash?.refreshIntervalMs ?? 0) + 2_000
+  })
 
   const edge: EdgeDeps = { metrics, limits, now, record: exchangeRecorder(metrics, logger, now) }
   const traffic = Fastify({
@@ -110,7 +120,7 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
     frameworkErrors: frameworkErrors(edge)
   })
   answerExpectContinue(traffic.server, edge)
-  await traffic.register(decision, { table, live, edge, random })
+  await traffic.register(decision, { table, live, edge, random, flags })
   await traffic.register(proxy, { upstreams, limits, live, metrics, log: logger, now, shadowing, draining: () => health.phase === 'draining' })
   traffic.addHook('onClose', async () => { await Promise.all([closeUpstreams(upstreams), shadowing.close()]) })
 
@@ -123,7 +133,10 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   await admin.register(metricsEndpoint, { metrics })
   await admin.register(healthEndpoint, { health })
   await admin.register(adminApi, { live, table, divergences, control, audit })
-  admin.addHook('onClose', async () => { await audit.close() })
+  admin.addHook('onClose', async () => {
+    flags?.stop()
+    await audit.close()
+  })
 
-  return { traffic, admin, health, metrics, table, upstreams, shadowing, divergences, control, audit, live }
+  return { traffic, admin, health, metrics, table, upstreams, shadowing, divergences, control, audit, live, flags }
 }

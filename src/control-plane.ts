@@ -1,8 +1,11 @@
 import type { AuditEntry, AuditLog } from './adapters/audit-log.js'
+import type { FlagSource, FlagSourceStatus } from './adapters/flags.js'
+import { UnleashAdminError, type UnleashAdminApi } from './adapters/unleash-admin.js'
 import type { Logger } from './adapters/logger.js'
 import type { Metrics } from './adapters/metrics-registry.js'
 import { writeState } from './adapters/state-file.js'
 import type { Config } from './config/schema.js'
+import { flagState, type FlagState } from './core/flag-state.js'
 import { applyPatch, effectiveRule, type Overrides, type Patch, type RouteOverride } from './core/overrides.js'
 import type { RouteRule } from './core/types.js'
 import type { ErrorCode } from './errors.js'
@@ -18,11 +21,12 @@ export class ControlError extends Error {
 
 /** One knob as GET /admin/routes shows it. */
 export interface Knob {
-  readonly value: number
-  /** `override` (set at runtime, kept in the state file) or `file` (routes.yaml). */
-  readonly source: 'override' | 'file'
-  /** What routes.yaml says, in effect again once the override is cleared. */
-  readonly file: number
+  /** The share in effect; null when a flag's strategies decide per user (no single number). */
+  readonly value: number | null
+  /** `override` (set at runtime, kept in the state file), `file` (routes.yaml) or `flag` (Unleash). */
+  readonly source: 'override' | 'file' | 'flag'
+  /** What routes.yaml says, in effect again once the override is cleared (null: the route has a flag). */
+  readonly file: number | null
 }
 
 export interface RouteView {
@@ -30,7 +34,18 @@ export interface RouteView {
   readonly match: { readonly path: string; readonly methods: readonly string[] | null }
   readonly new: Knob
   readonly shadow: Knob
+  /** The route's Unleash flag as this replica sees it; a rollback (override of new) bypasses it until cleared. */
+  readonly flag: (FlagState & { readonly bypassed: boolean }) | null
   readonly lastChange: AuditEntry | null
+}
+
+/** The fleet's flags, when routes.yaml has an unleash: block. */
+export interface Fleet {
+  readonly flags?: FlagSource
+  /** Set with unleash.admin: `new` on a flagged route is changed in Unleash. */
+  readonly admin?: UnleashAdminApi
+  /** Longest wait for this replica to see a change made through Unleash's admin API. */
+  readonly settleMs?: number
 }
 
 /**
@@ -41,6 +56,8 @@ export interface RouteView {
  */
 export class ControlPlane {
   private queue: Promise<unknown> = Promise.resolve()
+  /** Share of new per route at the last gauge update, to see a flag go to 0. */
+  private readonly lastShare = new Map<string, number | null>()
   /** The state file named at start: a reload cannot move it (the audit log stays beside it). */
   private readonly stateFile: string | undefined
 
@@ -51,9 +68,11 @@ export class ControlPlane {
     private readonly audit: AuditLog,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly fleet: Fleet = {},
     private readonly now: () => Date = () => new Date()
   ) {
     this.stateFile = config.state
+    fleet.flags?.onChange(() => { this.flagsChanged() })
     const unknown = Object.keys(overrides).filter((n) => this.fileRule(n) === undefined)
     if (config.state === undefined) log.warn('no state file configured (state: in routes.yaml): runtime changes and rollbacks last until Ficus stops')
     if (unknown.length > 0) log.warn({ routes: unknown }, 'the state file has overrides for routes routes.yaml no longer has; they are kept but unused')
@@ -76,15 +95,62 @@ export class ControlPlane {
     return [...this.config.routes, this.config.defaultRoute].map((r) => this.view(r))
   }
 
-  /** PATCH /admin/routes/:name. */
+  /** The flag source's health, for GET /admin/routes (null without an unleash: block). */
+  flagSource (): FlagSourceStatus | null {
+    return this.fleet.flags?.status ?? null
+  }
+
+  /**
+   * PATCH /admin/routes/:name. On a flagged route, a share for `new` goes to Unleash (every
+   * replica follows) or is refused; `new: null` clears a rollback, `shadow` stays local.
+   */
   async patch (name: string, patch: Patch, who: string): Promise<RouteView> {
-    return this.serial(async () => {
+    const flagged = await this.serial(async () => {
       const rule = this.known(name)
-      const change = { at: this.now().toISOString(), by: who, reason: patch.reason ?? null }
-      const next = applyPatch(this.overrides[name], patch, change)
-      await this.commit({ ...this.overrides, [name]: next }, [name], 'set', who, patch.reason ?? null)
-      return this.view(rule)
+      const reason = patch.reason ?? null
+      let local = patch
+      let flagged: { flag: string; share: number } | null = null
+      if (rule.flag !== null && typeof patch.new === 'number') {
+        await this.setFlag(rule, rule.flag, patch.new, who, reason)
+        flagged = { flag: rule.flag, share: patch.new }
+        local = { ...patch, new: undefined }
+      }
+      if (local.new !== undefined || local.shadow !== undefined) {
+        const change = { at: this.now().toISOString(), by: who, reason }
+        const next = applyPatch(this.overrides[name], local, change)
+        await this.commit({ ...this.overrides, [name]: next }, [name], 'set', who, reason)
+      }
+      return flagged
     })
+    // Outside the queue (a rollback must never wait behind this): until this replica sees the new rollout.
+    if (flagged !== null && this.fleet.flags !== undefined) {
+      const flags = this.fleet.flags
+      const seen = await flags.until(() => flags.state(flagged.flag).share === flagged.share, this.fleet.settleMs ?? 5_000)
+      if (!seen) this.log.warn({ route: name, flag: flagged.flag }, 'Unleash took the change, but this replica has not fetched it yet')
+    }
+    return this.view(this.known(name))
+  }
+
+  /** `new` on a flagged route: the flag's rollout in Unleash, audited here. */
+  private async setFlag (rule: RouteRule, flag: string, share: number, who: string, reason: string | null): Promise<void> {
+    const admin = this.fleet.admin
+    if (admin === undefined) {
+      throw new ControlError('FICUS_ERR_FLAG_MANAGED', `route "${rule.name}" takes its share of new from the Unleash flag "${flag}", which every replica reads: change the flag's rollout in Unleash (or configure unleash.admin.token so that ficus set changes it there). Setting it on one replica would split the fleet. \`ficus rollback ${rule.name}\` still stops new on this replica at once.`)
+    }
+    let done
+    try {
+      done = await admin.setRollout(flag, share)
+    } catch (err) {
+      if (err instanceof UnleashAdminError && err.kind === 'shape') throw new ControlError('FICUS_ERR_FLAG_MANAGED', err.message)
+      this.log.error({ err, route: rule.name, flag }, 'Unleash did not take a rollout change')
+      throw new ControlError('FICUS_ERR_FLAG_UPDATE', `${(err as Error).message}; nothing was changed`)
+    }
+    const shadow = effectiveRule(rule, this.overrides[rule.name]).shadow
+    const detail = `flag ${flag}: flexibleRollout ${done.before} % → ${share} % in Unleash (${admin.describe()})${done.turnedOn ? '; the flag was off there and was turned on' : ''}`
+    const entry: AuditEntry = { time: this.now().toISOString(), who, action: 'set', route: rule.name, before: { new: done.before, shadow }, after: { new: share, shadow }, reason, detail }
+    this.log.info({ route: rule.name, who, flag, before: done.before, after: share, turnedOn: done.turnedOn, reason }, 'flag rollout changed in Unleash')
+    // Unleash has the change: failing to audit it must not report "nothing changed".
+    await this.audit.appendAll([entry]).catch((err: unknown) => { this.log.error({ err, entry }, 'could not write the audit log for a change made in Unleash') })
   }
 
   /** POST /admin/rollback: `new: 0` for one route or all. Idempotent. */
@@ -118,7 +184,7 @@ export class ControlPlane {
       const rule = this.fileRule(name) as RouteRule
       const before = effectiveRule(rule, this.overrides[name])
       const after = effectiveRule(rule, clean[name])
-      return { time, who, action, route: name, before: { new: before.new, shadow: before.shadow }, after: { new: after.new, shadow: after.shadow }, reason }
+      return { time, who, action, route: name, before: { new: this.share(before) ?? before.new, shadow: before.shadow }, after: { new: this.share(after) ?? after.new, shadow: after.shadow }, reason }
     })
     const previous = this.overrides
     const file = this.stateFile
@@ -158,24 +224,55 @@ export class ControlPlane {
     const routes = this.config.routes.map((r) => effectiveRule(r, overrides[r.name]))
     const defaultRoute = effectiveRule(this.config.defaultRoute, overrides[this.config.defaultRoute.name])
     this.table.current = compileTable(routes, defaultRoute)
+    this.gauges()
+  }
+
+  /** The share of new in effect: the rule's, or its flag's (null: strategies decide per user). */
+  private share (r: RouteRule): number | null {
+    if (r.flag === null) return r.new
+    const flags = this.fleet.flags
+    return flags === undefined ? 0 : flags.state(r.flag).share
+  }
+
+  private gauges (): void {
+    const { routes, defaultRoute } = this.table.current
     // Reset first: a route a reload removed has no gauge left behind (synchronous: no scrape sees the gap).
     this.metrics.newPercent.reset()
     this.metrics.shadowPercent.reset()
     for (const r of [...routes, defaultRoute]) {
-      this.metrics.newPercent.set({ route: r.name }, r.new)
+      const share = this.share(r)
+      // A flag whose strategies decide per user has no single number: no series (documented).
+      if (share !== null) this.metrics.newPercent.set({ route: r.name }, share)
       this.metrics.shadowPercent.set({ route: r.name }, r.shadow)
+      this.lastShare.set(r.name, share)
     }
+  }
+
+  /** Unleash sent new definitions: gauges follow, and a flag that went to 0 % or off counts as a rollback. */
+  private flagsChanged (): void {
+    for (const r of this.table.current.routes) {
+      if (r.flag === null) continue
+      const before = this.lastShare.get(r.name)
+      const after = this.share(r)
+      if (before !== undefined && before !== 0 && after === 0) {
+        this.metrics.rollbacks.inc({ route: r.name, trigger: 'flag' })
+        this.log.warn({ route: r.name, flag: r.flag }, 'the route\'s flag went to 0 % or off in Unleash: new serves no one')
+      }
+    }
+    this.gauges()
   }
 
   private view (rule: RouteRule): RouteView {
     const o = this.overrides[rule.name]
     const knob = (k: 'new' | 'shadow'): Knob => ({ value: o?.[k] ?? rule[k], source: o?.[k] === undefined ? 'file' : 'override', file: rule[k] })
     const last = this.audit.latest(Number.MAX_SAFE_INTEGER).find((e) => e.route === rule.name) ?? null
+    const flag = rule.flag === null ? null : { ...(this.fleet.flags?.state(rule.flag) ?? flagState(rule.flag, undefined)), bypassed: o?.new !== undefined }
     return {
       name: rule.name,
       match: { path: rule.pattern.source, methods: rule.methods === null ? null : [...rule.methods] },
-      new: knob('new'),
+      new: flag === null ? knob('new') : flag.bypassed ? { value: o?.new ?? 0, source: 'override', file: null } : { value: flag.share, source: 'flag', file: null },
       shadow: knob('shadow'),
+      flag,
       lastChange: last
     }
   }

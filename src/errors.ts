@@ -46,6 +46,8 @@ export const CATALOGUE = {
   FICUS_ERR_ADMIN_NOT_FOUND: { status: 404, reason: 'not_found', message: 'No such admin endpoint' },
   FICUS_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, reason: 'unsupported_media_type', message: 'Admin changes take a JSON body (Content-Type: application/json)' },
   FICUS_ERR_STATE_WRITE: { status: 503, reason: 'state_write', message: 'The change could not be saved, so it was not made' },
+  FICUS_ERR_FLAG_MANAGED: { status: 409, reason: 'flag_managed', message: 'The route\'s share of new is decided by an Unleash flag' },
+  FICUS_ERR_FLAG_UPDATE: { status: 502, reason: 'flag_update', message: 'Unleash did not take the change, so it was not made' },
 
   // ---- Ficus itself ----
   FICUS_ERR_INTERNAL: { status: 500, reason: 'internal', message: 'Ficus failed to handle the request' }

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import { createLogger, type Logger } from './adapters/logger.js'
+import { FlagBootstrapError } from './adapters/flags.js'
 import { moveAside, readState, StateError } from './adapters/state-file.js'
 import { buildApp, type Deps, type Ficus } from './app.js'
 import { loadConfig } from './config/load-config.js'
@@ -35,10 +36,27 @@ export async function startFicus(config: Config, deps: Deps): Promise<Running> {
     await Promise.allSettled([traffic.close(), admin.close()])
     throw err
   }
-  health.phase = 'ready'
   const trafficUrl = urlOf(traffic.server.address() as AddressInfo)
   const adminUrl = urlOf(admin.server.address() as AddressInfo)
   deps.logger.info({ traffic: trafficUrl, admin: adminUrl, routes: config.routes.length, config: config.file }, 'ficus listening')
+  const flags = ficus.flags
+  if (flags === undefined || config.unleash === undefined) {
+    health.phase = 'ready'
+  } else {
+    // /readyz waits for Unleash (so a new replica does not serve stale flags), but not forever.
+    const wait = config.unleash.syncTimeoutMs
+    void flags.whenSynchronized(wait).then((synced) => {
+      if (health.phase !== 'starting') return
+      if (!synced) {
+        const from = flags.status.loadedFrom
+        deps.logger.warn({ waitedMs: wait, flagsFrom: from, error: flags.status.lastError },
+          from === 'none'
+            ? 'Unleash did not answer within unleash.syncTimeout and there is no backup or bootstrap file: every flagged route serves legacy until it answers'
+            : `Unleash did not answer within unleash.syncTimeout: serving with the flags of the ${from} file until it answers`)
+      }
+      health.phase = 'ready'
+    })
+  }
   let stopping: Promise<void> | null = null
   return {
     ficus,
@@ -186,7 +204,7 @@ async function digestOf(file: string): Promise<string> {
 }
 
 function describe(err: unknown): unknown {
-  if (err instanceof StateError) return { code: err.code, message: err.message }
+  if (err instanceof StateError || err instanceof FlagBootstrapError) return { code: err.code, message: err.message }
   const e = err as NodeJS.ErrnoException
   if (e.code === 'EADDRINUSE') return { code: e.code, message: `address already in use: ${(e as { address?: string }).address ?? ''}:${(e as { port?: number }).port ?? ''}` }
   return err

@@ -22,13 +22,18 @@ function restartOnly(prev: Config, next: Config): string[] {
     ['limits', (c) => c.limits],
     ['state', (c) => c.state],
     ['log.level', (c) => c.log.level],
-    ['shadow.samples', (c) => c.shadow.samples]
+    ['shadow.samples', (c) => c.shadow.samples],
+    ['unleash', (c) => c.unleash]
   ]
   return keys.filter(([, get]) => JSON.stringify(get(prev)) !== JSON.stringify(get(next))).map(([k]) => k)
 }
 
 /** Why a valid file still cannot be applied while running, or null. */
-function refusal(prev: Config, next: Config): string | null {
+function refusal(prev: Config, next: Config, hasFlags: boolean): string | null {
+  const flagged = next.routes.filter((r) => r.flag !== null).map((r) => r.name)
+  if (!hasFlags && flagged.length > 0) {
+    return `routes ${flagged.join(', ')} read Unleash flags, but this Ficus was started without Unleash: restart it to connect (a reload cannot)`
+  }
   // The admin port stays where it was bound until a restart: it must not lose its tokens there.
   if (!isLoopback(prev.admin.host) && next.admin.tokens.length === 0) {
     return `the admin API listens on ${prev.admin.host} (until a restart) and the new file has no admin token: refused, so the admin API is never left open`
@@ -42,7 +47,7 @@ function refusal(prev: Config, next: Config): string | null {
  */
 export async function applyConfig(ficus: Ficus, next: Config, log: Logger): Promise<string[]> {
   const prev = ficus.live.current
-  const refused = refusal(prev, next)
+  const refused = refusal(prev, next, ficus.flags !== undefined)
   if (refused !== null) throw new Error(refused)
   const restart = restartOnly(prev, next)
   const upstreams = ficus.upstreams

@@ -66,12 +66,17 @@ function checkState(data: unknown): string | null {
 
 /** Replaces the state file atomically and durably. */
 export async function writeState(file: string, state: StateFile, onDirSyncError?: (err: unknown) => void): Promise<void> {
+  await writeFileAtomic(file, JSON.stringify(state, null, 2) + '\n', onDirSyncError)
+}
+
+/** Replaces `file` with `text` (mode 0600) so a reader sees the old or the new content, never a part. */
+export async function writeFileAtomic(file: string, text: string, onDirSyncError?: (err: unknown) => void): Promise<void> {
   const dir = dirname(file)
   const tmp = join(dir, `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`)
   try {
     const fh = await open(tmp, 'wx', 0o600)
     try {
-      await fh.writeFile(JSON.stringify(state, null, 2) + '\n')
+      await fh.writeFile(text)
       await fh.sync()
     } finally {
       await fh.close()

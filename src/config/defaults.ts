@@ -60,7 +60,15 @@ export const DEFAULTS = {
     /** Hard cap on the whole stop: past it, connections still open are cut. */
     timeout: '30s'
   },
-  log: { level: 'info' }
+  log: { level: 'info' },
+  unleash: {
+    /** How often each replica fetches the flags (Unleash's SDK default is 15s: too slow for a rollback). */
+    refreshInterval: '1s',
+    /** /readyz waits at most this long for the first fetch, then serves with the backup, the bootstrap, or legacy. */
+    syncTimeout: '10s',
+    /** The admin API's project, for `ficus set` on a flagged route. */
+    project: 'default'
+  }
 } as const
 
 /** Name of the pseudo-route that serves unmatched requests; reserved, so no route may use it. */

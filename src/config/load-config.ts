@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
-import { dirname, resolve } from 'node:path'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import { isMap, LineCounter, parseDocument, type Document, type Node } from 'yaml'
 import { checkRoutes } from '../core/check-routes.js'
@@ -8,7 +9,7 @@ import { parsePattern } from '../core/path-pattern.js'
 import type { PathPattern, RouteRule, StickySpec } from '../core/types.js'
 import { DEFAULT_ROUTE, DEFAULTS } from './defaults.js'
 import { expandRefs, protectRefs } from './expand-env.js'
-import { ConfigSchema, NAME_MESSAGE, RouteSchema, type AdminToken, type Config, type RawConfig, type RawRoute, type UpstreamConfig } from './schema.js'
+import { ConfigSchema, NAME_MESSAGE, RouteSchema, type AdminToken, type Config, type RawConfig, type RawRoute, type UnleashConfig, type UpstreamConfig } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
 
 type Path = readonly (string | number)[]
@@ -43,6 +44,7 @@ ajv.addKeyword('x-message')
 ajv.addFormat('duration', { type: 'string', validate: (s: string) => parseDuration(s) !== undefined })
 ajv.addFormat('size', { type: 'string', validate: (s: string) => parseSize(s) !== undefined })
 ajv.addFormat('origin', { type: 'string', validate: isOrigin })
+ajv.addFormat('http-url', { type: 'string', validate: isHttpUrl })
 const validate = ajv.compile<RawConfig>(ConfigSchema)
 const validateRoute = ajv.compile<RawRoute>(RouteSchema)
 
@@ -173,6 +175,15 @@ function sorted(problems: ConfigProblem[]): ConfigProblem[] {
   return problems.sort((a, b) => a.line - b.line || a.col - b.col)
 }
 
+function isHttpUrl(s: string): boolean {
+  try {
+    const u = new URL(s)
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && u.username === '' && u.password === ''
+  } catch {
+    return false
+  }
+}
+
 function isOrigin(s: string): boolean {
   let u: URL
   try {
@@ -231,12 +242,21 @@ function crossCheck(data: Partial<RawConfig>, report: Report): void {
   const adminPort = data.admin?.port ?? DEFAULTS.admin.port
   if (listenPort === adminPort && listenPort !== 0) report(['admin', 'port'], `must differ from listen.port (${listenPort})`)
 
+  checkUnleash(data, report)
+
   if (!Array.isArray(data.routes)) return
   const rules: RouteRule[] = []
   const index: number[] = []
   data.routes.forEach((r: unknown, i: number) => {
     if (!isObject(r)) return
     if (r.name === DEFAULT_ROUTE) report(['routes', i, 'name'], `"${DEFAULT_ROUTE}" is reserved for requests no route matches`)
+    if (r.new !== undefined && r.flag !== undefined) {
+      report(['routes', i, 'flag'], 'a route takes its share of new from routes.yaml (new) or from an Unleash flag (flag), not both: remove one')
+    } else if (r.new === undefined && r.flag === undefined) {
+      report(['routes', i], 'needs new (0-100, the share of users on new) or flag (an Unleash toggle that decides it)')
+    } else if (r.flag !== undefined && data.unleash === undefined) {
+      report(['routes', i, 'flag'], 'reads an Unleash flag, but routes.yaml has no unleash: block (url, appName, token)')
+    }
     checkBackends(r.backends, ['routes', i, 'backends'])
     // The rule paths of a compare block, from every list that has the right shape (the schema reports the rest).
     if (isObject(r.compare)) {
@@ -253,12 +273,30 @@ function crossCheck(data: Partial<RawConfig>, report: Report): void {
     if (typeof path !== 'string') return
     const pattern = parsePattern(path)
     if (typeof pattern === 'string') report(['routes', i, 'match', 'path'], pattern)
-    else if (validateRoute(r)) {
+    else if (validateRoute(r) && (r.new !== undefined || r.flag !== undefined)) {
       rules.push(toRule(r, pattern, { kind: 'ip' }, DEFAULTS.backends))
       index.push(i)
     }
   })
   for (const p of checkRoutes(rules)) report(['routes', index[p.index] as number, p.field], p.message.replace(/routes\[(\d+)\]/g, (_, j: string) => `routes[${index[Number(j)]}]`))
+}
+
+/** The unleash: block beyond its schema: a client that would never fetch, an admin API with no environment. */
+function checkUnleash(data: Partial<RawConfig>, report: Report): void {
+  const u = data.unleash
+  if (!isObject(u)) return
+  if (typeof u.refreshInterval === 'string' && parseDuration(u.refreshInterval) === 0) {
+    report(['unleash', 'refreshInterval'], 'must be more than 0: at 0 the Unleash client never fetches, so no flag change would ever reach Ficus')
+  }
+  if (isObject(u.admin) && typeof u.admin.environment !== 'string' && typeof u.token === 'string' && tokenEnvironment(u.token) === undefined) {
+    report(['unleash', 'admin', 'environment'], 'is needed: the client token does not name its environment (project:environment.secret), and the admin API changes one environment')
+  }
+  if (isObject(u.admin) && u.admin.token === '') report(['unleash', 'admin', 'token'], 'is empty: set it, or remove unleash.admin (ficus set then refuses on flagged routes)')
+}
+
+/** `default:production.abc…` → `production`; undefined for a token of another shape. */
+export function tokenEnvironment(token: string): string | undefined {
+  return /^[^:.\s]+:([^.\s]+)\./.exec(token)?.[1]
 }
 
 /** admin.token (as `admin`) and admin.tokens, empty values left out (`${TOKEN:-}` unset means none). */
@@ -307,6 +345,7 @@ function build(raw: RawConfig, file: string): Config {
     methods: null,
     pattern: { source: '/*', segments: [], prefix: true },
     new: side === 'new' ? 100 : 0,
+    flag: null,
     shadow: 0,
     shadowWrites: false,
     compare: compileCompare(undefined),
@@ -348,7 +387,36 @@ function build(raw: RawConfig, file: string): Config {
       drainDelayMs: ms(raw.shutdown?.drainDelay ?? DEFAULTS.shutdown.drainDelay),
       timeoutMs: ms(raw.shutdown?.timeout ?? DEFAULTS.shutdown.timeout)
     },
-    log: { level: raw.log?.level ?? DEFAULTS.log.level }
+    log: { level: raw.log?.level ?? DEFAULTS.log.level },
+    unleash: raw.unleash === undefined ? undefined : buildUnleash(raw.unleash, file, raw.state)
+  }
+}
+
+function buildUnleash(u: NonNullable<RawConfig['unleash']>, file: string, state: string | undefined): UnleashConfig {
+  const here = (p: string): string => resolve(dirname(file), p)
+  // The backup is this replica's last view of the fleet's flags: beside the state file when there is one.
+  const backupPath = u.backupPath !== undefined
+    ? here(u.backupPath)
+    : state !== undefined ? `${here(state).replace(/\.json$/i, '')}.unleash-backup.json` : join(tmpdir(), `ficus-unleash-backup-${u.appName}.json`)
+  const a = u.admin
+  return {
+    url: u.url,
+    appName: u.appName,
+    instanceId: u.instanceId,
+    token: u.token,
+    refreshIntervalMs: ms(u.refreshInterval ?? DEFAULTS.unleash.refreshInterval),
+    environment: u.environment,
+    bootstrap: u.bootstrap === undefined ? undefined : here(u.bootstrap),
+    backupPath,
+    syncTimeoutMs: ms(u.syncTimeout ?? DEFAULTS.unleash.syncTimeout),
+    admin: a === undefined
+      ? undefined
+      : {
+          url: a.url ?? u.url,
+          token: a.token,
+          project: a.project ?? DEFAULTS.unleash.project,
+          environment: a.environment ?? (tokenEnvironment(u.token) as string)
+        }
   }
 }
 
@@ -357,7 +425,8 @@ function toRule(r: RawRoute, pattern: PathPattern, sticky: StickySpec, backends:
     name: r.name,
     methods: r.match.methods === undefined ? null : new Set(r.match.methods),
     pattern,
-    new: r.new,
+    new: r.new ?? 0,
+    flag: r.flag ?? null,
     shadow: r.shadow ?? 0,
     shadowWrites: r.shadowWrites ?? false,
     compare: compileCompare(r.compare),

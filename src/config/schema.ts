@@ -60,7 +60,11 @@ export const RouteSchema = Type.Object({
       msg(Type.String({ enum: ROUTE_METHODS }), 'must be an upper-case HTTP method such as GET, HEAD or POST'),
       { minItems: 1, uniqueItems: true }))
   }, { additionalProperties: false }),
-  new: Type.Integer({ minimum: 0, maximum: 100 }),
+  /** Share of users on new; a route with `flag:` takes it from Unleash instead (one of the two). */
+  new: Type.Optional(Type.Integer({ minimum: 0, maximum: 100 })),
+  /** Unleash toggle whose isEnabled() decides "serve from new" (needs the top-level `unleash:` block). */
+  flag: Type.Optional(msg(Type.String({ pattern: '^[^\\s\\x00-\\x1f]{1,255}$' }),
+    'must be an Unleash toggle name: 1-255 characters, no spaces or control characters')),
   shadow: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
   shadowWrites: Type.Optional(Type.Boolean()),
   compare: Type.Optional(CompareSchema),
@@ -103,6 +107,30 @@ export const ConfigSchema = Type.Object({
   shutdown: Type.Optional(Type.Object({
     drainDelay: Type.Optional(Duration),
     timeout: Type.Optional(Duration)
+  }, { additionalProperties: false })),
+  unleash: Type.Optional(Type.Object({
+    /** The Unleash API, as the SDKs take it: `https://unleash.example.com/api`. */
+    url: msg(Type.String({ format: 'http-url' }), 'must be an http:// or https:// URL, like https://unleash.example.com/api'),
+    appName: Name,
+    instanceId: Type.Optional(Type.String({ minLength: 1 })),
+    /** A client (backend) token: `${UNLEASH_CLIENT_TOKEN}`. */
+    token: Type.String({ minLength: 1 }),
+    refreshInterval: Type.Optional(Duration),
+    /** Unleash's static context field `environment` (used by constraints); the token picks the flags' environment. */
+    environment: Type.Optional(Type.String({ minLength: 1 })),
+    /** Flag definitions (the /api/client/features JSON) used at start when Unleash cannot be reached and no backup exists. */
+    bootstrap: Type.Optional(Type.String({ minLength: 1 })),
+    /** Where the last state fetched is kept for a start while Unleash is down. */
+    backupPath: Type.Optional(Type.String({ minLength: 1 })),
+    /** /readyz stays 503 at most this long waiting for the first synchronization. */
+    syncTimeout: Type.Optional(Duration),
+    /** Lets `ficus set` change a flag's flexibleRollout through Unleash's admin API, fleet-wide. */
+    admin: Type.Optional(Type.Object({
+      token: Type.String(),
+      url: Type.Optional(msg(Type.String({ format: 'http-url' }), 'must be an http:// or https:// URL, like https://unleash.example.com/api')),
+      project: Type.Optional(Type.String({ minLength: 1 })),
+      environment: Type.Optional(Type.String({ minLength: 1 }))
+    }, { additionalProperties: false }))
   }, { additionalProperties: false })),
   log: Type.Optional(Type.Object({
     level: Type.Optional(msg(Type.String({ enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }),
@@ -186,4 +214,30 @@ export interface Config {
   /** SIGTERM: readiness off, wait `drainDelayMs`, stop accepting, finish in flight; all within `timeoutMs`. */
   readonly shutdown: { readonly drainDelayMs: number; readonly timeoutMs: number }
   readonly log: { readonly level: string }
+  /** The fleet's flag source; undefined when no route reads a flag from Unleash. */
+  readonly unleash: UnleashConfig | undefined
+}
+
+export interface UnleashConfig {
+  /** The client API, ending in `/api`. */
+  readonly url: string
+  readonly appName: string
+  readonly instanceId: string | undefined
+  readonly token: string
+  readonly refreshIntervalMs: number
+  readonly environment: string | undefined
+  /** Absolute path of the bootstrap file, when configured. */
+  readonly bootstrap: string | undefined
+  /** Absolute path of the backup file. */
+  readonly backupPath: string
+  readonly syncTimeoutMs: number
+  readonly admin: UnleashAdmin | undefined
+}
+
+/** Unleash's admin API, for `ficus set` on a flagged route. */
+export interface UnleashAdmin {
+  readonly url: string
+  readonly token: string
+  readonly project: string
+  readonly environment: string
 }

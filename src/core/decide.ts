@@ -14,13 +14,18 @@ export type Random = () => number
  * The per-request decision: which side answers, and whether the other side gets a copy.
  * Pure: the random source is an argument and is only called when it matters (a request
  * without a sticky key on a split route, or a shadow share strictly between 0 and 100).
+ * On a route with a flag, `flagOn` is the flag's verdict for this request (evaluated by the
+ * caller); off or unknown means legacy.
  * @example decide(rule, 'GET', 'user-42', Math.random) // { primary: 'new', bucket: 7, ... }
  */
-export function decide(rule: RouteRule, method: string, key: string | undefined, random: Random): Decision {
+export function decide(rule: RouteRule, method: string, key: string | undefined, random: Random, flagOn?: boolean): Decision {
   let primary: Decision['primary']
   let b: number | null = null
   let source: Decision['bucketSource'] = 'none'
-  if (rule.new >= 100) {
+  if (rule.flag !== null) {
+    primary = flagOn === true ? 'new' : 'legacy'
+    source = 'flag'
+  } else if (rule.new >= 100) {
     primary = 'new'
   } else if (rule.new <= 0) {
     primary = 'legacy'

@@ -22,10 +22,13 @@ export interface RouteOverride {
 /** Overrides by route name. */
 export type Overrides = Readonly<Record<string, RouteOverride>>
 
-/** The rule requests see: the file's rule with its overrides applied. */
+/**
+ * The rule requests see: the file's rule with its overrides applied. An override of `new`
+ * on a flagged route (a rollback) takes the flag out of the decision until it is cleared.
+ */
 export function effectiveRule(rule: RouteRule, o: RouteOverride | undefined): RouteRule {
   if (o === undefined || (o.new === undefined && o.shadow === undefined)) return rule
-  return { ...rule, new: o.new ?? rule.new, shadow: o.shadow ?? rule.shadow }
+  return { ...rule, new: o.new ?? rule.new, flag: o.new === undefined ? rule.flag : null, shadow: o.shadow ?? rule.shadow }
 }
 
 /** A PATCH body: a number sets, null clears, absent leaves as it is. */

@@ -33,8 +33,14 @@ export interface RouteRule {
   /** null = every method. */
   readonly methods: ReadonlySet<string> | null
   readonly pattern: PathPattern
-  /** Share of users (0..100, integer) whose requests new answers. */
+  /** Share of users (0..100, integer) whose requests new answers; unused while `flag` decides. */
   readonly new: number
+  /**
+   * Unleash toggle that decides "serve from new" for this route, or null. A runtime
+   * override of `new` (a rollback) sets it to null in the effective rule: the local kill
+   * switch beats the flag.
+   */
+  readonly flag: string | null
   /** Share of requests (0..100) also sent to the other side for comparison. */
   readonly shadow: number
   /** Whether writes are shadowed too (after the primary answered 2xx); reads only otherwise. */
@@ -52,8 +58,8 @@ export interface Decision {
   readonly primary: Backend
   /** The user's bucket (1..100), or null when the percentage made it irrelevant (0 or 100). */
   readonly bucket: number | null
-  /** How the bucket was found: from the sticky key, at random (no key), or not needed. */
-  readonly bucketSource: 'key' | 'random' | 'none'
+  /** How the side was chosen: bucket of the sticky key, random bucket (no key), not needed (0 or 100), or the route's flag. */
+  readonly bucketSource: 'key' | 'random' | 'none' | 'flag'
   /** Whether this request is also sent to the other side. */
   readonly shadow: boolean
 }

@@ -103,7 +103,7 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
     }
 
     /** Every route with its effective new/shadow, where each comes from, and its last change. */
-    api.get('/routes', async () => ({ routes: control.routes() }))
+    api.get('/routes', async () => ({ routes: control.routes(), flags: control.flagSource() }))
 
     /** Sets or clears (null) a route's overrides: `{ new?, shadow?, reason? }`. */
     api.patch('/routes/:name', { schema: { params: RouteParams } }, async (request: FastifyRequest) => {

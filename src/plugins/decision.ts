@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import type { FlagSource } from '../adapters/flags.js'
 import type { LiveConfig } from '../config/live.js'
 import { decide, type Random } from '../core/decide.js'
 import { forwardHeaders } from '../core/forward-headers.js'
@@ -22,6 +23,8 @@ export interface DecisionOptions {
   readonly live: LiveConfig
   readonly edge: EdgeDeps
   readonly random: Random
+  /** Unleash, when routes.yaml has an unleash: block; a flagged route without it is legacy. */
+  readonly flags: FlagSource | undefined
 }
 
 /**
@@ -29,7 +32,7 @@ export interface DecisionOptions {
  * route, build the upstream headers and make the one decision every later stage reads.
  */
 async function decision(fastify: FastifyInstance, opts: DecisionOptions): Promise<void> {
-  const { table, random, edge } = opts
+  const { table, random, edge, flags } = opts
   const { live } = opts
   const { metrics, limits, now, record } = edge
   fastify.decorateRequest('ficus', null as unknown as Exchange)
@@ -70,13 +73,19 @@ async function decision(fastify: FastifyInstance, opts: DecisionOptions): Promis
     if (fwd.hostCount === 0 && req.httpVersion === '1.1' && authority === undefined) return refused('FICUS_ERR_MISSING_HOST')
 
     const current = table.current
-    const rule = current.match(req.method as string, normalizePath(pathOf(url))) ?? current.defaultRoute
+    const path = normalizePath(pathOf(url))
+    const rule = current.match(req.method as string, path) ?? current.defaultRoute
     ex.rule = rule
     ex.upstreamHeaders = fwd.headers
-    const key = rule.new > 0 && rule.new < 100
+    const flagged = rule.flag !== null
+    const key = flagged || (rule.new > 0 && rule.new < 100)
       ? stickyKey(rule.sticky, { headers: req.headers, query: queryOf(url), clientIp: fwd.clientIp })
       : undefined
-    const d = decide(rule, req.method as string, key, random)
+    let flagOn: boolean | undefined
+    if (flagged && flags !== undefined) {
+      flagOn = flags.isEnabled(rule.flag, { userId: key, remoteAddress: fwd.clientIp, properties: { route: rule.name, method: req.method as string, path } })
+    }
+    const d = decide(rule, req.method as string, key, random, flagOn)
     if (d.bucketSource === 'random') metrics.stickyMissing.inc({ route: rule.name })
     ex.decision = d
     done()

@@ -8,6 +8,7 @@ export function rule(over: Partial<RouteRule> = {}): RouteRule {
     methods: null,
     pattern: { source: '/*', segments: [], prefix: true },
     new: 0,
+    flag: null,
     shadow: 0,
     shadowWrites: false,
     compare: compileCompare(undefined),

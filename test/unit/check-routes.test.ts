@@ -1,21 +1,11 @@
 import t from 'tap'
-import { compileCompare } from '../../src/core/compare-rules.js'
 import { checkRoutes } from '../../src/core/check-routes.js'
 import { parsePattern } from '../../src/core/path-pattern.js'
 import type { PathPattern, RouteRule } from '../../src/core/types.js'
+import { rule as fixture } from '../helpers/rule.js'
 
 function rule(name: string, path: string, methods?: string[]): RouteRule {
-  return {
-    name,
-    methods: methods === undefined ? null : new Set(methods),
-    pattern: parsePattern(path) as PathPattern,
-    new: 0,
-    shadow: 0,
-    shadowWrites: false,
-    compare: compileCompare(undefined),
-    sticky: { kind: 'ip' },
-    backends: { legacy: 'legacy', new: 'new' }
-  }
+  return fixture({ name, methods: methods === undefined ? null : new Set(methods), pattern: parsePattern(path) as PathPattern, sticky: { kind: 'ip' } })
 }
 
 t.test('a route behind a wider one is reported with the route that hides it', async (t) => {

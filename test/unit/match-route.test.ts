@@ -1,8 +1,8 @@
 import t from 'tap'
-import { compileCompare } from '../../src/core/compare-rules.js'
 import { compileRoutes } from '../../src/core/match-route.js'
 import { matchesPattern, parsePattern } from '../../src/core/path-pattern.js'
 import type { PathPattern, RouteRule } from '../../src/core/types.js'
+import { rule as fixture } from '../helpers/rule.js'
 
 function pattern(source: string): PathPattern {
   const p = parsePattern(source)
@@ -11,17 +11,7 @@ function pattern(source: string): PathPattern {
 }
 
 function rule(name: string, path: string, methods?: string[]): RouteRule {
-  return {
-    name,
-    methods: methods === undefined ? null : new Set(methods),
-    pattern: pattern(path),
-    new: 0,
-    shadow: 0,
-    shadowWrites: false,
-    compare: compileCompare(undefined),
-    sticky: { kind: 'ip' },
-    backends: { legacy: 'legacy', new: 'new' }
-  }
+  return fixture({ name, methods: methods === undefined ? null : new Set(methods), pattern: pattern(path), sticky: { kind: 'ip' } })
 }
 
 t.test('patterns: exact, parameter and prefix', async (t) => {

@@ -1,0 +1,310 @@
+import { readFile } from 'node:fs/promises'
+import { Unleash, UnleashEvents, type ClientFeaturesResponse } from 'unleash-client'
+import type { UnleashConfig } from '../config/schema.js'
+import { flagState, type FlagState } from '../core/flag-state.js'
+import type { Logger } from './logger.js'
+import type { Metrics } from './metrics-registry.js'
+import { writeFileAtomic } from './state-file.js'
+
+/**
+ * The fleet's flags (DESIGN.md "Where it goes from one machine to many"): every replica
+ * reads the same Unleash toggles through unleash-client, which keeps the last state it
+ * fetched in memory and evaluates isEnabled() locally, so a request never waits for
+ * Unleash and an outage changes nothing until it ends.
+ *
+ * Start-up: the last state this replica fetched (the backup file), else the bootstrap file,
+ * is loaded at once; the first fetch from Unleash replaces it. Until either exists every
+ * flag is off (legacy). Errors are counted and logged on change, never thrown.
+ */
+
+/** What a flag is evaluated against (Unleash's context). */
+export interface FlagContext {
+  /** The route's sticky key: Unleash's flexibleRollout with stickiness `default` or `userId` buckets it like Ficus. */
+  readonly userId: string | undefined
+  /** The client's address (after trusted hops): Unleash's remoteAddress strategy and IP constraints. */
+  readonly remoteAddress: string
+  readonly properties: { readonly route: string; readonly method: string; readonly path: string }
+}
+
+/** A source of per-request flag verdicts; the decision stage asks it, the admin API describes it. */
+export interface FlagSource {
+  isEnabled: (flag: string, ctx: FlagContext) => boolean
+  state: (flag: string) => FlagState
+  /** A fetch from Unleash succeeded at least once, and the last one did. */
+  readonly ready: boolean
+  readonly status: FlagSourceStatus
+  /** Called after every change of the flags' definitions (a fetch that found changes). */
+  onChange: (listener: () => void) => void
+  /** Resolves true when `check()` holds (now or after a change), false after `timeoutMs`. */
+  until: (check: () => boolean, timeoutMs: number) => Promise<boolean>
+}
+
+export interface FlagSourceStatus {
+  readonly source: 'unleash'
+  readonly url: string
+  /** A fetch from Unleash has succeeded since start. */
+  readonly synchronized: boolean
+  /** The last fetch succeeded. */
+  readonly healthy: boolean
+  /** Where the definitions in use came from: Unleash, this replica's backup, the bootstrap file, or none yet (all off). */
+  readonly loadedFrom: 'unleash' | 'backup' | 'bootstrap' | 'none'
+  readonly lastError: string | null
+}
+
+/** The bootstrap file cannot be used: Ficus does not start (a typo must not mean "every flag off"). */
+export class FlagBootstrapError extends Error {
+  readonly code = 'FICUS_ERR_FLAG_BOOTSTRAP'
+  constructor (readonly file: string, reason: string) {
+    super(`unleash.bootstrap ${file}: ${reason}`)
+    this.name = 'FlagBootstrapError'
+  }
+}
+
+/** Reads a /api/client/features document (the bootstrap file, or a backup). */
+async function readFeatures(file: string): Promise<ClientFeaturesResponse | undefined> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new Error(`cannot be read (${(err as Error).message})`)
+  }
+  let data: unknown
+  try {
+    data = JSON.parse(text)
+  } catch {
+    throw new Error('is not valid JSON')
+  }
+  if (data === null || typeof data !== 'object' || !Array.isArray((data as { features?: unknown }).features)) {
+    throw new Error('is not an Unleash features document ({"version": 2, "features": [...]}, as GET /api/client/features answers)')
+  }
+  return data as ClientFeaturesResponse
+}
+
+export class UnleashFlags implements FlagSource {
+  private synchronized = false
+  private healthy = false
+  private loadedFrom: FlagSourceStatus['loadedFrom'] = 'none'
+  private lastError: string | null = null
+  private stopped = false
+  /** The SDK has definitions (from a fetch, the backup or the bootstrap file): isEnabled may be asked. */
+  private clientReady = false
+  private readonly listeners: (() => void)[] = []
+  private readonly synced: Promise<void>
+  private markSynced: () => void = () => {}
+
+  private constructor (
+    private readonly config: UnleashConfig,
+    private readonly client: Unleash,
+    private readonly metrics: Metrics,
+    private readonly log: Logger
+  ) {
+    this.synced = new Promise((resolve) => { this.markSynced = resolve })
+    metrics.flagSourceReady.set(0)
+    // Always listening, also after stop(): destroy() while Unleash is unreachable can still
+    // emit `error` from a fetch in flight, and an EventEmitter error without a listener throws.
+    client.on(UnleashEvents.Error, (err: unknown) => { this.failed(err) })
+    client.on(UnleashEvents.Warn, (msg: unknown) => { this.warned(msg) })
+    client.on(UnleashEvents.Ready, () => { this.clientReady = true })
+    client.on(UnleashEvents.Changed, () => { this.fetched(true) })
+    client.on(UnleashEvents.Unchanged, () => { this.fetched(false) })
+  }
+
+  /**
+   * Opens the source and starts fetching (in the background: this never waits for Unleash).
+   * Throws FlagBootstrapError when the bootstrap file is configured but unusable.
+   */
+  static async open (config: UnleashConfig, metrics: Metrics, log: Logger): Promise<UnleashFlags> {
+    let bootstrap: ClientFeaturesResponse | undefined
+    if (config.bootstrap !== undefined) {
+      try {
+        bootstrap = await readFeatures(config.bootstrap)
+      } catch (err) {
+        throw new FlagBootstrapError(config.bootstrap, (err as Error).message)
+      }
+      if (bootstrap === undefined) throw new FlagBootstrapError(config.bootstrap, 'file not found')
+    }
+    // The storage provider runs once the client starts, after `source.flags` is set.
+    const source: { flags?: UnleashFlags } = {}
+    const client = new Unleash({
+      url: config.url,
+      appName: config.appName,
+      ...(config.instanceId === undefined ? {} : { instanceId: config.instanceId }),
+      ...(config.environment === undefined ? {} : { environment: config.environment }),
+      refreshInterval: config.refreshIntervalMs,
+      customHeaders: { Authorization: config.token },
+      disableAutoStart: true,
+      skipInstanceCountWarning: true,
+      // Our own storage: the backup first (it is newer than any bootstrap file shipped with
+      // a deploy: a fleet-wide "off" it saw must survive a restart during an outage), then
+      // the bootstrap file; written atomically (the SDK's own provider is not).
+      storageProvider: {
+        get: async () => {
+          try {
+            const backup = await readFeatures(config.backupPath)
+            if (backup !== undefined) {
+              source.flags?.loadedFromStore('backup')
+              return backup
+            }
+          } catch (err) {
+            log.warn({ err, file: config.backupPath }, 'the Unleash backup file cannot be used; ignored')
+          }
+          if (bootstrap !== undefined) source.flags?.loadedFromStore('bootstrap')
+          return bootstrap
+        },
+        set: async (_key: string, data: ClientFeaturesResponse) => {
+          await writeFileAtomic(config.backupPath, JSON.stringify(data))
+            .catch((err: unknown) => { log.warn({ err, file: config.backupPath }, 'could not write the Unleash backup file') })
+        }
+      }
+    })
+    const flags = new UnleashFlags(config, client, metrics, log)
+    source.flags = flags
+    client.start().catch((err: unknown) => { flags.failed(err) })
+    return flags
+  }
+
+  get ready (): boolean {
+    return this.synchronized && this.healthy
+  }
+
+  get status (): FlagSourceStatus {
+    return {
+      source: 'unleash',
+      url: this.config.url,
+      synchronized: this.synchronized,
+      healthy: this.healthy,
+      loadedFrom: this.loadedFrom,
+      lastError: this.lastError
+    }
+  }
+
+  isEnabled (flag: string, ctx: FlagContext): boolean {
+    // Before any definition is loaded the SDK would emit a warning per call: answer "off" here.
+    if (!this.clientReady) return false
+    return this.client.isEnabled(flag, {
+      ...(ctx.userId === undefined ? {} : { userId: ctx.userId }),
+      remoteAddress: ctx.remoteAddress,
+      properties: ctx.properties
+    })
+  }
+
+  state (flag: string): FlagState {
+    return flagState(flag, this.client.getFeatureToggleDefinition(flag))
+  }
+
+  onChange (listener: () => void): void {
+    this.listeners.push(listener)
+  }
+
+  async until (check: () => boolean, timeoutMs: number): Promise<boolean> {
+    if (check()) return true
+    return new Promise<boolean>((resolve) => {
+      const listener = (): void => {
+        if (!check()) return
+        finish(true)
+      }
+      const timer = setTimeout(() => { finish(false) }, timeoutMs)
+      const finish = (ok: boolean): void => {
+        clearTimeout(timer)
+        const i = this.listeners.indexOf(listener)
+        if (i !== -1) this.listeners.splice(i, 1)
+        resolve(ok)
+      }
+      this.listeners.push(listener)
+    })
+  }
+
+  /** Resolves true once synchronized with Unleash, or false after `timeoutMs`. */
+  async whenSynchronized (timeoutMs: number): Promise<boolean> {
+    if (this.synchronized) return true
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<boolean>((resolve) => { timer = setTimeout(() => { resolve(false) }, timeoutMs) })
+    try {
+      return await Promise.race([this.synced.then(() => true), timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Stops fetching and reporting; safe while Unleash is unreachable. */
+  stop (): void {
+    if (this.stopped) return
+    this.stopped = true
+    try {
+      this.client.destroy()
+    } catch (err) {
+      this.log.warn({ err }, 'stopping the Unleash client failed')
+    }
+  }
+
+  private loadedFromStore (where: 'backup' | 'bootstrap'): void {
+    if (!this.synchronized) {
+      this.loadedFrom = where
+      this.log.info({ file: where === 'backup' ? this.config.backupPath : this.config.bootstrap }, `flags loaded from the ${where} file until Unleash answers`)
+    }
+  }
+
+  /** A fetch answered (changed: new definitions; otherwise 304). */
+  private fetched (changed: boolean): void {
+    if (this.stopped) return
+    const first = !this.synchronized
+    this.synchronized = true
+    this.loadedFrom = 'unleash'
+    if (!this.healthy) {
+      this.healthy = true
+      this.lastError = null
+      this.log.info({ url: this.config.url, first }, first ? 'flags synchronized with Unleash' : 'Unleash reachable again; flags are current')
+    }
+    this.metrics.flagSourceReady.set(1)
+    if (first) this.markSynced()
+    if (changed) {
+      for (const l of [...this.listeners]) {
+        try {
+          l()
+        } catch (err) {
+          this.log.error({ err }, 'a flag change listener failed')
+        }
+      }
+    }
+  }
+
+  private failed (err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err)
+    const kind = /metrics|register/i.test(message) ? 'metrics' : /repository|features|fetch|ECONN|ENOTFOUND|timeout|socket/i.test(message) ? 'fetch' : 'other'
+    this.metrics.flagErrors.inc({ kind })
+    if (this.stopped) return
+    if (kind === 'fetch') this.unhealthy(message, err)
+    else this.log.warn({ err, kind }, 'Unleash client error')
+  }
+
+  private warned (msg: unknown): void {
+    const message = msg instanceof Error ? msg.message : String(msg)
+    // The fetcher reports 5xx, 404 and 429 as warnings while it backs off: Unleash is not answering.
+    if (/\/client\/features|Socket keep alive/.test(message)) {
+      this.metrics.flagErrors.inc({ kind: 'fetch' })
+      if (!this.stopped) this.unhealthy(message, msg)
+    } else if (/\/client\/(metrics|register)/.test(message) || msg instanceof Error) {
+      this.metrics.flagErrors.inc({ kind: 'metrics' })
+    } else if (!this.stopped) {
+      this.log.warn({ detail: message }, 'Unleash client warning')
+    }
+  }
+
+  private unhealthy (message: string, err: unknown): void {
+    this.lastError = message
+    this.metrics.flagSourceReady.set(0)
+    if (this.healthy || !this.synchronized) {
+      // Logged on the change only: an outage must not write a line per refresh.
+      if (this.healthy || this.lastLogged !== message) {
+        this.log.warn({ err, url: this.config.url }, this.synchronized
+          ? 'Unleash cannot be reached: serving the last flags it sent until it answers again'
+          : 'Unleash cannot be reached yet: flagged routes use the backup, the bootstrap file, or legacy')
+      }
+      this.lastLogged = message
+    }
+    this.healthy = false
+  }
+
+  private lastLogged: string | null = null
+}
