@@ -1,6 +1,7 @@
 import type { AuditEntry } from '../adapters/audit-log.js'
 import type { RouteSummary } from '../adapters/divergence-store.js'
-import type { RouteView } from '../control-plane.js'
+import type { FlagSourceStatus } from '../adapters/flags.js'
+import type { Knob, RouteView } from '../control-plane.js'
 import { adminCall, adminGet, adminText, type AdminTarget } from './admin-client.js'
 import { table } from './divergences.js'
 
@@ -18,8 +19,8 @@ interface Counts { readonly legacy: number; readonly new: number }
 export async function statusCommand(target: AdminTarget, json: boolean, sampleMs: number, wait: (ms: number) => Promise<void>): Promise<string> {
   const before = await primaryCounts(target)
   await wait(sampleMs)
-  const [{ routes }, after, { routes: summaries }] = await Promise.all([
-    adminGet(target, '/admin/routes') as Promise<{ routes: RouteView[] }>,
+  const [{ routes, flags }, after, { routes: summaries }] = await Promise.all([
+    adminGet(target, '/admin/routes') as Promise<{ routes: RouteView[]; flags: FlagSourceStatus | null }>,
     primaryCounts(target),
     adminGet(target, '/admin/divergences/summary') as Promise<{ routes: RouteSummary[] }>
   ])
@@ -27,26 +28,45 @@ export async function statusCommand(target: AdminTarget, json: boolean, sampleMs
   const divergence = new Map(summaries.map((s) => [s.route, s.divergenceRate]))
   if (json) {
     return JSON.stringify({
-      routes: routes.map((r) => ({ ...r, requestsPerSecond: { legacy: rate(r.name, 'legacy'), new: rate(r.name, 'new') }, divergenceRate: divergence.get(r.name) ?? null }))
+      routes: routes.map((r) => ({ ...r, requestsPerSecond: { legacy: rate(r.name, 'legacy'), new: rate(r.name, 'new') }, divergenceRate: divergence.get(r.name) ?? null })),
+      flags
     }, null, 2) + '\n'
   }
-  return table(['ROUTE', 'NEW', 'SHADOW', 'SOURCE', 'LEGACY REQ/S', 'NEW REQ/S', 'DIVERGENCE', 'LAST CHANGE'], routes.map((r) => [
+  const rows = table(['ROUTE', 'NEW', 'SHADOW', 'SOURCE', 'LEGACY REQ/S', 'NEW REQ/S', 'DIVERGENCE', 'LAST CHANGE'], routes.map((r) => [
     r.name,
-    `${r.new.value} %`,
+    share(r.new),
     `${r.shadow.value} %`,
-    r.new.source === 'override' || r.shadow.source === 'override' ? 'override' : 'file',
+    source(r),
     rate(r.name, 'legacy').toFixed(1),
     rate(r.name, 'new').toFixed(1),
     percent(divergence.get(r.name) ?? null),
     r.lastChange === null ? '-' : `${r.lastChange.time} ${r.lastChange.who}${r.lastChange.reason === null ? '' : `: ${r.lastChange.reason}`}`
   ]))
+  return rows + flagsLine(flags)
+}
+
+/** `25 %`, or how a flag decides when it has no single share. */
+function share(k: Knob): string {
+  return k.value === null ? 'by strategy' : `${k.value} %`
+}
+
+/** Where the share of new comes from: routes.yaml, a runtime override, or the route's flag (bypassed by a rollback). */
+function source(r: RouteView): string {
+  if (r.flag !== null) return r.flag.bypassed ? `override (flag ${r.flag.name} bypassed)` : `flag ${r.flag.name}${r.flag.known ? (r.flag.enabled ? '' : ' (off)') : ' (unknown to Unleash)'}`
+  return r.new.source === 'override' || r.shadow.source === 'override' ? 'override' : 'file'
+}
+
+/** One line on the flag source when it is not current, so a release manager knows the flags may be stale. */
+function flagsLine(flags: FlagSourceStatus | null): string {
+  if (flags === null || (flags.synchronized && flags.healthy)) return ''
+  return `\nflags: Unleash (${flags.url}) ${flags.synchronized ? 'unreachable: serving the last flags it sent' : `not reached yet: flags from ${flags.loadedFrom === 'none' ? 'nowhere (flagged routes on legacy)' : `the ${flags.loadedFrom} file`}`}${flags.lastError === null ? '' : ` (${flags.lastError})`}\n`
 }
 
 /** `ficus set <route> --new N [--shadow N] [--clear] [--reason …]`. */
 export async function setCommand(target: AdminTarget, route: string, change: { new?: number | null; shadow?: number | null; reason?: string }, json: boolean): Promise<string> {
   const { route: r } = await adminCall(target, 'PATCH', `/admin/routes/${encodeURIComponent(route)}`, change) as { route: RouteView }
   if (json) return JSON.stringify(r, null, 2) + '\n'
-  return `${r.name}: new ${r.new.value} % (${r.new.source}), shadow ${r.shadow.value} % (${r.shadow.source})\n`
+  return `${r.name}: new ${share(r.new)} (${r.flag !== null && !r.flag.bypassed ? `flag ${r.flag.name}` : r.new.source}), shadow ${r.shadow.value} % (${r.shadow.source})\n`
 }
 
 /** `ficus rollback <route> | --all [--reason …]`. */

@@ -114,7 +114,7 @@ export const ConfigSchema = Type.Object({
     appName: Name,
     instanceId: Type.Optional(Type.String({ minLength: 1 })),
     /** A client (backend) token: `${UNLEASH_CLIENT_TOKEN}`. */
-    token: Type.String({ minLength: 1 }),
+    token: msg(Type.String({ minLength: 1 }), 'must be an Unleash client (backend) token, like ${UNLEASH_TOKEN}: is the variable set?'),
     refreshInterval: Type.Optional(Duration),
     /** Unleash's static context field `environment` (used by constraints); the token picks the flags' environment. */
     environment: Type.Optional(Type.String({ minLength: 1 })),

@@ -238,3 +238,24 @@ t.test('admin tokens: named, unique, required off loopback', async (t) => {
   for (const host of ['127.0.0.1', '127.1.2.3', '::1', 'localhost']) t.same(errorsOf(base(`admin: { host: "${host}" }`)), [], host)
   t.same(errorsOf(base('admin: { host: "::" }')), ['admin.host: :: is not a loopback address: set admin.token (or admin.tokens) so the admin API cannot be used by anyone who reaches the port'])
 })
+
+t.test('unleash: the block, per-route flags, and what would never work', async (t) => {
+  const withRoutes = (unleash: string, routes: string): string => base(unleash).replace('routes: []', `routes:\n${routes}`)
+  const flagged = '  - { name: orders, match: { path: /orders }, flag: orders-new }'
+  const c = parseConfig(withRoutes('unleash: { url: "https://unleash.example.com/api", appName: ficus, token: "${TOKEN}", admin: { token: "${ADMIN}" } }', flagged), '/etc/ficus/x.yaml', { TOKEN: 'default:production.abc', ADMIN: 'pat' })
+  t.match(c.unleash, { url: 'https://unleash.example.com/api', appName: 'ficus', token: 'default:production.abc', refreshIntervalMs: 1000, syncTimeoutMs: 10_000, bootstrap: undefined })
+  t.same(c.unleash?.admin, { url: 'https://unleash.example.com/api', token: 'pat', project: 'default', environment: 'production' }, 'the environment is read from the client token')
+  t.match(c.routes[0], { name: 'orders', flag: 'orders-new', new: 0 })
+
+  t.same(errorsOf(withRoutes('unleash: { url: "http://u/api", appName: ficus, token: t, refreshInterval: 0s }', flagged)),
+    ['unleash.refreshInterval: must be more than 0: at 0 the Unleash client never fetches, so no flag change would ever reach Ficus'])
+  t.same(errorsOf(withRoutes('', flagged)), ['routes[0].flag: reads an Unleash flag, but routes.yaml has no unleash: block (url, appName, token)'])
+  t.same(errorsOf(withRoutes('unleash: { url: "http://u/api", appName: ficus, token: t }', '  - { name: orders, match: { path: /orders }, flag: f, new: 5 }')),
+    ['routes[0].flag: a route takes its share of new from routes.yaml (new) or from an Unleash flag (flag), not both: remove one'])
+  t.same(errorsOf(withRoutes('', '  - { name: orders, match: { path: /orders } }')),
+    ['routes[0]: needs new (0-100, the share of users on new) or flag (an Unleash toggle that decides it)'])
+  t.same(errorsOf(withRoutes('unleash: { url: "http://u/api", appName: ficus, token: opaque, admin: { token: a } }', flagged)),
+    ['unleash.admin.environment: is needed: the client token does not name its environment (project:environment.secret), and the admin API changes one environment'])
+  t.same(errorsOf(base('unleash: { url: "ftp://u", appName: ficus, token: "${T:-}" }')),
+    ['unleash.url: must be an http:// or https:// URL, like https://unleash.example.com/api', 'unleash.token: must be an Unleash client (backend) token, like ${UNLEASH_TOKEN}: is the variable set?'])
+})

@@ -1,0 +1,123 @@
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import t from 'tap'
+import { request } from 'undici'
+import { bucket } from '../../src/core/bucket.js'
+import { sample } from '../helpers/ficus.js'
+import { CLI, run } from '../helpers/spawn.js'
+import { createFlexibleRolloutFlag, setEnabled, setRollout, startUnleash } from '../helpers/unleash-server.js'
+import { startUpstream } from '../helpers/upstream.js'
+
+/**
+ * `npm run test:unleash`: a real Unleash server (unleash-server 7.5.1 on a PostgreSQL 15
+ * cluster made for the run) and a real `ficus start` process. The release manager's path:
+ * a flexibleRollout flag for a route, 30 → 50 % seen by the proxy within refreshInterval
+ * + 1 s with no user moving back, `ficus set` changing the flag in Unleash, the flag off
+ * sending everyone to legacy, and Unleash going away: the proxy keeps its last state and
+ * still exits cleanly on SIGTERM.
+ */
+
+const REFRESH_MS = 1_000
+const USERS = Array.from({ length: 200 }, (_, i) => `user-${i}`)
+const expected = (share: number): Map<string, string> => new Map(USERS.map((u) => [u, bucket('orders', u) <= share ? 'new' : 'legacy']))
+
+t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
+  const unleash = await startUnleash(t)
+  await createFlexibleRolloutFlag(unleash, 'orders-new', { rollout: 30, groupId: 'orders' })
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const dir = t.testdir({})
+  const config = join(dir, 'routes.yaml')
+  await writeFile(config, [
+    'version: 1',
+    'listen: { host: 127.0.0.1, port: 0 }',
+    'admin: { host: 127.0.0.1, port: 0 }',
+    `upstreams: { legacy: { url: "${legacy.url}" }, new: { url: "${next.url}" } }`,
+    'sticky: header:x-user-id',
+    'exposeBackend: true',
+    'state: ficus-state.json',
+    'shutdown: { drainDelay: 0s, timeout: 5s }',
+    'unleash:',
+    `  url: "${unleash.url}"`,
+    '  appName: ficus-fleet-test',
+    '  token: ${UNLEASH_TOKEN}',
+    `  refreshInterval: ${REFRESH_MS}ms`,
+    '  admin: { token: "${UNLEASH_ADMIN_TOKEN}" }',
+    'routes:',
+    '  - { name: orders, match: { path: "/orders/*" }, flag: orders-new }',
+    ''
+  ].join('\n'))
+  const ficus = run(t, CLI, ['start', '--config', config], { UNLEASH_TOKEN: unleash.clientToken, UNLEASH_ADMIN_TOKEN: unleash.adminToken })
+  const out = await ficus.waitFor(/"msg":"ficus listening"/)
+  const { traffic, admin } = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string; admin: string }
+
+  const sides = async (): Promise<Map<string, string>> => {
+    const m = new Map<string, string>()
+    await Promise.all(USERS.map(async (u) => {
+      const r = await request(`${traffic}/orders/${u}`, { headers: { 'x-user-id': u } })
+      await r.body.dump()
+      m.set(u, String(r.headers['x-ficus-backend']))
+    }))
+    return m
+  }
+  const share = async (): Promise<unknown> => {
+    const r = await request(`${admin}/admin/routes`)
+    const { routes } = await r.body.json() as { routes: { name: string; new: { value: unknown } }[] }
+    return routes.find((x) => x.name === 'orders')?.new.value
+  }
+  /** Milliseconds until the proxy shows `value` (polled every 50 ms, bounded). */
+  const seen = async (value: unknown, boundMs: number): Promise<number> => {
+    const start = performance.now()
+    while (performance.now() - start < boundMs + 5_000) {
+      if (await share() === value) return performance.now() - start
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    return Infinity
+  }
+
+  await ficus.waitFor(/flags synchronized with Unleash/)
+  t.equal((await request(`${admin}/readyz`)).statusCode, 200, 'ready once synchronized')
+  t.equal(await share(), 30)
+  const at30 = await sides()
+  t.same(at30, expected(30), 'users on new at 30 % = Ficus\'s own bucketing of the same users')
+
+  await setRollout(unleash, 'orders-new', 50)
+  const to50 = await seen(50, REFRESH_MS + 1_000)
+  t.ok(to50 <= REFRESH_MS + 1_000, `30 → 50 % seen by the proxy in ${Math.round(to50)} ms (bound: refreshInterval + 1 s)`)
+  const at50 = await sides()
+  t.same(at50, expected(50))
+  t.same(USERS.filter((u) => at30.get(u) === 'new' && at50.get(u) !== 'new'), [], 'no user moved from new back to legacy')
+
+  // ficus set on a flagged route goes to Unleash (fleet-wide), audited.
+  const set = run(t, CLI, ['set', 'orders', '--new', '60', '--reason', 'step 3', '--admin-url', admin])
+  t.equal(await set.exited, 0, set.stderr)
+  t.match(set.stdout, /orders: new 60 % \(flag orders-new\)/)
+  const strategies = await (await request(`${unleash.url}/admin/projects/default/features/orders-new/environments/development/strategies`, { headers: { authorization: unleash.adminToken } })).body.json() as { parameters: { rollout: string } }[]
+  t.equal(strategies[0]?.parameters.rollout, '60', 'the rollout changed in Unleash itself')
+  const audit = run(t, CLI, ['audit', '--json', '--admin-url', admin])
+  t.equal(await audit.exited, 0)
+  t.match(JSON.parse(audit.stdout), { entries: [{ action: 'set', route: 'orders', before: { new: 50 }, after: { new: 60 }, reason: 'step 3', detail: /in Unleash/ }] })
+
+  await setEnabled(unleash, 'orders-new', false)
+  const off = await seen(0, REFRESH_MS + 1_000)
+  t.ok(off <= REFRESH_MS + 1_000, `flag off seen in ${Math.round(off)} ms`)
+  t.ok([...(await sides()).values()].every((s) => s === 'legacy'), 'flag off: every user on legacy')
+  const metrics = await (await request(`${admin}/metrics`)).body.text()
+  t.equal(sample(metrics, 'ficus_rollbacks_total', { route: 'orders', trigger: 'flag' }), 1, 'counted as a rollback by flag')
+
+  await setEnabled(unleash, 'orders-new', true)
+  t.ok(await seen(60, REFRESH_MS + 1_000) < Infinity)
+  const before = await sides()
+
+  // Unleash goes away: the proxy keeps the last state it fetched.
+  await unleash.kill()
+  await ficus.waitFor(/Unleash cannot be reached: serving the last flags/)
+  t.same(await sides(), before, 'the same users on the same sides during the outage')
+  const during = await (await request(`${admin}/metrics`)).body.text()
+  t.equal(sample(during, 'ficus_flag_source_ready'), 0)
+  t.ok((sample(during, 'ficus_flag_errors_total', { kind: 'fetch' }) ?? 0) >= 1)
+
+  ficus.child.kill('SIGTERM')
+  t.equal(await ficus.exited, 0, 'exits cleanly on SIGTERM while Unleash is unreachable')
+  t.notMatch(ficus.stderr, /Unhandled|uncaught/i)
+})
