@@ -105,28 +105,36 @@ export class ControlPlane {
    * replica follows) or is refused; `new: null` clears a rollback, `shadow` stays local.
    */
   async patch (name: string, patch: Patch, who: string): Promise<RouteView> {
-    const flagged = await this.serial(async () => {
-      const rule = this.known(name)
-      const reason = patch.reason ?? null
-      let local = patch
-      let flagged: { flag: string; share: number } | null = null
-      if (rule.flag !== null && typeof patch.new === 'number') {
-        await this.setFlag(rule, rule.flag, patch.new, who, reason)
-        flagged = { flag: rule.flag, share: patch.new }
-        local = { ...patch, new: undefined }
+    const reason = patch.reason ?? null
+    const rule = this.known(name)
+    let flagged: { flag: string; share: number } | null = null
+    if (rule.flag !== null && typeof patch.new === 'number') {
+      if (this.overrides[name]?.new !== undefined) {
+        throw new ControlError('FICUS_ERR_FLAG_MANAGED', `route "${name}" is rolled back on this replica, which bypasses its flag "${rule.flag}": clear the rollback first (ficus set ${name} --clear), then change the flag`)
       }
-      if (local.new !== undefined || local.shadow !== undefined) {
-        const change = { at: this.now().toISOString(), by: who, reason }
-        const next = applyPatch(this.overrides[name], local, change)
-        await this.commit({ ...this.overrides, [name]: next }, [name], 'set', who, reason)
+      // Outside the queue: Unleash may be slow or down, and a rollback must never wait behind it.
+      await this.setFlag(rule, rule.flag, patch.new, who, reason)
+      flagged = { flag: rule.flag, share: patch.new }
+    }
+    const local: Patch = flagged === null ? patch : { ...patch, new: undefined }
+    if (local.new !== undefined || local.shadow !== undefined) {
+      try {
+        await this.serial(async () => {
+          const change = { at: this.now().toISOString(), by: who, reason }
+          const next = applyPatch(this.overrides[name], local, change)
+          await this.commit({ ...this.overrides, [name]: next }, [name], 'set', who, reason)
+        })
+      } catch (err) {
+        if (flagged === null || !(err instanceof ControlError)) throw err
+        throw new ControlError(err.code, `the flag ${flagged.flag} WAS changed in Unleash (new: ${flagged.share} %); the local shadow change was not: ${err.detail}`)
       }
-      return flagged
-    })
-    // Outside the queue (a rollback must never wait behind this): until this replica sees the new rollout.
+    }
+    // Until this replica sees the new rollout (bounded), so the answer shows it in effect.
     if (flagged !== null && this.fleet.flags !== undefined) {
       const flags = this.fleet.flags
-      const seen = await flags.until(() => flags.state(flagged.flag).share === flagged.share, this.fleet.settleMs ?? 5_000)
-      if (!seen) this.log.warn({ route: name, flag: flagged.flag }, 'Unleash took the change, but this replica has not fetched it yet')
+      const f = flagged
+      const seen = await flags.until(() => flags.state(f.flag).share === f.share, this.fleet.settleMs ?? 5_000)
+      if (!seen) this.log.warn({ route: name, flag: f.flag }, 'Unleash took the change, but this replica has not fetched it yet')
     }
     return this.view(this.known(name))
   }
@@ -146,7 +154,7 @@ export class ControlPlane {
       throw new ControlError('FICUS_ERR_FLAG_UPDATE', `${(err as Error).message}; nothing was changed`)
     }
     const shadow = effectiveRule(rule, this.overrides[rule.name]).shadow
-    const detail = `flag ${flag}: flexibleRollout ${done.before} % → ${share} % in Unleash (${admin.describe()})${done.turnedOn ? '; the flag was off there and was turned on' : ''}`
+    const detail = `flag ${flag}: flexibleRollout ${done.before} % → ${share} % in Unleash (${admin.describe()})${done.turnedOn ? '; the flag was off there and was turned on' : ''}${done.warning === undefined ? '' : `; ${done.warning}`}`
     const entry: AuditEntry = { time: this.now().toISOString(), who, action: 'set', route: rule.name, before: { new: done.before, shadow }, after: { new: share, shadow }, reason, detail }
     this.log.info({ route: rule.name, who, flag, before: done.before, after: share, turnedOn: done.turnedOn, reason }, 'flag rollout changed in Unleash')
     // Unleash has the change: failing to audit it must not report "nothing changed".

@@ -105,7 +105,11 @@ export class UnleashFlags implements FlagSource {
     // emit `error` from a fetch in flight, and an EventEmitter error without a listener throws.
     client.on(UnleashEvents.Error, (err: unknown) => { this.failed(err) })
     client.on(UnleashEvents.Warn, (msg: unknown) => { this.warned(msg) })
-    client.on(UnleashEvents.Ready, () => { this.clientReady = true })
+    client.on(UnleashEvents.Ready, () => {
+      this.clientReady = true
+      // Definitions from the backup or bootstrap file arrive without a `changed` event: gauges must follow them too.
+      this.notify()
+    })
     client.on(UnleashEvents.Changed, () => { this.fetched(true) })
     client.on(UnleashEvents.Unchanged, () => { this.fetched(false) })
   }
@@ -205,6 +209,7 @@ export class UnleashFlags implements FlagSource {
         finish(true)
       }
       const timer = setTimeout(() => { finish(false) }, timeoutMs)
+      timer.unref()
       const finish = (ok: boolean): void => {
         clearTimeout(timer)
         const i = this.listeners.indexOf(listener)
@@ -219,7 +224,10 @@ export class UnleashFlags implements FlagSource {
   async whenSynchronized (timeoutMs: number): Promise<boolean> {
     if (this.synchronized) return true
     let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<boolean>((resolve) => { timer = setTimeout(() => { resolve(false) }, timeoutMs) })
+    const timeout = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => { resolve(false) }, timeoutMs)
+      timer.unref()
+    })
     try {
       return await Promise.race([this.synced.then(() => true), timeout])
     } finally {
@@ -236,6 +244,10 @@ export class UnleashFlags implements FlagSource {
     } catch (err) {
       this.log.warn({ err }, 'stopping the Unleash client failed')
     }
+    // destroy() removes the repository's listeners, but a fetch in flight can still fail and
+    // emit `error` on it: without a listener that throws (an unhandled rejection at exit).
+    const repository = (this.client as unknown as { repository?: { on?: (e: string, f: () => void) => void } }).repository
+    repository?.on?.('error', () => { this.metrics.flagErrors.inc({ kind: 'fetch' }) })
   }
 
   private loadedFromStore (where: 'backup' | 'bootstrap'): void {
@@ -258,20 +270,24 @@ export class UnleashFlags implements FlagSource {
     }
     this.metrics.flagSourceReady.set(1)
     if (first) this.markSynced()
-    if (changed) {
-      for (const l of [...this.listeners]) {
-        try {
-          l()
-        } catch (err) {
-          this.log.error({ err }, 'a flag change listener failed')
-        }
+    if (changed) this.notify()
+  }
+
+  private notify (): void {
+    if (this.stopped) return
+    for (const l of [...this.listeners]) {
+      try {
+        l()
+      } catch (err) {
+        this.log.error({ err }, 'a flag change listener failed')
       }
     }
   }
 
   private failed (err: unknown): void {
     const message = err instanceof Error ? err.message : String(err)
-    const kind = /metrics|register/i.test(message) ? 'metrics' : /repository|features|fetch|ECONN|ENOTFOUND|timeout|socket/i.test(message) ? 'fetch' : 'other'
+    // The SDK prefixes what it re-emits: `Unleash Repository error:` (fetching definitions), `Unleash Metrics error:`.
+    const kind = message.startsWith('Unleash Metrics error') ? 'metrics' : message.startsWith('Unleash Repository error') || (err as { code?: string }).code !== undefined ? 'fetch' : 'other'
     this.metrics.flagErrors.inc({ kind })
     if (this.stopped) return
     if (kind === 'fetch') this.unhealthy(message, err)

@@ -18,6 +18,8 @@ export interface RolloutChange {
   readonly before: number
   /** The flag was off in the environment and was turned on, so the new share takes effect. */
   readonly turnedOn: boolean
+  /** Set when the rollout changed but a later step failed (turning the flag on). */
+  readonly warning?: string
 }
 
 interface Strategy {
@@ -47,16 +49,18 @@ export class UnleashAdminApi {
     await this.call('PATCH', `${env}/strategies/${encodeURIComponent(strategy.id)}`, [
       { op: 'replace', path: '/parameters/rollout', value: String(percent) }
     ])
-    let turnedOn = false
-    if (percent > 0) {
+    const was = Number.isFinite(before) ? before : 0
+    // The rollout has changed from here on: a failure below is reported with it, not as "nothing changed".
+    if (percent === 0) return { before: was, turnedOn: false }
+    try {
       const def = await this.call('GET', feature) as { environments?: { name: string; enabled: boolean }[] }
       const here = def.environments?.find((e) => e.name === this.cfg.environment)
-      if (here !== undefined && !here.enabled) {
-        await this.call('POST', `${env}/on`)
-        turnedOn = true
-      }
+      if (here === undefined || here.enabled) return { before: was, turnedOn: false }
+      await this.call('POST', `${env}/on`)
+      return { before: was, turnedOn: true }
+    } catch (err) {
+      return { before: was, turnedOn: false, warning: `the flag may still be off in ${this.cfg.environment}: ${(err as Error).message}` }
     }
-    return { before: Number.isFinite(before) ? before : 0, turnedOn }
   }
 
   /** Where the change goes, for messages and the audit log. */

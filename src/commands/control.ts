@@ -52,13 +52,15 @@ function share(k: Knob): string {
 
 /** Where the share of new comes from: routes.yaml, a runtime override, or the route's flag (bypassed by a rollback). */
 function source(r: RouteView): string {
-  if (r.flag !== null) return r.flag.bypassed ? `override (flag ${r.flag.name} bypassed)` : `flag ${r.flag.name}${r.flag.known ? (r.flag.enabled ? '' : ' (off)') : ' (unknown to Unleash)'}`
+  // `?? null`: a Ficus from before flags sends no `flag` field (a rolling upgrade).
+  const flag = r.flag ?? null
+  if (flag !== null) return flag.bypassed ? `override (flag ${flag.name} bypassed)` : `flag ${flag.name}${flag.known ? (flag.enabled ? '' : ' (off)') : ' (unknown to Unleash)'}`
   return r.new.source === 'override' || r.shadow.source === 'override' ? 'override' : 'file'
 }
 
 /** One line on the flag source when it is not current, so a release manager knows the flags may be stale. */
-function flagsLine(flags: FlagSourceStatus | null): string {
-  if (flags === null || (flags.synchronized && flags.healthy)) return ''
+function flagsLine(flags: FlagSourceStatus | null | undefined): string {
+  if (flags === null || flags === undefined || (flags.synchronized && flags.healthy)) return ''
   return `\nflags: Unleash (${flags.url}) ${flags.synchronized ? 'unreachable: serving the last flags it sent' : `not reached yet: flags from ${flags.loadedFrom === 'none' ? 'nowhere (flagged routes on legacy)' : `the ${flags.loadedFrom} file`}`}${flags.lastError === null ? '' : ` (${flags.lastError})`}\n`
 }
 
@@ -66,7 +68,8 @@ function flagsLine(flags: FlagSourceStatus | null): string {
 export async function setCommand(target: AdminTarget, route: string, change: { new?: number | null; shadow?: number | null; reason?: string }, json: boolean): Promise<string> {
   const { route: r } = await adminCall(target, 'PATCH', `/admin/routes/${encodeURIComponent(route)}`, change) as { route: RouteView }
   if (json) return JSON.stringify(r, null, 2) + '\n'
-  return `${r.name}: new ${share(r.new)} (${r.flag !== null && !r.flag.bypassed ? `flag ${r.flag.name}` : r.new.source}), shadow ${r.shadow.value} % (${r.shadow.source})\n`
+  const flag = r.flag ?? null
+  return `${r.name}: new ${share(r.new)} (${flag !== null && !flag.bypassed ? `flag ${flag.name}` : r.new.source}), shadow ${r.shadow.value} % (${r.shadow.source})\n`
 }
 
 /** `ficus rollback <route> | --all [--reason …]`. */

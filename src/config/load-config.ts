@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import { isMap, LineCounter, parseDocument, type Document, type Node } from 'yaml'
 import { checkRoutes } from '../core/check-routes.js'
@@ -291,6 +290,9 @@ function checkUnleash(data: Partial<RawConfig>, report: Report): void {
   if (isObject(u.admin) && typeof u.admin.environment !== 'string' && typeof u.token === 'string' && tokenEnvironment(u.token) === undefined) {
     report(['unleash', 'admin', 'environment'], 'is needed: the client token does not name its environment (project:environment.secret), and the admin API changes one environment')
   }
+  if (u.backupPath === undefined && data.state === undefined) {
+    report(['unleash', 'backupPath'], 'is needed when there is no state: file (this replica\'s copy of the last flags fetched; a shared temp directory would let another user plant flags)')
+  }
   if (isObject(u.admin) && u.admin.token === '') report(['unleash', 'admin', 'token'], 'is empty: set it, or remove unleash.admin (ficus set then refuses on flagged routes)')
 }
 
@@ -394,10 +396,10 @@ function build(raw: RawConfig, file: string): Config {
 
 function buildUnleash(u: NonNullable<RawConfig['unleash']>, file: string, state: string | undefined): UnleashConfig {
   const here = (p: string): string => resolve(dirname(file), p)
-  // The backup is this replica's last view of the fleet's flags: beside the state file when there is one.
+  // The backup is this replica's last view of the fleet's flags: beside the state file unless set (crossCheck requires one of them).
   const backupPath = u.backupPath !== undefined
     ? here(u.backupPath)
-    : state !== undefined ? `${here(state).replace(/\.json$/i, '')}.unleash-backup.json` : join(tmpdir(), `ficus-unleash-backup-${u.appName}.json`)
+    : `${here(state as string).replace(/\.json$/i, '')}.unleash-backup.json`
   const a = u.admin
   return {
     url: u.url,

@@ -188,6 +188,11 @@ t.test('ficus set on a flagged route with unleash.admin changes the rollout in U
   const r = await adminJson(ficus, 'PATCH', '/admin/routes/orders', { new: 40, reason: 'step 2' })
   t.equal(r.status, 200)
   t.match(r.json.route, { new: { value: 40, source: 'flag' } }, 'answered once this replica sees the new rollout')
+  t.equal((await adminJson(ficus, 'POST', '/admin/rollback', { route: 'orders' })).status, 200)
+  const bypassed = await adminJson(ficus, 'PATCH', '/admin/routes/orders', { new: 60 })
+  t.equal(bypassed.status, 409, 'a rolled-back replica would ignore the flag: clear the rollback first')
+  t.match(bypassed.json, { code: 'FICUS_ERR_FLAG_MANAGED', detail: /ficus set orders --clear/ })
+  t.equal(calls.length, 3, 'Unleash was not called')
   t.same(calls.map((c) => c.split(' ').slice(0, 3).join(' ')), [
     'GET /api/admin/projects/default/features/orders-new/environments/production/strategies admin-secret',
     'PATCH /api/admin/projects/default/features/orders-new/environments/production/strategies/s1 admin-secret',

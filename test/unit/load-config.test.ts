@@ -240,10 +240,10 @@ t.test('admin tokens: named, unique, required off loopback', async (t) => {
 })
 
 t.test('unleash: the block, per-route flags, and what would never work', async (t) => {
-  const withRoutes = (unleash: string, routes: string): string => base(unleash).replace('routes: []', `routes:\n${routes}`)
+  const withRoutes = (unleash: string, routes: string): string => base(`state: ficus-state.json\n${unleash}`).replace('routes: []', `routes:\n${routes}`)
   const flagged = '  - { name: orders, match: { path: /orders }, flag: orders-new }'
   const c = parseConfig(withRoutes('unleash: { url: "https://unleash.example.com/api", appName: ficus, token: "${TOKEN}", admin: { token: "${ADMIN}" } }', flagged), '/etc/ficus/x.yaml', { TOKEN: 'default:production.abc', ADMIN: 'pat' })
-  t.match(c.unleash, { url: 'https://unleash.example.com/api', appName: 'ficus', token: 'default:production.abc', refreshIntervalMs: 1000, syncTimeoutMs: 10_000, bootstrap: undefined })
+  t.match(c.unleash, { url: 'https://unleash.example.com/api', appName: 'ficus', token: 'default:production.abc', refreshIntervalMs: 1000, syncTimeoutMs: 10_000, bootstrap: undefined, backupPath: '/etc/ficus/ficus-state.unleash-backup.json' })
   t.same(c.unleash?.admin, { url: 'https://unleash.example.com/api', token: 'pat', project: 'default', environment: 'production' }, 'the environment is read from the client token')
   t.match(c.routes[0], { name: 'orders', flag: 'orders-new', new: 0 })
 
@@ -256,6 +256,8 @@ t.test('unleash: the block, per-route flags, and what would never work', async (
     ['routes[0]: needs new (0-100, the share of users on new) or flag (an Unleash toggle that decides it)'])
   t.same(errorsOf(withRoutes('unleash: { url: "http://u/api", appName: ficus, token: opaque, admin: { token: a } }', flagged)),
     ['unleash.admin.environment: is needed: the client token does not name its environment (project:environment.secret), and the admin API changes one environment'])
-  t.same(errorsOf(base('unleash: { url: "ftp://u", appName: ficus, token: "${T:-}" }')),
+  t.same(errorsOf(base('unleash: { url: "http://u/api", appName: ficus, token: t }')),
+    ['unleash.backupPath: is needed when there is no state: file (this replica\'s copy of the last flags fetched; a shared temp directory would let another user plant flags)'])
+  t.same(errorsOf(base('unleash: { url: "ftp://u", appName: ficus, token: "${T:-}", backupPath: b.json }')),
     ['unleash.url: must be an http:// or https:// URL, like https://unleash.example.com/api', 'unleash.token: must be an Unleash client (backend) token, like ${UNLEASH_TOKEN}: is the variable set?'])
 })
