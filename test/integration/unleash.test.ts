@@ -200,5 +200,5 @@ t.test('ficus set on a flagged route with unleash.admin changes the rollout in U
   ])
   t.match(calls[1], /\[\{"op":"replace","path":"\/parameters\/rollout","value":"40"\}\]$/)
   const audit = await adminJson(ficus, 'GET', '/admin/audit')
-  t.match((audit.json.entries as unknown[])[0], { action: 'set', route: 'orders', before: { new: 10 }, after: { new: 40 }, reason: 'step 2', detail: /flag orders-new: flexibleRollout 10 % → 40 % in Unleash \(project default, environment production\)/ })
+  t.match((audit.json.entries as { action: string }[]).find((e) => e.action === 'set'), { action: 'set', route: 'orders', before: { new: 10 }, after: { new: 40 }, reason: 'step 2', detail: /flag orders-new: flexibleRollout 10 % → 40 % in Unleash \(project default, environment production\)/ })
 })
