@@ -262,9 +262,13 @@ export class ControlPlane {
       if (r.flag === null) continue
       const before = this.lastShare.get(r.name)
       const after = this.share(r)
+      if (before === after) continue
+      const change = { route: r.name, flag: r.flag, before: before ?? null, after }
       if (before !== undefined && before !== 0 && after === 0) {
         this.metrics.rollbacks.inc({ route: r.name, trigger: 'flag' })
-        this.log.warn({ route: r.name, flag: r.flag }, 'the route\'s flag went to 0 % or off in Unleash: new serves no one')
+        this.log.warn(change, 'the route\'s flag went to 0 % or off in Unleash: new serves no one')
+      } else {
+        this.log.info(change, 'the route\'s share of new changed with its flag')
       }
     }
     this.gauges()

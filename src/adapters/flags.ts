@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises'
-import { Unleash, UnleashEvents, type ClientFeaturesResponse } from 'unleash-client'
+import { Unleash, UnleashEvents, type ClientFeaturesResponse, type Context } from 'unleash-client'
 import type { UnleashConfig } from '../config/schema.js'
 import { flagState, type FlagState } from '../core/flag-state.js'
 import type { Logger } from './logger.js'
@@ -17,8 +17,8 @@ import { writeFileAtomic } from './state-file.js'
  * flag is off (legacy). Errors are counted and logged on change, never thrown.
  */
 
-/** What a flag is evaluated against (Unleash's context). */
-export interface FlagContext {
+/** What a flag is evaluated against: Unleash's context, with the fields Ficus fills in. */
+export interface FlagContext extends Context {
   /** The route's sticky key: Unleash's flexibleRollout with stickiness `default` or `userId` buckets it like Ficus. */
   readonly userId: string | undefined
   /** The client's address (after trusted hops): Unleash's remoteAddress strategy and IP constraints. */
@@ -30,8 +30,6 @@ export interface FlagContext {
 export interface FlagSource {
   isEnabled: (flag: string, ctx: FlagContext) => boolean
   state: (flag: string) => FlagState
-  /** A fetch from Unleash succeeded at least once, and the last one did. */
-  readonly ready: boolean
   readonly status: FlagSourceStatus
   /** Called after every change of the flags' definitions (a fetch that found changes). */
   onChange: (listener: () => void) => void
@@ -90,8 +88,8 @@ export class UnleashFlags implements FlagSource {
   /** The SDK has definitions (from a fetch, the backup or the bootstrap file): isEnabled may be asked. */
   private clientReady = false
   private readonly listeners: (() => void)[] = []
-  private readonly synced: Promise<void>
-  private markSynced: () => void = () => {}
+  /** The last fetch error logged while not yet synchronized (so an outage at start logs each new reason once). */
+  private lastLogged: string | null = null
 
   private constructor (
     private readonly config: UnleashConfig,
@@ -99,7 +97,6 @@ export class UnleashFlags implements FlagSource {
     private readonly metrics: Metrics,
     private readonly log: Logger
   ) {
-    this.synced = new Promise((resolve) => { this.markSynced = resolve })
     metrics.flagSourceReady.set(0)
     // Always listening, also after stop(): destroy() while Unleash is unreachable can still
     // emit `error` from a fetch in flight, and an EventEmitter error without a listener throws.
@@ -157,8 +154,9 @@ export class UnleashFlags implements FlagSource {
           return bootstrap
         },
         set: async (_key: string, data: ClientFeaturesResponse) => {
-          await writeFileAtomic(config.backupPath, JSON.stringify(data))
-            .catch((err: unknown) => { log.warn({ err, file: config.backupPath }, 'could not write the Unleash backup file') })
+          await writeFileAtomic(config.backupPath, JSON.stringify(data)).then(
+            () => { log.debug({ file: config.backupPath }, 'Unleash backup written') },
+            (err: unknown) => { log.warn({ err, file: config.backupPath }, 'could not write the Unleash backup file') })
         }
       }
     })
@@ -166,10 +164,6 @@ export class UnleashFlags implements FlagSource {
     source.flags = flags
     client.start().catch((err: unknown) => { flags.failed(err) })
     return flags
-  }
-
-  get ready (): boolean {
-    return this.synchronized && this.healthy
   }
 
   get status (): FlagSourceStatus {
@@ -186,11 +180,8 @@ export class UnleashFlags implements FlagSource {
   isEnabled (flag: string, ctx: FlagContext): boolean {
     // Before any definition is loaded the SDK would emit a warning per call: answer "off" here.
     if (!this.clientReady) return false
-    return this.client.isEnabled(flag, {
-      ...(ctx.userId === undefined ? {} : { userId: ctx.userId }),
-      remoteAddress: ctx.remoteAddress,
-      properties: ctx.properties
-    })
+    // Passed as it is (the SDK copies it into its own context); an undefined userId reads as absent there.
+    return this.client.isEnabled(flag, ctx)
   }
 
   state (flag: string): FlagState {
@@ -222,17 +213,7 @@ export class UnleashFlags implements FlagSource {
 
   /** Resolves true once synchronized with Unleash, or false after `timeoutMs`. */
   async whenSynchronized (timeoutMs: number): Promise<boolean> {
-    if (this.synchronized) return true
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => { resolve(false) }, timeoutMs)
-      timer.unref()
-    })
-    try {
-      return await Promise.race([this.synced.then(() => true), timeout])
-    } finally {
-      clearTimeout(timer)
-    }
+    return this.until(() => this.synchronized, timeoutMs)
   }
 
   /** Stops fetching and reporting; safe while Unleash is unreachable. */
@@ -269,8 +250,7 @@ export class UnleashFlags implements FlagSource {
       this.log.info({ url: this.config.url, first }, first ? 'flags synchronized with Unleash' : 'Unleash reachable again; flags are current')
     }
     this.metrics.flagSourceReady.set(1)
-    if (first) this.markSynced()
-    if (changed) this.notify()
+    if (changed || first) this.notify()
   }
 
   private notify (): void {
@@ -310,17 +290,13 @@ export class UnleashFlags implements FlagSource {
   private unhealthy (message: string, err: unknown): void {
     this.lastError = message
     this.metrics.flagSourceReady.set(0)
-    if (this.healthy || !this.synchronized) {
-      // Logged on the change only: an outage must not write a line per refresh.
-      if (this.healthy || this.lastLogged !== message) {
-        this.log.warn({ err, url: this.config.url }, this.synchronized
-          ? 'Unleash cannot be reached: serving the last flags it sent until it answers again'
-          : 'Unleash cannot be reached yet: flagged routes use the backup, the bootstrap file, or legacy')
-      }
+    // Logged on the change only: an outage must not write a line per refresh.
+    if (this.healthy) {
+      this.log.warn({ err, url: this.config.url }, 'Unleash cannot be reached: serving the last flags it sent until it answers again')
+    } else if (!this.synchronized && this.lastLogged !== message) {
+      this.log.warn({ err, url: this.config.url }, 'Unleash cannot be reached yet: flagged routes use the backup, the bootstrap file, or legacy')
       this.lastLogged = message
     }
     this.healthy = false
   }
-
-  private lastLogged: string | null = null
 }

@@ -25,10 +25,6 @@ export interface FeaturesServer {
   set(doc: FeaturesDoc): void
   /** Answer fetches with this status instead (503 to simulate an outage); null to serve again. */
   failWith(status: number | null): void
-  /** Feature fetches answered so far (200 and 304). */
-  readonly fetches: () => number
-  /** Resolves after `n` more fetches have been answered (any status). */
-  nextFetches(n: number): Promise<void>
   /** Stops listening and cuts open connections: from now on the client's fetches are refused. */
   close(): Promise<void>
 }
@@ -57,9 +53,6 @@ export async function startFeaturesServer(t: Teardown, initial: FeaturesDoc, tok
   }
   set(initial)
   let failure: number | null = null
-  let answered = 0
-  let fetchCount = 0
-  const waiters: { at: number; resolve: () => void }[] = []
   const sockets = new Set<Socket>()
   const server: Server = createServer((req, res) => {
     req.resume()
@@ -70,14 +63,7 @@ export async function startFeaturesServer(t: Teardown, initial: FeaturesDoc, tok
     const path = (req.url ?? '').split('?')[0]
     if (req.method === 'POST' && (path === '/api/client/register' || path === '/api/client/metrics')) return done(202)
     if (req.method !== 'GET' || path !== '/api/client/features') return done(404)
-    answered++
-    for (const w of waiters.filter((x) => answered >= x.at)) {
-      waiters.splice(waiters.indexOf(w), 1)
-      // After the response is written, so the client has it when the test resumes.
-      res.once('finish', w.resolve)
-    }
     if (failure !== null) return done(failure, {}, '{"message":"failing on purpose"}')
-    fetchCount++
     if (req.headers['if-none-match'] === etag) return done(304, { etag })
     return done(200, { etag }, body)
   })
@@ -101,8 +87,6 @@ export async function startFeaturesServer(t: Teardown, initial: FeaturesDoc, tok
     token,
     set,
     failWith: (status) => { failure = status },
-    fetches: () => fetchCount,
-    nextFetches: async (n) => new Promise<void>((resolve) => { waiters.push({ at: answered + n, resolve }) }),
     close
   }
 }

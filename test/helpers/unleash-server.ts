@@ -2,10 +2,11 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises'
-import { createServer, type Server, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ROOT } from './spawn.js'
+import { freePorts } from './upstream.js'
 
 /**
  * A real Unleash server (test/unleash-server, unleash-server 7.5.1) on a throwaway
@@ -25,10 +26,8 @@ export interface UnleashServer {
   readonly adminToken: string
   /** Stops Unleash and PostgreSQL and removes the temp dir. Idempotent. */
   stop(): Promise<void>
-  /** SIGKILLs Unleash only (an outage); PostgreSQL keeps its data for restart(), stop() still cleans up. */
+  /** SIGKILLs Unleash only (an outage); stop() still cleans up. */
   kill(): Promise<void>
-  /** Starts Unleash again on the same port and database (after kill()). */
-  restart(): Promise<void>
 }
 
 export interface StartUnleashOptions {
@@ -121,12 +120,7 @@ export async function startUnleash(t?: Teardown, opts: StartUnleashOptions = {})
       clientToken,
       adminToken,
       stop,
-      kill: async () => { await unleash?.kill() },
-      restart: async () => {
-        if (stopped !== undefined) throw new Error('restart() after stop()')
-        await unleash?.stop()
-        unleash = await startUnleashProcess(env, readyTimeoutMs, pgLogTail)
-      }
+      kill: async () => { await unleash?.kill() }
     }
   } catch (err) {
     await stop().catch(() => undefined)
@@ -219,29 +213,6 @@ function exec(cmd: string, args: string[]): Promise<string> {
       else resolve(stdout)
     })
   })
-}
-
-/** n distinct ports that were free on 127.0.0.1 a moment ago (all held open until all are known). */
-async function freePorts(n: number): Promise<number[]> {
-  const servers: Server[] = []
-  try {
-    const ports: number[] = []
-    for (let i = 0; i < n; i++) {
-      const s = createServer()
-      servers.push(s)
-      ports.push(await new Promise<number>((resolve, reject) => {
-        s.once('error', reject)
-        s.listen(0, '127.0.0.1', () => {
-          const a = s.address()
-          if (a !== null && typeof a === 'object') resolve(a.port)
-          else reject(new Error('no port'))
-        })
-      }))
-    }
-    return ports
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
-  }
 }
 
 function tail(s: string, lines = 40): string {

@@ -78,12 +78,32 @@ export async function startUpstream(t: Teardown, name: string, handler?: Handler
 
 /** A port nothing listens on (bound, then released). */
 export async function closedPort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as AddressInfo).port
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
+  return (await freePorts(1))[0] as number
 }
+
+/** n distinct ports that were free on 127.0.0.1 a moment ago (all held open until all are known). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers: Server[] = []
+  try {
+    const ports: number[] = []
+    for (let i = 0; i < n; i++) {
+      const s = createServer()
+      servers.push(s)
+      ports.push(await new Promise<number>((resolve, reject) => {
+        s.once('error', reject)
+        s.listen(0, '127.0.0.1', () => {
+          const a = s.address()
+          if (a !== null && typeof a === 'object') resolve(a.port)
+          else reject(new Error('no port'))
+        })
+      }))
+    }
+    return ports
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
+  }
+}
+
 
 /**
  * An address whose TCP connects hang: a child process listens with a backlog of 1 (Node reads 0 as "default") and then

@@ -65,14 +65,12 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
     const { routes } = await r.body.json() as { routes: { name: string; new: { value: unknown } }[] }
     return routes.find((x) => x.name === 'orders')?.new.value
   }
-  /** Milliseconds until the proxy shows `value` (polled every 50 ms, bounded). */
-  const seen = async (value: unknown, boundMs: number): Promise<number> => {
+  /** Runs `change` and resolves with the milliseconds until the proxy logs the route's share going from `before` to `after`. */
+  const applied = async (change: () => Promise<void>, before: number, after: number): Promise<number> => {
     const start = performance.now()
-    while (performance.now() - start < boundMs + 5_000) {
-      if (await share() === value) return performance.now() - start
-      await new Promise((resolve) => setTimeout(resolve, 50))
-    }
-    return Infinity
+    await change()
+    await ficus.waitFor(new RegExp(`"route":"orders","flag":"orders-new","before":${before},"after":${after}`))
+    return performance.now() - start
   }
 
   await ficus.waitFor(/flags synchronized with Unleash/)
@@ -81,8 +79,7 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
   const at30 = await sides()
   t.same(at30, expected(30), 'users on new at 30 % = Ficus\'s own bucketing of the same users')
 
-  await setRollout(unleash, 'orders-new', 50)
-  const to50 = await seen(50, REFRESH_MS + 1_000)
+  const to50 = await applied(() => setRollout(unleash, 'orders-new', 50), 30, 50)
   t.ok(to50 <= REFRESH_MS + 1_000, `30 → 50 % seen by the proxy in ${Math.round(to50)} ms (bound: refreshInterval + 1 s)`)
   const at50 = await sides()
   t.same(at50, expected(50))
@@ -98,15 +95,13 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
   t.equal(await audit.exited, 0)
   t.match(JSON.parse(audit.stdout), { entries: [{ action: 'set', route: 'orders', before: { new: 50 }, after: { new: 60 }, reason: 'step 3', detail: /in Unleash/ }] })
 
-  await setEnabled(unleash, 'orders-new', false)
-  const off = await seen(0, REFRESH_MS + 1_000)
+  const off = await applied(() => setEnabled(unleash, 'orders-new', false), 60, 0)
   t.ok(off <= REFRESH_MS + 1_000, `flag off seen in ${Math.round(off)} ms`)
   t.ok([...(await sides()).values()].every((s) => s === 'legacy'), 'flag off: every user on legacy')
   const metrics = await (await request(`${admin}/metrics`)).body.text()
   t.equal(sample(metrics, 'ficus_rollbacks_total', { route: 'orders', trigger: 'flag' }), 1, 'counted as a rollback by flag')
 
-  await setEnabled(unleash, 'orders-new', true)
-  t.ok(await seen(60, REFRESH_MS + 1_000) < Infinity)
+  await applied(() => setEnabled(unleash, 'orders-new', true), 0, 60)
   const before = await sides()
 
   // Unleash goes away: the proxy keeps the last state it fetched.
