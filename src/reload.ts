@@ -61,6 +61,8 @@ export async function applyConfig(ficus: Ficus, next: Config, log: Logger): Prom
       if (old !== undefined) retired.push(old)
       ficus.shadowing.forget(cfg.name)
     }
+    // Shadow pools are sized and timed by shadow.maxInFlight and shadow.timeout.
+    if (prev.shadow.maxInFlight !== next.shadow.maxInFlight || prev.shadow.timeoutMs !== next.shadow.timeoutMs) ficus.shadowing.forgetAll()
     ficus.live.current = next
   })
   // ... and removed ones last, once no route names them.

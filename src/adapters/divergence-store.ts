@@ -1,4 +1,4 @@
-import type { Comparison, DifferenceKind } from '../core/compare.js'
+import type { Comparison, Difference, DifferenceKind } from '../core/compare.js'
 import type { RulePath } from '../core/rule-path.js'
 import { showDifference, type ShownDifference } from '../core/redact.js'
 import type { Backend } from '../core/types.js'
@@ -89,18 +89,13 @@ export class DivergenceStore {
     map[reason] = (map[reason] ?? 0) + 1
   }
 
-  /** A completed comparison; a divergence keeps a redacted sample. */
-  compared (rec: ComparisonRecord, result: Comparison, redact: readonly RulePath[]): void {
+  /** A completed comparison (`areas`: the parts that differed); a divergence keeps a redacted sample. */
+  compared (rec: ComparisonRecord, result: Exclude<Comparison, { outcome: 'skipped' }>, areas: ReadonlySet<Difference['area']>, redact: readonly RulePath[]): void {
     const s = this.stats(rec.route)
-    if (result.outcome === 'skipped') {
-      this.unfinished(rec.route, 'skipped', result.reason)
-      return
-    }
     s.comparisons[result.outcome]++
     if (result.outcome === 'match') return
     const time = new Date(this.now()).toISOString()
     s.lastDivergence = time
-    const areas = new Set(result.differences.map((d) => d.area))
     for (const a of areas) s.kinds[a]++
     for (const d of result.differences) {
       // Field paths are data (keys); a long one is counted under its cut form.

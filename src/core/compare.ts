@@ -90,12 +90,14 @@ class Collector {
   truncated = false
   constructor (private readonly max: number) {}
   add (d: Difference): void {
-    if (this.list.length < this.max) this.list.push(d)
-    else this.truncated = true
+    if (this.room()) this.list.push(d)
   }
 
-  get full (): boolean {
-    return this.truncated
+  /** Whether one more difference is kept; once `max` are, the result is marked truncated instead. */
+  room (): boolean {
+    if (this.list.length < this.max) return true
+    this.truncated = true
+    return false
   }
 
   result (): Comparison {
@@ -140,14 +142,12 @@ function compareBodies(legacy: ComparedSide, next: ComparedSide, rules: CompareR
       return
     }
   }
-  if (!a.equals(b)) {
-    let at = 0
-    while (at < a.length && at < b.length && a[at] === b[at]) at++
-    out.add({
-      path: 'body', field: 'body', area: 'body', kind: 'changed',
-      legacy: excerpt(a, at), new: excerpt(b, at)
-    })
-  }
+  let at = 0
+  while (at < a.length && at < b.length && a[at] === b[at]) at++
+  out.add({
+    path: 'body', field: 'body', area: 'body', kind: 'changed',
+    legacy: excerpt(a, at), new: excerpt(b, at)
+  })
 }
 
 /** Empty bodies parse as "no value", so an empty 204 equals another. */
@@ -175,7 +175,7 @@ function kindOf(v: unknown): Kind {
 }
 
 function diff(a: unknown, b: unknown, path: Seg[], rules: CompareRules, out: Collector, depth: number): void {
-  if (out.full || ignoredBody(rules, path)) return
+  if (out.truncated || ignoredBody(rules, path)) return
   const ka = kindOf(a)
   const kb = kindOf(b)
   if (ka !== kb) {
@@ -240,7 +240,8 @@ function deepEqual(a: unknown, b: unknown): boolean {
 }
 
 function add(out: Collector, path: readonly Seg[], kind: DifferenceKind, legacy: unknown, next: unknown): void {
-  out.add({ path: formatBodyPath(path), field: formatBodyPath(path, true), area: 'body', kind, legacy, new: next, at: path.slice() })
+  // Checked first: past the limit, the paths are not formatted for nothing.
+  if (out.room()) out.list.push({ path: formatBodyPath(path), field: formatBodyPath(path, true), area: 'body', kind, legacy, new: next, at: path.slice() })
 }
 
 /** string ↔ number, when a route opts in: `"12.50"` and `12.5` are the same amount. */
@@ -272,13 +273,13 @@ function diffArrays(a: unknown[], b: unknown[], path: Seg[], rules: CompareRules
     // A multiset: each item of one side is paired with an equal item of the other.
     const pending = new Map<string, number[]>()
     b.forEach((item, j) => {
-      const key = canonical(item, [...path, j], rules)
+      const key = canonicalAt(item, path, j, rules)
       const list = pending.get(key)
       if (list === undefined) pending.set(key, [j])
       else list.push(j)
     })
     a.forEach((item, i) => {
-      const list = pending.get(canonical(item, [...path, i], rules))
+      const list = pending.get(canonicalAt(item, path, i, rules))
       if (list !== undefined && list.length > 0) {
         list.shift()
       } else {
@@ -331,17 +332,28 @@ function keyOf(item: unknown, field: string): string | undefined {
   return typeof v === 'string' || typeof v === 'number' ? String(v) : undefined
 }
 
-/** A text form that is equal for equal values (keys sorted, ignored fields left out). */
+/** canonical() of the item at `path` + `seg` (`path` is given back as it was). */
+function canonicalAt(v: unknown, path: Seg[], seg: Seg, rules: CompareRules): string {
+  path.push(seg)
+  try {
+    return canonical(v, path, rules)
+  } finally {
+    path.pop()
+  }
+}
+
+/** A text form that is equal for equal values (keys sorted, ignored fields left out); `path` is where `v` is, pushed onto and popped. */
 function canonical(v: unknown, path: Seg[], rules: CompareRules): string {
   if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'undefined'
   if (Array.isArray(v)) {
-    return `[${v.map((x, i) => canonical(x, [...path, i], rules)).join(',')}]`
+    return `[${v.map((x, i) => canonicalAt(x, path, i, rules)).join(',')}]`
   }
   const o = v as Record<string, unknown>
   const parts: string[] = []
   for (const k of Object.keys(o).sort()) {
-    const sub = [...path, k]
-    if (!ignoredBody(rules, sub)) parts.push(`${JSON.stringify(k)}:${canonical(o[k], sub, rules)}`)
+    path.push(k)
+    if (!ignoredBody(rules, path)) parts.push(`${JSON.stringify(k)}:${canonical(o[k], path, rules)}`)
+    path.pop()
   }
   return `{${parts.join(',')}}`
 }

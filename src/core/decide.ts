@@ -5,7 +5,7 @@ import type { Decision, RouteRule } from './types.js'
  * Methods whose copy can be sent to the other side without a second write (RFC 9110 §9.2.1).
  * Any other method is shadowed only on a route with `shadowWrites: true`.
  */
-const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
+export const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 /** A source of uniform numbers in [0, 1): Math.random in production, a fixed sequence in tests. */
 export type Random = () => number

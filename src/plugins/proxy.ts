@@ -191,7 +191,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
         return
       }
       this.streaming = true
-      this.ex.shadow?.head(this.ex.backend as Backend, statusCode, headers)
+      this.ex.shadow?.head(statusCode, headers)
     }
 
     onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {

@@ -9,7 +9,8 @@ import type { Metrics } from '../adapters/metrics-registry.js'
 import type { Upstream, Upstreams } from '../adapters/upstreams.js'
 import type { LiveConfig } from '../config/live.js'
 import type { ShadowLimits } from '../config/schema.js'
-import { compare, type ComparedSide, type Comparison } from '../core/compare.js'
+import { compare, type ComparedSide, type Comparison, type Difference } from '../core/compare.js'
+import { SAFE_METHODS } from '../core/decide.js'
 import { pathOf, queryOf } from '../core/normalize-path.js'
 import { stickyKey } from '../core/sticky-key.js'
 import type { Backend } from '../core/types.js'
@@ -25,8 +26,8 @@ export type Headers = Record<string, string | string[] | undefined>
  * once and never throws: the client's response does not wait for, or depend on, the shadow.
  */
 export interface PrimaryTap {
-  /** The primary's response head (from `backend`: a fallback answers from the other side). */
-  head(backend: Backend, status: number, headers: Headers): void
+  /** The primary's response head (from `ex.backend`: a fallback answers from the other side). */
+  head(status: number, headers: Headers): void
   /** A body chunk, after it was written to the client. */
   data(chunk: Buffer): void
   /** The primary response is complete. */
@@ -46,8 +47,6 @@ export interface ShadowOptions {
   readonly now: () => number
 }
 
-/** Methods that are reads: their copy goes out with the primary request. */
-const READS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 class ShadowTooLarge extends Error {
   override name = 'ShadowTooLarge'
@@ -70,8 +69,6 @@ export class Shadowing {
   inFlight = 0
   private idlers: (() => void)[] = []
   private readonly pools = new Map<string, Pool>()
-  /** The bounds the pools were built with. */
-  private poolLimits: string | null = null
   /** Key for hashing sticky keys in samples: per process, so a hash cannot be looked up elsewhere. */
   private readonly secret = randomBytes(32)
 
@@ -113,12 +110,6 @@ export class Shadowing {
 
   /** The pool copies to `upstream` go through: never the primary's, so shadows cannot take its connections. */
   poolFor (upstream: Upstream): Pool {
-    const limits = JSON.stringify(this.limits)
-    if (this.poolLimits !== limits) {
-      // A reload changed the shadow bounds: pools are rebuilt with them (copies in flight finish).
-      for (const name of [...this.pools.keys()]) this.forget(name)
-      this.poolLimits = limits
-    }
     let pool = this.pools.get(upstream.config.name)
     if (pool === undefined) {
       pool = new Pool(upstream.config.origin, {
@@ -173,6 +164,11 @@ export class Shadowing {
     if (pool === undefined) return
     this.pools.delete(name)
     pool.close().catch(() => {})
+  }
+
+  /** A reload changed the bounds pools are built with (maxInFlight, timeout): every pool is rebuilt on next use. */
+  forgetAll (): void {
+    for (const name of [...this.pools.keys()]) this.forget(name)
   }
 
   /** Shadows in flight are disposable: cut them rather than wait (shutdown). */
@@ -230,7 +226,7 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
   constructor (private readonly s: Shadowing, private readonly ex: Exchange, private readonly req: IncomingMessage) {
     this.primarySide = ex.decision!.primary
     this.shadowSide = this.primarySide === 'legacy' ? 'new' : 'legacy'
-    this.isRead = READS.has(ex.method)
+    this.isRead = SAFE_METHODS.has(ex.method)
     this.began = s.opts.now()
   }
 
@@ -249,9 +245,9 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
 
   /* ---------- PrimaryTap ---------- */
 
-  head (backend: Backend, status: number, headers: Headers): void {
+  head (status: number, headers: Headers): void {
     this.guard(() => {
-      if (backend !== this.primarySide) {
+      if (this.ex.backend !== this.primarySide) {
         // new failed and legacy answered: there is no answer from new to compare.
         this.stop('skipped', 'fallback')
         return
@@ -429,12 +425,14 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
     const { metrics, store, log } = this.s.opts
     const rule = this.ex.rule!
     this.counted = true
-    metrics.comparisons.inc({ route: rule.name, outcome: result.outcome })
     if (result.outcome === 'skipped') {
-      metrics.shadowDropped.inc({ route: rule.name, reason: result.reason })
-    } else if (result.outcome === 'diverged') {
-      for (const area of new Set(result.differences.map((d) => d.area))) metrics.divergences.inc({ route: rule.name, kind: area })
+      // The comparator refused (a body past its bounds): counted like any other skip.
+      this.s.unfinished(rule.name, 'skipped', result.reason, result.reason)
+      return
     }
+    metrics.comparisons.inc({ route: rule.name, outcome: result.outcome })
+    const areas = result.outcome === 'diverged' ? new Set(result.differences.map((d) => d.area)) : new Set<Difference['area']>()
+    for (const area of areas) metrics.divergences.inc({ route: rule.name, kind: area })
     const [legacy, next] = this.primarySide === 'legacy' ? [this.primary, this.shadow] : [this.shadow, this.primary]
     const rec = {
       route: rule.name,
@@ -446,7 +444,7 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
       status: { legacy: legacy.status, new: next.status },
       ms: { legacy: round(legacy.ms), new: round(next.ms) }
     }
-    store.compared(rec, result, rule.compare.redact)
+    store.compared(rec, result, areas, rule.compare.redact)
     if (result.outcome === 'diverged') {
       log.debug({ reqId: rec.requestId, route: rec.route, differences: result.differences.length, first: result.differences[0]?.path }, 'divergence')
     }

@@ -2,7 +2,7 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
-import { closedPort, startUpstream } from '../helpers/upstream.js'
+import { closedPort, held, startUpstream } from '../helpers/upstream.js'
 import { CLI, ROOT, run } from '../helpers/spawn.js'
 
 const fixture = (name: string): string => join('test', 'fixtures', 'routes', name)
@@ -202,12 +202,8 @@ t.test('ficus start with a corrupt state file exits 1; --reset-state moves it as
 })
 
 t.test('SIGTERM: readiness off at once, traffic served through the drain delay, in-flight requests finish, exit 0', async (t) => {
-  let release = (): void => {}
-  const legacy = await startUpstream(t, 'legacy', (req, res) => {
-    const answer = (): void => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end(`done ${req.url ?? ''}`) }
-    if (req.url === '/api/reports/slow') release = answer
-    else answer()
-  })
+  const slowReport = held((req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end(`done ${req.url ?? ''}`) }, (req) => req.url === '/api/reports/slow')
+  const legacy = await startUpstream(t, 'legacy', slowReport.handler)
   const next = await startUpstream(t, 'new') // reports are shadowed to new: a copy must not take the held answer
   const p = run(t, CLI, ['start', '--config', 'routes.yaml'], {
     FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: next.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '1s'
@@ -225,7 +221,7 @@ t.test('SIGTERM: readiness off at once, traffic served through the drain delay, 
   t.equal(during.statusCode, 200, 'still served during the drain delay')
   t.equal(during.headers.connection, 'close', 'and told to reconnect elsewhere')
   await during.body.dump()
-  release()
+  slowReport.release()
   const r = await slow
   t.equal(r.statusCode, 200)
   t.equal(await r.body.text(), 'done /api/reports/slow', 'the request in flight finished')

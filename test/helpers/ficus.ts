@@ -6,6 +6,7 @@ import { parseConfig } from '../../src/config/load-config.js'
 import type { Config } from '../../src/config/schema.js'
 import type { Random } from '../../src/core/decide.js'
 import { startFicus, type Running } from '../../src/main.js'
+import type { Upstream } from '../../src/adapters/upstreams.js'
 import { LogSink } from './log-sink.js'
 
 interface Teardown { teardown(fn: () => unknown): void }
@@ -80,4 +81,22 @@ export function sample(text: string, name: string, labels: Record<string, string
     if (Object.entries(labels).every(([k, v]) => have[k] === v) && Object.keys(have).length === Object.keys(labels).length) return Number(m[4])
   }
   return undefined
+}
+
+/**
+ * Resolves when the next request waits in `upstream`'s queue. Ficus has no event for it, so
+ * this instance's admit() is wrapped until then (observed, not changed).
+ */
+export async function nextQueued(upstream: Upstream): Promise<void> {
+  const admit = upstream.admit.bind(upstream)
+  return new Promise<void>((resolve) => {
+    upstream.admit = (w) => {
+      const r = admit(w)
+      if (r === 'queued') {
+        upstream.admit = admit
+        resolve()
+      }
+      return r
+    }
+  })
 }

@@ -76,6 +76,32 @@ export async function startUpstream(t: Teardown, name: string, handler?: Handler
   return { url: `http://127.0.0.1:${port}`, port, requests, started: () => started, arrived, connections: () => connections, server, close }
 }
 
+export interface Held {
+  readonly handler: Handler
+  /** Answers every held request, and from now on every request at once. */
+  release(): void
+}
+
+/**
+ * A handler that holds requests until `release()`, then answers them with `then`: every
+ * request, or only those `hold` picks (the others are answered at once).
+ * @example const slow = held((_req, res) => res.end('done'), (req) => req.url === '/slow')
+ */
+export function held(then: Handler, hold: (req: IncomingMessage) => boolean = () => true): Held {
+  const queue: (() => void)[] = []
+  let released = false
+  return {
+    handler: (req, res, body) => {
+      if (released || !hold(req)) then(req, res, body)
+      else queue.push(() => { then(req, res, body) })
+    },
+    release: () => {
+      released = true
+      for (const go of queue.splice(0)) go()
+    }
+  }
+}
+
 /** A port nothing listens on (bound, then released). */
 export async function closedPort(): Promise<number> {
   return (await freePorts(1))[0] as number

@@ -2,7 +2,7 @@ import t from 'tap'
 import { request } from 'undici'
 import { bucket } from '../../src/core/bucket.js'
 import { sample, startTestFicus } from '../helpers/ficus.js'
-import { startUpstream } from '../helpers/upstream.js'
+import { held, startUpstream } from '../helpers/upstream.js'
 
 t.test('/metrics lists every family with its route gauges; labels are route names, never paths', async (t) => {
   const legacy = await startUpstream(t, 'legacy')
@@ -40,12 +40,8 @@ t.test('the access log line has what an SRE needs and no credential', async (t) 
 })
 
 t.test('/healthz is live; /readyz is 200 when serving and 503 once stopping, while in-flight requests finish', async (t) => {
-  let release: () => void = () => {}
-  const held = new Promise<void>((resolve) => { release = resolve })
-  const legacy = await startUpstream(t, 'legacy', (req, res) => {
-    if (req.url === '/slow') void held.then(() => res.end('finished'))
-    else res.end('ok')
-  })
+  const slow = held((req, res) => { res.end(req.url === '/slow' ? 'finished' : 'ok') }, (req) => req.url === '/slow')
+  const legacy = await startUpstream(t, 'legacy', slow.handler)
   const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
   const health = await request(f.adminUrl + '/healthz')
   t.equal(health.statusCode, 200)
@@ -59,7 +55,7 @@ t.test('/healthz is live; /readyz is 200 when serving and 503 once stopping, whi
   const draining = await request(f.adminUrl + '/readyz')
   t.equal(draining.statusCode, 503)
   t.same(await draining.body.json(), { status: 'draining' })
-  release()
+  slow.release()
   const r = await inFlight
   t.equal(await r.body.text(), 'finished', 'the in-flight request completed')
   await stopped

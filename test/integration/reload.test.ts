@@ -6,12 +6,13 @@ import { Agent, request } from 'undici'
 import YAML from 'yaml'
 import { createLogger } from '../../src/adapters/logger.js'
 import { createMetrics } from '../../src/adapters/metrics-registry.js'
+import type { Upstream } from '../../src/adapters/upstreams.js'
 import { loadConfig } from '../../src/config/load-config.js'
 import { startFicus, type Running } from '../../src/main.js'
 import { reloadFrom } from '../../src/reload.js'
-import { sample } from '../helpers/ficus.js'
+import { nextQueued, sample } from '../helpers/ficus.js'
 import { LogSink } from '../helpers/log-sink.js'
-import { startUpstream, type Handler } from '../helpers/upstream.js'
+import { held, startUpstream } from '../helpers/upstream.js'
 
 type Teardown = Parameters<typeof startUpstream>[0] & { testdir(): string }
 
@@ -77,9 +78,8 @@ t.test('an invalid file is rejected with every problem; the running config stays
 })
 
 t.test('a changed upstream gets a new pool; a request in flight on the old one finishes', async (t) => {
-  let release = (): void => {}
-  const slow: Handler = (_req, res) => { release = () => { res.writeHead(200); res.end('old') } }
-  const old = await startUpstream(t, 'legacy', slow)
+  const slow = held((_req, res) => { res.writeHead(200); res.end('old') })
+  const old = await startUpstream(t, 'legacy', slow.handler)
   const moved = await startUpstream(t, 'legacy-2')
   const next = await startUpstream(t, 'new')
   const f = await fromFile(t, { upstreams: { legacy: { url: old.url }, new: { url: next.url } }, routes: [] })
@@ -89,7 +89,7 @@ t.test('a changed upstream gets a new pool; a request in flight on the old one f
   t.equal(await f.reload({ upstreams: { legacy: { url: moved.url }, new: { url: next.url } }, routes: [] }), 'success')
   t.not(f.running.ficus.upstreams.get('legacy'), pool, 'a new pool')
   t.equal((await f.get('/now')).by, 'legacy-2', 'new requests go to the new address')
-  release()
+  slow.release()
   t.same(await inFlight, { status: 200, by: undefined }, 'the old request finished on the old pool')
   t.equal(pool?.pool.closed, true, 'which then closed')
 })
@@ -142,10 +142,9 @@ t.test('a replaced upstream lets its queued requests through before it closes', 
   const f = await fromFile(t, { upstreams: { legacy: { url: old.url, connections: 1, maxQueue: 5 }, new: { url: next.url } }, routes: [] })
   const first = f.get('/1')
   await old.arrived(1)
+  const isQueued = nextQueued(f.running.ficus.upstreams.get('legacy') as Upstream)
   const queued = f.get('/2') // waits for the single connection
-  // Wait until Ficus has queued it (the queue has no event of its own to wait for).
-  while (f.running.ficus.upstreams.get('legacy')?.load !== 2) await new Promise<void>((resolve) => setTimeout(resolve, 5))
-  t.pass('one running, one queued')
+  await isQueued
   t.equal(await f.reload({ upstreams: { legacy: { url: old.url, connections: 2, maxQueue: 5 }, new: { url: next.url } }, routes: [] }), 'success')
   held.shift()?.()
   t.equal((await first).status, 200)

@@ -1,19 +1,14 @@
 import { connect } from 'node:net'
 import t from 'tap'
 import { request } from 'undici'
-import { sample, startTestFicus } from '../helpers/ficus.js'
+import { nextQueued, sample, startTestFicus } from '../helpers/ficus.js'
 import { rawRequest } from '../helpers/raw.js'
-import { closedPort, startUpstream } from '../helpers/upstream.js'
+import { closedPort, held, startUpstream } from '../helpers/upstream.js'
 
 /** One upstream slot and no queue: anything that keeps the slot shows as a 503 for the next request. */
 const oneSlot = (url: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   upstreams: { legacy: { url, connections: 1, maxQueue: 0, ...extra }, new: { url } }
 })
-
-/** Resolves once `cond` holds, checking after each turn of the event loop (in-process state only). */
-async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((resolve) => setImmediate(resolve))
-}
 
 function chunk(s: string): string {
   return `${s.length.toString(16)}\r\n${s}\r\n`
@@ -77,20 +72,17 @@ t.test('a client that stops reading is cut off after sendTimeout, freeing the up
 })
 
 t.test('clients that leave while queued give their places back and cost no upstream connection', async (t) => {
-  let release: () => void = () => {}
-  const held = new Promise<void>((resolve) => { release = resolve })
-  const legacy = await startUpstream(t, 'legacy', (req, res) => {
-    if (req.url === '/hold') void held.then(() => res.end('held'))
-    else res.end('ok')
-  })
+  const hold = held((req, res) => { res.end(req.url === '/hold' ? 'held' : 'ok') }, (req) => req.url === '/hold')
+  const legacy = await startUpstream(t, 'legacy', hold.handler)
   const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url, connections: 1, maxQueue: 2 }, new: { url: legacy.url } } })
   const upstream = f.running.ficus.upstreams.get('legacy')!
   const first = f.fetch('/hold')
   await legacy.arrived(1)
   for (let i = 0; i < 3; i++) {
     const ac = new AbortController()
+    const isQueued = nextQueued(upstream)
     const queued = request(`${f.url}/queued-${i}`, { signal: ac.signal })
-    await until(() => upstream.load === 2) // the held request runs, this one waits in Ficus's queue
+    await isQueued // the held request runs, this one waits in Ficus's queue
     ac.abort()
     await t.rejects(queued)
     await f.logs.waitFor((l) => l.msg === 'request' && l.path === `/queued-${i}`)
@@ -99,7 +91,7 @@ t.test('clients that leave while queued give their places back and cost no upstr
   // Three clients came and went: with maxQueue 2 the queue must be empty again.
   const a = f.fetch('/a')
   const b = f.fetch('/b')
-  release()
+  hold.release()
   t.equal((await first).text, 'held')
   t.same([(await a).status, (await b).status], [200, 200], 'both fit in the queue again')
   t.equal(legacy.started(), 3, 'the clients that left never reached the upstream')

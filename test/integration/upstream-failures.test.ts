@@ -2,7 +2,7 @@ import t from 'tap'
 import { request } from 'undici'
 import { sample, startTestFicus } from '../helpers/ficus.js'
 import { startRawUpstream } from '../helpers/raw-upstream.js'
-import { closedPort, startUpstream, unresponsiveAddress } from '../helpers/upstream.js'
+import { closedPort, held, startUpstream, unresponsiveAddress } from '../helpers/upstream.js'
 
 /** Legacy-only route table (new: 0) so that no fallback is involved. */
 const only = (legacy: Record<string, unknown>): Record<string, unknown> => ({ upstreams: { legacy, new: legacy } })
@@ -65,11 +65,8 @@ t.test('a 503 from the upstream is passed through once: no hidden retries', asyn
 })
 
 t.test('pool saturation → fast 503, counted; the held request still completes', async (t) => {
-  let release: () => void = () => {}
-  const held = new Promise<void>((resolve) => { release = resolve })
-  const legacy = await startUpstream(t, 'legacy', (_req, res) => {
-    void held.then(() => res.end('done'))
-  })
+  const slow = held((_req, res) => { res.end('done') })
+  const legacy = await startUpstream(t, 'legacy', slow.handler)
   const f = await startTestFicus(t, only({ url: legacy.url, connections: 1, maxQueue: 0 }))
   const first = f.fetch('/slow')
   await legacy.arrived(1)
@@ -77,7 +74,7 @@ t.test('pool saturation → fast 503, counted; the held request still completes'
   t.equal(second.status, 503)
   t.match(second.json(), { code: 'FICUS_ERR_UPSTREAM_SATURATED' })
   t.equal(legacy.started(), 1, 'the refused request never reached the upstream')
-  release()
+  slow.release()
   t.equal((await first).text, 'done')
   t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { backend: 'legacy', reason: 'saturated' }), 1)
   t.equal((await f.fetch('/third')).status, 200, 'capacity is given back')

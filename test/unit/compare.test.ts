@@ -141,9 +141,12 @@ function reorder(v: unknown, seed: number): unknown {
   return Object.fromEntries(entries.reverse().map(([k, x]) => [k, reorder(x, seed + 1)]))
 }
 
+/** The same document in other bytes (leading space, indentation): compared structurally, never by the byte shortcut. */
+const respaced = (body: unknown): ComparedSide => side(body, { body: Buffer.from(' ' + JSON.stringify(body, null, 1)) })
+
 t.test('property: any JSON value equals itself and any reordering of its keys', async (t) => {
   fc.assert(fc.property(json, fc.nat(), (v, seed) => {
-    return compare(side(v), side(reorder(v, seed)), rules).outcome === 'match'
+    return compare(side(v), respaced(reorder(v, seed)), rules).outcome === 'match'
   }), { numRuns: 500 })
   t.pass('500 generated values')
 })
@@ -177,7 +180,7 @@ t.test('property: an unordered array equals any permutation of itself', async (t
   fc.assert(fc.property(fc.array(json, { maxLength: 12 }), fc.nat(), (arr, seed) => {
     const shuffled = [...arr].sort((x, y) => ((JSON.stringify(x).length + seed) % 5) - ((JSON.stringify(y).length + seed) % 5))
     const unordered = compileCompare({ arrays: { 'body.list': 'unordered' } }).rules
-    return compare(side({ list: arr }), side({ list: shuffled }), unordered).outcome === 'match'
+    return compare(side({ list: arr }), respaced({ list: shuffled }), unordered).outcome === 'match'
   }), { numRuns: 300 })
   t.pass('300 generated arrays')
 })
