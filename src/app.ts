@@ -20,7 +20,7 @@ import metricsEndpoint from './plugins/metrics.js'
 import proxy from './plugins/proxy.js'
 import { exchangeRecorder } from './plugins/record.js'
 import { Shadowing } from './plugins/shadow.js'
-import { compileTable, type RouteTableRef } from './plugins/route-table.js'
+import type { RouteTableRef } from './plugins/route-table.js'
 import { VERSION } from './version.js'
 
 /** What buildApp needs from outside; tests swap any of them. */
@@ -58,7 +58,7 @@ export interface Ficus {
 }
 
 /** The audit log's file: next to the state file (`ficus-state.json` → `ficus-state.audit.jsonl`). */
-export function auditFileOf(state: string): string {
+function auditFileOf(state: string): string {
   return `${state.replace(/\.json$/i, '')}.audit.jsonl`
 }
 
@@ -76,7 +76,6 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   const now = deps.now ?? (() => performance.now())
   const random = deps.random ?? Math.random
   const health: Health = { phase: 'starting' }
-  const table: RouteTableRef = { current: compileTable(config.routes, config.defaultRoute) }
   const upstreams = createUpstreams(config.upstreams)
   const { limits } = config
   const live: LiveConfig = { current: config }
@@ -90,11 +89,12 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   if (deps.startupAudit !== undefined) await audit.appendAll(deps.startupAudit)
   const flags = config.unleash === undefined ? undefined : await UnleashFlags.open(config.unleash, metrics, logger)
   const unleashAdmin = config.unleash?.admin === undefined ? undefined : new UnleashAdminApi(config.unleash.admin)
-  const control = new ControlPlane(config, table, state.routes, audit, metrics, logger, {
+  const control = new ControlPlane(config, state.routes, audit, metrics, logger, {
     ...(flags === undefined ? {} : { flags }),
     ...(unleashAdmin === undefined ? {} : { admin: unleashAdmin }),
     settleMs: 2 * (config.unleash?.refreshIntervalMs ?? 0) + 2_000
   })
+  const table = control.table
 
   const edge: EdgeDeps = { metrics, limits, now, record: exchangeRecorder(metrics, logger, now) }
   const traffic = Fastify({

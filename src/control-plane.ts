@@ -9,7 +9,7 @@ import { flagState, type FlagState } from './core/flag-state.js'
 import { applyPatch, effectiveRule, type Overrides, type Patch, type RouteOverride } from './core/overrides.js'
 import type { RouteRule } from './core/types.js'
 import type { ErrorCode } from './errors.js'
-import { compileTable, type RouteTableRef } from './plugins/route-table.js'
+import { compileTable, type RouteTable, type RouteTableRef } from './plugins/route-table.js'
 
 /** A refused control call: a catalogue code and what to tell the caller. */
 export class ControlError extends Error {
@@ -60,10 +60,11 @@ export class ControlPlane {
   private readonly lastShare = new Map<string, number | null>()
   /** The state file named at start: a reload cannot move it (the audit log stays beside it). */
   private readonly stateFile: string | undefined
+  /** The routes requests see (routes.yaml with the overrides on top); built here, swapped whole on every change. */
+  readonly table: RouteTableRef
 
   constructor (
     private config: Config,
-    private readonly table: RouteTableRef,
     private overrides: Overrides,
     private readonly audit: AuditLog,
     private readonly metrics: Metrics,
@@ -72,18 +73,19 @@ export class ControlPlane {
     private readonly now: () => Date = () => new Date()
   ) {
     this.stateFile = config.state
+    this.table = { current: this.build(overrides) }
     fleet.flags?.onChange(() => { this.flagsChanged() })
     const unknown = Object.keys(overrides).filter((n) => this.fileRule(n) === undefined)
     if (config.state === undefined) log.warn('no state file configured (state: in routes.yaml): runtime changes and rollbacks last until Ficus stops')
     if (unknown.length > 0) log.warn({ routes: unknown }, 'the state file has overrides for routes routes.yaml no longer has; they are kept but unused')
-    this.swap(overrides)
+    this.gauges()
   }
 
   /**
    * A reload: routes.yaml's new values, with the runtime overrides still on top. Queued
    * behind changes in progress, so a rollback of "all" covers exactly the routes it saw.
    */
-  async reconfigure (config: Config, apply: () => void = () => {}): Promise<void> {
+  async reconfigure (config: Config, apply: () => void): Promise<void> {
     return this.serial(async () => {
       apply()
       this.config = config
@@ -229,10 +231,13 @@ export class ControlPlane {
   /** Builds the table from routes.yaml and the overrides, in one assignment. */
   private swap (overrides: Overrides): void {
     this.overrides = overrides
-    const routes = this.config.routes.map((r) => effectiveRule(r, overrides[r.name]))
-    const defaultRoute = effectiveRule(this.config.defaultRoute, overrides[this.config.defaultRoute.name])
-    this.table.current = compileTable(routes, defaultRoute)
+    this.table.current = this.build(overrides)
     this.gauges()
+  }
+
+  private build (overrides: Overrides): RouteTable {
+    const routes = this.config.routes.map((r) => effectiveRule(r, overrides[r.name]))
+    return compileTable(routes, effectiveRule(this.config.defaultRoute, overrides[this.config.defaultRoute.name]))
   }
 
   /** The share of new in effect: the rule's, or its flag's (null: strategies decide per user). */
@@ -277,7 +282,7 @@ export class ControlPlane {
   private view (rule: RouteRule): RouteView {
     const o = this.overrides[rule.name]
     const knob = (k: 'new' | 'shadow'): Knob => ({ value: o?.[k] ?? rule[k], source: o?.[k] === undefined ? 'file' : 'override', file: rule[k] })
-    const last = this.audit.latest(Number.MAX_SAFE_INTEGER).find((e) => e.route === rule.name) ?? null
+    const last = this.audit.lastFor(rule.name)
     const flag = rule.flag === null ? null : { ...(this.fleet.flags?.state(rule.flag) ?? flagState(rule.flag, undefined)), bypassed: o?.new !== undefined }
     return {
       name: rule.name,
@@ -293,7 +298,8 @@ export class ControlPlane {
     return name === this.config.defaultRoute.name ? this.config.defaultRoute : this.config.routes.find((r) => r.name === name)
   }
 
-  private known (name: string): RouteRule {
+  /** The route named `name` as routes.yaml has it; ControlError FICUS_ERR_UNKNOWN_ROUTE (404) otherwise. */
+  known (name: string): RouteRule {
     const rule = this.fileRule(name)
     if (rule === undefined) throw new ControlError('FICUS_ERR_UNKNOWN_ROUTE', `no route named "${name}" (routes: ${this.config.routes.map((r) => r.name).join(', ')}, default)`)
     return rule

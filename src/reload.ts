@@ -45,7 +45,7 @@ function refusal(prev: Config, next: Config, hasFlags: boolean): string | null {
  * Swaps a validated config into a running Ficus; returns the changed keys that need a
  * restart. Throws (nothing applied) when the file cannot be applied while running.
  */
-export async function applyConfig(ficus: Ficus, next: Config, log: Logger): Promise<string[]> {
+async function applyConfig(ficus: Ficus, next: Config, log: Logger): Promise<string[]> {
   const prev = ficus.live.current
   const refused = refusal(prev, next, ficus.flags !== undefined)
   if (refused !== null) throw new Error(refused)

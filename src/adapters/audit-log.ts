@@ -24,11 +24,11 @@ export interface AuditEntry {
 }
 
 /** Rotate past this size (bytes). */
-export const AUDIT_MAX_BYTES = 10 * 1024 * 1024
+const AUDIT_MAX_BYTES = 10 * 1024 * 1024
 /** Rotated files kept. */
-export const AUDIT_KEEP = 3
+const AUDIT_KEEP = 3
 /** Entries kept in memory (and read back from the file at start). */
-export const AUDIT_MEMORY = 1000
+const AUDIT_MEMORY = 1000
 
 export class AuditLog {
   private readonly recent: AuditEntry[] = []
@@ -89,6 +89,12 @@ export class AuditLog {
   /** Newest first. */
   latest (limit: number): AuditEntry[] {
     return this.recent.slice(-limit).reverse()
+  }
+
+  /** The latest entry about `route` still in memory, or null. */
+  lastFor (route: string): AuditEntry | null {
+    for (let i = this.recent.length - 1; i >= 0; i--) if (this.recent[i]?.route === route) return this.recent[i] as AuditEntry
+    return null
   }
 
   async close (): Promise<void> {

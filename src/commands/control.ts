@@ -3,7 +3,7 @@ import type { RouteSummary } from '../adapters/divergence-store.js'
 import type { FlagSourceStatus } from '../adapters/flags.js'
 import type { Knob, RouteView } from '../control-plane.js'
 import { adminCall, adminGet, adminText, type AdminTarget } from './admin-client.js'
-import { table } from './divergences.js'
+import { rate as percent, table } from './divergences.js'
 
 /**
  * The release manager's commands: `ficus status`, `ficus set`, `ficus rollback`,
@@ -103,6 +103,3 @@ async function primaryCounts(target: AdminTarget): Promise<Map<string, Counts>> 
   return out
 }
 
-function percent(r: number | null): string {
-  return r === null ? '-' : `${(r * 100).toFixed(1)} %`
-}

@@ -14,7 +14,7 @@ export async function divergencesCommand(target: AdminTarget, route: string | un
 }
 
 /** One line per route. */
-export function formatRoutes(routes: readonly RouteSummary[]): string {
+function formatRoutes(routes: readonly RouteSummary[]): string {
   if (routes.length === 0) return 'No route is shadowed, and nothing has been compared yet.\n'
   const rows = routes.map((r) => {
     const c = r.comparisons
@@ -26,7 +26,7 @@ export function formatRoutes(routes: readonly RouteSummary[]): string {
 }
 
 /** One route: its counts, then the fields that differ most and how. */
-export function formatRoute(r: RouteSummary): string {
+function formatRoute(r: RouteSummary): string {
   const c = r.comparisons
   const lines = [
     `${r.route}: ${c.match + c.diverged} compared, ${c.diverged} diverged (${rate(r.divergenceRate)}), ${c.error} errors, ${c.skipped} skipped`,
@@ -43,7 +43,8 @@ export function formatRoute(r: RouteSummary): string {
   return out
 }
 
-function rate(r: number | null): string {
+/** A ratio as a percentage with one decimal, `-` when there is none. */
+export function rate(r: number | null): string {
   return r === null ? '-' : `${(r * 100).toFixed(1)} %`
 }
 

@@ -44,10 +44,8 @@ export interface Patch {
  * @example parsePatch({ new: 5, reason: 'canary' }) // { patch: { new: 5, reason: 'canary' } }
  */
 export function parsePatch(body: unknown): { patch: Patch } | { problems: string[] } {
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) return { problems: ['the body must be a JSON object like {"new": 5, "reason": "…"}'] }
-  const b = body as Record<string, unknown>
-  const problems: string[] = []
-  for (const k of Object.keys(b)) if (!['new', 'shadow', 'reason'].includes(k)) problems.push(`unknown field "${k}" (fields: new, shadow, reason)`)
+  const { b, problems } = jsonObject(body, ['new', 'shadow', 'reason'], '{"new": 5, "reason": "…"}')
+  if (b === null) return { problems }
   const percent = (k: 'new' | 'shadow', integer: boolean): void => {
     const v = b[k]
     if (v === undefined || v === null) return
@@ -57,10 +55,43 @@ export function parsePatch(body: unknown): { patch: Patch } | { problems: string
   }
   percent('new', true)
   percent('shadow', false)
-  if (b.reason !== undefined && (typeof b.reason !== 'string' || b.reason.length > 500)) problems.push('reason must be a text of at most 500 characters')
+  reasonProblems(b, problems)
   if (b.new === undefined && b.shadow === undefined) problems.push('nothing to change: give new and/or shadow')
   if (problems.length > 0) return { problems }
   return { patch: b }
+}
+
+/** A POST /admin/rollback body: `{}` (every route) or `{ route?, reason? }`. */
+export interface RollbackRequest {
+  readonly route?: string
+  readonly reason?: string
+}
+
+/** Checks a POST /admin/rollback body; returns every problem. */
+export function parseRollback(body: unknown): { rollback: RollbackRequest } | { problems: string[] } {
+  const { b, problems } = jsonObject(body ?? {}, ['route', 'reason'], '{"route": "orders", "reason": "…"}')
+  if (b === null) return { problems }
+  if (b.route !== undefined && typeof b.route !== 'string') problems.push('route must be a route name')
+  reasonProblems(b, problems)
+  if (problems.length > 0) return { problems }
+  return { rollback: b }
+}
+
+/**
+ * The check every admin change body starts with: a JSON object (b is null otherwise) with
+ * only `fields`. The caller adds its own problems.
+ */
+function jsonObject(body: unknown, fields: readonly string[], example: string): { b: Record<string, unknown> | null; problems: string[] } {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return { b: null, problems: [`the body must be a JSON object like ${example}`] }
+  const b = body as Record<string, unknown>
+  const problems: string[] = []
+  for (const k of Object.keys(b)) if (!fields.includes(k)) problems.push(`unknown field "${k}" (fields: ${fields.join(', ')})`)
+  return { b, problems }
+}
+
+/** A change's `reason`: absent, or a text of at most 500 characters. */
+function reasonProblems(b: Record<string, unknown>, problems: string[]): void {
+  if (b.reason !== undefined && (typeof b.reason !== 'string' || b.reason.length > 500)) problems.push('reason must be a text of at most 500 characters')
 }
 
 /** The override after a patch; undefined when nothing is overridden any more. */

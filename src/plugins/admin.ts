@@ -8,7 +8,7 @@ import type { LiveConfig } from '../config/live.js'
 import type { AdminToken } from '../config/schema.js'
 import { ControlError, type ControlPlane } from '../control-plane.js'
 import { declaresBody } from '../core/forward-headers.js'
-import { parsePatch } from '../core/overrides.js'
+import { parsePatch, parseRollback } from '../core/overrides.js'
 import { CATALOGUE, type ErrorCode } from '../errors.js'
 import type { RouteTableRef } from './route-table.js'
 
@@ -29,7 +29,7 @@ declare module 'fastify' {
 }
 
 /** Samples a single call returns at most. */
-export const MAX_LIMIT = 1000
+const MAX_LIMIT = 1000
 
 const SamplesQuery = Type.Object({
   route: Type.Optional(Type.String({ minLength: 1 })),
@@ -94,14 +94,6 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
     })
     api.setNotFoundHandler((request, reply) => fail(reply, 'FICUS_ERR_ADMIN_NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`))
 
-    const knownRoute = (route: string | undefined, reply: FastifyReply): boolean => {
-      if (route === undefined) return true
-      const t = table.current
-      if (route === t.defaultRoute.name || t.routes.some((r) => r.name === route)) return true
-      void fail(reply, 'FICUS_ERR_UNKNOWN_ROUTE', `no route named "${route}" (routes: ${t.routes.map((r) => r.name).join(', ')})`)
-      return false
-    }
-
     /** Every route with its effective new/shadow, where each comes from, and its last change. */
     api.get('/routes', async () => ({ routes: control.routes(), flags: control.flagSource() }))
 
@@ -115,16 +107,9 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
 
     /** `new: 0` for one route (`{ route }`) or every route (`{}`), effective for the next request. */
     api.post('/rollback', async (request: FastifyRequest) => {
-      const body = (request.body ?? {}) as Record<string, unknown>
-      const problems: string[] = []
-      if (typeof body !== 'object' || Array.isArray(body)) problems.push('the body must be a JSON object like {"route": "orders", "reason": "…"}')
-      else {
-        for (const k of Object.keys(body)) if (k !== 'route' && k !== 'reason') problems.push(`unknown field "${k}" (fields: route, reason)`)
-        if (body.route !== undefined && typeof body.route !== 'string') problems.push('route must be a route name')
-        if (body.reason !== undefined && (typeof body.reason !== 'string' || body.reason.length > 500)) problems.push('reason must be a text of at most 500 characters')
-      }
-      if (problems.length > 0) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', problems.join('; '))
-      const routes = await control.rollback(body.route as string | undefined, (body.reason as string | undefined) ?? null, request.adminCaller)
+      const parsed = parseRollback(request.body)
+      if ('problems' in parsed) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', parsed.problems.join('; '))
+      const routes = await control.rollback(parsed.rollback.route, parsed.rollback.reason ?? null, request.adminCaller)
       return { routes }
     })
 
@@ -135,17 +120,19 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
     })
 
     /** Recent divergence samples, newest first. */
-    api.get('/divergences', { schema: { querystring: SamplesQuery } }, async (request: FastifyRequest, reply) => {
+    api.get('/divergences', { schema: { querystring: SamplesQuery } }, async (request: FastifyRequest) => {
       const q = request.query as Static<typeof SamplesQuery>
-      if (!knownRoute(q.route, reply)) return reply
+      if (q.route !== undefined) control.known(q.route)
       return { samples: divergences.samples(q.route, q.limit) }
     })
 
     /** Per route: comparisons by outcome, divergence rate, the fields that differ most. */
-    api.get('/divergences/summary', { schema: { querystring: SummaryQuery } }, async (request: FastifyRequest, reply) => {
+    api.get('/divergences/summary', { schema: { querystring: SummaryQuery } }, async (request: FastifyRequest) => {
       const q = request.query as Static<typeof SummaryQuery>
-      if (!knownRoute(q.route, reply)) return reply
-      if (q.route !== undefined) return { routes: divergences.summary(q.route) }
+      if (q.route !== undefined) {
+        control.known(q.route)
+        return { routes: divergences.summary(q.route) }
+      }
       // Every shadowed route, also before its first comparison, and any route with records.
       const names = new Set(table.current.routes.filter((r) => r.shadow > 0).map((r) => r.name))
       const all = divergences.summary()

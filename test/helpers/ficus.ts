@@ -1,8 +1,9 @@
+import { writeFile } from 'node:fs/promises'
 import YAML from 'yaml'
 import { Agent, request, type Dispatcher } from 'undici'
 import { createLogger } from '../../src/adapters/logger.js'
 import { createMetrics, type Metrics } from '../../src/adapters/metrics-registry.js'
-import { parseConfig } from '../../src/config/load-config.js'
+import { loadConfig, parseConfig } from '../../src/config/load-config.js'
 import type { Config } from '../../src/config/schema.js'
 import type { Random } from '../../src/core/decide.js'
 import { startFicus, type Running } from '../../src/main.js'
@@ -36,20 +37,19 @@ export interface Response {
 
 /**
  * Starts a real Ficus on 127.0.0.1:0 (traffic and admin) from a routes.yaml given as an
- * object: it is serialized and loaded through the same parser users' files go through.
+ * object: it is serialized and loaded through the same parser users' files go through
+ * (from `opts.file` when given, written there, so a test can rewrite and reload it).
  * Missing top-level keys get test defaults.
  */
-export async function startTestFicus(t: Teardown, doc: Record<string, unknown>, opts: { random?: Random; env?: Record<string, string> } = {}): Promise<TestFicus> {
-  const full = {
-    version: 1,
-    listen: { host: '127.0.0.1', port: 0 },
-    admin: { host: '127.0.0.1', port: 0 },
-    sticky: 'header:x-user-id',
-    routes: [],
-    shutdown: { drainDelay: '0s' },
-    ...doc
+export async function startTestFicus(t: Teardown, doc: Record<string, unknown>, opts: { random?: Random; env?: Record<string, string>; file?: string } = {}): Promise<TestFicus> {
+  const text = testYaml(doc)
+  let config: Config
+  if (opts.file === undefined) {
+    config = parseConfig(text, 'test-routes.yaml', opts.env ?? {})
+  } else {
+    await writeFile(opts.file, text)
+    config = await loadConfig(opts.file, opts.env ?? {})
   }
-  const config = parseConfig(YAML.stringify(full), 'test-routes.yaml', opts.env ?? {})
   const logs = new LogSink()
   const metrics = createMetrics()
   const running = await startFicus(config, { logger: createLogger('debug', logs), metrics, random: opts.random })
@@ -68,6 +68,19 @@ export async function startTestFicus(t: Teardown, doc: Record<string, unknown>, 
     return r.body.text()
   }
   return { url: running.trafficUrl, adminUrl: running.adminUrl, config, logs, metrics, running, fetch, scrape }
+}
+
+/** routes.yaml text for `doc`, with test defaults for the top-level keys it leaves out (loopback, port 0, no drain delay). */
+export function testYaml(doc: Record<string, unknown>): string {
+  return YAML.stringify({
+    version: 1,
+    listen: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0 },
+    sticky: 'header:x-user-id',
+    routes: [],
+    shutdown: { drainDelay: '0s' },
+    ...doc
+  })
 }
 
 /** The value of one sample in Prometheus text, or undefined. Labels must be given in exposition order. */

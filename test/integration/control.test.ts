@@ -6,6 +6,7 @@ import { request } from 'undici'
 import { AuditLog, type AuditEntry } from '../../src/adapters/audit-log.js'
 import type { RouteView } from '../../src/control-plane.js'
 import { parseConfig } from '../../src/config/load-config.js'
+import { statusCommand } from '../../src/commands/control.js'
 import { sample, startTestFicus, type TestFicus } from '../helpers/ficus.js'
 import { startUpstream } from '../helpers/upstream.js'
 
@@ -190,4 +191,17 @@ t.test('audit appends from concurrent callers are serialized, across rotations',
   const reopened = await AuditLog.open(file, 300)
   t.equal(reopened.latest(1)[0]?.detail, 'n39', 'in order, the last one last')
   await reopened.close()
+})
+
+t.test('ficus status: requests/s per backend over the sampling window, from two reads of /metrics', async (t) => {
+  const { f } = await setup(t)
+  await f.fetch('/orders/0') // before the window: not counted
+  // The window is the `wait` between the two reads: 4 requests to legacy (orders) and 2 to new (rest) inside it, over 0.5 s.
+  const out = await statusCommand({ url: f.adminUrl, token: undefined }, true, 500, async () => {
+    for (let i = 0; i < 4; i++) await f.fetch(`/orders/${i}`)
+    for (let i = 0; i < 2; i++) await f.fetch(`/page/${i}`)
+  })
+  const routes = (JSON.parse(out) as { routes: { name: string; requestsPerSecond: { legacy: number; new: number } }[] }).routes
+  t.same(routes.find((r) => r.name === 'orders')?.requestsPerSecond, { legacy: 8, new: 0 })
+  t.same(routes.find((r) => r.name === 'rest')?.requestsPerSecond, { legacy: 0, new: 4 })
 })

@@ -2,16 +2,10 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
 import t from 'tap'
-import { Agent, request } from 'undici'
-import YAML from 'yaml'
 import { createLogger } from '../../src/adapters/logger.js'
-import { createMetrics } from '../../src/adapters/metrics-registry.js'
 import type { Upstream } from '../../src/adapters/upstreams.js'
-import { loadConfig } from '../../src/config/load-config.js'
-import { startFicus, type Running } from '../../src/main.js'
 import { reloadFrom } from '../../src/reload.js'
-import { nextQueued, sample } from '../helpers/ficus.js'
-import { LogSink } from '../helpers/log-sink.js'
+import { nextQueued, sample, startTestFicus, testYaml } from '../helpers/ficus.js'
 import { held, startUpstream } from '../helpers/upstream.js'
 
 type Teardown = Parameters<typeof startUpstream>[0] & { testdir(): string }
@@ -19,29 +13,17 @@ type Teardown = Parameters<typeof startUpstream>[0] & { testdir(): string }
 /** Ficus started from a real file, which the test rewrites and reloads. */
 async function fromFile(t: Teardown, doc: Record<string, unknown>) {
   const file = join(t.testdir(), 'routes.yaml')
-  const base = { version: 1, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, sticky: 'header:x-user-id', shutdown: { drainDelay: '0s' }, exposeBackend: true }
-  const write = async (d: Record<string, unknown> | string): Promise<void> => writeFile(file, typeof d === 'string' ? d : YAML.stringify({ ...base, ...d }))
-  await write(doc)
-  const logs = new LogSink()
-  const logger = createLogger('debug', logs)
-  const metrics = createMetrics()
-  const running: Running = await startFicus(await loadConfig(file, {}), { logger, metrics })
-  const agent = new Agent({ keepAliveTimeout: 10_000 })
-  t.teardown(async () => {
-    await agent.close()
-    await running.stop()
-  })
+  const f = await startTestFicus(t, { exposeBackend: true, ...doc }, { file })
+  const logger = createLogger('debug', f.logs)
   const get = async (path: string, user = 'u1'): Promise<{ status: number; by: string | undefined }> => {
-    const r = await request(running.trafficUrl + path, { headers: { 'x-user-id': user }, dispatcher: agent })
-    await r.body.dump()
-    return { status: r.statusCode, by: r.headers['x-served-by'] as string | undefined }
+    const r = await f.fetch(path, { headers: { 'x-user-id': user } })
+    return { status: r.status, by: r.headers['x-served-by'] as string | undefined }
   }
   const reload = async (d: Record<string, unknown> | string): Promise<'success' | 'failure'> => {
-    await write(d)
-    return reloadFrom(running.ficus, file, {}, logger, 'test')
+    await writeFile(file, typeof d === 'string' ? d : testYaml({ exposeBackend: true, ...d }))
+    return reloadFrom(f.running.ficus, file, {}, logger, 'test')
   }
-  const scrape = async (): Promise<string> => running.ficus.metrics.register.metrics()
-  return { file, running, logs, get, reload, scrape }
+  return { file, running: f.running, logs: f.logs, get, reload, scrape: async () => f.scrape() }
 }
 
 t.test('a valid reload takes effect on the next request; unchanged pools and their connections are kept', async (t) => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { applyPatch, effectiveRule, parsePatch } from '../../src/core/overrides.js'
+import { applyPatch, effectiveRule, parsePatch, parseRollback } from '../../src/core/overrides.js'
 import { rule as makeRule } from '../helpers/rule.js'
 
 const rule = makeRule({ new: 10, shadow: 50 })
@@ -34,4 +34,13 @@ t.test('PATCH bodies are checked whole', async (t) => {
   })
   t.same(parsePatch({ reason: 'why' }), { problems: ['nothing to change: give new and/or shadow'] })
   t.same(parsePatch({ new: 101 }), { problems: ['new must be an integer from 0 to 100, or null to clear the override (got 101)'] })
+})
+
+t.test('rollback bodies: {} or { route?, reason? }, every problem at once', async (t) => {
+  t.same(parseRollback(undefined), { rollback: {} }, 'no body: every route')
+  t.same(parseRollback({ route: 'orders', reason: 'errors up' }), { rollback: { route: 'orders', reason: 'errors up' } })
+  t.same(parseRollback([]), { problems: ['the body must be a JSON object like {"route": "orders", "reason": "…"}'] })
+  t.same(parseRollback({ route: 5, reason: 'x'.repeat(501), all: true }), {
+    problems: ['unknown field "all" (fields: route, reason)', 'route must be a route name', 'reason must be a text of at most 500 characters']
+  })
 })
