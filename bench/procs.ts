@@ -1,8 +1,9 @@
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { request } from 'undici'
 
-/** Helpers the bench scripts share: free ports, CPU pinning, waiting for a server. */
+/** Helpers the bench scripts share: free ports, CPU pinning, waiting for a server, running the load, reading RSS. */
 
 export const HAS_TASKSET = spawnSync('taskset', ['-c', '0', 'true']).status === 0
 
@@ -30,4 +31,32 @@ export async function ready(url: string): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
   throw new Error(`${url} did not answer 200 within 30 s`)
+}
+
+/** What a load generator prints (bench/load.js, or wrk through bench/wrk.lua). */
+export interface LoadResult { rps: number; p50: number; p99: number; errors: number; non2xx: number; total: number }
+
+/**
+ * Runs a load generator pinned to `cpu` and reads its JSON result: its whole stdout, or the
+ * line that starts with `prefix`.
+ */
+export async function runLoad(cpu: string, argv: string[], env: Record<string, string>, prefix?: string): Promise<LoadResult> {
+  const [cmd, args] = pinned(cpu, argv)
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  await new Promise((resolve) => child.on('exit', resolve))
+  const line = prefix === undefined ? out : out.split('\n').find((l) => l.startsWith(prefix))?.slice(prefix.length)
+  if (line === undefined || line.trim() === '') throw new Error(`no result from the load generator: ${out}`)
+  return JSON.parse(line) as LoadResult
+}
+
+/** Resident memory of a process in MiB (Linux /proc), null when it cannot be read. */
+export function rssMb(pid: number | 'self' | undefined): number | null {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m === null ? null : Number(m[1]) / 1024
+  } catch {
+    return null
+  }
 }

@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { freePort, HAS_TASKSET, pinned, ready } from './procs.js'
+import { freePort, HAS_TASKSET, pinned, ready, rssMb, runLoad, type LoadResult } from './procs.js'
 
 /**
  * `npm run bench`: direct-to-upstream, bare fastify + @fastify/http-proxy, and Ficus
@@ -37,15 +37,16 @@ const CPU_LOAD = '0'
 const CPU_PROXY = '1'
 
 interface Config { name: string; cmd?: string[]; env?: Record<string, string> }
-const CONFIGS: Config[] = [
+const FICUS = [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')]
+const CONFIGS = ([
   { name: 'direct' },
   { name: 'fastify', cmd: [join(DIST, 'bench', 'baseline-fastify.js')] },
-  { name: 'ficus', cmd: [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], env: { NEW_PERCENT: '0' } },
-  { name: 'ficus-split50', cmd: [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], env: { NEW_PERCENT: '50' } },
-  { name: 'ficus-shadow100', cmd: [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], env: { NEW_PERCENT: '0', SHADOW_PERCENT: '100' } },
+  { name: 'ficus', cmd: FICUS, env: { NEW_PERCENT: '0' } },
+  { name: 'ficus-split50', cmd: FICUS, env: { NEW_PERCENT: '50' } },
+  { name: 'ficus-shadow100', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '100' } },
   // Diagnostic, not in the default set: Ficus with the access log off (log level warn).
-  { name: 'ficus-nolog', cmd: [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' } as Record<string, string> }
-].filter((c) => opt.only.split(',').includes(c.name))
+  { name: 'ficus-nolog', cmd: FICUS, env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' } }
+] as Config[]).filter((c) => opt.only.split(',').includes(c.name))
 
 interface Run { name: string; round: number; rps: number; p50: number; p99: number; cpuUs: number | null; rssMb: number | null; errors: number; non2xx: number }
 
@@ -66,31 +67,13 @@ function cpuTime(pid: number | undefined): number | null {
   }
 }
 
-function rssMb(pid: number | undefined): number | null {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return m === null ? null : Number(m[1]) / 1024
-  } catch {
-    return null
-  }
-}
-
-interface LoadResult { rps: number; p50: number; p99: number; errors: number; non2xx: number; total: number }
-
 /** One load run from a child process pinned to the load CPU: wrk if installed (not with --rate), else autocannon. */
 async function load(url: string, seconds: string): Promise<LoadResult> {
   const useWrk = HAS_WRK && opt.rate === '0'
   const argv = useWrk
     ? ['wrk', '-t1', `-c${opt.connections}`, `-d${seconds}s`, '-s', join(ROOT, 'bench', 'wrk.lua'), url]
     : [process.execPath, join(DIST, 'bench', 'load.js')]
-  const [cmd, args] = pinned(CPU_LOAD, argv)
-  const child = spawn(cmd, args, { env: { ...process.env, URL: url, CONNECTIONS: opt.connections, DURATION: seconds, RATE: opt.rate }, stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
-  await new Promise((resolve) => child.on('exit', resolve))
-  const line = useWrk ? out.split('\n').find((l) => l.startsWith('WRKJSON '))?.slice(8) : out
-  if (line === undefined) throw new Error(`no result from the load generator: ${out}`)
-  return JSON.parse(line) as LoadResult
+  return runLoad(CPU_LOAD, argv, { URL: url, CONNECTIONS: opt.connections, DURATION: seconds, RATE: opt.rate }, useWrk ? 'WRKJSON ' : undefined)
 }
 
 async function main(): Promise<void> {

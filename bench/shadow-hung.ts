@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
@@ -7,7 +7,7 @@ import { createLogger } from '../src/adapters/logger.js'
 import { createMetrics } from '../src/adapters/metrics-registry.js'
 import { parseConfig } from '../src/config/load-config.js'
 import { startFicus } from '../src/main.js'
-import { freePort, pinned, ready } from './procs.js'
+import { freePort, ready, rssMb, runLoad, type LoadResult } from './procs.js'
 
 /**
  * `npm run bench:shadow-hung` (node --expose-gc): is shadowing to a backend that never
@@ -34,29 +34,15 @@ const DIST = join(ROOT, 'dist')
 const gc = (globalThis as { gc?: () => void }).gc
 if (gc === undefined) throw new Error('run with node --expose-gc (npm run bench:shadow-hung does)')
 
-function rssMb(): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))
-  return m === null ? process.memoryUsage().rss / 2 ** 20 : Number(m[1]) / 1024
-}
+const selfRssMb = (): number => rssMb('self') ?? process.memoryUsage().rss / 2 ** 20
 
 const heapMb = (): number => {
   gc()
   return process.memoryUsage().heapUsed / 2 ** 20
 }
 
-interface LoadResult { rps: number; p50: number; p99: number; errors: number; non2xx: number; total: number }
-
 async function load(url: string): Promise<LoadResult> {
-  const argv = [process.execPath, join(DIST, 'bench', 'load.js')]
-  const [cmd, args] = pinned('0', argv)
-  const child: ChildProcess = spawn(cmd, args, {
-    env: { ...process.env, URL: url, CONNECTIONS: opt.connections, AMOUNT: opt.requests },
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  let out = ''
-  child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
-  await new Promise((resolve) => child.on('exit', resolve))
-  return JSON.parse(out) as LoadResult
+  return runLoad('0', [process.execPath, join(DIST, 'bench', 'load.js')], { URL: url, CONNECTIONS: opt.connections, AMOUNT: opt.requests })
 }
 
 /** Access log on, as in production, into a sink that only counts. */
@@ -80,11 +66,11 @@ async function main(): Promise<void> {
       const metrics = createMetrics()
       const ficus = await startFicus(config, { logger: createLogger('info', new NullSink()), metrics })
       const heap0 = heapMb()
-      let peak = rssMb()
-      const sampler = setInterval(() => { peak = Math.max(peak, rssMb()) }, 50)
+      let peak = selfRssMb()
+      const sampler = setInterval(() => { peak = Math.max(peak, selfRssMb()) }, 50)
       const r = await load(`${ficus.trafficUrl}/1k.json`)
       const heap1 = heapMb()
-      peak = Math.max(peak, rssMb())
+      peak = Math.max(peak, selfRssMb())
       const t0 = performance.now()
       await ficus.ficus.shadowing.idle()
       const drained = performance.now() - t0

@@ -37,7 +37,7 @@ async function main(): Promise<void> {
       const who = r.headers['x-ficus-backend']
       if (who === 'legacy' || who === 'new') seen[who]++
     }
-    const route = config.routes.find((x) => x.name === routeOf(path))
+    const route = ficus.ficus.table.current.match('GET', path)
     const note = path === '/api/customers/3' ? '  ← new answers 503 here; legacy took over (fallback)' : ''
     say(`  ${path.padEnd(20)} route ${String(route?.name).padEnd(10)} new: ${String(route?.new).padStart(3)} %  → ${String(seen.new).padStart(2)} on new, ${String(seen.legacy).padStart(2)} on legacy${note}`)
   }
@@ -78,12 +78,6 @@ async function main(): Promise<void> {
 
 function indent(text: string): string {
   return text.trimEnd().split('\n').map((l) => (l === '' ? l : `  ${l}`)).join('\n')
-}
-
-function routeOf(path: string): string {
-  if (path.startsWith('/api/customers')) return 'customers'
-  if (path.startsWith('/api/orders')) return 'orders'
-  return 'reports'
 }
 
 main().catch((err: unknown) => {

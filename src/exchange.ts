@@ -31,8 +31,8 @@ export class Exchange {
   error: FicusError | null = null
   /** Why new was abandoned for legacy, when it was. */
   fallback: string | null = null
-  /** Aborts the upstream request in progress, if any (set by the proxy while one runs). */
-  abortUpstream: ((err: Error) => void) | null = null
+  /** The upstream request in progress, if any (set by the proxy while one is queued or runs): `abort` gives it up. */
+  attempt: { abort: (err: Error) => void } | null = null
   /** The shadow stage's tap on the primary response, when this request is shadowed. */
   shadow: PrimaryTap | null = null
   /** A status Ficus wrote on the socket itself, outside the response object (a 408 from Node's request timeout). */

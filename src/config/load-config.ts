@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import { isMap, LineCounter, parseDocument, type Document, type Node } from 'yaml'
-import { checkRoutes } from '../core/check-routes.js'
+import { checkRoutes, type RouteShape } from '../core/check-routes.js'
 import { compileCompare } from '../core/compare-rules.js'
 import { parsePattern } from '../core/path-pattern.js'
 import type { PathPattern, RouteRule, StickySpec } from '../core/types.js'
@@ -227,10 +227,10 @@ function crossCheck(data: Partial<RawConfig>, report: Report): void {
   }
   // The admin API changes traffic: reachable from elsewhere only behind a token.
   const adminHost = typeof data.admin?.host === 'string' ? data.admin.host : DEFAULTS.admin.host
-  if (!isLoopback(adminHost) && adminTokens(data.admin).length === 0) {
+  const tokens = adminTokens(data.admin)
+  if (!isLoopback(adminHost) && tokens.length === 0) {
     report(['admin', 'host'], `${adminHost} is not a loopback address: set admin.token (or admin.tokens) so the admin API cannot be used by anyone who reaches the port`)
   }
-  const tokens = adminTokens(data.admin)
   if (new Set(tokens.map((x) => x.token)).size < tokens.length) report(['admin', 'tokens'], 'two names share one token: the audit log could not tell who acted')
   const drain = parseDuration(String(data.shutdown?.drainDelay ?? DEFAULTS.shutdown.drainDelay))
   const cap = parseDuration(String(data.shutdown?.timeout ?? DEFAULTS.shutdown.timeout))
@@ -244,7 +244,7 @@ function crossCheck(data: Partial<RawConfig>, report: Report): void {
   checkUnleash(data, report)
 
   if (!Array.isArray(data.routes)) return
-  const rules: RouteRule[] = []
+  const rules: RouteShape[] = []
   const index: number[] = []
   data.routes.forEach((r: unknown, i: number) => {
     if (!isObject(r)) return
@@ -272,8 +272,8 @@ function crossCheck(data: Partial<RawConfig>, report: Report): void {
     if (typeof path !== 'string') return
     const pattern = parsePattern(path)
     if (typeof pattern === 'string') report(['routes', i, 'match', 'path'], pattern)
-    else if (validateRoute(r) && (r.new !== undefined || r.flag !== undefined)) {
-      rules.push(toRule(r, pattern, { kind: 'ip' }, DEFAULTS.backends))
+    else if (validateRoute(r)) {
+      rules.push({ name: r.name, methods: r.match.methods === undefined ? null : new Set(r.match.methods), pattern })
       index.push(i)
     }
   })
@@ -361,7 +361,6 @@ function build(raw: RawConfig, file: string): Config {
     admin: {
       host: raw.admin?.host ?? DEFAULTS.admin.host,
       port: raw.admin?.port ?? DEFAULTS.admin.port,
-      token: raw.admin?.token === '' ? undefined : raw.admin?.token,
       tokens: adminTokens(raw.admin)
     },
     upstreams,

@@ -196,8 +196,6 @@ export interface Config {
   readonly admin: {
     readonly host: string
     readonly port: number
-    /** `admin.token`, when set (its name in the audit log is `admin`). */
-    readonly token: string | undefined
     /** Every accepted token with its name (admin.token as `admin`, then admin.tokens); empty = no auth. */
     readonly tokens: readonly AdminToken[]
   }

@@ -1,6 +1,9 @@
 import { patternCovers } from './path-pattern.js'
 import type { RouteRule } from './types.js'
 
+/** What the checks read of a route. */
+export type RouteShape = Pick<RouteRule, 'name' | 'methods' | 'pattern'>
+
 /** A load-time problem with the route table, located by route index. */
 export interface RouteProblem {
   readonly index: number
@@ -13,7 +16,7 @@ export interface RouteProblem {
  * (same or wider methods, and a path pattern that covers theirs). Envoy advises
  * exact/prefix rules precisely so that this can be checked at load time.
  */
-export function checkRoutes(rules: readonly RouteRule[]): RouteProblem[] {
+export function checkRoutes(rules: readonly RouteShape[]): RouteProblem[] {
   const problems: RouteProblem[] = []
   const seen = new Map<string, number>()
   rules.forEach((rule, index) => {
@@ -24,7 +27,7 @@ export function checkRoutes(rules: readonly RouteRule[]): RouteProblem[] {
       seen.set(rule.name, index)
     }
     for (let j = 0; j < index; j++) {
-      const earlier = rules[j] as RouteRule
+      const earlier = rules[j] as RouteShape
       if (methodsCover(earlier.methods, rule.methods) && patternCovers(earlier.pattern, rule.pattern)) {
         problems.push({
           index,

@@ -7,8 +7,9 @@ import { decide, type Random } from '../core/decide.js'
 import { forwardHeaders } from '../core/forward-headers.js'
 import { normalizePath, pathOf, queryOf } from '../core/normalize-path.js'
 import { stickyKey } from '../core/sticky-key.js'
-import { attachExchange, Exchange } from '../exchange.js'
-import { absoluteFormAuthority, hasBadTarget, refuse, type EdgeDeps } from './edge.js'
+import type { ErrorCode } from '../errors.js'
+import type { Exchange } from '../exchange.js'
+import { absoluteFormAuthority, hasBadTarget, openExchange, overBodyLimit, refuse, type EdgeDeps } from './edge.js'
 import type { RouteTableRef } from './route-table.js'
 
 declare module 'fastify' {
@@ -34,29 +35,21 @@ export interface DecisionOptions {
 async function decision(fastify: FastifyInstance, opts: DecisionOptions): Promise<void> {
   const { table, random, edge, flags } = opts
   const { live } = opts
-  const { metrics, limits, now, record } = edge
+  const { metrics, limits } = edge
   fastify.decorateRequest('ficus', null as unknown as Exchange)
 
   fastify.addHook('onRequest', function decideRequest(request: FastifyRequest, reply: FastifyReply, done: () => void) {
     const req = request.raw
     const res: ServerResponse = reply.raw
-    const ex = new Exchange(request.id, req.method as string, now())
+    const ex = openExchange(edge, req, res, request.id)
     request.ficus = ex
-    attachExchange(res, ex)
-    res.once('close', () => record(ex, res))
     const url = req.url as string
-    ex.target = url
 
-    const refused = (code: Parameters<typeof refuse>[3]): void => {
-      reply.hijack()
-      refuse(edge, req, res, code, request.id, ex)
-    }
     if (hasBadTarget(req)) {
       ex.target = '' // not logged: it is not a path, and may hold credentials
-      return refused('FICUS_ERR_BAD_TARGET')
+      return refused(edge, reply, 'FICUS_ERR_BAD_TARGET', ex)
     }
-    const length = req.headers['content-length']
-    if (length !== undefined && Number(length) > limits.bodyBytes) return refused('FICUS_ERR_BODY_TOO_LARGE')
+    if (overBodyLimit(req, limits)) return refused(edge, reply, 'FICUS_ERR_BODY_TOO_LARGE', ex)
     const authority = absoluteFormAuthority(req)
     const fwd = forwardHeaders(req.rawHeaders, {
       peer: req.socket.remoteAddress ?? '',
@@ -68,9 +61,9 @@ async function decision(fastify: FastifyInstance, opts: DecisionOptions): Promis
     })
     ex.clientIp = fwd.clientIp
     // nginx and HAProxy answer 400 to a second Host; Node keeps the first one silently.
-    if (fwd.hostCount > 1) return refused('FICUS_ERR_DUPLICATE_HOST')
+    if (fwd.hostCount > 1) return refused(edge, reply, 'FICUS_ERR_DUPLICATE_HOST', ex)
     // RFC 9112 §3.2; checked here rather than by Node so the answer carries a Ficus code.
-    if (fwd.hostCount === 0 && req.httpVersion === '1.1' && authority === undefined) return refused('FICUS_ERR_MISSING_HOST')
+    if (fwd.hostCount === 0 && req.httpVersion === '1.1' && authority === undefined) return refused(edge, reply, 'FICUS_ERR_MISSING_HOST', ex)
 
     const current = table.current
     const path = normalizePath(pathOf(url))
@@ -90,6 +83,12 @@ async function decision(fastify: FastifyInstance, opts: DecisionOptions): Promis
     ex.decision = d
     done()
   })
+}
+
+/** Answers the request here, outside fastify's reply (hijacked). */
+function refused(edge: EdgeDeps, reply: FastifyReply, code: ErrorCode, ex: Exchange): void {
+  reply.hijack()
+  refuse(edge, reply.request.raw, reply.raw, code, ex)
 }
 
 export default fp(decision, { name: 'ficus-decision', fastify: '5.x' })

@@ -6,7 +6,7 @@ import type { Metrics } from '../adapters/metrics-registry.js'
 import type { Limits } from '../config/schema.js'
 import { acceptableRequestId, unmapIPv4 } from '../core/forward-headers.js'
 import { errorBody, ficusError, reasonOf, type ErrorCode } from '../errors.js'
-import { ClientGone, Exchange, exchangeOf } from '../exchange.js'
+import { attachExchange, ClientGone, Exchange, exchangeOf } from '../exchange.js'
 import { sendError } from './respond.js'
 
 /**
@@ -27,8 +27,8 @@ const LINGER_MS = 1000
 export interface EdgeDeps {
   readonly metrics: Metrics
   readonly limits: Limits
-  /** The access log and metrics of a finished exchange (record.ts). */
-  readonly record: (ex: Exchange, res: ServerResponse) => void
+  /** The `close` listener of every response: the access log and metrics of its exchange (record.ts). */
+  readonly record: (this: ServerResponse) => void
   /** Monotonic milliseconds. */
   readonly now: () => number
 }
@@ -70,18 +70,29 @@ export function hasBadTarget(req: IncomingMessage): boolean {
  * Answers a request Ficus refuses before it has a route, and records it (one access-log line,
  * `ficus_client_errors_total`). `close`: the body was not read, so the connection ends.
  */
-export function refuse(deps: EdgeDeps, req: IncomingMessage, res: ServerResponse, code: ErrorCode, requestId: string, ex?: Exchange): void {
+export function refuse(deps: EdgeDeps, req: IncomingMessage, res: ServerResponse, code: ErrorCode, ex: Exchange): void {
   const err = ficusError(code)
-  const record = ex ?? new Exchange(requestId, req.method ?? '', deps.now())
-  if (ex === undefined) {
-    record.target = req.url ?? ''
-    record.clientIp = unmapIPv4(req.socket.remoteAddress ?? '')
-    res.once('close', () => deps.record(record, res))
-  }
-  record.error = err
-  record.outcome = reasonOf(code)
-  deps.metrics.clientErrors.inc({ reason: record.outcome })
-  sendError(res, err, requestId, true)
+  // Refused before the forwarding headers were read: the peer's address is the client's.
+  if (ex.clientIp === '') ex.clientIp = unmapIPv4(req.socket.remoteAddress ?? '')
+  ex.error = err
+  ex.outcome = reasonOf(code)
+  deps.metrics.clientErrors.inc({ reason: ex.outcome })
+  sendError(res, err, ex.requestId, true)
+}
+
+/** The exchange record of a request: attached to its response, recorded once the response is over. */
+export function openExchange(deps: EdgeDeps, req: IncomingMessage, res: ServerResponse, requestId: string): Exchange {
+  const ex = new Exchange(requestId, req.method ?? '', deps.now())
+  ex.target = req.url ?? ''
+  attachExchange(res, ex)
+  res.once('close', deps.record)
+  return ex
+}
+
+/** A declared body over limits.bodySize (refused before it is read). */
+export function overBodyLimit(req: IncomingMessage, limits: Limits): boolean {
+  const length = req.headers['content-length']
+  return length !== undefined && Number(length) > limits.bodyBytes
 }
 
 /**
@@ -119,7 +130,7 @@ export function clientErrorHandler(deps: EdgeDeps) {
       ex.error = e
       ex.outcome = reason
       // The client was answered here: the request in progress upstream is abandoned.
-      ex.abortUpstream?.(new ClientGone())
+      ex.attempt?.abort(new ClientGone())
     }
   }
 }
@@ -128,7 +139,7 @@ export function clientErrorHandler(deps: EdgeDeps) {
 export function frameworkErrors(deps: EdgeDeps) {
   return function onFrameworkError(_err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
     reply.hijack()
-    refuse(deps, request.raw, reply.raw, 'FICUS_ERR_BAD_TARGET', request.id)
+    refuse(deps, request.raw, reply.raw, 'FICUS_ERR_BAD_TARGET', openExchange(deps, request.raw, reply.raw, request.id))
   }
 }
 
@@ -139,9 +150,8 @@ export function frameworkErrors(deps: EdgeDeps) {
  */
 export function answerExpectContinue(server: Server, deps: EdgeDeps): void {
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-    const length = Number(req.headers['content-length'] ?? 0)
-    if (length > deps.limits.bodyBytes) {
-      refuse(deps, req, res, 'FICUS_ERR_BODY_TOO_LARGE', requestIdOf(req))
+    if (overBodyLimit(req, deps.limits)) {
+      refuse(deps, req, res, 'FICUS_ERR_BODY_TOO_LARGE', openExchange(deps, req, res, requestIdOf(req)))
       return
     }
     res.writeContinue()

@@ -76,7 +76,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
         const decision = ex.decision
         if (decision === null) throw new Error('no decision for request')
         const body = declaresBody(req.headers) ? new BodyGuard(req, limits.bodyBytes, limits.bodyIdleTimeoutMs) : null
-        send(ex, req, res, decision.primary, body, undefined)
+        send(ex, req, res, decision.primary, upstreams.get(ex.rule!.backends[decision.primary]), body, undefined)
         // After the primary is on its way: a copy never goes ahead of the request a client waits for.
         if (decision.shadow) ex.shadow = shadowing.begin(ex, req, res, body)
       } catch (err) {
@@ -89,9 +89,8 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
     }
   })
 
-  /** Starts one attempt; `headersTimeout` (ms) overrides the upstream's, for a fallback. */
-  function send(ex: Exchange, req: IncomingMessage, res: ServerResponse, backend: Backend, body: BodyGuard | null, headersTimeout: number | undefined): void {
-    const upstream = upstreams.get(ex.rule!.backends[backend])
+  /** Starts one attempt on `backend`'s upstream; `headersTimeout` (ms) overrides the upstream's, for a fallback. */
+  function send(ex: Exchange, req: IncomingMessage, res: ServerResponse, backend: Backend, upstream: Upstream | undefined, body: BodyGuard | null, headersTimeout: number | undefined): void {
     ex.backend = backend
     if (upstream === undefined) {
       // A reload removed this upstream after the request was decided: the pool is closing.
@@ -113,6 +112,8 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
     private streaming = false
     /** new's failure answer is being read to its end (the connection stays usable). */
     private discarding = 0
+    /** Running while the client does not read (between a full write and its drain): past limits.sendTimeout, abort. */
+    private stall: NodeJS.Timeout | null = null
 
     constructor (
       private readonly ex: Exchange,
@@ -131,7 +132,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
           return
         case 'queued':
           this.state = 'queued'
-          this.ex.abortUpstream = (err) => this.abort(err)
+          this.ex.attempt = this
           return
         case 'full':
           this.state = 'over'
@@ -142,7 +143,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
     /** The attempt holds a slot: dispatch (Waiter.start, or straight from begin). */
     start (): void {
       this.state = 'running'
-      this.ex.abortUpstream = (err) => this.abort(err)
+      this.ex.attempt = this
       this.upstream.dispatch({
         path: this.ex.target,
         method: this.req.method as Dispatcher.HttpMethod,
@@ -157,7 +158,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
         // Nothing was sent: leave the queue without touching the Pool.
         this.upstream.cancel(this)
         this.state = 'over'
-        this.ex.abortUpstream = null
+        this.ex.attempt = null
         this.body?.detach()
       } else if (this.state === 'running') {
         if (this.controller === null) this.pendingAbort = err
@@ -198,13 +199,14 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       if (this.discarding !== 0) return
       const written = this.res.write(chunk)
       this.ex.shadow?.data(chunk)
-      if (written) return
+      if (written || this.stall !== null) return // (a chunk undici had in hand after pause(): the wait is on)
       // The client is slower than the upstream: wait for it, but not forever, since a
       // reader that stopped would hold this upstream connection.
       controller.pause()
-      const stall = setTimeout(() => controller.abort(new SendTimeout()), limits.sendTimeoutMs)
+      this.stall = setTimeout(() => { controller.abort(new SendTimeout()) }, limits.sendTimeoutMs)
       this.res.once('drain', () => {
-        clearTimeout(stall)
+        if (this.stall !== null) clearTimeout(this.stall)
+        this.stall = null
         controller.resume()
       })
     }
@@ -215,8 +217,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
         fallBack(this.ex, this.req, this.res, `status_${this.discarding}`)
         return
       }
-      const names = Object.keys(trailers)
-      if (names.length > 0 && this.res.chunkedEncoding) this.res.addTrailers(trailers)
+      if (this.res.chunkedEncoding && Object.keys(trailers).length > 0) this.res.addTrailers(trailers)
       this.res.end()
       this.ex.shadow?.end()
       if (this.body !== null && !this.req.complete) this.body.detach()
@@ -247,7 +248,8 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       if (this.state === 'over') return false
       this.state = 'over'
       this.upstream.release()
-      this.ex.abortUpstream = null
+      this.ex.attempt = null
+      if (this.stall !== null) clearTimeout(this.stall)
       return true
     }
 
@@ -303,7 +305,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       return
     }
     ex.outcome = 'fallback'
-    send(ex, req, res, 'legacy', null, left)
+    send(ex, req, res, 'legacy', legacy, null, left)
   }
 }
 

@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http'
 import type { Logger } from '../adapters/logger.js'
 import type { Metrics } from '../adapters/metrics-registry.js'
 import { pathOf } from '../core/normalize-path.js'
-import { ClientGone, type Exchange } from '../exchange.js'
+import { ClientGone, exchangeOf, type Exchange } from '../exchange.js'
 
 /** nginx's status for "the client closed the connection before the response": well known to SREs. */
 export const CLIENT_CLOSED = 499
@@ -13,8 +13,15 @@ export const CLIENT_CLOSED = 499
  * The query string is left out of the log: it often carries tokens.
  */
 export function exchangeRecorder(metrics: Metrics, log: Logger, now: () => number) {
-  return function recordExchange(ex: Exchange, res: ServerResponse): void {
-    if (ex.abortUpstream !== null) ex.abortUpstream(new ClientGone())
+  /** The response's `close` listener: one function for every response (openExchange attaches it). */
+  return function recordExchange(this: ServerResponse): void {
+    const ex = exchangeOf(this)
+    if (ex === null) return
+    record(ex, this)
+  }
+
+  function record(ex: Exchange, res: ServerResponse): void {
+    ex.attempt?.abort(new ClientGone())
     // A shadowed request whose primary did not complete has nothing to compare.
     if (ex.shadow !== null) {
       const failed = ex.error !== null || (ex.outcome !== 'ok' && ex.outcome !== 'client_aborted')

@@ -3,8 +3,6 @@ import type { AddressInfo } from 'node:net'
 
 export interface RawUpstream {
   readonly url: string
-  /** Connections accepted so far. */
-  connections: number
   /** Resolves when the n-th accepted connection has closed. */
   closed(n: number): Promise<void>
 }
@@ -19,12 +17,10 @@ export async function startRawUpstream(t: { teardown(fn: () => unknown): void },
   const closes: Promise<void>[] = []
   const state = {
     url: '',
-    connections: 0,
     closed: (n: number) => closes[n - 1] ?? Promise.reject(new Error(`no connection ${n}`))
   }
   const server = createServer((socket) => {
     sockets.push(socket)
-    state.connections++
     closes.push(new Promise((resolve) => socket.on('close', () => resolve())))
     let head = ''
     socket.on('data', (d: Buffer) => {

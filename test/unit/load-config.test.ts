@@ -19,7 +19,7 @@ async function problems(file: string, env: Record<string, string> = {}): Promise
 t.test('a minimal file gets the documented defaults', async (t) => {
   const c = await loadConfig(fixture('valid-minimal.yaml'), {})
   t.same(c.listen, { host: '0.0.0.0', port: 8080 })
-  t.same(c.admin, { host: '127.0.0.1', port: 9090, token: undefined, tokens: [] })
+  t.same(c.admin, { host: '127.0.0.1', port: 9090, tokens: [] })
   t.same(c.upstreams.legacy, {
     name: 'legacy', origin: 'http://legacy.internal:8080', authority: 'legacy.internal:8080',
     timeoutMs: 30_000, connectTimeoutMs: 5_000, bodyTimeoutMs: 30_000, connections: 128, maxQueue: 512, hostHeader: 'preserve'
@@ -39,7 +39,6 @@ t.test('a minimal file gets the documented defaults', async (t) => {
 t.test('a full file: every key read, env expanded, per-route overrides applied', async (t) => {
   const c = await loadConfig(fixture('valid-full.yaml'), { LEGACY_URL: 'http://10.0.0.5:8080', PORT: '8181', FICUS_ADMIN_TOKEN: 'tok' })
   t.equal(c.listen.port, 8181, '${PORT:-8080} is the number 8181')
-  t.equal(c.admin.token, 'tok')
   t.same(c.admin.tokens, [{ name: 'admin', token: 'tok' }])
   t.equal(c.upstreams.monolith?.origin, 'http://10.0.0.5:8080')
   t.same([c.upstreams.monolith?.timeoutMs, c.upstreams.monolith?.connectTimeoutMs, c.upstreams.monolith?.bodyTimeoutMs], [30_000, 2_000, 60_000])
@@ -116,7 +115,7 @@ function errorsOf(text: string, env: Record<string, string> = {}): string[] {
 
 t.test('${ENV} expansion', async (t) => {
   const admin = (token: string, env: Record<string, string>): string | undefined =>
-    parseConfig(base(`admin: { token: ${token} }`), 'x.yaml', env).admin.token
+    parseConfig(base(`admin: { token: ${token} }`), 'x.yaml', env).admin.tokens.find((x) => x.name === 'admin')?.token
   t.equal(admin('${T}', { T: 'abc' }), 'abc', 'inside a flow mapping')
   t.equal(admin('${T:-dflt}', {}), 'dflt', 'default when unset')
   t.equal(admin('${T:-dflt}', { T: '' }), 'dflt', 'default when empty')
