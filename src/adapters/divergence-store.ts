@@ -59,9 +59,9 @@ export interface RouteSummary {
 /** Distinct field paths counted per route; a body with generated keys cannot grow memory past it. */
 export const MAX_FIELDS_PER_ROUTE = 500
 /** Longest field path counted (characters). */
-export const MAX_FIELD_CHARS = 300
+const MAX_FIELD_CHARS = 300
 /** Field paths listed in a summary. */
-export const TOP_FIELDS = 10
+const TOP_FIELDS = 10
 
 class RouteStats {
   readonly comparisons: Record<Outcome, number> = { match: 0, diverged: 0, error: 0, skipped: 0 }

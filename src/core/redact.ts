@@ -8,13 +8,13 @@ import { formatBodyPath, matchesBody, type RulePath, type Seg } from './rule-pat
  * its value). Long values are cut.
  */
 
-export const REDACTED = '[redacted]'
+const REDACTED = '[redacted]'
 /** Credential headers: their values never appear in a sample, whatever the route says. */
-export const SECRET_HEADERS: ReadonlySet<string> = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie'])
+const SECRET_HEADERS: ReadonlySet<string> = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie'])
 /** Longest text shown for one value (characters). */
-export const MAX_VALUE_CHARS = 200
+const MAX_VALUE_CHARS = 200
 /** Longest path shown (characters): keys are data too, and may be long. */
-export const MAX_PATH_CHARS = 300
+const MAX_PATH_CHARS = 300
 
 /** A difference as a sample shows it. */
 export interface ShownDifference {

@@ -2,6 +2,9 @@ import type { IncomingMessage } from 'node:http'
 import { Transform, type TransformCallback } from 'node:stream'
 import { ficusError, type FicusError } from '../errors.js'
 
+/** The body as kept for a shadow copy: the bytes, or why they could not be kept. */
+export type Captured = Buffer | 'too_large' | 'failed'
+
 /**
  * The request body on its way upstream, guarded: past `limit` bytes it fails with 413
  * (chunked bodies are only known to be too large while they stream), and when the client
@@ -9,9 +12,6 @@ import { ficusError, type FicusError } from '../errors.js'
  * connection until the whole-request timeout. It always has an error listener (`onError`):
  * a failure after Ficus has answered must never become an uncaught exception.
  */
-/** The body as kept for a shadow copy: the bytes, or why they could not be kept. */
-export type Captured = Buffer | 'too_large' | 'failed'
-
 export class BodyGuard extends Transform {
   /** Why the body failed, once it has (read by the proxy to choose its answer). */
   failure: FicusError | null = null

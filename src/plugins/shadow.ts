@@ -19,7 +19,7 @@ import type { Exchange } from '../exchange.js'
 import type { BodyGuard, Captured } from './body-guard.js'
 
 /** Response headers as undici hands them over (lower-case names). */
-export type Headers = Record<string, string | string[] | undefined>
+type Headers = Record<string, string | string[] | undefined>
 
 /**
  * What the proxy reports of the primary exchange, as it happens. Every method returns at
