@@ -2,7 +2,7 @@ import type { AuditEntry, AuditLog } from './adapters/audit-log.js'
 import type { FlagSource, FlagSourceStatus } from './adapters/flags.js'
 import { UnleashAdminError, type UnleashAdminApi } from './adapters/unleash-admin.js'
 import type { Logger } from './adapters/logger.js'
-import type { Metrics } from './adapters/metrics-registry.js'
+import { primeRoute, type Metrics } from './adapters/metrics-registry.js'
 import { writeState } from './adapters/state-file.js'
 import type { Config } from './config/schema.js'
 import { flagState, type FlagState } from './core/flag-state.js'
@@ -257,6 +257,7 @@ export class ControlPlane {
       // A flag whose strategies decide per user has no single number: no series (documented).
       if (share !== null) this.metrics.newPercent.set({ route: r.name }, share)
       this.metrics.shadowPercent.set({ route: r.name }, r.shadow)
+      primeRoute(this.metrics, r.name, r.flag !== null)
       this.lastShare.set(r.name, share)
     }
   }

@@ -3,7 +3,7 @@ import { Unleash, UnleashEvents, type ClientFeaturesResponse, type Context } fro
 import type { UnleashConfig } from '../config/schema.js'
 import { flagState, type FlagState } from '../core/flag-state.js'
 import type { Logger } from './logger.js'
-import type { Metrics } from './metrics-registry.js'
+import { flagSource, type Metrics } from './metrics-registry.js'
 import { writeFileAtomic } from './state-file.js'
 
 /**
@@ -97,7 +97,7 @@ export class UnleashFlags implements FlagSource {
     private readonly metrics: Metrics,
     private readonly log: Logger
   ) {
-    metrics.flagSourceReady.set(0)
+    flagSource(metrics)
     // Always listening, also after stop(): destroy() while Unleash is unreachable can still
     // emit `error` from a fetch in flight, and an EventEmitter error without a listener throws.
     client.on(UnleashEvents.Error, (err: unknown) => { this.failed(err) })

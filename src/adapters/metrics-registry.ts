@@ -34,8 +34,8 @@ export function createMetrics(register: Registry = new Registry()) {
       registers
     }),
     upstreamErrors: counter('ficus_upstream_errors_total',
-      'Failed exchanges with a backend, by reason (refused, reset, timeout, saturated, bad_response, …)',
-      ['backend', 'reason']),
+      'Failed primary exchanges with a backend, by route and reason (refused, reset, timeout, saturated, bad_response, …)',
+      ['route', 'backend', 'reason']),
     fallbacks: counter('ficus_fallbacks_total',
       'Requests served by legacy because new failed before answering (reason: the failure, or status_5xx)',
       ['route', 'reason']),
@@ -66,9 +66,12 @@ export function createMetrics(register: Registry = new Registry()) {
     shadowPercent: gauge('ficus_route_shadow_percent',
       'Configured share of requests copied to the other backend, per route (0-100)',
       ['route']),
-    flagSourceReady: gauge('ficus_flag_source_ready',
-      '1 when the flag source (Unleash) answered the last fetch; 0 before the first one and during an outage (flags then stay as last fetched)',
-      []),
+    // Exposed only once a flag source opens (flagSource()): a Ficus without Unleash has no source to be "not ready".
+    flagSourceReady: new Gauge({
+      name: 'ficus_flag_source_ready',
+      help: '1 when the flag source (Unleash) answered the last fetch; 0 before the first one and during an outage (flags then stay as last fetched)',
+      registers: []
+    }),
     flagErrors: counter('ficus_flag_errors_total',
       'Failures talking to Unleash, by kind: fetch (flag definitions; readiness drops), metrics (usage reports), other',
       ['kind']),
@@ -76,7 +79,33 @@ export function createMetrics(register: Registry = new Registry()) {
       'Always 1; the version label says which Ficus is running',
       ['version'])
   }
+  for (const outcome of ['success', 'failure']) m.configReloads.inc({ outcome }, 0)
   return m
 }
 
 export type Metrics = ReturnType<typeof createMetrics>
+
+/**
+ * Creates a route's event series at 0. A counter that appears at 1 has no earlier sample, so
+ * `rate()`/`increase()` (and every alert built on them) miss its first event; and a panel of
+ * a route that has had no rollback should say 0, not "no data". Idempotent (adds 0): called
+ * for every route whenever the route table is built.
+ */
+export function primeRoute(m: Metrics, route: string, flagged: boolean): void {
+  m.rollbacks.inc({ route, trigger: 'manual' }, 0)
+  if (flagged) m.rollbacks.inc({ route, trigger: 'flag' }, 0)
+  for (const outcome of COMPARISON_OUTCOMES) m.comparisons.inc({ route, outcome }, 0)
+  for (const kind of DIVERGENCE_KINDS) m.divergences.inc({ route, kind }, 0)
+  for (const reason of SHADOW_DROP_REASONS) m.shadowDropped.inc({ route, reason }, 0)
+}
+
+/** A flag source opened: its readiness gauge (at 0 until the first fetch) and error kinds join /metrics. */
+export function flagSource(m: Metrics): void {
+  m.register.registerMetric(m.flagSourceReady)
+  m.flagSourceReady.set(0)
+  for (const kind of ['fetch', 'metrics', 'other']) m.flagErrors.inc({ kind }, 0)
+}
+
+const COMPARISON_OUTCOMES = ['match', 'diverged', 'error', 'skipped'] as const
+const DIVERGENCE_KINDS = ['status', 'header', 'body'] as const
+const SHADOW_DROP_REASONS = ['concurrency', 'timeout', 'body_too_large'] as const

@@ -257,7 +257,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
     private failed (err: FicusError, canFallBack: boolean): void {
       const { ex } = this
       const reason = reasonOf(err.code)
-      metrics.upstreamErrors.inc({ backend: ex.backend as string, reason })
+      metrics.upstreamErrors.inc({ route: ex.rule!.name, backend: ex.backend as string, reason })
       ex.error = err // kept for the log line even when legacy answers
       if (canFallBack) {
         fallBack(ex, this.req, this.res, reason)

@@ -26,6 +26,17 @@ t.test('/metrics lists every family with its route gauges; labels are route name
   t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: side, role: 'primary', code: '200' }), 1)
   t.equal(sample(m, 'ficus_request_duration_seconds_count', { route: 'orders', backend: side, role: 'primary' }), 1)
   t.notMatch(m, /12345|token|secret|hunter2|\/api\/orders/, 'no path, query or credential in metrics')
+
+  // Event series exist at 0 before the first event, so rate()/increase() and alerts see it.
+  for (const [name, labels] of [
+    ['ficus_rollbacks_total', { route: 'orders', trigger: 'manual' }],
+    ['ficus_comparisons_total', { route: 'default', outcome: 'diverged' }],
+    ['ficus_divergences_total', { route: 'default', kind: 'body' }],
+    ['ficus_shadow_dropped_total', { route: 'orders', reason: 'timeout' }],
+    ['ficus_config_reloads_total', { outcome: 'failure' }]
+  ] as const) t.equal(sample(m, name, labels), 0, `${name} ${JSON.stringify(labels)} at 0`)
+  t.equal(sample(m, 'ficus_rollbacks_total', { route: 'orders', trigger: 'flag' }), undefined, 'no flag trigger on a route without a flag')
+  t.notMatch(m, /ficus_flag_source_ready/, 'no flag source configured: no readiness to alert on')
 })
 
 t.test('the access log line has what an SRE needs and no credential', async (t) => {

@@ -42,6 +42,7 @@ t.test('a valid reload takes effect on the next request; unchanged pools and the
   t.equal(sample(m, 'ficus_config_reloads_total', { outcome: 'success' }), 1)
   t.equal(sample(m, 'ficus_route_new_percent', { route: 'orders' }), 100)
   t.equal(sample(m, 'ficus_route_new_percent', { route: 'rest' }), 0)
+  t.equal(sample(m, 'ficus_rollbacks_total', { route: 'rest', trigger: 'manual' }), 0, 'a route added by a reload has its event series at 0')
   t.match(await f.logs.waitFor((l) => l.msg === 'config reloaded'), { why: 'test', routes: 2 })
 })
 

@@ -16,7 +16,7 @@ t.test('refused → 502 with a Ficus code, no address in the body, counted and l
   t.notMatch(r.text, String(port))
   t.equal(r.headers['content-type'], 'application/json; charset=utf-8')
   const m = await f.scrape()
-  t.equal(sample(m, 'ficus_upstream_errors_total', { backend: 'legacy', reason: 'refused' }), 1)
+  t.equal(sample(m, 'ficus_upstream_errors_total', { route: 'default', backend: 'legacy', reason: 'refused' }), 1)
   t.equal(sample(m, 'ficus_requests_total', { route: 'default', backend: 'legacy', role: 'primary', code: '502' }), 1)
   const line = await f.logs.waitFor((l) => l.msg === 'request')
   t.match(line, { level: 'warn', outcome: 'refused', status: 502, error: { code: 'FICUS_ERR_UPSTREAM_REFUSED', cause: /ECONNREFUSED/ } })
@@ -37,7 +37,7 @@ t.test('no response head in time → 504', async (t) => {
   const r = await f.fetch('/x')
   t.equal(r.status, 504)
   t.match(r.json(), { code: 'FICUS_ERR_UPSTREAM_TIMEOUT', error: 'The backend did not answer in time' })
-  t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { backend: 'legacy', reason: 'timeout' }), 1)
+  t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { route: 'default', backend: 'legacy', reason: 'timeout' }), 1)
 })
 
 t.test('no connection in time → 504 connect timeout', async (t) => {
@@ -45,7 +45,7 @@ t.test('no connection in time → 504 connect timeout', async (t) => {
   const r = await f.fetch('/x')
   t.equal(r.status, 504)
   t.match(r.json(), { code: 'FICUS_ERR_UPSTREAM_CONNECT_TIMEOUT', error: 'The backend did not accept a connection in time' })
-  t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { backend: 'legacy', reason: 'connect_timeout' }), 1)
+  t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { route: 'default', backend: 'legacy', reason: 'connect_timeout' }), 1)
 })
 
 t.test('a 503 from the upstream is passed through once: no hidden retries', async (t) => {
@@ -76,7 +76,7 @@ t.test('pool saturation → fast 503, counted; the held request still completes'
   t.equal(legacy.started(), 1, 'the refused request never reached the upstream')
   slow.release()
   t.equal((await first).text, 'done')
-  t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { backend: 'legacy', reason: 'saturated' }), 1)
+  t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { route: 'default', backend: 'legacy', reason: 'saturated' }), 1)
   t.equal((await f.fetch('/third')).status, 200, 'capacity is given back')
 })
 
@@ -98,7 +98,7 @@ t.test('a response that stalls mid-body aborts the client connection after bodyT
   await t.rejects(res.body.text(), 'the client sees a broken body, not a short one')
   const line = await f.logs.waitFor((l) => l.msg === 'request')
   t.match(line, { outcome: 'body_timeout', status: 200, error: { code: 'FICUS_ERR_UPSTREAM_BODY_TIMEOUT' } })
-  t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { backend: 'legacy', reason: 'body_timeout' }), 1)
+  t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { route: 'default', backend: 'legacy', reason: 'body_timeout' }), 1)
 })
 
 t.test('an upstream that breaks off mid-body aborts the client connection', async (t) => {
