@@ -1,0 +1,338 @@
+/**
+ * The Ficus Grafana dashboard, generated with Grafana's foundation SDK (types of Grafana
+ * 10.4; Grafana 11 imports it as is). `npm run dashboard` writes grafana/dashboards/ficus.json;
+ * a test fails when the committed JSON and this file disagree, and another evaluates every
+ * query below on a real Prometheus scraping a real Ficus (test/observability/).
+ *
+ * Queries filter on `$route` and `$instance` (multi-value, "All" = `.*`). Latency panels
+ * show legacy and new side by side in one panel: on primary traffic (different users), and
+ * on shadowed routes (the fair comparison: each backend over the same requests).
+ */
+import {
+  DashboardBuilder, DashboardCursorSync, DatasourceVariableBuilder, QueryVariableBuilder, RowBuilder,
+  ThresholdsConfigBuilder, ThresholdsMode, VariableHide, VariableRefresh, VariableSort,
+  type Dashboard, type DataSourceRef, type DynamicConfigValue, type MatcherConfig, type Threshold, type ValueMapping, MappingType
+} from '@grafana/grafana-foundation-sdk/dashboard'
+import { DataqueryBuilder } from '@grafana/grafana-foundation-sdk/prometheus'
+import { PanelBuilder as StatPanel } from '@grafana/grafana-foundation-sdk/stat'
+import { PanelBuilder as TimeseriesPanel } from '@grafana/grafana-foundation-sdk/timeseries'
+import { BigValueGraphMode, LegendDisplayMode, LegendPlacement, ReduceDataOptionsBuilder, SortOrder, TooltipDisplayMode, VizLegendOptionsBuilder, VizTooltipOptionsBuilder } from '@grafana/grafana-foundation-sdk/common'
+
+export const DASHBOARD_UID = 'ficus-migration'
+
+const DS: DataSourceRef = { type: 'prometheus', uid: '${datasource}' }
+/** Every Ficus series of the selected routes and replicas. */
+const SEL = 'route=~"$route", instance=~"$instance"'
+/** Process series of the selected replicas. */
+const INST = 'instance=~"$instance"'
+const RATE = '[$__rate_interval]'
+
+interface Query { expr: string; legend: string }
+interface PanelSpec {
+  title: string
+  description: string
+  unit: string
+  queries: Query[]
+  /** Threshold steps after the base (green): [value, color]. */
+  steps?: [number, string][]
+  min?: number
+  max?: number
+  width?: number
+  stacked?: boolean
+}
+
+function thresholds(steps: [number, string][] = []): ThresholdsConfigBuilder {
+  const all: Threshold[] = [{ value: null, color: 'green' }, ...steps.map(([value, color]) => ({ value, color }))]
+  return new ThresholdsConfigBuilder().mode(ThresholdsMode.Absolute).steps(all)
+}
+
+function targets(queries: Query[]): DataqueryBuilder[] {
+  return queries.map((q, i) => new DataqueryBuilder()
+    .expr(q.expr)
+    .legendFormat(q.legend)
+    .range()
+    .refId(String.fromCharCode(65 + i))
+    .datasource(DS))
+}
+
+function timeseries(p: PanelSpec): TimeseriesPanel {
+  let b = new TimeseriesPanel()
+    .title(p.title)
+    .description(p.description)
+    .datasource(DS)
+    .unit(p.unit)
+    .thresholds(thresholds(p.steps))
+    .span(p.width ?? 8)
+    .height(8)
+    .lineWidth(1)
+    .fillOpacity(p.stacked === true ? 30 : 10)
+    .tooltip(new VizTooltipOptionsBuilder().mode(TooltipDisplayMode.Multi).sort(SortOrder.Descending))
+    .legend(new VizLegendOptionsBuilder().displayMode(LegendDisplayMode.Table).placement(LegendPlacement.Bottom).showLegend(true).calcs(['mean', 'max', 'lastNotNull']))
+  if (p.min !== undefined) b = b.min(p.min)
+  if (p.max !== undefined) b = b.max(p.max)
+  for (const t of targets(p.queries)) b = b.withTarget(t)
+  return b
+}
+
+function stat(p: PanelSpec & { mappings?: ValueMapping[]; noValue?: string; overrides?: { matcher: MatcherConfig; properties: DynamicConfigValue[] }[] }): StatPanel {
+  let b = new StatPanel()
+    .title(p.title)
+    .description(p.description)
+    .datasource(DS)
+    .unit(p.unit)
+    .thresholds(thresholds(p.steps))
+    .span(p.width ?? 6)
+    .height(5)
+    .graphMode(BigValueGraphMode.None)
+    .reduceOptions(new ReduceDataOptionsBuilder().calcs(['lastNotNull']).values(false))
+  if (p.mappings !== undefined) b = b.mappings(p.mappings)
+  if (p.noValue !== undefined) b = b.noValue(p.noValue)
+  for (const o of p.overrides ?? []) b = b.withOverride(o)
+  for (const t of targets(p.queries)) b = b.withTarget(t)
+  return b
+}
+
+const quantiles = (q: number, selector: string, by: string, suffix = ''): Query => ({
+  expr: `histogram_quantile(${q}, sum by (le, ${by}) (rate(ficus_request_duration_seconds_bucket{${selector}}${RATE})${suffix}))`,
+  legend: `{{${by}}} p${Math.round(q * 100)}`
+})
+
+/** `sum by (route) (rate(X))`, or 0 for a route that has the denominator's traffic but no X (a missing series is not 0). */
+const orZero = (num: string, den: string): string => `(${num} or (${den}) * 0)`
+
+export function dashboard(): Dashboard {
+  const primary = `${SEL}, role="primary"`
+  const primaryServed = `sum by (route) (rate(ficus_requests_total{${primary}, backend=~"legacy|new"}${RATE}))`
+  const compared = `sum by (route) (rate(ficus_comparisons_total{${SEL}, outcome=~"match|diverged"}${RATE}))`
+  const served5xx = (by: string): string => `sum by (${by}) (rate(ficus_requests_total{${primary}, backend=~"legacy|new", code=~"5.."}${RATE}))`
+  const servedBy = (by: string): string => `sum by (${by}) (rate(ficus_requests_total{${primary}, backend=~"legacy|new"}${RATE}))`
+
+  const b = new DashboardBuilder('Ficus — strangler-fig migration')
+    .uid(DASHBOARD_UID)
+    .description('Per route: how far the move from legacy to new has gone, how the two backends compare (errors, latency, divergences), what the control plane did, and the health of each Ficus replica.')
+    .tags(['ficus', 'migration', 'proxy'])
+    .editable()
+    .tooltip(DashboardCursorSync.Crosshair)
+    .refresh('30s')
+    .time({ from: 'now-1h', to: 'now' })
+    .timezone('browser')
+    .withVariable(new DatasourceVariableBuilder('datasource').label('Prometheus').type('prometheus'))
+    .withVariable(new QueryVariableBuilder('instance')
+      .label('Replica')
+      .description('Ficus replicas (Prometheus instance label)')
+      .datasource(DS)
+      .query('label_values(ficus_build_info, instance)')
+      .refresh(VariableRefresh.OnTimeRangeChanged)
+      .sort(VariableSort.AlphabeticalAsc)
+      .multi(true).includeAll(true).allValue('.*'))
+    .withVariable(new QueryVariableBuilder('route')
+      .label('Route')
+      .description('Routes of routes.yaml (every route has a shadow gauge, flagged ones too)')
+      .datasource(DS)
+      .query('label_values(ficus_route_shadow_percent{instance=~"$instance"}, route)')
+      .refresh(VariableRefresh.OnTimeRangeChanged)
+      .sort(VariableSort.AlphabeticalAsc)
+      .multi(true).includeAll(true).allValue('.*')
+      .hide(VariableHide.DontHide))
+
+  // ---- Migration progress
+  b.withRow(new RowBuilder('Migration progress'))
+  b.withPanel(timeseries({
+    title: 'New: configured share of users',
+    description: 'The share of users served by new in effect per route: routes.yaml, a runtime override (`ficus set`), or the route\'s Unleash flag. A drop to 0 is a rollback. No series for a flag whose strategies decide per user.',
+    unit: 'percent', min: 0, max: 100, width: 6,
+    queries: [{ expr: `max by (route) (ficus_route_new_percent{${SEL}})`, legend: '{{route}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Shadow: configured share of requests',
+    description: 'The share of requests copied to the other backend and compared, per route.',
+    unit: 'percent', min: 0, max: 100, width: 6,
+    queries: [{ expr: `max by (route) (ficus_route_shadow_percent{${SEL}})`, legend: '{{route}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'New: actual share of requests served',
+    description: 'Responses new gave to clients over all responses of the route. Below the configured share when new fails and legacy falls back, or when the sticky users of the share send fewer requests.',
+    unit: 'percentunit', min: 0, max: 1, width: 6,
+    queries: [{ expr: `${orZero(`sum by (route) (rate(ficus_requests_total{${primary}, backend="new"}${RATE}))`, primaryServed)} / ${primaryServed}`, legend: '{{route}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Divergence rate',
+    description: 'Share of compared requests (match + diverged) whose answers differed. `ficus divergences <route>` shows which fields and how. Empty when nothing was compared.',
+    unit: 'percentunit', min: 0, width: 6, steps: [[0.01, 'orange'], [0.05, 'red']],
+    queries: [{ expr: `sum by (route) (rate(ficus_comparisons_total{${SEL}, outcome="diverged"}${RATE})) / ${compared}`, legend: '{{route}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Comparisons per second',
+    description: 'Shadowed requests whose two answers were compared (match or diverged), per route. Skipped and failed copies are in the Divergence row.',
+    unit: 'reqps', min: 0, width: 24,
+    queries: [{ expr: compared, legend: '{{route}}' }]
+  }))
+
+  // ---- Traffic
+  b.withRow(new RowBuilder('Traffic'))
+  b.withPanel(timeseries({
+    title: 'Requests per second by backend and role',
+    description: 'Primary: responses to clients (backend none: Ficus answered itself, e.g. 413). Shadow: copies sent to the other backend.',
+    unit: 'reqps', min: 0, width: 8, stacked: true,
+    queries: [{ expr: `sum by (role, backend) (rate(ficus_requests_total{${SEL}}${RATE}))`, legend: '{{role}} → {{backend}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Responses by status class',
+    description: 'Responses to clients by status class (499: the client left before the answer).',
+    unit: 'reqps', min: 0, width: 8, stacked: true,
+    queries: [{ expr: `sum by (class) (label_replace(rate(ficus_requests_total{${primary}}${RATE}), "class", "\${1}xx", "code", "([0-9])[0-9][0-9]"))`, legend: '{{class}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: '5xx ratio by backend',
+    description: 'Share of client responses with a 5xx status, per backend that answered. new failing before it answers shows as fallbacks instead (legacy answered), or as 502/504 when no fallback was possible.',
+    unit: 'percentunit', min: 0, width: 8, steps: [[0.01, 'orange'], [0.05, 'red']],
+    queries: [{ expr: `${orZero(served5xx('backend'), servedBy('backend'))} / ${servedBy('backend')}`, legend: '{{backend}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Fallbacks to legacy',
+    description: 'Requests legacy answered because new failed before answering (refused, reset, timeout, saturated, status_5xx), by route and reason.',
+    unit: 'reqps', min: 0, width: 12, steps: [[0.1, 'orange']],
+    queries: [{ expr: `sum by (route, reason) (rate(ficus_fallbacks_total{${SEL}}${RATE}))`, legend: '{{route}}: {{reason}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Upstream errors',
+    description: 'Failed primary exchanges by backend and reason (refused, reset, timeout, connect_timeout, saturated, bad_response, body_timeout, …). A failure of new that legacy covered is here and in Fallbacks.',
+    unit: 'reqps', min: 0, width: 12, steps: [[0.1, 'orange'], [1, 'red']],
+    queries: [{ expr: `sum by (backend, reason) (rate(ficus_upstream_errors_total{${SEL}}${RATE}))`, legend: '{{backend}}: {{reason}}' }]
+  }))
+
+  // ---- Latency
+  const shadowed = ` and on (instance, route) (ficus_route_shadow_percent{${SEL}} > 0)`
+  b.withRow(new RowBuilder('Latency'))
+  b.withPanel(timeseries({
+    title: 'Primary latency: legacy vs new',
+    description: 'Request received → response finished, for the responses each backend gave to clients (different users on each side while a route is split). p50, p95 and p99.',
+    unit: 's', min: 0, width: 12, steps: [[0.5, 'orange'], [1, 'red']],
+    queries: [0.5, 0.95, 0.99].map((q) => quantiles(q, `${primary}, backend=~"legacy|new"`, 'backend'))
+  }))
+  b.withPanel(timeseries({
+    title: 'Shadowed routes: legacy vs new on the same requests',
+    description: 'The fair comparison: on routes with shadow > 0, each backend over every exchange it had, as primary or as shadow copy. At shadow 100 % both backends saw exactly the same requests. (Primary times include Ficus and the client; shadow times run from the copy sent to its answer read.)',
+    unit: 's', min: 0, width: 12, steps: [[0.5, 'orange'], [1, 'red']],
+    queries: [0.5, 0.95, 0.99].map((q) => quantiles(q, `${SEL}, backend=~"legacy|new"`, 'backend', shadowed))
+  }))
+
+  // ---- Divergence
+  b.withRow(new RowBuilder('Divergence'))
+  b.withPanel(timeseries({
+    title: 'Divergence by kind',
+    description: 'Share of compared requests that differed in each part of the response; one comparison can differ in several parts.',
+    unit: 'percentunit', min: 0, width: 8, steps: [[0.01, 'orange'], [0.05, 'red']],
+    queries: [{
+      expr: `sum by (kind) (rate(ficus_divergences_total{${SEL}}${RATE})) / ignoring (kind) group_left sum(rate(ficus_comparisons_total{${SEL}, outcome=~"match|diverged"}${RATE}))`,
+      legend: '{{kind}}'
+    }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Comparisons by outcome',
+    description: 'Shadowed requests by outcome: match, diverged, error (the copy failed, or comparing did), skipped (nothing to compare: dropped copy, client left, body over the limit). Reasons in `ficus divergences`.',
+    unit: 'reqps', min: 0, width: 8, stacked: true,
+    queries: [{ expr: `sum by (outcome) (rate(ficus_comparisons_total{${SEL}}${RATE}))`, legend: '{{outcome}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Shadow copies dropped',
+    description: 'Copies cut by a bound rather than allowed to slow anything: concurrency (shadow.maxInFlight), timeout, body_too_large. The user\'s response is never affected; sustained drops mean the comparison sees only part of the traffic.',
+    unit: 'reqps', min: 0, width: 8, steps: [[1, 'orange']],
+    queries: [{ expr: `sum by (route, reason) (rate(ficus_shadow_dropped_total{${SEL}}${RATE}))`, legend: '{{route}}: {{reason}}' }]
+  }))
+
+  // ---- Control plane
+  b.withRow(new RowBuilder('Control plane'))
+  b.withPanel(stat({
+    title: 'Rollbacks in the time range',
+    description: 'Rollbacks to new: 0, by route and trigger (manual: `ficus rollback` or the admin API; flag: the route\'s Unleash flag went to 0 % or off). Also drawn as annotations on every time series.',
+    unit: 'short', width: 6, steps: [[1, 'orange']],
+    queries: [{ expr: `sum by (route, trigger) (round(increase(ficus_rollbacks_total{${SEL}}[$__range])))`, legend: '{{route}} ({{trigger}})' }]
+  }))
+  b.withPanel(stat({
+    title: 'Config reloads in the time range',
+    description: 'routes.yaml reloads (file change or SIGHUP) by outcome. A failure leaves the running config in place; the log names the line that is wrong.',
+    unit: 'short', width: 6, steps: [[1, 'red']],
+    overrides: [{ matcher: { id: 'byName', options: 'success' }, properties: [{ id: 'color', value: { mode: 'fixed', fixedColor: 'blue' } }] }],
+    queries: [{ expr: `sum by (outcome) (round(increase(ficus_config_reloads_total{${INST}}[$__range])))`, legend: '{{outcome}}' }]
+  }))
+  b.withPanel(stat({
+    title: 'Flag source (Unleash) ready',
+    description: 'Per replica: 1 when the last fetch of flag definitions from Unleash succeeded. While 0, flags stay as last fetched (no user moves) and a runtime `ficus rollback` still works. No value: this Ficus has no `unleash` block.',
+    unit: 'none', width: 6, steps: [[1, 'green']],
+    mappings: [{ type: MappingType.ValueToText, options: { 0: { text: 'not ready', color: 'red', index: 0 }, 1: { text: 'ready', color: 'green', index: 1 } } }],
+    noValue: 'no flag source',
+    queries: [{ expr: `min by (instance) (ficus_flag_source_ready{${INST}})`, legend: '{{instance}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Flag source errors',
+    description: 'Failures talking to Unleash by kind: fetch (flag definitions; readiness drops), metrics (usage reports), other.',
+    unit: 'short', min: 0, width: 6, steps: [[0.1, 'orange']],
+    queries: [{ expr: `sum by (kind) (rate(ficus_flag_errors_total{${INST}}${RATE}))`, legend: '{{kind}}' }]
+  }))
+
+  // ---- Process
+  b.withRow(new RowBuilder('Process'))
+  b.withPanel(timeseries({
+    title: 'CPU',
+    description: 'CPU time per second per replica (1 = one core). Node serves requests on one core: near 1, the replica is saturated.',
+    unit: 'percentunit', min: 0, width: 6, steps: [[0.8, 'orange'], [0.95, 'red']],
+    queries: [{ expr: `sum by (instance) (rate(process_cpu_seconds_total{${INST}}${RATE}))`, legend: '{{instance}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Memory',
+    description: 'Resident memory and V8 heap in use per replica.',
+    unit: 'bytes', min: 0, width: 6, steps: [[400 * 1024 * 1024, 'orange']],
+    queries: [
+      { expr: `sum by (instance) (process_resident_memory_bytes{${INST}})`, legend: '{{instance}} RSS' },
+      { expr: `sum by (instance) (nodejs_heap_size_used_bytes{${INST}})`, legend: '{{instance}} heap used' }
+    ]
+  }))
+  b.withPanel(timeseries({
+    title: 'Event-loop lag',
+    description: 'How late the event loop runs timers (p50 and p99 over prom-client\'s sampling). Every request waits this long on top of the backends.',
+    unit: 's', min: 0, width: 6, steps: [[0.05, 'orange'], [0.2, 'red']],
+    queries: [
+      { expr: `max by (instance) (nodejs_eventloop_lag_p50_seconds{${INST}})`, legend: '{{instance}} p50' },
+      { expr: `max by (instance) (nodejs_eventloop_lag_p99_seconds{${INST}})`, legend: '{{instance}} p99' }
+    ]
+  }))
+  b.withPanel(timeseries({
+    title: 'Open handles',
+    description: 'Active libuv handles (sockets, timers, servers) and open file descriptors per replica. Steady growth under steady traffic is a leak.',
+    unit: 'short', min: 0, width: 6, steps: [[10000, 'orange']],
+    queries: [
+      { expr: `sum by (instance) (nodejs_active_handles_total{${INST}})`, legend: '{{instance}} handles' },
+      { expr: `sum by (instance) (process_open_fds{${INST}})`, legend: '{{instance}} fds' }
+    ]
+  }))
+
+  const built = b.build()
+  // Stable panel ids (links and "view panel" URLs use them), numbered in order.
+  let id = 0
+  for (const panel of built.panels ?? []) panel.id = ++id
+  return {
+    ...built,
+    annotations: {
+      list: [
+        { builtIn: 1, datasource: { type: 'grafana', uid: '-- Grafana --' }, enable: true, hide: true, iconColor: 'rgba(0, 211, 255, 1)', name: 'Annotations & Alerts', type: 'dashboard' },
+        annotation('Rollbacks', 'red', `sum by (route, trigger) (increase(ficus_rollbacks_total{${SEL}}${RATE})) > 0`, 'Rollback: {{route}} ({{trigger}})', 'route,trigger'),
+        annotation('Config reloads', 'blue', `sum by (outcome) (increase(ficus_config_reloads_total{${INST}}${RATE})) > 0`, 'Config reload: {{outcome}}', 'outcome')
+      ]
+    }
+  }
+}
+
+/**
+ * A Prometheus annotation: a mark wherever the expression has a value (Grafana's fields for it
+ * are not in the SDK's type). The window is $__rate_interval, wider than the step, so windows
+ * overlap and no counter step falls between two of them (with [$__interval] half would).
+ */
+function annotation(name: string, iconColor: string, expr: string, titleFormat: string, tagKeys: string) {
+  return { name, iconColor, enable: true, datasource: DS, expr, step: '$__interval', titleFormat, tagKeys, textFormat: '', useValueForTime: false }
+}
+
+/** The JSON as committed: stable key order from the builder, two-space indent, trailing newline. */
+export function dashboardJson(): string {
+  return JSON.stringify(dashboard(), null, 2) + '\n'
+}

@@ -1,0 +1,97 @@
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { parse } from 'yaml'
+import { dashboardJson } from '../../grafana/dashboard.js'
+import { ROOT } from '../helpers/spawn.js'
+
+/**
+ * The dashboard as SREs import it: the committed JSON is what grafana/dashboard.ts generates,
+ * and every panel tells what it shows (description), in what unit, against what thresholds.
+ * Its queries are evaluated on a real Prometheus in prometheus.test.ts.
+ */
+
+const FILE = join(ROOT, 'grafana', 'dashboards', 'ficus.json')
+const committed = readFileSync(FILE, 'utf8')
+const d = JSON.parse(committed) as {
+  uid: string
+  schemaVersion: number
+  panels: {
+    id: number
+    type: string
+    title: string
+    description?: string
+    datasource?: { type: string; uid: string }
+    gridPos: { x: number; y: number; w: number; h: number }
+    fieldConfig?: { defaults: { unit?: string; thresholds?: { steps: { value: number | null; color: string }[] } } }
+    targets?: { expr: string; legendFormat?: string; datasource?: { uid: string } }[]
+  }[]
+  templating: { list: { name: string; type: string; multi?: boolean; includeAll?: boolean; allValue?: string; query?: unknown }[] }
+  annotations: { list: { name: string; expr?: string; builtIn?: number }[] }
+}
+
+t.test('the committed JSON is the generated one (npm run dashboard writes it)', async (t) => {
+  t.equal(committed, dashboardJson())
+})
+
+t.test('rows of the migration, and a route variable that takes several routes or all', async (t) => {
+  const rows = d.panels.filter((p) => p.type === 'row').map((p) => p.title)
+  t.same(rows, ['Migration progress', 'Traffic', 'Latency', 'Divergence', 'Control plane', 'Process'])
+  const v = Object.fromEntries(d.templating.list.map((x) => [x.name, x]))
+  t.match(v.datasource, { type: 'datasource', query: 'prometheus' })
+  t.match(v.route, { type: 'query', multi: true, includeAll: true, allValue: '.*' })
+  t.match(v.instance, { type: 'query', multi: true, includeAll: true, allValue: '.*' })
+  t.ok(d.schemaVersion >= 36, 'a schema Grafana 10 and 11 load')
+})
+
+t.test('every panel: description, unit, thresholds, the datasource variable, a legend per query, on the grid', async (t) => {
+  const panels = d.panels.filter((p) => p.type !== 'row')
+  t.ok(panels.length >= 20, `${panels.length} panels`)
+  t.equal(new Set(d.panels.map((p) => p.id)).size, d.panels.length, 'unique ids')
+  const cells = new Set<string>()
+  for (const p of panels) {
+    t.ok((p.description ?? '').length > 40, `${p.title}: described`)
+    t.ok((p.fieldConfig?.defaults.unit ?? '') !== '', `${p.title}: unit`)
+    t.ok((p.fieldConfig?.defaults.thresholds?.steps.length ?? 0) >= 1, `${p.title}: thresholds`)
+    t.same(p.datasource, { type: 'prometheus', uid: '${datasource}' }, `${p.title}: datasource variable`)
+    t.ok((p.targets ?? []).length > 0, `${p.title}: queries`)
+    for (const q of p.targets ?? []) {
+      t.ok((q.legendFormat ?? '') !== '', `${p.title}: legend`)
+      t.equal(q.datasource?.uid, '${datasource}')
+      if (q.expr.startsWith('ficus_') || q.expr.includes('(ficus_')) t.match(q.expr, /route=~"\$route"|instance=~"\$instance"/, `${p.title}: filtered by the variables`)
+    }
+    const { x, y, w, h } = p.gridPos
+    t.ok(x >= 0 && x + w <= 24, `${p.title}: within the grid width`)
+    for (let i = x; i < x + w; i++) for (let j = y; j < y + h; j++) {
+      if (cells.has(`${i},${j}`)) t.fail(`${p.title} overlaps another panel at ${i},${j}`)
+      cells.add(`${i},${j}`)
+    }
+  }
+})
+
+t.test('latency panels put legacy and new side by side, p50/p95/p99, primary and shadowed', async (t) => {
+  const latency = d.panels.filter((p) => p.fieldConfig?.defaults.unit === 's' && p.title.includes('legacy vs new'))
+  t.equal(latency.length, 2)
+  for (const p of latency) {
+    t.same(p.targets?.map((q) => q.expr.match(/^histogram_quantile\((0\.\d+),/)?.[1]), ['0.5', '0.95', '0.99'], p.title)
+    for (const q of p.targets ?? []) {
+      t.match(q.expr, /sum by \(le, backend\)/, 'one series per backend')
+      t.match(q.expr, /backend=~"legacy\|new"/)
+    }
+  }
+  t.match(latency[1]?.targets?.[0]?.expr, /and on \(instance, route\) \(ficus_route_shadow_percent\{[^}]*\} > 0\)/, 'shadowed: routes with shadow > 0 only')
+})
+
+t.test('control plane events are annotations too', async (t) => {
+  const names = d.annotations.list.filter((a) => a.builtIn === undefined).map((a) => a.name)
+  t.same(names, ['Rollbacks', 'Config reloads'])
+})
+
+t.test('provisioning: the default Prometheus data source, sized to the scrape interval; the dashboards folder', async (t) => {
+  const ds = parse(readFileSync(join(ROOT, 'grafana', 'provisioning', 'datasources', 'prometheus.yml'), 'utf8')) as { datasources: { type: string; isDefault: boolean; url: string; jsonData: { timeInterval: string } }[] }
+  const prom = parse(readFileSync(join(ROOT, 'prometheus', 'prometheus.yml'), 'utf8')) as { global: { scrape_interval: string } }
+  t.match(ds.datasources, [{ type: 'prometheus', isDefault: true, url: 'http://prometheus:9090' }])
+  t.equal(ds.datasources[0]?.jsonData.timeInterval, prom.global.scrape_interval, '$__rate_interval follows the real scrape interval')
+  const dash = parse(readFileSync(join(ROOT, 'grafana', 'provisioning', 'dashboards', 'ficus.yml'), 'utf8')) as { providers: { type: string; options: { path: string } }[] }
+  t.match(dash.providers, [{ type: 'file', options: { path: '/var/lib/grafana/dashboards' } }])
+})

@@ -1,0 +1,191 @@
+import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import t from 'tap'
+import { Pool, request } from 'undici'
+import { rolloutFlag, startFeaturesServer } from '../helpers/features-server.js'
+import { prometheusBinaries, startPrometheus } from '../helpers/prometheus.js'
+import { CLI, ROOT, run } from '../helpers/spawn.js'
+import { startUpstream } from '../helpers/upstream.js'
+
+/**
+ * What SREs import must work the first time: a real Prometheus scrapes a real `ficus start`
+ * process in front of real legacy/new servers under load (a split route shadowed both ways
+ * with divergences, fallbacks, upstream resets, shadow copies cut by their timeout, 5xx on
+ * both sides, a flag from an Unleash API, a rollback, config reloads that succeed and fail).
+ * Then every query of the shipped dashboard, with its template variables substituted as
+ * Grafana does, must return series; the shipped rules must evaluate without error on that
+ * data; promtool must accept the rules, their unit tests and Ficus's own exposition.
+ */
+
+const { prometheus: PROMETHEUS, promtool: PROMTOOL } = prometheusBinaries()
+const DASHBOARD = JSON.parse(readFileSync(join(ROOT, 'grafana', 'dashboards', 'ficus.json'), 'utf8')) as Dashboard
+const RULES = join(ROOT, 'prometheus', 'alerts.yml')
+/** Scrape and rule evaluation every second; Grafana's $__rate_interval is then max($__interval + 1s, 4 × 1s). */
+const SCRAPE = '1s'
+const INTERVAL = '2s'
+const RATE_INTERVAL = '4s'
+
+interface Target { expr: string; refId: string }
+interface Panel { type: string; title: string; targets?: Target[] }
+interface Dashboard {
+  panels: Panel[]
+  annotations: { list: { name: string; expr?: string; builtIn?: number }[] }
+  templating: { list: { name: string; type: string; query?: string }[] }
+}
+interface Series { metric: Record<string, string>; values: [number, string][] }
+
+t.test('promtool accepts the rules and their unit tests pass', async (t) => {
+  const check = spawnSync(PROMTOOL, ['check', 'rules', RULES], { encoding: 'utf8' })
+  t.equal(check.status, 0, check.stdout + check.stderr)
+  const tests = spawnSync(PROMTOOL, ['test', 'rules', 'alerts.test.yml'], { cwd: join(ROOT, 'prometheus'), encoding: 'utf8' })
+  t.equal(tests.status, 0, tests.stdout + tests.stderr)
+  const config = spawnSync(PROMTOOL, ['check', 'config', join(ROOT, 'prometheus', 'prometheus.yml')], { encoding: 'utf8' })
+  t.equal(config.status, 0, config.stdout + config.stderr)
+})
+
+t.test('every dashboard query returns series from a real Prometheus scraping Ficus under load', async (t) => {
+  t.setTimeout(120_000)
+  const legacy = await startUpstream(t, 'legacy', (req, res) => {
+    if (req.url === '/api/orders/broken') return void res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"boom"}')
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ url: req.url, customer_name: 'Ada', amount: '12.50' }))
+  })
+  const next = await startUpstream(t, 'new', (req, res) => {
+    const answer = (status: number, body: unknown): void => { res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body)) }
+    switch (req.url) {
+      case '/api/orders/fail': return answer(503, { error: 'overloaded' })
+      case '/api/orders/broken': return answer(500, { error: 'boom' })
+      case '/api/orders/reset': return void req.socket.destroy()
+      case '/api/orders/slow': return void setTimeout(() => { answer(200, { url: req.url, customer_name: 'Ada', amount: '12.50' }) }, 300)
+      // a rewrite that sends amounts as numbers: a body divergence
+      default: return answer(200, { url: req.url, customer_name: 'Ada', amount: req.url?.endsWith('3') === true ? 12.5 : '12.50' })
+    }
+  })
+  const unleash = await startFeaturesServer(t, { features: [rolloutFlag('flagged-new', 50)] })
+  const dir = t.testdir({})
+  const file = join(dir, 'routes.yaml')
+  const routes = (comment: string): string => [
+    `# ${comment}`,
+    'version: 1',
+    'listen: { host: 127.0.0.1, port: 0 }',
+    'admin: { host: 127.0.0.1, port: 0 }',
+    `upstreams: { legacy: { url: "${legacy.url}" }, new: { url: "${next.url}" } }`,
+    'sticky: header:x-user-id',
+    'state: ficus-state.json',
+    'shutdown: { drainDelay: 0s, timeout: 5s }',
+    'shadow: { timeout: 150ms }',
+    'unleash:',
+    `  url: "${unleash.url}"`,
+    '  appName: ficus-observability-test',
+    `  token: "${unleash.token}"`,
+    '  refreshInterval: 1s',
+    'routes:',
+    '  - { name: orders, match: { path: "/api/orders/*" }, new: 50, shadow: 100 }',
+    '  - { name: flagged, match: { path: "/flagged/*" }, flag: flagged-new }',
+    ''
+  ].join('\n')
+  await writeFile(file, routes('first'))
+  const ficus = run(t, CLI, ['start', '--config', file], {}, { cwd: dir })
+  const out = await ficus.waitFor(/"msg":"ficus listening"/)
+  const { traffic, admin } = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string; admin: string }
+  await ficus.waitFor(/flags synchronized with Unleash/)
+
+  const prom = await startPrometheus(t, PROMETHEUS, [
+    `global: { scrape_interval: ${SCRAPE}, evaluation_interval: ${SCRAPE} }`,
+    `rule_files: ["${RULES}"]`,
+    'scrape_configs:',
+    '  - job_name: ficus',
+    `    static_configs: [{ targets: ["${new URL(admin).host}"] }]`,
+    ''
+  ].join('\n'))
+
+  // Load: 8 clients, 200 sticky users, every kind of request, until told to stop.
+  const paths = ['/api/orders/1', '/api/orders/2', '/api/orders/3', '/api/orders/fail', '/api/orders/reset', '/api/orders/slow', '/api/orders/broken', '/flagged/1', '/flagged/2']
+  const pool = new Pool(traffic, { connections: 8 })
+  t.teardown(() => pool.destroy())
+  let running = true
+  let sent = 0
+  const client = async (): Promise<void> => {
+    while (running) {
+      const i = sent++
+      const r = await pool.request({ method: 'GET', path: paths[i % paths.length] as string, headers: { 'x-user-id': `u${i % 200}` } })
+      await r.body.dump()
+    }
+  }
+  const start = Date.now()
+  const load = Promise.all(Array.from({ length: 8 }, client))
+
+  await prom.scrapedSince(start + 2_000) // a few seconds of traffic in the TSDB
+  // The control plane acts: a reload that applies, one that is rejected, the file fixed, a rollback.
+  await writeFile(file, routes('second'))
+  await ficus.waitFor(/"msg":"config reloaded"/)
+  await writeFile(file, routes('third').replace('version: 1', 'version: 1\nroutes: ['))
+  await ficus.waitFor(/config reload rejected/)
+  await writeFile(file, routes('fourth'))
+  await ficus.waitFor(/"msg":"config reloaded"[\s\S]*"msg":"config reloaded"/)
+  await prom.scrapedSince(Date.now() + 2_000)
+  const rollback = await request(`${admin}/admin/rollback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ route: 'orders', reason: 'observability test' }) })
+  t.equal(rollback.statusCode, 200, await rollback.body.text())
+  await prom.scrapedSince(Date.now() + 2_000)
+  running = false
+  await load
+  await prom.scrapedSince(Date.now())
+  const end = Date.now()
+  t.ok(sent > 500, `${sent} requests sent over ${((end - start) / 1000).toFixed(1)} s`)
+
+  // promtool lints Ficus's own families (names, units, help, types). prom-client's default
+  // nodejs_active_*_total gauges break its _total rule: theirs to rename, not ours.
+  const exposition = await (await request(`${admin}/metrics`)).body.text()
+  const own = exposition.split('\n').filter((l) => /^(# (HELP|TYPE) )?ficus_/.test(l)).join('\n') + '\n'
+  t.ok(own.split('# TYPE ').length > 15, 'every ficus_ family')
+  const lint = spawnSync(PROMTOOL, ['check', 'metrics'], { input: own, encoding: 'utf8' })
+  t.equal(lint.status, 0, `promtool check metrics: ${lint.stdout}${lint.stderr}`)
+
+  // Template variables: what Grafana offers in the pickers.
+  const instances = await prom.api<string[]>('label/instance/values', { 'match[]': 'ficus_build_info' })
+  t.same(instances, [new URL(admin).host], '$instance lists the replica')
+  const routeNames = await prom.api<string[]>('label/route/values', { 'match[]': 'ficus_route_shadow_percent{instance=~".*"}' })
+  t.same(routeNames.sort(), ['default', 'flagged', 'orders'], '$route lists every route, the flagged one too')
+  for (const v of DASHBOARD.templating.list.filter((x) => x.type === 'query')) {
+    t.match(v.query, /^label_values\((ficus_build_info|ficus_route_shadow_percent\{instance=~"\$instance"\}), (instance|route)\)$/, `${v.name}: a query checked above`)
+  }
+
+  const queries = [
+    ...DASHBOARD.panels.flatMap((p) => (p.targets ?? []).map((x) => ({ where: `${p.title} [${x.refId}]`, expr: x.expr, step: 1 }))),
+    ...DASHBOARD.annotations.list.filter((a) => a.builtIn === undefined).map((a) => ({ where: `annotation ${a.name}`, expr: a.expr ?? '', step: 2 }))
+  ]
+  t.ok(queries.length >= 30, `${queries.length} queries`)
+  const range = `${Math.ceil((end - start) / 1000) + 5}s`
+  // "All" (Grafana sends the variable's allValue), one route, and two (a multi-value becomes a regex alternation).
+  for (const route of ['.*', 'orders', '(orders|flagged)']) {
+    for (const q of queries) {
+      const expr = q.expr.replace(/\$(__rate_interval|__interval|__range|route|instance)\b/g, (_m, name: string) =>
+        ({ __rate_interval: RATE_INTERVAL, __interval: INTERVAL, __range: range, route, instance: '.*' })[name] as string)
+      t.notMatch(expr.replaceAll('${1}', ''), /\$/, `${q.where}: every variable substituted`)
+      const data = await prom.api<{ result: Series[] }>('query_range', { query: expr, start: String((start - 5_000) / 1000), end: String(end / 1000), step: String(q.step) })
+      t.ok(data.result.length > 0, `${q.where} (route=${route}): ${data.result.length} series`)
+    }
+  }
+
+  // A few of them say what they should.
+  const last = async (expr: string): Promise<Series[]> =>
+    (await prom.api<{ result: Series[] }>('query_range', { query: expr, start: String(start / 1000), end: String(end / 1000), step: '1' })).result
+  const max = (s: Series[]): number => Math.max(...s.flatMap((x) => x.values.map(([, v]) => Number(v))).filter((v) => !Number.isNaN(v)))
+  t.ok(max(await last(`sum(rate(ficus_comparisons_total{route="orders", outcome="diverged"}[${RATE_INTERVAL}]))`)) > 0, 'divergences seen')
+  t.ok(max(await last(`sum(rate(ficus_fallbacks_total{route="orders"}[${RATE_INTERVAL}]))`)) > 0, 'fallbacks seen')
+  t.ok(max(await last(`sum(rate(ficus_upstream_errors_total{route="orders", backend="new", reason="reset"}[${RATE_INTERVAL}]))`)) > 0, 'resets of new seen')
+  t.ok(max(await last(`sum(rate(ficus_shadow_dropped_total{route="orders", reason="timeout"}[${RATE_INTERVAL}]))`)) > 0, 'shadow copies cut by the timeout seen')
+  t.equal(max(await last(`sum(increase(ficus_rollbacks_total{route="orders", trigger="manual"}[${range}]))`)) > 0.5, true, 'the rollback seen by increase()')
+  t.equal(max(await last(`sum(increase(ficus_config_reloads_total{outcome="failure"}[${range}]))`)) > 0.5, true, 'the rejected reload seen by increase()')
+  t.equal(max(await last('ficus_flag_source_ready')), 1, 'flag source ready')
+
+  // The shipped rules evaluate on real data without error.
+  const { groups } = await prom.api<{ groups: { name: string; rules: { name: string; health: string; lastError?: string }[] }[] }>('rules')
+  const rules = groups.flatMap((g) => g.rules)
+  t.ok(rules.length >= 14, `${rules.length} rules loaded`)
+  for (const r of rules) t.equal(r.health, 'ok', `${r.name}: ${r.lastError ?? ''}`)
+
+  ficus.child.kill('SIGTERM')
+  t.equal(await ficus.exited, 0)
+})
