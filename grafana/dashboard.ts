@@ -139,9 +139,12 @@ export function dashboard(): Dashboard {
   b.withRow(new RowBuilder('Migration progress'))
   b.withPanel(timeseries({
     title: 'New: configured share of users',
-    description: 'The share of users served by new in effect per route: routes.yaml, a runtime override (`ficus set`), or the route\'s Unleash flag. A drop to 0 is a rollback. No series for a flag whose strategies decide per user.',
+    description: 'The share of users served by new in effect per route: routes.yaml, a runtime override (`ficus set`), or the route\'s Unleash flag. A drop to 0 is a rollback. Highest and lowest over the replicas: two lines apart mean the replicas disagree (a `ficus rollback` run against one replica, or one that has not fetched a flag change). No series for a flag whose strategies decide per user.',
     unit: 'percent', min: 0, max: 100, width: 6,
-    queries: [{ expr: `max by (route) (ficus_route_new_percent{${SEL}})`, legend: '{{route}}' }]
+    queries: [
+      { expr: `max by (route) (ficus_route_new_percent{${SEL}})`, legend: '{{route}} (highest)' },
+      { expr: `min by (route) (ficus_route_new_percent{${SEL}})`, legend: '{{route}} (lowest)' }
+    ]
   }))
   b.withPanel(timeseries({
     title: 'Shadow: configured share of requests',

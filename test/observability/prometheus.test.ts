@@ -100,9 +100,10 @@ t.test('every dashboard query returns series from a real Prometheus scraping Fic
     ''
   ].join('\n'))
 
-  // Load: 8 clients, 200 sticky users, every kind of request, until told to stop.
+  // Load: 4 clients, 200 sticky users, every kind of request, until told to stop; each client
+  // waits 10 ms between requests (a few hundred per second) to leave CPU to the tests beside it.
   const paths = ['/api/orders/1', '/api/orders/2', '/api/orders/3', '/api/orders/fail', '/api/orders/reset', '/api/orders/slow', '/api/orders/broken', '/flagged/1', '/flagged/2']
-  const pool = new Pool(traffic, { connections: 8 })
+  const pool = new Pool(traffic, { connections: 4 })
   t.teardown(() => pool.destroy())
   let running = true
   let sent = 0
@@ -111,10 +112,11 @@ t.test('every dashboard query returns series from a real Prometheus scraping Fic
       const i = sent++
       const r = await pool.request({ method: 'GET', path: paths[i % paths.length] as string, headers: { 'x-user-id': `u${i % 200}` } })
       await r.body.dump()
+      await new Promise((resolve) => setTimeout(resolve, 10))
     }
   }
   const start = Date.now()
-  const load = Promise.all(Array.from({ length: 8 }, client))
+  const load = Promise.all(Array.from({ length: 4 }, client))
 
   await prom.scrapedSince(start + 2_000) // a few seconds of traffic in the TSDB
   // The control plane acts: a reload that applies, one that is rejected, the file fixed, a rollback.
