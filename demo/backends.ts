@@ -24,7 +24,7 @@ const ORDERS: Order[] = [
   { id: 3, customerId: 1, customer: 'Ada Lovelace', amount: '7.25', status: 'new', items: [{ sku: 'INK-02', qty: 5 }, { sku: 'PEN-11', qty: 2 }, { sku: 'PAD-03', qty: 1 }] }
 ]
 
-type Side = 'legacy' | 'new'
+export type Side = 'legacy' | 'new'
 
 function legacyOrder(o: Order): unknown {
   return { id: o.id, customer_id: o.customerId, customer_name: o.customer, amount: o.amount, currency: 'EUR', status: o.status, items: o.items }
@@ -75,12 +75,16 @@ function handler(side: Side) {
 
 export interface DemoBackend { readonly url: string; readonly server: Server }
 
-/** Starts one side on 127.0.0.1:`port` (0 = any free port). */
-export async function startBackend(side: Side, port: number): Promise<DemoBackend> {
+/**
+ * Starts one side on `host`:`port` (0 = any free port). Loopback unless told otherwise: a
+ * container (deploy/docker-compose.yml) passes 0.0.0.0 so the proxy's container reaches it.
+ */
+export async function startBackend(side: Side, port: number, host = '127.0.0.1'): Promise<DemoBackend> {
   const server = createServer(handler(side))
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(port, '127.0.0.1', resolve)
+    server.listen(port, host, resolve)
   })
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server }
+  const bound = host.includes(':') ? `[${host}]` : host
+  return { url: `http://${bound}:${(server.address() as AddressInfo).port}`, server }
 }

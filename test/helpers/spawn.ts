@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 
 export const ROOT = join(import.meta.dirname, '..', '..')
 export const CLI = join(ROOT, 'dist', 'src', 'cli.js')
@@ -15,10 +15,19 @@ export interface Spawned {
   readonly exited: Promise<number | null>
 }
 
+export interface RunOptions {
+  /** Working directory (default: the repository root); a relative `script` is found from it. */
+  readonly cwd?: string
+  /** Only PATH and `env`, not this process's environment (as in a container). */
+  readonly cleanEnv?: boolean
+}
+
 /** Runs a built entry point (npm test builds first) and collects its output. */
-export function run(t: { teardown(fn: () => unknown): void }, script: string, args: string[], env: Record<string, string> = {}): Spawned {
-  if (!existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` first (npm test does)`)
-  const child = spawn(process.execPath, [script, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+export function run(t: { teardown(fn: () => unknown): void }, script: string, args: string[], env: Record<string, string> = {}, opts: RunOptions = {}): Spawned {
+  const cwd = opts.cwd ?? ROOT
+  if (!existsSync(resolve(cwd, script))) throw new Error(`${script} is missing: run \`npm run build\` first (npm test does)`)
+  const base = opts.cleanEnv === true ? { PATH: process.env.PATH ?? '' } : process.env
+  const child = spawn(process.execPath, [script, ...args], { cwd, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   const waiters: { pattern: RegExp; resolve: (s: string) => void }[] = []
   const s: Spawned = {
     child,
