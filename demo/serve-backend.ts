@@ -13,8 +13,6 @@ const USAGE = 'Usage: serve-backend legacy|new [--port N] [--host H]\n'
 const DEFAULT_PORT: Record<Side, number> = { legacy: 3001, new: 3002 }
 /** How long a stop waits for busy keep-alive connections before cutting them, in ms. */
 const STOP_GRACE_MS = 5_000
-/** How often a stop closes connections that went idle after their answer, in ms. */
-const IDLE_SWEEP_MS = 50
 
 async function main(argv: string[]): Promise<number> {
   let side: Side
@@ -42,11 +40,9 @@ async function main(argv: string[]): Promise<number> {
   const backend = await startBackend(side, port, host)
   process.stdout.write(`${side} demo backend listening on ${backend.url}\n`)
   const stop = (): void => {
-    // close() stops listening and ends the idle keep-alive connections of that moment; a busy
-    // one turns idle after its answer and would wait for the client's keep-alive timeout, so
-    // idle connections are closed again until none is left, and the rest cut past the grace.
+    // close() stops listening and ends the idle keep-alive connections; a busy one finishes
+    // its answer and is closed by Node's keep-alive timeout (5 s) or, at the latest, past the grace.
     backend.server.close(() => process.exit(0))
-    setInterval(() => backend.server.closeIdleConnections(), IDLE_SWEEP_MS).unref()
     setTimeout(() => backend.server.closeAllConnections(), STOP_GRACE_MS).unref()
   }
   process.once('SIGTERM', stop)
