@@ -55,40 +55,44 @@ function targets(queries: Query[]): DataqueryBuilder[] {
     .datasource(DS))
 }
 
-function timeseries(p: PanelSpec): TimeseriesPanel {
-  let b = new TimeseriesPanel()
-    .title(p.title)
-    .description(p.description)
-    .datasource(DS)
-    .unit(p.unit)
-    .thresholds(thresholds(p.steps))
-    .span(p.width ?? 8)
-    .height(8)
-    .lineWidth(1)
-    .fillOpacity(p.stacked === true ? 30 : 10)
-    .tooltip(new VizTooltipOptionsBuilder().mode(TooltipDisplayMode.Multi).sort(SortOrder.Descending))
-    .legend(new VizLegendOptionsBuilder().displayMode(LegendDisplayMode.Table).placement(LegendPlacement.Bottom).showLegend(true).calcs(['mean', 'max', 'lastNotNull']))
+/** What every panel has, whatever its kind: the builders of both kinds share these methods. */
+interface PanelBase {
+  title(title: string): this
+  description(description: string): this
+  datasource(ref: DataSourceRef): this
+  unit(unit: string): this
+  thresholds(thresholds: ThresholdsConfigBuilder): this
+  span(width: number): this
+  height(height: number): this
+  min(min: number): this
+  max(max: number): this
+  withTarget(target: DataqueryBuilder): this
+}
+
+function panel<B extends PanelBase>(b: B, p: PanelSpec, width: number, height: number): B {
+  b = b.title(p.title).description(p.description).datasource(DS).unit(p.unit)
+    .thresholds(thresholds(p.steps)).span(p.width ?? width).height(height)
   if (p.min !== undefined) b = b.min(p.min)
   if (p.max !== undefined) b = b.max(p.max)
   for (const t of targets(p.queries)) b = b.withTarget(t)
   return b
 }
 
+function timeseries(p: PanelSpec): TimeseriesPanel {
+  return panel(new TimeseriesPanel(), p, 8, 8)
+    .lineWidth(1)
+    .fillOpacity(p.stacked === true ? 30 : 10)
+    .tooltip(new VizTooltipOptionsBuilder().mode(TooltipDisplayMode.Multi).sort(SortOrder.Descending))
+    .legend(new VizLegendOptionsBuilder().displayMode(LegendDisplayMode.Table).placement(LegendPlacement.Bottom).showLegend(true).calcs(['mean', 'max', 'lastNotNull']))
+}
+
 function stat(p: PanelSpec & { mappings?: ValueMapping[]; noValue?: string; overrides?: { matcher: MatcherConfig; properties: DynamicConfigValue[] }[] }): StatPanel {
-  let b = new StatPanel()
-    .title(p.title)
-    .description(p.description)
-    .datasource(DS)
-    .unit(p.unit)
-    .thresholds(thresholds(p.steps))
-    .span(p.width ?? 6)
-    .height(5)
+  let b = panel(new StatPanel(), p, 6, 5)
     .graphMode(BigValueGraphMode.None)
     .reduceOptions(new ReduceDataOptionsBuilder().calcs(['lastNotNull']).values(false))
   if (p.mappings !== undefined) b = b.mappings(p.mappings)
   if (p.noValue !== undefined) b = b.noValue(p.noValue)
   for (const o of p.overrides ?? []) b = b.withOverride(o)
-  for (const t of targets(p.queries)) b = b.withTarget(t)
   return b
 }
 
@@ -102,10 +106,9 @@ const orZero = (num: string, den: string): string => `(${num} or (${den}) * 0)`
 
 export function dashboard(): Dashboard {
   const primary = `${SEL}, role="primary"`
-  const primaryServed = `sum by (route) (rate(ficus_requests_total{${primary}, backend=~"legacy|new"}${RATE}))`
   const compared = `sum by (route) (rate(ficus_comparisons_total{${SEL}, outcome=~"match|diverged"}${RATE}))`
-  const served5xx = (by: string): string => `sum by (${by}) (rate(ficus_requests_total{${primary}, backend=~"legacy|new", code=~"5.."}${RATE}))`
-  const servedBy = (by: string): string => `sum by (${by}) (rate(ficus_requests_total{${primary}, backend=~"legacy|new"}${RATE}))`
+  /** Responses to clients from `backends` per second, summed by `by`; `only` narrows further (e.g. `, code=~"5.."`). */
+  const served = (by: string, backends = 'legacy|new', only = ''): string => `sum by (${by}) (rate(ficus_requests_total{${primary}, backend=~"${backends}"${only}}${RATE}))`
 
   const b = new DashboardBuilder('Ficus — strangler-fig migration')
     .uid(DASHBOARD_UID)
@@ -156,7 +159,7 @@ export function dashboard(): Dashboard {
     title: 'New: actual share of requests served',
     description: 'Responses new gave to clients over all responses of the route. Below the configured share when new fails and legacy falls back, or when the sticky users of the share send fewer requests.',
     unit: 'percentunit', min: 0, max: 1, width: 6,
-    queries: [{ expr: `${orZero(`sum by (route) (rate(ficus_requests_total{${primary}, backend="new"}${RATE}))`, primaryServed)} / ${primaryServed}`, legend: '{{route}}' }]
+    queries: [{ expr: `${orZero(served('route', 'new'), served('route'))} / ${served('route')}`, legend: '{{route}}' }]
   }))
   b.withPanel(timeseries({
     title: 'Divergence rate',
@@ -189,7 +192,7 @@ export function dashboard(): Dashboard {
     title: '5xx ratio by backend',
     description: 'Share of client responses with a 5xx status, per backend that answered. new failing before it answers shows as fallbacks instead (legacy answered), or as 502/504 when no fallback was possible.',
     unit: 'percentunit', min: 0, width: 8, steps: [[0.01, 'orange'], [0.05, 'red']],
-    queries: [{ expr: `${orZero(served5xx('backend'), servedBy('backend'))} / ${servedBy('backend')}`, legend: '{{backend}}' }]
+    queries: [{ expr: `${orZero(served('backend', 'legacy|new', ', code=~"5.."'), served('backend'))} / ${served('backend')}`, legend: '{{backend}}' }]
   }))
   b.withPanel(timeseries({
     title: 'Fallbacks to legacy',

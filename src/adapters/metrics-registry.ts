@@ -1,5 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { Area } from '../core/compare.js'
 import type { Backend } from '../core/types.js'
+import type { Outcome } from './divergence-store.js'
 
 /**
  * Every metric of DESIGN.md "Metrics" that exists so far, defined once: name, help, labels,
@@ -106,6 +108,6 @@ export function flagSource(m: Metrics): void {
   for (const kind of ['fetch', 'metrics', 'other']) m.flagErrors.inc({ kind }, 0)
 }
 
-const COMPARISON_OUTCOMES = ['match', 'diverged', 'error', 'skipped'] as const
-const DIVERGENCE_KINDS = ['status', 'header', 'body'] as const
+const COMPARISON_OUTCOMES = ['match', 'diverged', 'error', 'skipped'] as const satisfies readonly Outcome[]
+const DIVERGENCE_KINDS = ['status', 'header', 'body'] as const satisfies readonly Area[]
 const SHADOW_DROP_REASONS = ['concurrency', 'timeout', 'body_too_large'] as const
