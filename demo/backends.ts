@@ -73,6 +73,9 @@ function handler(side: Side) {
   }
 }
 
+/** The demo's ports unless told otherwise (LEGACY_PORT / NEW_PORT, --port). */
+export const DEFAULT_PORTS: Readonly<Record<Side, number>> = { legacy: 3001, new: 3002 }
+
 export interface DemoBackend { readonly url: string; readonly server: Server }
 
 /**
@@ -85,6 +88,6 @@ export async function startBackend(side: Side, port: number, host = '127.0.0.1')
     server.once('error', reject)
     server.listen(port, host, resolve)
   })
-  const bound = host.includes(':') ? `[${host}]` : host
-  return { url: `http://${bound}:${(server.address() as AddressInfo).port}`, server }
+  const { address, family, port: bound } = server.address() as AddressInfo
+  return { url: `http://${family === 'IPv6' ? `[${address}]` : address}:${bound}`, server }
 }

@@ -3,7 +3,7 @@ import { createLogger } from '../src/adapters/logger.js'
 import { loadConfig } from '../src/config/load-config.js'
 import { startFicus } from '../src/main.js'
 import { divergencesCommand } from '../src/commands/divergences.js'
-import { startBackend } from './backends.js'
+import { DEFAULT_PORTS, startBackend } from './backends.js'
 
 /**
  * `npm run demo`: the two sample backends, Ficus on the shipped routes.yaml, a burst of
@@ -13,8 +13,8 @@ import { startBackend } from './backends.js'
  */
 async function main(): Promise<void> {
   const env = process.env
-  const legacy = await startBackend('legacy', Number(env.LEGACY_PORT ?? 3001))
-  const next = await startBackend('new', Number(env.NEW_PORT ?? 3002))
+  const legacy = await startBackend('legacy', Number(env.LEGACY_PORT ?? DEFAULT_PORTS.legacy))
+  const next = await startBackend('new', Number(env.NEW_PORT ?? DEFAULT_PORTS.new))
   // Ctrl-C stops the demo at once (no load balancer to drain from).
   const config = await loadConfig(env.FICUS_CONFIG ?? 'routes.yaml', { FICUS_DRAIN_DELAY: '0s', ...env, LEGACY_URL: legacy.url, NEW_URL: next.url })
   const logger = createLogger(env.FICUS_LOG_LEVEL ?? 'warn')

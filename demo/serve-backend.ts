@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util'
-import { startBackend, type Side } from './backends.js'
+import { DEFAULT_PORTS, startBackend, type Side } from './backends.js'
 
 /**
  * One demo backend on its own, for a container of its own (deploy/docker-compose.yml):
@@ -10,7 +10,6 @@ import { startBackend, type Side } from './backends.js'
  */
 
 const USAGE = 'Usage: serve-backend legacy|new [--port N] [--host H]\n'
-const DEFAULT_PORT: Record<Side, number> = { legacy: 3001, new: 3002 }
 /** How long a stop waits for busy keep-alive connections before cutting them, in ms. */
 const STOP_GRACE_MS = 5_000
 
@@ -27,7 +26,7 @@ async function main(argv: string[]): Promise<number> {
     const [name, ...extra] = positionals
     if ((name !== 'legacy' && name !== 'new') || extra.length > 0) throw new Error('name one side: legacy or new')
     side = name
-    const rawPort = values.port ?? String(DEFAULT_PORT[side])
+    const rawPort = values.port ?? String(DEFAULT_PORTS[side])
     if (!/^\d{1,5}$/.test(rawPort) || Number(rawPort) > 65535) throw new Error(`--port must be a number from 0 to 65535, not "${rawPort}"`)
     port = Number(rawPort)
     host = values.host ?? '127.0.0.1'

@@ -3,9 +3,10 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { basename, dirname, join, posix, resolve } from 'node:path'
 import t from 'tap'
 import YAML from 'yaml'
-import { loadConfig } from '../../src/config/load-config.js'
+import { loadConfig, parseConfig } from '../../src/config/load-config.js'
 import type { Config } from '../../src/config/schema.js'
-import { readDockerfile } from '../helpers/dockerfile.js'
+import { readDockerfile, type Image } from '../helpers/dockerfile.js'
+import { VERSION } from '../../src/version.js'
 import { CLI, ROOT, run } from '../helpers/spawn.js'
 
 /**
@@ -72,10 +73,9 @@ const yamlFile = async <T>(path: string): Promise<T> => YAML.parse(await readFil
 const contains = (labels: Record<string, string> | undefined, wanted: Record<string, unknown> | undefined): boolean =>
   wanted !== undefined && Object.keys(wanted).length > 0 && Object.entries(wanted).every(([k, v]) => labels?.[k] === v)
 
-/** The image's config path (the CMD's --config) and its ports (EXPOSE). */
-async function image(): Promise<{ configPath: string; expose: number[]; user: string | undefined }> {
-  const df = await readDockerfile()
-  return { configPath: df.image.cmd[df.image.cmd.indexOf('--config') + 1] as string, expose: [...df.image.expose].sort(), user: df.image.user }
+/** What the image declares: its config path (the CMD's --config), ports (EXPOSE), … */
+async function image(): Promise<Image> {
+  return (await readDockerfile()).image
 }
 
 async function k8s(): Promise<Map<string, Manifest>> {
@@ -155,7 +155,7 @@ t.test('docker-compose.yml: the image, ports, mounts, commands and the Prometheu
 
   const ficusPorts = (ficus.ports ?? []).map(published)
   t.same(ficusPorts.map((p) => p.container).sort(), ports(config), 'compose publishes the config\'s two ports')
-  t.same(ports(config), img.expose, 'which the image EXPOSEs')
+  t.same(ports(config), [...img.expose].sort(), 'which the image EXPOSEs')
   t.equal(ficusPorts.find((p) => p.container === config.admin.port)?.ip, '127.0.0.1', 'the admin port on the host\'s loopback only')
 
   // The upstreams are compose services, on the port their command listens on, from a built file.
@@ -204,21 +204,20 @@ t.test('kubernetes: ConfigMap, Deployment, Service and ServiceMonitor agree on p
   const m = await k8s()
   const [cm, deploy, svc, sm] = ['ConfigMap', 'Deployment', 'Service', 'ServiceMonitor'].map((kind) => m.get(kind))
   if (cm === undefined || deploy?.spec.template === undefined || svc === undefined || sm === undefined) throw new Error('a ConfigMap, a Deployment, a Service and a ServiceMonitor are required')
-  const config = await loadConfig(await configMapRoutes(t.testdir()), ENV)
+  const config = parseConfig(cm.data?.['routes.yaml'] ?? '', 'configmap.yaml routes.yaml', ENV)
   const pod = deploy.spec.template
   const container = pod.spec.containers[0] as Container
   const podLabels = pod.metadata.labels
 
   t.ok((deploy.spec.replicas ?? 1) >= 2, 'two replicas at least')
   t.ok(contains(podLabels, deploy.spec.selector?.matchLabels), 'the Deployment selects its pods')
-  const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string }
-  t.match(container.image, new RegExp(`/ficus:${pkg.version.replace(/\./g, '\\.')}$`), 'the image tag is this version')
+  t.match(container.image, new RegExp(`/ficus:${VERSION.replace(/\./g, '\\.')}$`), 'the image tag is this version')
   t.match(container.image, /OWNER/, 'and its registry a placeholder to replace')
 
   const port = (name: string): number | undefined => container.ports.find((p) => p.name === name)?.containerPort
   t.equal(port('traffic'), config.listen.port, 'containerPort traffic = listen.port')
   t.equal(port('admin'), config.admin.port, 'containerPort admin = admin.port')
-  t.same([port('traffic'), port('admin')].sort(), img.expose, 'the ports the image EXPOSEs')
+  t.same([port('traffic'), port('admin')].sort(), [...img.expose].sort(), 'the ports the image EXPOSEs')
   t.same(container.readinessProbe?.httpGet, { path: '/readyz', port: 'admin' }, 'readiness: /readyz on the admin port')
   t.same(container.livenessProbe?.httpGet, { path: '/healthz', port: 'admin' }, 'liveness: /healthz on the admin port')
 

@@ -8,7 +8,8 @@ import t from 'tap'
 import { request } from 'undici'
 import { parseDocument } from 'yaml'
 import { protectRefs } from '../../src/config/expand-env.js'
-import { isLoopback, loadConfig } from '../../src/config/load-config.js'
+import { isLoopback, loadConfig, parseConfig } from '../../src/config/load-config.js'
+import { parseDuration } from '../../src/config/units.js'
 import { buildContext } from '../helpers/docker-context.js'
 import { performBuild } from '../helpers/docker-build.js'
 import { readDockerfile, type Dockerfile } from '../helpers/dockerfile.js'
@@ -24,7 +25,7 @@ const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { 
 
 /** The CMD's --config path, and the file of the repository that a COPY puts there. */
 function configOf(df: Dockerfile): { path: string; source: string } {
-  const path = df.image.cmd[df.image.cmd.indexOf('--config') + 1] as string
+  const path = df.image.configPath
   const runtime = df.stages.at(-1)
   const copy = runtime?.steps.find((s) => s.keyword === 'COPY' && s.flags.from === undefined && s.args.split(/\s+/).at(-1) === path)
   if (copy === undefined) throw new Error(`no COPY puts a file at ${path}, the CMD's --config`)
@@ -37,8 +38,10 @@ function healthUrl(df: Dockerfile): URL {
   return new URL(/https?:\/\/[^'"`\s)]+/.exec(code)?.[0] ?? 'none:')
 }
 
-async function exitCode(file: string, args: readonly string[]): Promise<number> {
-  return exec(file, [...args], { timeout: 10_000 }).then(() => 0, (err: { code?: number }) => err.code ?? -1)
+/** The health check's command run as Docker would: killed past the HEALTHCHECK's --timeout (Docker's default 30 s). */
+async function healthcheckExit(df: Dockerfile, args: readonly string[]): Promise<number> {
+  const timeout = parseDuration(df.image.healthcheck?.flags.timeout ?? '30s') ?? 30_000
+  return exec(process.execPath, [...args], { timeout }).then(() => 0, (err: { code?: number }) => err.code ?? -1)
 }
 
 t.test('the image promises: pinned base, non-root user, both ports, health on /healthz, SIGTERM, state on a volume', async (t) => {
@@ -52,7 +55,8 @@ t.test('the image promises: pinned base, non-root user, both ports, health on /h
   t.ok(version, `${base} is pinned to a Node release, on Debian slim`)
   const [, major, minor, patch] = (version ?? []).map(Number)
   const [wantMajor, wantMinor, wantPatch] = (/>=(\d+)\.(\d+)\.(\d+)/.exec(pkg.engines.node) ?? []).slice(1).map(Number)
-  t.ok(major === wantMajor && ((minor as number) > (wantMinor as number) || (minor === wantMinor && (patch as number) >= (wantPatch as number))), `${base} satisfies engines ${pkg.engines.node}`)
+  t.ok(major === wantMajor && ((minor as number) > (wantMinor as number) || (minor === wantMinor && (patch as number) >= (wantPatch as number))), `${base}: Node ${wantMajor}, the runtime we test on, at least engines ${pkg.engines.node}`)
+  t.equal(Number(process.versions.node.split('.')[0]), major, 'the build steps below run on the image\'s Node major (this machine\'s node)')
 
   t.ok(image.user !== undefined && !/^(root|0)(:|$)/.test(image.user), `runs as a non-root user (${image.user})`)
   t.equal(image.stopSignal, 'SIGTERM', 'docker stop sends what Ficus drains on')
@@ -80,7 +84,7 @@ t.test('the build steps, performed without Docker, give an image that serves, ch
   const { image } = df
   const files = await buildContext(ROOT)
   t.same(files.filter((f) => /(^|\/)(node_modules|\.git|dist|\.tap)\//.test(f)), [], 'the build context holds no installed, built or git files')
-  t.ok(files.includes('src/cli.js') === false && files.includes('src/cli.ts'), 'and holds the sources')
+  t.ok(files.includes('src/cli.ts'), 'and holds the sources')
 
   const dir = await mkdtemp(join(tmpdir(), 'ficus-image-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
@@ -102,15 +106,17 @@ t.test('the build steps, performed without Docker, give an image that serves, ch
   const { path } = configOf(df)
   const hostConfig = built.host('runtime', path)
   // ${…} references are not YAML everywhere (inside { … }): parsed as the loader does, put back after.
-  const refs = protectRefs(await readFile(hostConfig, 'utf8'))
+  const text = await readFile(hostConfig, 'utf8')
+  const inImage = parseConfig(text, hostConfig, { FICUS_ADMIN_TOKEN: TOKEN, LEGACY_URL: 'http://legacy.internal:8080' })
+  const state = inImage.state ?? '(no state file)'
+  const refs = protectRefs(text)
   const doc = parseDocument(refs.text)
-  const state = String(doc.getIn(['state']))
   t.ok(built.chowned.includes(`${image.user ?? '?'}:${image.user ?? '?'} ${posix.dirname(state)}`), `the state directory belongs to ${image.user} (${built.chowned.join('; ')})`)
 
   // Start the CMD as the container would, with the image's ports and paths mapped to this machine.
   const legacy = await startUpstream(t, 'legacy')
   const [traffic, admin] = await freePorts(2) as [number, number]
-  const adminInImage = Number(doc.getIn(['admin', 'port']))
+  const adminInImage = inImage.admin.port
   doc.setIn(['listen', 'port'], traffic)
   doc.setIn(['admin', 'port'], admin)
   doc.setIn(['state'], built.host('runtime', state))
@@ -119,7 +125,7 @@ t.test('the build steps, performed without Docker, give an image that serves, ch
   const ficus = run(t, image.cmd[1] as string, args, { ...image.env, FICUS_ADMIN_TOKEN: TOKEN, LEGACY_URL: legacy.url }, { cwd: app, cleanEnv: true })
   await ficus.waitFor(/"msg":"ficus listening"/)
   const healthcheck = (image.healthcheck?.cmd ?? []).slice(1).map((a) => a.replace(`:${adminInImage}/`, `:${admin}/`))
-  t.equal(await exitCode(process.execPath, healthcheck), 0, 'HEALTHCHECK passes')
+  t.equal(await healthcheckExit(df, healthcheck), 0, 'HEALTHCHECK passes')
 
   const r = await request(`http://127.0.0.1:${traffic}/api/orders/7`, { headers: { 'x-user-id': 'alice' } })
   t.equal(r.statusCode, 200, 'traffic is served')
@@ -140,6 +146,6 @@ t.test('the build steps, performed without Docker, give an image that serves, ch
   t.equal(ready.statusCode, 503, 'draining: readiness off')
   await ready.body.dump()
   t.equal(await ficus.exited, 0, `exit 0 on ${image.stopSignal}`)
-  t.equal(await exitCode(process.execPath, healthcheck), 1, 'HEALTHCHECK fails once Ficus is gone')
+  t.equal(await healthcheckExit(df, healthcheck), 1, 'HEALTHCHECK fails once Ficus is gone')
   t.comment(`image build steps ${buildSeconds.toFixed(1)} s, whole test ${((performance.now() - started) / 1000).toFixed(1)} s`)
 })

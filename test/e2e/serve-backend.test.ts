@@ -15,6 +15,7 @@ t.test('serve-backend legacy|new: each side on its own, on loopback by default; 
   const legacy = run(t, SERVE, ['legacy', '--port', '0'])
   const legacyUrl = await listening(legacy)
   t.match(legacyUrl, /^http:\/\/127\.0\.0\.1:\d+$/, 'loopback unless --host says otherwise')
+  await t.rejects(request(legacyUrl.replace('127.0.0.1', '127.0.0.2')), 'bound to 127.0.0.1 only: another loopback address is refused')
   t.match(await (await request(`${legacyUrl}/api/orders/1`)).body.json(), { id: 1, customer_name: 'Ada Lovelace', amount: '12.50' })
 
   const next = run(t, SERVE, ['new', '--port', '0', '--host', '127.0.0.1'])
@@ -34,9 +35,9 @@ t.test('serve-backend --host: binds the address given (a container passes 0.0.0.
   const p = run(t, SERVE, ['legacy', '--port', '0', '--host', '0.0.0.0'])
   const url = await listening(p)
   const port = /:(\d+)$/.exec(url)?.[1] as string
-  t.equal(url, `http://0.0.0.0:${port}`)
-  const r = await request(`http://127.0.0.1:${port}/api/customers/1`)
-  t.equal(r.statusCode, 200, 'reachable through an interface other than the one named (all of them)')
+  t.equal(url, `http://0.0.0.0:${port}`, 'the address actually bound')
+  const r = await request(`http://127.0.0.2:${port}/api/customers/1`)
+  t.equal(r.statusCode, 200, 'reachable on an address the default binding refuses (every interface)')
   await r.body.dump()
   p.child.kill('SIGTERM')
   t.equal(await p.exited, 0)

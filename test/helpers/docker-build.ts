@@ -18,7 +18,9 @@ import { parseEnv, type Dockerfile, type Instruction } from './dockerfile.js'
  *   machine's npm cache, read with `prefer-offline`: the lockfile pins every version and
  *   checksum, so that changes the speed only;
  * - `chown` cannot name the image's users here: it is recorded (`chowned`), not applied;
- * - USER, EXPOSE, VOLUME (created empty), STOPSIGNAL, HEALTHCHECK and CMD are metadata.
+ * - RUN runs as this machine's user, so a RUN after a (non-root) USER is refused: Docker would
+ *   run it as that user, and a step that needs root would fail there and pass here;
+ * - EXPOSE, VOLUME (created empty), STOPSIGNAL, HEALTHCHECK and CMD are metadata.
  */
 
 const exec = promisify(execFile)
@@ -51,6 +53,7 @@ export async function performBuild(df: Dockerfile, context: { dir: string; files
   for (const stage of df.stages) {
     workdir[stage.name] = '/'
     const env: Record<string, string> = {}
+    let user = 'root'
     await mkdir(root(stage.name), { recursive: true })
     for (const step of stage.steps) {
       const started = performance.now()
@@ -61,10 +64,13 @@ export async function performBuild(df: Dockerfile, context: { dir: string; files
           await mkdir(host(stage.name, '.'), { recursive: true })
           break
         case 'ENV': Object.assign(env, parseEnv(step)); break
+        case 'USER': user = step.args; break
         case 'VOLUME': for (const v of step.args.split(/\s+/)) await mkdir(host(stage.name, v), { recursive: true }); break
         case 'COPY': await copy(step, stage.name, df.stages.slice(0, df.stages.indexOf(stage)).map((s) => s.name), fail); break
         case 'RUN': {
-          const mapped = step.args.replace(/(^|\s)(\/[^\s;&|<>'"]*)/g, (_, pre: string, p: string) => `${pre}${host(stage.name, p)}`)
+          if (!/^(root|0)(:|$)/.test(user)) fail(`runs as ${user} in Docker, as this machine's user here: put it before USER`)
+          // Absolute paths wherever a shell word, an option's value or a redirection starts (not /dev/…).
+          const mapped = step.args.replace(/(^|[\s=<>'"])(\/(?!dev\/)[^\s;&|<>'"]*)/g, (_, pre: string, p: string) => `${pre}${host(stage.name, p)}`)
           const runEnv: Record<string, string> = { ...inherited(), ...env, PATH: `${shims}:${process.env.PATH ?? ''}` }
           for (const [flag, value] of Object.entries(step.flags)) {
             if (flag !== 'mount' || value.replace(/,sharing=\w+/, '') !== 'type=cache,target=/root/.npm') fail(`the flag --${flag}=${value} is not one this test knows`)

@@ -35,6 +35,8 @@ export interface Image {
   readonly stopSignal: string | undefined
   readonly healthcheck: { readonly flags: Readonly<Record<string, string>>; readonly cmd: readonly string[] } | undefined
   readonly cmd: readonly string[]
+  /** The CMD's `--config` file (where the image's routes.yaml is read). */
+  readonly configPath: string
 }
 
 export interface Dockerfile {
@@ -79,7 +81,13 @@ function imageOf(stage: Stage): Image {
     switch (s.keyword) {
       case 'USER': user = s.args; break
       case 'ENV': Object.assign(env, parseEnv(s)); break
-      case 'EXPOSE': for (const p of s.args.split(/\s+/)) expose.push(Number(/^(\d+)(\/tcp)?$/.exec(p)?.[1] ?? NaN)); break
+      case 'EXPOSE':
+        for (const p of s.args.split(/\s+/)) {
+          const port = /^(\d+)(\/tcp)?$/.exec(p)?.[1]
+          if (port === undefined) throw new Error(`Dockerfile:${s.line}: EXPOSE ${p}: only TCP ports are known to the tests`)
+          expose.push(Number(port))
+        }
+        break
       case 'VOLUME': volumes.push(...s.args.split(/\s+/)); break
       case 'STOPSIGNAL': stopSignal = s.args; break
       case 'HEALTHCHECK': {
@@ -91,7 +99,10 @@ function imageOf(stage: Stage): Image {
       case 'CMD': cmd = execForm(s.args, s.line); break
     }
   }
-  return { user, env, expose, volumes, stopSignal, healthcheck, cmd }
+  const at = cmd.indexOf('--config')
+  const configPath = at < 0 ? undefined : cmd[at + 1]
+  if (configPath === undefined) throw new Error('Dockerfile: the CMD names no --config file')
+  return { user, env, expose, volumes, stopSignal, healthcheck, cmd, configPath }
 }
 
 /** `ENV A=1 B=2`: unquoted pairs only; variables are not expanded. */
