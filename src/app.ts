@@ -13,7 +13,7 @@ import type { LiveConfig } from './config/live.js'
 import type { Config } from './config/schema.js'
 import type { Random } from './core/decide.js'
 import decision from './plugins/decision.js'
-import { answerExpectContinue, clientErrorHandler, frameworkErrors, requestIdOf, rewriteUrl, type EdgeDeps } from './plugins/edge.js'
+import { answerExpectContinue, clientErrorHandler, frameworkErrors, refuseConnect, requestIdOf, rewriteUrl, type EdgeDeps } from './plugins/edge.js'
 import adminApi from './plugins/admin.js'
 import healthEndpoint, { type Health } from './plugins/health.js'
 import metricsEndpoint from './plugins/metrics.js'
@@ -120,6 +120,7 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
     frameworkErrors: frameworkErrors(edge)
   })
   answerExpectContinue(traffic.server, edge)
+  refuseConnect(traffic.server, edge)
   await traffic.register(decision, { table, live, edge, random, flags })
   await traffic.register(proxy, { upstreams, limits, live, metrics, log: logger, now, shadowing, draining: () => health.phase === 'draining' })
   traffic.addHook('onClose', async () => { await Promise.all([closeUpstreams(upstreams), shadowing.close()]) })

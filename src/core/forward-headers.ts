@@ -171,6 +171,16 @@ export function acceptableRequestId(id: string | string[] | undefined): id is st
   return typeof id === 'string' && id.length > 0 && id.length <= 128 && /^[\x21-\x7e]+$/.test(id)
 }
 
+/**
+ * RFC 9112 §3.2 / RFC 3986 §3.2.2: `Host` is `uri-host [ ":" port ]` — an IP literal in
+ * brackets or a reg-name (unreserved, percent-encoded, sub-delims), and digits after the colon.
+ * Empty is valid (a target without authority). Spaces, `@`, `/`, quotes are not.
+ * @example validHost('shop.example:8080') // true
+ */
+export function validHost(value: string): boolean {
+  return /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?$/.test(value)
+}
+
 /** `::ffff:10.0.0.1` → `10.0.0.1`: Node reports IPv4 peers of a dual-stack socket that way. */
 export function unmapIPv4(addr: string): string {
   return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr

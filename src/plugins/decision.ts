@@ -4,7 +4,7 @@ import fp from 'fastify-plugin'
 import type { FlagSource } from '../adapters/flags.js'
 import type { LiveConfig } from '../config/live.js'
 import { decide, type Random } from '../core/decide.js'
-import { forwardHeaders } from '../core/forward-headers.js'
+import { forwardHeaders, validHost } from '../core/forward-headers.js'
 import { normalizePath, pathOf, queryOf } from '../core/normalize-path.js'
 import { stickyKey } from '../core/sticky-key.js'
 import type { ErrorCode } from '../errors.js'
@@ -49,6 +49,10 @@ async function decision(fastify: FastifyInstance, opts: DecisionOptions): Promis
       ex.target = '' // not logged: it is not a path, and may hold credentials
       return refused(edge, reply, 'FICUS_ERR_BAD_TARGET', ex)
     }
+    // Node parses `HTTP/2.0` in a request line like 1.x; nginx answers 505 to it.
+    if (req.httpVersionMajor !== 1) return refused(edge, reply, 'FICUS_ERR_HTTP_VERSION', ex)
+    // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means faulty framing (Node would read it as chunked).
+    if (req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined) return refused(edge, reply, 'FICUS_ERR_BAD_REQUEST', ex)
     if (overBodyLimit(req, limits)) return refused(edge, reply, 'FICUS_ERR_BODY_TOO_LARGE', ex)
     const authority = absoluteFormAuthority(req)
     const fwd = forwardHeaders(req.rawHeaders, {
@@ -64,6 +68,8 @@ async function decision(fastify: FastifyInstance, opts: DecisionOptions): Promis
     if (fwd.hostCount > 1) return refused(edge, reply, 'FICUS_ERR_DUPLICATE_HOST', ex)
     // RFC 9112 §3.2; checked here rather than by Node so the answer carries a Ficus code.
     if (fwd.hostCount === 0 && req.httpVersion === '1.1' && authority === undefined) return refused(edge, reply, 'FICUS_ERR_MISSING_HOST', ex)
+    const host = authority ?? req.headers.host
+    if (host !== undefined && !validHost(host)) return refused(edge, reply, 'FICUS_ERR_INVALID_HOST', ex)
 
     const current = table.current
     const path = normalizePath(pathOf(url))

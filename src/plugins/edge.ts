@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto'
-import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { ServerResponse, STATUS_CODES, type IncomingMessage, type Server } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import type { Metrics } from '../adapters/metrics-registry.js'
 import type { Limits } from '../config/schema.js'
 import { acceptableRequestId, unmapIPv4 } from '../core/forward-headers.js'
-import { errorBody, ficusError, reasonOf, type ErrorCode } from '../errors.js'
+import { errorBody, ficusError, reasonOf, type ErrorCode, type FicusError } from '../errors.js'
 import { attachExchange, ClientGone, Exchange, exchangeOf } from '../exchange.js'
 import { sendError } from './respond.js'
 
@@ -114,14 +114,17 @@ export function clientErrorHandler(deps: EdgeDeps) {
     const e = ficusError(code)
     const reason = reasonOf(code)
     deps.metrics.clientErrors.inc({ reason })
-    // A request already in the pipeline (whole-request timeout): its exchange records the 408.
     const inProgress = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? null
+    if (inProgress !== null && inProgress.req.complete) {
+      // A later pipelined request is malformed; the one in progress was read whole. As nginx
+      // does, it is answered first, then the refusal, then the connection closes.
+      inProgress.once('finish', () => answerAndClose(socket, e, undefined))
+      return
+    }
+    // A request already in the pipeline (its body is bad, or the whole-request timeout): its exchange records the error.
     const ex = inProgress === null ? null : exchangeOf(inProgress)
     if (socket.writable && (inProgress === null || !inProgress.headersSent)) {
-      const body = errorBody(e, ex?.requestId)
-      socket.end(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
-      setTimeout(() => socket.destroy(), LINGER_MS).unref()
+      answerAndClose(socket, e, ex?.requestId)
       if (ex !== null) ex.answered = e.statusCode
     } else {
       socket.destroy()
@@ -135,12 +138,35 @@ export function clientErrorHandler(deps: EdgeDeps) {
   }
 }
 
+/** Writes a catalogue error straight to the socket (there is no response object to use) and closes it. */
+function answerAndClose(socket: Socket, e: FicusError, requestId: string | undefined): void {
+  if (!socket.writable) return
+  const body = errorBody(e, requestId)
+  socket.end(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+    `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+  setTimeout(() => socket.destroy(), LINGER_MS).unref()
+}
+
 /** fastify `frameworkErrors`: the router could not read the path (bad percent-encoding). */
 export function frameworkErrors(deps: EdgeDeps) {
   return function onFrameworkError(_err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
     reply.hijack()
     refuse(deps, request.raw, reply.raw, 'FICUS_ERR_BAD_TARGET', openExchange(deps, request.raw, reply.raw, request.id))
   }
+}
+
+/**
+ * `CONNECT`: Node hands the socket to a `connect` listener, and without one destroys it with
+ * no answer. Ficus opens no tunnels: 501, recorded like any refused request, and closed.
+ */
+export function refuseConnect(server: Server, deps: EdgeDeps): void {
+  server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    const res = new ServerResponse(req)
+    res.assignSocket(socket)
+    res.once('finish', () => socket.end())
+    socket.on('error', () => socket.destroy())
+    refuse(deps, req, res, 'FICUS_ERR_CONNECT', openExchange(deps, req, res, requestIdOf(req)))
+  })
 }
 
 /**

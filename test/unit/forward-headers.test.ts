@@ -1,5 +1,5 @@
 import t from 'tap'
-import { forwardHeaders, responseHeaders, acceptableRequestId, type ForwardContext } from '../../src/core/forward-headers.js'
+import { forwardHeaders, responseHeaders, acceptableRequestId, type ForwardContext, validHost } from '../../src/core/forward-headers.js'
 
 const ctx: ForwardContext = { peer: '10.1.1.1', proto: 'http', httpVersion: '1.1', trustedHops: 0, requestId: 'rid-1', authority: undefined }
 
@@ -107,4 +107,9 @@ t.test('request ids: short printable ASCII is kept', async (t) => {
   t.notOk(acceptableRequestId('x'.repeat(129)))
   t.notOk(acceptableRequestId(['a', 'b']))
   t.notOk(acceptableRequestId(undefined))
+})
+
+t.test('validHost: host[:port] as RFC 9112 §3.2 allows, nothing else', async (t) => {
+  for (const ok of ['', 'shop.example', 'shop.example:8080', 'shop.example:', '10.0.0.1', '[::1]', '[::1]:443', 'xn--caf-dma.example', 'a_b.example', 'caf%C3%A9.example']) t.ok(validHost(ok), `${ok} is valid`)
+  for (const bad of ['a b', 'alice@shop.example', 'shop.example/x', 'shop.example:80a', 'shop.example:123456', '[::1', 'shop.example?x', 'shop"example', 'a\tb']) t.notOk(validHost(bad), `${bad} is refused`)
 })
