@@ -75,6 +75,7 @@ export async function startFicus(config: Config, deps: Deps): Promise<Running> {
         cap.unref()
         try {
           if (drainDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, drainDelayMs))
+          deps.logger.info({ drainDelayMs }, 'drain delay over: no new connections; finishing the requests in flight')
           await traffic.close()
         } finally {
           await admin.close()

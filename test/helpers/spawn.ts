@@ -50,3 +50,9 @@ export function run(t: { teardown(fn: () => unknown): void }, script: string, ar
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   return s
 }
+
+/** Waits for `ficus start`'s "ficus listening" line and returns the addresses it printed. */
+export async function listening(p: Spawned): Promise<{ traffic: string; admin: string }> {
+  const out = await p.waitFor(/"msg":"ficus listening"/)
+  return JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string; admin: string }
+}
