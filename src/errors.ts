@@ -110,8 +110,8 @@ export function toUpstreamError(err: unknown, headersSent: boolean): FicusError 
     case 'UND_ERR_HEADERS_OVERFLOW': case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH': case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
       return ficusError('FICUS_ERR_UPSTREAM_BAD_RESPONSE', cause)
     default:
-      // llhttp's parse errors (HPE_*): invalid framing from the backend
-      if (typeof code === 'string' && code.startsWith('HPE_')) return ficusError('FICUS_ERR_UPSTREAM_BAD_RESPONSE', cause)
+      // llhttp's parse errors (HPE_* codes; undici's HTTPParserError has no code for a bad chunk): invalid framing from the backend
+      if ((typeof code === 'string' && code.startsWith('HPE_')) || (err as Error | null)?.name === 'HTTPParserError') return ficusError('FICUS_ERR_UPSTREAM_BAD_RESPONSE', cause)
       return ficusError('FICUS_ERR_UPSTREAM_FAILED', cause)
   }
 }

@@ -31,6 +31,11 @@ export const DEFAULTS = {
   limits: {
     /** Request body, streamed or not (413 past it). */
     bodySize: '10MiB',
+    /**
+     * Request body read before a backend connection is taken (the whole body when smaller),
+     * like nginx's request buffering: a client that uploads slowly holds no backend connection.
+     */
+    bodyBuffer: '64KiB',
     /** Request line and headers together (431 past it). */
     headerSize: '16KiB',
     /** Whole request head from the first byte of the connection or request (408 past it). */

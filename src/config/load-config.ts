@@ -371,6 +371,7 @@ function build(raw: RawConfig, file: string): Config {
     state: raw.state === undefined ? undefined : resolve(dirname(file), raw.state),
     limits: {
       bodyBytes: bytes(limits.bodySize ?? DEFAULTS.limits.bodySize),
+      bodyBufferBytes: bytes(limits.bodyBuffer ?? DEFAULTS.limits.bodyBuffer),
       headerBytes: bytes(limits.headerSize ?? DEFAULTS.limits.headerSize),
       headTimeoutMs: ms(limits.headTimeout ?? DEFAULTS.limits.headTimeout),
       requestTimeoutMs: ms(limits.requestTimeout ?? DEFAULTS.limits.requestTimeout),

@@ -91,6 +91,7 @@ export const ConfigSchema = Type.Object({
   state: Type.Optional(Type.String({ minLength: 1 })),
   limits: Type.Optional(Type.Object({
     bodySize: Type.Optional(Size),
+    bodyBuffer: Type.Optional(Size),
     headerSize: Type.Optional(Size),
     headTimeout: Type.Optional(Duration),
     requestTimeout: Type.Optional(Duration),
@@ -164,6 +165,8 @@ export interface UpstreamConfig {
 
 export interface Limits {
   readonly bodyBytes: number
+  /** Request body read before a backend connection is taken (all of it when smaller). */
+  readonly bodyBufferBytes: number
   readonly headerBytes: number
   readonly headTimeoutMs: number
   readonly requestTimeoutMs: number

@@ -78,10 +78,14 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
         request.adminCaller = caller
       }
       // A browser form or a text body never changes traffic (and cannot be sent cross-site
-      // without a CORS preflight as JSON).
+      // without a CORS preflight as JSON). That holds for empty bodies too: a form with no
+      // fields posts an empty body with its type, and fetch(…, { mode: 'no-cors' }) or
+      // sendBeacon() post no body and no type, but a browser always marks them (Origin,
+      // Sec-Fetch-Site). Only curl-like clients may send a change with neither body nor type.
       const type = request.headers['content-type']
-      if (!READ_METHODS.has(request.method) && declaresBody(request.headers) && !/^application\/json\s*(;|$)/i.test(type ?? '')) {
-        return fail(reply, 'FICUS_ERR_UNSUPPORTED_MEDIA_TYPE', `got ${type === undefined ? 'no Content-Type' : `Content-Type: ${type}`}`)
+      const fromBrowser = request.headers.origin !== undefined || request.headers['sec-fetch-site'] !== undefined
+      if (!READ_METHODS.has(request.method) && (declaresBody(request.headers) || type !== undefined || fromBrowser) && !/^application\/json\s*(;|$)/i.test(type ?? '')) {
+        return fail(reply, 'FICUS_ERR_UNSUPPORTED_MEDIA_TYPE', `got ${type === undefined ? 'no Content-Type' : `Content-Type: ${type}`}${fromBrowser && type === undefined ? ' from a browser' : ''}`)
       }
     })
     api.setErrorHandler((err: FastifyError, _request, reply) => {

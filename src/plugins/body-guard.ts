@@ -21,9 +21,16 @@ export class BodyGuard extends Transform {
   private keepMax = 0
   private onCaptured: ((body: Captured) => void) | null = null
   private readonly idle: NodeJS.Timeout
+  /** Chunks read before `buffered` fired (held anyway by the readable buffer; kept here for `capture`). */
+  private early: Buffer[] | null = []
+  private onBuffered: (() => void) | null = null
 
-  constructor (private readonly req: IncomingMessage, private readonly limit: number, idleMs: number) {
-    super()
+  /**
+   * `bufferBytes`: how much of the body is read before `buffered` fires (the whole body when
+   * it is smaller), so a slow upload holds no upstream connection while it trickles in.
+   */
+  constructor (private readonly req: IncomingMessage, private readonly limit: number, idleMs: number, private readonly bufferBytes = 0) {
+    super({ readableHighWaterMark: Math.max(bufferBytes, 16 * 1024) })
     this.idle = setTimeout(() => this.fail(ficusError('FICUS_ERR_REQUEST_TIMEOUT')), idleMs)
     this.idle.unref()
     this.on('error', () => {}) // the proxy reads `failure`; the error itself needs no listener of its own
@@ -44,30 +51,58 @@ export class BodyGuard extends Transform {
       if (this.seen <= this.keepMax) this.kept.push(chunk)
       else this.captured('too_large')
     }
+    if (this.early !== null) {
+      this.early.push(chunk)
+      if (this.seen >= this.bufferBytes) this.bufferedNow()
+    }
     cb(null, chunk)
   }
 
   override _flush (cb: TransformCallback): void {
     clearTimeout(this.idle)
+    this.bufferedNow()
     if (this.kept !== null) this.captured(Buffer.concat(this.kept))
     cb()
   }
 
   override _destroy (err: Error | null, cb: (error?: Error | null) => void): void {
     clearTimeout(this.idle)
+    this.bufferedNow()
     if (this.kept !== null) this.captured('failed')
     cb(err)
   }
 
   /**
+   * Calls `ready` once `bufferBytes` of the body, or all of it, has been read — or once the
+   * body failed (`failure`, or the client left): then nothing is to be forwarded.
+   */
+  buffered (ready: () => void): void {
+    if (this.early === null || this.bufferBytes === 0) {
+      this.early = null
+      ready()
+    } else {
+      this.onBuffered = ready
+    }
+  }
+
+  private bufferedNow (): void {
+    const ready = this.onBuffered
+    this.onBuffered = null
+    ready?.() // may call capture(), which takes the early chunks
+    this.early = null
+  }
+
+  /**
    * Keeps a copy of the body, up to `max` bytes, for the shadow request; `done` is called
    * once: with the whole body when it has been read, or with why it was not kept.
-   * Call before the body starts flowing.
+   * Call before `buffered` fires, or from its callback.
    */
   capture (max: number, done: (body: Captured) => void): void {
-    this.kept = []
     this.keepMax = max
     this.onCaptured = done
+    // What was read while buffering is kept too (the chunks are shared, not copied).
+    this.kept = [...(this.early ?? [])]
+    if (this.seen > max) this.captured('too_large')
   }
 
   private captured (body: Captured): void {

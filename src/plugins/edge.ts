@@ -21,8 +21,13 @@ const kAuthority = Symbol('ficus.authority')
 const kBadTarget = Symbol('ficus.badTarget')
 type EdgeRequest = IncomingMessage & { [kAuthority]?: string; [kBadTarget]?: true }
 
-/** How long a refused connection may linger so the client can read the answer, in ms. */
-const LINGER_MS = 1000
+/**
+ * How long a refused connection lingers so the client can read the answer, in ms: closing
+ * while the client still sends makes the kernel reset the connection, which can discard the
+ * answer before the client reads it (nginx's lingering_timeout is 5 s too). It ends sooner
+ * when the client closes its side.
+ */
+const LINGER_MS = 5000
 
 export interface EdgeDeps {
   readonly metrics: Metrics
@@ -144,7 +149,12 @@ function answerAndClose(socket: Socket, e: FicusError, requestId: string | undef
   const body = errorBody(e, requestId)
   socket.end(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
     `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
-  setTimeout(() => socket.destroy(), LINGER_MS).unref()
+  const linger = setTimeout(() => socket.destroy(), LINGER_MS).unref()
+  socket.once('end', () => {
+    clearTimeout(linger)
+    socket.destroy()
+  })
+  socket.resume() // read and drop what the client still sends, so it is not reset before it reads the answer
 }
 
 /** fastify `frameworkErrors`: the router could not read the path (bad percent-encoding). */

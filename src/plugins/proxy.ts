@@ -1,4 +1,4 @@
-import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http'
+import { METHODS, validateHeaderName, validateHeaderValue, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
@@ -75,10 +75,32 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       try {
         const decision = ex.decision
         if (decision === null) throw new Error('no decision for request')
-        const body = declaresBody(req.headers) ? new BodyGuard(req, limits.bodyBytes, limits.bodyIdleTimeoutMs) : null
-        send(ex, req, res, decision.primary, upstreams.get(ex.rule!.backends[decision.primary]), body, undefined)
-        // After the primary is on its way: a copy never goes ahead of the request a client waits for.
-        if (decision.shadow) ex.shadow = shadowing.begin(ex, req, res, body)
+        const forward = (body: BodyGuard | null): void => {
+          send(ex, req, res, decision.primary, upstreams.get(ex.rule!.backends[decision.primary]), body, undefined)
+          // After the primary is on its way: a copy never goes ahead of the request a client waits for.
+          if (decision.shadow) ex.shadow = shadowing.begin(ex, req, res, body)
+        }
+        if (!declaresBody(req.headers)) {
+          forward(null)
+          return
+        }
+        // The first limits.bodyBuffer bytes (or the whole body) are read before a backend
+        // connection is taken: slow uploads cannot tie up the pool.
+        const body = new BodyGuard(req, limits.bodyBytes, limits.bodyIdleTimeoutMs, limits.bodyBufferBytes)
+        body.buffered(() => {
+          if (ex.error !== null || res.writableEnded || res.destroyed) {
+            // The edge answered already (whole-request timeout), or the client left.
+            if (ex.error === null) ex.outcome = 'client_aborted'
+            body.detach()
+          } else if (body.failure !== null) {
+            refuseBody(ex, res, body, body.failure)
+          } else if (body.destroyed && !req.complete) {
+            ex.outcome = 'client_aborted' // the client broke off its upload
+            res.destroy()
+          } else {
+            forward(body)
+          }
+        })
       } catch (err) {
         const e = ficusError('FICUS_ERR_INTERNAL', { cause: err })
         ex.error = e
@@ -88,6 +110,15 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       }
     }
   })
+
+  /** The body failed before anything was sent upstream (413 or 408): answer, stop reading, close. */
+  function refuseBody(ex: Exchange, res: ServerResponse, body: BodyGuard, err: FicusError): void {
+    ex.error = err
+    ex.outcome = reasonOf(err.code)
+    metrics.clientErrors.inc({ reason: ex.outcome })
+    sendError(res, err, ex.requestId, true)
+    body.detach()
+  }
 
   /** Starts one attempt on `backend`'s upstream; `headersTimeout` (ms) overrides the upstream's, for a fallback. */
   function send(ex: Exchange, req: IncomingMessage, res: ServerResponse, backend: Backend, upstream: Upstream | undefined, body: BodyGuard | null, headersTimeout: number | undefined): void {
@@ -109,7 +140,10 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
     private state: 'idle' | 'queued' | 'running' | 'over' = 'idle'
     private controller: Dispatcher.DispatchController | null = null
     private pendingAbort: Error | null = null
+    /** The response head has been written to the client. */
     private streaming = false
+    /** The upstream's response head, checked and waiting to be written (sendHead). */
+    private head: { statusCode: number; headers: OutgoingHttpHeaders } | null = null
     /** new's failure answer is being read to its end (the connection stays usable). */
     private discarding = 0
     /** Running while the client does not read (between a full write and its drain): past limits.sendTimeout, abort. */
@@ -185,18 +219,33 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       // read, so this connection cannot carry another request.
       if ((this.body !== null && !this.req.complete) || draining()) out.connection = 'close'
       try {
-        this.res.writeHead(statusCode, out)
+        for (const [name, value] of Object.entries(out)) {
+          validateHeaderName(name)
+          for (const v of Array.isArray(value) ? value : [value]) validateHeaderValue(name, v)
+        }
       } catch (err) {
-        // Node refused a header value the upstream sent (invalid characters).
+        // Node would refuse a header the upstream sent (invalid characters).
         controller.abort(Object.assign(new Error('invalid response header from upstream'), { code: 'HPE_INVALID_HEADER_TOKEN', cause: err }))
         return
       }
-      this.streaming = true
+      // The head goes out with the first body bytes (as Node would send it anyway), so a
+      // body broken from its first bytes (bad chunk size) still gets a clean 502.
+      this.head = { statusCode, headers: out }
       this.ex.shadow?.head(statusCode, headers)
+    }
+
+    /** Writes the pending response head; from then on a failure can only abort the client connection. */
+    private sendHead (): void {
+      const head = this.head
+      if (head === null) return
+      this.head = null
+      this.streaming = true
+      this.res.writeHead(head.statusCode, head.headers)
     }
 
     onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
       if (this.discarding !== 0) return
+      this.sendHead() // sent with this chunk
       const written = this.res.write(chunk)
       this.ex.shadow?.data(chunk)
       if (written || this.stall !== null) return // (a chunk undici had in hand after pause(): the wait is on)
@@ -217,6 +266,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
         fallBack(this.ex, this.req, this.res, `status_${this.discarding}`)
         return
       }
+      this.sendHead()
       if (this.res.chunkedEncoding && Object.keys(trailers).length > 0) this.res.addTrailers(trailers)
       this.res.end()
       this.ex.shadow?.end()

@@ -12,6 +12,7 @@ import type { ShadowLimits } from '../config/schema.js'
 import { compare, type ComparedSide, type Comparison, type Difference } from '../core/compare.js'
 import { SAFE_METHODS } from '../core/decide.js'
 import { pathOf, queryOf } from '../core/normalize-path.js'
+import { showDifference } from '../core/redact.js'
 import { stickyKey } from '../core/sticky-key.js'
 import type { Backend } from '../core/types.js'
 import { CATALOGUE, toUpstreamError } from '../errors.js'
@@ -446,7 +447,8 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
     }
     store.compared(rec, result, areas, rule.compare.redact)
     if (result.outcome === 'diverged') {
-      log.debug({ reqId: rec.requestId, route: rec.route, differences: result.differences.length, first: result.differences[0]?.path }, 'divergence')
+      const first = result.differences[0] // shown as in samples: a keyed array's key may be redacted
+      log.debug({ reqId: rec.requestId, route: rec.route, differences: result.differences.length, first: first === undefined ? undefined : showDifference(first, rule.compare.redact).path }, 'divergence')
     }
   }
 

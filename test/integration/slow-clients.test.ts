@@ -15,10 +15,10 @@ function chunk(s: string): string {
 }
 
 t.test('a chunked upload answered early closes its connection, and more bytes cannot crash Ficus', async (t) => {
-  // The upstream is down: Ficus answers 502 before reading the body. The client then keeps
+  // Streaming (bodyBuffer 0, as for any body past limits.bodyBuffer). The upstream is down: Ficus answers 502 before reading the body. The client then keeps
   // sending, past limits.bodySize. Before the fix this was an uncaught exception (exit 1)
   // and the connection hung with the rest of the body unread.
-  const f = await startTestFicus(t, { upstreams: { legacy: { url: `http://127.0.0.1:${await closedPort()}` }, new: { url: 'http://127.0.0.1:1' } }, limits: { bodySize: '1KiB' } })
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: `http://127.0.0.1:${await closedPort()}` }, new: { url: 'http://127.0.0.1:1' } }, limits: { bodySize: '1KiB', bodyBuffer: 0 } })
   const { port } = new URL(f.url)
   const s = connect(Number(port), '127.0.0.1')
   let text = ''
@@ -34,7 +34,7 @@ t.test('a chunked upload answered early closes its connection, and more bytes ca
   t.equal(after.status, 502, 'and is still serving')
 })
 
-t.test('a stalled upload gets 408 after bodyIdleTimeout, and its upstream request is cancelled', async (t) => {
+t.test('a streamed upload that stalls gets 408 after bodyIdleTimeout, and its upstream request is cancelled', async (t) => {
   let upstreamSawClose: () => void = () => {}
   const closed = new Promise<void>((resolve) => { upstreamSawClose = resolve })
   const legacy = await startUpstream(t, 'legacy')
@@ -42,7 +42,7 @@ t.test('a stalled upload gets 408 after bodyIdleTimeout, and its upstream reques
   legacy.server.on('request', (req: import('node:http').IncomingMessage) => {
     if (req.url === '/doc') req.socket.on('close', () => upstreamSawClose())
   })
-  const f = await startTestFicus(t, { ...oneSlot(legacy.url), limits: { bodyIdleTimeout: '300ms' } })
+  const f = await startTestFicus(t, { ...oneSlot(legacy.url), limits: { bodyIdleTimeout: '300ms', bodyBuffer: 0 } })
   const r = await rawRequest(f.url, `PUT /doc HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n${'x'.repeat(10)}`)
   t.equal(r.status, 408)
   t.match(JSON.parse(r.text.slice(r.text.indexOf('\r\n\r\n') + 4)), { code: 'FICUS_ERR_REQUEST_TIMEOUT' })
@@ -51,6 +51,24 @@ t.test('a stalled upload gets 408 after bodyIdleTimeout, and its upstream reques
   t.pass('the upstream connection of the stalled request was closed')
   t.equal((await f.fetch('/next')).status, 200, 'its slot is free again')
   t.equal(sample(await f.scrape(), 'ficus_client_errors_total', { reason: 'request_timeout' }), 1)
+})
+
+t.test('limits.bodyBuffer: a body is read before a backend connection is taken; past it, streamed', async (t) => {
+  const heads: string[] = []
+  const legacy = await startUpstream(t, 'legacy')
+  legacy.server.on('request', (req: import('node:http').IncomingMessage) => { heads.push(req.url ?? '') })
+  const f = await startTestFicus(t, { ...oneSlot(legacy.url), limits: { bodyIdleTimeout: '300ms', bodyBuffer: '1KiB' } })
+  const stalled = await rawRequest(f.url, `PUT /small HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n${'x'.repeat(999)}`)
+  t.equal(stalled.status, 408, 'a stalled upload under bodyBuffer: 408')
+  t.ok(stalled.closed)
+  t.same(heads, [], '…and the backend never saw it: the only connection stayed free')
+  const whole = await f.fetch('/small', { method: 'PUT', body: 'x'.repeat(1000) })
+  t.equal(whole.status, 200)
+  t.equal(legacy.requests[0]?.body.length, 1000, 'a whole body under bodyBuffer is forwarded whole')
+  const bigger = await rawRequest(f.url, `PUT /big HTTP/1.1\r\nHost: a\r\nContent-Length: 4096\r\n\r\n${'y'.repeat(2048)}`)
+  t.equal(bigger.status, 408, 'past bodyBuffer the body streams, and a stall is still cut')
+  t.same(heads, ['/small', '/big'], 'the streamed one had reached the backend')
+  t.equal(sample(await f.scrape(), 'ficus_client_errors_total', { reason: 'request_timeout' }), 2)
 })
 
 t.test('a client that stops reading is cut off after sendTimeout, freeing the upstream connection', async (t) => {
