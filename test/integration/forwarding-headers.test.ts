@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http'
 import t from 'tap'
 import { startTestFicus } from '../helpers/ficus.js'
 import { rawRequest } from '../helpers/raw.js'
@@ -91,4 +92,39 @@ t.test('response trailers are relayed to a client that accepts them', async (t) 
   t.match(r.text, /\r\ntrailer: x-checksum\r\n/i)
   t.match(r.text, /\r\n0\r\nx-checksum: abc123\r\n\r\n$/i, 'the trailer follows the last chunk')
   t.equal(legacy.requests[0]?.headers.te, 'trailers')
+})
+
+t.test('curl --path-as-is: dot segments, %2F and the query reach the backend byte for byte; Via is appended to', async (t) => {
+  const { curl } = await import('../helpers/curl.js')
+  const legacy = await startUpstream(t, 'legacy')
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
+  const target = '/a/./b/../c/%2F..%2Fd/?q=%2F..%2F&x=a+b&empty='
+  const r = await curl(['--path-as-is', '-H', 'Via: 1.1 cdn-edge', `${f.url}${target}`])
+  t.equal(r.status, 200)
+  t.equal(legacy.requests[0]?.url, target, 'not normalised, not re-encoded')
+  t.equal(legacy.requests[0]?.headers.via, '1.1 cdn-edge, 1.1 ficus', 'the proxies before Ficus stay listed')
+})
+
+t.test('the shadow copy carries x-ficus-shadow: 1 once, whatever the client sent, and no hop-by-hop header', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  let copied: (req: IncomingMessage) => void = () => {}
+  const copyArrived = new Promise<IncomingMessage>((resolve) => { copied = resolve })
+  const next = await startUpstream(t, 'new', (req, res) => {
+    copied(req)
+    res.end('{}')
+  })
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
+    routes: [{ name: 'r', match: { path: '/*' }, new: 0, shadow: 100 }]
+  })
+  // Raw: HTTP clients do not let a caller list its own names in Connection.
+  const r = await rawRequest(f.url, 'GET /s HTTP/1.1\r\nHost: a\r\nX-Ficus-Shadow: 0\r\nConnection: close, X-Hop\r\nX-Hop: secret\r\nProxy-Authorization: Basic eDp5\r\n\r\n')
+  t.equal(r.status, 200)
+  t.notOk('x-ficus-shadow' in (legacy.requests[0]?.headers ?? {}), 'the primary does not get the client\'s marker')
+  t.notOk('x-hop' in (legacy.requests[0]?.headers ?? {}), 'nor the hop-by-hop header')
+  const copy = await copyArrived
+  const marks = copy?.rawHeaders.filter((v, i) => i % 2 === 0 && v.toLowerCase() === 'x-ficus-shadow') ?? []
+  t.equal(marks.length, 1, 'one marker')
+  t.equal(copy?.headers['x-ficus-shadow'], '1')
+  for (const name of ['x-hop', 'proxy-authorization']) t.notOk(name in (copy?.headers ?? {}), `${name} not on the copy`)
 })
