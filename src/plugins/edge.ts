@@ -147,13 +147,21 @@ export function clientErrorHandler(deps: EdgeDeps) {
 function answerAndClose(socket: Socket, e: FicusError, requestId: string | undefined): void {
   if (!socket.writable) return
   const body = errorBody(e, requestId)
-  socket.end(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+  socket.write(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
     `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+  lingerClose(socket)
+}
+
+/**
+ * Ends a connection after an answer without resetting it: what the client still sends is
+ * read and dropped, the socket is destroyed once the answer is flushed and the client has
+ * closed its side, and at the latest after LINGER_MS.
+ */
+function lingerClose(socket: Socket): void {
+  socket.end()
   const linger = setTimeout(() => socket.destroy(), LINGER_MS).unref()
-  socket.once('end', () => {
-    clearTimeout(linger)
-    socket.destroy()
-  })
+  socket.once('close', () => clearTimeout(linger))
+  socket.once('end', () => socket.destroySoon()) // destroyed once our answer is flushed
   socket.resume() // read and drop what the client still sends, so it is not reset before it reads the answer
 }
 
@@ -173,7 +181,8 @@ export function refuseConnect(server: Server, deps: EdgeDeps): void {
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
     const res = new ServerResponse(req)
     res.assignSocket(socket)
-    res.once('finish', () => socket.end())
+    // Node applies no timeout to a socket it handed over: Ficus closes it, lingering as for any refusal.
+    res.once('finish', () => lingerClose(socket))
     socket.on('error', () => socket.destroy())
     refuse(deps, req, res, 'FICUS_ERR_CONNECT', openExchange(deps, req, res, requestIdOf(req)))
   })

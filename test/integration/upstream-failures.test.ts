@@ -101,6 +101,24 @@ t.test('a response that stalls mid-body aborts the client connection after bodyT
   t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { route: 'default', backend: 'legacy', reason: 'body_timeout' }), 1)
 })
 
+t.test('a head and then nothing: nothing reached the client yet, so it gets a clean 502 or 504; a GET on new falls back', async (t) => {
+  const reset = await startRawUpstream(t, (s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n'))
+  const silent = await startRawUpstream(t, (s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n'))
+  const a = await startTestFicus(t, only({ url: reset.url }))
+  const r = await a.fetch('/x')
+  t.equal(r.status, 502)
+  t.match(r.json(), { code: 'FICUS_ERR_UPSTREAM_RESET' })
+  const b = await startTestFicus(t, only({ url: silent.url, bodyTimeout: '200ms' }))
+  const s = await b.fetch('/x')
+  t.equal(s.status, 504)
+  t.match(s.json(), { code: 'FICUS_ERR_UPSTREAM_BODY_TIMEOUT' })
+  const legacy = await startUpstream(t, 'legacy')
+  const c = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: reset.url } }, routes: [{ name: 'r', match: { path: '/*' }, new: 100 }] })
+  const g = await c.fetch('/x')
+  t.equal(g.headers['x-served-by'], 'legacy', 'new sent only a head: legacy answers the GET')
+  t.equal(sample(await c.scrape(), 'ficus_fallbacks_total', { route: 'r', reason: 'reset' }), 1)
+})
+
 t.test('an upstream that breaks off mid-body aborts the client connection', async (t) => {
   const raw = await startRawUpstream(t, (s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial'))
   const f = await startTestFicus(t, only({ url: raw.url }))

@@ -26,8 +26,6 @@ interface Case {
   readonly closed: boolean
   /** Request targets the upstream received whole (pipelined requests may be forwarded at once: any order), and answered in this order. */
   readonly upstream: string[]
-  /** The body is bad, not the head: the head may have been forwarded (then aborted) before the body was parsed. */
-  readonly headMayReach?: true
 }
 
 const H = 'Host: shop.example\r\n'
@@ -50,10 +48,10 @@ const CASES: Case[] = [
   { what: 'Transfer-Encoding in HTTP/1.0', send: `POST /a HTTP/1.0\r\n${H}Transfer-Encoding: chunked\r\n\r\n${chunk('abc')}0\r\n\r\n`, statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [] },
   { what: 'Transfer-Encoding with Content-Length in HTTP/1.0', send: `POST /a HTTP/1.0\r\n${H}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc`, statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [] },
   // ---- bad chunks: found once the head was read ----
-  { what: 'chunk size not hex', send: `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n`, statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [], headMayReach: true },
-  { what: 'chunk size overflowing 64 bits', send: `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nabc\r\n0\r\n\r\n`, statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [], headMayReach: true },
-  { what: 'negative chunk size', send: `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n`, statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [], headMayReach: true },
-  { what: 'chunk longer than its size', send: `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n${SMUGGLED}`, statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [], headMayReach: true },
+  { what: 'chunk size not hex', send: `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n`, statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [] },
+  { what: 'chunk size overflowing 64 bits', send: `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nabc\r\n0\r\n\r\n`, statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [] },
+  { what: 'negative chunk size', send: `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n`, statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [] },
+  { what: 'chunk longer than its size', send: `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n${SMUGGLED}`, statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [] },
   // ---- header syntax ----
   { what: 'obs-fold', send: `GET /a HTTP/1.1\r\n${H}X-A: b\r\n c\r\n\r\n`, statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [] },
   { what: 'bare LF line endings', send: 'GET /a HTTP/1.1\nHost: shop.example\n\n', statuses: [400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: [] },
@@ -113,13 +111,16 @@ t.test('framing and smuggling: each malformed request is refused, closed, and ne
       t.equal(body.code, c.code, `${c.what}: code`)
       if (body.requestId !== undefined) answered.push({ what: c.what, requestId: body.requestId, code: body.code })
     }
+    // rawRequest returns once Ficus closes (a connection kept open would time the test out): what
+    // the client is told is the promise checked here.
     t.equal(r.closed, c.closed, `${c.what}: closed`)
+    if (c.closed) t.match(r.text.slice([...r.text.matchAll(/(?:^|\r\n)HTTP\/1\.1 \d{3} /g)].at(-1)?.index ?? 0), /\r\nconnection: close\r\n/i, `${c.what}: the last answer says Connection: close`)
     t.same(legacy.requests.slice(done).map((x) => x.url).sort(), [...c.upstream].sort(), `${c.what}: what reached the upstream`)
     t.same([...r.text.matchAll(/"url":"([^"]*)"/g)].map((m) => m[1]), c.upstream, `${c.what}: answers in request order`)
     const heads = legacy.started() - started
     started = legacy.started()
-    if (c.headMayReach === true) t.ok(heads <= 1, `${c.what}: at most the head of the one request, aborted`)
-    else t.equal(heads, c.upstream.length, `${c.what}: no other request began upstream`)
+    // Bodies under limits.bodyBuffer are read whole before a backend is asked: a bad chunk never costs one.
+    t.equal(heads, c.upstream.length, `${c.what}: no other request began upstream`)
   }
   const smuggled = legacy.requests.filter((x) => x.url === '/smuggled')
   t.same(smuggled, [], 'no smuggled request ever reached the upstream')
@@ -133,7 +134,7 @@ t.test('framing and smuggling: each malformed request is refused, closed, and ne
   t.equal(counted, refused, 'every refusal is counted in ficus_client_errors_total')
   // A refusal that carries a request id was of a parsed request: it has its access-log line.
   // Parser failures before a request existed have neither (as in nginx's access log).
-  t.ok(answered.length >= 15, `${answered.length} refusals of parsed requests`)
+  t.equal(answered.length, 17, 'refusals of parsed requests carry a request id')
   await f.logs.waitFor(() => answered.every((a) => f.logs.requests().some((l) => l.reqId === a.requestId)))
   for (const a of answered) {
     const line = f.logs.requests().find((l) => l.reqId === a.requestId)

@@ -43,7 +43,7 @@ const ROUTE = 'orders'
 /** The faulty upstream's timeouts: short, so a cell that waits for one stays quick. */
 const FAULT_TIMEOUT_MS = 400
 /** shadow.timeout: long against a client answer on loopback (milliseconds), short for the suite. */
-const SHADOW_TIMEOUT_MS = 700
+const SHADOW_TIMEOUT_MS = 2000
 /** Margin on every "bounded by a configured timeout" check. */
 const MARGIN_MS = 3000
 /** The healthy side's timeout: leaves a fallback plenty of time. */
@@ -325,7 +325,8 @@ const refused: Run = async (t, faulty, role) => {
 /** The upstream sends its head and part of the body, then resets the connection. */
 const resetMidBody: Run = async (t, faulty, role) => {
   const { raw, seen } = await rawWriting(t, PARTIAL)
-  const c = await cell(t, faulty, role, raw.url)
+  // The copy is reset by the test, not timed out: a long shadow.timeout keeps a slow machine from turning it into one.
+  const c = await cell(t, faulty, role, raw.url, {}, role === 'shadow' ? { timeout: '10s' } : {})
   if (role === 'shadow') {
     const [s] = await Promise.all([send(c), seen.arrived(1)])
     primaryAnswer(c, s)
@@ -562,7 +563,7 @@ const saturated: Run = async (t, faulty, role) => {
   const hold = held(healthy(faulty))
   const up = await startUpstream(t, faulty, hold.handler)
   t.teardown(() => hold.release())
-  const c = await cell(t, faulty, role, up.url, { timeout: HEALTHY_TIMEOUT, connections: 1, maxQueue: 0 }, { maxInFlight: 1 })
+  const c = await cell(t, faulty, role, up.url, { timeout: HEALTHY_TIMEOUT, connections: 1, maxQueue: 0 }, { maxInFlight: 1, timeout: '10s' })
   if (role === 'shadow') {
     primaryAnswer(c, await send(c), 'first request: answered while its copy is held')
     await up.arrived(1)
