@@ -93,7 +93,7 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
             if (ex.error === null) ex.outcome = 'client_aborted'
             body.detach()
           } else if (body.failure !== null) {
-            refuseBody(ex, res, body, body.failure)
+            clientFault(ex, res, body, body.failure) // 413 or 408 before anything was sent upstream
           } else if (body.destroyed && !req.complete) {
             ex.outcome = 'client_aborted' // the client broke off its upload
             res.destroy()
@@ -111,13 +111,13 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
     }
   })
 
-  /** The body failed before anything was sent upstream (413 or 408): answer, stop reading, close. */
-  function refuseBody(ex: Exchange, res: ServerResponse, body: BodyGuard, err: FicusError): void {
+  /** The client sent too much or too slowly, or stopped reading: answer (if still possible), stop reading and close, as nginx does. */
+  function clientFault(ex: Exchange, res: ServerResponse, body: BodyGuard | null, err: FicusError): void {
     ex.error = err
     ex.outcome = reasonOf(err.code)
     metrics.clientErrors.inc({ reason: ex.outcome })
     sendError(res, err, ex.requestId, true)
-    body.detach()
+    body?.detach()
   }
 
   /** Starts one attempt on `backend`'s upstream; `headersTimeout` (ms) overrides the upstream's, for a fallback. */
@@ -282,9 +282,9 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       } else if (err instanceof FallbackOnStatus) {
         fallBack(ex, req, res, `status_${err.status}`)
       } else if (err instanceof SendTimeout) {
-        this.clientFault(ficusError('FICUS_ERR_SEND_TIMEOUT'))
+        clientFault(this.ex, this.res, this.body, ficusError('FICUS_ERR_SEND_TIMEOUT'))
       } else if (body?.failure != null) {
-        this.clientFault(body.failure) // 413 or 408: the body went over the limit or stalled
+        clientFault(ex, res, body, body.failure) // 413 or 408: the body went over the limit or stalled
       } else if (req.destroyed && !req.complete) {
         ex.outcome = 'client_aborted' // the client broke off its own upload
         res.destroy()
@@ -317,13 +317,6 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       this.answer(err)
     }
 
-    /** The client sent too much or too slowly: answer, stop reading and close, as nginx does. */
-    private clientFault (err: FicusError): void {
-      this.ex.error = err
-      this.ex.outcome = reasonOf(err.code)
-      metrics.clientErrors.inc({ reason: this.ex.outcome })
-      this.answer(err, true)
-    }
 
     /** Sends the error; a request body that was not read to its end closes the connection. */
     private answer (err: FicusError, close = false): void {

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
 import { closedPort, held, startUpstream } from '../helpers/upstream.js'
-import { CLI, ROOT, run } from '../helpers/spawn.js'
+import { CLI, ROOT, listening, run } from '../helpers/spawn.js'
 
 const fixture = (name: string): string => join('test', 'fixtures', 'routes', name)
 
@@ -50,12 +50,11 @@ t.test('ficus start serves, logs JSON lines, and exits 0 on SIGTERM', async (t) 
   const p = run(t, CLI, ['start', '--config', 'routes.yaml'], {
     FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: next.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '0s'
   })
-  const out = await p.waitFor(/"msg":"ficus listening"/)
-  const listening = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string; admin: string }
-  const r = await request(`${listening.traffic}/api/reports/daily`)
+  const { traffic, admin } = await listening(p)
+  const r = await request(`${traffic}/api/reports/daily`)
   t.equal(r.statusCode, 200)
   t.same(await r.body.json(), { served: 'legacy', method: 'GET', url: '/api/reports/daily', headers: legacy.requests[0]?.headers, body: '' })
-  t.equal((await request(`${listening.admin}/readyz`)).statusCode, 200)
+  t.equal((await request(`${admin}/readyz`)).statusCode, 200)
   await p.waitFor(/"msg":"request"/)
   p.child.kill('SIGTERM')
   t.equal(await p.exited, 0)
@@ -94,10 +93,9 @@ t.test('ficus start with a corrupt state file exits 1; --reset-state moves it as
   t.notMatch(refused.stdout, /ficus listening/)
 
   const reset = run(t, CLI, ['start', '--config', config, '--reset-state'], env)
-  const out = await reset.waitFor(/"msg":"ficus listening"/)
-  t.match(out, /--reset-state: the unreadable state file was moved aside/)
+  const { admin } = await listening(reset)
+  t.match(reset.stdout + reset.stderr, /--reset-state: the unreadable state file was moved aside/)
   t.match((await readdir(dir)).join(' '), /state\.json\.reset-\d{4}-/)
-  const admin = (JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { admin: string }).admin
   const audit = await (await request(`${admin}/admin/audit`)).body.json() as { entries: { action: string; detail: string }[] }
   t.match(audit.entries[0], { action: 'reset-state', detail: /state\.json\.reset-/ })
   reset.child.kill('SIGTERM')
@@ -119,8 +117,7 @@ t.test('SIGTERM: readiness off at once, traffic served through the drain delay, 
   const p = run(t, CLI, ['start', '--config', 'routes.yaml'], {
     FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: next.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '1s'
   })
-  const out = await p.waitFor(/"msg":"ficus listening"/)
-  const { traffic, admin } = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string; admin: string }
+  const { traffic, admin } = await listening(p)
   const slow = request(`${traffic}/api/reports/slow`)
   await legacy.arrived(1)
   p.child.kill('SIGTERM')
@@ -145,8 +142,7 @@ t.test('a second signal exits at once', async (t) => {
   const p = run(t, CLI, ['start', '--config', 'routes.yaml'], {
     FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: legacy.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '20s'
   })
-  const out = await p.waitFor(/"msg":"ficus listening"/)
-  const { traffic } = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string }
+  const { traffic } = await listening(p)
   request(`${traffic}/api/reports/daily`).catch(() => {})
   await legacy.arrived(1)
   p.child.kill('SIGTERM')
@@ -166,8 +162,7 @@ t.test('ficus start reloads routes.yaml when it changes and on SIGHUP; an invali
   const p = run(t, CLI, ['start', '--config', config], {
     FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: next.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '0s'
   })
-  const out = await p.waitFor(/"msg":"ficus listening"/)
-  const { traffic } = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string }
+  const { traffic } = await listening(p)
   const servedBy = async (): Promise<unknown> => {
     const r = await request(`${traffic}/api/reports/daily`)
     await r.body.dump()

@@ -6,7 +6,7 @@ import t from 'tap'
 import { Pool, request } from 'undici'
 import { rolloutFlag, startFeaturesServer } from '../helpers/features-server.js'
 import { prometheusBinaries, startPrometheus } from '../helpers/prometheus.js'
-import { CLI, ROOT, run } from '../helpers/spawn.js'
+import { CLI, ROOT, listening, run } from '../helpers/spawn.js'
 import { startUpstream } from '../helpers/upstream.js'
 
 /**
@@ -87,8 +87,7 @@ t.test('every dashboard query returns series from a real Prometheus scraping Fic
   ].join('\n')
   await writeFile(file, routes('first'))
   const ficus = run(t, CLI, ['start', '--config', file], {}, { cwd: dir })
-  const out = await ficus.waitFor(/"msg":"ficus listening"/)
-  const { traffic, admin } = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string; admin: string }
+  const { traffic, admin } = await listening(ficus)
   await ficus.waitFor(/flags synchronized with Unleash/)
 
   const prom = await startPrometheus(t, PROMETHEUS, [

@@ -4,7 +4,7 @@ import t from 'tap'
 import { request } from 'undici'
 import { bucket } from '../../src/core/bucket.js'
 import { sample } from '../helpers/ficus.js'
-import { CLI, run } from '../helpers/spawn.js'
+import { CLI, listening, run } from '../helpers/spawn.js'
 import { createFlexibleRolloutFlag, setEnabled, setRollout, startUnleash } from '../helpers/unleash-server.js'
 import { startUpstream } from '../helpers/upstream.js'
 
@@ -48,8 +48,7 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
     ''
   ].join('\n'))
   const ficus = run(t, CLI, ['start', '--config', config], { UNLEASH_TOKEN: unleash.clientToken, UNLEASH_ADMIN_TOKEN: unleash.adminToken })
-  const out = await ficus.waitFor(/"msg":"ficus listening"/)
-  const { traffic, admin } = JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string; admin: string }
+  const { traffic, admin } = await listening(ficus)
 
   const sides = async (): Promise<Map<string, string>> => {
     const m = new Map<string, string>()
