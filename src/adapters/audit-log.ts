@@ -53,7 +53,7 @@ export class AuditLog {
           log.recent.push(JSON.parse(line) as AuditEntry)
         } catch { /* a torn last line from a crash: the entries before it stand */ }
       }
-      log.fh = await open(file, 'a', 0o600)
+      log.fh = await private0600(await open(file, 'a', 0o600))
       log.size = (await stat(file)).size
     }
     return log
@@ -77,7 +77,7 @@ export class AuditLog {
       const bytes = Buffer.byteLength(text)
       if (this.size + bytes > this.maxBytes && this.size > 0) await this.rotate(this.file)
       // After a failed rotation, the next append reopens the file.
-      this.fh ??= await open(this.file, 'a', 0o600)
+      this.fh ??= await private0600(await open(this.file, 'a', 0o600))
       await this.fh.write(text)
       await this.fh.datasync()
       this.size += bytes
@@ -111,4 +111,14 @@ export class AuditLog {
     await rename(file, `${file}.1`)
     this.size = 0
   }
+}
+
+/**
+ * The mode of `open` applies only when it creates the file: an audit log an operator (or an
+ * older version) left world-readable is made private too. Best effort: a file Ficus does not
+ * own cannot be changed (EPERM), and it is still appended to.
+ */
+async function private0600(fh: FileHandle): Promise<FileHandle> {
+  await fh.chmod(0o600).catch(() => {})
+  return fh
 }

@@ -178,7 +178,8 @@ export function acceptableRequestId(id: string | string[] | undefined): id is st
  * @example validHost('shop.example:8080') // true
  */
 export function validHost(value: string): boolean {
-  return /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?$/.test(value)
+  const m = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]{0,5}))?$/.exec(value)
+  return m !== null && (m[1] === undefined || m[1] === '' || Number(m[1]) <= 65535)
 }
 
 /** `::ffff:10.0.0.1` → `10.0.0.1`: Node reports IPv4 peers of a dual-stack socket that way. */

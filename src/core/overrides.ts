@@ -69,7 +69,8 @@ export interface RollbackRequest {
 
 /** Checks a POST /admin/rollback body; returns every problem. */
 export function parseRollback(body: unknown): { rollback: RollbackRequest } | { problems: string[] } {
-  const { b, problems } = jsonObject(body ?? {}, ['route', 'reason'], '{"route": "orders", "reason": "…"}')
+  // No body at all rolls back every route; a JSON `null` is not an empty object.
+  const { b, problems } = jsonObject(body === undefined ? {} : body, ['route', 'reason'], '{"route": "orders", "reason": "…"}')
   if (b === null) return { problems }
   if (b.route !== undefined && typeof b.route !== 'string') problems.push('route must be a route name')
   reasonProblems(b, problems)

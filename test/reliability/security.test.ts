@@ -423,10 +423,7 @@ t.test('an upstream URL with credentials in it is refused, and the error does no
   t.throws(() => parseConfig(unleash, 'routes.yaml', {}), { message: /unleash\.url: must be an http/ }, 'nor an Unleash URL with credentials')
 })
 
-t.test('the state file is private (0600) when created, when rewritten, and when it replaces a 0644 one; the audit log is created 0600', async (t) => {
-  // Not asserted: an audit log that already exists with wider permissions keeps them (it is
-  // opened for append with mode 0600, which applies only on creation). It holds token names,
-  // reasons and caller addresses, no credential (the test above checks that).
+t.test('the state file is private (0600) when created, when rewritten, and when it replaces a 0644 one; the audit log is created 0600 and a 0644 one made private', async (t) => {
   const dir = t.testdir()
   const state = join(dir, 'state.json')
   const audit = auditFileOf(state)
@@ -445,7 +442,11 @@ t.test('the state file is private (0600) when created, when rewritten, and when 
   const state2 = join(dir2, 'state.json')
   await writeFile(state2, '{"version": 1, "routes": {}}\n')
   await chmod(state2, 0o644)
+  const audit2 = auditFileOf(state2)
+  await writeFile(audit2, '')
+  await chmod(audit2, 0o644)
   const second = await rig(t, { state: state2 })
+  t.equal(octal(await modeOf(audit2)), '0600', 'a 0644 audit log is made private at start')
   t.equal((await call(second.f, 'PATCH', '/admin/routes/orders', JSON_TYPE, '{"new": 20}')).status, 200)
   t.equal(octal(await modeOf(state2)), '0600', 'a 0644 state file is replaced by a 0600 one at the first change')
   t.match(JSON.parse(await readFile(state2, 'utf8')), { routes: { orders: { new: 20 } } })

@@ -38,6 +38,7 @@ t.test('PATCH bodies are checked whole', async (t) => {
 
 t.test('rollback bodies: {} or { route?, reason? }, every problem at once', async (t) => {
   t.same(parseRollback(undefined), { rollback: {} }, 'no body: every route')
+  t.match(parseRollback(null), { problems: [/must be a JSON object/] }, 'a JSON null is not "no body": refused rather than rolling back every route')
   t.same(parseRollback({ route: 'orders', reason: 'errors up' }), { rollback: { route: 'orders', reason: 'errors up' } })
   t.same(parseRollback([]), { problems: ['the body must be a JSON object like {"route": "orders", "reason": "…"}'] })
   t.same(parseRollback({ route: 5, reason: 'x'.repeat(501), all: true }), {
