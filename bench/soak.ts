@@ -1,13 +1,14 @@
 import autocannon from 'autocannon'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, createReadStream, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { request } from 'undici'
+import { jsonServer } from './json-server.js'
 import { ready } from './procs.js'
 
 /**
@@ -125,19 +126,10 @@ function userDoc(n: number, side: 'legacy' | 'new'): Buffer {
 
 async function startBackend(side: 'legacy' | 'new'): Promise<{ server: Server; url: string; bytes: number }> {
   const bodies = Array.from({ length: USERS }, (_, n) => userDoc(n, side))
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const server = jsonServer((req) => {
     const m = /^\/api\/users\/(\d+)$/.exec((req.url ?? '/').split('?')[0] as string)
-    const body = m === null ? undefined : bodies[Number(m[1])]
-    if (body === undefined) {
-      res.writeHead(404, { 'content-length': 0 })
-      res.end()
-      return
-    }
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length })
-    res.end(body)
+    return m === null ? undefined : bodies[Number(m[1])]
   })
-  // Longer than Ficus's pools keep a connection idle: no keep-alive race closes a socket under a request.
-  server.keepAliveTimeout = 65_000
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const avg = bodies.reduce((s, b) => s + b.length, 0) / bodies.length
   return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bytes: Math.round(avg) }

@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer } from 'node:http'
+import { jsonServer } from './json-server.js'
 
 /**
  * The benchmark upstream: node:http serving fixed JSON bodies of ~1 KB and ~64 KB on two
@@ -24,22 +25,9 @@ const BODIES: Record<string, Buffer>[] = [
   { '/1k.json': jsonBody(1024, 43), '/64k.json': jsonBody(65536, 43) }
 ]
 
-const handler = (bodies: Record<string, Buffer>) => (req: IncomingMessage, res: ServerResponse): void => {
-  const path = (req.url ?? '/').split('?')[0] as string
-  const body = bodies[path]
-  if (body === undefined) {
-    res.writeHead(404, { 'content-length': 0 })
-    res.end()
-    return
-  }
-  res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length })
-  res.end(body)
-}
-
 for (const [i, port] of (process.env.PORTS ?? '').split(',').filter(Boolean).entries()) {
-  const server = createServer(handler(BODIES[Math.min(i, 1)] as Record<string, Buffer>))
-  server.keepAliveTimeout = 65_000
-  server.listen(Number(port), '127.0.0.1')
+  const bodies = BODIES[Math.min(i, 1)] as Record<string, Buffer>
+  jsonServer((req) => bodies[(req.url ?? '/').split('?')[0] as string]).listen(Number(port), '127.0.0.1')
 }
 for (const port of (process.env.HANG_PORTS ?? '').split(',').filter(Boolean)) {
   const server = createServer(() => { /* never answers */ })

@@ -1,4 +1,4 @@
-import { METHODS, validateHeaderName, validateHeaderValue, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
+import { METHODS, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
@@ -218,34 +218,37 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
       // The upstream answered before the whole request body arrived: the rest will not be
       // read, so this connection cannot carry another request.
       if ((this.body !== null && !this.req.complete) || draining()) out.connection = 'close'
-      try {
-        for (const [name, value] of Object.entries(out)) {
-          validateHeaderName(name)
-          for (const v of Array.isArray(value) ? value : [value]) validateHeaderValue(name, v)
-        }
-      } catch (err) {
-        // Node would refuse a header the upstream sent (invalid characters).
-        controller.abort(Object.assign(new Error('invalid response header from upstream'), { code: 'HPE_INVALID_HEADER_TOKEN', cause: err }))
-        return
-      }
       // The head goes out with the first body bytes (as Node would send it anyway), so a
       // body broken from its first bytes (bad chunk size) still gets a clean 502.
       this.head = { statusCode, headers: out }
       this.ex.shadow?.head(statusCode, headers)
     }
 
-    /** Writes the pending response head; from then on a failure can only abort the client connection. */
-    private sendHead (): void {
+    /**
+     * Writes the pending response head; from then on a failure can only abort the client
+     * connection. Node checks the header names and values as it writes them (nothing is sent
+     * when one is invalid): that refusal is returned, for a 502.
+     */
+    private sendHead (): Error | null {
       const head = this.head
-      if (head === null) return
+      if (head === null) return null
       this.head = null
+      try {
+        this.res.writeHead(head.statusCode, head.headers)
+      } catch (err) {
+        return Object.assign(new Error('invalid response header from upstream'), { code: 'HPE_INVALID_HEADER_TOKEN', cause: err })
+      }
       this.streaming = true
-      this.res.writeHead(head.statusCode, head.headers)
+      return null
     }
 
     onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
       if (this.discarding !== 0) return
-      this.sendHead() // sent with this chunk
+      const invalid = this.sendHead() // sent with this chunk
+      if (invalid !== null) {
+        controller.abort(invalid)
+        return
+      }
       const written = this.res.write(chunk)
       this.ex.shadow?.data(chunk)
       if (written || this.stall !== null) return // (a chunk undici had in hand after pause(): the wait is on)
@@ -266,7 +269,11 @@ async function proxy(fastify: FastifyInstance, opts: ProxyOptions): Promise<void
         fallBack(this.ex, this.req, this.res, `status_${this.discarding}`)
         return
       }
-      this.sendHead()
+      const invalid = this.sendHead()
+      if (invalid !== null) {
+        this.failed(toUpstreamError(invalid, false), this.canFallBack)
+        return
+      }
       if (this.res.chunkedEncoding && Object.keys(trailers).length > 0) this.res.addTrailers(trailers)
       this.res.end()
       this.ex.shadow?.end()

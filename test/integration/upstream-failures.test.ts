@@ -90,6 +90,19 @@ t.test('invalid framing from the upstream → 502, and that upstream connection 
   t.pass('upstream connection closed')
 })
 
+t.test('a response header Node cannot send (control characters, a bad name) → 502, nothing of the head relayed', async (t) => {
+  for (const bad of ['X-Bad: a\x7fb', 'X-Bad: a\x01b', 'X-B@d: a']) {
+    for (const body of ['Content-Length: 2\r\n\r\nok', 'Content-Length: 0\r\n\r\n']) {
+      const raw = await startRawUpstream(t, (s) => s.write(Buffer.from(`HTTP/1.1 200 OK\r\n${bad}\r\n${body}`, 'latin1')))
+      const f = await startTestFicus(t, only({ url: raw.url }))
+      const r = await f.fetch('/x')
+      t.equal(r.status, 502, JSON.stringify(bad))
+      t.match(r.json(), { code: 'FICUS_ERR_UPSTREAM_BAD_RESPONSE' })
+      t.notOk('x-bad' in r.headers, 'no part of the bad head reached the client')
+    }
+  }
+})
+
 t.test('a response that stalls mid-body aborts the client connection after bodyTimeout', async (t) => {
   const raw = await startRawUpstream(t, (s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial'))
   const f = await startTestFicus(t, only({ url: raw.url, bodyTimeout: '200ms' }))

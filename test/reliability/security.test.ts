@@ -66,6 +66,14 @@ function found(text: string, secrets: readonly string[]): string[] {
 }
 
 /** legacy and new upstreams, and Ficus with `orders` (legacy) and `rest` (new). */
+/** A rig with admin.token set and a state file: the token, and the headers that carry it. */
+async function tokenRig(t: Test) {
+  const state = join(t.testdir(), 'state.json')
+  const TOKEN = secret('admin-token')
+  const r = await rig(t, { state, admin: { host: '127.0.0.1', port: 0, token: TOKEN } })
+  return { ...r, state, TOKEN, auth: { authorization: `Bearer ${TOKEN}` } }
+}
+
 async function rig(t: Test, top: Record<string, unknown> = {}) {
   const legacy = await startUpstream(t, 'legacy')
   const next = await startUpstream(t, 'new')
@@ -84,11 +92,7 @@ const auditFileOf = (state: string): string => state.replace(/\.json$/, '.audit.
 /* ---------------------------------------------------------------------------------------- */
 
 t.test('with admin.token, every /admin endpoint answers 401 to anything but the right bearer token, and nothing changes', async (t) => {
-  const dir = t.testdir()
-  const state = join(dir, 'state.json')
-  const TOKEN = secret('admin-token')
-  const { f, servedBy } = await rig(t, { state, admin: { host: '127.0.0.1', port: 0, token: TOKEN } })
-  const auth = { authorization: `Bearer ${TOKEN}` }
+  const { f, servedBy, state, TOKEN, auth } = await tokenRig(t)
 
   // One accepted change first, so there is a state file and an audit entry to compare against.
   t.equal((await call(f, 'PATCH', '/admin/routes/orders', { ...auth, ...JSON_TYPE }, '{"shadow": 10, "reason": "baseline"}')).status, 200)
@@ -176,11 +180,7 @@ t.test('with admin.token, every /admin endpoint answers 401 to anything but the 
 })
 
 t.test('changes take application/json only: form, text and multipart bodies are refused with 415, malformed JSON with 400', async (t) => {
-  const dir = t.testdir()
-  const state = join(dir, 'state.json')
-  const TOKEN = secret('admin-token')
-  const { f, servedBy } = await rig(t, { state, admin: { host: '127.0.0.1', port: 0, token: TOKEN } })
-  const auth = { authorization: `Bearer ${TOKEN}` }
+  const { f, servedBy, state, auth } = await tokenRig(t)
   const routesBefore = await routesOf(f, auth)
 
   const changes = [

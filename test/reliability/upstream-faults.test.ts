@@ -174,8 +174,8 @@ function primaryAnswer(c: Cell, s: Sent, what = 'the client gets the primary\'s 
 
 interface ShadowOutcome {
   readonly outcome: 'match' | 'diverged' | 'error' | 'skipped'
-  /** The reason in the summary (errors or skipped). */
-  readonly reason?: string
+  /** The reason in the summary (errors or skipped); a list: any one of them. */
+  readonly reason?: string | readonly string[]
   /** ficus_shadow_dropped_total reason. */
   readonly dropped?: string
   /** ficus_requests_total{role="shadow", code}: the copy's status (a failed copy: 502/504); none when never sent. */
@@ -201,7 +201,8 @@ async function shadowCounted(c: Cell, want: ShadowOutcome, copies?: () => number
   if (want.reason !== undefined) {
     const s = await summary(c)
     const reasons = want.outcome === 'error' ? s.errors : want.outcome === 'skipped' ? s.skipped : {}
-    t.equal(reasons[want.reason], n, `summary: ${want.outcome} for ${want.reason}`)
+    const accepted = typeof want.reason === 'string' ? [want.reason] : want.reason
+    t.equal(accepted.reduce((sum, r) => sum + (reasons[r] ?? 0), 0), n, `summary: ${want.outcome} for ${accepted.join(' or ')}`)
   }
   // Ficus keeps serving: the next request gets the primary's answer (its copy may fail again;
   // one still in flight is cut when Ficus stops).
@@ -245,8 +246,6 @@ async function rawWriting(t: Test, bytes: string): Promise<{ raw: RawUpstream; s
 }
 
 /** One event-loop turn through the poll phase: Ficus (same process) reads what an upstream just wrote on loopback. */
-const pollTurn = (): Promise<void> => new Promise((resolve) => setImmediate(() => setImmediate(resolve)))
-
 const PARTIAL = 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"partial":'
 const DUPLICATE_CL = 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello'
 const BAD_CHUNK = 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n'
@@ -331,9 +330,11 @@ const resetMidBody: Run = async (t, faulty, role) => {
     const [s] = await Promise.all([send(c), seen.arrived(1)])
     primaryAnswer(c, s)
     answeredWhileCopyHeld(c)
-    await pollTurn() // Ficus has read the copy's head and first bytes
     ;(await seen.arrived(1)).resetAndDestroy()
-    await shadowCounted(c, { outcome: 'error', reason: 'aborted', code: 502 }, () => seen.sockets.length)
+    // A reset discards bytes Ficus had not read yet: whether the copy's head was read first
+    // (aborted) or not (reset) is the kernel's timing, not Ficus's behaviour. Either way the
+    // copy is one error, counted as a 502, and the client never saw it.
+    await shadowCounted(c, { outcome: 'error', reason: ['aborted', 'reset'], code: 502 }, () => seen.sockets.length)
     return
   }
   const { line } = await brokenAfterHead(c, () => { seen.sockets[0]?.resetAndDestroy() })
