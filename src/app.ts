@@ -5,7 +5,7 @@ import { AuditLog, type AuditEntry } from './adapters/audit-log.js'
 import { DivergenceStore } from './adapters/divergence-store.js'
 import { readState } from './adapters/state-file.js'
 import { ControlPlane } from './control-plane.js'
-import { UnleashFlags } from './adapters/flags.js'
+import { UnleashFlags, type FlagSource } from './adapters/flags.js'
 import { createMetrics, type Metrics } from './adapters/metrics-registry.js'
 import { UnleashAdminApi } from './adapters/unleash-admin.js'
 import { closeUpstreams, createUpstreams, type Upstream } from './adapters/upstreams.js'
@@ -14,9 +14,9 @@ import type { Config } from './config/schema.js'
 import type { Random } from './core/decide.js'
 import decision from './plugins/decision.js'
 import { answerExpectContinue, clientErrorHandler, frameworkErrors, refuseConnect, requestIdOf, rewriteUrl, type EdgeDeps } from './plugins/edge.js'
-import adminApi from './plugins/admin.js'
-import healthEndpoint, { type Health } from './plugins/health.js'
-import metricsEndpoint from './plugins/metrics.js'
+import adminApi, { type AdminOptions } from './plugins/admin.js'
+import healthEndpoint, { type Health, type WorkersReady } from './plugins/health.js'
+import metricsEndpoint, { type MetricsText } from './plugins/metrics.js'
 import proxy from './plugins/proxy.js'
 import { exchangeRecorder } from './plugins/record.js'
 import { Shadowing } from './plugins/shadow.js'
@@ -73,28 +73,81 @@ const TIMEOUT_CHECK_MS = 250
 export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   const { logger } = deps
   const metrics = deps.metrics ?? createMetrics()
-  const now = deps.now ?? (() => performance.now())
-  const random = deps.random ?? Math.random
   const health: Health = { phase: 'starting' }
-  const upstreams = createUpstreams(config.upstreams)
-  const { limits } = config
   const live: LiveConfig = { current: config }
-  const divergences = new DivergenceStore(config.shadow.samples)
-  const shadowing = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now })
 
   metrics.buildInfo.set({ version: VERSION }, 1)
+  const { control, audit, flags } = await openControl(config, deps, metrics)
+  const table = control.table
+  const { traffic, upstreams, shadowing, divergences } = await buildTraffic(config, deps, { metrics, live, table, health, flags })
+  const admin = await buildAdmin(logger, {
+    metrics: metrics.register,
+    health,
+    api: { live, table, divergences, control, audit },
+    close: async () => {
+      flags?.stop()
+      await audit.close()
+    }
+  })
+  return { traffic, admin, health, metrics, table, upstreams, shadowing, divergences, control, audit, live, flags }
+}
+
+/** The single parts of a Ficus: runtime control of the routes, its audit log, and Unleash. */
+export interface ControlParts {
+  readonly control: ControlPlane
+  readonly audit: AuditLog
+  readonly flags: UnleashFlags | undefined
+}
+
+/**
+ * Opens the state file, the audit log and Unleash, and the ControlPlane over them (one per
+ * Ficus: in cluster mode, the primary's). `flagsFor` lets a cluster primary hand the
+ * ControlPlane its own view of the flags.
+ */
+export async function openControl(config: Config, deps: Deps, metrics: Metrics, flagsFor?: (flags: UnleashFlags) => FlagSource): Promise<ControlParts> {
+  const { logger } = deps
   // Runtime overrides from the state file win over routes.yaml (a corrupt file stops start-up).
   const state = config.state === undefined ? { version: 1 as const, routes: {} } : await readState(config.state)
   const audit = await AuditLog.open(config.state === undefined ? undefined : auditFileOf(config.state))
   if (deps.startupAudit !== undefined) await audit.appendAll(deps.startupAudit)
   const flags = config.unleash === undefined ? undefined : await UnleashFlags.open(config.unleash, metrics, logger)
   const unleashAdmin = config.unleash?.admin === undefined ? undefined : new UnleashAdminApi(config.unleash.admin)
+  const source = flags === undefined ? undefined : flagsFor?.(flags) ?? flags
   const control = new ControlPlane(config, state.routes, audit, metrics, logger, {
-    ...(flags === undefined ? {} : { flags }),
+    ...(source === undefined ? {} : { flags: source }),
     ...(unleashAdmin === undefined ? {} : { admin: unleashAdmin }),
     settleMs: 2 * (config.unleash?.refreshIntervalMs ?? 0) + 2_000
   })
-  const table = control.table
+  return { control, audit, flags }
+}
+
+/** What the traffic side reads and does not own: shared with the control side, or a cluster worker's own. */
+export interface TrafficShared {
+  readonly metrics: Metrics
+  readonly live: LiveConfig
+  readonly table: RouteTableRef
+  readonly health: Health
+  /** Unleash's verdicts for flagged routes (a cluster worker's are relayed by the primary). */
+  readonly flags: FlagSource | undefined
+}
+
+export interface TrafficParts {
+  readonly traffic: App
+  readonly upstreams: Map<string, Upstream>
+  readonly shadowing: Shadowing
+  readonly divergences: DivergenceStore
+}
+
+/** The traffic listener's app (not listening): the proxy pipeline, its pools, shadowing and divergence store. */
+export async function buildTraffic(config: Config, deps: Deps, shared: TrafficShared): Promise<TrafficParts> {
+  const { logger } = deps
+  const { metrics, live, table, health, flags } = shared
+  const now = deps.now ?? (() => performance.now())
+  const random = deps.random ?? Math.random
+  const upstreams = createUpstreams(config.upstreams)
+  const { limits } = config
+  const divergences = new DivergenceStore(config.shadow.samples)
+  const shadowing = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now })
 
   const edge: EdgeDeps = { metrics, limits, now, record: exchangeRecorder(metrics, logger, now) }
   const traffic = Fastify({
@@ -124,20 +177,31 @@ export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
   await traffic.register(decision, { table, live, edge, random, flags })
   await traffic.register(proxy, { upstreams, limits, live, metrics, log: logger, now, shadowing, draining: () => health.phase === 'draining' })
   traffic.addHook('onClose', async () => { await Promise.all([closeUpstreams(upstreams), shadowing.close()]) })
+  return { traffic, upstreams, shadowing, divergences }
+}
 
+export interface AdminParts {
+  /** What GET /metrics renders: a prom-client Registry, or a cluster primary's aggregate of its workers'. */
+  readonly metrics: MetricsText
+  readonly health: Health
+  /** Cluster mode: how many workers are ready, of how many (readiness needs all). */
+  readonly workers?: () => WorkersReady
+  readonly api: AdminOptions
+  /** Run when the admin app closes (after the listener): flags, audit log. */
+  readonly close: () => Promise<void>
+}
+
+/** The admin listener's app (not listening): /metrics, /healthz, /readyz, /admin/*. */
+export async function buildAdmin(logger: Logger, parts: AdminParts): Promise<App> {
   const admin = Fastify({
     loggerInstance: logger.child({ component: 'admin' }),
     logController: new LogController({ disableRequestLogging: true }),
     // Admin input is checked, not cleaned: an unknown parameter is an error, not ignored.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: true } }
   })
-  await admin.register(metricsEndpoint, { metrics })
-  await admin.register(healthEndpoint, { health })
-  await admin.register(adminApi, { live, table, divergences, control, audit })
-  admin.addHook('onClose', async () => {
-    flags?.stop()
-    await audit.close()
-  })
-
-  return { traffic, admin, health, metrics, table, upstreams, shadowing, divergences, control, audit, live, flags }
+  await admin.register(metricsEndpoint, { metrics: parts.metrics })
+  await admin.register(healthEndpoint, { health: parts.health, ...(parts.workers === undefined ? {} : { workers: parts.workers }) })
+  await admin.register(adminApi, parts.api)
+  admin.addHook('onClose', parts.close)
+  return admin
 }

@@ -5,14 +5,17 @@ import { auditCommand, rollbackCommand, setCommand, statusCommand } from './comm
 import { divergencesCommand } from './commands/divergences.js'
 import { ConfigError, formatProblem, loadConfig } from './config/load-config.js'
 import { runFicus } from './main.js'
+import { parseWorkers } from './cluster/workers-option.js'
 import { VERSION } from './version.js'
 
 const USAGE = `Usage: ficus <command> [options]
 
 Commands:
-  start [--config <file>] [--reset-state]
+  start [--config <file>] [--workers N|auto] [--reset-state]
                             Run the proxy (default config: routes.yaml); --reset-state moves
-                            an unreadable state file aside and starts from routes.yaml
+                            an unreadable state file aside and starts from routes.yaml;
+                            --workers N serves traffic from N processes sharing the port
+                            (1..64, auto = one per CPU; default 1: a single process)
   check <file>              Validate a routes.yaml; exit 1 listing every problem
 
   Talking to a running Ficus (admin API):
@@ -28,6 +31,7 @@ Commands:
 
 Options:
   -c, --config <file>       Config file for start (or FICUS_CONFIG)
+  -w, --workers <N|auto>    Traffic worker processes for start (or FICUS_WORKERS; default 1)
       --admin-url <url>     Admin API of a running Ficus (or FICUS_ADMIN_URL; default ${DEFAULT_ADMIN_URL})
       --token <token>       Admin token (or FICUS_ADMIN_TOKEN)
       --json                Machine-readable output (the admin API's answer)
@@ -36,6 +40,7 @@ Options:
 
 Environment:
   FICUS_LOG_LEVEL           Overrides log.level (fatal, error, warn, info, debug, trace, silent)
+  FICUS_WORKERS             Like --workers (the flag wins)
 `
 
 /** Exit codes: 0 ok, 1 invalid config, failed start or failed admin call, 2 wrong usage. */
@@ -47,6 +52,7 @@ async function cli(argv: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         config: { type: 'string', short: 'c' },
+        workers: { type: 'string', short: 'w' },
         'admin-url': { type: 'string' },
         token: { type: 'string' },
         json: { type: 'boolean' },
@@ -79,8 +85,11 @@ async function cli(argv: string[]): Promise<number> {
     case 'start': {
       if (rest.length > 0) return usage(`unexpected argument: ${rest[0]}`)
       const file = values.config ?? process.env.FICUS_CONFIG ?? 'routes.yaml'
+      const w = values.workers ?? process.env.FICUS_WORKERS
+      const workers = w === undefined || w === '' ? 1 : parseWorkers(w)
+      if (typeof workers === 'string') return usage(`${values.workers === undefined ? 'FICUS_WORKERS' : '--workers'} ${workers}`)
       try {
-        await runFicus(file, process.env, { resetState: values['reset-state'] === true })
+        await runFicus(file, process.env, { resetState: values['reset-state'] === true, workers })
       } catch (err) {
         return reportConfigError(err)
       }

@@ -39,6 +39,22 @@ export interface RouteView {
   readonly lastChange: AuditEntry | null
 }
 
+/**
+ * The routes requests see: routes.yaml's rules with the runtime overrides on top, compiled.
+ * Pure; a cluster worker builds its table from the same two inputs the primary's holds.
+ */
+export function tableOf(config: Config, overrides: Overrides): RouteTable {
+  const routes = config.routes.map((r) => effectiveRule(r, overrides[r.name]))
+  return compileTable(routes, effectiveRule(config.defaultRoute, overrides[config.defaultRoute.name]))
+}
+
+/**
+ * Called after every swap of the table (a change, a rollback, a reload), before the change
+ * is acknowledged: a cluster primary sends the table's inputs to its workers and resolves
+ * once every live worker applied them.
+ */
+export type Publish = (config: Config, overrides: Overrides) => Promise<void>
+
 /** The fleet's flags, when routes.yaml has an unleash: block. */
 export interface Fleet {
   readonly flags?: FlagSource
@@ -62,6 +78,7 @@ export class ControlPlane {
   private readonly stateFile: string | undefined
   /** The routes requests see (routes.yaml with the overrides on top); built here, swapped whole on every change. */
   readonly table: RouteTableRef
+  private publish: Publish | null = null
 
   constructor (
     private config: Config,
@@ -90,7 +107,18 @@ export class ControlPlane {
       apply()
       this.config = config
       this.swap(this.overrides)
+      await this.published()
     })
+  }
+
+  /** The runtime overrides in effect (what a new cluster worker starts from). */
+  get currentOverrides (): Overrides {
+    return this.overrides
+  }
+
+  /** Sets the hook awaited after every swap, before a change is acknowledged (one; cluster mode). */
+  publishTo (publish: Publish): void {
+    this.publish = publish
   }
 
   routes (): RouteView[] {
@@ -219,12 +247,14 @@ export class ControlPlane {
           // serving what the file says, so a restart does not bring a surprise.
           this.log.fatal({ err: undo, file }, 'the state file could not be restored after a failed audit write: the change is in effect')
           this.swap(clean)
+          await this.published()
           throw new ControlError('FICUS_ERR_STATE_WRITE', 'the audit log could not be written and the state file could not be restored: the change IS in effect, unaudited; check the disk')
         }
       }
       throw new ControlError('FICUS_ERR_STATE_WRITE', 'the audit log could not be written; nothing was changed')
     }
     this.swap(clean)
+    await this.published()
     for (const e of entries) this.log.info({ route: e.route, who, action, before: e.before, after: e.after, reason }, 'route changed')
   }
 
@@ -235,9 +265,13 @@ export class ControlPlane {
     this.gauges()
   }
 
+  /** Awaits the publish hook (cluster mode) for the table just swapped in. */
+  private async published (): Promise<void> {
+    if (this.publish !== null) await this.publish(this.config, this.overrides)
+  }
+
   private build (overrides: Overrides): RouteTable {
-    const routes = this.config.routes.map((r) => effectiveRule(r, overrides[r.name]))
-    return compileTable(routes, effectiveRule(this.config.defaultRoute, overrides[this.config.defaultRoute.name]))
+    return tableOf(this.config, overrides)
   }
 
   /** The share of new in effect: the rule's, or its flag's (null: strategies decide per user). */

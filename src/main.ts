@@ -8,6 +8,7 @@ import { FlagBootstrapError } from './adapters/flags.js'
 import { moveAside, readState, StateError } from './adapters/state-file.js'
 import { buildApp, type Deps, type Ficus } from './app.js'
 import { loadConfig } from './config/load-config.js'
+import { drainTraffic, readyWhenFlagsAre, urlOf } from './lifecycle.js'
 import { reloadFrom } from './reload.js'
 import type { Config } from './config/schema.js'
 
@@ -39,24 +40,7 @@ export async function startFicus(config: Config, deps: Deps): Promise<Running> {
   const trafficUrl = urlOf(traffic.server.address() as AddressInfo)
   const adminUrl = urlOf(admin.server.address() as AddressInfo)
   deps.logger.info({ traffic: trafficUrl, admin: adminUrl, routes: config.routes.length, config: config.file }, 'ficus listening')
-  const flags = ficus.flags
-  if (flags === undefined || config.unleash === undefined) {
-    health.phase = 'ready'
-  } else {
-    // /readyz waits for Unleash (so a new replica does not serve stale flags), but not forever.
-    const wait = config.unleash.syncTimeoutMs
-    void flags.whenSynchronized(wait).then((synced) => {
-      if (health.phase !== 'starting') return
-      if (!synced) {
-        const from = flags.status.loadedFrom
-        deps.logger.warn({ waitedMs: wait, flagsFrom: from, error: flags.status.lastError },
-          from === 'none'
-            ? 'Unleash did not answer within unleash.syncTimeout and there is no backup or bootstrap file: every flagged route serves legacy until it answers'
-            : `Unleash did not answer within unleash.syncTimeout: serving with the flags of the ${from} file until it answers`)
-      }
-      health.phase = 'ready'
-    })
-  }
+  readyWhenFlagsAre(health, ficus.flags, config, deps.logger)
   let stopping: Promise<void> | null = null
   return {
     ficus,
@@ -64,22 +48,10 @@ export async function startFicus(config: Config, deps: Deps): Promise<Running> {
     adminUrl,
     stop () {
       stopping ??= (async () => {
-        // Load balancers see /readyz fail at once and stop sending; traffic is still served
-        // meanwhile (answers carry Connection: close), then listening stops.
-        health.phase = 'draining'
-        const { drainDelayMs, timeoutMs } = ficus.live.current.shutdown
-        const cap = setTimeout(() => {
-          deps.logger.warn({ timeoutMs }, 'shutdown.timeout reached: cutting the connections still open')
-          traffic.server.closeAllConnections()
-        }, timeoutMs)
-        cap.unref()
         try {
-          if (drainDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, drainDelayMs))
-          deps.logger.info({ drainDelayMs }, 'drain delay over: no new connections; finishing the requests in flight')
-          await traffic.close()
+          await drainTraffic(traffic, health, ficus.live.current.shutdown, deps.logger)
         } finally {
           await admin.close()
-          clearTimeout(cap)
         }
       })()
       return stopping
@@ -87,19 +59,36 @@ export async function startFicus(config: Config, deps: Deps): Promise<Running> {
   }
 }
 
-function urlOf(a: AddressInfo): string {
-  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address
-  return `http://${host}:${a.port}`
+/** What runFicus drives after start: one process (startFicus) or a cluster primary. */
+export interface Instance {
+  /** Reads routes.yaml again and applies it (never throws; the outcome is logged and counted). */
+  reload(why: string): Promise<unknown>
+  stop(): Promise<void>
+  /** shutdown.timeout in effect, in ms. */
+  shutdownTimeoutMs(): number
+  /** Exiting at once (a second signal, a crash): ends what this instance started (cluster workers). */
+  kill(): void
+}
+
+export interface RunOptions {
+  /** `--reset-state`: an unreadable state file is moved aside. */
+  readonly resetState?: boolean
+  /** `--workers N`: 1 (the default) is one process, as always; more is a cluster (src/cluster/). */
+  readonly workers?: number
 }
 
 /**
  * `ficus start`: the only place that listens to signals and exits. Exit codes:
  * 0 stopped cleanly, 1 could not start (bad config, port taken) or crashed.
  */
-export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = process.env, opts: { resetState?: boolean } = {}): Promise<void> {
+export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = process.env, opts: RunOptions = {}): Promise<void> {
+  const workers = opts.workers ?? 1
   // The content the running config comes from: a change after this point is reloaded.
   let seen = await digestOf(configPath)
-  const config = await loadConfig(configPath, env)
+  // Cluster mode is loaded only when asked for: one process runs exactly the code it always did.
+  const cluster = workers > 1 ? { ...await import('./cluster/primary.js'), ...await import('./cluster/read-config.js') } : null
+  // A cluster's workers are given the very text the primary validated (not the file, which may change meanwhile).
+  const { config, text } = cluster !== null ? await cluster.readConfig(configPath, env) : { config: await loadConfig(configPath, env), text: '' }
   const logger = createLogger(env.FICUS_LOG_LEVEL ?? config.log.level)
   let aside: string | null = null
   if (opts.resetState === true && config.state !== undefined) {
@@ -112,7 +101,9 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
       logger.warn({ state: config.state, movedTo: aside }, '--reset-state: the unreadable state file was moved aside; routes.yaml\'s percentages are in effect')
     }
   }
+  let instance: Instance | undefined
   const exit = (code: number): never => {
+    instance?.kill()
     logger.flush()
     process.exit(code)
   }
@@ -120,7 +111,6 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
     logger.fatal({ err }, 'uncaught exception; exiting')
     exit(1)
   })
-  let running: Running | undefined
   // Installed before start (SIGHUP's default action would end a process still starting);
   // a reload asked for while starting runs once Ficus is up.
   let reloading: Promise<unknown> = Promise.resolve()
@@ -131,12 +121,12 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
       logger.warn({ why }, 'reload ignored: stopping')
       return
     }
-    if (running === undefined) {
+    if (instance === undefined) {
       pending = why
       return
     }
-    const ficus = running.ficus
-    const run = async (): Promise<unknown> => reloadFrom(ficus, configPath, env, logger, why)
+    const target = instance
+    const run = async (): Promise<unknown> => target.reload(why)
     reloading = reloading.then(run, run)
   }
   process.on('SIGHUP', () => { reload('SIGHUP') })
@@ -164,12 +154,14 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
     const startupAudit = aside === null
       ? []
       : [{ time: new Date().toISOString(), who: 'local', action: 'reset-state' as const, route: null, reason: null, detail: `state file moved to ${aside}` }]
-    running = await startFicus(config, { logger, startupAudit })
+    instance = cluster !== null
+      ? await cluster.startPrimary({ workers, configPath, config, text, env, logger, startupAudit })
+      : single(await startFicus(config, { logger, startupAudit }), configPath, env, logger)
   } catch (err) {
     logger.fatal({ err: describe(err) }, 'could not start')
     exit(1)
   }
-  const started = running as Running
+  const started = instance as Instance
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stopping) {
       exit(1) // a second signal, of either kind, does not wait
@@ -181,7 +173,7 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
     setTimeout(() => {
       logger.error('stop did not finish within shutdown.timeout; exiting')
       exit(1)
-    }, started.ficus.live.current.shutdown.timeoutMs + STOP_GRACE_MS).unref()
+    }, started.shutdownTimeoutMs() + STOP_GRACE_MS).unref()
     started.stop().then(() => {
       logger.info('stopped')
       exit(0)
@@ -193,6 +185,16 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
   if (pending !== null) reload(pending)
+}
+
+/** One process: what runFicus drives when --workers is 1. */
+function single(running: Running, configPath: string, env: NodeJS.ProcessEnv, logger: Logger): Instance {
+  return {
+    reload: async (why) => reloadFrom(running.ficus, configPath, env, logger, why),
+    stop: async () => running.stop(),
+    shutdownTimeoutMs: () => running.ficus.live.current.shutdown.timeoutMs,
+    kill: () => {}
+  }
 }
 
 /** SHA-256 of the file's bytes ('' when it cannot be read: a reload then reports why). */

@@ -1,8 +1,10 @@
 import { Upstream } from './adapters/upstreams.js'
 import type { Logger } from './adapters/logger.js'
 import type { Ficus } from './app.js'
+import type { LiveConfig } from './config/live.js'
 import { ConfigError, formatProblem, isLoopback, loadConfig } from './config/load-config.js'
 import type { Config } from './config/schema.js'
+import type { Shadowing } from './plugins/shadow.js'
 
 /**
  * Reload (SIGHUP, or routes.yaml changed on disk): the file is read and validated like at
@@ -14,7 +16,7 @@ import type { Config } from './config/schema.js'
  */
 
 /** Keys read once at start: a change waits for a restart (and is said so in the log). */
-function restartOnly(prev: Config, next: Config): string[] {
+export function restartOnly(prev: Config, next: Config): string[] {
   const keys: [string, (c: Config) => unknown][] = [
     ['listen', (c) => c.listen],
     ['admin.host', (c) => c.admin.host],
@@ -29,7 +31,7 @@ function restartOnly(prev: Config, next: Config): string[] {
 }
 
 /** Why a valid file still cannot be applied while running, or null. */
-function refusal(prev: Config, next: Config, hasFlags: boolean): string | null {
+export function refusal(prev: Config, next: Config, hasFlags: boolean): string | null {
   const flagged = next.routes.filter((r) => r.flag !== null).map((r) => r.name)
   if (!hasFlags && flagged.length > 0) {
     return `routes ${flagged.join(', ')} read Unleash flags, but this Ficus was started without Unleash: restart it to connect (a reload cannot)`
@@ -50,41 +52,67 @@ async function applyConfig(ficus: Ficus, next: Config, log: Logger): Promise<str
   const refused = refusal(prev, next, ficus.flags !== undefined)
   if (refused !== null) throw new Error(refused)
   const restart = restartOnly(prev, next)
-  const upstreams = ficus.upstreams
+  await applyToTraffic(ficus, next, async (apply) => ficus.control.reconfigure(next, apply), log)
+  return restart
+}
+
+/** The parts of the traffic side a reload changes (a Ficus, or a cluster worker). */
+export interface TrafficTarget {
+  readonly live: LiveConfig
+  /** By name; a reload adds, replaces and removes entries. */
+  readonly upstreams: Map<string, Upstream>
+  readonly shadowing: Shadowing
+}
+
+/**
+ * Swaps `next` into the traffic side: upstream pools, shadow pools, the live config.
+ * `swapTable` must run `apply` and swap the route table in one step (a ControlPlane's
+ * reconfigure, or a worker's own table).
+ */
+export async function applyToTraffic(target: TrafficTarget, next: Config, swapTable: (apply: () => void) => Promise<void>, log: Logger): Promise<void> {
+  const prev = target.live.current
+  const upstreams = target.upstreams
   const retired: Upstream[] = []
-  await ficus.control.reconfigure(next, () => {
+  await swapTable(() => {
     // New and changed upstreams first, so the new routes find theirs ...
     for (const cfg of Object.values(next.upstreams)) {
       const old = upstreams.get(cfg.name)
       if (old !== undefined && JSON.stringify(old.config) === JSON.stringify(cfg)) continue
       upstreams.set(cfg.name, new Upstream(cfg))
       if (old !== undefined) retired.push(old)
-      ficus.shadowing.forget(cfg.name)
+      target.shadowing.forget(cfg.name)
     }
     // Shadow pools are sized and timed by shadow.maxInFlight and shadow.timeout.
-    if (prev.shadow.maxInFlight !== next.shadow.maxInFlight || prev.shadow.timeoutMs !== next.shadow.timeoutMs) ficus.shadowing.forgetAll()
-    ficus.live.current = next
+    if (prev.shadow.maxInFlight !== next.shadow.maxInFlight || prev.shadow.timeoutMs !== next.shadow.timeoutMs) target.shadowing.forgetAll()
+    target.live.current = next
   })
   // ... and removed ones last, once no route names them.
   for (const [name, old] of upstreams) {
     if (Object.hasOwn(next.upstreams, name)) continue
     upstreams.delete(name)
     retired.push(old)
-    ficus.shadowing.forget(name)
+    target.shadowing.forget(name)
   }
   for (const u of retired) {
     u.retire().catch((err: unknown) => { log.warn({ err, upstream: u.config.name }, 'closing a retired upstream pool failed') })
   }
-  return restart
 }
 
 /** Reads `file` and applies it; counts and logs the outcome. Never throws. */
 export async function reloadFrom(ficus: Ficus, file: string, env: Readonly<Record<string, string | undefined>>, log: Logger, why: string): Promise<'success' | 'failure'> {
+  return reloadWith(ficus.metrics, file, log, why, async () => loadConfig(file, env), async (next) => applyConfig(ficus, next, log))
+}
+
+/**
+ * A reload's outline: `load` the file, `apply` it (returning the keys that need a restart);
+ * counts and logs the outcome. Never throws. A cluster primary loads and applies its own way.
+ */
+export async function reloadWith(metrics: Pick<Ficus['metrics'], 'configReloads'>, file: string, log: Logger, why: string, load: () => Promise<Config>, apply: (next: Config) => Promise<string[]>): Promise<'success' | 'failure'> {
   let next: Config
   try {
-    next = await loadConfig(file, env)
+    next = await load()
   } catch (err) {
-    ficus.metrics.configReloads.inc({ outcome: 'failure' })
+    metrics.configReloads.inc({ outcome: 'failure' })
     if (err instanceof ConfigError) {
       log.error({ why, file, problems: err.problems.map((p) => formatProblem(file, p)) }, 'config reload rejected; the running config stays')
     } else {
@@ -93,13 +121,13 @@ export async function reloadFrom(ficus: Ficus, file: string, env: Readonly<Recor
     return 'failure'
   }
   try {
-    const restart = await applyConfig(ficus, next, log)
-    ficus.metrics.configReloads.inc({ outcome: 'success' })
+    const restart = await apply(next)
+    metrics.configReloads.inc({ outcome: 'success' })
     log.info({ why, file, routes: next.routes.length }, 'config reloaded')
     if (restart.length > 0) log.warn({ keys: restart }, 'these settings changed and take effect at the next start')
     return 'success'
   } catch (err) {
-    ficus.metrics.configReloads.inc({ outcome: 'failure' })
+    metrics.configReloads.inc({ outcome: 'failure' })
     log.error({ why, file, err }, 'config reload failed; the running config stays')
     return 'failure'
   }

@@ -49,6 +49,12 @@ export interface FlagSourceStatus {
   readonly lastError: string | null
 }
 
+/** Every flag definition a client holds, with the segments they use (a /api/client/features document's parts). */
+export interface FlagDefinitions {
+  readonly features: ClientFeaturesResponse['features']
+  readonly segments: NonNullable<ClientFeaturesResponse['segments']>
+}
+
 /** The bootstrap file cannot be used: Ficus does not start (a typo must not mean "every flag off"). */
 export class FlagBootstrapError extends Error {
   readonly code = 'FICUS_ERR_FLAG_BOOTSTRAP'
@@ -186,6 +192,19 @@ export class UnleashFlags implements FlagSource {
 
   state (flag: string): FlagState {
     return flagState(flag, this.client.getFeatureToggleDefinition(flag))
+  }
+
+  /**
+   * The definitions the client holds, for cluster workers to evaluate exactly what this
+   * client would (src/cluster/flags.ts); null until it has any (every flag is then off).
+   */
+  definitions (): FlagDefinitions | null {
+    if (!this.clientReady) return null
+    const segments = new Map<number, NonNullable<ClientFeaturesResponse['segments']>[number]>()
+    for (const f of this.client.getFeatureToggleDefinitions(true)) {
+      for (const s of f.strategies ?? []) for (const seg of s.segments ?? []) if (seg !== undefined) segments.set(seg.id, seg)
+    }
+    return { features: this.client.getFeatureToggleDefinitions(), segments: [...segments.values()] }
   }
 
   onChange (listener: () => void): void {

@@ -3,7 +3,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { AuditLog } from '../adapters/audit-log.js'
-import type { DivergenceStore } from '../adapters/divergence-store.js'
+import type { DivergenceSample, RouteSummary } from '../adapters/divergence-store.js'
 import type { LiveConfig } from '../config/live.js'
 import type { AdminToken } from '../config/schema.js'
 import { ControlError, type ControlPlane } from '../control-plane.js'
@@ -16,9 +16,18 @@ export interface AdminOptions {
   /** admin.tokens (accepted on `/admin/*`; the name is who the audit log names), read per call: a reload may change them. */
   readonly live: LiveConfig
   readonly table: RouteTableRef
-  readonly divergences: DivergenceStore
+  readonly divergences: Divergences
   readonly control: ControlPlane
   readonly audit: AuditLog
+}
+
+/**
+ * Where /admin/divergences reads from: the DivergenceStore, or in cluster mode the merge of
+ * every worker's (src/cluster/divergences.ts).
+ */
+export interface Divergences {
+  samples(route: string | undefined, limit: number): DivergenceSample[] | Promise<DivergenceSample[]>
+  summary(route?: string): RouteSummary[] | Promise<RouteSummary[]>
 }
 
 declare module 'fastify' {
@@ -127,7 +136,7 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
     api.get('/divergences', { schema: { querystring: SamplesQuery } }, async (request: FastifyRequest) => {
       const q = request.query as Static<typeof SamplesQuery>
       if (q.route !== undefined) control.known(q.route)
-      return { samples: divergences.samples(q.route, q.limit) }
+      return { samples: await divergences.samples(q.route, q.limit) }
     })
 
     /** Per route: comparisons by outcome, divergence rate, the fields that differ most. */
@@ -135,14 +144,16 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
       const q = request.query as Static<typeof SummaryQuery>
       if (q.route !== undefined) {
         control.known(q.route)
-        return { routes: divergences.summary(q.route) }
+        return { routes: await divergences.summary(q.route) }
       }
       // Every shadowed route, also before its first comparison, and any route with records.
       const names = new Set(table.current.routes.filter((r) => r.shadow > 0).map((r) => r.name))
-      const all = divergences.summary()
+      const all = await divergences.summary()
       for (const s of all) names.add(s.route)
       const byName = new Map(all.map((s) => [s.route, s]))
-      return { routes: [...names].sort().map((n) => byName.get(n) ?? divergences.summary(n)[0]) }
+      const routes: RouteSummary[] = []
+      for (const n of [...names].sort()) routes.push(byName.get(n) ?? (await divergences.summary(n))[0] as RouteSummary)
+      return { routes }
     })
   }, { prefix: '/admin' })
 }

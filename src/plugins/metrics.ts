@@ -1,12 +1,17 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Metrics } from '../adapters/metrics-registry.js'
+
+/** What `/metrics` renders: a prom-client Registry, or a cluster primary's aggregate of its workers' registries. */
+export interface MetricsText {
+  readonly contentType: string
+  metrics(): Promise<string>
+}
 
 /** `GET /metrics` on the admin port: Prometheus text format, every Ficus family plus process metrics. */
-async function metricsEndpoint(fastify: FastifyInstance, opts: { metrics: Metrics }): Promise<void> {
-  const { register } = opts.metrics
+async function metricsEndpoint(fastify: FastifyInstance, opts: { metrics: MetricsText }): Promise<void> {
+  const source = opts.metrics
   fastify.get('/metrics', async (_request, reply) => {
-    return reply.type(register.contentType).send(await register.metrics())
+    return reply.type(source.contentType).send(await source.metrics())
   })
 }
 

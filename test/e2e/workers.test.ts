@@ -1,0 +1,277 @@
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { Client, request } from 'undici'
+import { bucket } from '../../src/core/bucket.js'
+import { rolloutFlag, startFeaturesServer } from '../helpers/features-server.js'
+import { sample, testYaml } from '../helpers/ficus.js'
+import { LogSink, type LogLine } from '../helpers/log-sink.js'
+import { CLI, listening, run, type Spawned } from '../helpers/spawn.js'
+import { held, startUpstream, type Upstream } from '../helpers/upstream.js'
+
+/**
+ * `ficus start --workers 2` as a user runs it: the built CLI, a real cluster (a primary and
+ * two workers sharing the traffic port), real upstreams on 127.0.0.1:0. Which worker served
+ * a request is read from the access log (`worker` field, matched by request id), never from
+ * a response header.
+ */
+
+interface Cluster {
+  readonly p: Spawned
+  readonly logs: LogSink
+  readonly traffic: string
+  readonly admin: string
+  readonly file: string
+}
+
+async function startCluster(t: Test, doc: Record<string, unknown>, env: Record<string, string> = {}): Promise<Cluster> {
+  const file = join(t.testdir(), 'routes.yaml')
+  await writeFile(file, testYaml(doc))
+  const p = run(t, CLI, ['start', '--workers', '2', '--config', file], { FICUS_LOG_LEVEL: 'info', ...env })
+  const logs = new LogSink()
+  p.child.stdout?.on('data', (d: Buffer) => { logs.write(d) })
+  const { traffic, admin } = await listening(p)
+  return { p, logs, traffic, admin, file }
+}
+
+interface Served {
+  readonly reqId: string
+  readonly status: number
+  readonly backend: string
+  readonly worker: number
+}
+
+/** One GET on a connection of its own (closed after it): with round-robin, consecutive calls reach different workers. */
+async function fresh(c: Cluster, path: string, headers: Record<string, string> = {}): Promise<Served> {
+  const r = await request(c.traffic + path, { headers, reset: true })
+  const body = await r.body.json() as { served: string; headers: Record<string, string> }
+  const reqId = body.headers['x-request-id'] as string
+  return { reqId, status: r.statusCode, backend: body.served, worker: await workerOf(c, reqId) }
+}
+
+/** The worker whose access-log line has this request id. */
+async function workerOf(c: Cluster, reqId: string): Promise<number> {
+  const line = await c.logs.waitFor((l) => l.msg === 'request' && l.reqId === reqId)
+  return line.worker as number
+}
+
+async function many(c: Cluster, n: number, path: string, headers: Record<string, string> = {}): Promise<Served[]> {
+  const out: Served[] = []
+  for (let i = 0; i < n; i++) out.push(await fresh(c, path, headers))
+  return out
+}
+
+async function admin(c: Cluster, method: 'GET' | 'PATCH' | 'POST', path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const r = await request(c.admin + path, {
+    method,
+    ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
+  })
+  return { status: r.statusCode, json: await r.body.json() as Record<string, unknown> }
+}
+
+async function scrape(c: Cluster): Promise<string> {
+  return (await request(c.admin + '/metrics')).body.text()
+}
+
+const workers = (served: readonly Served[]): Set<number> => new Set(served.map((s) => s.worker))
+const backends = (served: readonly Served[]): Set<string> => new Set(served.map((s) => s.backend))
+
+t.test('two workers: both serve, a change reaches every worker before it is acknowledged, metrics and divergences cover both', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const c = await startCluster(t, {
+    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
+    routes: [
+      { name: 'orders', match: { path: '/orders/*' }, new: 50, shadow: 100 },
+      { name: 'flip', match: { path: '/flip/*' }, new: 0 }
+    ]
+  }, { FICUS_LOG_LEVEL: 'debug' }) // debug: shadow.ts logs each divergence once it is recorded
+  const orders: Served[] = []
+  t.equal(c.logs.lines.filter((l) => l.msg === 'worker listening').length, 2, 'two workers listened before "ficus listening"')
+  t.match(c.logs.lines.find((l) => l.msg === 'ficus listening'), { workers: 2 })
+  t.same((await admin(c, 'GET', '/readyz')).json, { status: 'ready', workers: { ready: 2, of: 2 } })
+
+  t.test('requests are served by both workers', async (t) => {
+    const served = await many(c, 8, '/flip/a')
+    t.equal(workers(served).size, 2)
+    t.same(backends(served), new Set(['legacy']))
+  })
+
+  t.test('set and rollback: in effect on every worker for the very next request, also on open connections', async (t) => {
+    // One keep-alive connection on each worker, opened before the change.
+    const clients: Client[] = []
+    t.teardown(async () => { await Promise.all(clients.map(async (k) => k.close())) })
+    const onWorker = new Map<number, Client>()
+    while (onWorker.size < 2 && clients.length < 8) {
+      const k = new Client(c.traffic)
+      clients.push(k)
+      const r = await k.request({ path: '/flip/warm', method: 'GET' })
+      const body = await r.body.json() as { headers: Record<string, string> }
+      onWorker.set(await workerOf(c, body.headers['x-request-id'] as string), k)
+    }
+    t.equal(onWorker.size, 2, 'a kept-alive connection on each worker')
+    const onOpen = async (): Promise<string[]> => Promise.all([...onWorker.values()].map(async (k) => {
+      const r = await k.request({ path: '/flip/b', method: 'GET' })
+      return (await r.body.json() as { served: string }).served
+    }))
+
+    const set = await admin(c, 'PATCH', '/admin/routes/flip', { new: 100, reason: 'workers test' })
+    t.equal(set.status, 200)
+    t.same(await onOpen(), ['new', 'new'], 'open connections on both workers see it at once')
+    const after = await many(c, 10, '/flip/b')
+    t.same(backends(after), new Set(['new']), 'every request after the answer went to new')
+    t.equal(workers(after).size, 2, 'through both workers')
+
+    const back = await admin(c, 'POST', '/admin/rollback', { route: 'flip', reason: 'workers test' })
+    t.equal(back.status, 200)
+    t.same(await onOpen(), ['legacy', 'legacy'])
+    const rolled = await many(c, 10, '/flip/c')
+    t.same(backends(rolled), new Set(['legacy']), 'every request after the rollback went to legacy')
+    t.equal(workers(rolled).size, 2)
+  })
+
+  t.test('sticky: a user gets the same backend through any worker, the one the bucket formula gives', async (t) => {
+    const users = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank']
+    const all: Served[] = []
+    for (const user of users) {
+      const served = await many(c, 4, '/orders/1', { 'x-user-id': user })
+      all.push(...served)
+      orders.push(...served)
+      t.equal(workers(served).size, 2, `${user} went through both workers`)
+      t.same(backends(served), new Set([bucket('orders', user) <= 50 ? 'new' : 'legacy']), `${user} always on the same side`)
+    }
+    t.same(backends(all), new Set(['legacy', 'new']), 'the split holds users on both sides')
+  })
+
+  t.test('/metrics sums the workers\' counters; config gauges are not multiplied', async (t) => {
+    const labels = { route: 'flip', backend: 'legacy', role: 'primary', code: '200' }
+    const before = sample(await scrape(c), 'ficus_requests_total', labels) ?? 0
+    const served = await many(c, 12, '/flip/m')
+    t.equal(workers(served).size, 2)
+    const text = await scrape(c)
+    t.equal(sample(text, 'ficus_requests_total', labels), before + 12, 'every request counted once, whichever worker served it')
+    t.equal(sample(text, 'ficus_route_new_percent', { route: 'orders' }), 50, 'the primary\'s gauge, once')
+    t.equal(sample(text, 'ficus_route_shadow_percent', { route: 'orders' }), 100)
+    t.match(text, /^ficus_build_info\{version="[^"]+"\} 1$/m)
+    t.equal(sample(text, 'ficus_rollbacks_total', { route: 'flip', trigger: 'manual' }), 1, 'the primary\'s counter')
+  })
+
+  t.test('/admin/divergences merges the samples of both workers, newest first, limit kept', async (t) => {
+    orders.push(...await many(c, 6, '/orders/2', { 'x-user-id': 'grace' }))
+    // Comparisons end after the responses: wait for each one's log line (written once it is recorded).
+    for (const o of orders) await c.logs.waitFor((l) => l.msg === 'divergence' && l.reqId === o.reqId)
+    const samples = (await admin(c, 'GET', '/admin/divergences?route=orders&limit=1000')).json.samples as { requestId: string; time: string }[]
+    t.equal(samples.length, orders.length, 'every diverged comparison of both workers')
+    t.same(new Set(samples.map((s) => s.requestId)), new Set(orders.map((o) => o.reqId)))
+    const from = new Set(await Promise.all(samples.map(async (s) => workerOf(c, s.requestId))))
+    t.equal(from.size, 2, 'samples from both workers')
+    const times = samples.map((s) => s.time)
+    t.same(times, [...times].sort().reverse(), 'newest first')
+    const three = (await admin(c, 'GET', '/admin/divergences?route=orders&limit=3')).json.samples as typeof samples
+    t.same(three.map((s) => s.requestId), samples.slice(0, 3).map((s) => s.requestId), 'the limit cuts the merged list')
+    const summary = (await admin(c, 'GET', '/admin/divergences/summary?route=orders')).json.routes as { comparisons: { diverged: number } }[]
+    t.equal(summary[0]?.comparisons.diverged, orders.length, 'summary counts summed over the workers')
+  })
+
+  t.test('a reload reaches every worker before it is logged', async (t) => {
+    await writeFile(c.file, testYaml({
+      upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
+      routes: [
+        { name: 'orders', match: { path: '/orders/*' }, new: 50, shadow: 100 },
+        { name: 'flip', match: { path: '/flip/*' }, new: 0 },
+        { name: 'added', match: { path: '/added/*' }, new: 100 }
+      ]
+    }))
+    c.p.child.kill('SIGHUP')
+    await c.logs.waitFor((l) => l.msg === 'config reloaded')
+    const served = await many(c, 6, '/added/x')
+    t.same(backends(served), new Set(['new']))
+    t.equal(workers(served).size, 2)
+  })
+
+  t.test('a killed worker is replaced, served again, and the summed counters do not go down', async (t) => {
+    const before = sample(await scrape(c), 'ficus_requests_total', { route: 'flip', backend: 'legacy', role: 'primary', code: '200' }) ?? 0
+    const victim = c.logs.lines.find((l) => l.msg === 'worker listening') as LogLine
+    process.kill(victim.pid as number, 'SIGKILL')
+    const exited = await c.logs.waitFor((l) => l.msg === 'worker exited; starting a new one')
+    t.equal(exited.worker, victim.worker)
+    t.equal(exited.signal, 'SIGKILL')
+    const replacement = await c.logs.waitFor((l) => l.msg === 'worker listening' && l.worker !== victim.worker && l.pid !== victim.pid && (l.worker as number) > 2)
+    await c.logs.waitFor((l) => l.msg === 'worker replaced and serving')
+    t.same((await admin(c, 'GET', '/readyz')).json, { status: 'ready', workers: { ready: 2, of: 2 } })
+    const served = await many(c, 6, '/flip/z')
+    t.ok(workers(served).has(replacement.worker as number), 'the new worker serves')
+    t.same(backends(served), new Set(['legacy']), 'it started from the current table (the rollback)')
+    const after = sample(await scrape(c), 'ficus_requests_total', { route: 'flip', backend: 'legacy', role: 'primary', code: '200' }) ?? 0
+    t.ok(after >= before + 6, `the sum kept the dead worker's count (${before} → ${after})`)
+  })
+
+  t.test('a worker that does not apply a change is replaced before the change is acknowledged', async (t) => {
+    const current = c.logs.lines.filter((l) => l.msg === 'worker listening' && !c.logs.lines.some((x) => x.msg === 'worker exited; starting a new one' && x.worker === l.worker))
+    t.equal(current.length, 2)
+    const frozen = current[0] as LogLine
+    process.kill(frozen.pid as number, 'SIGSTOP') // alive, but applies nothing
+    t.teardown(() => { try { process.kill(frozen.pid as number, 'SIGKILL') } catch { /* already gone */ } })
+    const set = await admin(c, 'PATCH', '/admin/routes/flip', { new: 100 })
+    t.equal(set.status, 200, 'answered once the frozen worker was replaced')
+    const replaced = await c.logs.waitFor((l) => l.msg === 'a worker did not apply a route change in time: replacing it')
+    t.equal(replaced.worker, frozen.worker)
+    const served = await many(c, 6, '/flip/after-freeze')
+    t.same(backends(served), new Set(['new']), 'no request after the answer saw the old table')
+    t.notOk(workers(served).has(frozen.worker as number))
+  })
+})
+
+t.test('a flag change in Unleash is relayed to every worker before the primary reports it', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const features = await startFeaturesServer(t, { features: [rolloutFlag('orders-new', 100)] })
+  const c = await startCluster(t, {
+    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
+    state: join(t.testdirName, 'state.json'),
+    unleash: { url: features.url, appName: 'ficus-test', token: features.token, refreshInterval: '100ms' },
+    routes: [{ name: 'orders', match: { path: '/orders/*' }, flag: 'orders-new' }]
+  })
+  await c.logs.waitFor((l) => l.msg === 'flags synchronized with Unleash')
+  const on = await many(c, 6, '/orders/1', { 'x-user-id': 'alice' })
+  t.same(backends(on), new Set(['new']))
+  t.equal(workers(on).size, 2)
+  features.set({ features: [rolloutFlag('orders-new', 0)] })
+  // Logged by the ControlPlane once every worker acknowledged the relayed definitions.
+  await c.logs.waitFor((l) => typeof l.msg === 'string' && l.msg.includes('flag went to 0 % or off'))
+  const off = await many(c, 6, '/orders/1', { 'x-user-id': 'alice' })
+  t.same(backends(off), new Set(['legacy']), 'every worker follows the flag')
+  t.equal(workers(off).size, 2)
+  const text = await scrape(c)
+  t.equal(sample(text, 'ficus_flag_source_ready'), 1, 'the primary\'s Unleash client, once')
+  t.equal(sample(text, 'ficus_rollbacks_total', { route: 'orders', trigger: 'flag' }), 1)
+})
+
+t.test('SIGTERM: readiness off, in-flight requests finish on the workers, exit 0', async (t) => {
+  const hold = held((_req, res) => { res.writeHead(200, { 'content-type': 'application/json' }).end('{"served":"legacy","headers":{}}') })
+  const legacy: Upstream = await startUpstream(t, 'legacy', hold.handler)
+  const c = await startCluster(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } }, routes: [] })
+  const inFlight = request(c.traffic + '/slow')
+  await legacy.arrived(1)
+  c.p.child.kill('SIGTERM')
+  await c.logs.waitFor((l) => l.msg === 'stopping')
+  const ready = await admin(c, 'GET', '/readyz')
+  t.equal(ready.status, 503, 'not ready once stopping')
+  t.equal(ready.json.status, 'draining')
+  hold.release()
+  const r = await inFlight
+  t.equal(r.statusCode, 200, 'the request in flight finished')
+  t.equal(r.headers.connection, 'close', 'answered with Connection: close while draining')
+  await r.body.dump()
+  t.equal(await c.p.exited, 0)
+  t.equal(c.logs.lines.filter((l) => l.msg === 'worker stopped' && l.code === 0).length, 2, 'both workers drained and exited 0')
+  t.ok(c.logs.lines.some((l) => l.msg === 'stopped'))
+})
+
+t.test('--workers and FICUS_WORKERS: anything but 1..64 or auto is a usage error (exit 2)', async (t) => {
+  for (const [args, env] of [[['--workers', '0'], {}], [['--workers', 'abc'], {}], [['-w', '65'], {}], [[], { FICUS_WORKERS: '1.5' }]] as const) {
+    const p = run(t, CLI, ['start', '--config', 'routes.yaml', ...args], env)
+    t.equal(await p.exited, 2, `${args.join(' ')}${JSON.stringify(env)}`)
+    t.match(p.stderr, /(--workers|FICUS_WORKERS) must be an integer from 1 to 64, or auto/)
+  }
+})
