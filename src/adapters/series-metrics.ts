@@ -61,11 +61,13 @@ abstract class SeriesMetric<L extends string, S> implements Exposed {
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator }
   }
 
+  /** Every series back to 0, in place: a series kept by a caller stays the one exposed. */
   reset (): void {
-    this.all.clear()
+    for (const { series } of this.all.values()) this.zero(series)
   }
 
   protected abstract create (): S
+  protected abstract zero (series: S): void
   protected abstract expose (labels: Labels<L>, series: S, into: MetricValue[]): void
 }
 
@@ -85,6 +87,10 @@ export class SeriesCounter<L extends string> extends SeriesMetric<L, CounterSeri
 
   protected create (): CounterSeries {
     return new CounterSeries()
+  }
+
+  protected zero (s: CounterSeries): void {
+    s.value = 0
   }
 
   protected expose (labels: Labels<L>, s: CounterSeries, into: MetricValue[]): void {
@@ -127,6 +133,12 @@ export class SeriesHistogram<L extends string> extends SeriesMetric<L, Histogram
 
   protected create (): HistogramSeries {
     return new HistogramSeries(this.bounds)
+  }
+
+  protected zero (s: HistogramSeries): void {
+    s.counts.fill(0)
+    s.sum = 0
+    s.count = 0
   }
 
   protected expose (labels: Labels<L>, s: HistogramSeries, into: MetricValue[]): void {

@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import { lineWriter, type Logger } from '../adapters/logger.js'
-import type { Metrics } from '../adapters/metrics-registry.js'
+import { exchangeRecorderOf, type Metrics } from '../adapters/metrics-registry.js'
 import { pathOf } from '../core/normalize-path.js'
 import { ClientGone, exchangeOf, type Exchange } from '../exchange.js'
 
@@ -14,6 +14,7 @@ export const CLIENT_CLOSED = 499
  */
 export function exchangeRecorder(metrics: Metrics, log: Logger, now: () => number) {
   const write = lineWriter(log, 'request')
+  const count = exchangeRecorderOf(metrics, 'primary')
   /** The response's `close` listener: one function for every response (openExchange attaches it). */
   return function recordExchange(this: ServerResponse): void {
     const ex = exchangeOf(this)
@@ -33,9 +34,7 @@ export function exchangeRecorder(metrics: Metrics, log: Logger, now: () => numbe
     const ms = now() - ex.start
     const rule = ex.rule
     if (rule !== null) {
-      const backend = ex.backend ?? 'none'
-      metrics.requests.inc({ route: rule.name, backend, role: 'primary', code: status })
-      metrics.duration.observe({ route: rule.name, backend, role: 'primary' }, ms / 1000)
+      count(rule.name, ex.backend ?? 'none', status, ms / 1000)
     }
     // Written by hand (fields in a fixed order, strings through JSON.stringify): pino's
     // generic serialisation of this object was ~4 µs of every request.
