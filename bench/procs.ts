@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { request } from 'undici'
 
@@ -59,4 +59,45 @@ export function rssMb(pid: number | 'self' | undefined): number | null {
   } catch {
     return null
   }
+}
+
+/** A process and its descendants (`ficus start --workers N` forks its workers), from /proc. */
+export function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>()
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(name)])
+    } catch { /* exited meanwhile */ }
+  }
+  const all = [pid]
+  for (let i = 0; i < all.length; i++) all.push(...(children.get(all[i] as number) ?? []))
+  return all
+}
+
+/** user+system CPU time of a process, in µs (Linux /proc; null elsewhere). */
+export function cpuTime(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return ((Number(fields[11]) + Number(fields[12])) / 100) * 1e6 // CLK_TCK is 100 on Linux
+  } catch {
+    return null
+  }
+}
+
+/** CPU time (µs) and RSS (MiB) summed over a process tree; null when /proc cannot be read. */
+export function treeUsage(pid: number | undefined): { cpuUs: number; rssMb: number } | null {
+  if (pid === undefined) return null
+  let cpuUs = 0
+  let rss = 0
+  for (const p of processTree(pid)) {
+    const c = cpuTime(p)
+    if (c === null) return null
+    cpuUs += c
+    rss += rssMb(p) ?? 0
+  }
+  return { cpuUs, rssMb: rss }
 }

@@ -1,21 +1,23 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { freePort, HAS_TASKSET, pinned, ready, rssMb, runLoad, type LoadResult } from './procs.js'
+import { freePort, HAS_TASKSET, pinned, ready, runLoad, treeUsage, type LoadResult } from './procs.js'
 
 /**
- * `npm run bench`: direct-to-upstream, bare fastify + @fastify/http-proxy, and Ficus
- * (pass-through, 50 % split, 100 % shadow with JSON comparison) measured in the same run, interleaved round by round, each
- * proxy alone on its own CPU (load generator and upstream share the other), and reported as
- * ratios to the fastify baseline of the same round: the machines are shared and noisy, so
- * only same-run ratios mean something. CPU per request is the proxy's user+system time
- * (from /proc) divided by the requests it served.
+ * `npm run bench`: direct-to-upstream, bare fastify + @fastify/http-proxy, a hand-tuned
+ * node:http + undici forwarder (the limit), and Ficus (pass-through, 50 % split, 100 % shadow
+ * with JSON comparison) measured in the same run, interleaved round by round, each proxy
+ * alone on its own CPU (load generator and upstream share the other), and reported as ratios
+ * to the fastify baseline and to Ficus pass-through of the same round: the machines are
+ * shared and noisy, so only same-run ratios mean something. CPU per request is the proxy's
+ * user+system time (from /proc, summed over its workers) divided by the requests it served.
  *
  * Load: wrk when installed (apt-get install wrk), else autocannon (which saturates its own core first).
  * Options: --rounds 3 --duration 10 --warmup 2 --connections 50 --size 1k|64k
  *          --rate 0 (fixed offered load in req/s, for latency at equal load)
- *          --only direct,fastify,ficus,ficus-split50,ficus-shadow100
+ *          --only direct,fastify,undici,ficus,ficus-split50,ficus-shadow100
+ *          (also: ficus-workers2, ficus-nolog)
+ *          --pin proxy (the proxy alone on CPU 1) | none (no pinning: for ficus vs ficus-workers2)
  */
 const { values: opt } = parseArgs({
   options: {
@@ -25,7 +27,8 @@ const { values: opt } = parseArgs({
     connections: { type: 'string', default: '50' },
     size: { type: 'string', default: '1k' },
     rate: { type: 'string', default: '0' },
-    only: { type: 'string', default: 'direct,fastify,ficus,ficus-split50,ficus-shadow100' }
+    only: { type: 'string', default: 'direct,fastify,undici,ficus,ficus-split50,ficus-shadow100' },
+    pin: { type: 'string', default: 'proxy' }
   }
 })
 
@@ -33,18 +36,23 @@ const ROOT = join(import.meta.dirname, '..', '..')
 const DIST = join(ROOT, 'dist')
 /** wrk (apt-get install wrk) is the better load generator: autocannon needs a whole core at ~15k req/s here. */
 const HAS_WRK = spawnSync('wrk', ['--version']).error === undefined
-const CPU_LOAD = '0'
-const CPU_PROXY = '1'
+if (opt.pin !== 'proxy' && opt.pin !== 'none') throw new Error('--pin is proxy or none')
+/** CPU lists for taskset; `none` runs everything on every CPU. */
+const CPU_LOAD = opt.pin === 'proxy' ? '0' : '0-1023'
+const CPU_PROXY = opt.pin === 'proxy' ? '1' : '0-1023'
 
 interface Config { name: string; cmd?: string[]; env?: Record<string, string> }
 const FICUS = [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')]
 const CONFIGS = ([
   { name: 'direct' },
   { name: 'fastify', cmd: [join(DIST, 'bench', 'baseline-fastify.js')] },
+  { name: 'undici', cmd: [join(DIST, 'bench', 'baseline-undici.js')] },
   { name: 'ficus', cmd: FICUS, env: { NEW_PERCENT: '0' } },
   { name: 'ficus-split50', cmd: FICUS, env: { NEW_PERCENT: '50' } },
   { name: 'ficus-shadow100', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '100' } },
-  // Diagnostic, not in the default set: Ficus with the access log off (log level warn).
+  // Not in the default set: two workers (compare with ficus under --pin none), and Ficus with
+  // the access log off (log level warn, a diagnostic).
+  { name: 'ficus-workers2', cmd: [...FICUS, '--workers', '2'], env: { NEW_PERCENT: '0' } },
   { name: 'ficus-nolog', cmd: FICUS, env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' } }
 ] as Config[]).filter((c) => opt.only.split(',').includes(c.name))
 
@@ -52,19 +60,8 @@ interface Run { name: string; round: number; rps: number; p50: number; p99: numb
 
 function start(cpu: string, argv: string[], env: Record<string, string>): ChildProcess {
   const [cmd, args] = pinned(cpu, argv)
-  return spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
-}
-
-/** user+system CPU time of a process, in µs (Linux /proc; null elsewhere). */
-function cpuTime(pid: number | undefined): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const ticks = Number(fields[11]) + Number(fields[12])
-    return (ticks / 100) * 1e6 // CLK_TCK is 100 on Linux
-  } catch {
-    return null
-  }
+  // Its own process group: the kill below reaches a Ficus primary's workers too.
+  return spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'], detached: true })
 }
 
 /** One load run from a child process pinned to the load CPU: wrk if installed (not with --rate), else autocannon. */
@@ -100,13 +97,12 @@ async function main(): Promise<void> {
           await ready(url)
         }
         await load(url, opt.warmup)
-        const cpu0 = cpuTime(proxy?.pid)
+        const before = treeUsage(proxy?.pid)
         const r = await load(url, opt.duration)
-        const cpu1 = cpuTime(proxy?.pid)
-        const rss = rssMb(proxy?.pid)
-        proxy?.kill('SIGKILL')
-        const cpuUs = cpu0 === null || cpu1 === null || r.total === 0 ? null : (cpu1 - cpu0) / r.total
-        runs.push({ name: c.name, round, rps: r.rps, p50: r.p50, p99: r.p99, cpuUs, rssMb: rss, errors: r.errors, non2xx: r.non2xx })
+        const after = treeUsage(proxy?.pid)
+        if (proxy?.pid !== undefined) process.kill(-proxy.pid, 'SIGKILL')
+        const cpuUs = before === null || after === null || r.total === 0 ? null : (after.cpuUs - before.cpuUs) / r.total
+        runs.push({ name: c.name, round, rps: r.rps, p50: r.p50, p99: r.p99, cpuUs, rssMb: after?.rssMb ?? null, errors: r.errors, non2xx: r.non2xx })
         process.stderr.write(`  round ${round} ${c.name.padEnd(14)} ${r.rps.toFixed(0).padStart(7)} req/s  p99 ${r.p99} ms` +
           `${cpuUs === null ? '' : `  ${cpuUs.toFixed(0)} µs CPU/req`}${r.errors + r.non2xx > 0 ? `  ERRORS ${r.errors} non2xx ${r.non2xx}` : ''}\n`)
       }
@@ -134,15 +130,15 @@ function report(runs: Run[]): void {
   })
   const fmt = (xs: number[], digits = 2): string => xs.length === 0 ? '–' : `${median(xs).toFixed(digits)} [${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}]`
   const lines = [
-    `| config | req/s (median [min–max]) | p99 ms | CPU µs/req | RSS MB | vs fastify (req/s) | vs fastify (CPU/req) | vs ficus (req/s) |`,
-    '|---|---|---|---|---|---|---|---|'
+    `| config | req/s (median [min–max]) | p99 ms | CPU µs/req | RSS MB | vs fastify (req/s) | vs fastify (CPU/req) | vs ficus (req/s) | vs ficus (CPU/req) |`,
+    '|---|---|---|---|---|---|---|---|---|'
   ]
   for (const c of CONFIGS) {
     const mine = runs.filter((r) => r.name === c.name)
     const cpu = mine.flatMap((r) => (r.cpuUs === null ? [] : [r.cpuUs]))
     const rss = mine.flatMap((r) => (r.rssMb === null ? [] : [r.rssMb]))
     lines.push(`| ${c.name} | ${fmt(mine.map((r) => r.rps), 0)} | ${fmt(mine.map((r) => r.p99), 0)} | ${fmt(cpu, 0)} | ${fmt(rss, 0)} | ` +
-      `${fmt(ratio(c.name, 'fastify', (r) => r.rps))} | ${fmt(ratio(c.name, 'fastify', (r) => r.cpuUs))} | ${fmt(ratio(c.name, 'ficus', (r) => r.rps))} |`)
+      `${fmt(ratio(c.name, 'fastify', (r) => r.rps))} | ${fmt(ratio(c.name, 'fastify', (r) => r.cpuUs))} | ${fmt(ratio(c.name, 'ficus', (r) => r.rps))} | ${fmt(ratio(c.name, 'ficus', (r) => r.cpuUs))} |`)
   }
   const failed = runs.filter((r) => r.errors + r.non2xx > 0)
   process.stdout.write(lines.join('\n') + '\n')

@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http'
-import type { Logger } from '../adapters/logger.js'
-import type { Metrics } from '../adapters/metrics-registry.js'
+import { lineWriter, type Logger } from '../adapters/logger.js'
+import { exchangeRecorderOf, type Metrics } from '../adapters/metrics-registry.js'
 import { pathOf } from '../core/normalize-path.js'
 import { ClientGone, exchangeOf, type Exchange } from '../exchange.js'
 
@@ -13,6 +13,8 @@ export const CLIENT_CLOSED = 499
  * The query string is left out of the log: it often carries tokens.
  */
 export function exchangeRecorder(metrics: Metrics, log: Logger, now: () => number) {
+  const write = lineWriter(log, 'request')
+  const count = exchangeRecorderOf(metrics, 'primary')
   /** The response's `close` listener: one function for every response (openExchange attaches it). */
   return function recordExchange(this: ServerResponse): void {
     const ex = exchangeOf(this)
@@ -32,26 +34,24 @@ export function exchangeRecorder(metrics: Metrics, log: Logger, now: () => numbe
     const ms = now() - ex.start
     const rule = ex.rule
     if (rule !== null) {
-      const backend = ex.backend ?? 'none'
-      metrics.requests.inc({ route: rule.name, backend, role: 'primary', code: status })
-      metrics.duration.observe({ route: rule.name, backend, role: 'primary' }, ms / 1000)
+      count(rule.name, ex.backend ?? 'none', status, ms / 1000)
     }
-    const line = {
-      reqId: ex.requestId,
-      method: ex.method,
-      route: rule?.name,
-      backend: ex.backend ?? undefined,
-      bucket: ex.decision?.bucket ?? undefined,
-      status,
-      ms: Math.round(ms * 10) / 10,
-      outcome: ex.outcome,
-      fallback: ex.fallback ?? undefined,
-      error: ex.error === null ? undefined : { code: ex.error.code, cause: causeOf(ex.error) },
-      path: ex.target === '' ? undefined : pathOf(ex.target),
-      ip: ex.clientIp === '' ? undefined : ex.clientIp
+    // Written by hand (fields in a fixed order, strings through JSON.stringify): pino's
+    // generic serialisation of this object was ~4 µs of every request.
+    let f = `"reqId":${JSON.stringify(ex.requestId)},"method":${JSON.stringify(ex.method)}`
+    if (rule !== null) f += `,"route":${JSON.stringify(rule.name)}`
+    if (ex.backend !== null) f += `,"backend":"${ex.backend}"`
+    const bucket = ex.decision?.bucket
+    if (bucket !== undefined && bucket !== null) f += `,"bucket":${bucket}`
+    f += `,"status":${status},"ms":${Math.round(ms * 10) / 10},"outcome":"${ex.outcome}"`
+    if (ex.fallback !== null) f += `,"fallback":${JSON.stringify(ex.fallback)}`
+    if (ex.error !== null) {
+      const cause = causeOf(ex.error)
+      f += `,"error":{"code":"${ex.error.code}"${cause === undefined ? '' : `,"cause":${JSON.stringify(cause)}`}}`
     }
-    if (ex.error === null) log.info(line, 'request')
-    else log.warn(line, 'request')
+    if (ex.target !== '') f += `,"path":${JSON.stringify(pathOf(ex.target))}`
+    if (ex.clientIp !== '') f += `,"ip":${JSON.stringify(ex.clientIp)}`
+    write(ex.error === null ? 'info' : 'warn', f)
   }
 }
 

@@ -5,7 +5,7 @@ import zlib from 'node:zlib'
 import { Pool, type Dispatcher } from 'undici'
 import type { DivergenceStore } from '../adapters/divergence-store.js'
 import type { Logger } from '../adapters/logger.js'
-import type { Metrics } from '../adapters/metrics-registry.js'
+import { exchangeRecorderOf, type Metrics } from '../adapters/metrics-registry.js'
 import type { Upstream, Upstreams } from '../adapters/upstreams.js'
 import type { LiveConfig } from '../config/live.js'
 import type { ShadowLimits } from '../config/schema.js'
@@ -73,7 +73,12 @@ export class Shadowing {
   /** Key for hashing sticky keys in samples: per process, so a hash cannot be looked up elsewhere. */
   private readonly secret = randomBytes(32)
 
-  constructor (readonly opts: ShadowOptions) {}
+  /** ficus_requests_total and ficus_request_duration_seconds, role=shadow. */
+  readonly count: ReturnType<typeof exchangeRecorderOf>
+
+  constructor (readonly opts: ShadowOptions) {
+    this.count = exchangeRecorderOf(opts.metrics, 'shadow')
+  }
 
   get limits (): ShadowLimits {
     return this.opts.live.current.shadow
@@ -400,14 +405,9 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
 
   /** Counts the copy as a shadow exchange with `backend` (a failure counts as the status the client would have got). */
   private copyOver (status: number): void {
-    const { metrics, now } = this.s.opts
-    const ms = now() - this.sent
+    const ms = this.s.opts.now() - this.sent
     this.shadow.ms = ms
-    const route = this.ex.rule!.name
-    const backend = this.shadowSide
-    // Literals, not a spread: a spread-then-extended object is built in V8's slow dictionary mode.
-    metrics.requests.inc({ route, backend, role: 'shadow', code: status })
-    metrics.duration.observe({ route, backend, role: 'shadow' }, ms / 1000)
+    this.s.count(this.ex.rule!.name, this.shadowSide, status, ms / 1000)
   }
 
   /* ---------- the comparison ---------- */

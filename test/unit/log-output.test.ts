@@ -1,0 +1,74 @@
+import { spawnSync } from 'node:child_process'
+import { once, EventEmitter } from 'node:events'
+import t from 'tap'
+import { ACCESS_BUFFER_CHARS, LogOutput, type Sink } from '../../src/adapters/log-output.js'
+import { createLogger, lineWriter } from '../../src/adapters/logger.js'
+
+/** A sink that keeps each write(2) Ficus would make, and says when one happens. */
+class Writes extends EventEmitter implements Sink {
+  readonly calls: string[] = []
+  write (data: string): void {
+    this.calls.push(data)
+    this.emit('write')
+  }
+
+  flushSync (): void {}
+  lines (): Record<string, unknown>[] {
+    return this.calls.join('').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>)
+  }
+}
+
+t.test('access lines are batched; other lines go out at once, after them, in order', async (t) => {
+  const sink = new Writes()
+  const out = new LogOutput(sink)
+  const log = createLogger('info', out)
+  const access = lineWriter(log, 'request')
+  access('info', '"reqId":"a","status":200')
+  access('info', '"reqId":"b","status":200')
+  t.equal(sink.calls.length, 0, 'access lines wait in the buffer')
+  log.warn({ route: 'r' }, 'something to see now')
+  t.equal(sink.calls.length, 1, 'a warning is written at once, with the access lines before it in the same write')
+  t.same(sink.lines().map((l) => l.reqId ?? l.msg), ['a', 'b', 'something to see now'])
+  t.match(sink.lines()[0], { level: 'info', service: 'ficus', reqId: 'a', status: 200, msg: 'request' }, 'shaped as pino shapes its lines')
+  t.type(sink.lines()[0]?.time, 'number')
+
+  // ~16 KiB of lines make one write.
+  const line = `"reqId":"${'x'.repeat(200)}"`
+  let n = 0
+  while (sink.calls.length === 1) { access('info', line); n++ }
+  t.ok(sink.calls[1]!.length >= ACCESS_BUFFER_CHARS, `one write of ${n} lines (${sink.calls[1]!.length} chars)`)
+  t.ok(n > 50, 'many lines per write')
+
+  // Fewer lines than that are written by the timer, without any further request.
+  access('info', '"reqId":"late"')
+  const alive = setInterval(() => {}, 1000) // the flush timer is unref'd: a server's sockets keep the process alive, here this does
+  await once(sink, 'write')
+  clearInterval(alive)
+  t.equal(sink.lines().at(-1)?.reqId, 'late', 'a quiet proxy still writes its last lines (within 100 ms)')
+})
+
+t.test('the log level applies to access lines; flush writes what is buffered', async (t) => {
+  const sink = new Writes()
+  const out = new LogOutput(sink)
+  const log = createLogger('warn', out)
+  const access = lineWriter(log, 'request')
+  access('info', '"reqId":"ok"')
+  access('warn', '"reqId":"failed"')
+  log.flush()
+  t.same(sink.lines().map((l) => [l.level, l.reqId]), [['warn', 'failed']], 'level warn: only failed requests are logged')
+  log.level = 'info'
+  access('info', '"reqId":"after"')
+  out.flushSync()
+  t.equal(sink.lines().at(-1)?.reqId, 'after', 'a level changed at runtime applies to the next line')
+})
+
+t.test('lines buffered when the process exits are written', async (t) => {
+  const script = `
+    import { createLogger, lineWriter } from './dist/src/adapters/logger.js'
+    const w = lineWriter(createLogger('info'), 'request')
+    for (let i = 0; i < 10; i++) w('info', '"reqId":"' + i + '"')
+    process.exit(3)`
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })
+  t.equal(r.status, 3)
+  t.same(r.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { reqId: string }).reqId), ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+})
