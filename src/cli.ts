@@ -86,7 +86,7 @@ async function cli(argv: string[]): Promise<number> {
       if (rest.length > 0) return usage(`unexpected argument: ${rest[0]}`)
       const file = values.config ?? process.env.FICUS_CONFIG ?? 'routes.yaml'
       const w = values.workers ?? process.env.FICUS_WORKERS
-      const workers = w === undefined || w === '' ? 1 : parseWorkers(w)
+      const workers = w === undefined ? 1 : parseWorkers(w)
       if (typeof workers === 'string') return usage(`${values.workers === undefined ? 'FICUS_WORKERS' : '--workers'} ${workers}`)
       try {
         await runFicus(file, process.env, { resetState: values['reset-state'] === true, workers })

@@ -5,6 +5,9 @@ import type { App } from './app.js'
 import type { Config } from './config/schema.js'
 import type { Health } from './plugins/health.js'
 
+/** After shutdown.timeout, time left for closing before a process exits anyway. */
+export const STOP_GRACE_MS = 5_000
+
 /**
  * Start and stop steps shared by one-process Ficus (main.ts) and a cluster's primary and
  * workers (src/cluster/).

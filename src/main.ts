@@ -8,7 +8,7 @@ import { FlagBootstrapError } from './adapters/flags.js'
 import { moveAside, readState, StateError } from './adapters/state-file.js'
 import { buildApp, type Deps, type Ficus } from './app.js'
 import { loadConfig } from './config/load-config.js'
-import { drainTraffic, readyWhenFlagsAre, urlOf } from './lifecycle.js'
+import { drainTraffic, readyWhenFlagsAre, STOP_GRACE_MS, urlOf } from './lifecycle.js'
 import { reloadFrom } from './reload.js'
 import type { Config } from './config/schema.js'
 
@@ -23,8 +23,6 @@ export interface Running {
 
 /** Quiet time after the last change event before a reload (an editor's save is several events). */
 const RELOAD_DEBOUNCE_MS = 200
-/** After shutdown.timeout, time left for closing before the process exits anyway. */
-const STOP_GRACE_MS = 5_000
 
 /** Builds Ficus and listens: admin first (so health answers during start), then traffic. */
 export async function startFicus(config: Config, deps: Deps): Promise<Running> {

@@ -125,7 +125,7 @@ export function exchangeRecorderOf(m: Metrics, role: Role): (route: string, back
   const kept = new Map<string, Map<BackendLabel, KeptSeries>>()
   return (route, backend, status, seconds) => {
     let byBackend = kept.get(route)
-    if (byBackend === undefined) kept.set(route, byBackend = new Map())
+    if (byBackend === undefined) kept.set(route, byBackend = new Map<BackendLabel, KeptSeries>())
     let s = byBackend.get(backend)
     if (s === undefined) byBackend.set(backend, s = { duration: m.duration.series({ route, backend, role }), byStatus: new Map() })
     let count = s.byStatus.get(status)

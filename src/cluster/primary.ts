@@ -100,6 +100,8 @@ class Primary implements Instance {
   /** Crashes in a row per slot (reset by a worker that ran STABLE_MS). */
   private readonly crashes: number[]
   private readonly restarts = new Set<NodeJS.Timeout>()
+  /** kill() ran (start failed, or the process is going): no worker is replaced any more. */
+  private killed = false
   private readonly logLevel: string
   private seq = 0
   private started = false
@@ -205,6 +207,9 @@ class Primary implements Instance {
   }
 
   kill (): void {
+    this.killed = true
+    for (const t of this.restarts) clearTimeout(t)
+    this.restarts.clear()
     for (const l of this.links) l.worker.process.kill('SIGKILL')
   }
 
@@ -289,11 +294,14 @@ class Primary implements Instance {
     link.pending.clear()
     this.clusterMetrics.retire(link.id)
     if (this.stopping !== null) {
-      this.log.info({ worker: link.id, code, signal }, 'worker stopped')
+      if (code === 0) this.log.info({ worker: link.id, code, signal }, 'worker stopped')
+      else this.log.warn({ worker: link.id, code, signal }, 'worker stopped without finishing its drain (shutdown.timeout, or killed)')
       if (this.links.size === 0) this.allGone?.()
       return
     }
-    if (!this.started) return // start fails (whenListening)
+    // During start, a worker that never listened makes start fail (whenListening); one that
+    // had listened and then died is replaced like any other, or readiness would wait for it forever.
+    if (this.killed || (!this.started && !link.listening)) return
     const ranMs = performance.now() - link.startedAt
     if (ranMs >= STABLE_MS) this.crashes[link.slot] = 0
     const crashes = this.crashes[link.slot] ?? 0

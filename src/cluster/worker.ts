@@ -8,7 +8,7 @@ import { parseConfig } from '../config/load-config.js'
 import type { Config } from '../config/schema.js'
 import { tableOf } from '../control-plane.js'
 import type { Overrides } from '../core/overrides.js'
-import { drainTraffic } from '../lifecycle.js'
+import { drainTraffic, STOP_GRACE_MS } from '../lifecycle.js'
 import type { Health } from '../plugins/health.js'
 import type { RouteTableRef } from '../plugins/route-table.js'
 import { applyToTraffic } from '../reload.js'
@@ -26,8 +26,6 @@ import { isMessage, type ConfigText, type FromWorker, type ToWorker } from './pr
  * the primary is gone (the IPC channel closed); it ignores SIGTERM and SIGINT.
  */
 
-/** After shutdown.timeout, time left for closing before the worker exits anyway. */
-const STOP_GRACE_MS = 5_000
 
 interface Serving {
   readonly logger: Logger
