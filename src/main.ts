@@ -7,7 +7,7 @@ import { createLogger, type Logger } from './adapters/logger.js'
 import { FlagBootstrapError } from './adapters/flags.js'
 import { moveAside, readState, StateError } from './adapters/state-file.js'
 import { buildApp, type Deps, type Ficus } from './app.js'
-import { loadConfig } from './config/load-config.js'
+import { loadConfig, readConfig } from './config/load-config.js'
 import { drainTraffic, readyWhenFlagsAre, STOP_GRACE_MS, urlOf } from './lifecycle.js'
 import { reloadFrom } from './reload.js'
 import type { Config } from './config/schema.js'
@@ -84,7 +84,7 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
   // The content the running config comes from: a change after this point is reloaded.
   let seen = await digestOf(configPath)
   // Cluster mode is loaded only when asked for: one process runs exactly the code it always did.
-  const cluster = workers > 1 ? { ...await import('./cluster/primary.js'), ...await import('./cluster/read-config.js') } : null
+  const cluster = workers > 1 ? { ...await import('./cluster/primary.js'), readConfig } : null
   // A cluster's workers are given the very text the primary validated (not the file, which may change meanwhile).
   const { config, text } = cluster !== null ? await cluster.readConfig(configPath, env) : { config: await loadConfig(configPath, env), text: '' }
   const logger = createLogger(env.FICUS_LOG_LEVEL ?? config.log.level)

@@ -93,7 +93,7 @@ export class UnleashFlags implements FlagSource {
   private stopped = false
   /** The SDK has definitions (from a fetch, the backup or the bootstrap file): isEnabled may be asked. */
   private clientReady = false
-  private readonly listeners: (() => void)[] = []
+  private readonly changes: Changes
   /** The last fetch error logged while not yet synchronized (so an outage at start logs each new reason once). */
   private lastLogged: string | null = null
 
@@ -103,6 +103,7 @@ export class UnleashFlags implements FlagSource {
     private readonly metrics: Metrics,
     private readonly log: Logger
   ) {
+    this.changes = new Changes(log)
     flagSource(metrics)
     // Always listening, also after stop(): destroy() while Unleash is unreachable can still
     // emit `error` from a fetch in flight, and an EventEmitter error without a listener throws.
@@ -208,26 +209,11 @@ export class UnleashFlags implements FlagSource {
   }
 
   onChange (listener: () => void): void {
-    this.listeners.push(listener)
+    this.changes.onChange(listener)
   }
 
   async until (check: () => boolean, timeoutMs: number): Promise<boolean> {
-    if (check()) return true
-    return new Promise<boolean>((resolve) => {
-      const listener = (): void => {
-        if (!check()) return
-        finish(true)
-      }
-      const timer = setTimeout(() => { finish(false) }, timeoutMs)
-      timer.unref()
-      const finish = (ok: boolean): void => {
-        clearTimeout(timer)
-        const i = this.listeners.indexOf(listener)
-        if (i !== -1) this.listeners.splice(i, 1)
-        resolve(ok)
-      }
-      this.listeners.push(listener)
-    })
+    return this.changes.until(check, timeoutMs)
   }
 
   /** Resolves true once synchronized with Unleash, or false after `timeoutMs`. */
@@ -273,14 +259,7 @@ export class UnleashFlags implements FlagSource {
   }
 
   private notify (): void {
-    if (this.stopped) return
-    for (const l of [...this.listeners]) {
-      try {
-        l()
-      } catch (err) {
-        this.log.error({ err }, 'a flag change listener failed')
-      }
-    }
+    if (!this.stopped) this.changes.notify()
   }
 
   private failed (err: unknown): void {
@@ -317,5 +296,42 @@ export class UnleashFlags implements FlagSource {
       this.lastLogged = message
     }
     this.healthy = false
+  }
+}
+
+/** Listeners and a bounded wait on them: the part of FlagSource both sides share. */
+export class Changes {
+  private readonly listeners: (() => void)[] = []
+
+  constructor (private readonly log: Logger) {}
+
+  onChange (listener: () => void): void {
+    this.listeners.push(listener)
+  }
+
+  notify (): void {
+    for (const l of [...this.listeners]) {
+      try {
+        l()
+      } catch (err) {
+        this.log.error({ err }, 'a flag change listener failed')
+      }
+    }
+  }
+
+  async until (check: () => boolean, timeoutMs: number): Promise<boolean> {
+    if (check()) return true
+    return new Promise<boolean>((resolve) => {
+      const listener = (): void => { if (check()) finish(true) }
+      const timer = setTimeout(() => { finish(false) }, timeoutMs)
+      timer.unref()
+      const finish = (ok: boolean): void => {
+        clearTimeout(timer)
+        const i = this.listeners.indexOf(listener)
+        if (i !== -1) this.listeners.splice(i, 1)
+        resolve(ok)
+      }
+      this.listeners.push(listener)
+    })
   }
 }

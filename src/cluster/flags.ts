@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { Unleash, UnleashEvents, type ClientFeaturesResponse, type UnleashConfig as SdkConfig } from 'unleash-client'
-import type { FlagContext, FlagSource, FlagSourceStatus, UnleashFlags } from '../adapters/flags.js'
+import { Changes, type FlagContext, type FlagSource, type FlagSourceStatus, type UnleashFlags } from '../adapters/flags.js'
 import type { Logger } from '../adapters/logger.js'
 import type { Metrics } from '../adapters/metrics-registry.js'
 import type { UnleashConfig } from '../config/schema.js'
@@ -17,43 +17,6 @@ import type { FlagSnapshot } from './protocol.js'
 
 type Feature = ClientFeaturesResponse['features'][number]
 type Segment = NonNullable<ClientFeaturesResponse['segments']>[number]
-
-/** Listeners and a bounded wait on them: the part of FlagSource both sides share. */
-class Changes {
-  private readonly listeners: (() => void)[] = []
-
-  constructor (private readonly log: Logger) {}
-
-  onChange (listener: () => void): void {
-    this.listeners.push(listener)
-  }
-
-  notify (): void {
-    for (const l of [...this.listeners]) {
-      try {
-        l()
-      } catch (err) {
-        this.log.error({ err }, 'a flag change listener failed')
-      }
-    }
-  }
-
-  async until (check: () => boolean, timeoutMs: number): Promise<boolean> {
-    if (check()) return true
-    return new Promise<boolean>((resolve) => {
-      const listener = (): void => { if (check()) finish(true) }
-      const timer = setTimeout(() => { finish(false) }, timeoutMs)
-      timer.unref()
-      const finish = (ok: boolean): void => {
-        clearTimeout(timer)
-        const i = this.listeners.indexOf(listener)
-        if (i !== -1) this.listeners.splice(i, 1)
-        resolve(ok)
-      }
-      this.listeners.push(listener)
-    })
-  }
-}
 
 /**
  * The primary's flags as its ControlPlane sees them: the Unleash client's, but a change is

@@ -18,7 +18,7 @@ import { ClusterDivergences } from './divergences.js'
 import { RelayingFlags } from './flags.js'
 import { ClusterMetrics } from './metrics.js'
 import { isMessage, type ConfigText, type FromWorker, type MetricsJson, type ToWorker } from './protocol.js'
-import { readConfig } from './read-config.js'
+import { readConfig } from '../config/load-config.js'
 
 /**
  * `ficus start --workers N`, N > 1: the primary process. It owns what must be single: the

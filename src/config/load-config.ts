@@ -49,6 +49,15 @@ const validateRoute = ajv.compile<RawRoute>(RouteSchema)
 
 /** Reads, expands, validates and freezes routes.yaml. Throws ConfigError listing every problem. */
 export async function loadConfig(file: string, env: Readonly<Record<string, string | undefined>> = process.env): Promise<Config> {
+  return (await readConfig(file, env)).config
+}
+
+/**
+ * loadConfig, keeping the text: a cluster primary gives its workers the very text it
+ * validated, never the file (which may have changed since), so every process parses the
+ * same bytes with the same environment.
+ */
+export async function readConfig(file: string, env: Readonly<Record<string, string | undefined>>): Promise<{ config: Config; text: string }> {
   let text: string
   try {
     text = await readFile(file, 'utf8')
@@ -56,7 +65,7 @@ export async function loadConfig(file: string, env: Readonly<Record<string, stri
     const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : `cannot be read (${(err as Error).message})`
     throw new ConfigError(file, [{ line: 0, col: 0, path: '', message: reason }])
   }
-  return parseConfig(text, file, env)
+  return { config: parseConfig(text, file, env), text }
 }
 
 /** The same, from text already read (`file` is used for messages and to resolve relative paths). */
