@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net'
-import type { UnleashFlags } from './adapters/flags.js'
+import type { FlagSourceStatus } from './adapters/flags.js'
 import type { Logger } from './adapters/logger.js'
 import type { App } from './app.js'
 import type { Config } from './config/schema.js'
@@ -23,7 +23,13 @@ export function urlOf(a: AddressInfo): string {
  * Turns `health` ready: at once without Unleash; with it, once the first fetch succeeded or
  * after unleash.syncTimeout (so a new replica does not serve stale flags, but not forever).
  */
-export function readyWhenFlagsAre(health: Health, flags: UnleashFlags | undefined, config: Config, logger: Logger): void {
+/** What readiness waits on: Unleash itself, or (cluster primary) Unleash and every worker. */
+export interface Syncing {
+  whenSynchronized(timeoutMs: number): Promise<boolean>
+  readonly status: FlagSourceStatus
+}
+
+export function readyWhenFlagsAre(health: Health, flags: Syncing | undefined, config: Config, logger: Logger): void {
   if (flags === undefined || config.unleash === undefined) {
     health.phase = 'ready'
     return

@@ -184,3 +184,8 @@ export class DivergenceStore {
     return s
   }
 }
+
+/** A route's summary before any comparison: every count at 0. */
+export function emptySummary(route: string): RouteSummary {
+  return new DivergenceStore(0).summary(route)[0] as RouteSummary
+}

@@ -1,4 +1,4 @@
-import { DivergenceStore, type DivergenceSample, type FieldCount, type Outcome, type RouteSummary } from '../adapters/divergence-store.js'
+import { emptySummary, type DivergenceSample, type FieldCount, type Outcome, type RouteSummary } from '../adapters/divergence-store.js'
 import type { Divergences } from '../plugins/admin.js'
 
 /**
@@ -23,7 +23,7 @@ export class ClusterDivergences implements Divergences {
   async summary (route?: string): Promise<RouteSummary[]> {
     const merged = mergeSummaries(await this.ask<RouteSummary[]>({ t: 'summary', route }))
     // A route asked for by name is always answered, at zero when no worker compared it yet.
-    if (route !== undefined && merged.length === 0) return new DivergenceStore(0).summary(route)
+    if (route !== undefined && merged.length === 0) return [emptySummary(route)]
     return merged
   }
 }

@@ -62,6 +62,18 @@ export class RelayingFlags implements FlagSource {
     return this.changes.until(check, timeoutMs)
   }
 
+  /**
+   * The client's first sync (or the timeout), and then every worker holding what it fetched:
+   * readiness must not turn on while workers still evaluate the backup file (or nothing).
+   * The relay is queued in the same notification that ends the client's wait, so awaiting
+   * the queue afterwards includes it.
+   */
+  async whenSynchronized (timeoutMs: number): Promise<boolean> {
+    const synced = await this.inner.whenSynchronized(timeoutMs)
+    await this.relaying
+    return synced
+  }
+
   private take (): FlagSnapshot {
     return { definitions: this.inner.definitions(), status: this.inner.status }
   }

@@ -161,7 +161,7 @@ class Primary implements Instance {
     this.started = true
     const adminUrl = urlOf(admin.server.address() as AddressInfo)
     log.info({ traffic, admin: adminUrl, routes: config.routes.length, config: config.file, workers: this.opts.workers }, 'ficus listening')
-    readyWhenFlagsAre(this.health, flags, config, log)
+    readyWhenFlagsAre(this.health, this.relay, config, log)
   }
 
   async reload (why: string): Promise<unknown> {
@@ -220,7 +220,8 @@ class Primary implements Instance {
   }
 
   private fork (slot: number): Link {
-    const link = new Link(cluster.fork(), slot)
+    // The environment the primary parsed the config with (runFicus may be given one), so a worker parses it alike.
+    const link = new Link(cluster.fork(this.opts.env), slot)
     this.links.add(link)
     link.worker.on('message', (m: unknown) => { if (isMessage<FromWorker>(m)) this.received(link, m) })
     // The IPC channel can fail while the worker dies; 'exit' follows and handles it.

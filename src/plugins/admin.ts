@@ -3,7 +3,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { AuditLog } from '../adapters/audit-log.js'
-import type { DivergenceSample, RouteSummary } from '../adapters/divergence-store.js'
+import { emptySummary, type DivergenceSample, type RouteSummary } from '../adapters/divergence-store.js'
 import type { LiveConfig } from '../config/live.js'
 import type { AdminToken } from '../config/schema.js'
 import { ControlError, type ControlPlane } from '../control-plane.js'
@@ -152,7 +152,7 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
       for (const s of all) names.add(s.route)
       const byName = new Map(all.map((s) => [s.route, s]))
       const routes: RouteSummary[] = []
-      for (const n of [...names].sort()) routes.push(byName.get(n) ?? (await divergences.summary(n))[0] as RouteSummary)
+      for (const n of [...names].sort()) routes.push(byName.get(n) ?? emptySummary(n))
       return { routes }
     })
   }, { prefix: '/admin' })
