@@ -1,8 +1,9 @@
 import type { Registry } from 'prom-client'
 
 /**
- * Counter and histogram for the per-request metrics, registered in a prom-client Registry
- * and exposed by it like its own (same text, same JSON for cluster aggregation).
+ * Counter (every Ficus counter) and histogram (the per-request durations), registered in
+ * a prom-client Registry and exposed by it like its own (same text, same JSON for cluster
+ * aggregation). Gauges stay prom-client's.
  *
  * prom-client finds a series on every update by sorting and hashing the label object
  * (~2 µs per request for the request counter and histogram, measured). Here a label set
