@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
+import { once } from 'node:events'
+import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 
 export interface Recorded {
   readonly method: string
@@ -102,9 +103,20 @@ export function held(then: Handler, hold: (req: IncomingMessage) => boolean = ()
   }
 }
 
-/** A port nothing listens on (bound, then released). */
+/**
+ * A port nothing listens on, and nothing can start listening on while the tests run: the
+ * local port of an open client connection. A port merely bound and released could be handed
+ * to another test's listener by the kernel meanwhile (seen under a loaded full run: the
+ * "refused" upstream then accepted and never answered).
+ */
 export async function closedPort(): Promise<number> {
-  return (await freePorts(1))[0] as number
+  const anchor = createNetServer((s) => { s.unref() })
+  await new Promise<void>((resolve) => anchor.listen(0, '127.0.0.1', resolve))
+  anchor.unref()
+  const holder = netConnect((anchor.address() as AddressInfo).port, '127.0.0.1')
+  await once(holder, 'connect')
+  holder.unref()
+  return holder.localPort as number
 }
 
 /** n distinct ports that were free on 127.0.0.1 a moment ago (all held open until all are known). */
