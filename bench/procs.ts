@@ -7,9 +7,9 @@ import { request } from 'undici'
 
 export const HAS_TASKSET = spawnSync('taskset', ['-c', '0', 'true']).status === 0
 
-/** `argv` run on CPU `cpu` when taskset is installed, as a [command, args] pair for spawn. */
-export function pinned(cpu: string, argv: string[]): [string, string[]] {
-  return HAS_TASKSET ? ['taskset', ['-c', cpu, ...argv]] : [argv[0] as string, argv.slice(1)]
+/** `argv` run on CPU `cpu` when taskset is installed (null: on any CPU), as a [command, args] pair for spawn. */
+export function pinned(cpu: string | null, argv: string[]): [string, string[]] {
+  return HAS_TASKSET && cpu !== null ? ['taskset', ['-c', cpu, ...argv]] : [argv[0] as string, argv.slice(1)]
 }
 
 export async function freePort(): Promise<number> {
@@ -40,7 +40,7 @@ export interface LoadResult { rps: number; p50: number; p99: number; errors: num
  * Runs a load generator pinned to `cpu` and reads its JSON result: its whole stdout, or the
  * line that starts with `prefix`.
  */
-export async function runLoad(cpu: string, argv: string[], env: Record<string, string>, prefix?: string): Promise<LoadResult> {
+export async function runLoad(cpu: string | null, argv: string[], env: Record<string, string>, prefix?: string): Promise<LoadResult> {
   const [cmd, args] = pinned(cpu, argv)
   const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''

@@ -37,9 +37,9 @@ const DIST = join(ROOT, 'dist')
 /** wrk (apt-get install wrk) is the better load generator: autocannon needs a whole core at ~15k req/s here. */
 const HAS_WRK = spawnSync('wrk', ['--version']).error === undefined
 if (opt.pin !== 'proxy' && opt.pin !== 'none') throw new Error('--pin is proxy or none')
-/** CPU lists for taskset; `none` runs everything on every CPU. */
-const CPU_LOAD = opt.pin === 'proxy' ? '0' : '0-1023'
-const CPU_PROXY = opt.pin === 'proxy' ? '1' : '0-1023'
+/** CPUs for taskset; null (`--pin none`): not pinned. */
+const CPU_LOAD = opt.pin === 'proxy' ? '0' : null
+const CPU_PROXY = opt.pin === 'proxy' ? '1' : null
 
 interface Config { name: string; cmd?: string[]; env?: Record<string, string> }
 const FICUS = [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')]
@@ -58,7 +58,7 @@ const CONFIGS = ([
 
 interface Run { name: string; round: number; rps: number; p50: number; p99: number; cpuUs: number | null; rssMb: number | null; errors: number; non2xx: number }
 
-function start(cpu: string, argv: string[], env: Record<string, string>): ChildProcess {
+function start(cpu: string | null, argv: string[], env: Record<string, string>): ChildProcess {
   const [cmd, args] = pinned(cpu, argv)
   // Its own process group: the kill below reaches a Ficus primary's workers too.
   return spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'], detached: true })
@@ -82,7 +82,7 @@ async function main(): Promise<void> {
   const runs: Run[] = []
   process.stderr.write(`bench: ${opt.rounds} rounds × ${CONFIGS.map((c) => c.name).join(', ')}; ${opt.duration}s each, ${opt.connections} connections, ${opt.size}, ` +
     `load: ${HAS_WRK && opt.rate === '0' ? 'wrk' : 'autocannon'}` +
-    `${opt.rate === '0' ? '' : `, ${opt.rate} req/s`}; pinned: ${HAS_TASKSET ? `proxy on CPU ${CPU_PROXY}, load + upstream on CPU ${CPU_LOAD}` : 'no (taskset missing)'}\n`)
+    `${opt.rate === '0' ? '' : `, ${opt.rate} req/s`}; pinned: ${HAS_TASKSET && CPU_PROXY !== null ? `proxy on CPU ${CPU_PROXY}, load + upstream on CPU ${CPU_LOAD}` : CPU_PROXY === null ? 'no (--pin none)' : 'no (taskset missing)'}\n`)
   try {
     for (let round = 1; round <= Number(opt.rounds); round++) {
       for (const c of CONFIGS) {

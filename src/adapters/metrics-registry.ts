@@ -122,7 +122,10 @@ interface KeptSeries {
  * name (a string whose hash V8 keeps), the backend and the status: a few map reads per
  * request, no label object and no key string built.
  */
-export function exchangeRecorderOf(m: Metrics, role: Role): (route: string, backend: BackendLabel, status: number, seconds: number) => void {
+/** Counts one exchange (a response to a client, or a shadow copy) and observes its duration. */
+export type ExchangeCounter = (route: string, backend: BackendLabel, status: number, seconds: number) => void
+
+export function exchangeCounter(m: Metrics, role: Role): ExchangeCounter {
   const kept = new Map<string, Map<BackendLabel, KeptSeries>>()
   return (route, backend, status, seconds) => {
     let byBackend = kept.get(route)

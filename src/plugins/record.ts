@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import { lineWriter, type Logger } from '../adapters/logger.js'
-import { exchangeRecorderOf, type Metrics } from '../adapters/metrics-registry.js'
+import { exchangeCounter, type Metrics } from '../adapters/metrics-registry.js'
 import { pathOf } from '../core/normalize-path.js'
 import { ClientGone, exchangeOf, type Exchange } from '../exchange.js'
 
@@ -14,7 +14,7 @@ export const CLIENT_CLOSED = 499
  */
 export function exchangeRecorder(metrics: Metrics, log: Logger, now: () => number) {
   const write = lineWriter(log, 'request')
-  const count = exchangeRecorderOf(metrics, 'primary')
+  const count = exchangeCounter(metrics, 'primary')
   /** The response's `close` listener: one function for every response (openExchange attaches it). */
   return function recordExchange(this: ServerResponse): void {
     const ex = exchangeOf(this)
@@ -33,9 +33,7 @@ export function exchangeRecorder(metrics: Metrics, log: Logger, now: () => numbe
     const status = ex.answered ?? (res.headersSent ? res.statusCode : CLIENT_CLOSED)
     const ms = now() - ex.start
     const rule = ex.rule
-    if (rule !== null) {
-      count(rule.name, ex.backend ?? 'none', status, ms / 1000)
-    }
+    if (rule !== null) count(rule.name, ex.backend ?? 'none', status, ms / 1000)
     // Written by hand (fields in a fixed order, strings through JSON.stringify): pino's
     // generic serialisation of this object was ~4 µs of every request.
     let f = `"reqId":${JSON.stringify(ex.requestId)},"method":${JSON.stringify(ex.method)}`

@@ -5,7 +5,7 @@ import zlib from 'node:zlib'
 import { Pool, type Dispatcher } from 'undici'
 import type { DivergenceStore } from '../adapters/divergence-store.js'
 import type { Logger } from '../adapters/logger.js'
-import { exchangeRecorderOf, type Metrics } from '../adapters/metrics-registry.js'
+import { exchangeCounter, type ExchangeCounter, type Metrics } from '../adapters/metrics-registry.js'
 import type { Upstream, Upstreams } from '../adapters/upstreams.js'
 import type { LiveConfig } from '../config/live.js'
 import type { ShadowLimits } from '../config/schema.js'
@@ -74,10 +74,10 @@ export class Shadowing {
   private readonly secret = randomBytes(32)
 
   /** ficus_requests_total and ficus_request_duration_seconds, role=shadow. */
-  readonly count: ReturnType<typeof exchangeRecorderOf>
+  readonly count: ExchangeCounter
 
   constructor (readonly opts: ShadowOptions) {
-    this.count = exchangeRecorderOf(opts.metrics, 'shadow')
+    this.count = exchangeCounter(opts.metrics, 'shadow')
   }
 
   get limits (): ShadowLimits {

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { once, EventEmitter } from 'node:events'
 import t from 'tap'
 import { ACCESS_BUFFER_CHARS, LogOutput, type Sink } from '../../src/adapters/log-output.js'
-import { createLogger, lineWriter } from '../../src/adapters/logger.js'
+import { createLogger, lineWriter, type LineWriter } from '../../src/adapters/logger.js'
 
 /** A sink that keeps each write(2) Ficus would make, and says when one happens. */
 class Writes extends EventEmitter implements Sink {
@@ -18,11 +18,16 @@ class Writes extends EventEmitter implements Sink {
   }
 }
 
-t.test('access lines are batched; other lines go out at once, after them, in order', async (t) => {
+/** A logger over LogOutput over Writes, and its access-line writer: what Ficus builds at start. */
+function rig(level: string): { sink: Writes; out: LogOutput; log: ReturnType<typeof createLogger>; access: LineWriter } {
   const sink = new Writes()
   const out = new LogOutput(sink)
-  const log = createLogger('info', out)
-  const access = lineWriter(log, 'request')
+  const log = createLogger(level, out)
+  return { sink, out, log, access: lineWriter(log, 'request') }
+}
+
+t.test('access lines are batched; other lines go out at once, after them, in order', async (t) => {
+  const { sink, log, access } = rig('info')
   access('info', '"reqId":"a","status":200')
   access('info', '"reqId":"b","status":200')
   t.equal(sink.calls.length, 0, 'access lines wait in the buffer')
@@ -38,9 +43,14 @@ t.test('access lines are batched; other lines go out at once, after them, in ord
   const batch = sink.calls[1]!
   t.ok(batch.length <= ACCESS_BUFFER_CHARS && batch.length > ACCESS_BUFFER_CHARS - 300, `one write of ${batch.split('\n').length - 1} lines (${batch.length} chars)`)
   t.ok(batch.endsWith('\n') && batch.split('\n').length - 1 >= 10, 'whole lines, many per write')
+  // One access line is buffered now; a warning that would take the write past PIPE_BUF
+  // with it goes out as a write of its own, after the buffered line.
   const before = sink.calls.length
-  log.warn('flushes what is buffered')
-  t.ok(sink.calls.slice(before).every((w) => w.length <= ACCESS_BUFFER_CHARS), 'a line written at once never makes a write longer than PIPE_BUF with the buffered ones')
+  log.warn('x'.repeat(ACCESS_BUFFER_CHARS - 150))
+  const writes = sink.calls.slice(before)
+  t.equal(writes.length, 2, 'the buffered line, then the warning')
+  t.ok(writes.every((w) => w.length <= ACCESS_BUFFER_CHARS), 'no write longer than PIPE_BUF')
+  t.match(writes[1], /"level":"warn"/)
 
   // Fewer lines than that are written by the timer, without any further request.
   access('info', '"reqId":"late"')
@@ -51,10 +61,7 @@ t.test('access lines are batched; other lines go out at once, after them, in ord
 })
 
 t.test('the log level applies to access lines; flush writes what is buffered', async (t) => {
-  const sink = new Writes()
-  const out = new LogOutput(sink)
-  const log = createLogger('warn', out)
-  const access = lineWriter(log, 'request')
+  const { sink, out, log, access } = rig('warn')
   access('info', '"reqId":"ok"')
   access('warn', '"reqId":"failed"')
   log.flush()
