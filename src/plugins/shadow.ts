@@ -417,8 +417,22 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
     this.finish()
     const { primary, shadow } = this
     const [legacy, next] = this.primarySide === 'legacy' ? [primary, shadow] : [shadow, primary]
-    Promise.all([decoded(legacy, this.s.limits.maxBodyBytes), decoded(next, this.s.limits.maxBodyBytes)])
-      .then(([a, b]) => this.record(compare(a, b, this.ex.rule!.compare.rules)))
+    const a = unencoded(legacy)
+    const b = unencoded(next)
+    if (a !== null && b !== null) {
+      // Neither body is encoded (the usual case): compared now, without a promise per side
+      // (which cost ~5 µs of every shadowed request). The client's response is already written.
+      try {
+        this.record(compare(a, b, this.ex.rule!.compare.rules))
+      } catch (err) {
+        this.crashed(err)
+      }
+      this.release()
+      return
+    }
+    const max = this.s.limits.maxBodyBytes
+    Promise.all([a ?? decoded(legacy, max), b ?? decoded(next, max)])
+      .then(([x, y]) => this.record(compare(x, y, this.ex.rule!.compare.rules)))
       .catch((err: unknown) => this.crashed(err))
       .finally(() => this.release())
       .catch(() => { /* crashed() itself failed (the logger?): nothing left to do, never an unhandled rejection */ })
@@ -498,6 +512,24 @@ function round(ms: number | null): number | null {
   return ms === null ? null : Math.round(ms * 10) / 10
 }
 
+/** The side as the comparator reads it when its body needs no decoding, else null (see `decoded`). */
+function unencoded (side: Side): ComparedSide | null {
+  if (side.tooLarge) return { status: side.status, headers: side.headers, body: null }
+  const encoding = side.headers['content-encoding']
+  if (encoding !== undefined && codingsOf(side.headers).length > 0) return null
+  return { status: side.status, headers: side.headers, body: joined(side) }
+}
+
+function joined (side: Side): Buffer {
+  return side.chunks.length === 1 ? side.chunks[0] as Buffer : Buffer.concat(side.chunks)
+}
+
+/** Content-Encoding's codings, in the order they were applied (`identity` left out). */
+function codingsOf (headers: Headers): string[] {
+  const encoding = headers['content-encoding']
+  return (Array.isArray(encoding) ? encoding.join(',') : encoding ?? '').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity')
+}
+
 const gunzip = promisify(zlib.gunzip)
 const inflate = promisify(zlib.inflate)
 const inflateRaw = promisify(zlib.inflateRaw)
@@ -509,9 +541,8 @@ const brotli = promisify(zlib.brotliDecompress)
  */
 async function decoded (side: Side, max: number): Promise<ComparedSide> {
   if (side.tooLarge) return { status: side.status, headers: side.headers, body: null }
-  const raw = side.chunks.length === 1 ? side.chunks[0] as Buffer : Buffer.concat(side.chunks)
-  const encoding = side.headers['content-encoding']
-  const codings = (Array.isArray(encoding) ? encoding.join(',') : encoding ?? '').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity')
+  const raw = joined(side)
+  const codings = codingsOf(side.headers)
   let body = raw
   try {
     for (const c of codings.reverse()) {
