@@ -26,11 +26,17 @@ export interface Difference {
   readonly at?: readonly Seg[]
 }
 
+/**
+ * A body as it was received: one buffer or its chunks in order. Chunks are joined only when
+ * the two bodies differ, so the common case (the same bytes) copies nothing.
+ */
+export type Body = Buffer | readonly Buffer[]
+
 /** One side's answer. `body` is null when it was too large to keep. */
 export interface ComparedSide {
   readonly status: number
   readonly headers: Readonly<Record<string, string | string[] | undefined>>
-  readonly body: Buffer | null
+  readonly body: Body | null
 }
 
 export type Comparison =
@@ -126,10 +132,10 @@ function isJson(headers: ComparedSide['headers']): boolean {
 }
 
 function compareBodies(legacy: ComparedSide, next: ComparedSide, rules: CompareRules, out: Collector): void {
-  const a = legacy.body as Buffer
-  const b = next.body as Buffer
   // The same bytes are the same document, whatever the rules: no need to parse (the common case).
-  if (a.equals(b)) return
+  if (sameBytes(legacy.body as Body, next.body as Body)) return
+  const a = joined(legacy.body as Body)
+  const b = joined(next.body as Body)
   if (isJson(legacy.headers) && isJson(next.headers)) {
     const pa = parse(a)
     const pb = parse(b)
@@ -148,6 +154,36 @@ function compareBodies(legacy: ComparedSide, next: ComparedSide, rules: CompareR
     path: 'body', field: 'body', area: 'body', kind: 'changed',
     legacy: excerpt(a, at), new: excerpt(b, at)
   })
+}
+
+function joined(body: Body): Buffer {
+  if (Buffer.isBuffer(body)) return body
+  return body.length === 1 ? body[0] as Buffer : Buffer.concat(body)
+}
+
+/** Whether two bodies hold the same bytes, however they were cut into chunks (no copy). */
+export function sameBytes(x: Body, y: Body): boolean {
+  const a = Buffer.isBuffer(x) ? [x] : x
+  const b = Buffer.isBuffer(y) ? [y] : y
+  let total = 0
+  for (const c of a) total += c.length
+  for (const c of b) total -= c.length
+  if (total !== 0) return false
+  let i = 0
+  let j = 0
+  let ai = 0 // offset inside a[i]
+  let bj = 0 // offset inside b[j]
+  while (i < a.length && j < b.length) {
+    const ca = a[i] as Buffer
+    const cb = b[j] as Buffer
+    const n = Math.min(ca.length - ai, cb.length - bj)
+    if (n > 0 && ca.compare(cb, bj, bj + n, ai, ai + n) !== 0) return false
+    ai += n
+    bj += n
+    if (ai === ca.length) { i++; ai = 0 }
+    if (bj === cb.length) { j++; bj = 0 }
+  }
+  return true
 }
 
 /** Empty bodies parse as "no value", so an empty 204 equals another. */

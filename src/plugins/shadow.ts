@@ -517,11 +517,8 @@ function unencoded (side: Side): ComparedSide | null {
   if (side.tooLarge) return { status: side.status, headers: side.headers, body: null }
   const encoding = side.headers['content-encoding']
   if (encoding !== undefined && codingsOf(side.headers).length > 0) return null
-  return { status: side.status, headers: side.headers, body: joined(side) }
-}
-
-function joined (side: Side): Buffer {
-  return side.chunks.length === 1 ? side.chunks[0] as Buffer : Buffer.concat(side.chunks)
+  // The chunks as received: compare joins them only if the two bodies differ.
+  return { status: side.status, headers: side.headers, body: side.chunks }
 }
 
 /** Content-Encoding's codings, in the order they were applied (`identity` left out). */
@@ -541,7 +538,7 @@ const brotli = promisify(zlib.brotliDecompress)
  */
 async function decoded (side: Side, max: number): Promise<ComparedSide> {
   if (side.tooLarge) return { status: side.status, headers: side.headers, body: null }
-  const raw = joined(side)
+  const raw = side.chunks.length === 1 ? side.chunks[0] as Buffer : Buffer.concat(side.chunks)
   const codings = codingsOf(side.headers)
   let body = raw
   try {

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import t from 'tap'
-import { compare, type ComparedSide, type Comparison, type Difference } from '../../src/core/compare.js'
+import { compare, sameBytes, type ComparedSide, type Comparison, type Difference } from '../../src/core/compare.js'
 import { compileCompare, type CompareConfig } from '../../src/core/compare-rules.js'
 
 const JSON_CT = { 'content-type': 'application/json' }
@@ -183,4 +183,30 @@ t.test('property: an unordered array equals any permutation of itself', async (t
     return compare(side({ list: arr }), respaced({ list: shuffled }), unordered).outcome === 'match'
   }), { numRuns: 300 })
   t.pass('300 generated arrays')
+})
+
+/** Cuts `buf` at the given offsets (sorted, deduplicated; empty chunks kept). */
+const cut = (buf: Buffer, at: number[]): Buffer[] => {
+  const points = [0, ...at.map((n) => n % (buf.length + 1)).sort((x, y) => x - y), buf.length]
+  return points.slice(1).map((end, i) => buf.subarray(points[i], end))
+}
+
+t.test('bodies in chunks: equal bytes are equal however they were cut; one differing byte is a difference', async (t) => {
+  fc.assert(fc.property(
+    fc.uint8Array({ maxLength: 300 }), fc.array(fc.nat(), { maxLength: 6 }), fc.array(fc.nat(), { maxLength: 6 }), fc.nat(),
+    (bytes, cutsA, cutsB, flip) => {
+      const a = Buffer.from(bytes)
+      t.equal(sameBytes(cut(a, cutsA), cut(Buffer.from(a), cutsB)), true)
+      if (a.length === 0) return
+      const b = Buffer.from(a)
+      const at = flip % b.length
+      b[at] = (b[at] as number) ^ 0xff
+      t.equal(sameBytes(cut(a, cutsA), cut(b, cutsB)), false)
+      t.equal(sameBytes(cut(a, cutsA), cut(a.subarray(0, a.length - 1), cutsB)), false, 'one byte shorter')
+    }), { numRuns: 300 })
+  // Chunked bodies that differ are joined and compared as documents.
+  const chunks = (v: unknown): Buffer[] => cut(Buffer.from(JSON.stringify(v)), [3, 7, 11])
+  const r = compare(side(null, { body: chunks({ a: 1, b: [1, 2] }) }), side(null, { body: chunks({ a: 2, b: [1, 2] }) }), compileCompare(undefined).rules)
+  t.same(diffs(r), [{ path: 'body.a', kind: 'changed', legacy: 1, new: 2 }])
+  t.same(compare(side(null, { body: chunks({ a: 1 }) }), side({ a: 1 }), compileCompare(undefined).rules), { outcome: 'match' }, 'chunks vs one buffer')
 })
