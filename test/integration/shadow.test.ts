@@ -115,6 +115,22 @@ t.test('the copy of a read goes out while the primary is still working on it', a
   t.equal(sample(await f.scrape(), 'ficus_comparisons_total', { route: 'orders', outcome: 'match' }), 1)
 })
 
+t.test('a comparison that starts when the primary ends is not part of the primary\'s measured time', async (t) => {
+  // The copy is answered and read first, so the comparison starts from the primary's end:
+  // it must run after that request is recorded (access line, duration), not inside it.
+  t.setTimeout(10_000)
+  const slow = held(answers({ '/o': [200, ORDER] }))
+  const { f, idle } = await shadowed(t, slow.handler, answers({ '/o': [200, NEW_ORDER] }))
+  const pending = f.fetch('/o')
+  const copyRead = async (): Promise<boolean> => sample(await f.scrape(), 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '200' }) === 1
+  while (!(await copyRead())) await new Promise((resolve) => setTimeout(resolve, 2))
+  slow.release()
+  t.equal((await pending).status, 200)
+  await idle()
+  const order = f.logs.lines.filter((l) => l.msg === 'request' || l.msg === 'divergence').map((l) => l.msg)
+  t.same(order, ['request', 'divergence'], 'the primary was recorded before its comparison ran')
+})
+
 t.test('ignore, keyed and unordered arrays, tolerance and string-number remove those differences', async (t) => {
   const { f, idle } = await shadowed(t,
     answers({ '/o/1': [200, { ...ORDER, price: 1.0001, tags: ['x', 'y', 'z'] }, { date: 'Mon' }] }),
