@@ -13,7 +13,10 @@ import { freePort, HAS_TASKSET, pinned, ready, runLoad, treeUsage, type LoadResu
  * user+system time (from /proc, summed over its workers) divided by the requests it served.
  *
  * Load: wrk when installed (apt-get install wrk), else autocannon (which saturates its own core first).
- * Options: --rounds 3 --duration 10 --warmup 2 --connections 50 --size 1k|64k
+ * A run with errors or non-2xx answers measured something else: they are in the table, and
+ * the exit code is 1.
+ *
+ * Options: --rounds 3 --duration 10 --warmup 2 (0: none) --connections 50 --size 1k|64k
  *          --rate 0 (fixed offered load in req/s, for latency at equal load)
  *          --only direct,fastify,undici,ficus,ficus-split50,ficus-shadow100
  *          (also: ficus-workers2, ficus-nolog)
@@ -96,7 +99,7 @@ async function main(): Promise<void> {
           url = `http://127.0.0.1:${port}${path}`
           await ready(url)
         }
-        await load(url, opt.warmup)
+        if (Number(opt.warmup) > 0) await load(url, opt.warmup)
         const before = treeUsage(proxy?.pid)
         const r = await load(url, opt.duration)
         const after = treeUsage(proxy?.pid)
@@ -130,19 +133,22 @@ function report(runs: Run[]): void {
   })
   const fmt = (xs: number[], digits = 2): string => xs.length === 0 ? '–' : `${median(xs).toFixed(digits)} [${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}]`
   const lines = [
-    `| config | req/s (median [min–max]) | p99 ms | CPU µs/req | RSS MB | vs fastify (req/s) | vs fastify (CPU/req) | vs ficus (req/s) | vs ficus (CPU/req) |`,
-    '|---|---|---|---|---|---|---|---|---|'
+    `| config | req/s (median [min–max]) | p99 ms | CPU µs/req | RSS MB | vs fastify (req/s) | vs fastify (CPU/req) | vs ficus (req/s) | vs ficus (CPU/req) | errors + non-2xx |`,
+    '|---|---|---|---|---|---|---|---|---|---|'
   ]
   for (const c of CONFIGS) {
     const mine = runs.filter((r) => r.name === c.name)
     const cpu = mine.flatMap((r) => (r.cpuUs === null ? [] : [r.cpuUs]))
     const rss = mine.flatMap((r) => (r.rssMb === null ? [] : [r.rssMb]))
     lines.push(`| ${c.name} | ${fmt(mine.map((r) => r.rps), 0)} | ${fmt(mine.map((r) => r.p99), 0)} | ${fmt(cpu, 0)} | ${fmt(rss, 0)} | ` +
-      `${fmt(ratio(c.name, 'fastify', (r) => r.rps))} | ${fmt(ratio(c.name, 'fastify', (r) => r.cpuUs))} | ${fmt(ratio(c.name, 'ficus', (r) => r.rps))} | ${fmt(ratio(c.name, 'ficus', (r) => r.cpuUs))} |`)
+      `${fmt(ratio(c.name, 'fastify', (r) => r.rps))} | ${fmt(ratio(c.name, 'fastify', (r) => r.cpuUs))} | ${fmt(ratio(c.name, 'ficus', (r) => r.rps))} | ${fmt(ratio(c.name, 'ficus', (r) => r.cpuUs))} | ${mine.reduce((n, r) => n + r.errors + r.non2xx, 0)} |`)
   }
   const failed = runs.filter((r) => r.errors + r.non2xx > 0)
   process.stdout.write(lines.join('\n') + '\n')
-  if (failed.length > 0) process.stdout.write(`\nWARNING: ${failed.length} runs had errors or non-2xx answers\n`)
+  if (failed.length > 0) {
+    process.stdout.write(`\nFAILED: ${failed.length} runs had errors or non-2xx answers (${failed.map((r) => `${r.name} round ${r.round}`).join(', ')}): their numbers measure something else\n`)
+    process.exitCode = 1
+  }
 }
 
 await main()

@@ -1,0 +1,23 @@
+import t from 'tap'
+import { run } from '../helpers/spawn.js'
+
+// CI does not time anything, but `npm run bench` must keep working: one short round of every
+// default configuration, end to end (real upstream, real proxies, wrk or autocannon).
+const CONFIGS = ['direct', 'fastify', 'undici', 'ficus', 'ficus-split50', 'ficus-shadow100']
+
+t.test('npm run bench: every configuration serves its load without errors, and the ratio table is printed', async (t) => {
+  t.setTimeout(120_000)
+  const bench = run(t, 'dist/bench/run.js', ['--rounds', '1', '--duration', '1', '--warmup', '0', '--pin', 'none', '--connections', '10'])
+  t.equal(await bench.exited, 0, bench.stderr)
+  const rows = new Map(bench.stdout.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| config')).map((l) => {
+    const cells = l.split('|').map((c) => c.trim())
+    return [cells[1], cells] as const
+  }))
+  t.same([...rows.keys()], CONFIGS, 'one row per configuration, in order')
+  for (const [name, cells] of rows) {
+    t.ok(Number((cells[2] ?? '').split(' ')[0]) > 0, `${name} served requests`)
+    t.equal(cells[10], '0', `${name}: no errors, no non-2xx`)
+  }
+  t.match(rows.get('ficus')?.[8], /^1\.00 /, 'ratios are to ficus of the same round')
+  t.notMatch(bench.stdout, /FAILED/)
+})
