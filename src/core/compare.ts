@@ -132,10 +132,12 @@ function isJson(headers: ComparedSide['headers']): boolean {
 }
 
 function compareBodies(legacy: ComparedSide, next: ComparedSide, rules: CompareRules, out: Collector): void {
+  const x = legacy.body as Body
+  const y = next.body as Body
   // The same bytes are the same document, whatever the rules: no need to parse (the common case).
-  if (sameBytes(legacy.body as Body, next.body as Body)) return
-  const a = joined(legacy.body as Body)
-  const b = joined(next.body as Body)
+  if (sameBytes(x, y)) return
+  const a = joined(x)
+  const b = joined(y)
   if (isJson(legacy.headers) && isJson(next.headers)) {
     const pa = parse(a)
     const pb = parse(b)

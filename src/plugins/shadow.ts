@@ -549,10 +549,10 @@ const brotli = promisify(zlib.brotliDecompress)
 
 /**
  * One side as the comparator reads it: the body joined and decoded (gzip, deflate, br,
- * off the event loop, capped at `max` bytes: past it the body counts as too large).
+ * off the event loop, capped at `max` bytes: past it the body counts as too large). Only for a
+ * side `unencoded` refused: one kept (not too large) whose Content-Encoding names a coding.
  */
 async function decoded (side: Side, max: number): Promise<ComparedSide> {
-  if (side.tooLarge) return { status: side.status, headers: side.headers, body: null }
   const raw = side.chunks.length === 1 ? side.chunks[0] as Buffer : Buffer.concat(side.chunks)
   const codings = codingsOf(side.headers)
   let body = raw

@@ -1,3 +1,4 @@
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from 'node:zlib'
 import t from 'tap'
 import { request } from 'undici'
@@ -121,9 +122,18 @@ t.test('a comparison that starts when the primary ends is not part of the primar
   t.setTimeout(10_000)
   const slow = held(answers({ '/o': [200, ORDER] }))
   const { f, idle } = await shadowed(t, slow.handler, answers({ '/o': [200, NEW_ORDER] }))
+  // undici publishes a request's completion just before its handler's onResponseEnd runs.
+  const copyRead = new Promise<void>((resolve) => {
+    const done = (m: unknown): void => {
+      if (!(m as { request: { headers: string[] } }).request.headers.includes('x-ficus-shadow')) return
+      unsubscribe('undici:request:trailers', done)
+      setImmediate(resolve) // after the handler (same call stack) has taken the copy's answer
+    }
+    subscribe('undici:request:trailers', done)
+  })
   const pending = f.fetch('/o')
-  const copyRead = async (): Promise<boolean> => sample(await f.scrape(), 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '200' }) === 1
-  while (!(await copyRead())) await new Promise((resolve) => setTimeout(resolve, 2))
+  await copyRead
+  t.equal(sample(await f.scrape(), 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '200' }), 1, 'the copy was read first')
   slow.release()
   t.equal((await pending).status, 200)
   await idle()
