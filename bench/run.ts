@@ -5,12 +5,14 @@ import { freePort, HAS_TASKSET, pinned, ready, runLoad, treeUsage, type LoadResu
 
 /**
  * `npm run bench`: direct-to-upstream, bare fastify + @fastify/http-proxy, a hand-tuned
- * node:http + undici forwarder (the limit), and Ficus (pass-through, 50 % split, 100 % shadow
- * with JSON comparison) measured in the same run, interleaved round by round, each proxy
- * alone on its own CPU (load generator and upstream share the other), and reported as ratios
- * to the fastify baseline and to Ficus pass-through of the same round: the machines are
- * shared and noisy, so only same-run ratios mean something. CPU per request is the proxy's
- * user+system time (from /proc, summed over its workers) divided by the requests it served.
+ * node:http + undici forwarder (the limit) and the same forwarder shadowing every GET (the
+ * limit of shadowing), and Ficus (pass-through, 50 % split, 100 % shadow with JSON
+ * comparison) measured in the same run, interleaved round by round, each proxy alone on its
+ * own CPU (load generator and upstream share the other), and reported as ratios to the
+ * fastify baseline and to the pass-through each configuration is built on (ficus for Ficus's,
+ * undici for undici-shadow100) in the same round: the machines are shared and noisy, so only
+ * same-run ratios mean something. CPU per request is the proxy's user+system time (from
+ * /proc, summed over its workers) divided by the requests it served.
  *
  * Load: wrk when installed (apt-get install wrk), else autocannon (which saturates its own core first).
  * A run with errors or non-2xx answers measured something else: they are in the table, and
@@ -18,8 +20,8 @@ import { freePort, HAS_TASKSET, pinned, ready, runLoad, treeUsage, type LoadResu
  *
  * Options: --rounds 3 --duration 10 --warmup 2 (0: none) --connections 50 --size 1k|64k
  *          --rate 0 (fixed offered load in req/s, for latency at equal load)
- *          --only direct,fastify,undici,ficus,ficus-split50,ficus-shadow100
- *          (also: ficus-workers2, ficus-nolog)
+ *          --only direct,fastify,undici,undici-shadow100,ficus,ficus-split50,ficus-shadow100
+ *          (also: undici-shadow100-raw, ficus-shadow10, ficus-workers2, ficus-nolog)
  *          --pin proxy (the proxy alone on CPU 1) | none (no pinning: for ficus vs ficus-workers2)
  */
 const { values: opt } = parseArgs({
@@ -30,7 +32,7 @@ const { values: opt } = parseArgs({
     connections: { type: 'string', default: '50' },
     size: { type: 'string', default: '1k' },
     rate: { type: 'string', default: '0' },
-    only: { type: 'string', default: 'direct,fastify,undici,ficus,ficus-split50,ficus-shadow100' },
+    only: { type: 'string', default: 'direct,fastify,undici,undici-shadow100,ficus,ficus-split50,ficus-shadow100' },
     pin: { type: 'string', default: 'proxy' }
   }
 })
@@ -44,19 +46,29 @@ if (opt.pin !== 'proxy' && opt.pin !== 'none') throw new Error('--pin is proxy o
 const CPU_LOAD = opt.pin === 'proxy' ? '0' : null
 const CPU_PROXY = opt.pin === 'proxy' ? '1' : null
 
-interface Config { name: string; cmd?: string[]; env?: Record<string, string> }
+/**
+ * `base`: the pass-through this configuration adds to, for the "vs pass-through" ratios.
+ * `counts`: stopped with SIGTERM, on which it prints what it did (Ficus is killed: its graceful
+ * shutdown waits out a drain delay).
+ */
+interface Config { name: string; cmd?: string[]; env?: Record<string, string>; base?: string; counts?: true }
 const FICUS = [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')]
+const UNDICI_SHADOW = [join(DIST, 'bench', 'baseline-undici-shadow.js')]
 const CONFIGS = ([
   { name: 'direct' },
   { name: 'fastify', cmd: [join(DIST, 'bench', 'baseline-fastify.js')] },
-  { name: 'undici', cmd: [join(DIST, 'bench', 'baseline-undici.js')] },
-  { name: 'ficus', cmd: FICUS, env: { NEW_PERCENT: '0' } },
-  { name: 'ficus-split50', cmd: FICUS, env: { NEW_PERCENT: '50' } },
-  { name: 'ficus-shadow100', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '100' } },
-  // Not in the default set: two workers (compare with ficus under --pin none), and Ficus with
-  // the access log off (log level warn, a diagnostic).
-  { name: 'ficus-workers2', cmd: [...FICUS, '--workers', '2'], env: { NEW_PERCENT: '0' } },
-  { name: 'ficus-nolog', cmd: FICUS, env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' } }
+  { name: 'undici', cmd: [join(DIST, 'bench', 'baseline-undici.js')], base: 'undici' },
+  { name: 'undici-shadow100', cmd: UNDICI_SHADOW, base: 'undici', counts: true },
+  { name: 'ficus', cmd: FICUS, env: { NEW_PERCENT: '0' }, base: 'ficus' },
+  { name: 'ficus-split50', cmd: FICUS, env: { NEW_PERCENT: '50' }, base: 'ficus' },
+  { name: 'ficus-shadow100', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '100' }, base: 'ficus' },
+  // Not in the default set: the shadowing limit with a minimal hand-written HTTP client for
+  // the copies (the floor of a copy's cost), Ficus shadowing a sample, two workers (compare
+  // with ficus under --pin none), and Ficus with the access log off (log level warn, a diagnostic).
+  { name: 'undici-shadow100-raw', cmd: UNDICI_SHADOW, env: { COPY: 'raw' }, base: 'undici', counts: true },
+  { name: 'ficus-shadow10', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '10' }, base: 'ficus' },
+  { name: 'ficus-workers2', cmd: [...FICUS, '--workers', '2'], env: { NEW_PERCENT: '0' }, base: 'ficus' },
+  { name: 'ficus-nolog', cmd: FICUS, env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' }, base: 'ficus' }
 ] as Config[]).filter((c) => opt.only.split(',').includes(c.name))
 
 interface Run { name: string; round: number; rps: number; p50: number; p99: number; cpuUs: number | null; rssMb: number | null; errors: number; non2xx: number }
@@ -65,6 +77,20 @@ function start(cpu: string | null, argv: string[], env: Record<string, string>):
   const [cmd, args] = pinned(cpu, argv)
   // Its own process group: the kill below reaches a Ficus primary's workers too.
   return spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'], detached: true })
+}
+
+/**
+ * Stops a proxy: SIGKILL to its whole process group (a Ficus primary's workers too); first
+ * SIGTERM when it prints its `counts` then, waiting 5 s at most for it to exit.
+ */
+async function stop(proxy: ChildProcess, counts: boolean): Promise<void> {
+  const pid = proxy.pid as number
+  if (counts && proxy.exitCode === null && proxy.signalCode === null) {
+    const exited = new Promise((resolve) => proxy.once('exit', resolve))
+    proxy.kill('SIGTERM')
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000).unref())])
+  }
+  try { process.kill(-pid, 'SIGKILL') } catch { /* the group is gone */ }
 }
 
 /** One load run from a child process pinned to the load CPU: wrk if installed (not with --rate), else autocannon. */
@@ -103,7 +129,7 @@ async function main(): Promise<void> {
         const before = treeUsage(proxy?.pid)
         const r = await load(url, opt.duration)
         const after = treeUsage(proxy?.pid)
-        if (proxy?.pid !== undefined) process.kill(-proxy.pid, 'SIGKILL')
+        if (proxy !== null) await stop(proxy, c.counts === true)
         const cpuUs = before === null || after === null || r.total === 0 ? null : (after.cpuUs - before.cpuUs) / r.total
         runs.push({ name: c.name, round, rps: r.rps, p50: r.p50, p99: r.p99, cpuUs, rssMb: after?.rssMb ?? null, errors: r.errors, non2xx: r.non2xx })
         process.stderr.write(`  round ${round} ${c.name.padEnd(14)} ${r.rps.toFixed(0).padStart(7)} req/s  p99 ${r.p99} ms` +
@@ -133,16 +159,18 @@ function report(runs: Run[]): void {
   })
   const fmt = (xs: number[], digits = 2): string => xs.length === 0 ? '–' : `${median(xs).toFixed(digits)} [${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}]`
   const lines = [
-    `| config | req/s (median [min–max]) | p99 ms | CPU µs/req | RSS MB | vs fastify (req/s) | vs fastify (CPU/req) | vs ficus (req/s) | vs ficus (CPU/req) | errors + non-2xx |`,
+    `| config | req/s (median [min–max]) | p99 ms | CPU µs/req | RSS MB | vs fastify (req/s) | vs fastify (CPU/req) | vs pass-through (req/s) | vs pass-through (CPU/req) | errors + non-2xx |`,
     '|---|---|---|---|---|---|---|---|---|---|'
   ]
   for (const c of CONFIGS) {
     const mine = runs.filter((r) => r.name === c.name)
     const cpu = mine.flatMap((r) => (r.cpuUs === null ? [] : [r.cpuUs]))
     const rss = mine.flatMap((r) => (r.rssMb === null ? [] : [r.rssMb]))
+    const vs = (f: (r: Run) => number | null): string => fmt(c.base === undefined ? [] : ratio(c.name, c.base, f))
     lines.push(`| ${c.name} | ${fmt(mine.map((r) => r.rps), 0)} | ${fmt(mine.map((r) => r.p99), 0)} | ${fmt(cpu, 0)} | ${fmt(rss, 0)} | ` +
-      `${fmt(ratio(c.name, 'fastify', (r) => r.rps))} | ${fmt(ratio(c.name, 'fastify', (r) => r.cpuUs))} | ${fmt(ratio(c.name, 'ficus', (r) => r.rps))} | ${fmt(ratio(c.name, 'ficus', (r) => r.cpuUs))} | ${mine.reduce((n, r) => n + r.errors + r.non2xx, 0)} |`)
+      `${fmt(ratio(c.name, 'fastify', (r) => r.rps))} | ${fmt(ratio(c.name, 'fastify', (r) => r.cpuUs))} | ${vs((r) => r.rps)} | ${vs((r) => r.cpuUs)} | ${mine.reduce((n, r) => n + r.errors + r.non2xx, 0)} |`)
   }
+  lines.push('', 'vs pass-through: to ficus of the same round for Ficus\'s configurations, to undici for undici-shadow100 (the hand-tuned limit of shadowing).')
   const failed = runs.filter((r) => r.errors + r.non2xx > 0)
   process.stdout.write(lines.join('\n') + '\n')
   if (failed.length > 0) {

@@ -3,7 +3,7 @@ import { run } from '../helpers/spawn.js'
 
 // CI does not time anything, but `npm run bench` must keep working: one short round of every
 // default configuration, end to end (real upstream, real proxies, wrk or autocannon).
-const CONFIGS = ['direct', 'fastify', 'undici', 'ficus', 'ficus-split50', 'ficus-shadow100']
+const CONFIGS = ['direct', 'fastify', 'undici', 'undici-shadow100', 'ficus', 'ficus-split50', 'ficus-shadow100']
 
 t.test('npm run bench: every configuration serves its load without errors, and the ratio table is printed', async (t) => {
   t.setTimeout(120_000)
@@ -18,6 +18,19 @@ t.test('npm run bench: every configuration serves its load without errors, and t
     t.ok(Number((cells[2] ?? '').split(' ')[0]) > 0, `${name} served requests`)
     t.equal(cells[10], '0', `${name}: no errors, no non-2xx`)
   }
-  t.match(rows.get('ficus')?.[8], /^1\.00 /, 'ratios are to ficus of the same round')
+  t.match(rows.get('ficus')?.[8], /^1\.00 /, 'Ficus configurations are compared with ficus of the same round')
+  t.match(rows.get('undici')?.[8], /^1\.00 /, 'undici-shadow100 is compared with undici of the same round')
+  t.equal(rows.get('fastify')?.[8], '–', 'fastify is no one\'s pass-through')
   t.notMatch(bench.stdout, /FAILED/)
+
+  // The shadowing limit really shadowed: every request it served was copied and compared
+  // (the upstream's new port answers a different document: every pair diverges).
+  const counts = /undici-shadow (\{.*\})/.exec(bench.stderr)
+  t.ok(counts, 'undici-shadow100 printed its counts when stopped')
+  const c = JSON.parse(counts?.[1] ?? '{}') as { shadowed: number; equal: number; diverged: number; failed: number }
+  t.ok(c.shadowed > 0, 'it copied requests')
+  t.equal(c.equal, 0, 'no pair was equal: the documents differ')
+  // When the load stops, the requests in flight on its 10 connections are cut: not compared.
+  t.ok(c.failed <= 10, 'only requests cut when the load stopped went uncompared')
+  t.ok(c.diverged + c.failed + 10 >= c.shadowed, 'every other pair was compared')
 })
