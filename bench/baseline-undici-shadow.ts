@@ -1,7 +1,8 @@
-import { createServer, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
+import { createServer, type IncomingMessage } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { isDeepStrictEqual } from 'node:util'
 import { Pool, type Dispatcher } from 'undici'
+import { HOP, strip } from './hop.js'
 
 /**
  * The hand-tuned limit of shadowing in one Node process: bench/baseline-undici.ts (raw
@@ -22,17 +23,7 @@ const legacy = new Pool(process.env.LEGACY_URL as string, { connections: 128, pi
 const NEW_URL = new URL(process.env.NEW_URL ?? (process.env.LEGACY_URL as string))
 const COPY = process.env.COPY ?? 'undici'
 if (COPY !== 'undici' && COPY !== 'raw') throw new Error('COPY is undici or raw')
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host'])
 const stats = { shadowed: 0, equal: 0, diverged: 0, failed: 0 }
-
-function strip(h: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {}
-  for (const k in h) {
-    const v = h[k]
-    if (!HOP.has(k) && v !== undefined) out[k] = v
-  }
-  return out
-}
 
 /** Both answers of one request: compared when the second one is complete. */
 class Pair {

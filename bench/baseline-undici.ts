@@ -1,5 +1,6 @@
-import { createServer, type IncomingHttpHeaders } from 'node:http'
+import { createServer } from 'node:http'
 import { Pool } from 'undici'
+import { strip } from './hop.js'
 
 /**
  * The hand-tuned limit: raw node:http + undici Pool.stream, no framework, no routing, no log,
@@ -7,16 +8,6 @@ import { Pool } from 'undici'
  * ../shared/bench/anchors/proxy-undici.js. Env: PORT, LEGACY_URL.
  */
 const pool = new Pool(process.env.LEGACY_URL as string, { connections: 128, pipelining: 1, keepAliveTimeout: 60_000 })
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host'])
-
-function strip(h: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {}
-  for (const k in h) {
-    const v = h[k]
-    if (!HOP.has(k) && v !== undefined) out[k] = v
-  }
-  return out
-}
 
 const server = createServer((req, res) => {
   const hasBody = req.method !== 'GET' && req.method !== 'HEAD'
