@@ -84,7 +84,8 @@ function start(cpu: string | null, argv: string[], env: Record<string, string>):
  * SIGTERM when it prints its `counts` then, waiting 5 s at most for it to exit.
  */
 async function stop(proxy: ChildProcess, counts: boolean): Promise<void> {
-  const pid = proxy.pid as number
+  const pid = proxy.pid
+  if (pid === undefined) return // it never started
   if (counts && proxy.exitCode === null && proxy.signalCode === null) {
     const exited = new Promise((resolve) => proxy.once('exit', resolve))
     proxy.kill('SIGTERM')
@@ -170,7 +171,8 @@ function report(runs: Run[]): void {
     lines.push(`| ${c.name} | ${fmt(mine.map((r) => r.rps), 0)} | ${fmt(mine.map((r) => r.p99), 0)} | ${fmt(cpu, 0)} | ${fmt(rss, 0)} | ` +
       `${fmt(ratio(c.name, 'fastify', (r) => r.rps))} | ${fmt(ratio(c.name, 'fastify', (r) => r.cpuUs))} | ${vs((r) => r.rps)} | ${vs((r) => r.cpuUs)} | ${mine.reduce((n, r) => n + r.errors + r.non2xx, 0)} |`)
   }
-  lines.push('', 'vs pass-through: to ficus of the same round for Ficus\'s configurations, to undici for undici-shadow100 (the hand-tuned limit of shadowing).')
+  const based = CONFIGS.filter((c) => c.base !== undefined && c.base !== c.name)
+  if (based.length > 0) lines.push('', `vs pass-through, in the same round: ${based.map((c) => `${c.name} ÷ ${c.base as string}`).join(', ')}.`)
   const failed = runs.filter((r) => r.errors + r.non2xx > 0)
   process.stdout.write(lines.join('\n') + '\n')
   if (failed.length > 0) {
