@@ -1,6 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { request } from 'undici'
 import { freePort, HAS_TASKSET, pinned, ready, runLoad, treeUsage, type LoadResult } from './procs.js'
 
 /**
@@ -71,7 +72,31 @@ const CONFIGS = ([
   { name: 'ficus-nolog', cmd: FICUS, env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' }, base: 'ficus' }
 ] as Config[]).filter((c) => opt.only.split(',').includes(c.name))
 
-interface Run { name: string; round: number; rps: number; p50: number; p99: number; cpuUs: number | null; rssMb: number | null; errors: number; non2xx: number }
+interface Run { name: string; round: number; rps: number; p50: number; p99: number; cpuUs: number | null; rssMb: number | null; errors: number; non2xx: number; copies: Copies | null }
+
+/** What a shadowing Ficus did with its copies, from its /metrics (warm-up included). */
+interface Copies { requests: number; outcomes: Record<string, number>; dropped: number }
+
+/** Sums of a Prometheus text exposition's samples of `family`, by the value of `label` ('' when summing all). */
+function sums(text: string, family: string, label: string, where = ''): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${family}{`) || !line.includes(where)) continue
+    const key = label === '' ? '' : (new RegExp(`${label}="([^"]*)"`).exec(line)?.[1] ?? '')
+    out[key] = (out[key] ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1))
+  }
+  return out
+}
+
+async function copiesOf(adminPort: number): Promise<Copies> {
+  const r = await request(`http://127.0.0.1:${adminPort}/metrics`)
+  const text = await r.body.text()
+  return {
+    requests: sums(text, 'ficus_requests_total', '', 'role="primary"')[''] ?? 0,
+    outcomes: sums(text, 'ficus_comparisons_total', 'outcome'),
+    dropped: sums(text, 'ficus_shadow_dropped_total', '')[''] ?? 0
+  }
+}
 
 function start(cpu: string | null, argv: string[], env: Record<string, string>): ChildProcess {
   const [cmd, args] = pinned(cpu, argv)
@@ -118,10 +143,13 @@ async function main(): Promise<void> {
       for (const c of CONFIGS) {
         let proxy: ChildProcess | null = null
         let url = legacyUrl + path
+        // A shadowing Ficus: its admin port, to read what it did with its copies.
+        const adminPort = c.env?.SHADOW_PERCENT !== undefined ? await freePort() : null
         if (c.cmd !== undefined) {
           const port = await freePort()
           proxy = start(CPU_PROXY, [process.execPath, ...c.cmd], {
-            PORT: String(port), LEGACY_URL: legacyUrl, NEW_URL: `http://127.0.0.1:${newPort}`, FICUS_LOG_LEVEL: 'info', ...c.env
+            PORT: String(port), LEGACY_URL: legacyUrl, NEW_URL: `http://127.0.0.1:${newPort}`, FICUS_LOG_LEVEL: 'info',
+            ...(adminPort === null ? {} : { ADMIN_PORT: String(adminPort) }), ...c.env
           })
           url = `http://127.0.0.1:${port}${path}`
           await ready(url)
@@ -130,11 +158,13 @@ async function main(): Promise<void> {
         const before = treeUsage(proxy?.pid)
         const r = await load(url, opt.duration)
         const after = treeUsage(proxy?.pid)
+        const copies = adminPort === null ? null : await copiesOf(adminPort)
         if (proxy !== null) await stop(proxy, c.counts === true)
         const cpuUs = before === null || after === null || r.total === 0 ? null : (after.cpuUs - before.cpuUs) / r.total
-        runs.push({ name: c.name, round, rps: r.rps, p50: r.p50, p99: r.p99, cpuUs, rssMb: after?.rssMb ?? null, errors: r.errors, non2xx: r.non2xx })
+        runs.push({ name: c.name, round, rps: r.rps, p50: r.p50, p99: r.p99, cpuUs, rssMb: after?.rssMb ?? null, errors: r.errors, non2xx: r.non2xx, copies })
         process.stderr.write(`  round ${round} ${c.name.padEnd(14)} ${r.rps.toFixed(0).padStart(7)} req/s  p99 ${r.p99} ms` +
-          `${cpuUs === null ? '' : `  ${cpuUs.toFixed(0)} µs CPU/req`}${r.errors + r.non2xx > 0 ? `  ERRORS ${r.errors} non2xx ${r.non2xx}` : ''}\n`)
+          `${cpuUs === null ? '' : `  ${cpuUs.toFixed(0)} µs CPU/req`}${r.errors + r.non2xx > 0 ? `  ERRORS ${r.errors} non2xx ${r.non2xx}` : ''}` +
+          `${copies === null ? '' : `  copies of ${copies.requests} requests: ${Object.entries(copies.outcomes).map(([k, v]) => `${k} ${v}`).join(', ')}; dropped ${copies.dropped}`}\n`)
       }
     }
   } finally {
@@ -173,6 +203,9 @@ function report(runs: Run[]): void {
   }
   const based = CONFIGS.filter((c) => c.base !== undefined && c.base !== c.name)
   if (based.length > 0) lines.push('', `vs pass-through, in the same round: ${based.map((c) => `${c.name} ÷ ${c.base as string}`).join(', ')}.`)
+  // A copy dropped at a bound is a copy not made: the ratio then measures a sample.
+  const dropping = runs.filter((r) => r.copies !== null && r.copies.dropped > 0)
+  if (dropping.length > 0) lines.push('', `Copies dropped at a shadow bound (those runs shadowed less than their share): ${dropping.map((r) => `${r.name} round ${r.round}: ${r.copies?.dropped} of ${r.copies?.requests}`).join(', ')}.`)
   const failed = runs.filter((r) => r.errors + r.non2xx > 0)
   process.stdout.write(lines.join('\n') + '\n')
   if (failed.length > 0) {

@@ -39,4 +39,20 @@ t.test('npm run bench: every configuration serves its load without errors, and t
   // still running when it is stopped (lost): at most one per connection.
   t.ok(c.failed + c.lost <= 10, 'only requests cut when the load stopped went uncompared')
   t.ok(c.lost >= 0 && c.diverged + c.failed <= c.shadowed, 'no pair was counted twice')
+
+  // Ficus's shadow run says what it did with its copies (read from its /metrics): a copy
+  // dropped at a bound would make shadowing look cheaper than it is.
+  const ficus = /ficus-shadow100 .* copies of (\d+) requests: (.*); dropped (\d+)/.exec(bench.stderr)
+  t.ok(ficus, 'ficus-shadow100 reported its copies')
+  const counted = new Map((ficus?.[2] ?? '').split(', ').map((kv) => kv.split(' ')).map(([k, v]) => [k, Number(v)] as const))
+  const n = (outcome: string): number => counted.get(outcome) ?? 0
+  t.equal(Number(ficus?.[3]), 0, 'no copy was dropped')
+  t.equal(n('match'), 0, 'no comparison matched: the documents differ')
+  // Read as the load stops: a request then in flight may be cut (skipped; at most one per
+  // connection), and a copy may still be running, its comparison not counted yet (at most
+  // shadow.maxInFlight, 64).
+  const uncounted = Number(ficus?.[1]) - (n('diverged') + n('skipped') + n('error'))
+  t.ok(n('diverged') > 0, 'comparisons were made')
+  t.ok(n('skipped') + n('error') <= 10, 'only requests cut when the load stopped went uncompared')
+  t.ok(uncounted >= 0 && uncounted <= 64, 'every other request was copied and its comparison counted, or still running')
 })
