@@ -1,8 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { request } from 'undici'
 import { freePort, HAS_TASKSET, pinned, ready, runLoad, treeUsage, type LoadResult } from './procs.js'
+import { scrape, sum } from './prom-text.js'
 
 /**
  * `npm run bench`: direct-to-upstream, bare fastify + @fastify/http-proxy, a hand-tuned
@@ -77,24 +77,14 @@ interface Run { name: string; round: number; rps: number; p50: number; p99: numb
 /** What a shadowing Ficus did with its copies, from its /metrics (warm-up included). */
 interface Copies { requests: number; outcomes: Record<string, number>; dropped: number }
 
-/** Sums of a Prometheus text exposition's samples of `family`, by the value of `label` ('' when summing all). */
-function sums(text: string, family: string, label: string, where = ''): Record<string, number> {
-  const out: Record<string, number> = {}
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${family}{`) || !line.includes(where)) continue
-    const key = label === '' ? '' : (new RegExp(`${label}="([^"]*)"`).exec(line)?.[1] ?? '')
-    out[key] = (out[key] ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return out
-}
-
 async function copiesOf(adminPort: number): Promise<Copies> {
-  const r = await request(`http://127.0.0.1:${adminPort}/metrics`)
-  const text = await r.body.text()
+  const s = await scrape(`http://127.0.0.1:${adminPort}`)
+  const outcomes: Record<string, number> = {}
+  for (const x of s) if (x.name === 'ficus_comparisons_total') outcomes[x.labels.outcome ?? ''] = (outcomes[x.labels.outcome ?? ''] ?? 0) + x.value
   return {
-    requests: sums(text, 'ficus_requests_total', '', 'role="primary"')[''] ?? 0,
-    outcomes: sums(text, 'ficus_comparisons_total', 'outcome'),
-    dropped: sums(text, 'ficus_shadow_dropped_total', '')[''] ?? 0
+    requests: sum(s, 'ficus_requests_total', (l) => l.role === 'primary'),
+    outcomes,
+    dropped: sum(s, 'ficus_shadow_dropped_total')
   }
 }
 

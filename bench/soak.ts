@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util'
 import { request } from 'undici'
 import { jsonServer } from './json-server.js'
 import { ready } from './procs.js'
+import { scrape, sum, type Series } from './prom-text.js'
 
 /**
  * `npm run bench:soak`: does Ficus stay flat over a long run of shadowed traffic? Memory
@@ -210,25 +211,6 @@ async function scanLog(file: string): Promise<{ lines: number; bytes: number; by
 
 /* ---------- Metrics ---------- */
 
-interface Series { name: string; labels: Record<string, string>; value: number }
-
-/** Prometheus text format, enough of it for prom-client's output. */
-function parseMetrics(text: string): Series[] {
-  const out: Series[] = []
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line)
-    if (m === null) continue
-    const labels: Record<string, string> = {}
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1] as string] = l[2] as string
-    out.push({ name: m[1] as string, labels, value: Number(m[3]) })
-  }
-  return out
-}
-
-const sum = (series: Series[], name: string, where: (l: Record<string, string>) => boolean = () => true): number =>
-  series.filter((s) => s.name === name && where(s.labels)).reduce((a, s) => a + s.value, 0)
-
 interface FicusCounters {
   primary: number
   /** Primary answers other than 2xx, except 499 (counted apart: the client left first). */
@@ -266,13 +248,6 @@ interface Sample {
 }
 
 interface ClientCounters { responses: number; ok: number; non2xx: number; socketErrors: number }
-
-async function scrape(adminUrl: string): Promise<Series[]> {
-  const r = await request(`${adminUrl}/metrics`, { headersTimeout: 10_000, bodyTimeout: 10_000 })
-  const text = await r.body.text()
-  if (r.statusCode !== 200) throw new Error(`/metrics answered ${r.statusCode}`)
-  return parseMetrics(text)
-}
 
 function toSample(s: Series[], t: number, phase: Sample['phase'], client: ClientCounters, prev: Sample | undefined): Sample {
   const g = (name: string): number => sum(s, name)
