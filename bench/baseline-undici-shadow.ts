@@ -74,7 +74,8 @@ class CopyHandler implements Dispatcher.DispatchHandler {
 /** One keep-alive connection of the raw client: one request at a time, Content-Length bodies. */
 class RawConnection {
   private readonly socket: Socket
-  private dead = false
+  /** Closed (the upstream closed it while idle, or it failed): not to be reused. */
+  dead = false
   private pending: Buffer | null = null
   private status = 0
   private need = -1
@@ -89,11 +90,6 @@ class RawConnection {
     this.socket.on('data', (d: Buffer) => this.read(d))
     this.socket.on('error', () => this.fail())
     this.socket.on('close', () => this.fail())
-  }
-
-  /** false when the connection is closed (the upstream closed it while idle): take another. */
-  get alive(): boolean {
-    return !this.dead
   }
 
   send(req: IncomingMessage, pair: Pair): void {
@@ -150,28 +146,30 @@ const idle: RawConnection[] = []
 const COPY_SKIPS = new Set([...HOP, 'content-length'])
 
 function rawConnection(): RawConnection {
-  for (let c = idle.pop(); c !== undefined; c = idle.pop()) if (c.alive) return c
+  for (let c = idle.pop(); c !== undefined; c = idle.pop()) if (!c.dead) return c
   return new RawConnection()
 }
 
-function copy(req: IncomingMessage, pair: Pair): void {
+/** `headers`: the request's, stripped (the primary's too). */
+function copy(req: IncomingMessage, headers: Record<string, string | string[]>, pair: Pair): void {
   stats.shadowed++
   if (COPY === 'raw') {
     rawConnection().send(req, pair)
     return
   }
-  const headers = strip(req.headers)
-  delete headers['content-length'] // a copied GET goes without a body
-  copies.dispatch({ path: req.url as string, method: 'GET', headers: { ...headers, 'x-ficus-shadow': '1' } }, new CopyHandler(pair))
+  const own: Record<string, string | string[]> = { ...headers, 'x-ficus-shadow': '1' }
+  delete own['content-length'] // a copied GET goes without a body
+  copies.dispatch({ path: req.url as string, method: 'GET', headers: own }, new CopyHandler(pair))
 }
 
 const server = createServer((req, res) => {
+  const headers = strip(req.headers)
   const pair = req.method === 'GET' ? new Pair() : null
-  if (pair !== null) copy(req, pair)
+  if (pair !== null) copy(req, headers, pair)
   const chunks: Buffer[] = []
   let status = 0
   const hasBody = req.method !== 'GET' && req.method !== 'HEAD'
-  legacy.stream({ path: req.url as string, method: req.method as 'GET', headers: strip(req.headers), body: hasBody ? req : null },
+  legacy.stream({ path: req.url as string, method: req.method as 'GET', headers, body: hasBody ? req : null },
     ({ statusCode, headers }) => {
       status = statusCode
       res.writeHead(statusCode, strip(headers))

@@ -5,7 +5,7 @@ import { request } from 'undici'
 export interface Series { name: string; labels: Record<string, string>; value: number }
 
 /** Prometheus text format, enough of it for prom-client's output. */
-export function parseMetrics(text: string): Series[] {
+function parseMetrics(text: string): Series[] {
   const out: Series[] = []
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue

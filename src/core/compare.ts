@@ -158,7 +158,8 @@ function compareBodies(legacy: ComparedSide, next: ComparedSide, rules: CompareR
   })
 }
 
-function joined(body: Body): Buffer {
+/** A body as one buffer (a copy only when it came in several chunks). */
+export function joined(body: Body): Buffer {
   if (Buffer.isBuffer(body)) return body
   return body.length === 1 ? body[0] as Buffer : Buffer.concat(body)
 }

@@ -9,7 +9,7 @@ import { exchangeCounter, type ExchangeCounter, type Metrics } from '../adapters
 import type { Upstream, Upstreams } from '../adapters/upstreams.js'
 import type { LiveConfig } from '../config/live.js'
 import type { ShadowLimits } from '../config/schema.js'
-import { compare, type ComparedSide, type Comparison, type Difference } from '../core/compare.js'
+import { compare, joined, type ComparedSide, type Comparison, type Difference } from '../core/compare.js'
 import { SAFE_METHODS } from '../core/decide.js'
 import { pathOf, queryOf } from '../core/normalize-path.js'
 import { showDifference } from '../core/redact.js'
@@ -415,22 +415,25 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
   private maybeCompare (): void {
     if (this.over || !this.primary.done || !this.shadow.done) return
     this.finish()
+    // Not now: called from the primary's end, the comparison would run before the response's
+    // 'finish', inside the primary's measured time (access log `ms`, ficus_request_duration_seconds).
+    setImmediate(() => this.compareSides())
+  }
+
+  private compareSides (): void {
     const { primary, shadow } = this
     const [legacy, next] = this.primarySide === 'legacy' ? [primary, shadow] : [shadow, primary]
     const a = unencoded(legacy)
     const b = unencoded(next)
+    // Neither body encoded (the usual case): no promise per side (they cost ~5 µs of every
+    // shadowed request).
     if (a !== null && b !== null) {
-      // Neither body is encoded (the usual case): no promise per side (they cost ~5 µs of
-      // every shadowed request). Still not now: called from the primary's end, this would run
-      // before the response's 'finish', inside the primary's measured time (access log `ms`,
-      // ficus_request_duration_seconds).
-      setImmediate(() => this.compareNow(a, b))
+      this.compareNow(a, b)
       return
     }
     const max = this.s.limits.maxBodyBytes
     Promise.all([a ?? decoded(legacy, max), b ?? decoded(next, max)])
-      .then(([x, y]) => this.compareNow(x, y), (err: unknown) => this.failed(err))
-      .catch(() => { /* never an unhandled rejection */ })
+      .then(([x, y]) => this.compareNow(x, y), (err: unknown) => this.crashed(err))
   }
 
   /** Compares, records, and gives the slot back; never throws. */
@@ -439,18 +442,7 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
       this.record(compare(a, b, this.ex.rule!.compare.rules))
       this.release()
     } catch (err) {
-      this.failed(err)
-    }
-  }
-
-  /** An `error` comparison, and the slot given back, even if logging the error fails too. */
-  private failed (err: unknown): void {
-    try {
       this.crashed(err)
-    } catch {
-      // crashed() itself failed (the logger?): nothing left to do but free the slot.
-    } finally {
-      this.release()
     }
   }
 
@@ -515,12 +507,18 @@ class ShadowExchange implements PrimaryTap, Dispatcher.DispatchHandler {
     }
   }
 
+  /** An `error` comparison, logged and counted once; the slot is given back even if logging or counting fails too. Never throws. */
   private crashed (err: unknown): void {
-    this.s.opts.log.error({ err, reqId: this.ex.requestId, route: this.ex.rule?.name }, 'shadow comparison failed')
-    if (!this.over) this.finish()
-    // Counted once: an exception after the outcome was recorded (building the sample) is only logged.
-    if (!this.released && !this.counted) this.s.unfinished(this.ex.rule?.name ?? 'default', 'error', 'exception')
-    this.release()
+    try {
+      this.s.opts.log.error({ err, reqId: this.ex.requestId, route: this.ex.rule?.name }, 'shadow comparison failed')
+      if (!this.over) this.finish()
+      // Counted once: an exception after the outcome was recorded (building the sample) is only logged.
+      if (!this.released && !this.counted) this.s.unfinished(this.ex.rule?.name ?? 'default', 'error', 'exception')
+    } catch {
+      // The logger or the metrics failed as well: nothing left to do but free the slot.
+    } finally {
+      this.release()
+    }
   }
 }
 
@@ -553,7 +551,7 @@ const brotli = promisify(zlib.brotliDecompress)
  * side `unencoded` refused: one kept (not too large) whose Content-Encoding names a coding.
  */
 async function decoded (side: Side, max: number): Promise<ComparedSide> {
-  const raw = side.chunks.length === 1 ? side.chunks[0] as Buffer : Buffer.concat(side.chunks)
+  const raw = joined(side.chunks)
   const codings = codingsOf(side.headers)
   let body = raw
   try {

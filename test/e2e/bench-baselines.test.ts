@@ -1,40 +1,13 @@
-import { createServer, type Server } from 'node:http'
-import type { Socket } from 'node:net'
 import t from 'tap'
 import { Agent, request } from 'undici'
 import { run } from '../helpers/spawn.js'
+import { startUpstream } from '../helpers/upstream.js'
 
 // bench/baseline-undici-shadow.ts is the same-run limit Ficus's shadow is measured against:
 // if it lost or skipped copies, every ratio against it would be wrong. Real upstream, real
 // sockets; the upstream closes idle connections after 100 ms, so the second batch of
 // requests reuses no connection of the first and a client must notice the closed ones.
 const DOC = Buffer.from(JSON.stringify({ order: 42, items: Array.from({ length: 20 }, (_, i) => ({ id: i, sku: `SKU-${i}` })) }))
-
-interface Upstream { url: string; server: Server; allClosed(): Promise<void> }
-
-async function upstream(t: { teardown(fn: () => unknown): void }): Promise<Upstream> {
-  const open = new Set<Socket>()
-  const idle: (() => void)[] = []
-  const server = createServer((req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': DOC.length })
-    res.end(DOC)
-  })
-  server.keepAliveTimeout = 100
-  server.on('connection', (s: Socket) => {
-    open.add(s)
-    s.on('close', () => {
-      open.delete(s)
-      if (open.size === 0) for (const resolve of idle.splice(0)) resolve()
-    })
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.closeAllConnections(); server.close() })
-  return {
-    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
-    server,
-    allClosed: () => open.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => idle.push(resolve))
-  }
-}
 
 async function batch(url: string, n: number): Promise<number[]> {
   const agent = new Agent({ connections: 10 })
@@ -51,13 +24,18 @@ async function batch(url: string, n: number): Promise<number[]> {
 
 for (const copy of ['undici', 'raw']) {
   t.test(`undici-shadow100 (COPY=${copy}) copies and compares every GET, also over connections the upstream closed while idle`, async (t) => {
-    const up = await upstream(t)
+    const up = await startUpstream(t, 'doc', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': DOC.length })
+      res.end(DOC)
+    })
+    up.server.keepAliveTimeout = 100
     const proxy = run(t, 'dist/bench/baseline-undici-shadow.js', [], { PORT: '0', LEGACY_URL: up.url, NEW_URL: up.url, COPY: copy })
     const port = /listening on (\d+)/.exec(await proxy.waitFor(/listening on \d+/))?.[1] as string
     const url = `http://127.0.0.1:${port}`
     t.same(new Set(await batch(url, 100)), new Set([200]), 'first batch answered')
     await up.allClosed() // every connection of the first batch, the copies' too, closed by the upstream
     t.same(new Set(await batch(url, 100)), new Set([200]), 'second batch answered')
+    t.equal(up.requests.filter((r) => r.headers['x-ficus-shadow'] === '1').length, 200, 'the upstream received 200 copies')
     proxy.child.kill('SIGTERM')
     const out = await proxy.waitFor(/undici-shadow \{.*\}/)
     const counts = JSON.parse(/undici-shadow (\{.*\})/.exec(out)?.[1] ?? '{}') as Record<string, number>

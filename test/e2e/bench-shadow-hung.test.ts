@@ -1,4 +1,5 @@
 import t from 'tap'
+import { tableRows } from '../helpers/bench-table.js'
 import { run } from '../helpers/spawn.js'
 
 // bench/shadow-hung.ts keeps working (CI times nothing): a short run, checked for what it shows.
@@ -6,12 +7,9 @@ t.test('npm run bench:shadow-hung: with a shadow backend that never answers, no 
   t.setTimeout(120_000)
   const bench = run(t, 'dist/bench/shadow-hung.js', ['--requests', '300', '--connections', '10', '--timeout', '1s'], { NODE_OPTIONS: '--expose-gc' })
   t.equal(await bench.exited, 0, bench.stderr)
-  const rows = Object.fromEntries(bench.stdout.split('\n').filter((l) => /^\| (noshadow|shadow-hung) /.test(l)).map((l) => {
-    const cells = l.split('|').map((c) => c.trim())
-    return [cells[1], cells]
-  })) as Record<string, string[]>
-  t.same([rows.noshadow?.[2], rows.noshadow?.[3]], ['300', '0'], 'without shadow: 300 requests, none failed')
-  t.same([rows['shadow-hung']?.[2], rows['shadow-hung']?.[3]], ['300', '0'], 'with a hung shadow: the same')
-  const copies = /(\d+) timed out, (\d+) dropped/.exec(rows['shadow-hung']?.[9] ?? '')
+  const rows = tableRows(bench.stdout)
+  t.same([rows.get('noshadow')?.[2], rows.get('noshadow')?.[3]], ['300', '0'], 'without shadow: 300 requests, none failed')
+  t.same([rows.get('shadow-hung')?.[2], rows.get('shadow-hung')?.[3]], ['300', '0'], 'with a hung shadow: the same')
+  const copies = /(\d+) timed out, (\d+) dropped/.exec(rows.get('shadow-hung')?.[9] ?? '')
   t.equal(Number(copies?.[1]) + Number(copies?.[2]), 300, 'each copy either timed out or was dropped at the bound')
 })

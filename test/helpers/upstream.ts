@@ -23,6 +23,8 @@ export interface Upstream {
   arrived(n: number): Promise<void>
   /** TCP connections accepted so far. */
   readonly connections: () => number
+  /** Resolves once no connection to this upstream is open (say, after its idle ones timed out). */
+  allClosed(): Promise<void>
   readonly server: Server
   close(): Promise<void>
 }
@@ -38,6 +40,7 @@ export async function startUpstream(t: Teardown, name: string, handler?: Handler
   let started = 0
   const waiting: { n: number; resolve: () => void }[] = []
   const sockets = new Set<Socket>()
+  const closedWaiters: (() => void)[] = []
   const answer: Handler = handler ?? ((req, res, body) => {
     const payload = JSON.stringify({ served: name, method: req.method, url: req.url, headers: req.headers, body: body.toString() })
     res.writeHead(200, { 'content-type': 'application/json', 'x-served-by': name })
@@ -62,7 +65,10 @@ export async function startUpstream(t: Teardown, name: string, handler?: Handler
   server.on('connection', (s: Socket) => {
     connections++
     sockets.add(s)
-    s.on('close', () => sockets.delete(s))
+    s.on('close', () => {
+      sockets.delete(s)
+      if (sockets.size === 0) for (const resolve of closedWaiters.splice(0)) resolve()
+    })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const port = (server.address() as AddressInfo).port
@@ -74,7 +80,10 @@ export async function startUpstream(t: Teardown, name: string, handler?: Handler
   const arrived = (n: number): Promise<void> => n <= started
     ? Promise.resolve()
     : new Promise((resolve) => waiting.push({ n, resolve }))
-  return { url: `http://127.0.0.1:${port}`, port, requests, started: () => started, arrived, connections: () => connections, server, close }
+  const allClosed = (): Promise<void> => sockets.size === 0
+    ? Promise.resolve()
+    : new Promise((resolve) => closedWaiters.push(resolve))
+  return { url: `http://127.0.0.1:${port}`, port, requests, started: () => started, arrived, connections: () => connections, allClosed, server, close }
 }
 
 export interface Held {

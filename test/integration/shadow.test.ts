@@ -122,12 +122,13 @@ t.test('a comparison that starts when the primary ends is not part of the primar
   t.setTimeout(10_000)
   const slow = held(answers({ '/o': [200, ORDER] }))
   const { f, idle } = await shadowed(t, slow.handler, answers({ '/o': [200, NEW_ORDER] }))
-  // undici publishes a request's completion just before its handler's onResponseEnd runs.
+  // undici publishes a request's completion just before its handler's onResponseEnd runs, in
+  // the same call stack: what awaits `copyRead` runs after the handler took the copy's answer.
   const copyRead = new Promise<void>((resolve) => {
     const done = (m: unknown): void => {
       if (!(m as { request: { headers: string[] } }).request.headers.includes('x-ficus-shadow')) return
       unsubscribe('undici:request:trailers', done)
-      setImmediate(resolve) // after the handler (same call stack) has taken the copy's answer
+      resolve()
     }
     subscribe('undici:request:trailers', done)
   })
