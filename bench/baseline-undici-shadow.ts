@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { isDeepStrictEqual } from 'node:util'
 import { Pool, type Dispatcher } from 'undici'
-import { sameBytes } from '../src/core/compare.js'
+import { joined, sameBytes } from '../src/core/compare.js'
 import { HOP, strip } from './hop.js'
 
 /**
@@ -52,7 +52,7 @@ class Pair {
 
 function sameJson(a: Buffer[], b: Buffer[]): boolean {
   try {
-    return isDeepStrictEqual(JSON.parse(Buffer.concat(a).toString()), JSON.parse(Buffer.concat(b).toString()))
+    return isDeepStrictEqual(JSON.parse(joined(a).toString()), JSON.parse(joined(b).toString()))
   } catch {
     return false // not JSON, and not the same bytes
   }
