@@ -1,26 +1,32 @@
+import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import Fastify, { LogController, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify'
 import type { Logger } from './adapters/logger.js'
 import { AuditLog, type AuditEntry } from './adapters/audit-log.js'
 import { DivergenceStore } from './adapters/divergence-store.js'
 import { readState } from './adapters/state-file.js'
-import { ControlPlane } from './control-plane.js'
-import { UnleashFlags, type FlagSource } from './adapters/flags.js'
+import { UnleashFlags } from './adapters/flags.js'
 import { createMetrics, type Metrics } from './adapters/metrics-registry.js'
 import { UnleashAdminApi } from './adapters/unleash-admin.js'
 import { closeUpstreams, createUpstreams, type Upstream } from './adapters/upstreams.js'
 import type { LiveConfig } from './config/live.js'
 import type { Config } from './config/schema.js'
+import adminApi, { type AdminOptions } from './control/admin-api.js'
+import { ControlPlane } from './control/control-plane.js'
+import healthEndpoint, { type Health, type WorkersReady } from './control/health.js'
+import metricsEndpoint, { type MetricsText } from './control/metrics-endpoint.js'
 import type { Random } from './core/decide.js'
-import decision from './plugins/decision.js'
-import { answerExpectContinue, clientErrorHandler, frameworkErrors, refuseConnect, requestIdOf, rewriteUrl, type EdgeDeps } from './plugins/edge.js'
-import adminApi, { type AdminOptions } from './plugins/admin.js'
-import healthEndpoint, { type Health, type WorkersReady } from './plugins/health.js'
-import metricsEndpoint, { type MetricsText } from './plugins/metrics.js'
-import proxy from './plugins/proxy.js'
-import { exchangeRecorder } from './plugins/record.js'
-import { Shadowing } from './plugins/shadow.js'
-import type { RouteTableRef } from './plugins/route-table.js'
+import type { FlagSource } from './core/flags.js'
+import type { RouteTableRef } from './core/route-table.js'
+import { ficusError } from './errors.js'
+import { Admit } from './pipeline/admit.js'
+import { Decide } from './pipeline/decide.js'
+import { answerExpectContinue, clientErrorHandler, frameworkErrors, refuseConnect, requestIdOf, rewriteUrl, targetOf, type EdgeDeps } from './pipeline/edge.js'
+import { Exchanges } from './pipeline/exchange.js'
+import { Forwarder } from './pipeline/forward/forwarder.js'
+import { recorder } from './pipeline/record.js'
+import { sendError } from './pipeline/respond.js'
+import { Shadowing } from './pipeline/shadow/shadowing.js'
 import { VERSION } from './version.js'
 
 /** What buildApp needs from outside; tests swap any of them. */
@@ -138,21 +144,58 @@ export interface TrafficParts {
   readonly divergences: DivergenceStore
 }
 
-/** The traffic listener's app (not listening): the proxy pipeline, its pools, shadowing and divergence store. */
+/**
+ * The traffic listener's app (not listening). A request meets the pipeline's stages in this
+ * order, each a module of its own under src/pipeline/ with one job:
+ *
+ *   1. edge + admit  Node's parser refusals, absolute-form targets, 100-continue, CONNECT
+ *                    (edge.ts); then what must not be forwarded is refused and the upstream
+ *                    headers are built (admit.ts)
+ *   2. decide        route, sticky key, flag: the one Decision later stages read (decide.ts)
+ *   3. forward       body guard, the attempt on the decided side, streaming back, and the
+ *                    fallback to legacy when new fails first (forward/)
+ *   4. shadow        a copy to the other side, compared off the client's path (shadow/)
+ *   5. record        once the response is over: metrics and the access-log line (record.ts)
+ *
+ * The request's state has one owner, its Exchange (exchange.ts), opened by `serve` below.
+ */
 export async function buildTraffic(config: Config, deps: Deps, shared: TrafficShared): Promise<TrafficParts> {
   const { logger } = deps
   const { metrics, live, table, health, flags } = shared
   const now = deps.now ?? (() => performance.now())
-  const random = deps.random ?? Math.random
-  const upstreams = createUpstreams(config.upstreams)
   const { limits } = config
+  const upstreams = createUpstreams(config.upstreams)
   const divergences = new DivergenceStore(config.shadow.samples)
-  const shadowing = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now })
 
-  const edge: EdgeDeps = { metrics, limits, now, record: exchangeRecorder(metrics, logger, now) }
+  const exchanges = new Exchanges(now, recorder(metrics, logger, now)) // 5. record, when each response is over
+  const edge: EdgeDeps = { metrics, limits, exchanges } // 1.
+  const admit = new Admit(limits, live, metrics) // 1.
+  const decide = new Decide(table, flags, deps.random ?? Math.random, metrics) // 2.
+  const forward = new Forwarder({ upstreams, limits, live, metrics, now, draining: () => health.phase === 'draining' }) // 3.
+  const shadow = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now }) // 4.
+
+  /** One request through stages 1 to 4 (5 runs when its response is over). */
+  function serve(req: IncomingMessage, res: ServerResponse, requestId: string): void {
+    const ex = exchanges.open(req, res, requestId, targetOf(req))
+    try {
+      if (!admit.admit(ex)) return
+      decide.decide(ex)
+      forward.receive(ex, (body) => {
+        forward.send(ex, body)
+        // After the primary is on its way: a copy never goes ahead of the request a client waits for.
+        if (ex.decision!.shadow) shadow.begin(ex, body)
+      })
+    } catch (err) {
+      const e = ficusError('FICUS_ERR_INTERNAL', { cause: err })
+      ex.fail(e)
+      logger.error({ err, reqId: ex.requestId }, 'internal error while proxying')
+      sendError(res, e, ex.requestId, true)
+    }
+  }
+
   const traffic = Fastify({
     loggerInstance: logger,
-    // one access line per request, written by record.ts
+    // one access line per request, written by the record stage
     logController: new LogController({ disableRequestLogging: true }),
     childLoggerFactory: (parent) => parent, // no per-request child logger: reqId is in the line
     genReqId: requestIdOf,
@@ -165,7 +208,7 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
     http: {
       maxHeaderSize: limits.headerBytes,
       headersTimeout: limits.headTimeoutMs,
-      requireHostHeader: false, // checked by the decision hook, to answer with a Ficus code
+      requireHostHeader: false, // checked by the admit stage, to answer with a Ficus code
       connectionsCheckingInterval: TIMEOUT_CHECK_MS
     },
     routerOptions: { maxParamLength: limits.headerBytes },
@@ -174,10 +217,21 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
   })
   answerExpectContinue(traffic.server, edge)
   refuseConnect(traffic.server, edge)
-  await traffic.register(decision, { table, live, edge, random, flags })
-  await traffic.register(proxy, { upstreams, limits, live, metrics, log: logger, now, shadowing, draining: () => health.phase === 'draining' })
-  traffic.addHook('onClose', async () => { await Promise.all([closeUpstreams(upstreams), shadowing.close()]) })
-  return { traffic, upstreams, shadowing, divergences }
+  // Every method but CONNECT, registered as bodyless so fastify never parses, buffers or
+  // judges a body (it would answer 415 to a malformed Content-Type): the pipeline streams it.
+  for (const m of METHODS) {
+    if (m !== 'CONNECT') traffic.addHttpMethod(m, { hasBody: false, overrideExisting: true })
+  }
+  traffic.route({
+    method: traffic.supportedMethods.filter((m) => m !== 'CONNECT'),
+    url: '/*',
+    handler: (request, reply) => {
+      reply.hijack()
+      serve(request.raw, reply.raw, request.id)
+    }
+  })
+  traffic.addHook('onClose', async () => { await Promise.all([closeUpstreams(upstreams), shadow.close()]) })
+  return { traffic, upstreams, shadowing: shadow, divergences }
 }
 
 export interface AdminParts {

@@ -1,9 +1,9 @@
 import type { AddressInfo } from 'node:net'
-import type { FlagSourceStatus } from './adapters/flags.js'
+import type { FlagSourceStatus } from './core/flags.js'
 import type { Logger } from './adapters/logger.js'
 import type { App } from './app.js'
 import type { Config } from './config/schema.js'
-import type { Health } from './plugins/health.js'
+import type { Health } from './control/health.js'
 
 /** After shutdown.timeout, time left for closing before a process exits anyway. */
 export const STOP_GRACE_MS = 5_000

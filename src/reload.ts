@@ -4,7 +4,7 @@ import type { Ficus } from './app.js'
 import type { LiveConfig } from './config/live.js'
 import { ConfigError, formatProblem, isLoopback, loadConfig } from './config/load-config.js'
 import type { Config } from './config/schema.js'
-import type { Shadowing } from './plugins/shadow.js'
+import type { Shadowing } from './pipeline/shadow/shadowing.js'
 
 /**
  * Reload (SIGHUP, or routes.yaml changed on disk): the file is read and validated like at

@@ -2,12 +2,13 @@ import { readFile } from 'node:fs/promises'
 import { Unleash, UnleashEvents, type ClientFeaturesResponse, type Context } from 'unleash-client'
 import type { UnleashConfig } from '../config/schema.js'
 import { flagState, type FlagState } from '../core/flag-state.js'
+import type { FlagContext, FlagSource, FlagSourceStatus } from '../core/flags.js'
 import type { Logger } from './logger.js'
 import { flagSource, type Metrics } from './metrics-registry.js'
 import { writeFileAtomic } from './state-file.js'
 
 /**
- * The fleet's flags (DESIGN.md "Where it goes from one machine to many"): every replica
+ * The fleet's flags (README "Running a fleet"): every replica
  * reads the same Unleash toggles through unleash-client, which keeps the last state it
  * fetched in memory and evaluates isEnabled() locally, so a request never waits for
  * Unleash and an outage changes nothing until it ends.
@@ -17,36 +18,9 @@ import { writeFileAtomic } from './state-file.js'
  * flag is off (legacy). Errors are counted and logged on change, never thrown.
  */
 
-/** What a flag is evaluated against: Unleash's context, with the fields Ficus fills in. */
-export interface FlagContext extends Context {
-  /** The route's sticky key: Unleash's flexibleRollout with stickiness `default` or `userId` buckets it like Ficus. */
-  readonly userId: string | undefined
-  /** The client's address (after trusted hops): Unleash's remoteAddress strategy and IP constraints. */
-  readonly remoteAddress: string
-  readonly properties: { readonly route: string; readonly method: string; readonly path: string }
-}
-
-/** A source of per-request flag verdicts; the decision stage asks it, the admin API describes it. */
-export interface FlagSource {
-  isEnabled: (flag: string, ctx: FlagContext) => boolean
-  state: (flag: string) => FlagState
-  readonly status: FlagSourceStatus
-  /** Called after every change of the flags' definitions (a fetch that found changes). */
-  onChange: (listener: () => void) => void
-  /** Resolves true when `check()` holds (now or after a change), false after `timeoutMs`. */
-  until: (check: () => boolean, timeoutMs: number) => Promise<boolean>
-}
-
-export interface FlagSourceStatus {
-  readonly source: 'unleash'
-  readonly url: string
-  /** A fetch from Unleash has succeeded since start. */
-  readonly synchronized: boolean
-  /** The last fetch succeeded. */
-  readonly healthy: boolean
-  /** Where the definitions in use came from: Unleash, this replica's backup, the bootstrap file, or none yet (all off). */
-  readonly loadedFrom: 'unleash' | 'backup' | 'bootstrap' | 'none'
-  readonly lastError: string | null
+/** A FlagContext as unleash-client takes it (its Context has the same fields, and allows others). */
+export function sdkContext(ctx: FlagContext): Context {
+  return { userId: ctx.userId, remoteAddress: ctx.remoteAddress, properties: ctx.properties }
 }
 
 /** Every flag definition a client holds, with the segments they use (a /api/client/features document's parts). */
@@ -188,7 +162,7 @@ export class UnleashFlags implements FlagSource {
     // Before any definition is loaded the SDK would emit a warning per call: answer "off" here.
     if (!this.clientReady) return false
     // Passed as it is (the SDK copies it into its own context); an undefined userId reads as absent there.
-    return this.client.isEnabled(flag, ctx)
+    return this.client.isEnabled(flag, sdkContext(ctx))
   }
 
   state (flag: string): FlagState {

@@ -1,5 +1,6 @@
-import { Pool, type Dispatcher } from 'undici'
+import type { Dispatcher, Pool } from 'undici'
 import type { UpstreamConfig } from '../config/schema.js'
+import { createPool } from './undici.js'
 
 /** A request waiting for a connection slot; `start` is called when it gets one. */
 export interface Waiter {
@@ -7,9 +8,22 @@ export interface Waiter {
 }
 
 /**
- * One undici Pool per upstream, owned by Ficus: keep-alive, bounded connections, timeouts
- * from routes.yaml, TLS verification on (undici's default), no retries (a Pool never
- * retries; reply-from's 10 retries on 503 do not exist here).
+ * What the forward stage uses of an upstream: a slot, the request's headers as this upstream
+ * takes them, and dispatch. Upstream implements it; a test can hand in another.
+ */
+export interface UpstreamSlots {
+  readonly config: UpstreamConfig
+  admit(w: Waiter): 'now' | 'queued' | 'full'
+  cancel(w: Waiter): boolean
+  release(): void
+  headersFor(headers: string[]): string[]
+  dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void
+}
+
+/**
+ * One undici Pool per upstream, owned by Ficus (createPool): keep-alive, bounded
+ * connections, timeouts from routes.yaml, no retries (reply-from's 10 retries on 503 do not
+ * exist here).
  *
  * Admission is Ficus's own, in front of the Pool: at most `connections` requests run, at
  * most `maxQueue` wait (first come, first served), and past that a request fails at once
@@ -17,20 +31,18 @@ export interface Waiter {
  * that leaves could not be taken out of it: its slot stayed counted, and aborting it later
  * destroyed a pooled connection.
  */
-export class Upstream {
+export class Upstream implements UpstreamSlots {
   readonly pool: Pool
   /** Requests holding a slot (dispatched to the Pool, or about to be). */
   running = 0
   private readonly waiting = new Set<Waiter>()
 
   constructor (readonly config: UpstreamConfig) {
-    this.pool = new Pool(config.origin, {
+    this.pool = createPool(config.origin, {
       connections: config.connections,
-      pipelining: 1,
-      connect: { timeout: config.connectTimeoutMs },
-      headersTimeout: config.timeoutMs,
-      bodyTimeout: config.bodyTimeoutMs,
-      strictContentLength: true
+      connectTimeoutMs: config.connectTimeoutMs,
+      headersTimeoutMs: config.timeoutMs,
+      bodyTimeoutMs: config.bodyTimeoutMs
     })
   }
 

@@ -1,5 +1,5 @@
 import { emptySummary, type DivergenceSample, type FieldCount, type Outcome, type RouteSummary } from '../adapters/divergence-store.js'
-import type { Divergences } from '../plugins/admin.js'
+import type { Divergences } from '../control/admin-api.js'
 
 /**
  * /admin/divergences in cluster mode: each worker keeps the samples and counts of the

@@ -1,5 +1,5 @@
 import { AggregatorRegistry, type Aggregator, type Registry } from 'prom-client'
-import type { MetricsText } from '../plugins/metrics.js'
+import type { MetricsText } from '../control/metrics-endpoint.js'
 import type { MetricsJson } from './protocol.js'
 
 /**

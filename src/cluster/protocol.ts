@@ -1,5 +1,6 @@
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
-import type { FlagDefinitions, FlagSourceStatus } from '../adapters/flags.js'
+import type { FlagDefinitions } from '../adapters/flags.js'
+import type { FlagSourceStatus } from '../core/flags.js'
 import type { DivergenceSample, RouteSummary } from '../adapters/divergence-store.js'
 import type { Overrides } from '../core/overrides.js'
 

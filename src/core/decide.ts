@@ -41,5 +41,5 @@ export function decide(rule: RouteRule, method: string, key: string | undefined,
   }
   const shadow = rule.shadow > 0 && (rule.shadowWrites || SAFE_METHODS.has(method)) &&
     (rule.shadow >= 100 || random() * 100 < rule.shadow)
-  return { route: rule.name, primary, bucket: b, bucketSource: source, shadow }
+  return { route: rule.name, primary, bucket: b, bucketSource: source, key, shadow }
 }

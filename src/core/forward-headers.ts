@@ -201,3 +201,9 @@ export function declaresBody(headers: Readonly<Record<string, string | string[] 
   const length = headers['content-length']
   return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
+
+/** Whether a request declares a body larger than `limit` bytes (refused before it is read). */
+export function declaresMoreThan(headers: Readonly<Record<string, string | string[] | undefined>>, limit: number): boolean {
+  const length = headers['content-length']
+  return length !== undefined && Number(length) > limit
+}

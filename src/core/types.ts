@@ -8,7 +8,7 @@ import type { CompiledCompare } from './compare-rules.js'
 /** The two sides of a migration. Also the `backend` label of every metric. */
 export type Backend = 'legacy' | 'new'
 
-/** Where a route reads the key that keeps a user on one side (DESIGN.md "The two knobs"). */
+/** Where a route reads the key that keeps a user on one side (README "The migration, one route at a time"). */
 export type StickySpec =
   | { readonly kind: 'header'; readonly name: string }
   | { readonly kind: 'cookie'; readonly name: string }
@@ -60,6 +60,8 @@ export interface Decision {
   readonly bucket: number | null
   /** How the side was chosen: bucket of the sticky key, random bucket (no key), not needed (0 or 100), or the route's flag. */
   readonly bucketSource: 'key' | 'random' | 'none' | 'flag'
+  /** The user's sticky key as read from the request (undefined: none, or not read on this route). */
+  readonly key: string | undefined
   /** Whether this request is also sent to the other side. */
   readonly shadow: boolean
 }

@@ -15,8 +15,8 @@ function seq(...values: number[]): () => number {
 }
 
 t.test('0 % and 100 % need no key and no randomness', async (t) => {
-  t.same(decide({ ...base, new: 0 }, 'GET', 'alice', never), { route: 'orders', primary: 'legacy', bucket: null, bucketSource: 'none', shadow: false })
-  t.same(decide({ ...base, new: 100 }, 'GET', undefined, never), { route: 'orders', primary: 'new', bucket: null, bucketSource: 'none', shadow: false })
+  t.same(decide({ ...base, new: 0 }, 'GET', 'alice', never), { route: 'orders', primary: 'legacy', bucket: null, bucketSource: 'none', key: 'alice', shadow: false })
+  t.same(decide({ ...base, new: 100 }, 'GET', undefined, never), { route: 'orders', primary: 'new', bucket: null, bucketSource: 'none', key: undefined, shadow: false })
 })
 
 t.test('a split puts a user on new iff bucket(route, key) <= new', async (t) => {
@@ -31,8 +31,8 @@ t.test('a split puts a user on new iff bucket(route, key) <= new', async (t) => 
 })
 
 t.test('without a key the bucket comes from the random source', async (t) => {
-  t.same(decide({ ...base, new: 10 }, 'GET', undefined, seq(0.05)), { route: 'orders', primary: 'new', bucket: 6, bucketSource: 'random', shadow: false })
-  t.same(decide({ ...base, new: 10 }, 'GET', undefined, seq(0.1)), { route: 'orders', primary: 'legacy', bucket: 11, bucketSource: 'random', shadow: false })
+  t.same(decide({ ...base, new: 10 }, 'GET', undefined, seq(0.05)), { route: 'orders', primary: 'new', bucket: 6, bucketSource: 'random', key: undefined, shadow: false })
+  t.same(decide({ ...base, new: 10 }, 'GET', undefined, seq(0.1)), { route: 'orders', primary: 'legacy', bucket: 11, bucketSource: 'random', key: undefined, shadow: false })
   t.equal(decide({ ...base, new: 99 }, 'GET', undefined, seq(0.999999)).bucket, 100)
 })
 

@@ -1,5 +1,7 @@
 import type { ServerResponse } from 'node:http'
-import { errorBody, type FicusError } from '../errors.js'
+import type { Metrics } from '../adapters/metrics-registry.js'
+import { errorBody, ficusError, type ErrorCode, type FicusError } from '../errors.js'
+import type { Exchange } from './exchange.js'
 
 /**
  * Answers with a catalogue error: `{ error, code, requestId }` as JSON. When the response
@@ -21,4 +23,17 @@ export function sendError(res: ServerResponse, err: FicusError, requestId: strin
   if (close) headers.connection = 'close'
   res.writeHead(err.statusCode, headers)
   res.end(body)
+}
+
+/**
+ * Refuses a request before it is forwarded: answered with the catalogue error and counted
+ * in `ficus_client_errors_total`; the connection closes (the body was not read). Returns
+ * false, for stages that answer "may it go on?".
+ */
+export function refuse(ex: Exchange, code: ErrorCode, metrics: Metrics): false {
+  const err = ficusError(code)
+  ex.refused(err)
+  metrics.clientErrors.inc({ reason: ex.outcome })
+  sendError(ex.res, err, ex.requestId, true)
+  return false
 }

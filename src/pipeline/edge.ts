@@ -4,10 +4,10 @@ import type { Socket } from 'node:net'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import type { Metrics } from '../adapters/metrics-registry.js'
 import type { Limits } from '../config/schema.js'
-import { acceptableRequestId, unmapIPv4 } from '../core/forward-headers.js'
+import { acceptableRequestId, declaresMoreThan } from '../core/forward-headers.js'
 import { errorBody, ficusError, reasonOf, type ErrorCode, type FicusError } from '../errors.js'
-import { attachExchange, ClientGone, Exchange, exchangeOf } from '../exchange.js'
-import { sendError } from './respond.js'
+import { Exchanges } from './exchange.js'
+import { refuse } from './respond.js'
 
 /**
  * The HTTP edge: what happens to a request before the pipeline sees it. Node's parser
@@ -32,10 +32,8 @@ const LINGER_MS = 5000
 export interface EdgeDeps {
   readonly metrics: Metrics
   readonly limits: Limits
-  /** The `close` listener of every response: the access log and metrics of its exchange (record.ts). */
-  readonly record: (this: ServerResponse) => void
-  /** Monotonic milliseconds. */
-  readonly now: () => number
+  /** A request the edge refuses is an exchange like any other (an access-log line, metrics). */
+  readonly exchanges: Exchanges
 }
 
 /** The request id: the client's `x-request-id` when it is short printable ASCII, else a new one. */
@@ -48,7 +46,7 @@ export function requestIdOf(req: IncomingMessage): string {
  * fastify `rewriteUrl`: absolute-form `http://host/p?q` becomes `/p?q`, keeping the bytes
  * of the path, and the target's authority replaces Host (RFC 9112 §3.2.2). Anything else
  * that is not origin-form (`*`, garbage, credentials in the authority) is flagged and
- * refused by the decision hook.
+ * refused by the admit stage.
  */
 export function rewriteUrl(req: IncomingMessage): string {
   const url = req.url ?? ''
@@ -71,33 +69,9 @@ export function hasBadTarget(req: IncomingMessage): boolean {
   return (req as EdgeRequest)[kBadTarget] === true
 }
 
-/**
- * Answers a request Ficus refuses before it has a route, and records it (one access-log line,
- * `ficus_client_errors_total`). `close`: the body was not read, so the connection ends.
- */
-export function refuse(deps: EdgeDeps, req: IncomingMessage, res: ServerResponse, code: ErrorCode, ex: Exchange): void {
-  const err = ficusError(code)
-  // Refused before the forwarding headers were read: the peer's address is the client's.
-  if (ex.clientIp === '') ex.clientIp = unmapIPv4(req.socket.remoteAddress ?? '')
-  ex.error = err
-  ex.outcome = reasonOf(code)
-  deps.metrics.clientErrors.inc({ reason: ex.outcome })
-  sendError(res, err, ex.requestId, true)
-}
-
-/** The exchange record of a request: attached to its response, recorded once the response is over. */
-export function openExchange(deps: EdgeDeps, req: IncomingMessage, res: ServerResponse, requestId: string): Exchange {
-  const ex = new Exchange(requestId, req.method ?? '', deps.now())
-  ex.target = req.url ?? ''
-  attachExchange(res, ex)
-  res.once('close', deps.record)
-  return ex
-}
-
-/** A declared body over limits.bodySize (refused before it is read). */
-export function overBodyLimit(req: IncomingMessage, limits: Limits): boolean {
-  const length = req.headers['content-length']
-  return length !== undefined && Number(length) > limits.bodyBytes
+/** The target the exchange logs and forwards: '' for one that is not a path (it may hold credentials). */
+export function targetOf(req: IncomingMessage): string {
+  return hasBadTarget(req) ? '' : req.url ?? ''
 }
 
 /**
@@ -119,26 +93,21 @@ export function clientErrorHandler(deps: EdgeDeps) {
     const e = ficusError(code)
     const reason = reasonOf(code)
     deps.metrics.clientErrors.inc({ reason })
-    const inProgress = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? null
-    if (inProgress !== null && inProgress.req.complete) {
+    const ex = Exchanges.inProgress(socket)
+    if (ex !== null && ex.req.complete) {
       // A later pipelined request is malformed; the one in progress was read whole. As nginx
       // does, it is answered first, then the refusal, then the connection closes.
-      inProgress.once('finish', () => answerAndClose(socket, e, undefined))
+      ex.res.once('finish', () => answerAndClose(socket, e, undefined))
       return
     }
-    // A request already in the pipeline (its body is bad, or the whole-request timeout): its exchange records the error.
-    const ex = inProgress === null ? null : exchangeOf(inProgress)
-    if (socket.writable && (inProgress === null || !inProgress.headersSent)) {
+    // A request already in the pipeline (its body is bad, or the whole-request timeout): its
+    // exchange records the error, and the request in progress upstream is abandoned.
+    if (socket.writable && (ex === null || !ex.res.headersSent)) {
       answerAndClose(socket, e, ex?.requestId)
-      if (ex !== null) ex.answered = e.statusCode
+      ex?.cutShort(e, e.statusCode)
     } else {
       socket.destroy()
-    }
-    if (ex !== null) {
-      ex.error = e
-      ex.outcome = reason
-      // The client was answered here: the request in progress upstream is abandoned.
-      ex.attempt?.abort(new ClientGone())
+      ex?.cutShort(e, null)
     }
   }
 }
@@ -169,7 +138,7 @@ function lingerClose(socket: Socket): void {
 export function frameworkErrors(deps: EdgeDeps) {
   return function onFrameworkError(_err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
     reply.hijack()
-    refuse(deps, request.raw, reply.raw, 'FICUS_ERR_BAD_TARGET', openExchange(deps, request.raw, reply.raw, request.id))
+    refuse(deps.exchanges.open(request.raw, reply.raw, request.id), 'FICUS_ERR_BAD_TARGET', deps.metrics)
   }
 }
 
@@ -184,7 +153,7 @@ export function refuseConnect(server: Server, deps: EdgeDeps): void {
     // Node applies no timeout to a socket it handed over: Ficus closes it, lingering as for any refusal.
     res.once('finish', () => lingerClose(socket))
     socket.on('error', () => socket.destroy())
-    refuse(deps, req, res, 'FICUS_ERR_CONNECT', openExchange(deps, req, res, requestIdOf(req)))
+    refuse(deps.exchanges.open(req, res, requestIdOf(req)), 'FICUS_ERR_CONNECT', deps.metrics)
   })
 }
 
@@ -195,8 +164,8 @@ export function refuseConnect(server: Server, deps: EdgeDeps): void {
  */
 export function answerExpectContinue(server: Server, deps: EdgeDeps): void {
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-    if (overBodyLimit(req, deps.limits)) {
-      refuse(deps, req, res, 'FICUS_ERR_BODY_TOO_LARGE', openExchange(deps, req, res, requestIdOf(req)))
+    if (declaresMoreThan(req.headers, deps.limits.bodyBytes)) {
+      refuse(deps.exchanges.open(req, res, requestIdOf(req)), 'FICUS_ERR_BODY_TOO_LARGE', deps.metrics)
       return
     }
     res.writeContinue()

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { Transform, type TransformCallback } from 'node:stream'
-import { ficusError, type FicusError } from '../errors.js'
+import { ficusError, type FicusError } from '../../errors.js'
 
 /** The body as kept for a shadow copy: the bytes, or why they could not be kept. */
 export type Captured = Buffer | 'too_large' | 'failed'

@@ -6,11 +6,11 @@ import type { AuditLog } from '../adapters/audit-log.js'
 import { emptySummary, type DivergenceSample, type RouteSummary } from '../adapters/divergence-store.js'
 import type { LiveConfig } from '../config/live.js'
 import type { AdminToken } from '../config/schema.js'
-import { ControlError, type ControlPlane } from '../control-plane.js'
+import { ControlError, type ControlPlane } from './control-plane.js'
 import { declaresBody } from '../core/forward-headers.js'
 import { parsePatch, parseRollback } from '../core/overrides.js'
 import { CATALOGUE, type ErrorCode } from '../errors.js'
-import type { RouteTableRef } from './route-table.js'
+import type { RouteTableRef } from '../core/route-table.js'
 
 export interface AdminOptions {
   /** admin.tokens (accepted on `/admin/*`; the name is who the audit log names), read per call: a reload may change them. */

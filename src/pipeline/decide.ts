@@ -1,0 +1,49 @@
+import type { Metrics } from '../adapters/metrics-registry.js'
+import { decide, type Random } from '../core/decide.js'
+import type { FlagSource } from '../core/flags.js'
+import { normalizePath, pathOf, queryOf } from '../core/normalize-path.js'
+import type { RouteTableRef } from '../core/route-table.js'
+import { stickyKey } from '../core/sticky-key.js'
+import type { RouteRule } from '../core/types.js'
+import type { Exchange } from './exchange.js'
+
+/**
+ * Stage 2, decide: matches the route (on the normalised path, first match wins; unmatched
+ * requests take the `default` route), reads the user's sticky key, asks Unleash on a
+ * flagged route, and makes the one Decision (core/decide.ts) every later stage reads.
+ * Cost: the route scan, a header lookup for the key where it matters, one hash.
+ */
+export class Decide {
+  constructor (
+    private readonly table: RouteTableRef,
+    /** Unleash, when routes.yaml has an unleash: block; a flagged route without it is legacy. */
+    private readonly flags: FlagSource | undefined,
+    private readonly random: Random,
+    private readonly metrics: Metrics
+  ) {}
+
+  decide (ex: Exchange): void {
+    const { req, target, method } = ex
+    const current = this.table.current
+    const path = normalizePath(pathOf(target))
+    const rule = current.match(method, path) ?? current.defaultRoute
+    const key = needsKey(rule)
+      ? stickyKey(rule.sticky, { headers: req.headers, query: queryOf(target), clientIp: ex.clientIp })
+      : undefined
+    let flagOn: boolean | undefined
+    if (rule.flag !== null && this.flags !== undefined) {
+      flagOn = this.flags.isEnabled(rule.flag, { userId: key, remoteAddress: ex.clientIp, properties: { route: rule.name, method, path } })
+    }
+    const d = decide(rule, method, key, this.random, flagOn)
+    if (d.bucketSource === 'random') this.metrics.stickyMissing.inc({ route: rule.name })
+    ex.routed(rule, d)
+  }
+}
+
+/**
+ * The sticky key is read where it is used: to bucket a user (a split or a flag) or to tell
+ * divergence samples of one user apart (a shadowed route). Elsewhere it is not read at all.
+ */
+function needsKey(rule: RouteRule): boolean {
+  return rule.flag !== null || (rule.new > 0 && rule.new < 100) || rule.shadow > 0
+}

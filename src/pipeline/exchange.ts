@@ -1,0 +1,232 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import { unmapIPv4 } from '../core/forward-headers.js'
+import type { Backend, Decision, RouteRule } from '../core/types.js'
+import { reasonOf, type FicusError, type Reason } from '../errors.js'
+
+/**
+ * What happened to one client request: its one outcome, read when the response is over
+ * (metrics, access log), like Envoy's response flags.
+ */
+export type Outcome =
+  | 'ok'
+  /** new failed before answering; legacy answered. */
+  | 'fallback'
+  /** The client closed the connection before the response was complete. */
+  | 'client_aborted'
+  /** A catalogue error's reason (refused, timeout, body_too_large, …). */
+  | Reason
+
+/** Response headers as undici hands them over (lower-case names). */
+export type UpstreamHeaders = Record<string, string | string[] | undefined>
+
+/**
+ * Watches the response the client gets as it streams (the shadow stage's copy compares with
+ * it). Every method returns at once and never throws: the client's response does not wait
+ * for, or depend on, a tap.
+ */
+export interface ResponseTap {
+  head(status: number, headers: UpstreamHeaders): void
+  /** A body chunk, after it was written to the client. */
+  data(chunk: Buffer): void
+  /** The response is complete. */
+  end(): void
+  /** The response will not be complete (failed, client gone): `reason` says why. */
+  abandon(reason: string): void
+}
+
+/** An upstream request in progress (queued or running), which can be given up. */
+export interface Abortable {
+  abort(err: Error): void
+}
+
+/** Why an upstream request was aborted when its client went away first. */
+export class ClientGone extends Error {
+  override name = 'ClientGone'
+  constructor () { super('client closed the connection') }
+}
+
+/**
+ * One client request on its way through the pipeline: the request state has this one owner.
+ * Stages read its fields and change it only through the methods below, each named for the
+ * transition it records. It is opened in one place (`Exchanges.open`) and closed once, when
+ * the response is over (`close`, by the record stage).
+ */
+export class Exchange {
+  /** The route the request matched (the `default` pseudo-route when none did); set by `routed`. */
+  rule: RouteRule | null = null
+  /** The one decision of the request (decide stage); every later stage reads it. */
+  decision: Decision | null = null
+  /** Headers for the upstream request, as a flat name/value list (admit stage). */
+  upstreamHeaders: string[] = []
+  private _clientIp = ''
+  private _backend: Backend | null = null
+  private _outcome: Outcome = 'ok'
+  private _error: FicusError | null = null
+  private _fallback: string | null = null
+  private _answered: number | null = null
+  private upstream: Abortable | null = null
+  private tap: ResponseTap | null = null
+
+  constructor (
+    readonly requestId: string,
+    readonly method: string,
+    /** Monotonic milliseconds when the request arrived. */
+    readonly start: number,
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    /** Path and query sent upstream (origin-form, byte-for-byte what the client sent); '' when it was not a path. */
+    readonly target: string
+  ) {}
+
+  /** The client's address: the peer, or the first untrusted hop of X-Forwarded-For. */
+  get clientIp (): string { return this._clientIp }
+  /** The side that answered, or was being tried when it failed. */
+  get backend (): Backend | null { return this._backend }
+  get outcome (): Outcome { return this._outcome }
+  /** The failure the log line reports (kept when legacy answered after new failed). */
+  get error (): FicusError | null { return this._error }
+  /** Why new was abandoned for legacy, when it was. */
+  get fallback (): string | null { return this._fallback }
+  /** A status Ficus wrote on the socket itself, outside the response object (a 408 from Node's request timeout). */
+  get answered (): number | null { return this._answered }
+
+  /* ---------- admit and decide ---------- */
+
+  /** The request may go upstream, with these headers, for this client. */
+  admitted (upstreamHeaders: string[], clientIp: string): void {
+    this.upstreamHeaders = upstreamHeaders
+    this._clientIp = clientIp
+  }
+
+  /** Refused before forwarding (answered by the refusing stage). */
+  refused (err: FicusError): void {
+    // Refused before the forwarding headers were read: the peer's address is the client's.
+    if (this._clientIp === '') this._clientIp = peerOf(this.req)
+    this.fail(err)
+  }
+
+  routed (rule: RouteRule, decision: Decision): void {
+    this.rule = rule
+    this.decision = decision
+  }
+
+  /* ---------- forward ---------- */
+
+  /** An attempt on `backend` begins (the primary, or legacy after a fallback). */
+  trying (backend: Backend): void {
+    this._backend = backend
+  }
+
+  /** The upstream request in progress, or null once it is over: given up if the client leaves first. */
+  running (upstream: Abortable | null): void {
+    this.upstream = upstream
+  }
+
+  /** new failed and legacy answers instead; `err` is new's failure, kept for the log line. */
+  fellBack (reason: string, err?: FicusError): void {
+    this._fallback = reason
+    this._outcome = 'fallback'
+    if (err !== undefined) this._error = err
+  }
+
+  /** The request failed with a catalogue error (answered, or the connection aborted). */
+  fail (err: FicusError): void {
+    this._error = err
+    this._outcome = reasonOf(err.code)
+  }
+
+  /** The client went away before its response was complete (unless a failure already says why). */
+  clientAborted (): void {
+    if (this._error === null) this._outcome = 'client_aborted'
+  }
+
+  /**
+   * The HTTP edge answered on the socket itself (`answered`: the status it wrote, or null
+   * when it could only close): the upstream request in progress is abandoned.
+   */
+  cutShort (err: FicusError, answered: number | null): void {
+    if (answered !== null) this._answered = answered
+    this.fail(err)
+    this.upstream?.abort(new ClientGone())
+  }
+
+  /* ---------- the response as it streams (read by a tap) ---------- */
+
+  /** The shadow stage watches the response (at most one tap). */
+  watch (tap: ResponseTap): void {
+    this.tap = tap
+  }
+
+  responseHead (status: number, headers: UpstreamHeaders): void {
+    this.tap?.head(status, headers)
+  }
+
+  responseData (chunk: Buffer): void {
+    this.tap?.data(chunk)
+  }
+
+  responseEnd (): void {
+    this.tap?.end()
+  }
+
+  /* ---------- close ---------- */
+
+  /**
+   * The response is over (finished, or the connection closed): what is still running for it
+   * is given up, and the final outcome settled. Returns the status the client got (499, as
+   * nginx logs it, when it got none). Once per exchange.
+   */
+  close (): number {
+    this.upstream?.abort(new ClientGone())
+    const finished = this.res.writableFinished
+    if (this.tap !== null) {
+      // A shadowed request whose response did not complete has nothing to compare.
+      const failed = this._error !== null || (this._outcome !== 'ok' && this._outcome !== 'client_aborted')
+      this.tap.abandon(failed ? 'primary_failed' : 'client_aborted')
+    }
+    if (!finished && (this._outcome === 'ok' || this._outcome === 'fallback')) this._outcome = 'client_aborted'
+    return this._answered ?? (this.res.headersSent ? this.res.statusCode : CLIENT_CLOSED)
+  }
+}
+
+/** nginx's status for "the client closed the connection before the response": well known to SREs. */
+export const CLIENT_CLOSED = 499
+
+function peerOf(req: IncomingMessage): string {
+  return unmapIPv4(req.socket.remoteAddress ?? '')
+}
+
+const kOpen = Symbol('ficus.openExchanges')
+type TrackedSocket = Socket & { [kOpen]?: Exchange[] }
+
+/**
+ * Opens exchanges: the one place an Exchange is made and attached. Each is tracked on its
+ * connection until it closes (so the HTTP edge, which only sees a socket, finds the request in
+ * progress on it), and `record` is called once its response is over.
+ */
+export class Exchanges {
+  constructor (private readonly now: () => number, private readonly record: (ex: Exchange) => void) {}
+
+  open (req: IncomingMessage, res: ServerResponse, requestId: string, target = req.url ?? ''): Exchange {
+    const ex = new Exchange(requestId, req.method ?? '', this.now(), req, res, target)
+    const socket = req.socket as TrackedSocket
+    const open = socket[kOpen] ??= []
+    open.push(ex)
+    res.on('close', () => {
+      const i = open.indexOf(ex)
+      if (i !== -1) open.splice(i, 1)
+      this.record(ex)
+    })
+    return ex
+  }
+
+  /**
+   * The exchange whose response is in progress on `socket` (the oldest one not finished:
+   * pipelined requests are answered in order), or null.
+   */
+  static inProgress (socket: Socket): Exchange | null {
+    for (const ex of (socket as TrackedSocket)[kOpen] ?? []) if (!ex.res.writableFinished) return ex
+    return null
+  }
+}

@@ -1,0 +1,236 @@
+import type { OutgoingHttpHeaders } from 'node:http'
+import type { Dispatcher } from 'undici'
+import { AbortableHandler } from '../../adapters/undici.js'
+import type { UpstreamSlots, Waiter } from '../../adapters/upstreams.js'
+import { isFallbackStatus } from '../../core/fallback.js'
+import { responseHeaders } from '../../core/forward-headers.js'
+import { ficusError, reasonOf, toUpstreamError, type FicusError } from '../../errors.js'
+import { ClientGone, type Abortable, type Exchange, type UpstreamHeaders } from '../exchange.js'
+import { sendError } from '../respond.js'
+import type { BodyGuard } from './body-guard.js'
+
+/**
+ * A failure answer from new up to this size is read to its end before legacy is asked, so
+ * the connection to new is kept; a larger or unsized one is cut (bytes).
+ */
+const DISCARD_MAX_BYTES = 64 * 1024
+
+/** What an attempt needs from the forward stage around it: settings, and what to do when it cannot answer itself. */
+export interface AttemptContext {
+  /** limits.sendTimeout: longest wait for a client that stopped reading, in ms. */
+  readonly sendTimeoutMs: number
+  /** Adds `x-ficus-backend` to responses (exposeBackend; a reload may change it). */
+  exposeBackend(): boolean
+  /** Ficus is stopping: answers close their connection. */
+  draining(): boolean
+  /** The attempt failed on the upstream (counted in ficus_upstream_errors_total). */
+  upstreamFailed(ex: Exchange, reason: string): void
+  /** new failed before answering and legacy may answer: `reason` is the failure, `err` it as an error when there is one. */
+  fallBack(ex: Exchange, reason: string, err?: FicusError): void
+  /** The client sent too much or too slowly, or stopped reading: answer if still possible, and close. */
+  clientFault(ex: Exchange, body: BodyGuard | null, err: FicusError): void
+}
+
+/** Attempts cut short by Ficus itself. */
+class FallbackOnStatus extends Error {
+  override name = 'FallbackOnStatus'
+  constructor (readonly status: number) { super(`upstream answered ${status}`) }
+}
+class SendTimeout extends Error {
+  override name = 'SendTimeout'
+  constructor () { super('the client did not read the response in time') }
+}
+
+/**
+ * One exchange with one upstream: waits for a slot, runs on undici's dispatch handler
+ * interface, streams the answer to the client, and ends exactly once (`finish`), giving its
+ * slot back. When new fails before the response started on an attempt that `canFallBack`,
+ * it hands over to the context's `fallBack`; any other failure is answered from the
+ * catalogue (a 502/503/504, or an aborted connection once the response started).
+ */
+export class Attempt extends AbortableHandler implements Waiter, Abortable {
+  private state: 'idle' | 'queued' | 'running' | 'over' = 'idle'
+  /** The response head has been written to the client. */
+  private streaming = false
+  /** The upstream's response head, checked and waiting to be written (sendHead). */
+  private head: { statusCode: number; headers: OutgoingHttpHeaders } | null = null
+  /** new's failure answer is being read to its end (the connection stays usable). */
+  private discarding = 0
+  /** Running while the client does not read (between a full write and its drain): past sendTimeout, abort. */
+  private stall: NodeJS.Timeout | null = null
+
+  constructor (
+    private readonly ctx: AttemptContext,
+    private readonly ex: Exchange,
+    private readonly upstream: UpstreamSlots,
+    private readonly body: BodyGuard | null,
+    private readonly canFallBack: boolean,
+    /** Overrides the upstream's response-head timeout (ms): a fallback gets what is left. */
+    private readonly headersTimeout: number | undefined
+  ) {
+    super()
+  }
+
+  begin (): void {
+    switch (this.upstream.admit(this)) {
+      case 'now':
+        this.start()
+        return
+      case 'queued':
+        this.state = 'queued'
+        this.ex.running(this)
+        return
+      case 'full':
+        this.state = 'over'
+        this.failed(ficusError('FICUS_ERR_UPSTREAM_SATURATED'), this.canFallBack)
+    }
+  }
+
+  /** The attempt holds a slot: dispatch (Waiter.start, or straight from begin). */
+  start (): void {
+    this.state = 'running'
+    this.ex.running(this)
+    this.upstream.dispatch({
+      path: this.ex.target,
+      method: this.ex.method,
+      headers: this.upstream.headersFor(this.ex.upstreamHeaders),
+      body: this.body,
+      headersTimeout: this.headersTimeout
+    }, this)
+  }
+
+  abort (err: Error): void {
+    if (this.state === 'queued') {
+      // Nothing was sent: leave the queue without touching the Pool.
+      this.upstream.cancel(this)
+      this.state = 'over'
+      this.ex.running(null)
+      this.body?.detach()
+    } else if (this.state === 'running') {
+      this.abortRequest(err)
+    }
+  }
+
+  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: UpstreamHeaders): void {
+    if (statusCode < 200) return // interim responses are not relayed
+    if (this.canFallBack && isFallbackStatus(statusCode)) {
+      const length = Number(headers['content-length'] ?? NaN)
+      if (this.ex.method === 'HEAD' || length <= DISCARD_MAX_BYTES) this.discarding = statusCode
+      else controller.abort(new FallbackOnStatus(statusCode))
+      return
+    }
+    const out = responseHeaders(headers)
+    if (this.ctx.exposeBackend()) out['x-ficus-backend'] = this.ex.backend as string
+    // The upstream answered before the whole request body arrived: the rest will not be
+    // read, so this connection cannot carry another request.
+    if ((this.body !== null && !this.ex.req.complete) || this.ctx.draining()) out.connection = 'close'
+    // The head goes out with the first body bytes (as Node would send it anyway), so a
+    // body broken from its first bytes (bad chunk size) still gets a clean 502.
+    this.head = { statusCode, headers: out }
+    this.ex.responseHead(statusCode, headers)
+  }
+
+  /**
+   * Writes the pending response head; from then on a failure can only abort the client
+   * connection. Node checks the header names and values as it writes them (nothing is sent
+   * when one is invalid): that refusal is returned, for a 502.
+   */
+  private sendHead (): Error | null {
+    const head = this.head
+    if (head === null) return null
+    this.head = null
+    try {
+      this.ex.res.writeHead(head.statusCode, head.headers)
+    } catch (err) {
+      return Object.assign(new Error('invalid response header from upstream'), { code: 'HPE_INVALID_HEADER_TOKEN', cause: err })
+    }
+    this.streaming = true
+    return null
+  }
+
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.discarding !== 0) return
+    const invalid = this.sendHead() // sent with this chunk
+    if (invalid !== null) {
+      controller.abort(invalid)
+      return
+    }
+    const { res } = this.ex
+    const written = res.write(chunk)
+    this.ex.responseData(chunk)
+    if (written || this.stall !== null) return // (a chunk undici had in hand after pause(): the wait is on)
+    // The client is slower than the upstream: wait for it, but not forever, since a
+    // reader that stopped would hold this upstream connection.
+    controller.pause()
+    this.stall = setTimeout(() => { controller.abort(new SendTimeout()) }, this.ctx.sendTimeoutMs)
+    res.once('drain', () => {
+      if (this.stall !== null) clearTimeout(this.stall)
+      this.stall = null
+      controller.resume()
+    })
+  }
+
+  onResponseEnd (_controller: Dispatcher.DispatchController, trailers: UpstreamHeaders): void {
+    if (!this.finish()) return
+    const { ex } = this
+    if (this.discarding !== 0) {
+      this.ctx.fallBack(ex, `status_${this.discarding}`)
+      return
+    }
+    const invalid = this.sendHead()
+    if (invalid !== null) {
+      this.failed(toUpstreamError(invalid, false), this.canFallBack)
+      return
+    }
+    if (ex.res.chunkedEncoding && Object.keys(trailers).length > 0) ex.res.addTrailers(trailers)
+    ex.res.end()
+    ex.responseEnd()
+    if (this.body !== null && !ex.req.complete) this.body.detach()
+  }
+
+  onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
+    if (!this.finish()) return
+    const { ex, body } = this
+    const { req, res } = ex
+    if (err instanceof ClientGone || (res.destroyed && !res.writableFinished)) {
+      ex.clientAborted() // unless the edge already said why (408)
+      body?.detach()
+    } else if (err instanceof FallbackOnStatus) {
+      this.ctx.fallBack(ex, `status_${err.status}`)
+    } else if (err instanceof SendTimeout) {
+      this.ctx.clientFault(ex, body, ficusError('FICUS_ERR_SEND_TIMEOUT'))
+    } else if (body?.failure != null) {
+      this.ctx.clientFault(ex, body, body.failure) // 413 or 408: the body went over the limit or stalled
+    } else if (req.destroyed && !req.complete) {
+      ex.clientAborted() // the client broke off its own upload
+      res.destroy()
+    } else {
+      this.failed(toUpstreamError(err, this.streaming), this.canFallBack && !this.streaming)
+    }
+  }
+
+  /** Marks the attempt over exactly once, giving its slot back; false when it already was. */
+  private finish (): boolean {
+    if (this.state === 'over') return false
+    this.state = 'over'
+    this.upstream.release()
+    this.ex.running(null)
+    if (this.stall !== null) clearTimeout(this.stall)
+    return true
+  }
+
+  /** Counts an upstream failure; legacy answers when it may, else the client gets the error. */
+  private failed (err: FicusError, canFallBack: boolean): void {
+    const { ex } = this
+    const reason = reasonOf(err.code)
+    this.ctx.upstreamFailed(ex, reason)
+    if (canFallBack) {
+      this.ctx.fallBack(ex, reason, err) // the error is kept for the log line
+      return
+    }
+    ex.fail(err)
+    // A request body that was not read to its end closes the connection.
+    sendError(ex.res, err, ex.requestId, this.body !== null && !ex.req.complete)
+    this.body?.detach()
+  }
+}

@@ -1,0 +1,122 @@
+import { createHmac, randomBytes } from 'node:crypto'
+import type { DivergenceStore } from '../../adapters/divergence-store.js'
+import type { Logger } from '../../adapters/logger.js'
+import type { Metrics } from '../../adapters/metrics-registry.js'
+import { compare, type ComparedSide, type Comparison, type Difference } from '../../core/compare.js'
+import { pathOf } from '../../core/normalize-path.js'
+import { showDifference } from '../../core/redact.js'
+import type { Backend } from '../../core/types.js'
+import type { Exchange } from '../exchange.js'
+import { decoded, unencoded, type KeptAnswer } from './decode.js'
+
+/** One side's answer as the copy kept it, and how long it took (ms; null: unknown). */
+export interface TimedAnswer extends KeptAnswer {
+  readonly ms: number | null
+}
+
+/**
+ * Compare and record: the two answers of a shadowed request are compared with the route's
+ * rules (core/compare.ts) and the verdict goes to ficus_comparisons_total and
+ * ficus_divergences_total, the divergence store (samples, field counts) and, for a
+ * divergence, a debug log line. A shadowed request that ends without a comparison is
+ * recorded too (`unfinished`), with why.
+ */
+export class Verdicts {
+  /** Key for hashing sticky keys in samples: per process, so a hash cannot be looked up elsewhere. */
+  private readonly secret = randomBytes(32)
+
+  constructor (private readonly metrics: Metrics, private readonly store: DivergenceStore, private readonly log: Logger) {}
+
+  /**
+   * A shadowed request that ends without a comparison. `dropped`: the bound that cut it
+   * (concurrency, timeout, body_too_large), counted in ficus_shadow_dropped_total.
+   */
+  unfinished (route: string, outcome: 'skipped' | 'error', reason: string, dropped?: string): void {
+    this.metrics.comparisons.inc({ route, outcome })
+    if (dropped !== undefined) this.metrics.shadowDropped.inc({ route, reason: dropped })
+    this.store.unfinished(route, outcome, reason)
+  }
+
+  /**
+   * Compares legacy's answer with new's and records the verdict; `done` is called once, after.
+   * Synchronous when neither body is encoded (the usual case: no promise per side, which
+   * cost ~5 µs of every shadowed request); decoding runs off the event loop. Never throws:
+   * a failure here is an `error` comparison (recorded once), never the client's problem.
+   */
+  judge (ex: Exchange, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, maxBodyBytes: number, done: () => void): void {
+    const a = unencoded(fromLegacy)
+    const b = unencoded(fromNew)
+    if (a !== null && b !== null) {
+      this.compareNow(ex, answeredBy, fromLegacy, fromNew, a, b, done)
+      return
+    }
+    Promise.all([a ?? decoded(fromLegacy, maxBodyBytes), b ?? decoded(fromNew, maxBodyBytes)]).then(
+      ([x, y]) => { this.compareNow(ex, answeredBy, fromLegacy, fromNew, x, y, done) },
+      (err: unknown) => { this.failed(ex, err, false, done) })
+  }
+
+  private compareNow (ex: Exchange, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, a: ComparedSide, b: ComparedSide, done: () => void): void {
+    let counted = false
+    try {
+      const result = compare(a, b, ex.rule!.compare.rules)
+      counted = true
+      this.record(ex, answeredBy, fromLegacy, fromNew, result)
+    } catch (err) {
+      this.failed(ex, err, counted, done)
+      return
+    }
+    done()
+  }
+
+  private record (ex: Exchange, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, result: Comparison): void {
+    const { metrics, store, log } = this
+    const rule = ex.rule!
+    if (result.outcome === 'skipped') {
+      // The comparator refused (a body past its bounds): counted like any other skip.
+      this.unfinished(rule.name, 'skipped', result.reason, result.reason)
+      return
+    }
+    metrics.comparisons.inc({ route: rule.name, outcome: result.outcome })
+    const areas = result.outcome === 'diverged' ? new Set(result.differences.map((d) => d.area)) : new Set<Difference['area']>()
+    for (const area of areas) metrics.divergences.inc({ route: rule.name, kind: area })
+    const shadowed = {
+      route: rule.name,
+      method: ex.method,
+      path: pathOf(ex.target),
+      requestId: ex.requestId,
+      keyHash: result.outcome === 'diverged' ? this.keyHash(ex.decision!.key) : null,
+      primary: answeredBy,
+      status: { legacy: fromLegacy.status, new: fromNew.status },
+      ms: { legacy: round(fromLegacy.ms), new: round(fromNew.ms) }
+    }
+    store.compared(shadowed, result, areas, rule.compare.redact)
+    if (result.outcome === 'diverged') {
+      const first = result.differences[0] // shown as in samples: a keyed array's key may be redacted
+      log.debug({ reqId: shadowed.requestId, route: shadowed.route, differences: result.differences.length, first: first === undefined ? undefined : showDifference(first, rule.compare.redact).path }, 'divergence')
+    }
+  }
+
+  /**
+   * An `error` comparison, logged and counted once (`counted`: the verdict was already
+   * recorded, as when building the sample failed); `done` is called even if logging or
+   * counting fails too. Never throws.
+   */
+  failed (ex: Exchange, err: unknown, counted: boolean, done: () => void): void {
+    try {
+      this.log.error({ err, reqId: ex.requestId, route: ex.rule?.name }, 'shadow comparison failed')
+      if (!counted) this.unfinished(ex.rule?.name ?? 'default', 'error', 'exception')
+    } catch {
+      // The logger or the metrics failed as well: nothing left to do but go on.
+    } finally {
+      done()
+    }
+  }
+
+  private keyHash (key: string | undefined): string | null {
+    return key === undefined ? null : createHmac('sha256', this.secret).update(key).digest('hex').slice(0, 12)
+  }
+}
+
+function round(ms: number | null): number | null {
+  return ms === null ? null : Math.round(ms * 10) / 10
+}
