@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util'
 import { createLogger } from '../src/adapters/logger.js'
 import { createMetrics } from '../src/adapters/metrics-registry.js'
 import { parseConfig } from '../src/config/load-config.js'
-import { startFicus } from '../src/main.js'
+import { startFicus } from '../src/start.js'
 import { freePort, ready, rssMb, runLoad, type LoadResult } from './procs.js'
 
 /**

@@ -1,7 +1,7 @@
 import { request } from 'undici'
 import { createLogger } from '../src/adapters/logger.js'
 import { loadConfig } from '../src/config/load-config.js'
-import { startFicus } from '../src/main.js'
+import { startFicus } from '../src/start.js'
 import { divergencesCommand } from '../src/commands/divergences.js'
 import { DEFAULT_PORTS, startBackend } from './backends.js'
 

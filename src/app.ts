@@ -1,18 +1,14 @@
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import Fastify, { LogController, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify'
-import type { Logger } from './adapters/logger.js'
-import { AuditLog, type AuditEntry } from './adapters/audit-log.js'
+import type { AuditEntry } from './adapters/audit-log.js'
 import { DivergenceStore } from './adapters/divergence-store.js'
-import { readState } from './adapters/state-file.js'
-import { UnleashFlags } from './adapters/flags.js'
-import { createMetrics, type Metrics } from './adapters/metrics-registry.js'
-import { UnleashAdminApi } from './adapters/unleash-admin.js'
+import type { Logger } from './adapters/logger.js'
+import type { Metrics } from './adapters/metrics-registry.js'
 import { closeUpstreams, createUpstreams, type Upstream } from './adapters/upstreams.js'
 import type { LiveConfig } from './config/live.js'
 import type { Config } from './config/schema.js'
 import adminApi, { type AdminOptions } from './control/admin-api.js'
-import { ControlPlane } from './control/control-plane.js'
 import healthEndpoint, { type Health, type WorkersReady } from './control/health.js'
 import metricsEndpoint, { type MetricsText } from './control/metrics-endpoint.js'
 import type { Random } from './core/decide.js'
@@ -27,9 +23,13 @@ import { Forwarder } from './pipeline/forward/forwarder.js'
 import { recorder } from './pipeline/record.js'
 import { sendError } from './pipeline/respond.js'
 import { Shadowing } from './pipeline/shadow/shadowing.js'
-import { VERSION } from './version.js'
 
-/** What buildApp needs from outside; tests swap any of them. */
+/**
+ * The two apps of a Ficus, built (not listening): the traffic listener, whose request
+ * pipeline is listed in buildTraffic, and the admin listener. start.ts starts them.
+ */
+
+/** What Ficus needs from outside; tests swap any of them. */
 export interface Deps {
   readonly logger: Logger
   readonly metrics?: Metrics
@@ -38,94 +38,15 @@ export interface Deps {
   readonly now?: () => number
   /** Entries to audit before Ficus listens (`--reset-state`). */
   readonly startupAudit?: readonly AuditEntry[]
+  /** The environment routes.yaml's ${VARS} are expanded from, at start and on reload (default: process.env). */
+  readonly env?: Readonly<Record<string, string | undefined>>
 }
 
 /** A fastify instance logging through our pino logger. */
 export type App = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, Logger>
 
-export interface Ficus {
-  /** The traffic listener: the proxy. */
-  readonly traffic: App
-  /** The admin listener: /metrics, /healthz, /readyz, /admin/*. */
-  readonly admin: App
-  readonly health: Health
-  readonly metrics: Metrics
-  readonly table: RouteTableRef
-  /** By name; a reload adds, replaces and removes entries. */
-  readonly upstreams: Map<string, Upstream>
-  readonly shadowing: Shadowing
-  readonly divergences: DivergenceStore
-  readonly control: ControlPlane
-  readonly audit: AuditLog
-  /** The config in effect (replaced by a reload). */
-  readonly live: LiveConfig
-  /** Unleash, when routes.yaml has an unleash: block (read at start; a reload does not change it). */
-  readonly flags: UnleashFlags | undefined
-}
-
-/** The audit log's file: next to the state file (`ficus-state.json` → `ficus-state.audit.jsonl`). */
-function auditFileOf(state: string): string {
-  return `${state.replace(/\.json$/i, '')}.audit.jsonl`
-}
-
 /** How often Node checks request head/body timeouts, in ms (Node's default of 30 s makes a 10 s limit fire at up to 40 s). */
 const TIMEOUT_CHECK_MS = 250
-
-/**
- * Builds Ficus without listening (main.ts listens). The traffic pipeline, in order:
- * edge (Node parser, absolute-form, 100-continue) → decision (onRequest) → proxy (handler)
- * → record (when the response is over). The admin app serves metrics and health.
- */
-export async function buildApp(config: Config, deps: Deps): Promise<Ficus> {
-  const { logger } = deps
-  const metrics = deps.metrics ?? createMetrics()
-  const health: Health = { phase: 'starting' }
-  const live: LiveConfig = { current: config }
-
-  metrics.buildInfo.set({ version: VERSION }, 1)
-  const { control, audit, flags } = await openControl(config, deps, metrics)
-  const table = control.table
-  const { traffic, upstreams, shadowing, divergences } = await buildTraffic(config, deps, { metrics, live, table, health, flags })
-  const admin = await buildAdmin(logger, {
-    metrics: metrics.register,
-    health,
-    api: { live, table, divergences, control, audit },
-    close: async () => {
-      flags?.stop()
-      await audit.close()
-    }
-  })
-  return { traffic, admin, health, metrics, table, upstreams, shadowing, divergences, control, audit, live, flags }
-}
-
-/** The single parts of a Ficus: runtime control of the routes, its audit log, and Unleash. */
-export interface ControlParts {
-  readonly control: ControlPlane
-  readonly audit: AuditLog
-  readonly flags: UnleashFlags | undefined
-}
-
-/**
- * Opens the state file, the audit log and Unleash, and the ControlPlane over them (one per
- * Ficus: in cluster mode, the primary's). `flagsFor` lets a cluster primary hand the
- * ControlPlane its own view of the flags.
- */
-export async function openControl(config: Config, deps: Deps, metrics: Metrics, flagsFor?: (flags: UnleashFlags) => FlagSource): Promise<ControlParts> {
-  const { logger } = deps
-  // Runtime overrides from the state file win over routes.yaml (a corrupt file stops start-up).
-  const state = config.state === undefined ? { version: 1 as const, routes: {} } : await readState(config.state)
-  const audit = await AuditLog.open(config.state === undefined ? undefined : auditFileOf(config.state))
-  if (deps.startupAudit !== undefined) await audit.appendAll(deps.startupAudit)
-  const flags = config.unleash === undefined ? undefined : await UnleashFlags.open(config.unleash, metrics, logger)
-  const unleashAdmin = config.unleash?.admin === undefined ? undefined : new UnleashAdminApi(config.unleash.admin)
-  const source = flags === undefined ? undefined : flagsFor?.(flags) ?? flags
-  const control = new ControlPlane(config, state.routes, audit, metrics, logger, {
-    ...(source === undefined ? {} : { flags: source }),
-    ...(unleashAdmin === undefined ? {} : { admin: unleashAdmin }),
-    settleMs: 2 * (config.unleash?.refreshIntervalMs ?? 0) + 2_000
-  })
-  return { control, audit, flags }
-}
 
 /** What the traffic side reads and does not own: shared with the control side, or a cluster worker's own. */
 export interface TrafficShared {

@@ -1,72 +1,16 @@
 import { createHash } from 'node:crypto'
 import { watch } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import type { AddressInfo } from 'node:net'
 import { dirname, resolve } from 'node:path'
-import { createLogger, type Logger } from './adapters/logger.js'
+import { createLogger } from './adapters/logger.js'
 import { FlagBootstrapError } from './adapters/flags.js'
 import { moveAside, readState, StateError } from './adapters/state-file.js'
-import { buildApp, type Deps, type Ficus } from './app.js'
-import { loadConfig, readConfig } from './config/load-config.js'
-import { drainTraffic, readyWhenFlagsAre, STOP_GRACE_MS, urlOf } from './lifecycle.js'
-import { reloadFrom } from './reload.js'
-import type { Config } from './config/schema.js'
-
-export interface Running {
-  readonly ficus: Ficus
-  /** `http://host:port` of the traffic listener, with the port actually bound. */
-  readonly trafficUrl: string
-  readonly adminUrl: string
-  /** Readiness off, stop accepting, let in-flight requests finish (up to the cap), close pools. */
-  stop(): Promise<void>
-}
+import { readConfig } from './config/load-config.js'
+import { STOP_GRACE_MS } from './lifecycle.js'
+import { startFicus, type Instance } from './start.js'
 
 /** Quiet time after the last change event before a reload (an editor's save is several events). */
 const RELOAD_DEBOUNCE_MS = 200
-
-/** Builds Ficus and listens: admin first (so health answers during start), then traffic. */
-export async function startFicus(config: Config, deps: Deps): Promise<Running> {
-  const ficus = await buildApp(config, deps)
-  const { traffic, admin, health } = ficus
-  try {
-    await admin.listen({ host: config.admin.host, port: config.admin.port })
-    await traffic.listen({ host: config.listen.host, port: config.listen.port })
-  } catch (err) {
-    await Promise.allSettled([traffic.close(), admin.close()])
-    throw err
-  }
-  const trafficUrl = urlOf(traffic.server.address() as AddressInfo)
-  const adminUrl = urlOf(admin.server.address() as AddressInfo)
-  deps.logger.info({ traffic: trafficUrl, admin: adminUrl, routes: config.routes.length, config: config.file }, 'ficus listening')
-  readyWhenFlagsAre(health, ficus.flags, config, deps.logger)
-  let stopping: Promise<void> | null = null
-  return {
-    ficus,
-    trafficUrl,
-    adminUrl,
-    stop () {
-      stopping ??= (async () => {
-        try {
-          await drainTraffic(traffic, health, ficus.live.current.shutdown, deps.logger)
-        } finally {
-          await admin.close()
-        }
-      })()
-      return stopping
-    }
-  }
-}
-
-/** What runFicus drives after start: one process (startFicus) or a cluster primary. */
-export interface Instance {
-  /** Reads routes.yaml again and applies it (never throws; the outcome is logged and counted). */
-  reload(why: string): Promise<unknown>
-  stop(): Promise<void>
-  /** shutdown.timeout in effect, in ms. */
-  shutdownTimeoutMs(): number
-  /** Exiting at once (a second signal, a crash): ends what this instance started (cluster workers). */
-  kill(): void
-}
 
 export interface RunOptions {
   /** `--reset-state`: an unreadable state file is moved aside. */
@@ -84,9 +28,9 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
   // The content the running config comes from: a change after this point is reloaded.
   let seen = await digestOf(configPath)
   // Cluster mode is loaded only when asked for: one process runs exactly the code it always did.
-  const cluster = workers > 1 ? { ...await import('./cluster/primary.js'), readConfig } : null
+  const cluster = workers > 1 ? await import('./cluster/primary.js') : null
   // A cluster's workers are given the very text the primary validated (not the file, which may change meanwhile).
-  const { config, text } = cluster !== null ? await cluster.readConfig(configPath, env) : { config: await loadConfig(configPath, env), text: '' }
+  const { config, text } = await readConfig(configPath, env)
   const logger = createLogger(env.FICUS_LOG_LEVEL ?? config.log.level)
   let aside: string | null = null
   if (opts.resetState === true && config.state !== undefined) {
@@ -152,9 +96,10 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
     const startupAudit = aside === null
       ? []
       : [{ time: new Date().toISOString(), who: 'local', action: 'reset-state' as const, route: null, reason: null, detail: `state file moved to ${aside}` }]
+    const deps = { logger, startupAudit, env }
     instance = cluster !== null
-      ? await cluster.startPrimary({ workers, configPath, config, text, env, logger, startupAudit })
-      : single(await startFicus(config, { logger, startupAudit }), configPath, env, logger)
+      ? await cluster.startCluster(config, deps, { workers, text })
+      : await startFicus(config, deps)
   } catch (err) {
     logger.fatal({ err: describe(err) }, 'could not start')
     exit(1)
@@ -185,16 +130,6 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
   if (pending !== null) reload(pending)
 }
 
-/** One process: what runFicus drives when --workers is 1. */
-function single(running: Running, configPath: string, env: NodeJS.ProcessEnv, logger: Logger): Instance {
-  return {
-    reload: async (why) => reloadFrom(running.ficus, configPath, env, logger, why),
-    stop: async () => running.stop(),
-    shutdownTimeoutMs: () => running.ficus.live.current.shutdown.timeoutMs,
-    kill: () => {}
-  }
-}
-
 /** SHA-256 of the file's bytes ('' when it cannot be read: a reload then reports why). */
 async function digestOf(file: string): Promise<string> {
   try {
@@ -211,4 +146,3 @@ function describe(err: unknown): unknown {
   return err
 }
 
-export type { Logger }

@@ -1,9 +1,10 @@
-import { Upstream } from './adapters/upstreams.js'
 import type { Logger } from './adapters/logger.js'
-import type { Ficus } from './app.js'
+import type { Metrics } from './adapters/metrics-registry.js'
+import { Upstream } from './adapters/upstreams.js'
 import type { LiveConfig } from './config/live.js'
-import { ConfigError, formatProblem, isLoopback, loadConfig } from './config/load-config.js'
+import { ConfigError, formatProblem, isLoopback, readConfig } from './config/load-config.js'
 import type { Config } from './config/schema.js'
+import type { ControlPlane } from './control/control-plane.js'
 import type { Shadowing } from './pipeline/shadow/shadowing.js'
 
 /**
@@ -43,19 +44,6 @@ export function refusal(prev: Config, next: Config, hasFlags: boolean): string |
   return null
 }
 
-/**
- * Swaps a validated config into a running Ficus; returns the changed keys that need a
- * restart. Throws (nothing applied) when the file cannot be applied while running.
- */
-async function applyConfig(ficus: Ficus, next: Config, log: Logger): Promise<string[]> {
-  const prev = ficus.live.current
-  const refused = refusal(prev, next, ficus.flags !== undefined)
-  if (refused !== null) throw new Error(refused)
-  const restart = restartOnly(prev, next)
-  await applyToTraffic(ficus, next, async (apply) => ficus.control.reconfigure(next, apply), log)
-  return restart
-}
-
 /** The parts of the traffic side a reload changes (a Ficus, or a cluster worker). */
 export interface TrafficTarget {
   readonly live: LiveConfig
@@ -65,9 +53,9 @@ export interface TrafficTarget {
 }
 
 /**
- * Swaps `next` into the traffic side: upstream pools, shadow pools, the live config.
- * `swapTable` must run `apply` and swap the route table in one step (a ControlPlane's
- * reconfigure, or a worker's own table).
+ * Swaps `next` into the traffic side (one process, or a cluster worker): upstream pools,
+ * shadow pools, the live config. `swapTable` must run `apply` and swap the route table in
+ * one step (a ControlPlane's reconfigure, or a worker's own table).
  */
 export async function applyToTraffic(target: TrafficTarget, next: Config, swapTable: (apply: () => void) => Promise<void>, log: Logger): Promise<void> {
   const prev = target.live.current
@@ -98,21 +86,35 @@ export async function applyToTraffic(target: TrafficTarget, next: Config, swapTa
   }
 }
 
-/** Reads `file` and applies it; counts and logs the outcome. Never throws. */
-export async function reloadFrom(ficus: Ficus, file: string, env: Readonly<Record<string, string | undefined>>, log: Logger, why: string): Promise<'success' | 'failure'> {
-  return reloadWith(ficus.metrics, file, log, why, async () => loadConfig(file, env), async (next) => applyConfig(ficus, next, log))
+/** What a reload reads and changes: the running instance's control side and its traffic host. */
+export interface Reloadable {
+  /** routes.yaml, as it was named at start. */
+  readonly file: string
+  readonly env: Readonly<Record<string, string | undefined>>
+  readonly log: Logger
+  readonly metrics: Pick<Metrics, 'configReloads'>
+  readonly live: LiveConfig
+  readonly control: ControlPlane
+  /** Ficus was started with Unleash (a reload cannot connect it). */
+  readonly hasFlags: boolean
+  /** The traffic side (start.ts's TrafficHost): swaps `next` in as `swapTable` swaps the route table. */
+  readonly host: { reconfigure(next: Config, text: string, swapTable: (apply: () => void) => Promise<void>): Promise<void> }
 }
 
 /**
- * A reload's outline: `load` the file, `apply` it (returning the keys that need a restart);
- * counts and logs the outcome. Never throws. A cluster primary loads and applies its own way.
+ * The one reload path (one process and cluster alike): reads and validates the file, refuses
+ * what cannot be applied while running, swaps it into the traffic side together with the
+ * route table (the control plane's reconfigure), and counts and logs the outcome. Never
+ * throws.
  */
-export async function reloadWith(metrics: Pick<Ficus['metrics'], 'configReloads'>, file: string, log: Logger, why: string, load: () => Promise<Config>, apply: (next: Config) => Promise<string[]>): Promise<'success' | 'failure'> {
+export async function reload(r: Reloadable, why: string): Promise<'success' | 'failure'> {
+  const { file, log } = r
   let next: Config
+  let text: string
   try {
-    next = await load()
+    ({ config: next, text } = await readConfig(file, r.env))
   } catch (err) {
-    metrics.configReloads.inc({ outcome: 'failure' })
+    r.metrics.configReloads.inc({ outcome: 'failure' })
     if (err instanceof ConfigError) {
       log.error({ why, file, problems: err.problems.map((p) => formatProblem(file, p)) }, 'config reload rejected; the running config stays')
     } else {
@@ -121,13 +123,17 @@ export async function reloadWith(metrics: Pick<Ficus['metrics'], 'configReloads'
     return 'failure'
   }
   try {
-    const restart = await apply(next)
-    metrics.configReloads.inc({ outcome: 'success' })
+    const prev = r.live.current
+    const refused = refusal(prev, next, r.hasFlags)
+    if (refused !== null) throw new Error(refused)
+    const restart = restartOnly(prev, next)
+    await r.host.reconfigure(next, text, async (apply) => r.control.reconfigure(next, apply))
+    r.metrics.configReloads.inc({ outcome: 'success' })
     log.info({ why, file, routes: next.routes.length }, 'config reloaded')
     if (restart.length > 0) log.warn({ keys: restart }, 'these settings changed and take effect at the next start')
     return 'success'
   } catch (err) {
-    metrics.configReloads.inc({ outcome: 'failure' })
+    r.metrics.configReloads.inc({ outcome: 'failure' })
     log.error({ why, file, err }, 'config reload failed; the running config stays')
     return 'failure'
   }

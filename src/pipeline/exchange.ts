@@ -53,20 +53,26 @@ export class ClientGone extends Error {
  * the response is over (`close`, by the record stage).
  */
 export class Exchange {
-  /** The route the request matched (the `default` pseudo-route when none did); set by `routed`. */
-  rule: RouteRule | null = null
+  /** The route the request matched (the `default` pseudo-route when none did). */
+  readonly rule: RouteRule | null = null
   /** The one decision of the request (decide stage); every later stage reads it. */
-  decision: Decision | null = null
+  readonly decision: Decision | null = null
   /** Headers for the upstream request, as a flat name/value list (admit stage). */
-  upstreamHeaders: string[] = []
-  private _clientIp = ''
-  private _backend: Backend | null = null
-  private _outcome: Outcome = 'ok'
-  private _error: FicusError | null = null
-  private _fallback: string | null = null
-  private _answered: number | null = null
+  readonly upstreamHeaders: string[] = []
+  /** The client's address: the peer, or the first untrusted hop of X-Forwarded-For. */
+  readonly clientIp: string = ''
+  /** The side that answered, or was being tried when it failed. */
+  readonly backend: Backend | null = null
+  readonly outcome: Outcome = 'ok'
+  /** The failure the log line reports (kept when legacy answered after new failed). */
+  readonly error: FicusError | null = null
+  /** Why new was abandoned for legacy, when it was. */
+  readonly fallback: string | null = null
+  /** A status Ficus wrote on the socket itself, outside the response object (a 408 from Node's request timeout). */
+  readonly answered: number | null = null
+  /** What watches the response as it streams (the shadow stage's copy), if anything. */
+  readonly tap: ResponseTap | null = null
   private upstream: Abortable | null = null
-  private tap: ResponseTap | null = null
 
   constructor (
     readonly requestId: string,
@@ -79,43 +85,36 @@ export class Exchange {
     readonly target: string
   ) {}
 
-  /** The client's address: the peer, or the first untrusted hop of X-Forwarded-For. */
-  get clientIp (): string { return this._clientIp }
-  /** The side that answered, or was being tried when it failed. */
-  get backend (): Backend | null { return this._backend }
-  get outcome (): Outcome { return this._outcome }
-  /** The failure the log line reports (kept when legacy answered after new failed). */
-  get error (): FicusError | null { return this._error }
-  /** Why new was abandoned for legacy, when it was. */
-  get fallback (): string | null { return this._fallback }
-  /** A status Ficus wrote on the socket itself, outside the response object (a 408 from Node's request timeout). */
-  get answered (): number | null { return this._answered }
+  /** The fields above, writable: for the transitions below only (outside, they are read-only). */
+  private get w (): Writable<Exchange> {
+    return this
+  }
 
   /* ---------- admit and decide ---------- */
 
   /** The request may go upstream, with these headers, for this client. */
   admitted (upstreamHeaders: string[], clientIp: string): void {
-    this.upstreamHeaders = upstreamHeaders
-    this._clientIp = clientIp
+    this.w.upstreamHeaders = upstreamHeaders
+    this.w.clientIp = clientIp
   }
 
   /** Refused before forwarding (answered by the refusing stage). */
   refused (err: FicusError): void {
     // Refused before the forwarding headers were read: the peer's address is the client's.
-    if (this._clientIp === '') this._clientIp = peerOf(this.req)
+    if (this.clientIp === '') this.w.clientIp = peerOf(this.req)
     this.fail(err)
   }
 
   routed (rule: RouteRule, decision: Decision): void {
-    this.rule = rule
-    this.decision = decision
+    this.w.rule = rule
+    this.w.decision = decision
   }
 
   /* ---------- forward ---------- */
 
   /** An attempt on `backend` begins (the primary, or legacy after a fallback). */
   trying (backend: Backend): void {
-    this._backend = backend
+    this.w.backend = backend
   }
 
   /** The upstream request in progress, or null once it is over: given up if the client leaves first. */
@@ -125,20 +124,20 @@ export class Exchange {
 
   /** new failed and legacy answers instead; `err` is new's failure, kept for the log line. */
   fellBack (reason: string, err?: FicusError): void {
-    this._fallback = reason
-    this._outcome = 'fallback'
-    if (err !== undefined) this._error = err
+    this.w.fallback = reason
+    this.w.outcome = 'fallback'
+    if (err !== undefined) this.w.error = err
   }
 
   /** The request failed with a catalogue error (answered, or the connection aborted). */
   fail (err: FicusError): void {
-    this._error = err
-    this._outcome = reasonOf(err.code)
+    this.w.error = err
+    this.w.outcome = reasonOf(err.code)
   }
 
   /** The client went away before its response was complete (unless a failure already says why). */
   clientAborted (): void {
-    if (this._error === null) this._outcome = 'client_aborted'
+    if (this.error === null) this.w.outcome = 'client_aborted'
   }
 
   /**
@@ -146,28 +145,14 @@ export class Exchange {
    * when it could only close): the upstream request in progress is abandoned.
    */
   cutShort (err: FicusError, answered: number | null): void {
-    if (answered !== null) this._answered = answered
+    if (answered !== null) this.w.answered = answered
     this.fail(err)
     this.upstream?.abort(new ClientGone())
   }
 
-  /* ---------- the response as it streams (read by a tap) ---------- */
-
-  /** The shadow stage watches the response (at most one tap). */
+  /** The shadow stage watches the response (at most one tap); the forward stage feeds it. */
   watch (tap: ResponseTap): void {
-    this.tap = tap
-  }
-
-  responseHead (status: number, headers: UpstreamHeaders): void {
-    this.tap?.head(status, headers)
-  }
-
-  responseData (chunk: Buffer): void {
-    this.tap?.data(chunk)
-  }
-
-  responseEnd (): void {
-    this.tap?.end()
+    this.w.tap = tap
   }
 
   /* ---------- close ---------- */
@@ -182,11 +167,11 @@ export class Exchange {
     const finished = this.res.writableFinished
     if (this.tap !== null) {
       // A shadowed request whose response did not complete has nothing to compare.
-      const failed = this._error !== null || (this._outcome !== 'ok' && this._outcome !== 'client_aborted')
+      const failed = this.error !== null || (this.outcome !== 'ok' && this.outcome !== 'client_aborted')
       this.tap.abandon(failed ? 'primary_failed' : 'client_aborted')
     }
-    if (!finished && (this._outcome === 'ok' || this._outcome === 'fallback')) this._outcome = 'client_aborted'
-    return this._answered ?? (this.res.headersSent ? this.res.statusCode : CLIENT_CLOSED)
+    if (!finished && (this.outcome === 'ok' || this.outcome === 'fallback')) this.w.outcome = 'client_aborted'
+    return this.answered ?? (this.res.headersSent ? this.res.statusCode : CLIENT_CLOSED)
   }
 }
 
@@ -196,6 +181,8 @@ export const CLIENT_CLOSED = 499
 function peerOf(req: IncomingMessage): string {
   return unmapIPv4(req.socket.remoteAddress ?? '')
 }
+
+type Writable<T> = { -readonly [K in keyof T]: T[K] }
 
 const kOpen = Symbol('ficus.openExchanges')
 type TrackedSocket = Socket & { [kOpen]?: Exchange[] }

@@ -6,7 +6,7 @@ import { createMetrics, type Metrics } from '../../src/adapters/metrics-registry
 import { loadConfig, parseConfig } from '../../src/config/load-config.js'
 import type { Config } from '../../src/config/schema.js'
 import type { Random } from '../../src/core/decide.js'
-import { startFicus, type Running } from '../../src/main.js'
+import { startFicus, type Running } from '../../src/start.js'
 import type { Upstream } from '../../src/adapters/upstreams.js'
 import { LogSink } from './log-sink.js'
 
@@ -52,7 +52,7 @@ export async function startTestFicus(t: Teardown, doc: Record<string, unknown>, 
   }
   const logs = new LogSink()
   const metrics = createMetrics()
-  const running = await startFicus(config, { logger: createLogger('debug', logs), metrics, random: opts.random })
+  const running = await startFicus(config, { logger: createLogger('debug', logs), metrics, random: opts.random, env: opts.env ?? {} })
   const agent = new Agent({ keepAliveTimeout: 10 })
   t.teardown(async () => {
     await agent.close()

@@ -1,9 +1,7 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { createLogger } from '../../src/adapters/logger.js'
 import type { Upstream } from '../../src/adapters/upstreams.js'
-import { reloadFrom } from '../../src/reload.js'
 import { nextQueued, sample, startTestFicus, testYaml } from '../helpers/ficus.js'
 import { held, startUpstream } from '../helpers/upstream.js'
 
@@ -13,14 +11,13 @@ type Teardown = Parameters<typeof startUpstream>[0] & { testdir(): string }
 async function fromFile(t: Teardown, doc: Record<string, unknown>) {
   const file = join(t.testdir(), 'routes.yaml')
   const f = await startTestFicus(t, { exposeBackend: true, ...doc }, { file })
-  const logger = createLogger('debug', f.logs)
   const get = async (path: string, user = 'u1'): Promise<{ status: number; by: string | undefined }> => {
     const r = await f.fetch(path, { headers: { 'x-user-id': user } })
     return { status: r.status, by: r.headers['x-served-by'] as string | undefined }
   }
   const reload = async (d: Record<string, unknown> | string): Promise<'success' | 'failure'> => {
     await writeFile(file, typeof d === 'string' ? d : testYaml({ exposeBackend: true, ...d }))
-    return reloadFrom(f.running.ficus, file, {}, logger, 'test')
+    return f.running.reload('test')
   }
   return { file, running: f.running, logs: f.logs, get, reload, scrape: async () => f.scrape() }
 }

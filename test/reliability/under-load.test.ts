@@ -5,8 +5,6 @@ import { join } from 'node:path'
 import autocannon from 'autocannon'
 import t from 'tap'
 import { Agent, request } from 'undici'
-import { createLogger } from '../../src/adapters/logger.js'
-import { reloadFrom } from '../../src/reload.js'
 import { sample, startTestFicus, testYaml } from '../helpers/ficus.js'
 import { CLI, listening, run } from '../helpers/spawn.js'
 import { held, startUpstream } from '../helpers/upstream.js'
@@ -33,7 +31,6 @@ t.test('100 flips, 10 reloads and a rollback during one load run: no failed requ
     routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 10 + i, shadow: 10 }, { name: 'rest', match: { path: '/*' }, new: 0 }]
   })
   const f = await startTestFicus(t, doc(next.url, 0), { file })
-  const logger = createLogger('silent', f.logs)
   const total = 12_000
   let finished = false
   const load = autocannon({
@@ -48,7 +45,7 @@ t.test('100 flips, 10 reloads and a rollback during one load run: no failed requ
     if (i % 10 === 9) {
       // Every tenth step, routes.yaml changes new's address (a new pool; the old one drains).
       await writeFile(file, testYaml(doc(reloads % 2 === 0 ? next2.url : next.url, reloads)))
-      t.equal(await reloadFrom(f.running.ficus, file, {}, logger, 'test'), 'success')
+      t.equal(await f.running.reload('test'), 'success')
       reloads++
     }
   }

@@ -127,7 +127,7 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
     // The head goes out with the first body bytes (as Node would send it anyway), so a
     // body broken from its first bytes (bad chunk size) still gets a clean 502.
     this.head = { statusCode, headers: out }
-    this.ex.responseHead(statusCode, headers)
+    this.ex.tap?.head(statusCode, headers)
   }
 
   /**
@@ -157,7 +157,7 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
     }
     const { res } = this.ex
     const written = res.write(chunk)
-    this.ex.responseData(chunk)
+    this.ex.tap?.data(chunk)
     if (written || this.stall !== null) return // (a chunk undici had in hand after pause(): the wait is on)
     // The client is slower than the upstream: wait for it, but not forever, since a
     // reader that stopped would hold this upstream connection.
@@ -184,7 +184,7 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
     }
     if (ex.res.chunkedEncoding && Object.keys(trailers).length > 0) ex.res.addTrailers(trailers)
     ex.res.end()
-    ex.responseEnd()
+    ex.tap?.end()
     if (this.body !== null && !ex.req.complete) this.body.detach()
   }
 
