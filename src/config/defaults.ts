@@ -1,6 +1,8 @@
+import type { RawConfig, RawUpstream } from './schema.js'
+
 /**
  * Every default of routes.yaml in one place, each with its unit. A value here is used when
- * the file leaves the key out; docs/configuration.md lists the same table.
+ * the file leaves the key out (withDefaults); README.md "Configuration" lists the same table.
  */
 export const DEFAULTS = {
   listen: { host: '0.0.0.0', port: 8080 },
@@ -72,9 +74,85 @@ export const DEFAULTS = {
     /** /readyz waits at most this long for the first fetch, then serves with the backup, the bootstrap, or legacy. */
     syncTimeout: '10s',
     /** The admin API's project, for `ficus set` on a flagged route. */
-    project: 'default'
+    admin: { project: 'default' }
   }
 } as const
 
 /** Name of the pseudo-route that serves unmatched requests; reserved, so no route may use it. */
 export const DEFAULT_ROUTE = 'default'
+
+type Block<K extends keyof RawConfig> = NonNullable<RawConfig[K]>
+type RawUnleash = Block<'unleash'>
+type Defaulted = 'listen' | 'admin' | 'upstreams' | 'backends' | 'default' | 'trustedHops' | 'exposeBackend' |
+  'limits' | 'shadow' | 'shutdown' | 'log' | 'unleash'
+
+/** routes.yaml with every key of DEFAULTS filled in; values as written (durations and sizes are text). */
+export interface Settings extends Omit<RawConfig, Defaulted> {
+  readonly listen: Required<Block<'listen'>>
+  readonly admin: Block<'admin'> & { readonly host: string; readonly port: number }
+  readonly upstreams: Readonly<Record<string, Required<RawUpstream>>>
+  readonly backends: Block<'backends'>
+  readonly default: Block<'default'>
+  readonly trustedHops: number
+  readonly exposeBackend: boolean
+  readonly limits: Required<Block<'limits'>>
+  readonly shadow: Required<Block<'shadow'>>
+  readonly shutdown: Required<Block<'shutdown'>>
+  readonly log: Required<Block<'log'>>
+  /** The unleash: block, when there is one. */
+  readonly unleash: UnleashSettings | undefined
+}
+
+type UnleashSettings = RawUnleash & {
+  readonly refreshInterval: string
+  readonly syncTimeout: string
+  readonly admin: (NonNullable<RawUnleash['admin']> & { readonly project: string }) | undefined
+}
+
+/**
+ * The one place DEFAULTS is applied: the cross-checks read the result (a head timeout left
+ * out is still compared with the request timeout) and build makes the Config from it.
+ * Defaults taken from another setting (a route's sticky and backends, unleash.admin.url,
+ * the backup beside the state file) are build's.
+ *
+ * It also runs on a file that failed the schema, so the cross-checks can go on: a block
+ * that is not a mapping counts as absent, a value of the wrong type is kept as written (the
+ * schema has reported it), and nothing throws. Only for a valid file is the type exact.
+ */
+export function withDefaults(raw: Partial<RawConfig>): Settings {
+  const { admin: unleashAdmin, ...unleash } = DEFAULTS.unleash
+  return {
+    ...raw as RawConfig,
+    listen: fill(DEFAULTS.listen, raw.listen),
+    admin: {
+      ...fill(DEFAULTS.admin, raw.admin),
+      // The cross-checks test the host as text: one of another type (reported) is not an address.
+      host: typeof raw.admin?.host === 'string' ? raw.admin.host : DEFAULTS.admin.host
+    },
+    upstreams: Object.fromEntries(Object.entries(isObject(raw.upstreams) ? raw.upstreams : {})
+      .map(([name, u]) => [name, fill(DEFAULTS.upstream, u)])),
+    backends: fill(DEFAULTS.backends, raw.backends),
+    default: raw.default ?? DEFAULTS.default,
+    trustedHops: raw.trustedHops ?? DEFAULTS.trustedHops,
+    exposeBackend: raw.exposeBackend ?? DEFAULTS.exposeBackend,
+    limits: fill(DEFAULTS.limits, raw.limits),
+    shadow: fill(DEFAULTS.shadow, raw.shadow),
+    shutdown: fill(DEFAULTS.shutdown, raw.shutdown),
+    log: fill(DEFAULTS.log, raw.log),
+    unleash: isObject(raw.unleash)
+      ? { ...fill<UnleashSettings>(unleash, raw.unleash), admin: raw.unleash.admin === undefined ? undefined : fill(unleashAdmin, raw.unleash.admin) }
+      : undefined
+  }
+}
+
+/** `given`, with each key of `table` that it leaves out (or leaves empty: YAML's null) from the table. */
+function fill<T>(table: object, given: unknown): T {
+  const out: Record<string, unknown> = { ...table, ...(isObject(given) ? given : {}) }
+  for (const [key, value] of Object.entries(table)) out[key] ??= value
+  return out as T
+}
+
+/** A YAML mapping (the only shape a block of settings can have). */
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v)
+}

@@ -107,7 +107,7 @@ function refEnd(text: string, i: number): number {
 
 /**
  * Expands the placeholders in the document's string values, in place. Values stay strings:
- * the schema converts them where it expects a number or a boolean (load-config.ts), so
+ * the schema converts them where it expects a number or a boolean (validate.ts), so
  * `port: ${PORT:-8080}` is 8080 while `token: ${TOKEN}` stays "12345678" when TOKEN is all digits.
  * Keys get their original text back (references are not expanded in keys).
  */

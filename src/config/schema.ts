@@ -2,9 +2,9 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { METHODS } from 'node:http'
 
 /**
- * The schema of routes.yaml, version 1 (DESIGN.md "Config file"). Unknown keys are errors
+ * The schema of routes.yaml, version 1 (README.md "Configuration"). Unknown keys are errors
  * everywhere. `x-message` replaces the validator's wording where it would be cryptic
- * (patterns, formats, unions); load-config.ts reads it.
+ * (patterns, formats, unions); validate.ts reads it.
  */
 
 const msg = <T extends TSchema>(schema: T, message: string): T => ({ ...schema, 'x-message': message })
@@ -37,7 +37,7 @@ export const UpstreamSchema = Type.Object({
 const HeaderName = msg(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), 'must be a header name')
 const RulePathText = Type.String({ minLength: 1 })
 
-/** A route's `compare:` block; the paths in it are checked by compileCompare (load-config crossCheck). */
+/** A route's `compare:` block; the paths in it are checked by compileCompare (cross-check.ts). */
 export const CompareSchema = Type.Object({
   headers: Type.Optional(Type.Array(HeaderName, { uniqueItems: true })),
   ignore: Type.Optional(Type.Array(RulePathText)),
@@ -175,7 +175,7 @@ export interface Limits {
   readonly keepAliveTimeoutMs: number
 }
 
-/** Bounds of shadow traffic (DESIGN.md "Request path" 5): what is kept, and for how long. */
+/** Bounds of shadow traffic (docs/shadow.md "Why it cannot slow or break a user's request"): what is kept, and for how long. */
 export interface ShadowLimits {
   /** Shadow exchanges at once, over all routes; past it a shadow is dropped (`concurrency`). */
   readonly maxInFlight: number

@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import t from 'tap'
-import { ConfigError, loadConfig, parseConfig } from '../../src/config/load-config.js'
+import { loadConfig, parseConfig } from '../../src/config/load-config.js'
+import { ConfigError } from '../../src/config/problems.js'
 import { NAME_MESSAGE } from '../../src/config/schema.js'
 
 const fixture = (name: string): string => join(import.meta.dirname, '..', 'fixtures', 'routes', name)

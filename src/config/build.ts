@@ -1,0 +1,155 @@
+import { dirname, resolve } from 'node:path'
+import { compileCompare } from '../core/compare-rules.js'
+import { parsePattern } from '../core/path-pattern.js'
+import type { PathPattern, RouteRule, StickySpec } from '../core/types.js'
+import { DEFAULT_ROUTE, isObject, type Settings } from './defaults.js'
+import type { AdminToken, Config, RawConfig, RawRoute, UnleashConfig, UpstreamConfig } from './schema.js'
+import { parseDuration, parseSize } from './units.js'
+
+/**
+ * A valid routes.yaml, defaults filled in (withDefaults), → the Config the rest of Ficus
+ * reads: durations in ms, sizes in bytes, paths absolute, patterns and compare rules
+ * compiled, and the defaults taken from other settings. Runs only after every check passed.
+ */
+
+export function build(s: Settings, file: string): Config {
+  const upstreams: Record<string, UpstreamConfig> = {}
+  for (const [name, u] of Object.entries(s.upstreams)) {
+    const url = new URL(u.url)
+    upstreams[name] = {
+      name,
+      origin: url.origin,
+      authority: url.host,
+      timeoutMs: ms(u.timeout),
+      connectTimeoutMs: ms(u.connectTimeout),
+      bodyTimeoutMs: ms(u.bodyTimeout),
+      connections: u.connections,
+      maxQueue: u.maxQueue,
+      hostHeader: u.hostHeader
+    }
+  }
+  const sticky = parseSticky(s.sticky)
+  const routes = s.routes.map((r) => toRule(r, parsePattern(r.match.path) as PathPattern, sticky, s.backends))
+  const defaultRoute: RouteRule = {
+    name: DEFAULT_ROUTE,
+    methods: null,
+    pattern: { source: '/*', segments: [], prefix: true },
+    new: s.default === 'new' ? 100 : 0,
+    flag: null,
+    shadow: 0,
+    shadowWrites: false,
+    compare: compileCompare(undefined),
+    sticky,
+    backends: s.backends
+  }
+  const { limits, shadow } = s
+  return {
+    file,
+    listen: { host: s.listen.host, port: s.listen.port },
+    admin: { host: s.admin.host, port: s.admin.port, tokens: adminTokens(s.admin) },
+    upstreams,
+    routes,
+    defaultRoute,
+    trustedHops: s.trustedHops,
+    exposeBackend: s.exposeBackend,
+    state: s.state === undefined ? undefined : resolve(dirname(file), s.state),
+    limits: {
+      bodyBytes: bytes(limits.bodySize),
+      bodyBufferBytes: bytes(limits.bodyBuffer),
+      headerBytes: bytes(limits.headerSize),
+      headTimeoutMs: ms(limits.headTimeout),
+      requestTimeoutMs: ms(limits.requestTimeout),
+      bodyIdleTimeoutMs: ms(limits.bodyIdleTimeout),
+      sendTimeoutMs: ms(limits.sendTimeout),
+      keepAliveTimeoutMs: ms(limits.keepAliveTimeout)
+    },
+    shadow: {
+      maxInFlight: shadow.maxInFlight,
+      timeoutMs: ms(shadow.timeout),
+      maxBodyBytes: bytes(shadow.maxBodySize),
+      samples: shadow.samples
+    },
+    shutdown: { drainDelayMs: ms(s.shutdown.drainDelay), timeoutMs: ms(s.shutdown.timeout) },
+    log: { level: s.log.level },
+    unleash: s.unleash === undefined ? undefined : buildUnleash(s.unleash, file, s.state)
+  }
+}
+
+function buildUnleash(u: NonNullable<Settings['unleash']>, file: string, state: string | undefined): UnleashConfig {
+  const here = (p: string): string => resolve(dirname(file), p)
+  // The backup is this replica's last view of the fleet's flags: beside the state file unless set (crossCheck requires one of them).
+  const backupPath = u.backupPath !== undefined
+    ? here(u.backupPath)
+    : `${here(state as string).replace(/\.json$/i, '')}.unleash-backup.json`
+  const a = u.admin
+  return {
+    url: u.url,
+    appName: u.appName,
+    instanceId: u.instanceId,
+    token: u.token,
+    refreshIntervalMs: ms(u.refreshInterval),
+    environment: u.environment,
+    bootstrap: u.bootstrap === undefined ? undefined : here(u.bootstrap),
+    backupPath,
+    syncTimeoutMs: ms(u.syncTimeout),
+    admin: a === undefined
+      ? undefined
+      : {
+          url: a.url ?? u.url,
+          token: a.token,
+          project: a.project,
+          // crossCheck requires one of the two.
+          environment: a.environment ?? (tokenEnvironment(u.token) as string)
+        }
+  }
+}
+
+function toRule(r: RawRoute, pattern: PathPattern, sticky: StickySpec, backends: Settings['backends']): RouteRule {
+  return {
+    name: r.name,
+    methods: r.match.methods === undefined ? null : new Set(r.match.methods),
+    pattern,
+    new: r.new ?? 0,
+    flag: r.flag ?? null,
+    shadow: r.shadow ?? 0,
+    shadowWrites: r.shadowWrites ?? false,
+    compare: compileCompare(r.compare),
+    sticky: r.sticky === undefined ? sticky : parseSticky(r.sticky),
+    backends: r.backends ?? backends
+  }
+}
+
+/** `header:X-User-Id` → { kind: 'header', name: 'x-user-id' } (header names are case-insensitive). */
+export function parseSticky(spec: string): StickySpec {
+  if (spec === 'ip') return { kind: 'ip' }
+  const colon = spec.indexOf(':')
+  const kind = spec.slice(0, colon) as 'header' | 'cookie' | 'query'
+  const name = spec.slice(colon + 1)
+  return { kind, name: kind === 'header' ? name.toLowerCase() : name }
+}
+
+/** admin.token (as `admin`) and admin.tokens, empty values left out (`${TOKEN:-}` unset means none). */
+export function adminTokens(admin: Partial<NonNullable<RawConfig['admin']>> | undefined): AdminToken[] {
+  const out: AdminToken[] = []
+  if (typeof admin?.token === 'string' && admin.token !== '') out.push({ name: 'admin', token: admin.token })
+  if (isObject(admin?.tokens)) {
+    for (const [name, token] of Object.entries(admin.tokens)) if (typeof token === 'string' && token !== '') out.push({ name, token })
+  }
+  return out
+}
+
+/** `default:production.abc…` → `production`; undefined for a token of another shape. */
+export function tokenEnvironment(token: string): string | undefined {
+  return /^[^:.\s]+:([^.\s]+)\./.exec(token)?.[1]
+}
+
+const ms = (d: string): number => parseDuration(d) as number
+const bytes = (s: string | number): number => parseSize(s) as number
+
+export function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}

@@ -1,0 +1,119 @@
+import { checkRoutes, type RouteShape } from '../core/check-routes.js'
+import { compileCompare } from '../core/compare-rules.js'
+import { parsePattern } from '../core/path-pattern.js'
+import { adminTokens, tokenEnvironment } from './build.js'
+import { DEFAULT_ROUTE, isObject, type Settings } from './defaults.js'
+import type { Path } from './problems.js'
+import type { RawConfig } from './schema.js'
+import { parseDuration } from './units.js'
+import { validateRoute } from './validate.js'
+
+/**
+ * What the schema cannot see alone: references between settings (upstreams, reserved
+ * names), settings that Node or the OS would refuse together, route patterns and
+ * reachability. Runs even when some values failed the schema, on the parts that passed:
+ * `data` is the file as written (its shapes are tested here), `settings` the same with its
+ * defaults.
+ */
+
+type Report = (path: Path, message: string) => void
+
+export function crossCheck(data: Partial<RawConfig>, settings: Settings, report: Report): void {
+  const upstreams = isObject(data.upstreams) ? Object.keys(data.upstreams) : []
+  const known = `(upstreams: ${upstreams.join(', ')})`
+  const checkBackends = (b: unknown, path: Path): void => {
+    if (!isObject(b) || upstreams.length === 0) return
+    for (const side of ['legacy', 'new'] as const) {
+      const name = b[side]
+      if (typeof name === 'string' && !upstreams.includes(name)) {
+        report([...path, side], `unknown upstream "${name}" ${known}; name the upstream that plays the ${side} role`)
+      }
+    }
+  }
+  if (data.backends !== undefined) checkBackends(data.backends, ['backends'])
+  else if (upstreams.length > 0) {
+    // Without `backends:`, the upstreams named legacy and new play those roles.
+    for (const side of ['legacy', 'new'] as const) {
+      if (!upstreams.includes(side)) report(['upstreams'], `no upstream is named "${side}": add one, or say which plays that role with backends.${side} ${known}`)
+    }
+  }
+
+  const { limits, admin, shutdown, listen } = settings
+  // Node refuses a head timeout longer than the whole-request timeout.
+  const head = parseDuration(String(limits.headTimeout))
+  const whole = parseDuration(String(limits.requestTimeout))
+  if (head !== undefined && whole !== undefined && head > whole) {
+    report(['limits', 'headTimeout'], `must not be longer than limits.requestTimeout (${limits.requestTimeout})`)
+  }
+  // The admin API changes traffic: reachable from elsewhere only behind a token.
+  const tokens = adminTokens(admin)
+  if (!isLoopback(admin.host) && tokens.length === 0) {
+    report(['admin', 'host'], `${admin.host} is not a loopback address: set admin.token (or admin.tokens) so the admin API cannot be used by anyone who reaches the port`)
+  }
+  if (new Set(tokens.map((x) => x.token)).size < tokens.length) report(['admin', 'tokens'], 'two names share one token: the audit log could not tell who acted')
+  const drain = parseDuration(String(shutdown.drainDelay))
+  const cap = parseDuration(String(shutdown.timeout))
+  if (drain !== undefined && cap !== undefined && drain >= cap) {
+    report(['shutdown', 'drainDelay'], `must be shorter than shutdown.timeout (${shutdown.timeout}), which also has to cover finishing requests in flight`)
+  }
+  if (listen.port === admin.port && listen.port !== 0) report(['admin', 'port'], `must differ from listen.port (${listen.port})`)
+
+  checkUnleash(data, report)
+
+  if (!Array.isArray(data.routes)) return
+  const rules: RouteShape[] = []
+  const index: number[] = []
+  data.routes.forEach((r: unknown, i: number) => {
+    if (!isObject(r)) return
+    if (r.name === DEFAULT_ROUTE) report(['routes', i, 'name'], `"${DEFAULT_ROUTE}" is reserved for requests no route matches`)
+    if (r.new !== undefined && r.flag !== undefined) {
+      report(['routes', i, 'flag'], 'a route takes its share of new from routes.yaml (new) or from an Unleash flag (flag), not both: remove one')
+    } else if (r.new === undefined && r.flag === undefined) {
+      report(['routes', i], 'needs new (0-100, the share of users on new) or flag (an Unleash toggle that decides it)')
+    } else if (r.flag !== undefined && data.unleash === undefined) {
+      report(['routes', i, 'flag'], 'reads an Unleash flag, but routes.yaml has no unleash: block (url, appName, token)')
+    }
+    checkBackends(r.backends, ['routes', i, 'backends'])
+    // The rule paths of a compare block, from every list that has the right shape (the schema reports the rest).
+    if (isObject(r.compare)) {
+      const c = r.compare
+      const strings = (v: unknown): string[] | undefined => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : undefined)
+      const arrays = isObject(c.arrays)
+        ? Object.fromEntries(Object.entries(c.arrays).filter(([, m]) => m === 'unordered' || (isObject(m) && typeof m.key === 'string'))) as Record<string, 'unordered' | { key: string }>
+        : undefined
+      const found: [(string | number)[], string][] = []
+      compileCompare({ ignore: strings(c.ignore), redact: strings(c.redact), arrays }, found)
+      for (const [where, message] of found) report(['routes', i, 'compare', ...where], message)
+    }
+    const path = isObject(r.match) ? r.match.path : undefined
+    if (typeof path !== 'string') return
+    const pattern = parsePattern(path)
+    if (typeof pattern === 'string') report(['routes', i, 'match', 'path'], pattern)
+    else if (validateRoute(r)) {
+      rules.push({ name: r.name, methods: r.match.methods === undefined ? null : new Set(r.match.methods), pattern })
+      index.push(i)
+    }
+  })
+  for (const p of checkRoutes(rules)) report(['routes', index[p.index] as number, p.field], p.message.replace(/routes\[(\d+)\]/g, (_, j: string) => `routes[${index[Number(j)]}]`))
+}
+
+/** The unleash: block beyond its schema: a client that would never fetch, an admin API with no environment. */
+function checkUnleash(data: Partial<RawConfig>, report: Report): void {
+  const u = data.unleash
+  if (!isObject(u)) return
+  if (typeof u.refreshInterval === 'string' && parseDuration(u.refreshInterval) === 0) {
+    report(['unleash', 'refreshInterval'], 'must be more than 0: at 0 the Unleash client never fetches, so no flag change would ever reach Ficus')
+  }
+  if (isObject(u.admin) && typeof u.admin.environment !== 'string' && typeof u.token === 'string' && tokenEnvironment(u.token) === undefined) {
+    report(['unleash', 'admin', 'environment'], 'is needed: the client token does not name its environment (project:environment.secret), and the admin API changes one environment')
+  }
+  if (u.backupPath === undefined && data.state === undefined) {
+    report(['unleash', 'backupPath'], 'is needed when there is no state: file (this replica\'s copy of the last flags fetched; a shared temp directory would let another user plant flags)')
+  }
+  if (isObject(u.admin) && u.admin.token === '') report(['unleash', 'admin', 'token'], 'is empty: set it, or remove unleash.admin (ficus set then refuses on flagged routes)')
+}
+
+/** 127.0.0.0/8, ::1 and localhost. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
+}
