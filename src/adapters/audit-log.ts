@@ -1,4 +1,5 @@
-import { open, readFile, rename, stat, type FileHandle } from 'node:fs/promises'
+import { open, rename, stat, type FileHandle } from 'node:fs/promises'
+import { readIfPresent } from './files.js'
 
 /**
  * The audit log: who changed what, when and why, and who was refused. Append-only JSON
@@ -43,10 +44,7 @@ export class AuditLog {
   static async open (file: string | undefined, maxBytes = AUDIT_MAX_BYTES): Promise<AuditLog> {
     const log = new AuditLog(file, maxBytes)
     if (file !== undefined) {
-      const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return ''
-        throw err
-      })
+      const text = await readIfPresent(file) ?? ''
       for (const line of text.split('\n').slice(-AUDIT_MEMORY - 1)) {
         if (line.trim() === '') continue
         try {

@@ -1,11 +1,10 @@
-import { readFile } from 'node:fs/promises'
 import { Unleash, UnleashEvents, type ClientFeaturesResponse, type Context } from 'unleash-client'
 import type { UnleashConfig } from '../config/schema.js'
 import { flagState, type FlagState } from '../core/flag-state.js'
 import type { FlagContext, FlagSource, FlagSourceStatus } from '../core/flags.js'
 import type { Logger } from './logger.js'
 import { flagSource, type Metrics } from './metrics-registry.js'
-import { writeFileAtomic } from './state-file.js'
+import { readIfPresent, writeFileAtomic } from './files.js'
 
 /**
  * The fleet's flags (README "Running a fleet"): every replica
@@ -40,13 +39,13 @@ export class FlagBootstrapError extends Error {
 
 /** Reads a /api/client/features document (the bootstrap file, or a backup). */
 async function readFeatures(file: string): Promise<ClientFeaturesResponse | undefined> {
-  let text: string
+  let text: string | undefined
   try {
-    text = await readFile(file, 'utf8')
+    text = await readIfPresent(file)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw new Error(`cannot be read (${(err as Error).message})`)
   }
+  if (text === undefined) return undefined
   let data: unknown
   try {
     data = JSON.parse(text)

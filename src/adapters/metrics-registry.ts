@@ -2,10 +2,10 @@ import { Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import { SeriesCounter, SeriesHistogram, type CounterSeries, type HistogramSeries } from './series-metrics.js'
 import type { Area } from '../core/compare.js'
 import type { Backend } from '../core/types.js'
-import type { Outcome } from './divergence-store.js'
+import type { ComparisonOutcome } from './divergence-store.js'
 
 /**
- * Every metric of DESIGN.md "Metrics" that exists so far, defined once: name, help, labels,
+ * Every metric (README "Metrics", docs/observability.md), defined once: name, help, labels,
  * buckets. Labels carry configured route names and fixed vocabularies only (never a raw
  * path, header or address), so cardinality stays bounded.
  */
@@ -107,7 +107,7 @@ export function flagSource(m: Metrics): void {
   for (const kind of ['fetch', 'metrics', 'other']) m.flagErrors.inc({ kind }, 0)
 }
 
-const COMPARISON_OUTCOMES = ['match', 'diverged', 'error', 'skipped'] as const satisfies readonly Outcome[]
+const COMPARISON_OUTCOMES = ['match', 'diverged', 'error', 'skipped'] as const satisfies readonly ComparisonOutcome[]
 const DIVERGENCE_KINDS = ['status', 'header', 'body'] as const satisfies readonly Area[]
 const SHADOW_DROP_REASONS = ['concurrency', 'timeout', 'body_too_large'] as const
 

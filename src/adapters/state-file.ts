@@ -1,7 +1,6 @@
-import { randomBytes } from 'node:crypto'
-import { open, readFile, rename, unlink } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { rename } from 'node:fs/promises'
 import type { Overrides } from '../core/overrides.js'
+import { readIfPresent, writeFileAtomic } from './files.js'
 
 /**
  * The state file (`state:` in routes.yaml): runtime overrides that must survive a restart
@@ -27,13 +26,13 @@ export class StateError extends Error {
 
 /** Reads the state; a missing file is an empty state (first start). */
 export async function readState(file: string): Promise<StateFile> {
-  let text: string
+  let text: string | undefined
   try {
-    text = await readFile(file, 'utf8')
+    text = await readIfPresent(file)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, routes: {} }
     throw new StateError(file, `cannot be read (${(err as Error).message})`)
   }
+  if (text === undefined) return { version: 1, routes: {} }
   let data: unknown
   try {
     data = JSON.parse(text)
@@ -67,37 +66,6 @@ function checkState(data: unknown): string | null {
 /** Replaces the state file atomically and durably. */
 export async function writeState(file: string, state: StateFile, onDirSyncError?: (err: unknown) => void): Promise<void> {
   await writeFileAtomic(file, JSON.stringify(state, null, 2) + '\n', onDirSyncError)
-}
-
-/** Replaces `file` with `text` (mode 0600) so a reader sees the old or the new content, never a part. */
-export async function writeFileAtomic(file: string, text: string, onDirSyncError?: (err: unknown) => void): Promise<void> {
-  const dir = dirname(file)
-  const tmp = join(dir, `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`)
-  try {
-    const fh = await open(tmp, 'wx', 0o600)
-    try {
-      await fh.writeFile(text)
-      await fh.sync()
-    } finally {
-      await fh.close()
-    }
-    await rename(tmp, file)
-  } catch (err) {
-    await unlink(tmp).catch(() => {})
-    throw err
-  }
-  // From here the new state is in place: a failure to sync the directory (some network
-  // file systems refuse it) is reported to the caller's log, not as "nothing changed".
-  try {
-    const d = await open(dir, 'r')
-    try {
-      await d.sync()
-    } finally {
-      await d.close()
-    }
-  } catch (err) {
-    onDirSyncError?.(err)
-  }
 }
 
 /** `--reset-state`: moves an unusable file aside (kept for inspection); returns where. */

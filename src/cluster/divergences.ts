@@ -1,4 +1,4 @@
-import { emptySummary, type DivergenceSample, type FieldCount, type Outcome, type RouteSummary } from '../adapters/divergence-store.js'
+import { emptySummary, type DivergenceSample, type FieldCount, type ComparisonOutcome, type RouteSummary } from '../adapters/divergence-store.js'
 import type { Divergences } from '../control/admin-api.js'
 
 /**
@@ -47,7 +47,7 @@ export function mergeSummaries(lists: readonly (readonly RouteSummary[])[]): Rou
 }
 
 function mergeRoute(route: string, parts: readonly RouteSummary[]): RouteSummary {
-  const comparisons: Record<Outcome, number> = { match: 0, diverged: 0, error: 0, skipped: 0 }
+  const comparisons: Record<ComparisonOutcome, number> = { match: 0, diverged: 0, error: 0, skipped: 0 }
   const kinds = { status: 0, header: 0, body: 0 }
   const skipped: Record<string, number> = {}
   const errors: Record<string, number> = {}
@@ -55,7 +55,7 @@ function mergeRoute(route: string, parts: readonly RouteSummary[]): RouteSummary
   let otherFields = 0
   let lastDivergence: string | null = null
   for (const p of parts) {
-    for (const k of Object.keys(comparisons) as Outcome[]) comparisons[k] += p.comparisons[k]
+    for (const k of Object.keys(comparisons) as ComparisonOutcome[]) comparisons[k] += p.comparisons[k]
     for (const k of Object.keys(kinds) as (keyof typeof kinds)[]) kinds[k] += p.kinds[k]
     addInto(skipped, p.skipped)
     addInto(errors, p.errors)

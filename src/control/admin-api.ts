@@ -56,7 +56,7 @@ const RouteParams = Type.Object({ name: Type.String() })
 const READ_METHODS = new Set(['GET', 'HEAD'])
 
 /**
- * The admin API under `/admin` (DESIGN.md "Admin port"): JSON only, errors from the
+ * The admin API under `/admin` (README "Admin port", docs/control.md): JSON only, errors from the
  * catalogue, and, when tokens are configured, a bearer token on every call (compared in
  * constant time; a refused change is audited). /metrics, /healthz and /readyz stay open
  * for scrapers and probes.

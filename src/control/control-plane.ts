@@ -65,7 +65,7 @@ export interface Fleet {
 }
 
 /**
- * Runtime control of the two knobs (DESIGN.md "Admin port"): every change is validated,
+ * Runtime control of the two knobs (docs/control.md): every change is validated,
  * written to the state file and the audit log, and only then swapped into the route table
  * and acknowledged, so the next request sees it and a restart keeps it. Changes are applied
  * one at a time, in arrival order.

@@ -66,27 +66,27 @@ export interface CompareRules {
 const MAX_DEPTH = 64
 
 /**
- * @example compare(legacy, next, rules) // { outcome: 'diverged', differences: [{ path: 'body.amount', kind: 'type', … }] }
+ * @example compare(fromLegacy, fromNew, rules) // { outcome: 'diverged', differences: [{ path: 'body.amount', kind: 'type', … }] }
  */
-export function compare(legacy: ComparedSide, next: ComparedSide, rules: CompareRules): Comparison {
+export function compare(fromLegacy: ComparedSide, fromNew: ComparedSide, rules: CompareRules): Comparison {
   const out = new Collector(rules.maxDifferences)
-  if (legacy.status !== next.status && !ignoredTop(rules, 'status')) {
-    out.add({ path: 'status', field: 'status', area: 'status', kind: 'changed', legacy: legacy.status, new: next.status })
+  if (fromLegacy.status !== fromNew.status && !ignoredTop(rules, 'status')) {
+    out.add({ path: 'status', field: 'status', area: 'status', kind: 'changed', legacy: fromLegacy.status, new: fromNew.status })
   }
   for (const name of rules.headers) {
     if (ignoredTop(rules, 'header', name)) continue
-    const a = headerValue(legacy.headers[name])
-    const b = headerValue(next.headers[name])
+    const a = headerValue(fromLegacy.headers[name])
+    const b = headerValue(fromNew.headers[name])
     if (a === b) continue
     const path = `header.${name}`
     out.add({ path, field: path, area: 'header', kind: a === undefined ? 'extra' : b === undefined ? 'missing' : 'changed', legacy: a, new: b })
   }
   if (!ignoredBody(rules, [])) {
-    if (legacy.body === null || next.body === null) {
+    if (fromLegacy.body === null || fromNew.body === null) {
       // The body could not be kept: what was compared still counts when it differs.
       return out.list.length > 0 ? out.result() : { outcome: 'skipped', reason: 'body_too_large' }
     }
-    compareBodies(legacy, next, rules, out)
+    compareBodies(fromLegacy, fromNew, rules, out)
   }
   return out.list.length === 0 ? { outcome: 'match' } : out.result()
 }
@@ -131,14 +131,14 @@ function isJson(headers: ComparedSide['headers']): boolean {
   return ct !== undefined && JSON_TYPE.test(ct)
 }
 
-function compareBodies(legacy: ComparedSide, next: ComparedSide, rules: CompareRules, out: Collector): void {
-  const x = legacy.body as Body
-  const y = next.body as Body
+function compareBodies(fromLegacy: ComparedSide, fromNew: ComparedSide, rules: CompareRules, out: Collector): void {
+  const x = fromLegacy.body as Body
+  const y = fromNew.body as Body
   // The same bytes are the same document, whatever the rules: no need to parse (the common case).
   if (sameBytes(x, y)) return
   const a = joined(x)
   const b = joined(y)
-  if (isJson(legacy.headers) && isJson(next.headers)) {
+  if (isJson(fromLegacy.headers) && isJson(fromNew.headers)) {
     const pa = parse(a)
     const pb = parse(b)
     if (pa.ok && pb.ok) {
@@ -278,9 +278,9 @@ function deepEqual(a: unknown, b: unknown): boolean {
   return true
 }
 
-function add(out: Collector, path: readonly Seg[], kind: DifferenceKind, legacy: unknown, next: unknown): void {
+function add(out: Collector, path: readonly Seg[], kind: DifferenceKind, legacy: unknown, newValue: unknown): void {
   // Checked first: past the limit, the paths are not formatted for nothing.
-  if (out.room()) out.list.push({ path: formatBodyPath(path), field: formatBodyPath(path, true), area: 'body', kind, legacy, new: next, at: path.slice() })
+  if (out.room()) out.list.push({ path: formatBodyPath(path), field: formatBodyPath(path, true), area: 'body', kind, legacy, new: newValue, at: path.slice() })
 }
 
 /** string ↔ number, when a route opts in: `"12.50"` and `12.5` are the same amount. */

@@ -1,5 +1,5 @@
-import { compileRoutes, type RouteMatcher } from '../core/match-route.js'
-import type { RouteRule } from '../core/types.js'
+import { compileRoutes, type RouteMatcher } from './match-route.js'
+import type { RouteRule } from './types.js'
 
 /** The routes in effect, compiled. Swapped whole (never edited) so a request sees one table. */
 export interface RouteTable {

@@ -5,8 +5,25 @@ import type { Backend } from '../../core/types.js'
 import { CATALOGUE, toUpstreamError } from '../../errors.js'
 import type { Exchange, ResponseTap, UpstreamHeaders } from '../exchange.js'
 import type { Captured } from '../forward/body-guard.js'
-import type { Shadowing } from './shadowing.js'
-import type { TimedAnswer } from './verdict.js'
+import type { ExchangeCounter } from '../../adapters/metrics-registry.js'
+import type { UpstreamSlots } from '../../adapters/upstreams.js'
+import type { ShadowLimits, UpstreamConfig } from '../../config/schema.js'
+import type { TimedAnswer, Verdicts } from './verdict.js'
+
+/** What a copy needs from the shadow stage (shadowing.ts): its bounds, pools, clock, and where verdicts go. */
+export interface CopyContext {
+  readonly limits: ShadowLimits
+  readonly upstreams: ReadonlyMap<string, UpstreamSlots>
+  readonly verdicts: Verdicts
+  /** ficus_requests_total and ficus_request_duration_seconds, role=shadow. */
+  readonly count: ExchangeCounter
+  /** Monotonic milliseconds. */
+  now(): number
+  /** The pool copies to `upstream` go through (never the primary's). */
+  poolFor(upstream: UpstreamConfig): Dispatcher
+  /** The copy is over: its slot is given back. */
+  released(): void
+}
 
 class ShadowTooLarge extends Error {
   override name = 'ShadowTooLarge'
@@ -57,7 +74,7 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
   private released = false
   private timer: NodeJS.Timeout | null = null
 
-  constructor (private readonly s: Shadowing, private readonly ex: Exchange) {
+  constructor (private readonly s: CopyContext, private readonly ex: Exchange) {
     super()
     this.answeredBy = ex.decision!.primary
     this.copiedTo = this.answeredBy === 'legacy' ? 'new' : 'legacy'

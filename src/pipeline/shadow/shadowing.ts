@@ -8,7 +8,7 @@ import type { LiveConfig } from '../../config/live.js'
 import type { ShadowLimits, UpstreamConfig } from '../../config/schema.js'
 import type { Exchange } from '../exchange.js'
 import type { BodyGuard } from '../forward/body-guard.js'
-import { ShadowCopy } from './copy.js'
+import { ShadowCopy, type CopyContext } from './copy.js'
 import { Verdicts } from './verdict.js'
 
 export interface ShadowOptions {
@@ -32,7 +32,7 @@ export interface ShadowOptions {
  * it never reaches the client's response. Cost when not shadowing: none (the decision says
  * so); when shadowing: a second upstream exchange and the comparison.
  */
-export class Shadowing {
+export class Shadowing implements CopyContext {
   /** Shadow copies holding a slot (from `begin` until their comparison is recorded). */
   inFlight = 0
   private idlers: (() => void)[] = []
@@ -41,13 +41,15 @@ export class Shadowing {
   readonly count: ExchangeCounter
   readonly verdicts: Verdicts
   readonly upstreams: ReadonlyMap<string, UpstreamSlots>
-  readonly now: () => number
 
   constructor (private readonly opts: ShadowOptions) {
     this.count = exchangeCounter(opts.metrics, 'shadow')
     this.verdicts = new Verdicts(opts.metrics, opts.store, opts.log)
     this.upstreams = opts.upstreams
-    this.now = opts.now
+  }
+
+  now (): number {
+    return this.opts.now()
   }
 
   get limits (): ShadowLimits {
