@@ -1,4 +1,5 @@
-import type { Comparison, Difference, DifferenceKind } from '../core/compare.js'
+import type { Comparison } from '../core/compare.js'
+import type { Difference, DifferenceKind } from '../core/difference.js'
 import type { RulePath } from '../core/rule-path.js'
 import { showDifference, type ShownDifference } from '../core/redact.js'
 import type { Backend } from '../core/types.js'

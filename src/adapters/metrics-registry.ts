@@ -1,6 +1,6 @@
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import { SeriesCounter, SeriesHistogram, type CounterSeries, type HistogramSeries } from './series-metrics.js'
-import type { Area } from '../core/compare.js'
+import type { Area } from '../core/difference.js'
 import type { Backend } from '../core/types.js'
 import type { ComparisonOutcome } from './divergence-store.js'
 

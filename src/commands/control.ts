@@ -1,7 +1,7 @@
 import type { AuditEntry } from '../adapters/audit-log.js'
 import type { RouteSummary } from '../adapters/divergence-store.js'
 import type { FlagSourceStatus } from '../core/flags.js'
-import type { Knob, RouteView } from '../control/control-plane.js'
+import type { Knob, RouteView } from '../control/route-view.js'
 import { adminCall, adminGet, adminText, type AdminTarget } from './admin-client.js'
 import { rate as percent, table } from './divergences.js'
 

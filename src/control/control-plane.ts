@@ -5,11 +5,12 @@ import type { Logger } from '../adapters/logger.js'
 import { primeRoute, type Metrics } from '../adapters/metrics-registry.js'
 import { writeState } from '../adapters/state-file.js'
 import type { Config } from '../config/schema.js'
-import { flagState, type FlagState } from '../core/flag-state.js'
+import { flagState } from '../core/flag-state.js'
 import { applyPatch, effectiveRule, type Overrides, type Patch, type RouteOverride } from '../core/overrides.js'
+import { tableOf, type RouteTable, type RouteTableRef } from '../core/route-table.js'
 import type { RouteRule } from '../core/types.js'
 import type { ErrorCode } from '../errors.js'
-import { compileTable, type RouteTable, type RouteTableRef } from '../core/route-table.js'
+import { routeView, type RouteView } from './route-view.js'
 
 /** A refused control call: a catalogue code and what to tell the caller. */
 export class ControlError extends Error {
@@ -17,35 +18,6 @@ export class ControlError extends Error {
     super(detail)
     this.name = 'ControlError'
   }
-}
-
-/** One knob as GET /admin/routes shows it. */
-export interface Knob {
-  /** The share in effect; null when a flag's strategies decide per user (no single number). */
-  readonly value: number | null
-  /** `override` (set at runtime, kept in the state file), `file` (routes.yaml) or `flag` (Unleash). */
-  readonly source: 'override' | 'file' | 'flag'
-  /** What routes.yaml says, in effect again once the override is cleared (null: the route has a flag). */
-  readonly file: number | null
-}
-
-export interface RouteView {
-  readonly name: string
-  readonly match: { readonly path: string; readonly methods: readonly string[] | null }
-  readonly new: Knob
-  readonly shadow: Knob
-  /** The route's Unleash flag as this replica sees it; a rollback (override of new) bypasses it until cleared. */
-  readonly flag: (FlagState & { readonly bypassed: boolean }) | null
-  readonly lastChange: AuditEntry | null
-}
-
-/**
- * The routes requests see: routes.yaml's rules with the runtime overrides on top, compiled.
- * Pure; a cluster worker builds its table from the same two inputs the primary's holds.
- */
-export function tableOf(config: Config, overrides: Overrides): RouteTable {
-  const routes = config.routes.map((r) => effectiveRule(r, overrides[r.name]))
-  return compileTable(routes, effectiveRule(config.defaultRoute, overrides[config.defaultRoute.name]))
 }
 
 /**
@@ -315,18 +287,8 @@ export class ControlPlane {
   }
 
   private view (rule: RouteRule): RouteView {
-    const o = this.overrides[rule.name]
-    const knob = (k: 'new' | 'shadow'): Knob => ({ value: o?.[k] ?? rule[k], source: o?.[k] === undefined ? 'file' : 'override', file: rule[k] })
-    const last = this.audit.lastFor(rule.name)
-    const flag = rule.flag === null ? null : { ...(this.fleet.flags?.state(rule.flag) ?? flagState(rule.flag, undefined)), bypassed: o?.new !== undefined }
-    return {
-      name: rule.name,
-      match: { path: rule.pattern.source, methods: rule.methods === null ? null : [...rule.methods] },
-      new: flag === null ? knob('new') : flag.bypassed ? { value: o?.new ?? 0, source: 'override', file: null } : { value: flag.share, source: 'flag', file: null },
-      shadow: knob('shadow'),
-      flag,
-      lastChange: last
-    }
+    const flag = rule.flag === null ? null : this.fleet.flags?.state(rule.flag) ?? flagState(rule.flag, undefined)
+    return routeView(rule, this.overrides[rule.name], flag, this.audit.lastFor(rule.name))
   }
 
   private fileRule (name: string): RouteRule | undefined {

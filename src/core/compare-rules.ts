@@ -1,5 +1,22 @@
-import type { ArrayMode, CompareRules } from './compare.js'
 import { parseRulePath, type RulePath } from './rule-path.js'
+
+export type ArrayMode = 'unordered' | { readonly key: string }
+
+/** A route's `compare:` rules, compiled (compare-rules.ts). */
+export interface CompareRules {
+  /** Lower-case header names to compare. */
+  readonly headers: readonly string[]
+  readonly ignore: readonly RulePath[]
+  readonly arrays: readonly { readonly path: RulePath; readonly mode: ArrayMode }[]
+  /** Largest absolute difference between two numbers that still counts as equal. */
+  readonly tolerance: number
+  /** `"12.50"` equals `12.5` (opt-in: treatAsEqual string-number). */
+  readonly stringNumbers: boolean
+  /** A `null` field equals an absent one (opt-in: treatAsEqual null-missing). */
+  readonly nullMissing: boolean
+  /** Differences reported at most per comparison; the rest is counted as truncated. */
+  readonly maxDifferences: number
+}
 
 /** A route's `compare:` block as written in routes.yaml. */
 export interface CompareConfig {

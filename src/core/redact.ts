@@ -1,4 +1,4 @@
-import type { Difference } from './compare.js'
+import type { Difference } from './difference.js'
 import { formatBodyPath, matchesBody, type RulePath, type Seg } from './rule-path.js'
 
 /**

@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import t from 'tap'
-import { compare, sameBytes, type ComparedSide, type Comparison, type Difference } from '../../src/core/compare.js'
+import { compare, sameBytes, type ComparedSide, type Comparison } from '../../src/core/compare.js'
+import type { Difference } from '../../src/core/difference.js'
 import { compileCompare, type CompareConfig } from '../../src/core/compare-rules.js'
 
 const JSON_CT = { 'content-type': 'application/json' }

@@ -1,0 +1,40 @@
+import type { AuditEntry } from '../adapters/audit-log.js'
+import type { FlagState } from '../core/flag-state.js'
+import type { RouteOverride } from '../core/overrides.js'
+import type { RouteRule } from '../core/types.js'
+
+/** A route as GET /admin/routes (and `ficus status`) shows it: its knobs and where each value comes from. */
+
+/** One knob as GET /admin/routes shows it. */
+export interface Knob {
+  /** The share in effect; null when a flag's strategies decide per user (no single number). */
+  readonly value: number | null
+  /** `override` (set at runtime, kept in the state file), `file` (routes.yaml) or `flag` (Unleash). */
+  readonly source: 'override' | 'file' | 'flag'
+  /** What routes.yaml says, in effect again once the override is cleared (null: the route has a flag). */
+  readonly file: number | null
+}
+
+export interface RouteView {
+  readonly name: string
+  readonly match: { readonly path: string; readonly methods: readonly string[] | null }
+  readonly new: Knob
+  readonly shadow: Knob
+  /** The route's Unleash flag as this replica sees it; a rollback (override of new) bypasses it until cleared. */
+  readonly flag: (FlagState & { readonly bypassed: boolean }) | null
+  readonly lastChange: AuditEntry | null
+}
+
+/** The view of `rule` with its runtime override, its flag as this replica sees it (null: no flag), and its last change. */
+export function routeView(rule: RouteRule, o: RouteOverride | undefined, flagState: FlagState | null, lastChange: AuditEntry | null): RouteView {
+  const knob = (k: 'new' | 'shadow'): Knob => ({ value: o?.[k] ?? rule[k], source: o?.[k] === undefined ? 'file' : 'override', file: rule[k] })
+  const flag = flagState === null ? null : { ...flagState, bypassed: o?.new !== undefined }
+  return {
+    name: rule.name,
+    match: { path: rule.pattern.source, methods: rule.methods === null ? null : [...rule.methods] },
+    new: flag === null ? knob('new') : flag.bypassed ? { value: o?.new ?? 0, source: 'override', file: null } : { value: flag.share, source: 'flag', file: null },
+    shadow: knob('shadow'),
+    flag,
+    lastChange
+  }
+}

@@ -1,0 +1,215 @@
+import type { CompareRules, ArrayMode } from './compare-rules.js'
+import type { Collector, DifferenceKind } from './difference.js'
+import { formatBodyPath, matchesBody, type Seg } from './rule-path.js'
+
+/**
+ * The structural comparison of two JSON documents (pure): field paths, key order ignored,
+ * arrays in order, unordered or keyed by a field, numeric tolerance and the other opt-in
+ * equivalences of a route's compare rules. Differences go to a Collector.
+ */
+
+/** Nesting deeper than this is compared as text, so hostile bodies cannot exhaust the stack. */
+const MAX_DEPTH = 64
+
+/** Whether the body field at `path` is ignored by a rule. */
+export function ignoredBody(rules: CompareRules, path: readonly Seg[]): boolean {
+  for (const r of rules.ignore) if (matchesBody(r, path)) return true
+  return false
+}
+
+/** Adds the differences between `a` and `b` (parsed JSON) to `out`. */
+export function diffJson(a: unknown, b: unknown, rules: CompareRules, out: Collector): void {
+  diff(a, b, [], rules, out, 0)
+}
+
+type Kind = 'null' | 'array' | 'object' | 'string' | 'number' | 'boolean' | 'undefined'
+
+function kindOf(v: unknown): Kind {
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'array'
+  return typeof v as Kind
+}
+
+function diff(a: unknown, b: unknown, path: Seg[], rules: CompareRules, out: Collector, depth: number): void {
+  if (out.truncated || ignoredBody(rules, path)) return
+  const ka = kindOf(a)
+  const kb = kindOf(b)
+  if (ka !== kb) {
+    if (equalAcrossTypes(a, b, rules)) return
+    add(out, path, 'type', a, b)
+    return
+  }
+  if (depth >= MAX_DEPTH) {
+    if (!deepEqual(a, b)) add(out, path, 'changed', '(nested too deep to show)', '(nested too deep to show)')
+    return
+  }
+  switch (ka) {
+    case 'object': {
+      const oa = a as Record<string, unknown>
+      const ob = b as Record<string, unknown>
+      for (const k of Object.keys(oa)) {
+        path.push(k)
+        if (!Object.hasOwn(ob, k)) {
+          if (!(rules.nullMissing && oa[k] === null) && !ignoredBody(rules, path)) add(out, path, 'missing', oa[k], undefined)
+        } else {
+          diff(oa[k], ob[k], path, rules, out, depth + 1)
+        }
+        path.pop()
+      }
+      for (const k of Object.keys(ob)) {
+        if (Object.hasOwn(oa, k)) continue
+        path.push(k)
+        if (!(rules.nullMissing && ob[k] === null) && !ignoredBody(rules, path)) add(out, path, 'extra', undefined, ob[k])
+        path.pop()
+      }
+      return
+    }
+    case 'array':
+      diffArrays(a as unknown[], b as unknown[], path, rules, out, depth)
+      return
+    case 'number':
+      if (a !== b && !(Math.abs((a as number) - (b as number)) <= rules.tolerance)) add(out, path, 'changed', a, b)
+      return
+    default:
+      if (a !== b) add(out, path, 'changed', a, b)
+  }
+}
+
+/** Structural equality without recursion (for what lies below MAX_DEPTH). */
+function deepEqual(a: unknown, b: unknown): boolean {
+  const stack: [unknown, unknown][] = [[a, b]]
+  while (stack.length > 0) {
+    const [x, y] = stack.pop() as [unknown, unknown]
+    if (x === y) continue
+    const kx = kindOf(x)
+    if (kx !== kindOf(y) || (kx !== 'object' && kx !== 'array')) return false
+    const ox = x as Record<string, unknown>
+    const oy = y as Record<string, unknown>
+    const keys = Object.keys(ox)
+    if (keys.length !== Object.keys(oy).length) return false
+    for (const k of keys) {
+      if (!Object.hasOwn(oy, k)) return false
+      stack.push([ox[k], oy[k]])
+    }
+  }
+  return true
+}
+
+function add(out: Collector, path: readonly Seg[], kind: DifferenceKind, legacy: unknown, newValue: unknown): void {
+  // Checked first: past the limit, the paths are not formatted for nothing.
+  if (out.room()) out.list.push({ path: formatBodyPath(path), field: formatBodyPath(path, true), area: 'body', kind, legacy, new: newValue, at: path.slice() })
+}
+
+/** string ↔ number, when a route opts in: `"12.50"` and `12.5` are the same amount. */
+function equalAcrossTypes(a: unknown, b: unknown, rules: CompareRules): boolean {
+  if (!rules.stringNumbers) return false
+  const [s, n] = typeof a === 'string' && typeof b === 'number' ? [a, b] : typeof b === 'string' && typeof a === 'number' ? [b, a] : [null, null]
+  if (s === null || n === null || !/^\s*-?\d+(\.\d+)?([eE][+-]?\d+)?\s*$/.test(s)) return false
+  return Math.abs(Number(s) - n) <= rules.tolerance
+}
+
+function arrayMode(rules: CompareRules, path: readonly Seg[]): ArrayMode | null {
+  for (const r of rules.arrays) if (matchesBody(r.path, path)) return r.mode
+  return null
+}
+
+function diffArrays(a: unknown[], b: unknown[], path: Seg[], rules: CompareRules, out: Collector, depth: number): void {
+  const mode = arrayMode(rules, path)
+  if (mode === null) {
+    if (a.length !== b.length) add(out, path, 'length', a.length, b.length)
+    const n = Math.min(a.length, b.length)
+    for (let i = 0; i < n; i++) {
+      path.push(i)
+      diff(a[i], b[i], path, rules, out, depth + 1)
+      path.pop()
+    }
+    return
+  }
+  if (mode === 'unordered') {
+    // A multiset: each item of one side is paired with an equal item of the other.
+    const pending = new Map<string, number[]>()
+    b.forEach((item, j) => {
+      const key = canonicalAt(item, path, j, rules)
+      const list = pending.get(key)
+      if (list === undefined) pending.set(key, [j])
+      else list.push(j)
+    })
+    a.forEach((item, i) => {
+      const list = pending.get(canonicalAt(item, path, i, rules))
+      if (list !== undefined && list.length > 0) {
+        list.shift()
+      } else {
+        path.push(i)
+        add(out, path, 'missing', item, undefined)
+        path.pop()
+      }
+    })
+    for (const list of pending.values()) {
+      for (const j of list) {
+        path.push(j)
+        add(out, path, 'extra', undefined, b[j])
+        path.pop()
+      }
+    }
+    return
+  }
+  // Keyed: items are paired by the value of their key field.
+  const field = mode.key
+  const byKey = new Map<string, unknown>()
+  for (const item of b) {
+    const k = keyOf(item, field)
+    if (k !== undefined && !byKey.has(k)) byKey.set(k, item)
+  }
+  const seen = new Set<string>()
+  a.forEach((item, i) => {
+    const k = keyOf(item, field)
+    const seg: Seg = k === undefined ? i : { field, value: k }
+    path.push(seg)
+    if (k !== undefined && byKey.has(k) && !seen.has(k)) {
+      seen.add(k)
+      diff(item, byKey.get(k), path, rules, out, depth + 1)
+    } else {
+      add(out, path, 'missing', item, undefined)
+    }
+    path.pop()
+  })
+  b.forEach((item, j) => {
+    const k = keyOf(item, field)
+    if (k !== undefined && seen.has(k) && byKey.get(k) === item) return
+    path.push(k === undefined ? j : { field, value: k })
+    add(out, path, 'extra', undefined, item)
+    path.pop()
+  })
+}
+
+function keyOf(item: unknown, field: string): string | undefined {
+  if (item === null || typeof item !== 'object' || Array.isArray(item)) return undefined
+  const v = (item as Record<string, unknown>)[field]
+  return typeof v === 'string' || typeof v === 'number' ? String(v) : undefined
+}
+
+/** canonical() of the item at `path` + `seg` (`path` is given back as it was). */
+function canonicalAt(v: unknown, path: Seg[], seg: Seg, rules: CompareRules): string {
+  path.push(seg)
+  try {
+    return canonical(v, path, rules)
+  } finally {
+    path.pop()
+  }
+}
+
+/** A text form that is equal for equal values (keys sorted, ignored fields left out); `path` is where `v` is, pushed onto and popped. */
+function canonical(v: unknown, path: Seg[], rules: CompareRules): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'undefined'
+  if (Array.isArray(v)) {
+    return `[${v.map((x, i) => canonicalAt(x, path, i, rules)).join(',')}]`
+  }
+  const o = v as Record<string, unknown>
+  const parts: string[] = []
+  for (const k of Object.keys(o).sort()) {
+    path.push(k)
+    if (!ignoredBody(rules, path)) parts.push(`${JSON.stringify(k)}:${canonical(o[k], path, rules)}`)
+    path.pop()
+  }
+  return `{${parts.join(',')}}`
+}
