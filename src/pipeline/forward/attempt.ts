@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from 'node:http'
 import type { Dispatcher } from 'undici'
 import { AbortableHandler } from '../../adapters/undici.js'
+import type { LiveConfig } from '../../config/live.js'
 import type { UpstreamSlots, Waiter } from '../../adapters/upstreams.js'
 import { isFallbackStatus } from '../../core/fallback.js'
 import { responseHeaders } from '../../core/forward-headers.js'
@@ -19,10 +20,10 @@ const DISCARD_MAX_BYTES = 64 * 1024
 export interface AttemptContext {
   /** limits.sendTimeout: longest wait for a client that stopped reading, in ms. */
   readonly sendTimeoutMs: number
-  /** Adds `x-ficus-backend` to responses (exposeBackend; a reload may change it). */
-  exposeBackend(): boolean
-  /** Ficus is stopping: answers close their connection. */
-  draining(): boolean
+  /** exposeBackend (`x-ficus-backend` on responses) is read from here: a reload may change it. */
+  readonly live: LiveConfig
+  /** True once Ficus is stopping: answers then close their connection. */
+  readonly draining: () => boolean
   /** The attempt failed on the upstream (counted in ficus_upstream_errors_total). */
   upstreamFailed(ex: Exchange, reason: string): void
   /** new failed before answering and legacy may answer: `reason` is the failure, `err` it as an error when there is one. */
@@ -120,7 +121,7 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
       return
     }
     const out = responseHeaders(headers)
-    if (this.ctx.exposeBackend()) out['x-ficus-backend'] = this.ex.backend as string
+    if (this.ctx.live.current.exposeBackend) out['x-ficus-backend'] = this.ex.backend as string
     // The upstream answered before the whole request body arrived: the rest will not be
     // read, so this connection cannot carry another request.
     if ((this.body !== null && !this.ex.req.complete) || this.ctx.draining()) out.connection = 'close'

@@ -33,9 +33,13 @@ export interface ForwardOptions {
  */
 export class Forwarder implements AttemptContext {
   readonly sendTimeoutMs: number
+  readonly live: LiveConfig
+  readonly draining: () => boolean
 
   constructor (private readonly o: ForwardOptions) {
     this.sendTimeoutMs = o.limits.sendTimeoutMs
+    this.live = o.live
+    this.draining = o.draining
   }
 
   /**
@@ -86,14 +90,6 @@ export class Forwarder implements AttemptContext {
   }
 
   /* ---------- AttemptContext ---------- */
-
-  exposeBackend (): boolean {
-    return this.o.live.current.exposeBackend
-  }
-
-  draining (): boolean {
-    return this.o.draining()
-  }
 
   upstreamFailed (ex: Exchange, reason: string): void {
     this.o.metrics.upstreamErrors.inc({ route: ex.rule!.name, backend: ex.backend as string, reason })

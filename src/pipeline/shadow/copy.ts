@@ -12,13 +12,14 @@ import type { TimedAnswer, Verdicts } from './verdict.js'
 
 /** What a copy needs from the shadow stage (shadowing.ts): its bounds, pools, clock, and where verdicts go. */
 export interface CopyContext {
+  /** shadow: in routes.yaml; a copy keeps the bounds it started with (a reload changes later ones). */
   readonly limits: ShadowLimits
   readonly upstreams: ReadonlyMap<string, UpstreamSlots>
   readonly verdicts: Verdicts
   /** ficus_requests_total and ficus_request_duration_seconds, role=shadow. */
   readonly count: ExchangeCounter
   /** Monotonic milliseconds. */
-  now(): number
+  readonly now: () => number
   /** The pool copies to `upstream` go through (never the primary's). */
   poolFor(upstream: UpstreamConfig): Dispatcher
   /** The copy is over: its slot is given back. */
@@ -73,9 +74,11 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
   private over = false
   private released = false
   private timer: NodeJS.Timeout | null = null
+  private readonly limits: ShadowLimits
 
   constructor (private readonly s: CopyContext, private readonly ex: Exchange) {
     super()
+    this.limits = s.limits
     this.answeredBy = ex.decision!.primary
     this.copiedTo = this.answeredBy === 'legacy' ? 'new' : 'legacy'
     this.isRead = SAFE_METHODS.has(ex.method)
@@ -119,7 +122,7 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
     if (this.over || this.answered.done) return
     // Called for every chunk of the primary: guarded inline, without a closure per chunk.
     try {
-      this.answered.keep(chunk, this.s.limits.maxBodyBytes)
+      this.answered.keep(chunk, this.limits.maxBodyBytes)
       // Past the bound the body is not kept; status and headers are still compared.
       if (this.answered.chunks === null) this.end()
     } catch (err) {
@@ -170,7 +173,7 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
     }
     const headers = [...upstream.headersFor(ex.upstreamHeaders), 'x-ficus-shadow', '1']
     this.sent = this.s.now()
-    this.timer = setTimeout(() => this.deadline(), this.s.limits.timeoutMs)
+    this.timer = setTimeout(() => this.deadline(), this.limits.timeoutMs)
     this.timer.unref()
     this.s.poolFor(upstream.config).dispatch({ path: ex.target, method: ex.method, headers, body: this.body }, this)
   }
@@ -199,7 +202,7 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.copy.keep(chunk, this.s.limits.maxBodyBytes)
+    this.copy.keep(chunk, this.limits.maxBodyBytes)
     if (this.copy.chunks === null) controller.abort(new ShadowTooLarge())
   }
 
@@ -252,7 +255,7 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
     // 'finish', inside the primary's measured time (access log `ms`, ficus_request_duration_seconds).
     setImmediate(() => {
       try {
-        this.s.verdicts.judge(this.ex, this.answeredBy, legacy, fromNew, this.s.limits.maxBodyBytes, () => this.release())
+        this.s.verdicts.judge(this.ex, this.answeredBy, legacy, fromNew, this.limits.maxBodyBytes, () => this.release())
       } catch (err) {
         this.s.verdicts.failed(this.ex, err, false, () => this.release())
       }

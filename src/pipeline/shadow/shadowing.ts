@@ -41,15 +41,13 @@ export class Shadowing implements CopyContext {
   readonly count: ExchangeCounter
   readonly verdicts: Verdicts
   readonly upstreams: ReadonlyMap<string, UpstreamSlots>
+  readonly now: () => number
 
   constructor (private readonly opts: ShadowOptions) {
     this.count = exchangeCounter(opts.metrics, 'shadow')
     this.verdicts = new Verdicts(opts.metrics, opts.store, opts.log)
     this.upstreams = opts.upstreams
-  }
-
-  now (): number {
-    return this.opts.now()
+    this.now = opts.now
   }
 
   get limits (): ShadowLimits {
