@@ -8,7 +8,9 @@ import type { Config } from '../../src/config/schema.js'
 import type { Random } from '../../src/core/decide.js'
 import { startFicus, type Running } from '../../src/start.js'
 import type { Upstream } from '../../src/adapters/upstreams.js'
+import { find, parseMetrics } from '../../bench/prom-text.js'
 import { LogSink } from './log-sink.js'
+import { waitFor, withDefaults, type Deadline } from './wait.js'
 
 interface Teardown { teardown(fn: () => unknown): void }
 
@@ -23,6 +25,8 @@ export interface TestFicus {
   fetch(path: string, opts?: FetchOptions): Promise<Response>
   /** The Prometheus text of /metrics. */
   scrape(): Promise<string>
+  /** Resolves once the shadow stage has no copy or comparison in flight. */
+  shadowIdle(deadline?: Deadline): Promise<void>
 }
 
 /** undici request options; method defaults to GET. */
@@ -67,7 +71,11 @@ export async function startTestFicus(t: Teardown, doc: Record<string, unknown>, 
     const r = await request(running.adminUrl + '/metrics', { dispatcher: agent })
     return r.body.text()
   }
-  return { url: running.trafficUrl, adminUrl: running.adminUrl, config, logs, metrics, running, fetch, scrape }
+  const shadowIdle = async (deadline?: Deadline): Promise<void> => {
+    const shadowing = running.ficus.shadowing
+    await waitFor(shadowing.idle(), withDefaults(deadline, () => `the shadow stage did not go idle (${shadowing.inFlight} copies in flight)`))
+  }
+  return { url: running.trafficUrl, adminUrl: running.adminUrl, config, logs, metrics, running, fetch, scrape, shadowIdle }
 }
 
 /** routes.yaml text for `doc`, with test defaults for the top-level keys it leaves out (loopback, port 0, no drain delay). */
@@ -83,26 +91,18 @@ export function testYaml(doc: Record<string, unknown>): string {
   })
 }
 
-/** The value of one sample in Prometheus text, or undefined. Labels must be given in exposition order. */
+/** The value of the sample of `name` with exactly these labels (in any order) in Prometheus text, or undefined. */
 export function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue
-    const m = /^([a-z_:]+)(\{(.*)\})? (\S+)$/.exec(line)
-    if (m === null || m[1] !== name) continue
-    const have: Record<string, string> = {}
-    for (const x of (m[3] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)) have[x[1] as string] = x[2] as string
-    if (Object.entries(labels).every(([k, v]) => have[k] === v) && Object.keys(have).length === Object.keys(labels).length) return Number(m[4])
-  }
-  return undefined
+  return find(parseMetrics(text), name, labels)?.value
 }
 
 /**
  * Resolves when the next request waits in `upstream`'s queue. Ficus has no event for it, so
  * this instance's admit() is wrapped until then (observed, not changed).
  */
-export async function nextQueued(upstream: Upstream): Promise<void> {
+export async function nextQueued(upstream: Upstream, deadline?: Deadline): Promise<void> {
   const admit = upstream.admit.bind(upstream)
-  return new Promise<void>((resolve) => {
+  const queued = new Promise<void>((resolve) => {
     upstream.admit = (w) => {
       const r = admit(w)
       if (r === 'queued') {
@@ -112,4 +112,9 @@ export async function nextQueued(upstream: Upstream): Promise<void> {
       return r
     }
   })
+  try {
+    await waitFor(queued, withDefaults(deadline, 'no request was queued for the upstream'))
+  } finally {
+    upstream.admit = admit
+  }
 }

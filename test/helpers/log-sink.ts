@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream'
+import { waitFor, withDefaults, type Deadline } from './wait.js'
 
 export type LogLine = Record<string, unknown> & { level: string; msg?: string }
 
@@ -29,11 +30,21 @@ export class LogSink extends Writable {
     cb()
   }
 
-  /** Resolves with the first line (already written or still to come) that matches. */
-  waitFor(match: (l: LogLine) => boolean): Promise<LogLine> {
+  /**
+   * Resolves with the first line (already written or still to come) that matches; rejects
+   * past the deadline (default: DEADLINE_MS, naming the matcher and the last lines logged).
+   */
+  async waitFor(match: (l: LogLine) => boolean, deadline?: Deadline): Promise<LogLine> {
     const found = this.lines.find(match)
-    if (found !== undefined) return Promise.resolve(found)
-    return new Promise((resolve) => this.waiters.push({ match, resolve }))
+    if (found !== undefined) return found
+    const waiter = { match, resolve: (_l: LogLine): void => {} }
+    const line = new Promise<LogLine>((resolve) => { waiter.resolve = resolve })
+    this.waiters.push(waiter)
+    try {
+      return await waitFor(line, withDefaults(deadline, () => `no log line matched ${match.toString()}; the last ones: ${this.lines.slice(-5).map((l) => l.msg).join(' | ')}`))
+    } finally {
+      this.waiters = this.waiters.filter((w) => w !== waiter)
+    }
   }
 
   /** Access-log lines (one per request). */

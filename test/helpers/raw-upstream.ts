@@ -1,10 +1,11 @@
 import { createServer, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
+import { waitFor, withDefaults, type Deadline } from './wait.js'
 
 export interface RawUpstream {
   readonly url: string
-  /** Resolves when the n-th accepted connection has closed. */
-  closed(n: number): Promise<void>
+  /** Resolves when the n-th accepted connection has closed; rejects past the deadline, or when there is no n-th connection. */
+  closed(n: number, deadline?: Deadline): Promise<void>
 }
 
 /**
@@ -17,7 +18,11 @@ export async function startRawUpstream(t: { teardown(fn: () => unknown): void },
   const closes: Promise<void>[] = []
   const state = {
     url: '',
-    closed: (n: number) => closes[n - 1] ?? Promise.reject(new Error(`no connection ${n}`))
+    closed: async (n: number, deadline?: Deadline): Promise<void> => {
+      const closing = closes[n - 1]
+      if (closing === undefined) throw new Error(`no connection ${n} (${closes.length} accepted)`)
+      await waitFor(closing, withDefaults(deadline, `raw upstream: connection ${n} was not closed`))
+    }
   }
   const server = createServer((socket) => {
     sockets.push(socket)

@@ -1,17 +1,23 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { basename, join, resolve } from 'node:path'
+import { waitFor, withDefaults, type Deadline } from './wait.js'
 
 export const ROOT = join(import.meta.dirname, '..', '..')
 export const CLI = join(ROOT, 'dist', 'src', 'cli.js')
+
+/** The default deadline of a wait on a child process: a start, a drain, an exit (a loaded CI machine starts node slowly). */
+export const PROCESS_DEADLINE_MS = 20_000
 
 export interface Spawned {
   readonly child: ChildProcess
   stdout: string
   stderr: string
-  /** Resolves with the output once `pattern` has appeared on stdout or stderr. */
-  waitFor(pattern: RegExp): Promise<string>
-  /** Resolves with the exit code. */
+  /** Resolves with the output once `pattern` has appeared on stdout or stderr; rejects past the deadline (default PROCESS_DEADLINE_MS) with the output's end. */
+  waitFor(pattern: RegExp, deadline?: Deadline): Promise<string>
+  /** Resolves with the exit code (null when killed by a signal); rejects past the deadline (default PROCESS_DEADLINE_MS). */
+  exitCode(deadline?: Deadline): Promise<number | null>
+  /** @deprecated the exit code with no deadline: use exitCode(). */
   readonly exited: Promise<number | null>
 }
 
@@ -29,15 +35,26 @@ export function run(t: { teardown(fn: () => unknown): void }, script: string, ar
   const base = opts.cleanEnv === true ? { PATH: process.env.PATH ?? '' } : process.env
   const child = spawn(process.execPath, [script, ...args], { cwd, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   const waiters: { pattern: RegExp; resolve: (s: string) => void }[] = []
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  const what = [basename(script), ...args].join(' ')
+  const tail = (): string => (s.stdout + s.stderr).trimEnd().split('\n').slice(-5).join('\n')
   const s: Spawned = {
     child,
     stdout: '',
     stderr: '',
-    waitFor (pattern) {
-      if (pattern.test(s.stdout + s.stderr)) return Promise.resolve(s.stdout + s.stderr)
-      return new Promise((resolve) => waiters.push({ pattern, resolve }))
+    async waitFor (pattern, deadline) {
+      if (pattern.test(s.stdout + s.stderr)) return s.stdout + s.stderr
+      const waiter = { pattern, resolve: (_s: string): void => {} }
+      const seen = new Promise<string>((resolve) => { waiter.resolve = resolve })
+      waiters.push(waiter)
+      try {
+        return await waitFor(seen, withDefaults(deadline, () => `${what} did not print ${String(pattern)}; its output ends:\n${tail()}`, PROCESS_DEADLINE_MS))
+      } finally {
+        if (waiters.includes(waiter)) waiters.splice(waiters.indexOf(waiter), 1)
+      }
     },
-    exited: new Promise((resolve) => child.on('exit', (code) => resolve(code)))
+    exited,
+    exitCode: async (deadline) => waitFor(exited, withDefaults(deadline, () => `${what} did not exit; its output ends:\n${tail()}`, PROCESS_DEADLINE_MS))
   }
   const feed = (): void => {
     for (const w of waiters.splice(0)) {
@@ -52,7 +69,7 @@ export function run(t: { teardown(fn: () => unknown): void }, script: string, ar
 }
 
 /** Waits for `ficus start`'s "ficus listening" line and returns the addresses it printed. */
-export async function listening(p: Spawned): Promise<{ traffic: string; admin: string }> {
-  const out = await p.waitFor(/"msg":"ficus listening"/)
+export async function listening(p: Spawned, deadline?: Deadline): Promise<{ traffic: string; admin: string }> {
+  const out = await p.waitFor(/"msg":"ficus listening"/, withDefaults(deadline, 'ficus start did not log "ficus listening"', PROCESS_DEADLINE_MS))
   return JSON.parse(out.split('\n').find((l) => l.includes('"ficus listening"')) ?? '{}') as { traffic: string; admin: string }
 }

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { once } from 'node:events'
 import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import { waitFor, withDefaults, type Deadline } from './wait.js'
 
 export interface Recorded {
   readonly method: string
@@ -19,12 +20,12 @@ export interface Upstream {
   readonly requests: Recorded[]
   /** Requests whose head arrived (counted before the body is read). */
   readonly started: () => number
-  /** Resolves once `n` request heads have arrived. */
-  arrived(n: number): Promise<void>
+  /** Resolves once `n` request heads have arrived; rejects past the deadline (default: DEADLINE_MS, saying how many did). */
+  arrived(n: number, deadline?: Deadline): Promise<void>
   /** TCP connections accepted so far. */
   readonly connections: () => number
-  /** Resolves once no connection to this upstream is open (say, after its idle ones timed out). */
-  allClosed(): Promise<void>
+  /** Resolves once no connection to this upstream is open (say, after its idle ones timed out); rejects past the deadline. */
+  allClosed(deadline?: Deadline): Promise<void>
   readonly server: Server
   close(): Promise<void>
 }
@@ -77,12 +78,22 @@ export async function startUpstream(t: Teardown, name: string, handler?: Handler
     server.close(() => resolve())
   })
   t.teardown(close)
-  const arrived = (n: number): Promise<void> => n <= started
-    ? Promise.resolve()
-    : new Promise((resolve) => waiting.push({ n, resolve }))
-  const allClosed = (): Promise<void> => sockets.size === 0
-    ? Promise.resolve()
-    : new Promise((resolve) => closedWaiters.push(resolve))
+  const arrived = async (n: number, deadline?: Deadline): Promise<void> => {
+    if (n <= started) return
+    const w = { n, resolve: () => {} }
+    const event = new Promise<void>((resolve) => { w.resolve = resolve })
+    waiting.push(w)
+    try {
+      await waitFor(event, withDefaults(deadline, () => `upstream ${name}: ${n} request(s) did not arrive (${started} did)`))
+    } finally {
+      if (waiting.includes(w)) waiting.splice(waiting.indexOf(w), 1)
+    }
+  }
+  const allClosed = async (deadline?: Deadline): Promise<void> => {
+    if (sockets.size === 0) return
+    await waitFor(new Promise<void>((resolve) => closedWaiters.push(resolve)),
+      withDefaults(deadline, () => `upstream ${name}: ${sockets.size} connection(s) still open`))
+  }
   return { url: `http://127.0.0.1:${port}`, port, requests, started: () => started, arrived, connections: () => connections, allClosed, server, close }
 }
 
