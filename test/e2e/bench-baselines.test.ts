@@ -33,11 +33,11 @@ for (const copy of ['undici', 'raw']) {
     const port = /listening on (\d+)/.exec(await proxy.waitFor(/listening on \d+/))?.[1] as string
     const url = `http://127.0.0.1:${port}`
     t.same(new Set(await batch(url, 100)), new Set([200]), 'first batch answered')
-    await up.allClosed() // every connection of the first batch, the copies' too, closed by the upstream
+    await up.allClosed({ message: 'the upstream did not close the first batch\'s idle connections, the copies\' too' })
     t.same(new Set(await batch(url, 100)), new Set([200]), 'second batch answered')
     t.equal(up.requests.filter((r) => r.headers['x-ficus-shadow'] === '1').length, 200, 'the upstream received 200 copies')
     proxy.child.kill('SIGTERM')
-    const out = await proxy.waitFor(/undici-shadow \{.*\}/)
+    const out = await proxy.waitFor(/undici-shadow \{.*\}/, { message: 'the baseline proxy did not print its counts on SIGTERM' })
     const counts = JSON.parse(/undici-shadow (\{.*\})/.exec(out)?.[1] ?? '{}') as Record<string, number>
     t.same(counts, { copy, shadowed: 200, equal: 200, diverged: 0, failed: 0, lost: 0 }, 'every copy was compared, and found equal')
   })

@@ -9,7 +9,7 @@ const CONFIGS = ['direct', 'fastify', 'undici', 'undici-shadow100', 'ficus', 'fi
 t.test('npm run bench: every configuration serves its load without errors, and the ratio table is printed', async (t) => {
   t.setTimeout(120_000)
   const bench = run(t, 'dist/bench/run.js', ['--rounds', '1', '--duration', '1', '--warmup', '0', '--pin', 'none', '--connections', '10'])
-  t.equal(await bench.exited, 0, bench.stderr)
+  t.equal(await bench.exitCode({ timeoutMs: 110_000 }), 0, bench.stderr)
   const rows = tableRows(bench.stdout)
   const rps = (name: string): number => Number((rows.get(name)?.[2] ?? '').split(' ')[0])
   t.same([...rows.keys()], CONFIGS, 'one row per configuration, in order')

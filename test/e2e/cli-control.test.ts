@@ -17,34 +17,34 @@ t.test('ficus divergences: a table per route, one route in detail, --json, and c
     routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0, shadow: 100 }, { name: 'rest', match: { path: '/*' }, new: 0 }]
   })
   for (let i = 0; i < 3; i++) await f.fetch('/orders/1')
-  await f.running.ficus.shadowing.idle()
+  await f.shadowIdle()
 
   const all = run(t, CLI, ['divergences', '--admin-url', f.adminUrl, '--token', 'tok-1'])
-  t.equal(await all.exited, 0)
+  t.equal(await all.exitCode(), 0)
   t.same(all.stdout.split('\n').map((l) => l.split(/\s{2,}/)), [
     ['ROUTE', 'COMPARED', 'MATCH', 'DIVERGED', 'RATE', 'ERROR', 'SKIPPED', 'TOP FIELD'],
     ['orders', '3', '0', '3', '100.0 %', '0', '0', 'body.body (3)'],
     ['']
   ], 'only shadowed routes are listed')
   const one = run(t, CLI, ['divergences', 'orders'], { FICUS_ADMIN_URL: f.adminUrl, FICUS_ADMIN_TOKEN: 'tok-1' })
-  t.equal(await one.exited, 0)
+  t.equal(await one.exitCode(), 0)
   t.match(one.stdout, /^orders: 3 compared, 3 diverged \(100\.0 %\), 0 errors, 0 skipped\n {2}diverged in: status 0, headers 0, body 3\n/)
   t.match(one.stdout, /\nFIELD\s+COUNT\s+HOW\nbody\.body\s+3\s+missing 3\n(.*\n)*body\.served\s+3\s+changed 3\n/)
   const json = run(t, CLI, ['divergences', 'orders', '--json', '--admin-url', f.adminUrl, '--token', 'tok-1'])
-  t.equal(await json.exited, 0)
+  t.equal(await json.exitCode(), 0)
   t.match(JSON.parse(json.stdout), { routes: [{ route: 'orders', comparisons: { diverged: 3 } }] })
 
   const noToken = run(t, CLI, ['divergences', '--admin-url', f.adminUrl])
-  t.equal(await noToken.exited, 1)
+  t.equal(await noToken.exitCode(), 1)
   t.match(noToken.stderr, /admin token is required.*pass --token or set FICUS_ADMIN_TOKEN.*FICUS_ERR_UNAUTHORIZED/)
   const unknown = run(t, CLI, ['divergences', 'nope', '--admin-url', f.adminUrl, '--token', 'tok-1'])
-  t.equal(await unknown.exited, 1)
+  t.equal(await unknown.exitCode(), 1)
   t.match(unknown.stderr, /no route named "nope" \(routes: orders, rest, default\)/)
   const down = run(t, CLI, ['divergences', '--admin-url', `http://127.0.0.1:${await closedPort()}`])
-  t.equal(await down.exited, 1)
+  t.equal(await down.exitCode(), 1)
   t.match(down.stderr, /cannot reach the Ficus admin API at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\); is Ficus running\?/)
   const extra = run(t, CLI, ['divergences', 'a', 'b'])
-  t.equal(await extra.exited, 2)
+  t.equal(await extra.exitCode(), 2)
 })
 
 t.test('ficus set, rollback, status and audit against a running Ficus', async (t) => {
@@ -58,7 +58,7 @@ t.test('ficus set, rollback, status and audit against a running Ficus', async (t
   const env = { FICUS_ADMIN_URL: f.adminUrl, FICUS_ADMIN_TOKEN: 'tok-r' }
   const cli = async (...args: string[]): Promise<{ code: number | null; out: string; err: string }> => {
     const p = run(t, CLI, args, env)
-    const code = await p.exited
+    const code = await p.exitCode()
     return { code, out: p.stdout, err: p.stderr }
   }
   t.same(await cli('set', 'orders', '--new', '25', '--reason', 'ramp'), { code: 0, out: 'orders: new 25 % (override), shadow 0 % (file)\n', err: '' })
@@ -86,7 +86,7 @@ t.test('ficus set, rollback, status and audit against a running Ficus', async (t
   t.match(bad.err, /^ficus: The admin request is invalid: new must be an integer from 0 to 100.*\[FICUS_ERR_BAD_ADMIN_REQUEST\]\n$/)
   t.match(await cli('rollback', 'nope'), { code: 1, err: /no route named "nope"/ })
   const noToken = run(t, CLI, ['rollback', '--all'], { FICUS_ADMIN_URL: f.adminUrl, FICUS_ADMIN_TOKEN: '' })
-  t.equal(await noToken.exited, 1)
+  t.equal(await noToken.exitCode(), 1)
   t.match(noToken.stderr, /FICUS_ERR_UNAUTHORIZED/)
   for (const args of [['set', 'orders'], ['set', 'orders', '--new', 'five'], ['set', 'orders', '--clear', '--new', '5'], ['rollback'], ['rollback', 'a', '--all'], ['audit', '--limit', '0'], ['status', 'x']]) {
     t.equal((await cli(...args)).code, 2, args.join(' '))

@@ -2,20 +2,22 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
+import { admin, audit } from '../helpers/admin.js'
 import { closedPort, held, startUpstream } from '../helpers/upstream.js'
 import { CLI, ROOT, listening, run } from '../helpers/spawn.js'
+import { waitFor } from '../helpers/wait.js'
 
 const fixture = (name: string): string => join('test', 'fixtures', 'routes', name)
 
 t.test('ficus check: 0 and a summary for a good file', async (t) => {
   const p = run(t, CLI, ['check', 'routes.yaml'])
-  t.equal(await p.exited, 0)
+  t.equal(await p.exitCode(), 0)
   t.equal(p.stdout, 'routes.yaml: OK (4 routes, 2 upstreams)\n')
 })
 
 t.test('ficus check: 1 and every problem with its place for a bad file', async (t) => {
   const p = run(t, CLI, ['check', fixture('invalid-many.yaml')])
-  t.equal(await p.exited, 1)
+  t.equal(await p.exitCode(), 1)
   const lines = p.stderr.trim().split('\n')
   t.equal(lines[0], `${fixture('invalid-many.yaml')}: 14 problems`)
   t.equal(lines.length, 15)
@@ -25,21 +27,21 @@ t.test('ficus check: 1 and every problem with its place for a bad file', async (
 t.test('usage errors exit 2; --version and --help exit 0', async (t) => {
   for (const args of [[], ['check'], ['frobnicate'], ['start', 'extra'], ['--nope']]) {
     const p = run(t, CLI, args)
-    t.equal(await p.exited, 2, args.join(' ') || '(no arguments)')
+    t.equal(await p.exitCode(), 2, args.join(' ') || '(no arguments)')
     t.match(p.stderr, /Usage: ficus <command>/)
   }
   const v = run(t, CLI, ['--version'])
-  t.equal(await v.exited, 0)
+  t.equal(await v.exitCode(), 0)
   t.match(v.stdout, /^\d+\.\d+\.\d+\n$/)
   const h = run(t, CLI, ['--help'])
-  t.equal(await h.exited, 0)
+  t.equal(await h.exitCode(), 0)
   t.match(h.stdout, /check <file>/)
 })
 
 t.test('ficus start with a bad file exits 1 without listening', async (t) => {
   const port = await closedPort()
   const p = run(t, CLI, ['start', '--config', fixture('invalid-many.yaml')], { PORT: String(port), FICUS_LOG_LEVEL: 'info' })
-  t.equal(await p.exited, 1)
+  t.equal(await p.exitCode(), 1)
   t.match(p.stderr, /13 problems/, 'PORT is set, so the port itself is valid')
   t.notMatch(p.stdout + p.stderr, /listening/, 'no listener was ever opened (it would log "listening" at info)')
 })
@@ -50,14 +52,14 @@ t.test('ficus start serves, logs JSON lines, and exits 0 on SIGTERM', async (t) 
   const p = run(t, CLI, ['start', '--config', 'routes.yaml'], {
     FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: next.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '0s'
   })
-  const { traffic, admin } = await listening(p)
+  const { traffic, admin: adminUrl } = await listening(p)
   const r = await request(`${traffic}/api/reports/daily`)
   t.equal(r.statusCode, 200)
   t.same(await r.body.json(), { served: 'legacy', method: 'GET', url: '/api/reports/daily', headers: legacy.requests[0]?.headers, body: '' })
-  t.equal((await request(`${admin}/readyz`)).statusCode, 200)
+  t.equal((await admin(adminUrl, 'GET', '/readyz')).status, 200)
   await p.waitFor(/"msg":"request"/)
   p.child.kill('SIGTERM')
-  t.equal(await p.exited, 0)
+  t.equal(await p.exitCode(), 0)
   t.match(p.stdout, /"msg":"stopped"/)
 })
 
@@ -67,7 +69,7 @@ t.test('ficus start on a port in use exits 1 and says so', async (t) => {
   t.teardown(() => { blocker.close() })
   const port = (blocker.address() as { port: number }).port
   const p = run(t, CLI, ['start', '--config', 'routes.yaml'], { FICUS_PORT: String(port), FICUS_ADMIN_PORT: '0' })
-  t.equal(await p.exited, 1)
+  t.equal(await p.exitCode(), 1)
   t.match(p.stdout, /address already in use/)
 })
 
@@ -88,18 +90,17 @@ t.test('ficus start with a corrupt state file exits 1; --reset-state moves it as
   await writeFile(join(dir, 'state.json'), 'not json')
   const env = { FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: legacy.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '0s' }
   const refused = run(t, CLI, ['start', '--config', config], env)
-  t.equal(await refused.exited, 1)
+  t.equal(await refused.exitCode(), 1)
   t.match(refused.stdout, /state\.json: is not valid JSON.*--reset-state.*"code":"FICUS_ERR_STATE_INVALID"/)
   t.notMatch(refused.stdout, /ficus listening/)
 
   const reset = run(t, CLI, ['start', '--config', config, '--reset-state'], env)
-  const { admin } = await listening(reset)
+  const { admin: adminUrl } = await listening(reset)
   t.match(reset.stdout + reset.stderr, /--reset-state: the unreadable state file was moved aside/)
   t.match((await readdir(dir)).join(' '), /state\.json\.reset-\d{4}-/)
-  const audit = await (await request(`${admin}/admin/audit`)).body.json() as { entries: { action: string; detail: string }[] }
-  t.match(audit.entries[0], { action: 'reset-state', detail: /state\.json\.reset-/ })
+  t.match((await audit(adminUrl))[0], { action: 'reset-state', detail: /state\.json\.reset-/ })
   reset.child.kill('SIGTERM')
-  t.equal(await reset.exited, 0)
+  t.equal(await reset.exitCode(), 0)
 
   // A valid state file is kept, flag or not: a --reset-state left in a unit file must not discard rollbacks.
   await writeFile(join(dir, 'state.json'), '{"version": 1, "routes": {"orders": {"new": 0}}}')
@@ -107,7 +108,7 @@ t.test('ficus start with a corrupt state file exits 1; --reset-state moves it as
   t.match(await keep.waitFor(/"msg":"ficus listening"/), /--reset-state: the state file is valid and is kept/)
   t.equal(await readFile(join(dir, 'state.json'), 'utf8'), '{"version": 1, "routes": {"orders": {"new": 0}}}')
   keep.child.kill('SIGTERM')
-  t.equal(await keep.exited, 0)
+  t.equal(await keep.exitCode(), 0)
 })
 
 t.test('SIGTERM: readiness off at once, traffic served through the drain delay, in-flight requests finish, exit 0', async (t) => {
@@ -117,23 +118,23 @@ t.test('SIGTERM: readiness off at once, traffic served through the drain delay, 
   const p = run(t, CLI, ['start', '--config', 'routes.yaml'], {
     FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: next.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '1s'
   })
-  const { traffic, admin } = await listening(p)
+  const { traffic, admin: adminUrl } = await listening(p)
   const slow = request(`${traffic}/api/reports/slow`)
-  await legacy.arrived(1)
+  await legacy.arrived(1, { message: 'the slow report did not reach legacy' })
   p.child.kill('SIGTERM')
-  await p.waitFor(/"msg":"stopping"/)
-  const ready = await request(`${admin}/readyz`)
-  t.equal(ready.statusCode, 503, 'readiness is off at once')
-  t.same(await ready.body.json(), { status: 'draining' })
+  await p.waitFor(/"msg":"stopping"/, { message: 'ficus did not log "stopping" after SIGTERM' })
+  const ready = await admin(adminUrl, 'GET', '/readyz')
+  t.equal(ready.status, 503, 'readiness is off at once')
+  t.same(ready.body, { status: 'draining' })
   const during = await request(`${traffic}/api/reports/daily`)
   t.equal(during.statusCode, 200, 'still served during the drain delay')
   t.equal(during.headers.connection, 'close', 'and told to reconnect elsewhere')
   await during.body.dump()
   slowReport.release()
-  const r = await slow
+  const r = await waitFor(slow, { message: 'the request in flight did not finish once released' })
   t.equal(r.statusCode, 200)
   t.equal(await r.body.text(), 'done /api/reports/slow', 'the request in flight finished')
-  t.equal(await p.exited, 0)
+  t.equal(await p.exitCode(), 0)
   t.match(p.stdout, /"msg":"stopped"/)
 })
 
@@ -144,11 +145,11 @@ t.test('a second signal exits at once', async (t) => {
   })
   const { traffic } = await listening(p)
   request(`${traffic}/api/reports/daily`).catch(() => {})
-  await legacy.arrived(1)
+  await legacy.arrived(1, { message: 'the request to hang did not reach legacy' })
   p.child.kill('SIGTERM')
-  await p.waitFor(/"msg":"stopping"/)
+  await p.waitFor(/"msg":"stopping"/, { message: 'ficus did not log "stopping" after SIGTERM' })
   p.child.kill('SIGINT')
-  t.equal(await p.exited, 1, 'a SIGINT after the SIGTERM did not wait for the 20 s drain delay')
+  t.equal(await p.exitCode({ timeoutMs: 10_000, message: 'ficus did not exit at once on a SIGINT after the SIGTERM: it waits for the 20 s drain delay' }), 1, 'a SIGINT after the SIGTERM did not wait for the 20 s drain delay')
 })
 
 t.test('ficus start reloads routes.yaml when it changes and on SIGHUP; an invalid file is rejected', async (t) => {
@@ -173,21 +174,21 @@ t.test('ficus start reloads routes.yaml when it changes and on SIGHUP; an invali
   // An editor's save: write a new file and rename it over the old one.
   await writeFile(`${config}.tmp`, original.replace(/(name: reports[\s\S]*?new: )0/, '$1100'))
   await rename(`${config}.tmp`, config)
-  await p.waitFor(/"why":"file changed".*"msg":"config reloaded"/)
+  await p.waitFor(/"why":"file changed".*"msg":"config reloaded"/, { message: 'routes.yaml renamed over: no reload logged' })
   t.equal(await servedBy(), 'new', 'the changed file is in effect')
 
   await writeFile(config, original)
   const reloads = (p.stdout.match(/"msg":"config reloaded"/g) ?? []).length
   p.child.kill('SIGHUP')
-  await p.waitFor(/"why":"SIGHUP".*"msg":"config reloaded"/)
+  await p.waitFor(/"why":"SIGHUP".*"msg":"config reloaded"/, { message: 'SIGHUP: no reload logged' })
   t.ok((p.stdout.match(/"msg":"config reloaded"/g) ?? []).length > reloads)
   t.equal(await servedBy(), 'legacy')
 
   await writeFile(config, original.replace('new: 25', 'new: 250'))
   p.child.kill('SIGHUP')
-  const rejected = await p.waitFor(/"msg":"config reload rejected; the running config stays"/)
+  const rejected = await p.waitFor(/"msg":"config reload rejected; the running config stays"/, { message: 'SIGHUP with an invalid file: no rejection logged' })
   t.match(rejected, /routes\[1\]\.new: must be <= 100/)
   t.equal(await servedBy(), 'legacy', 'still serving the last good config')
   p.child.kill('SIGTERM')
-  t.equal(await p.exited, 0)
+  t.equal(await p.exitCode(), 0)
 })

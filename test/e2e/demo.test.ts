@@ -3,24 +3,25 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { request } from 'undici'
+import { admin, summary } from '../helpers/admin.js'
 import { CLI, ROOT, run } from '../helpers/spawn.js'
+import { waitFor } from '../helpers/wait.js'
 
 /** Waits for the shadows of requests already answered: polls the summary, the only view from outside the process. */
-async function waitForCompared(admin: string, route: string, n: number): Promise<void> {
-  for (;;) {
-    const r = await request(`${admin}/admin/divergences/summary?route=${route}`)
-    const { routes } = await r.body.json() as { routes: { comparisons: { match: number; diverged: number } }[] }
-    const c = routes[0]?.comparisons
-    if (c !== undefined && c.match + c.diverged >= n) return
-    await new Promise((resolve) => setImmediate(resolve))
-  }
+async function waitForCompared(adminUrl: string, route: string, n: number): Promise<void> {
+  let seen = 0
+  await waitFor(async () => {
+    const { comparisons: c } = await summary(adminUrl, route)
+    seen = c.match + c.diverged
+    return seen >= n
+  }, { message: () => `${route}: ${n} comparisons were not completed (${seen} were)` })
 }
 
 t.test('npm run demo: sample backends, Ficus, a traffic summary, and a proxy to curl', async (t) => {
   const p = run(t, join(ROOT, 'dist', 'demo', 'run-demo.js'), [], { LEGACY_PORT: '0', NEW_PORT: '0', FICUS_PORT: '0', FICUS_ADMIN_PORT: '0' })
-  const out = await p.waitFor(/Ctrl-C stops the demo\./)
+  const out = await p.waitFor(/Ctrl-C stops the demo\./, { timeoutMs: 40_000, message: 'the demo did not finish its traffic summary' })
   const proxy = /proxy\s+(http:\/\/\S+)/.exec(out)?.[1] as string
-  const admin = /admin\s+(http:\/\/\S+)\/metrics/.exec(out)?.[1] as string
+  const adminUrl = /admin\s+(http:\/\/\S+)\/metrics/.exec(out)?.[1] as string
   t.match(out, /\/api\/customers\/1\s+route customers\s+new: 100 %\s+→ 20 on new,\s+0 on legacy/)
   t.match(out, /\/api\/orders\/1\s+route orders\s+new:\s+25 %/)
   t.match(out, /\/api\/reports\/daily\s+route reports\s+new:\s+0 %\s+→\s+0 on new, 20 on legacy/)
@@ -31,7 +32,7 @@ t.test('npm run demo: sample backends, Ficus, a traffic summary, and a proxy to 
   t.equal(alice1.headers['x-ficus-backend'], alice2.headers['x-ficus-backend'], 'sticky')
   t.match(await alice1.body.json(), { id: 1, currency: 'EUR' })
   await alice2.body.dump()
-  t.match(await (await request(`${admin}/metrics`)).body.text(), /ficus_requests_total\{route="orders"/)
+  t.match((await admin(adminUrl, 'GET', '/metrics')).text, /ficus_requests_total\{route="orders"/)
 
   // Shadow comparisons: the deliberate differences show, the ignored ones do not.
   t.match(out, /orders\s+20\s+0\s+20\s+100\.0 %/, 'every orders read diverged')
@@ -41,11 +42,11 @@ t.test('npm run demo: sample backends, Ficus, a traffic summary, and a proxy to 
   // The printed curl loop, with the real curl, then the printed divergences command.
   const loop = /^\s+(for i in .*done)$/m.exec(out)?.[1] as string
   await promisify(execFile)('/bin/sh', ['-c', loop])
-  await waitForCompared(admin, 'orders', 20 + 2 + 50)
-  const cli = run(t, CLI, ['divergences', 'orders', '--admin-url', admin])
-  t.equal(await cli.exited, 0)
+  await waitForCompared(adminUrl, 'orders', 20 + 2 + 50)
+  const cli = run(t, CLI, ['divergences', 'orders', '--admin-url', adminUrl])
+  t.equal(await cli.exitCode(), 0)
   t.match(cli.stdout, /^orders: 72 compared, 72 diverged \(100\.0 %\), 0 errors, 0 skipped$/m)
   t.match(cli.stdout, /body\.amount\s+72\s+type 72/)
   p.child.kill('SIGTERM')
-  t.equal(await p.exited, 0)
+  t.equal(await p.exitCode(), 0)
 })

@@ -119,9 +119,9 @@ t.test('every routes.yaml of the deployment passes `ficus check` with FICUS_ADMI
     empty: loadConfig(file, { ...ENV, FICUS_ADMIN_TOKEN: '' }).then(() => 'loaded', (err: Error) => err.message)
   }))
   for (const { name, ok, unset, empty } of checks) {
-    t.equal(await ok.exited, 0, `${name}: valid (${ok.stderr.trim()})`)
+    t.equal(await ok.exitCode(), 0, `${name}: valid (${ok.stderr.trim()})`)
     t.match(ok.stdout, /: OK \(\d+ routes?, 2 upstreams\)/)
-    t.equal(await unset.exited, 1, `${name}: refused without FICUS_ADMIN_TOKEN`)
+    t.equal(await unset.exitCode(), 1, `${name}: refused without FICUS_ADMIN_TOKEN`)
     t.match(unset.stderr, /admin\.token: environment variable FICUS_ADMIN_TOKEN is not set/, `${name}: and says which variable`)
     t.match(await empty, /admin\.host: 0\.0\.0\.0 is not a loopback address: set admin\.token/, `${name}: an empty token is refused: the admin port needs one`)
   }

@@ -11,6 +11,7 @@ import { isLoopback } from '../../src/config/cross-check.js'
 import { protectRefs } from '../../src/config/expand-env.js'
 import { loadConfig, parseConfig } from '../../src/config/load-config.js'
 import { parseDuration } from '../../src/config/units.js'
+import { admin } from '../helpers/admin.js'
 import { buildContext } from '../helpers/docker-context.js'
 import { performBuild } from '../helpers/docker-build.js'
 import { readDockerfile, type Dockerfile } from '../helpers/dockerfile.js'
@@ -116,37 +117,32 @@ t.test('the build steps, performed without Docker, give an image that serves, ch
 
   // Start the CMD as the container would, with the image's ports and paths mapped to this machine.
   const legacy = await startUpstream(t, 'legacy')
-  const [traffic, admin] = await freePorts(2) as [number, number]
+  const [traffic, adminPort] = await freePorts(2) as [number, number]
   const adminInImage = inImage.admin.port
   doc.setIn(['listen', 'port'], traffic)
-  doc.setIn(['admin', 'port'], admin)
+  doc.setIn(['admin', 'port'], adminPort)
   doc.setIn(['state'], built.host('runtime', state))
   await writeFile(hostConfig, refs.refs.reduce((text, ref) => text.replace(ref.placeholder, ref.original), doc.toString()))
   const args = image.cmd.slice(2).map((a) => (a.startsWith('/') ? built.host('runtime', a) : a))
   const ficus = run(t, image.cmd[1] as string, args, { ...image.env, FICUS_ADMIN_TOKEN: TOKEN, LEGACY_URL: legacy.url }, { cwd: app, cleanEnv: true })
-  await ficus.waitFor(/"msg":"ficus listening"/)
-  const healthcheck = (image.healthcheck?.cmd ?? []).slice(1).map((a) => a.replace(`:${adminInImage}/`, `:${admin}/`))
+  await ficus.waitFor(/"msg":"ficus listening"/, { message: 'the image\'s CMD did not log "ficus listening"' })
+  const healthcheck = (image.healthcheck?.cmd ?? []).slice(1).map((a) => a.replace(`:${adminInImage}/`, `:${adminPort}/`))
   t.equal(await healthcheckExit(df, healthcheck), 0, 'HEALTHCHECK passes')
 
   const r = await request(`http://127.0.0.1:${traffic}/api/orders/7`, { headers: { 'x-user-id': 'alice' } })
   t.equal(r.statusCode, 200, 'traffic is served')
   t.match(await r.body.json(), { served: 'legacy', url: '/api/orders/7' }, 'the traffic port reaches legacy')
 
-  const rollback = (token?: string): Promise<number> => request(`http://127.0.0.1:${admin}/admin/rollback`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
-    body: '{"reason":"image test"}'
-  }).then(async (res) => { await res.body.dump(); return res.statusCode })
+  const rollback = async (token?: string): Promise<number> =>
+    (await admin(`http://127.0.0.1:${adminPort}`, 'POST', '/admin/rollback', { json: { reason: 'image test' }, token })).status
   t.equal(await rollback(), 401, 'the admin API wants the token')
   t.equal(await rollback(TOKEN), 200, 'and takes it')
   t.ok(existsSync(built.host('runtime', state)), 'the change was written to the state file on the volume')
 
   ficus.child.kill(image.stopSignal as NodeJS.Signals)
-  await ficus.waitFor(/"msg":"stopping"/)
-  const ready = await request(`http://127.0.0.1:${admin}/readyz`)
-  t.equal(ready.statusCode, 503, 'draining: readiness off')
-  await ready.body.dump()
-  t.equal(await ficus.exited, 0, `exit 0 on ${image.stopSignal}`)
+  await ficus.waitFor(/"msg":"stopping"/, { message: `the image's CMD did not log "stopping" on ${image.stopSignal}` })
+  t.equal((await admin(`http://127.0.0.1:${adminPort}`, 'GET', '/readyz')).status, 503, 'draining: readiness off')
+  t.equal(await ficus.exitCode(), 0, `exit 0 on ${image.stopSignal}`)
   t.equal(await healthcheckExit(df, healthcheck), 1, 'HEALTHCHECK fails once Ficus is gone')
   t.comment(`image build steps ${buildSeconds.toFixed(1)} s, whole test ${((performance.now() - started) / 1000).toFixed(1)} s`)
 })

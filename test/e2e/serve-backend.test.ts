@@ -27,8 +27,8 @@ t.test('serve-backend legacy|new: each side on its own, on loopback by default; 
 
   legacy.child.kill('SIGTERM')
   next.child.kill('SIGTERM')
-  t.equal(await legacy.exited, 0)
-  t.equal(await next.exited, 0)
+  t.equal(await legacy.exitCode(), 0)
+  t.equal(await next.exitCode(), 0)
 })
 
 t.test('serve-backend --host: binds the address given (a container passes 0.0.0.0)', async (t) => {
@@ -40,20 +40,20 @@ t.test('serve-backend --host: binds the address given (a container passes 0.0.0.
   t.equal(r.statusCode, 200, 'reachable on an address the default binding refuses (every interface)')
   await r.body.dump()
   p.child.kill('SIGTERM')
-  t.equal(await p.exited, 0)
+  t.equal(await p.exitCode(), 0)
 })
 
 t.test('serve-backend: wrong usage exits 2, a port in use exits 1', async (t) => {
   for (const args of [[], ['both'], ['legacy', 'extra'], ['new', '--port', 'x'], ['new', '--port', '70000'], ['legacy', '--nope']]) {
     const p = run(t, SERVE, args)
-    t.equal(await p.exited, 2, args.join(' ') || '(no arguments)')
+    t.equal(await p.exitCode(), 2, args.join(' ') || '(no arguments)')
     t.match(p.stderr, /Usage: serve-backend legacy\|new/)
   }
   const first = run(t, SERVE, ['legacy', '--port', '0'])
   const port = /:(\d+)$/.exec(await listening(first))?.[1] as string
   const second = run(t, SERVE, ['new', '--port', port])
-  t.equal(await second.exited, 1)
+  t.equal(await second.exitCode(), 1)
   t.match(second.stderr, /already in use/)
   first.child.kill('SIGTERM')
-  t.equal(await first.exited, 0)
+  t.equal(await first.exitCode(), 0)
 })

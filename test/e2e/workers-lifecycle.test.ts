@@ -1,11 +1,13 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { request } from 'undici'
-import { admin, backends, many, scrape, startCluster, workers } from '../helpers/cluster.js'
+import { admin } from '../helpers/admin.js'
+import { backends, many, scrape, startCluster, workers } from '../helpers/cluster.js'
 import { rolloutFlag, startFeaturesServer } from '../helpers/features-server.js'
 import { sample } from '../helpers/ficus.js'
 import { CLI, run } from '../helpers/spawn.js'
 import { held, startUpstream, type Upstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 t.test('a flag change in Unleash is relayed to every worker before the primary reports it', async (t) => {
   const legacy = await startUpstream(t, 'legacy')
@@ -17,13 +19,13 @@ t.test('a flag change in Unleash is relayed to every worker before the primary r
     unleash: { url: features.url, appName: 'ficus-test', token: features.token, refreshInterval: '100ms' },
     routes: [{ name: 'orders', match: { path: '/orders/*' }, flag: 'orders-new' }]
   })
-  await c.logs.waitFor((l) => l.msg === 'flags synchronized with Unleash')
+  await c.logs.waitFor((l) => l.msg === 'flags synchronized with Unleash', { message: 'the cluster did not synchronize with the Unleash API' })
   const on = await many(c, 6, '/orders/1', { 'x-user-id': 'alice' })
   t.same(backends(on), new Set(['new']))
   t.equal(workers(on).size, 2)
   features.set({ features: [rolloutFlag('orders-new', 0)] })
   // Logged by the ControlPlane once every worker acknowledged the relayed definitions.
-  await c.logs.waitFor((l) => typeof l.msg === 'string' && l.msg.includes('flag went to 0 % or off'))
+  await c.logs.waitFor((l) => typeof l.msg === 'string' && l.msg.includes('flag went to 0 % or off'), { message: 'the primary did not report the flag going to 0 %' })
   const off = await many(c, 6, '/orders/1', { 'x-user-id': 'alice' })
   t.same(backends(off), new Set(['legacy']), 'every worker follows the flag')
   t.equal(workers(off).size, 2)
@@ -37,18 +39,18 @@ t.test('SIGTERM: readiness off, in-flight requests finish on the workers, exit 0
   const legacy: Upstream = await startUpstream(t, 'legacy', hold.handler)
   const c = await startCluster(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } }, routes: [] })
   const inFlight = request(c.traffic + '/slow')
-  await legacy.arrived(1)
+  await legacy.arrived(1, { message: 'the request to hold did not reach legacy' })
   c.p.child.kill('SIGTERM')
-  await c.logs.waitFor((l) => l.msg === 'stopping')
-  const ready = await admin(c, 'GET', '/readyz')
+  await c.logs.waitFor((l) => l.msg === 'stopping', { message: 'the cluster did not log "stopping" after SIGTERM' })
+  const ready = await admin(c.admin, 'GET', '/readyz')
   t.equal(ready.status, 503, 'not ready once stopping')
-  t.equal(ready.json.status, 'draining')
+  t.equal(ready.body.status, 'draining')
   hold.release()
-  const r = await inFlight
+  const r = await waitFor(inFlight, { message: 'the request in flight was not answered once released' })
   t.equal(r.statusCode, 200, 'the request in flight finished')
   t.equal(r.headers.connection, 'close', 'answered with Connection: close while draining')
   await r.body.dump()
-  t.equal(await c.p.exited, 0)
+  t.equal(await c.p.exitCode(), 0)
   t.equal(c.logs.lines.filter((l) => l.msg === 'worker stopped' && l.code === 0).length, 2, 'both workers drained and exited 0')
   t.ok(c.logs.lines.some((l) => l.msg === 'stopped'))
 })
@@ -56,7 +58,7 @@ t.test('SIGTERM: readiness off, in-flight requests finish on the workers, exit 0
 t.test('--workers and FICUS_WORKERS: anything but 1..64 or auto is a usage error (exit 2)', async (t) => {
   for (const [args, env] of [[['--workers', '0'], {}], [['--workers', 'abc'], {}], [['-w', '65'], {}], [[], { FICUS_WORKERS: '1.5' }], [[], { FICUS_WORKERS: '' }]] as const) {
     const p = run(t, CLI, ['start', '--config', 'routes.yaml', ...args], env)
-    t.equal(await p.exited, 2, `${args.join(' ')}${JSON.stringify(env)}`)
+    t.equal(await p.exitCode(), 2, `${args.join(' ')}${JSON.stringify(env)}`)
     t.match(p.stderr, /(--workers|FICUS_WORKERS) must be an integer from 1 to 64, or auto/)
   }
 })

@@ -2,7 +2,8 @@ import t from 'tap'
 import { writeFile } from 'node:fs/promises'
 import { Client } from 'undici'
 import { bucket } from '../../src/core/bucket.js'
-import { admin, backends, many, scrape, startCluster, workerOf, workers, type Served } from '../helpers/cluster.js'
+import { backends, many, scrape, startCluster, workerOf, workers, type Served } from '../helpers/cluster.js'
+import { admin, samples, summary } from '../helpers/admin.js'
 import { sample, testYaml } from '../helpers/ficus.js'
 import type { LogLine } from '../helpers/log-sink.js'
 import { startUpstream } from '../helpers/upstream.js'
@@ -20,7 +21,7 @@ t.test('two workers: both serve, a change reaches every worker before it is ackn
   const orders: Served[] = []
   t.equal(c.logs.lines.filter((l) => l.msg === 'worker listening').length, 2, 'two workers listened before "ficus listening"')
   t.match(c.logs.lines.find((l) => l.msg === 'ficus listening'), { workers: 2 })
-  t.same((await admin(c, 'GET', '/readyz')).json, { status: 'ready', workers: { ready: 2, of: 2 } })
+  t.same((await admin(c.admin, 'GET', '/readyz')).body, { status: 'ready', workers: { ready: 2, of: 2 } })
 
   t.test('requests are served by both workers', async (t) => {
     const served = await many(c, 8, '/flip/a')
@@ -46,14 +47,14 @@ t.test('two workers: both serve, a change reaches every worker before it is ackn
       return (await r.body.json() as { served: string }).served
     }))
 
-    const set = await admin(c, 'PATCH', '/admin/routes/flip', { new: 100, reason: 'workers test' })
+    const set = await admin(c.admin, 'PATCH', '/admin/routes/flip', { json: { new: 100, reason: 'workers test' } })
     t.equal(set.status, 200)
     t.same(await onOpen(), ['new', 'new'], 'open connections on both workers see it at once')
     const after = await many(c, 10, '/flip/b')
     t.same(backends(after), new Set(['new']), 'every request after the answer went to new')
     t.equal(workers(after).size, 2, 'through both workers')
 
-    const back = await admin(c, 'POST', '/admin/rollback', { route: 'flip', reason: 'workers test' })
+    const back = await admin(c.admin, 'POST', '/admin/rollback', { json: { route: 'flip', reason: 'workers test' } })
     t.equal(back.status, 200)
     t.same(await onOpen(), ['legacy', 'legacy'])
     const rolled = await many(c, 10, '/flip/c')
@@ -91,17 +92,16 @@ t.test('two workers: both serve, a change reaches every worker before it is ackn
     orders.push(...await many(c, 6, '/orders/2', { 'x-user-id': 'grace' }))
     // Comparisons end after the responses: wait for each one's log line (written once it is recorded).
     for (const o of orders) await c.logs.waitFor((l) => l.msg === 'divergence' && l.reqId === o.reqId)
-    const samples = (await admin(c, 'GET', '/admin/divergences?route=orders&limit=1000')).json.samples as { requestId: string; time: string }[]
-    t.equal(samples.length, orders.length, 'every diverged comparison of both workers')
-    t.same(new Set(samples.map((s) => s.requestId)), new Set(orders.map((o) => o.reqId)))
-    const from = new Set(await Promise.all(samples.map(async (s) => workerOf(c, s.requestId))))
+    const listed = await samples(c.admin, '?route=orders&limit=1000')
+    t.equal(listed.length, orders.length, 'every diverged comparison of both workers')
+    t.same(new Set(listed.map((s) => s.requestId)), new Set(orders.map((o) => o.reqId)))
+    const from = new Set(await Promise.all(listed.map(async (s) => workerOf(c, s.requestId))))
     t.equal(from.size, 2, 'samples from both workers')
-    const times = samples.map((s) => s.time)
+    const times = listed.map((s) => s.time)
     t.same(times, [...times].sort().reverse(), 'newest first')
-    const three = (await admin(c, 'GET', '/admin/divergences?route=orders&limit=3')).json.samples as typeof samples
-    t.same(three.map((s) => s.requestId), samples.slice(0, 3).map((s) => s.requestId), 'the limit cuts the merged list')
-    const summary = (await admin(c, 'GET', '/admin/divergences/summary?route=orders')).json.routes as { comparisons: { diverged: number } }[]
-    t.equal(summary[0]?.comparisons.diverged, orders.length, 'summary counts summed over the workers')
+    const three = await samples(c.admin, '?route=orders&limit=3')
+    t.same(three.map((s) => s.requestId), listed.slice(0, 3).map((s) => s.requestId), 'the limit cuts the merged list')
+    t.equal((await summary(c.admin, 'orders')).comparisons.diverged, orders.length, 'summary counts summed over the workers')
   })
 
   t.test('a reload reaches every worker before it is logged', async (t) => {
@@ -129,7 +129,7 @@ t.test('two workers: both serve, a change reaches every worker before it is ackn
     t.equal(exited.signal, 'SIGKILL')
     const replacement = await c.logs.waitFor((l) => l.msg === 'worker listening' && l.worker !== victim.worker && l.pid !== victim.pid && (l.worker as number) > 2)
     await c.logs.waitFor((l) => l.msg === 'worker replaced and serving')
-    t.same((await admin(c, 'GET', '/readyz')).json, { status: 'ready', workers: { ready: 2, of: 2 } })
+    t.same((await admin(c.admin, 'GET', '/readyz')).body, { status: 'ready', workers: { ready: 2, of: 2 } })
     const served = await many(c, 6, '/flip/z')
     t.ok(workers(served).has(replacement.worker as number), 'the new worker serves')
     t.same(backends(served), new Set(['legacy']), 'it started from the current table (the rollback)')
@@ -143,7 +143,7 @@ t.test('two workers: both serve, a change reaches every worker before it is ackn
     const frozen = current[0] as LogLine
     process.kill(frozen.pid as number, 'SIGSTOP') // alive, but applies nothing
     t.teardown(() => { try { process.kill(frozen.pid as number, 'SIGKILL') } catch { /* already gone */ } })
-    const set = await admin(c, 'PATCH', '/admin/routes/flip', { new: 100 })
+    const set = await admin(c.admin, 'PATCH', '/admin/routes/flip', { json: { new: 100 } })
     t.equal(set.status, 200, 'answered once the frozen worker was replaced')
     const replaced = await c.logs.waitFor((l) => l.msg === 'a worker did not apply a route change in time: replacing it')
     t.equal(replaced.worker, frozen.worker)

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { request } from 'undici'
 import type { AuditEntry } from '../../src/adapters/audit-log.js'
 import type { DivergenceSample, RouteSummary } from '../../src/adapters/divergence-store.js'
-import type { RouteView } from '../../src/control-plane.js'
+import type { RouteView } from '../../src/control/route-view.js'
 
 /**
  * Calls to a Ficus admin port, as an operator's tool makes them: the one way tests talk to

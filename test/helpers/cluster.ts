@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { request } from 'undici'
+import { admin } from './admin.js'
 import { testYaml } from './ficus.js'
 import { LogSink } from './log-sink.js'
 import { CLI, listening, run, type Spawned } from './spawn.js'
@@ -17,6 +18,7 @@ export interface Cluster {
   readonly p: Spawned
   readonly logs: LogSink
   readonly traffic: string
+  /** The admin base URL: calls go through test/helpers/admin.ts (`admin(c.admin, …)`). */
   readonly admin: string
   readonly file: string
 }
@@ -58,16 +60,8 @@ export async function many(c: Cluster, n: number, path: string, headers: Record<
   return out
 }
 
-export async function admin(c: Cluster, method: 'GET' | 'PATCH' | 'POST', path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const r = await request(c.admin + path, {
-    method,
-    ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
-  })
-  return { status: r.statusCode, json: await r.body.json() as Record<string, unknown> }
-}
-
 export async function scrape(c: Cluster): Promise<string> {
-  return (await request(c.admin + '/metrics')).body.text()
+  return (await admin(c.admin, 'GET', '/metrics')).text
 }
 
 export const workers = (served: readonly Served[]): Set<number> => new Set(served.map((s) => s.worker))

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { freePorts } from './upstream.js'
+import { waitFor } from './wait.js'
 
 /**
  * A real Prometheus (Debian's `prometheus` package, which also ships `promtool`). When the
@@ -67,7 +68,7 @@ export async function startPrometheus(t: Teardown, binary: string, config: strin
     rmSync(dir, { recursive: true, force: true })
   }
   t.teardown(stop)
-  await ready
+  await waitFor(ready, { timeoutMs: 30_000, message: () => `Prometheus did not report ready; its log ends:\n${stderr.trimEnd().split('\n').slice(-5).join('\n')}` })
   const url = `http://127.0.0.1:${port}`
 
   async function api<T>(path: string, params: Record<string, string | string[]> = {}): Promise<T> {

@@ -7,7 +7,7 @@ export const ROOT = join(import.meta.dirname, '..', '..')
 export const CLI = join(ROOT, 'dist', 'src', 'cli.js')
 
 /** The default deadline of a wait on a child process: a start, a drain, an exit (a loaded CI machine starts node slowly). */
-export const PROCESS_DEADLINE_MS = 20_000
+export const PROCESS_DEADLINE_MS = 30_000
 
 export interface Spawned {
   readonly child: ChildProcess
@@ -17,8 +17,6 @@ export interface Spawned {
   waitFor(pattern: RegExp, deadline?: Deadline): Promise<string>
   /** Resolves with the exit code (null when killed by a signal); rejects past the deadline (default PROCESS_DEADLINE_MS). */
   exitCode(deadline?: Deadline): Promise<number | null>
-  /** @deprecated the exit code with no deadline: use exitCode(). */
-  readonly exited: Promise<number | null>
 }
 
 export interface RunOptions {
@@ -53,7 +51,6 @@ export function run(t: { teardown(fn: () => unknown): void }, script: string, ar
         if (waiters.includes(waiter)) waiters.splice(waiters.indexOf(waiter), 1)
       }
     },
-    exited,
     exitCode: async (deadline) => waitFor(exited, withDefaults(deadline, () => `${what} did not exit; its output ends:\n${tail()}`, PROCESS_DEADLINE_MS))
   }
   const feed = (): void => {

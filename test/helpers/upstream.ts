@@ -178,7 +178,8 @@ export async function unresponsiveAddress(t: Teardown): Promise<string> {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 120000)
     })`], { stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => { child.kill('SIGKILL') })
-  const port = await new Promise<number>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))))
+  const port = await waitFor(new Promise<number>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())))),
+    { message: 'the unresponsive listener did not print its port' })
   // Fill the accept queue: open connections until one of them stays pending.
   const fillers: import('node:net').Socket[] = []
   t.teardown(() => { for (const s of fillers) s.destroy() })

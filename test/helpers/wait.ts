@@ -5,7 +5,7 @@
  */
 
 /** The deadline of a wait that is not given one: far longer than any event on loopback takes, well under tap's 60 s per file. */
-export const DEADLINE_MS = 10_000
+export const DEADLINE_MS = 15_000
 
 export interface WaitOptions {
   /** Default: DEADLINE_MS. */

@@ -1,8 +1,10 @@
 import t from 'tap'
 import { request } from 'undici'
 import { bucket } from '../../src/core/bucket.js'
+import { admin } from '../helpers/admin.js'
 import { sample, startTestFicus } from '../helpers/ficus.js'
 import { held, startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 t.test('/metrics lists every family with its route gauges; labels are route names, never paths', async (t) => {
   const legacy = await startUpstream(t, 'legacy')
@@ -13,9 +15,9 @@ t.test('/metrics lists every family with its route gauges; labels are route name
   // Markers that no number, metric name or help text can contain: a numeric id would
   // match a process metric's value by chance (a CI run failed on '12345' that way).
   await f.fetch('/api/orders/ord-qzx?token=s3cr3t-qzx', { headers: { 'x-user-id': 'a', authorization: 'Bearer hunter2-qzx' } })
-  const r = await request(f.adminUrl + '/metrics')
+  const r = await admin(f, 'GET', '/metrics')
   t.match(r.headers['content-type'], /^text\/plain; version=0\.0\.4/)
-  const m = await r.body.text()
+  const m = r.text
   for (const family of ['ficus_requests_total', 'ficus_request_duration_seconds', 'ficus_upstream_errors_total', 'ficus_fallbacks_total',
     'ficus_route_new_percent', 'ficus_route_shadow_percent', 'ficus_sticky_key_missing_total', 'ficus_client_errors_total',
     'ficus_build_info', 'process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds']) {
@@ -56,22 +58,22 @@ t.test('/healthz is live; /readyz is 200 when serving and 503 once stopping, whi
   const slow = held((req, res) => { res.end(req.url === '/slow' ? 'finished' : 'ok') }, (req) => req.url === '/slow')
   const legacy = await startUpstream(t, 'legacy', slow.handler)
   const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
-  const health = await request(f.adminUrl + '/healthz')
-  t.equal(health.statusCode, 200)
-  t.same(await health.body.json(), { status: 'ok' })
-  const ready = await request(f.adminUrl + '/readyz')
-  t.equal(ready.statusCode, 200)
-  t.same(await ready.body.json(), { status: 'ready' })
+  const health = await admin(f, 'GET', '/healthz')
+  t.equal(health.status, 200)
+  t.same(health.body, { status: 'ok' })
+  const ready = await admin(f, 'GET', '/readyz')
+  t.equal(ready.status, 200)
+  t.same(ready.body, { status: 'ready' })
   const inFlight = request(f.url + '/slow')
-  await legacy.arrived(1)
+  await legacy.arrived(1, { message: 'the request to hold did not reach legacy' })
   const stopped = f.running.stop()
-  const draining = await request(f.adminUrl + '/readyz')
-  t.equal(draining.statusCode, 503)
-  t.same(await draining.body.json(), { status: 'draining' })
+  const draining = await admin(f, 'GET', '/readyz')
+  t.equal(draining.status, 503)
+  t.same(draining.body, { status: 'draining' })
   slow.release()
-  const r = await inFlight
+  const r = await waitFor(inFlight, { message: 'the in-flight request was not answered once released' })
   t.equal(await r.body.text(), 'finished', 'the in-flight request completed')
-  await stopped
+  await waitFor(stopped, { message: 'Ficus did not stop once its in-flight request finished' })
 })
 
 t.test('the admin port is separate: the traffic port proxies /metrics like any path', async (t) => {

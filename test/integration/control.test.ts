@@ -1,30 +1,13 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { request } from 'undici'
 import { AuditLog, type AuditEntry } from '../../src/adapters/audit-log.js'
 import type { RouteView } from '../../src/control/route-view.js'
 import { parseConfig } from '../../src/config/load-config.js'
 import { statusCommand } from '../../src/commands/control.js'
-import { sample, startTestFicus, type TestFicus } from '../helpers/ficus.js'
+import { admin, audit, routes, type Json } from '../helpers/admin.js'
+import { sample, startTestFicus } from '../helpers/ficus.js'
 import { startUpstream } from '../helpers/upstream.js'
-
-type Json = Record<string, unknown>
-
-async function routesOf(f: TestFicus, headers: Record<string, string> = {}): Promise<RouteView[]> {
-  return (await call(f, 'GET', '/admin/routes', undefined, headers)).body.routes as RouteView[]
-}
-
-async function auditOf(f: TestFicus, query = '', headers: Record<string, string> = {}): Promise<AuditEntry[]> {
-  return (await call(f, 'GET', `/admin/audit${query}`, undefined, headers)).body.entries as AuditEntry[]
-}
-
-async function call(f: TestFicus, method: 'GET' | 'PATCH' | 'POST', path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json }> {
-  const h: Record<string, string> = { ...headers }
-  if (body !== undefined && h['content-type'] === undefined) h['content-type'] = 'application/json'
-  const r = await request(f.adminUrl + path, { method, headers: h, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) })
-  return { status: r.statusCode, body: await r.body.json() as Json }
-}
 
 async function setup(t: Parameters<typeof startUpstream>[0], extra: Record<string, unknown> = {}) {
   const legacy = await startUpstream(t, 'legacy')
@@ -42,7 +25,7 @@ async function setup(t: Parameters<typeof startUpstream>[0], extra: Record<strin
 t.test('PATCH changes a route for the very next request; null clears back to routes.yaml', async (t) => {
   const { f, servedBy } = await setup(t)
   t.equal(await servedBy('/orders/1'), 'legacy')
-  const r = await call(f, 'PATCH', '/admin/routes/orders', { new: 100, shadow: 25, reason: 'canary' })
+  const r = await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 100, shadow: 25, reason: 'canary' } })
   t.equal(r.status, 200)
   t.match(r.body.route, { name: 'orders', new: { value: 100, source: 'override', file: 0 }, shadow: { value: 25, source: 'override', file: 0 } })
   t.equal(await servedBy('/orders/1'), 'new', 'the next request')
@@ -50,51 +33,51 @@ t.test('PATCH changes a route for the very next request; null clears back to rou
   t.equal(sample(m, 'ficus_route_new_percent', { route: 'orders' }), 100)
   t.equal(sample(m, 'ficus_route_shadow_percent', { route: 'orders' }), 25)
 
-  const list = await routesOf(f)
+  const list = await routes(f)
   t.match(list.find((x) => x.name === 'orders')?.lastChange, { who: 'local', action: 'set', before: { new: 0, shadow: 0 }, after: { new: 100, shadow: 25 }, reason: 'canary' })
   t.same(list.map((x) => x.name), ['orders', 'rest', 'default'])
 
-  t.match((await call(f, 'PATCH', '/admin/routes/orders', { new: null })).body.route, { new: { value: 0, source: 'file' }, shadow: { value: 25, source: 'override' } })
+  t.match((await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: null } })).body.route, { new: { value: 0, source: 'file' }, shadow: { value: 25, source: 'override' } })
   t.equal(await servedBy('/orders/1'), 'legacy')
 })
 
 t.test('bad changes are refused whole, with every problem', async (t) => {
   const { f } = await setup(t)
-  t.match(await call(f, 'PATCH', '/admin/routes/nope', { new: 5 }), { status: 404, body: { code: 'FICUS_ERR_UNKNOWN_ROUTE', detail: /no route named "nope"/ } })
-  const bad = await call(f, 'PATCH', '/admin/routes/orders', { new: 5.5, shadow: 101, color: 'red' })
+  t.match(await admin(f, 'PATCH', '/admin/routes/nope', { json: { new: 5 } }), { status: 404, body: { code: 'FICUS_ERR_UNKNOWN_ROUTE', detail: /no route named "nope"/ } })
+  const bad = await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 5.5, shadow: 101, color: 'red' } })
   t.equal(bad.status, 400)
   t.equal(bad.body.code, 'FICUS_ERR_BAD_ADMIN_REQUEST')
   t.match(bad.body.detail, /unknown field "color".*new must be an integer from 0 to 100.*shadow must be a number from 0 to 100/)
-  t.match(await call(f, 'PATCH', '/admin/routes/orders', {}), { status: 400, body: { detail: /nothing to change/ } })
-  t.match(await call(f, 'PATCH', '/admin/routes/orders', '{"new": 5', { 'content-type': 'application/json' }), { status: 400, body: { code: 'FICUS_ERR_BAD_ADMIN_REQUEST' } })
-  t.match(await call(f, 'PATCH', '/admin/routes/orders', 'new=5', { 'content-type': 'application/x-www-form-urlencoded' }), { status: 415, body: { code: 'FICUS_ERR_UNSUPPORTED_MEDIA_TYPE' } })
-  t.match(await call(f, 'PATCH', '/admin/routes/orders', '{"new": 5}', { 'content-type': 'text/plain' }), { status: 415 })
-  t.match(await call(f, 'POST', '/admin/rollback', { route: 'orders', everything: true }), { status: 400, body: { detail: /unknown field "everything"/ } })
-  t.ok((await routesOf(f)).every((r) => r.new.source === 'file' && r.shadow.source === 'file'), 'nothing changed')
-  t.same(await auditOf(f), [], 'and nothing audited')
+  t.match(await admin(f, 'PATCH', '/admin/routes/orders', { json: {} }), { status: 400, body: { detail: /nothing to change/ } })
+  t.match(await admin(f, 'PATCH', '/admin/routes/orders', { body: '{"new": 5', headers: { 'content-type': 'application/json' } }), { status: 400, body: { code: 'FICUS_ERR_BAD_ADMIN_REQUEST' } })
+  t.match(await admin(f, 'PATCH', '/admin/routes/orders', { body: 'new=5', headers: { 'content-type': 'application/x-www-form-urlencoded' } }), { status: 415, body: { code: 'FICUS_ERR_UNSUPPORTED_MEDIA_TYPE' } })
+  t.match(await admin(f, 'PATCH', '/admin/routes/orders', { body: '{"new": 5}', headers: { 'content-type': 'text/plain' } }), { status: 415 })
+  t.match(await admin(f, 'POST', '/admin/rollback', { json: { route: 'orders', everything: true } }), { status: 400, body: { detail: /unknown field "everything"/ } })
+  t.ok((await routes(f)).every((r) => r.new.source === 'file' && r.shadow.source === 'file'), 'nothing changed')
+  t.same(await audit(f), [], 'and nothing audited')
 })
 
 t.test('rollback: one route or all, idempotent, counted, audited', async (t) => {
   const { f, servedBy } = await setup(t)
   t.equal(await servedBy('/x'), 'new')
-  t.match(await call(f, 'POST', '/admin/rollback', { route: 'rest', reason: 'errors up' }), { status: 200, body: { routes: [{ name: 'rest', new: { value: 0, source: 'override' } }] } })
+  t.match(await admin(f, 'POST', '/admin/rollback', { json: { route: 'rest', reason: 'errors up' } }), { status: 200, body: { routes: [{ name: 'rest', new: { value: 0, source: 'override' } }] } })
   t.equal(await servedBy('/x'), 'legacy')
-  const all = (await call(f, 'POST', '/admin/rollback')).body.routes as RouteView[]
+  const all = (await admin(f, 'POST', '/admin/rollback')).body.routes as RouteView[]
   t.same(all.map((r) => [r.name, r.new.value]), [['orders', 0], ['rest', 0], ['default', 0]])
-  t.equal((await call(f, 'POST', '/admin/rollback', {})).status, 200, 'again: still fine')
+  t.equal((await admin(f, 'POST', '/admin/rollback', { json: {} })).status, 200, 'again: still fine')
   const m = await f.scrape()
   t.equal(sample(m, 'ficus_rollbacks_total', { route: 'rest', trigger: 'manual' }), 3)
-  const audit = await auditOf(f, '?limit=2')
-  t.equal(audit.length, 2)
-  t.match(audit[0], { action: 'rollback', who: 'local', route: 'default' })
+  const latest = await audit(f, '?limit=2')
+  t.equal(latest.length, 2)
+  t.match(latest[0], { action: 'rollback', who: 'local', route: 'default' })
 })
 
 t.test('changes survive a restart through the state file; a corrupt one stops start-up', async (t) => {
   const dir = t.testdir()
   const state = join(dir, 'state.json')
   const { f, doc } = await setup(t, { state })
-  await call(f, 'PATCH', '/admin/routes/orders', { new: 42, reason: 'ramp' })
-  await call(f, 'POST', '/admin/rollback', { route: 'rest' })
+  await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 42, reason: 'ramp' } })
+  await admin(f, 'POST', '/admin/rollback', { json: { route: 'rest' } })
   const saved = JSON.parse(await readFile(state, 'utf8')) as Json
   t.match(saved, { version: 1, routes: { orders: { new: 42 }, rest: { new: 0 } } })
   const auditLines = (await readFile(join(dir, 'state.audit.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as AuditEntry)
@@ -102,9 +85,9 @@ t.test('changes survive a restart through the state file; a corrupt one stops st
 
   await f.running.stop()
   const again = await startTestFicus(t, doc)
-  const routes = await routesOf(again)
-  t.match(routes.find((r) => r.name === 'orders'), { new: { value: 42, source: 'override' }, lastChange: { reason: 'ramp' } })
-  t.match(routes.find((r) => r.name === 'rest'), { new: { value: 0, source: 'override' } })
+  const restored = await routes(again)
+  t.match(restored.find((r) => r.name === 'orders'), { new: { value: 42, source: 'override' }, lastChange: { reason: 'ramp' } })
+  t.match(restored.find((r) => r.name === 'rest'), { new: { value: 0, source: 'override' } })
   t.equal((await again.fetch('/x')).headers['x-served-by'], 'legacy', 'the rollback held')
   await again.running.stop()
 
@@ -120,19 +103,18 @@ t.test('a state file that cannot be written: 503, and nothing changes', async (t
   await mkdir(join(dir, 'gone'))
   const { f, servedBy } = await setup(t, { state })
   await rm(join(dir, 'gone'), { recursive: true })
-  const r = await call(f, 'POST', '/admin/rollback', { route: 'rest' })
+  const r = await admin(f, 'POST', '/admin/rollback', { json: { route: 'rest' } })
   t.match(r, { status: 503, body: { code: 'FICUS_ERR_STATE_WRITE', detail: /ENOENT.*nothing was changed/ } })
   t.equal(await servedBy('/x'), 'new', 'still on new')
 })
 
 t.test('named tokens: who is audited; a change without a valid token is refused and audited', async (t) => {
   const { f } = await setup(t, { admin: { host: '127.0.0.1', port: 0, tokens: { alice: 'tok-alice', bob: 'tok-bob' } } })
-  const alice = { authorization: 'Bearer tok-alice' }
-  t.match(await call(f, 'PATCH', '/admin/routes/orders', { new: 5 }), { status: 401, body: { code: 'FICUS_ERR_UNAUTHORIZED' } })
-  t.match(await call(f, 'POST', '/admin/rollback', {}, { authorization: 'Bearer nope' }), { status: 401 })
-  t.equal((await call(f, 'GET', '/admin/routes')).status, 401, 'reads need the token too')
-  t.equal((await call(f, 'PATCH', '/admin/routes/orders', { new: 5 }, { authorization: 'Bearer tok-bob' })).status, 200)
-  t.match(await auditOf(f, '', alice), [
+  t.match(await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 5 } }), { status: 401, body: { code: 'FICUS_ERR_UNAUTHORIZED' } })
+  t.match(await admin(f, 'POST', '/admin/rollback', { json: {}, token: 'nope' }), { status: 401 })
+  t.equal((await admin(f, 'GET', '/admin/routes')).status, 401, 'reads need the token too')
+  t.equal((await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 5 }, token: 'tok-bob' })).status, 200)
+  t.match(await audit(f, '', { token: 'tok-alice' }), [
     { who: 'bob', action: 'set', route: 'orders', after: { new: 5 } },
     { who: 'unauthenticated', action: 'refused', detail: /^POST \/admin\/rollback from 127\.0\.0\.1$/ },
     { who: 'unauthenticated', action: 'refused', detail: /^PATCH \/admin\/routes\/orders/ }

@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { request } from 'undici'
 import { bucket } from '../../src/core/bucket.js'
+import { admin } from '../helpers/admin.js'
 import { rolloutFlag, startFeaturesServer } from '../helpers/features-server.js'
 import { sample, startTestFicus, type TestFicus } from '../helpers/ficus.js'
 import { startUpstream } from '../helpers/upstream.js'
@@ -33,14 +33,6 @@ async function upstreams(t: Test): Promise<Record<string, unknown>> {
   return { legacy: { url: legacy.url }, new: { url: next.url } }
 }
 
-async function admin(ficus: TestFicus, method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
-  const r = await request(ficus.adminUrl + path, {
-    method: method as 'GET',
-    ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
-  })
-  return { status: r.statusCode, json: await r.body.json() }
-}
-
 const sources: Source[] = [
   {
     name: 'static (routes.yaml + admin API)',
@@ -53,7 +45,7 @@ const sources: Source[] = [
       return {
         ficus,
         async setShare (n) {
-          const r = await admin(ficus, 'PATCH', '/admin/routes/orders', { new: n, reason: 'contract' })
+          const r = await admin(ficus, 'PATCH', '/admin/routes/orders', { json: { new: n, reason: 'contract' } })
           if (r.status !== 200) throw new Error(`PATCH answered ${r.status}`)
         }
       }
@@ -127,12 +119,12 @@ for (const source of sources) {
 
     t.test('a rollback beats the source until it is cleared', async (t) => {
       const rig = await source.start(t, 50)
-      const rolled = await admin(rig.ficus, 'POST', '/admin/rollback', { route: 'orders', reason: 'contract' })
+      const rolled = await admin(rig.ficus, 'POST', '/admin/rollback', { json: { route: 'orders', reason: 'contract' } })
       t.equal(rolled.status, 200)
       t.ok([...(await sides(rig.ficus, USERS.slice(0, 60))).values()].every((s) => s === 'legacy'), 'all legacy after the rollback')
-      const cleared = await admin(rig.ficus, 'PATCH', '/admin/routes/orders', { new: null, reason: 'recovered' })
+      const cleared = await admin(rig.ficus, 'PATCH', '/admin/routes/orders', { json: { new: null, reason: 'recovered' } })
       t.equal(cleared.status, 200)
-      const view = (cleared.json as { route: { new: { value: number } } }).route
+      const view = (cleared.body as { route: { new: { value: number } } }).route
       t.equal(view.new.value, 50, 'the share is the source\'s again')
       t.same(await sides(rig.ficus, USERS), expected(50), 'the same users are back on new')
     })

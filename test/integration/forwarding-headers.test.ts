@@ -3,6 +3,7 @@ import t from 'tap'
 import { startTestFicus } from '../helpers/ficus.js'
 import { rawRequest } from '../helpers/raw.js'
 import { startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 t.test('the upstream sees Via, X-Forwarded-*, Forwarded, a request id, and no hop-by-hop header', async (t) => {
   const legacy = await startUpstream(t, 'legacy')
@@ -122,7 +123,7 @@ t.test('the shadow copy carries x-ficus-shadow: 1 once, whatever the client sent
   t.equal(r.status, 200)
   t.notOk('x-ficus-shadow' in (legacy.requests[0]?.headers ?? {}), 'the primary does not get the client\'s marker')
   t.notOk('x-hop' in (legacy.requests[0]?.headers ?? {}), 'nor the hop-by-hop header')
-  const copy = await copyArrived
+  const copy = await waitFor(copyArrived, { message: 'the shadow copy did not reach new' })
   const marks = copy?.rawHeaders.filter((v, i) => i % 2 === 0 && v.toLowerCase() === 'x-ficus-shadow') ?? []
   t.equal(marks.length, 1, 'one marker')
   t.equal(copy?.headers['x-ficus-shadow'], '1')

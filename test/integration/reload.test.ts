@@ -4,6 +4,7 @@ import t from 'tap'
 import type { Upstream } from '../../src/adapters/upstreams.js'
 import { nextQueued, sample, startTestFicus, testYaml } from '../helpers/ficus.js'
 import { held, startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 type Teardown = Parameters<typeof startUpstream>[0] & { testdir(): string }
 
@@ -63,13 +64,13 @@ t.test('a changed upstream gets a new pool; a request in flight on the old one f
   const next = await startUpstream(t, 'new')
   const f = await fromFile(t, { upstreams: { legacy: { url: old.url }, new: { url: next.url } }, routes: [] })
   const inFlight = f.get('/held')
-  await old.arrived(1)
+  await old.arrived(1, { message: 'the request to hold did not reach the old upstream' })
   const pool = f.running.ficus.upstreams.get('legacy')
   t.equal(await f.reload({ upstreams: { legacy: { url: moved.url }, new: { url: next.url } }, routes: [] }), 'success')
   t.not(f.running.ficus.upstreams.get('legacy'), pool, 'a new pool')
   t.equal((await f.get('/now')).by, 'legacy-2', 'new requests go to the new address')
   slow.release()
-  t.same(await inFlight, { status: 200, by: undefined }, 'the old request finished on the old pool')
+  t.same(await waitFor(inFlight, { message: 'the request in flight on the old pool did not finish once released' }), { status: 200, by: undefined }, 'the old request finished on the old pool')
   t.equal(pool?.pool.closed, true, 'which then closed')
 })
 
@@ -103,16 +104,16 @@ t.test('a replaced upstream lets its queued requests through before it closes', 
   const next = await startUpstream(t, 'new')
   const f = await fromFile(t, { upstreams: { legacy: { url: old.url, connections: 1, maxQueue: 5 }, new: { url: next.url } }, routes: [] })
   const first = f.get('/1')
-  await old.arrived(1)
+  await old.arrived(1, { message: 'the first request did not reach the old upstream' })
   const isQueued = nextQueued(f.running.ficus.upstreams.get('legacy') as Upstream)
   const queued = f.get('/2') // waits for the single connection
-  await isQueued
+  await isQueued // nextQueued fails past its deadline
   t.equal(await f.reload({ upstreams: { legacy: { url: old.url, connections: 2, maxQueue: 5 }, new: { url: next.url } }, routes: [] }), 'success')
   held.shift()?.()
-  t.equal((await first).status, 200)
-  await old.arrived(2)
+  t.equal((await waitFor(first, { message: 'the first request did not finish once released' })).status, 200)
+  await old.arrived(2, { message: 'the queued request did not reach the retired pool\'s upstream' })
   held.shift()?.()
-  t.equal((await queued).status, 200, 'the queued request was served by the retired pool, not failed')
+  t.equal((await waitFor(queued, { message: 'the queued request was not answered' })).status, 200, 'the queued request was served by the retired pool, not failed')
 })
 
 t.test('a reload may not leave an admin port on a non-loopback address without a token', async (t) => {

@@ -1,8 +1,10 @@
+import { once } from 'node:events'
 import { connect } from 'node:net'
 import t from 'tap'
 import { sample, startTestFicus } from '../helpers/ficus.js'
 import { rawRequest } from '../helpers/raw.js'
 import { startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 async function setup (t: Parameters<typeof startUpstream>[0], limits: Record<string, string> = {}) {
   const legacy = await startUpstream(t, 'legacy')
@@ -43,7 +45,7 @@ t.test('a chunked body is counted while it streams and stopped at the limit', as
 t.test('Expect: 100-continue: 100 then the answer under the limit; 413 without 100 over it', async (t) => {
   const { legacy, f } = await setup(t, { bodySize: '1KiB' })
   const { port } = new URL(f.url)
-  const under = await new Promise<string>((resolve, reject) => {
+  const under = await waitFor(new Promise<string>((resolve, reject) => {
     const s = connect(Number(port), '127.0.0.1')
     let text = ''
     s.on('connect', () => s.write('PUT /doc HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n'))
@@ -53,7 +55,7 @@ t.test('Expect: 100-continue: 100 then the answer under the limit; 413 without 1
     })
     s.on('close', () => resolve(text))
     s.on('error', reject)
-  })
+  }), { message: 'the 100-continue exchange did not end with Ficus closing the connection' })
   t.match(under, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n/)
   t.equal(legacy.requests[0]?.body.toString(), 'hello')
   t.notOk('expect' in (legacy.requests[0]?.headers ?? {}), 'Expect is answered by Ficus, not forwarded')
@@ -114,8 +116,7 @@ t.test('a request not received within requestTimeout: 408, recorded as such, ups
   s.on('data', (d: Buffer) => { text += d.toString() })
   s.write('POST /trickle HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n')
   const drip = setInterval(() => s.write('x'), 50)
-  await new Promise<void>((resolve) => s.on('close', () => resolve()))
-  clearInterval(drip)
+  await waitFor(once(s, 'close'), { message: 'Ficus did not close the trickling request\'s connection at requestTimeout' }).finally(() => { clearInterval(drip) })
   t.match(text, /^HTTP\/1\.1 408 /)
   const line = await f.logs.waitFor((l) => l.msg === 'request' && l.path === '/trickle')
   t.match(line, { status: 408, outcome: 'request_timeout', error: { code: 'FICUS_ERR_REQUEST_TIMEOUT' } })

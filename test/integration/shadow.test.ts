@@ -1,10 +1,11 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from 'node:zlib'
 import t from 'tap'
-import { request } from 'undici'
-import type { DivergenceSample, RouteSummary } from '../../src/adapters/divergence-store.js'
-import { sample, startTestFicus, type TestFicus } from '../helpers/ficus.js'
+import type { DivergenceSample } from '../../src/adapters/divergence-store.js'
+import { admin, samples, summary } from '../helpers/admin.js'
+import { sample, startTestFicus } from '../helpers/ficus.js'
 import { held, startUpstream, type Handler } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 /** An answer per path: `[status, body, headers]`; a body object is sent as JSON. */
 type Answers = Record<string, [number, unknown, Record<string, string>?]>
@@ -18,21 +19,6 @@ function answers(table: Answers): Handler {
   }
 }
 
-async function admin(f: TestFicus, path: string, token?: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const r = await request(f.adminUrl + path, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } })
-  return { status: r.statusCode, body: await r.body.json() as Record<string, unknown> }
-}
-
-/** GET /admin/divergences (newest first). */
-async function samples(f: TestFicus, query = ''): Promise<DivergenceSample[]> {
-  return (await admin(f, `/admin/divergences${query}`)).body.samples as DivergenceSample[]
-}
-
-/** GET /admin/divergences/summary: the first route's summary. */
-async function summary(f: TestFicus): Promise<RouteSummary> {
-  return ((await admin(f, '/admin/divergences/summary')).body.routes as RouteSummary[])[0] as RouteSummary
-}
-
 const paths = (s: DivergenceSample | undefined): string[] => (s?.differences ?? []).map((d) => d.path)
 
 /** Legacy answers, new gets the copy (new: 0, shadow: 100), with the given compare rules. */
@@ -44,7 +30,7 @@ async function shadowed(t: Parameters<typeof startUpstream>[0], legacy: Handler,
     routes: [{ name: 'orders', match: { path: '/*' }, new: 0, shadow: 100, ...extra }],
     ...top
   })
-  return { l, n, f, idle: () => f.running.ficus.shadowing.idle() }
+  return { l, n, f, idle: async () => f.shadowIdle() }
 }
 
 const ORDER = { id: 1, customer_name: 'Ada', amount: '12.50', items: [{ sku: 'A', qty: 2 }, { sku: 'B', qty: 1 }], meta: { at: 1 }, tags: ['x', 'y'] }
@@ -95,7 +81,7 @@ t.test('a read is copied to the other side at once, marked, and every kind of di
   t.equal(sample(m, 'ficus_request_duration_seconds_count', { route: 'orders', backend: 'new', role: 'shadow' }), 3)
   t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: 'legacy', role: 'primary', code: '200' }), 3)
 
-  const sum = await summary(f)
+  const sum = await summary(f, 'orders')
   t.match(sum, { route: 'orders', comparisons: { match: 0, diverged: 3, error: 0, skipped: 0 }, divergenceRate: 1, kinds: { status: 1, header: 1, body: 1 } })
   const fields = Object.fromEntries(sum.topFields.map((x) => [x.field, x.count]))
   t.equal(fields['body.items[*].sku'], 2, 'per-field counts fold array positions')
@@ -108,10 +94,10 @@ t.test('the copy of a read goes out while the primary is still working on it', a
   const slow = held(answers({ '/o': [200, { ok: 1 }] }))
   const { l, n, f, idle } = await shadowed(t, slow.handler, answers({ '/o': [200, { ok: 1 }] }))
   const pending = f.fetch('/o')
-  await n.arrived(1)
+  await n.arrived(1, { timeoutMs: 5_000, message: 'the copy did not go out while the primary was held' })
   await l.arrived(1)
   slow.release()
-  t.equal((await pending).status, 200)
+  t.equal((await waitFor(pending, { message: 'the primary did not answer once released' })).status, 200)
   await idle()
   t.equal(sample(await f.scrape(), 'ficus_comparisons_total', { route: 'orders', outcome: 'match' }), 1)
 })
@@ -133,10 +119,10 @@ t.test('a comparison that starts when the primary ends is not part of the primar
     subscribe('undici:request:trailers', done)
   })
   const pending = f.fetch('/o')
-  await copyRead
+  await waitFor(copyRead, { timeoutMs: 5_000, message: 'the copy\'s answer was not read while the primary was held' })
   t.equal(sample(await f.scrape(), 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '200' }), 1, 'the copy was read first')
   slow.release()
-  t.equal((await pending).status, 200)
+  t.equal((await waitFor(pending, { message: 'the primary did not answer once released' })).status, 200)
   await idle()
   const order = f.logs.lines.filter((l) => l.msg === 'request' || l.msg === 'divergence').map((l) => l.msg)
   t.same(order, ['request', 'divergence'], 'the primary was recorded before its comparison ran')
@@ -196,7 +182,7 @@ t.test('deflate, zlib-wrapped or raw, is decoded; past shadow.maxBodySize once d
     {}, { shadow: { maxBodySize: '4KiB' } })
   for (const p of ['/z', '/raw', '/bomb']) await f.fetch(p)
   await idle()
-  t.match(await summary(f), { comparisons: { match: 2, diverged: 0, skipped: 1 }, skipped: { body_too_large: 1 } })
+  t.match(await summary(f, 'orders'), { comparisons: { match: 2, diverged: 0, skipped: 1 }, skipped: { body_too_large: 1 } })
 })
 
 t.test('non-JSON bodies are compared as bytes', async (t) => {
@@ -221,7 +207,7 @@ t.test('a shadow backend that never answers: the client is unaffected; the copy 
   t.equal(sample(m, 'ficus_shadow_dropped_total', { route: 'orders', reason: 'timeout' }), 1)
   t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '504' }), 1)
   t.equal(sample(m, 'ficus_upstream_errors_total', { route: 'orders', backend: 'new', reason: 'timeout' }), undefined, 'shadow failures are not primary upstream errors')
-  t.match(await summary(f), { errors: { timeout: 1 } })
+  t.match(await summary(f, 'orders'), { errors: { timeout: 1 } })
 })
 
 t.test('a shadow backend that resets the connection: counted as an error, client unaffected', async (t) => {
@@ -229,7 +215,7 @@ t.test('a shadow backend that resets the connection: counted as an error, client
   const r = await f.fetch('/o')
   t.same([r.status, r.json()], [200, { ok: 1 }])
   await idle()
-  t.match(await summary(f), { comparisons: { error: 1 }, errors: { reset: 1 } })
+  t.match(await summary(f, 'orders'), { comparisons: { error: 1 }, errors: { reset: 1 } })
   t.equal(sample(await f.scrape(), 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '502' }), 1)
 })
 
@@ -238,9 +224,9 @@ t.test('a slow shadow that then answers 500: the client had its answer before th
   t.setTimeout(10_000)
   const slow = held(answers({ '/o': [500, { error: 'boom' }] }))
   const { n, f, idle } = await shadowed(t, answers({ '/o': [200, { ok: 1 }] }), slow.handler)
-  const r = await f.fetch('/o')
+  const r = await waitFor(f.fetch('/o'), { timeoutMs: 5_000, message: 'the client\'s answer waited for the held shadow' })
   t.same([r.status, r.json()], [200, { ok: 1 }], 'answered while the shadow is still held')
-  await n.arrived(1)
+  await n.arrived(1, { message: 'the copy never reached new' })
   slow.release()
   await idle()
   const [s] = await samples(f)
@@ -257,10 +243,10 @@ t.test('a primary that streams on past shadow.timeout: the comparison is given u
   const pending = f.fetch('/o')
   await l.arrived(1) // the copy is under way from here on
   await idle()
-  t.match(await summary(f), { comparisons: { skipped: 1 }, skipped: { primary_too_slow: 1 } })
+  t.match(await summary(f, 'orders'), { comparisons: { skipped: 1 }, skipped: { primary_too_slow: 1 } })
   t.equal(sample(await f.scrape(), 'ficus_shadow_dropped_total', { route: 'orders', reason: 'timeout' }), 1)
   finish()
-  t.equal((await pending).text, 'first part;last part', 'the client still gets all of it')
+  t.equal((await waitFor(pending, { message: 'the streaming primary\'s answer did not end' })).text, 'first part;last part', 'the client still gets all of it')
 })
 
 t.test('a primary refused at once (saturated) is not copied', async (t) => {
@@ -275,17 +261,17 @@ t.test('a primary refused at once (saturated) is not copied', async (t) => {
   await l.arrived(1)
   t.equal((await f.fetch('/o')).status, 503)
   slow.release()
-  await first
-  await f.running.ficus.shadowing.idle()
+  await waitFor(first, { message: 'the held request did not complete once released' })
+  await f.shadowIdle()
   t.equal(n.started(), 1, 'only the request legacy took was copied')
-  t.match(await summary(f), { comparisons: { match: 1, skipped: 1 }, skipped: { primary_failed: 1 } })
+  t.match(await summary(f, 'orders'), { comparisons: { match: 1, skipped: 1 }, skipped: { primary_failed: 1 } })
 })
 
 t.test('at the concurrency bound shadows are dropped and counted, never queued', async (t) => {
   const slow = held(answers({ '/o': [200, { ok: 1 }] }))
   const { n, f, idle } = await shadowed(t, answers({ '/o': [200, { ok: 1 }] }), slow.handler, {}, { shadow: { maxInFlight: 2 } })
   for (let i = 0; i < 5; i++) t.equal((await f.fetch('/o')).status, 200)
-  await n.arrived(2)
+  await n.arrived(2, { message: 'the two copies within shadow.maxInFlight did not reach new' })
   t.equal(f.running.ficus.shadowing.inFlight, 2)
   const m = await f.scrape()
   t.equal(sample(m, 'ficus_shadow_dropped_total', { route: 'orders', reason: 'concurrency' }), 3)
@@ -294,7 +280,7 @@ t.test('at the concurrency bound shadows are dropped and counted, never queued',
   await idle()
   t.equal(n.started(), 2, 'dropped copies were never sent')
   t.equal(sample(await f.scrape(), 'ficus_comparisons_total', { route: 'orders', outcome: 'match' }), 2)
-  t.match(await summary(f), { skipped: { concurrency: 3 } })
+  t.match(await summary(f, 'orders'), { skipped: { concurrency: 3 } })
 })
 
 t.test('writes are not shadowed unless the route says so', async (t) => {
@@ -332,7 +318,7 @@ t.test('shadowWrites: the copy of a write goes out after the primary answered 2x
   t.equal(refused.status, 409)
   await idle()
   t.equal(n.started(), 1, 'a write the primary refused is not repeated')
-  t.match(await summary(f), { skipped: { write_not_2xx: 1 } })
+  t.match(await summary(f, 'orders'), { skipped: { write_not_2xx: 1 } })
 })
 
 t.test('a shadowed write whose body is over shadow.maxBodySize is forwarded but not copied', async (t) => {
@@ -369,9 +355,9 @@ t.test('new primary with fallback: legacy answered, so nothing is compared', asy
   })
   const r = await f.fetch('/o')
   t.same([r.status, r.json()], [200, { ok: 1 }])
-  await f.running.ficus.shadowing.idle()
+  await f.shadowIdle()
   t.equal(l.started(), 2, 'legacy got the copy and the fallback')
-  t.match(await summary(f), { comparisons: { skipped: 1 }, skipped: { fallback: 1 } })
+  t.match(await summary(f, 'orders'), { comparisons: { skipped: 1 }, skipped: { fallback: 1 } })
 })
 
 t.test('new primary: legacy gets the copy, differences are still named from legacy to new', async (t) => {
@@ -382,7 +368,7 @@ t.test('new primary: legacy gets the copy, differences are still named from lega
     routes: [{ name: 'orders', match: { path: '/*' }, new: 100, shadow: 100 }]
   })
   t.same((await f.fetch('/o')).json(), { a: 1, b: 2 })
-  await f.running.ficus.shadowing.idle()
+  await f.shadowIdle()
   t.equal(l.requests[0]?.headers['x-ficus-shadow'], '1')
   const [s] = await samples(f)
   t.match(s, { primary: 'new', differences: [{ path: 'body.b', kind: 'extra', new: 2 }] })
@@ -433,7 +419,7 @@ t.test('an array keyed by a redacted field does not show the key in paths', asyn
   await idle()
   const [s] = await samples(f)
   t.same(paths(s), ['body.users[email=[redacted]].plan'])
-  t.notOk(JSON.stringify(await summary(f)).includes('ada@corp'), 'nor in field counts')
+  t.notOk(JSON.stringify(await summary(f, 'orders')).includes('ada@corp'), 'nor in field counts')
 })
 
 t.test('a difference too deeply nested to show is still one diverged comparison', async (t) => {
@@ -456,32 +442,29 @@ t.test('the sample ring keeps the newest per route; the admin API checks its inp
   await idle()
   t.same((await samples(f)).map((x) => x.differences[0]?.new), [5, 4, 3], 'newest first, three kept')
   t.same((await samples(f, '?limit=1')).length, 1)
-  t.match((await summary(f)).comparisons, { diverged: 5 }, 'counts keep everything')
+  t.match((await summary(f, 'orders')).comparisons, { diverged: 5 }, 'counts keep everything')
 
-  t.match(await admin(f, '/admin/divergences?limit=0'), { status: 400, body: { code: 'FICUS_ERR_BAD_ADMIN_REQUEST', detail: 'limit: must be >= 1' } })
-  t.match(await admin(f, '/admin/divergences?limit=ten'), { status: 400, body: { detail: 'limit: must be integer' } })
-  t.match(await admin(f, '/admin/divergences?rout=orders'), { status: 400, body: { detail: 'unknown parameter "rout"' } })
-  t.match(await admin(f, '/admin/divergences?route=nope'), { status: 404, body: { code: 'FICUS_ERR_UNKNOWN_ROUTE', detail: /no route named "nope"/ } })
-  t.match(await admin(f, '/admin/divergences/summary?route=nope'), { status: 404, body: { code: 'FICUS_ERR_UNKNOWN_ROUTE' } })
-  t.match(await admin(f, '/admin/nothing'), { status: 404, body: { code: 'FICUS_ERR_ADMIN_NOT_FOUND', detail: 'GET /admin/nothing' } })
-  t.match(await admin(f, '/admin/divergences/summary?route=default'), { status: 200, body: { routes: [{ route: 'default', divergenceRate: null }] } })
+  t.match(await admin(f, 'GET', '/admin/divergences?limit=0'), { status: 400, body: { code: 'FICUS_ERR_BAD_ADMIN_REQUEST', detail: 'limit: must be >= 1' } })
+  t.match(await admin(f, 'GET', '/admin/divergences?limit=ten'), { status: 400, body: { detail: 'limit: must be integer' } })
+  t.match(await admin(f, 'GET', '/admin/divergences?rout=orders'), { status: 400, body: { detail: 'unknown parameter "rout"' } })
+  t.match(await admin(f, 'GET', '/admin/divergences?route=nope'), { status: 404, body: { code: 'FICUS_ERR_UNKNOWN_ROUTE', detail: /no route named "nope"/ } })
+  t.match(await admin(f, 'GET', '/admin/divergences/summary?route=nope'), { status: 404, body: { code: 'FICUS_ERR_UNKNOWN_ROUTE' } })
+  t.match(await admin(f, 'GET', '/admin/nothing'), { status: 404, body: { code: 'FICUS_ERR_ADMIN_NOT_FOUND', detail: 'GET /admin/nothing' } })
+  t.match(await admin(f, 'GET', '/admin/divergences/summary?route=default'), { status: 200, body: { routes: [{ route: 'default', divergenceRate: null }] } })
 })
 
 t.test('with admin.token, /admin needs the bearer token; probes and metrics stay open', async (t) => {
   const { f } = await shadowed(t, answers({}), answers({}), {}, { admin: { host: '127.0.0.1', port: 0, token: 's3cret-token' } })
   for (const token of [undefined, 'wrong', 's3cret-token-longer', '']) {
-    const r = await admin(f, '/admin/divergences', token)
+    const r = await admin(f, 'GET', '/admin/divergences', { token })
     t.match(r, { status: 401, body: { code: 'FICUS_ERR_UNAUTHORIZED' } }, `token ${String(token)}`)
   }
-  const basic = await request(f.adminUrl + '/admin/divergences', { headers: { authorization: 'Basic czNjcmV0LXRva2Vu' } })
-  t.equal(basic.statusCode, 401)
+  const basic = await admin(f, 'GET', '/admin/divergences', { headers: { authorization: 'Basic czNjcmV0LXRva2Vu' } })
+  t.equal(basic.status, 401)
   t.equal(basic.headers['www-authenticate'], 'Bearer realm="ficus-admin"')
-  await basic.body.dump()
-  t.equal((await admin(f, '/admin/divergences', 's3cret-token')).status, 200)
-  t.equal((await admin(f, '/admin/nothing')).status, 401, 'unknown admin paths do not tell what exists')
+  t.equal((await admin(f, 'GET', '/admin/divergences', { token: 's3cret-token' })).status, 200)
+  t.equal((await admin(f, 'GET', '/admin/nothing')).status, 401, 'unknown admin paths do not tell what exists')
   for (const open of ['/metrics', '/healthz', '/readyz']) {
-    const r = await request(f.adminUrl + open)
-    t.equal(r.statusCode, 200, open)
-    await r.body.dump()
+    t.equal((await admin(f, 'GET', open)).status, 200, open)
   }
 })

@@ -1,9 +1,11 @@
+import { once } from 'node:events'
 import { connect } from 'node:net'
 import t from 'tap'
 import { request } from 'undici'
 import { nextQueued, sample, startTestFicus } from '../helpers/ficus.js'
 import { rawRequest } from '../helpers/raw.js'
 import { closedPort, held, startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 /** One upstream slot and no queue: anything that keeps the slot shows as a 503 for the next request. */
 const oneSlot = (url: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
@@ -21,14 +23,16 @@ t.test('a chunked upload answered early closes its connection, and more bytes ca
   const f = await startTestFicus(t, { upstreams: { legacy: { url: `http://127.0.0.1:${await closedPort()}` }, new: { url: 'http://127.0.0.1:1' } }, limits: { bodySize: '1KiB', bodyBuffer: 0 } })
   const { port } = new URL(f.url)
   const s = connect(Number(port), '127.0.0.1')
+  const closed = once(s, 'close')
   let text = ''
   s.on('data', (d: Buffer) => { text += d.toString() })
   s.write(`POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${chunk('a'.repeat(100))}`)
-  await new Promise<void>((resolve) => { const onData = (): void => { if (text.includes('\r\n\r\n{')) { s.off('data', onData); resolve() } }; s.on('data', onData) })
+  await waitFor(new Promise<void>((resolve) => { const onData = (): void => { if (text.includes('\r\n\r\n{')) { s.off('data', onData); resolve() } }; s.on('data', onData) }),
+    { message: 'Ficus did not answer the upload before reading its body' })
   t.match(text, /^HTTP\/1\.1 502 /)
   t.match(text, /\r\nconnection: close\r\n/i, 'the unread body means the connection is not reused')
   s.write(chunk('b'.repeat(4000)) + chunk('c'.repeat(4000)))
-  await new Promise<void>((resolve) => s.on('close', () => resolve()))
+  await waitFor(closed, { message: 'Ficus did not close the connection with the unread body' })
   t.pass('Ficus closed the connection')
   const after = await f.fetch('/still-alive')
   t.equal(after.status, 502, 'and is still serving')
@@ -47,7 +51,7 @@ t.test('a streamed upload that stalls gets 408 after bodyIdleTimeout, and its up
   t.equal(r.status, 408)
   t.match(JSON.parse(r.text.slice(r.text.indexOf('\r\n\r\n') + 4)), { code: 'FICUS_ERR_REQUEST_TIMEOUT' })
   t.ok(r.closed)
-  await closed
+  await waitFor(closed, { message: 'the upstream connection of the stalled request was not closed' })
   t.pass('the upstream connection of the stalled request was closed')
   t.equal((await f.fetch('/next')).status, 200, 'its slot is free again')
   t.equal(sample(await f.scrape(), 'ficus_client_errors_total', { reason: 'request_timeout' }), 1)
@@ -81,8 +85,8 @@ t.test('a client that stops reading is cut off after sendTimeout, freeing the up
   const { port } = new URL(f.url)
   const reader = connect(Number(port), '127.0.0.1')
   reader.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n')
-  await new Promise<void>((resolve) => reader.once('data', () => { reader.pause(); resolve() }))
-  const line = await f.logs.waitFor((l) => l.msg === 'request' && l.path === '/big')
+  await waitFor(new Promise<void>((resolve) => reader.once('data', () => { reader.pause(); resolve() })), { message: 'no byte of /big reached the client' })
+  const line = await f.logs.waitFor((l) => l.msg === 'request' && l.path === '/big', { message: 'the client that stopped reading was not cut off (no access line for /big)' })
   t.match(line, { outcome: 'send_timeout', status: 200, error: { code: 'FICUS_ERR_SEND_TIMEOUT' } })
   reader.destroy()
   const next = await f.fetch('/after')
@@ -95,23 +99,23 @@ t.test('clients that leave while queued give their places back and cost no upstr
   const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url, connections: 1, maxQueue: 2 }, new: { url: legacy.url } } })
   const upstream = f.running.ficus.upstreams.get('legacy')!
   const first = f.fetch('/hold')
-  await legacy.arrived(1)
+  await legacy.arrived(1, { message: 'the request to hold did not reach legacy' })
   for (let i = 0; i < 3; i++) {
     const ac = new AbortController()
     const isQueued = nextQueued(upstream)
     const queued = request(`${f.url}/queued-${i}`, { signal: ac.signal })
-    await isQueued // the held request runs, this one waits in Ficus's queue
+    await isQueued // the held request runs, this one waits in Ficus's queue (nextQueued fails past its deadline)
     ac.abort()
     await t.rejects(queued)
-    await f.logs.waitFor((l) => l.msg === 'request' && l.path === `/queued-${i}`)
+    await f.logs.waitFor((l) => l.msg === 'request' && l.path === `/queued-${i}`, { message: `client ${i} left the queue: no access line for /queued-${i}` })
     t.equal(upstream.load, 1, `client ${i} left: its place in the queue is free`)
   }
   // Three clients came and went: with maxQueue 2 the queue must be empty again.
   const a = f.fetch('/a')
   const b = f.fetch('/b')
   hold.release()
-  t.equal((await first).text, 'held')
-  t.same([(await a).status, (await b).status], [200, 200], 'both fit in the queue again')
+  t.equal((await waitFor(first, { message: 'the held request did not complete once released' })).text, 'held')
+  t.same(await waitFor(Promise.all([a, b]).then((rs) => rs.map((r) => r.status)), { message: 'the two queued requests were not answered' }), [200, 200], 'both fit in the queue again')
   t.equal(legacy.started(), 3, 'the clients that left never reached the upstream')
   t.equal(legacy.connections(), 1, 'and cost no extra connection')
 })

@@ -1,7 +1,8 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { request } from 'undici'
+import type { RouteView } from '../../src/control/route-view.js'
+import { admin, audit, routes } from '../helpers/admin.js'
 import { rolloutFlag, startFeaturesServer, type FeaturesServer } from '../helpers/features-server.js'
 import { sample, startTestFicus, type TestFicus } from '../helpers/ficus.js'
 import { startUpstream } from '../helpers/upstream.js'
@@ -23,19 +24,7 @@ async function rig(t: Test, features: FeaturesServer, unleash: Record<string, un
   })
 }
 
-async function readyz(ficus: TestFicus): Promise<number> {
-  const r = await request(ficus.adminUrl + '/readyz')
-  await r.body.dump()
-  return r.statusCode
-}
-
-async function adminJson(ficus: TestFicus, method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const r = await request(ficus.adminUrl + path, {
-    method: method as 'GET',
-    ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
-  })
-  return { status: r.statusCode, json: await r.body.json() as Record<string, unknown> }
-}
+const readyz = async (ficus: TestFicus): Promise<number> => (await admin(ficus, 'GET', '/readyz')).status
 
 const backend = async (ficus: TestFicus, user = 'alice'): Promise<unknown> => (await ficus.fetch('/orders/1', { headers: { 'x-user-id': user } })).headers['x-ficus-backend']
 
@@ -77,7 +66,7 @@ t.test('a bootstrap file serves until Unleash answers; the backup, newer, wins o
   const first = await rig(t, down, { syncTimeout: '100ms', bootstrap, backupPath })
   await first.logs.waitFor((l) => typeof l.msg === 'string' && l.msg.includes('bootstrap file'))
   t.equal(await backend(first), 'new', 'the bootstrap file says 100 %')
-  t.match((await adminJson(first, 'GET', '/admin/routes')).json.flags, { loadedFrom: 'bootstrap', synchronized: false })
+  t.match((await admin(first, 'GET', '/admin/routes')).body.flags, { loadedFrom: 'bootstrap', synchronized: false })
   await first.running.stop()
 
   // A replica that once saw the flag off (a fleet-wide rollback) keeps it off after a restart during an outage.
@@ -122,10 +111,10 @@ t.test('/admin/routes shows the flag; gauges and rollbacks follow it', async (t)
   const ficus = await rig(t, features)
   const flags = ficus.running.ficus.flags
   t.ok(await flags?.whenSynchronized(5_000))
-  const { json } = await adminJson(ficus, 'GET', '/admin/routes')
-  const orders = (json.routes as { name: string }[]).find((r) => r.name === 'orders')
+  const { body: view } = await admin(ficus, 'GET', '/admin/routes')
+  const orders = (view.routes as RouteView[]).find((r) => r.name === 'orders')
   t.match(orders, { new: { value: 25, source: 'flag', file: null }, flag: { name: 'orders-new', known: true, enabled: true, share: 25, groupId: 'orders-new', strategies: ['flexibleRollout'], bypassed: false } })
-  t.match(json.flags, { source: 'unleash', synchronized: true, healthy: true, loadedFrom: 'unleash', lastError: null })
+  t.match(view.flags, { source: 'unleash', synchronized: true, healthy: true, loadedFrom: 'unleash', lastError: null })
   t.equal(sample(await ficus.scrape(), 'ficus_route_new_percent', { route: 'orders' }), 25)
 
   // Strategies that decide per user have no single share: no gauge series, value null.
@@ -147,14 +136,13 @@ t.test('ficus set on a flagged route without unleash.admin is refused and names 
   const features = await startFeaturesServer(t, { features: [rolloutFlag('orders-new', 10)] })
   const ficus = await rig(t, features)
   t.ok(await ficus.running.ficus.flags?.whenSynchronized(5_000))
-  const r = await adminJson(ficus, 'PATCH', '/admin/routes/orders', { new: 50, shadow: 5 })
+  const r = await admin(ficus, 'PATCH', '/admin/routes/orders', { json: { new: 50, shadow: 5 } })
   t.equal(r.status, 409)
-  t.match(r.json, { code: 'FICUS_ERR_FLAG_MANAGED', detail: /Unleash flag "orders-new".*ficus rollback orders/s })
-  const after = await adminJson(ficus, 'GET', '/admin/routes')
-  t.match((after.json.routes as { name: string }[]).find((x) => x.name === 'orders'), { new: { value: 10, source: 'flag' }, shadow: { value: 0 } }, 'nothing changed, not even shadow')
-  const shadow = await adminJson(ficus, 'PATCH', '/admin/routes/orders', { shadow: 5 })
+  t.match(r.body, { code: 'FICUS_ERR_FLAG_MANAGED', detail: /Unleash flag "orders-new".*ficus rollback orders/s })
+  t.match((await routes(ficus)).find((x) => x.name === 'orders'), { new: { value: 10, source: 'flag' }, shadow: { value: 0 } }, 'nothing changed, not even shadow')
+  const shadow = await admin(ficus, 'PATCH', '/admin/routes/orders', { json: { shadow: 5 } })
   t.equal(shadow.status, 200)
-  t.match(shadow.json.route, { new: { value: 10, source: 'flag' }, shadow: { value: 5, source: 'override' } })
+  t.match(shadow.body.route, { new: { value: 10, source: 'flag' }, shadow: { value: 5, source: 'override' } })
 })
 
 t.test('ficus set on a flagged route with unleash.admin changes the rollout in Unleash and waits to see it', async (t) => {
@@ -185,13 +173,13 @@ t.test('ficus set on a flagged route with unleash.admin changes the rollout in U
   const port = (adminApi.address() as { port: number }).port
   const ficus = await rig(t, features, { admin: { token: 'admin-secret', url: `http://127.0.0.1:${port}/api`, environment: 'production' } })
   t.ok(await ficus.running.ficus.flags?.whenSynchronized(5_000))
-  const r = await adminJson(ficus, 'PATCH', '/admin/routes/orders', { new: 40, reason: 'step 2' })
+  const r = await admin(ficus, 'PATCH', '/admin/routes/orders', { json: { new: 40, reason: 'step 2' } })
   t.equal(r.status, 200)
-  t.match(r.json.route, { new: { value: 40, source: 'flag' } }, 'answered once this replica sees the new rollout')
-  t.equal((await adminJson(ficus, 'POST', '/admin/rollback', { route: 'orders' })).status, 200)
-  const bypassed = await adminJson(ficus, 'PATCH', '/admin/routes/orders', { new: 60 })
+  t.match(r.body.route, { new: { value: 40, source: 'flag' } }, 'answered once this replica sees the new rollout')
+  t.equal((await admin(ficus, 'POST', '/admin/rollback', { json: { route: 'orders' } })).status, 200)
+  const bypassed = await admin(ficus, 'PATCH', '/admin/routes/orders', { json: { new: 60 } })
   t.equal(bypassed.status, 409, 'a rolled-back replica would ignore the flag: clear the rollback first')
-  t.match(bypassed.json, { code: 'FICUS_ERR_FLAG_MANAGED', detail: /ficus set orders --clear/ })
+  t.match(bypassed.body, { code: 'FICUS_ERR_FLAG_MANAGED', detail: /ficus set orders --clear/ })
   t.equal(calls.length, 3, 'Unleash was not called')
   t.same(calls.map((c) => c.split(' ').slice(0, 3).join(' ')), [
     'GET /api/admin/projects/default/features/orders-new/environments/production/strategies admin-secret',
@@ -199,6 +187,5 @@ t.test('ficus set on a flagged route with unleash.admin changes the rollout in U
     'GET /api/admin/projects/default/features/orders-new admin-secret'
   ])
   t.match(calls[1], /\[\{"op":"replace","path":"\/parameters\/rollout","value":"40"\}\]$/)
-  const audit = await adminJson(ficus, 'GET', '/admin/audit')
-  t.match((audit.json.entries as { action: string }[]).find((e) => e.action === 'set'), { action: 'set', route: 'orders', before: { new: 10 }, after: { new: 40 }, reason: 'step 2', detail: /flag orders-new: flexibleRollout 10 % → 40 % in Unleash \(project default, environment production\)/ })
+  t.match((await audit(ficus)).find((e) => e.action === 'set'), { action: 'set', route: 'orders', before: { new: 10 }, after: { new: 40 }, reason: 'step 2', detail: /flag orders-new: flexibleRollout 10 % → 40 % in Unleash \(project default, environment production\)/ })
 })

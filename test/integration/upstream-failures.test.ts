@@ -3,6 +3,7 @@ import { request } from 'undici'
 import { sample, startTestFicus } from '../helpers/ficus.js'
 import { startRawUpstream } from '../helpers/raw-upstream.js'
 import { closedPort, held, startUpstream, unresponsiveAddress } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 /** Legacy-only route table (new: 0) so that no fallback is involved. */
 const only = (legacy: Record<string, unknown>): Record<string, unknown> => ({ upstreams: { legacy, new: legacy } })
@@ -75,7 +76,7 @@ t.test('pool saturation → fast 503, counted; the held request still completes'
   t.match(second.json(), { code: 'FICUS_ERR_UPSTREAM_SATURATED' })
   t.equal(legacy.started(), 1, 'the refused request never reached the upstream')
   slow.release()
-  t.equal((await first).text, 'done')
+  t.equal((await waitFor(first, { message: 'the held request did not complete once released' })).text, 'done')
   t.equal(sample(await f.scrape(), 'ficus_upstream_errors_total', { route: 'default', backend: 'legacy', reason: 'saturated' }), 1)
   t.equal((await f.fetch('/third')).status, 200, 'capacity is given back')
 })
@@ -86,7 +87,7 @@ t.test('invalid framing from the upstream → 502, and that upstream connection 
   const r = await f.fetch('/x')
   t.equal(r.status, 502)
   t.match(r.json(), { code: 'FICUS_ERR_UPSTREAM_BAD_RESPONSE' })
-  await raw.closed(1)
+  await raw.closed(1, { message: 'the upstream connection with invalid framing was not closed' })
   t.pass('upstream connection closed')
 })
 
@@ -151,7 +152,7 @@ t.test('a client that leaves cancels its upstream request; counted as 499', asyn
   await legacy.arrived(1)
   ac.abort()
   await t.rejects(pending)
-  await closed
+  await waitFor(closed, { message: 'the upstream request of the client that left was not aborted' })
   t.pass('the upstream request was aborted')
   const line = await f.logs.waitFor((l) => l.msg === 'request')
   t.match(line, { outcome: 'client_aborted', status: 499 })

@@ -3,11 +3,13 @@ import { readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { Pool, request } from 'undici'
+import { Pool } from 'undici'
+import { admin } from '../helpers/admin.js'
 import { rolloutFlag, startFeaturesServer } from '../helpers/features-server.js'
 import { prometheusBinaries, startPrometheus } from '../helpers/prometheus.js'
 import { CLI, ROOT, listening, run } from '../helpers/spawn.js'
 import { startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 /**
  * What SREs import must work the first time: a real Prometheus scrapes a real `ficus start`
@@ -87,15 +89,15 @@ t.test('every dashboard query returns series from a real Prometheus scraping Fic
   ].join('\n')
   await writeFile(file, routes('first'))
   const ficus = run(t, CLI, ['start', '--config', file], {}, { cwd: dir })
-  const { traffic, admin } = await listening(ficus)
-  await ficus.waitFor(/flags synchronized with Unleash/)
+  const { traffic, admin: adminUrl } = await listening(ficus)
+  await ficus.waitFor(/flags synchronized with Unleash/, { message: 'ficus did not synchronize with the Unleash API' })
 
   const prom = await startPrometheus(t, PROMETHEUS, [
     `global: { scrape_interval: ${SCRAPE}, evaluation_interval: ${SCRAPE} }`,
     `rule_files: ["${RULES}"]`,
     'scrape_configs:',
     '  - job_name: ficus',
-    `    static_configs: [{ targets: ["${new URL(admin).host}"] }]`,
+    `    static_configs: [{ targets: ["${new URL(adminUrl).host}"] }]`,
     ''
   ].join('\n'))
 
@@ -120,24 +122,24 @@ t.test('every dashboard query returns series from a real Prometheus scraping Fic
   await prom.scrapedSince(start + 2_000) // a few seconds of traffic in the TSDB
   // The control plane acts: a reload that applies, one that is rejected, the file fixed, a rollback.
   await writeFile(file, routes('second'))
-  await ficus.waitFor(/"msg":"config reloaded"/)
+  await ficus.waitFor(/"msg":"config reloaded"/, { message: 'the second routes.yaml was not reloaded' })
   await writeFile(file, routes('third').replace('version: 1', 'version: 1\nroutes: ['))
-  await ficus.waitFor(/config reload rejected/)
+  await ficus.waitFor(/config reload rejected/, { message: 'the broken third routes.yaml was not rejected' })
   await writeFile(file, routes('fourth'))
-  await ficus.waitFor(/"msg":"config reloaded"[\s\S]*"msg":"config reloaded"/)
+  await ficus.waitFor(/"msg":"config reloaded"[\s\S]*"msg":"config reloaded"/, { message: 'the fourth routes.yaml was not reloaded' })
   await prom.scrapedSince(Date.now() + 2_000)
-  const rollback = await request(`${admin}/admin/rollback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ route: 'orders', reason: 'observability test' }) })
-  t.equal(rollback.statusCode, 200, await rollback.body.text())
+  const rollback = await admin(adminUrl, 'POST', '/admin/rollback', { json: { route: 'orders', reason: 'observability test' } })
+  t.equal(rollback.status, 200, rollback.text)
   await prom.scrapedSince(Date.now() + 2_000)
   running = false
-  await load
+  await waitFor(load, { message: 'the load clients did not stop' })
   await prom.scrapedSince(Date.now())
   const end = Date.now()
   t.ok(sent > 500, `${sent} requests sent over ${((end - start) / 1000).toFixed(1)} s`)
 
   // promtool lints Ficus's own families (names, units, help, types). prom-client's default
   // nodejs_active_*_total gauges break its _total rule: theirs to rename, not ours.
-  const exposition = await (await request(`${admin}/metrics`)).body.text()
+  const exposition = (await admin(adminUrl, 'GET', '/metrics')).text
   const own = exposition.split('\n').filter((l) => /^(# (HELP|TYPE) )?ficus_/.test(l)).join('\n') + '\n'
   t.ok(own.split('# TYPE ').length > 15, 'every ficus_ family')
   const lint = spawnSync(PROMTOOL, ['check', 'metrics'], { input: own, encoding: 'utf8' })
@@ -145,7 +147,7 @@ t.test('every dashboard query returns series from a real Prometheus scraping Fic
 
   // Template variables: what Grafana offers in the pickers.
   const instances = await prom.api<string[]>('label/instance/values', { 'match[]': 'ficus_build_info' })
-  t.same(instances, [new URL(admin).host], '$instance lists the replica')
+  t.same(instances, [new URL(adminUrl).host], '$instance lists the replica')
   const routeNames = await prom.api<string[]>('label/route/values', { 'match[]': 'ficus_route_shadow_percent{instance=~".*"}' })
   t.same(routeNames.sort(), ['default', 'flagged', 'orders'], '$route lists every route, the flagged one too')
   for (const v of DASHBOARD.templating.list.filter((x) => x.type === 'query')) {
@@ -188,5 +190,5 @@ t.test('every dashboard query returns series from a real Prometheus scraping Fic
   for (const r of rules) t.equal(r.health, 'ok', `${r.name}: ${r.lastError ?? ''}`)
 
   ficus.child.kill('SIGTERM')
-  t.equal(await ficus.exited, 0)
+  t.equal(await ficus.exitCode(), 0)
 })

@@ -135,7 +135,7 @@ t.test('framing and smuggling: each malformed request is refused, closed, and ne
   // A refusal that carries a request id was of a parsed request: it has its access-log line.
   // Parser failures before a request existed have neither (as in nginx's access log).
   t.equal(answered.length, 17, 'refusals of parsed requests carry a request id')
-  await f.logs.waitFor(() => answered.every((a) => f.logs.requests().some((l) => l.reqId === a.requestId)))
+  await f.logs.waitFor(() => answered.every((a) => f.logs.requests().some((l) => l.reqId === a.requestId)), { message: 'not every refusal with a request id got its access-log line' })
   for (const a of answered) {
     const line = f.logs.requests().find((l) => l.reqId === a.requestId)
     t.equal(line?.outcome, reasonOf(a.code as ErrorCode), `${a.what}: logged with its outcome`)

@@ -1,13 +1,11 @@
 import { randomBytes } from 'node:crypto'
 import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises'
-import type { IncomingHttpHeaders } from 'node:http'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { request } from 'undici'
 import type { AuditEntry } from '../../src/adapters/audit-log.js'
 import type { DivergenceSample } from '../../src/adapters/divergence-store.js'
 import { parseConfig } from '../../src/config/load-config.js'
-import type { RouteView } from '../../src/control/route-view.js'
+import { admin, audit, routes, type Json } from '../helpers/admin.js'
 import { rolloutFlag, startFeaturesServer } from '../helpers/features-server.js'
 import { sample, startTestFicus, testYaml, type TestFicus } from '../helpers/ficus.js'
 import { closedPort, startUpstream, type Handler } from '../helpers/upstream.js'
@@ -18,40 +16,17 @@ import { closedPort, startUpstream, type Handler } from '../helpers/upstream.js'
  * Every secret is a unique random string, so a check that finds nothing could have found it.
  */
 
-type Json = Record<string, unknown>
-
-interface Answer {
-  readonly status: number
-  readonly headers: IncomingHttpHeaders
-  readonly text: string
-  readonly body: Json
-}
-
 /** A fresh, unique secret: `s3cr3t-<what>-<random hex>`. */
 const secret = (what: string): string => `s3cr3t-${what}-${randomBytes(8).toString('hex')}`
-
-/** One call to the admin port; `body` is sent as given (a string), with no Content-Type unless `headers` has one. */
-async function call(f: TestFicus, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
-  const r = await request(f.adminUrl + path, { method, headers, ...(body === undefined ? {} : { body }) })
-  const text = await r.body.text()
-  let parsed: Json = {}
-  try {
-    parsed = text === '' ? {} : JSON.parse(text) as Json
-  } catch { /* /metrics is text */ }
-  return { status: r.statusCode, headers: r.headers, text, body: parsed }
-}
 
 const JSON_TYPE = { 'content-type': 'application/json' }
 
 /** The routes as the admin API shows them: name, effective new/shadow and where each comes from. */
-async function routesOf(f: TestFicus, auth: Record<string, string>): Promise<unknown> {
-  const r = await call(f, 'GET', '/admin/routes', auth)
-  return (r.body.routes as RouteView[]).map((x) => ({ name: x.name, new: x.new, shadow: x.shadow }))
+async function sharesOf(f: TestFicus, auth: Record<string, string>): Promise<unknown> {
+  return (await routes(f, { headers: auth })).map((x) => ({ name: x.name, new: x.new, shadow: x.shadow }))
 }
 
-async function auditOf(f: TestFicus, auth: Record<string, string>): Promise<AuditEntry[]> {
-  return (await call(f, 'GET', '/admin/audit?limit=1000', auth)).body.entries as AuditEntry[]
-}
+const auditOf = async (f: TestFicus, auth: Record<string, string>): Promise<AuditEntry[]> => audit(f, '?limit=1000', { headers: auth })
 
 /** File mode bits (0o600 …). */
 async function modeOf(file: string): Promise<number> {
@@ -65,7 +40,6 @@ function found(text: string, secrets: readonly string[]): string[] {
   return secrets.filter((s) => text.includes(s))
 }
 
-/** legacy and new upstreams, and Ficus with `orders` (legacy) and `rest` (new). */
 /** A rig with admin.token set and a state file: the token, and the headers that carry it. */
 async function tokenRig(t: Test) {
   const state = join(t.testdir(), 'state.json')
@@ -74,6 +48,7 @@ async function tokenRig(t: Test) {
   return { ...r, state, TOKEN, auth: { authorization: `Bearer ${TOKEN}` } }
 }
 
+/** legacy and new upstreams, and Ficus with `orders` (legacy) and `rest` (new). */
 async function rig(t: Test, top: Record<string, unknown> = {}) {
   const legacy = await startUpstream(t, 'legacy')
   const next = await startUpstream(t, 'new')
@@ -95,11 +70,11 @@ t.test('with admin.token, every /admin endpoint answers 401 to anything but the 
   const { f, servedBy, state, TOKEN, auth } = await tokenRig(t)
 
   // One accepted change first, so there is a state file and an audit entry to compare against.
-  t.equal((await call(f, 'PATCH', '/admin/routes/orders', { ...auth, ...JSON_TYPE }, '{"shadow": 10, "reason": "baseline"}')).status, 200)
+  t.equal((await admin(f, 'PATCH', '/admin/routes/orders', { headers: { ...auth, ...JSON_TYPE }, body: '{"shadow": 10, "reason": "baseline"}' })).status, 200)
   const stateBefore = await readFile(state, 'utf8')
   const auditFile = auditFileOf(state)
   const auditBefore = await readFile(auditFile, 'utf8')
-  const routesBefore = await routesOf(f, auth)
+  const routesBefore = await sharesOf(f, auth)
 
   // Same length as the token, one character changed: only a comparison of every byte refuses it.
   const sameLength = TOKEN.slice(0, -1) + (TOKEN.endsWith('0') ? '1' : '0')
@@ -133,7 +108,7 @@ t.test('with admin.token, every /admin endpoint answers 401 to anything but the 
   for (const r of refusals) {
     for (const e of endpoints) {
       const headers = { ...r.headers, ...(e.body === undefined ? {} : JSON_TYPE) }
-      const a = await call(f, e.method, e.path + (r.query ?? ''), headers, e.body)
+      const a = await admin(f, e.method, e.path + (r.query ?? ''), { headers, body: e.body })
       const what = `${e.method} ${e.path}, ${r.what}`
       t.equal(a.status, 401, what)
       t.equal(a.headers['www-authenticate'], 'Bearer realm="ficus-admin"', `${what}: says which scheme`)
@@ -142,7 +117,7 @@ t.test('with admin.token, every /admin endpoint answers 401 to anything but the 
     }
   }
 
-  t.same(await routesOf(f, auth), routesBefore, 'every route keeps its share')
+  t.same(await sharesOf(f, auth), routesBefore, 'every route keeps its share')
   t.equal(await readFile(state, 'utf8'), stateBefore, 'the state file is unchanged')
   t.equal(await servedBy('/orders/1'), 'legacy', 'orders still on legacy')
   t.equal(await servedBy('/page'), 'new', 'rest was not rolled back')
@@ -161,27 +136,27 @@ t.test('with admin.token, every /admin endpoint answers 401 to anything but the 
 
   // The right token works on every endpoint (the scheme is case-insensitive, RFC 9110 §11.1).
   for (const e of ['/admin/routes', '/admin/audit', '/admin/divergences', '/admin/divergences/summary']) {
-    t.equal((await call(f, 'GET', e, auth)).status, 200, `GET ${e} with the token`)
-    t.equal((await call(f, 'GET', e, { authorization: `bearer ${TOKEN}` })).status, 200, `GET ${e} with "bearer"`)
+    t.equal((await admin(f, 'GET', e, { headers: auth })).status, 200, `GET ${e} with the token`)
+    t.equal((await admin(f, 'GET', e, { headers: { authorization: `bearer ${TOKEN}` } })).status, 200, `GET ${e} with "bearer"`)
   }
-  t.equal((await call(f, 'HEAD', '/admin/routes', auth)).status, 200, 'HEAD /admin/routes with the token')
-  t.match(await call(f, 'PATCH', '/admin/routes/orders', { ...auth, ...JSON_TYPE }, '{"new": 100, "reason": "go"}'), { status: 200, body: { route: { new: { value: 100, source: 'override' } } } })
+  t.equal((await admin(f, 'HEAD', '/admin/routes', { headers: auth })).status, 200, 'HEAD /admin/routes with the token')
+  t.match(await admin(f, 'PATCH', '/admin/routes/orders', { headers: { ...auth, ...JSON_TYPE }, body: '{"new": 100, "reason": "go"}' }), { status: 200, body: { route: { new: { value: 100, source: 'override' } } } })
   t.equal(await servedBy('/orders/1'), 'new', 'the change is in effect')
-  t.match(await call(f, 'POST', '/admin/rollback', { ...auth, ...JSON_TYPE }, '{"route": "rest"}'), { status: 200, body: { routes: [{ name: 'rest', new: { value: 0 } }] } })
+  t.match(await admin(f, 'POST', '/admin/rollback', { headers: { ...auth, ...JSON_TYPE }, body: '{"route": "rest"}' }), { status: 200, body: { routes: [{ name: 'rest', new: { value: 0 } }] } })
   t.equal(await servedBy('/page'), 'legacy', 'the rollback is in effect')
   t.match(JSON.parse(await readFile(state, 'utf8')), { routes: { orders: { new: 100, shadow: 10 }, rest: { new: 0 } } }, 'and persisted')
   t.match((await auditOf(f, auth)).slice(0, 2), [{ who: 'admin', action: 'rollback', route: 'rest' }, { who: 'admin', action: 'set', route: 'orders' }])
 
   // Scrapers and probes need no token, and a stale one does not lock them out.
   for (const path of ['/metrics', '/healthz', '/readyz']) {
-    t.equal((await call(f, 'GET', path)).status, 200, `${path} without a token`)
-    t.equal((await call(f, 'GET', path, { authorization: 'Bearer stale' })).status, 200, `${path} with a wrong token`)
+    t.equal((await admin(f, 'GET', path)).status, 200, `${path} without a token`)
+    t.equal((await admin(f, 'GET', path, { headers: { authorization: 'Bearer stale' } })).status, 200, `${path} with a wrong token`)
   }
 })
 
 t.test('changes take application/json only: form, text and multipart bodies are refused with 415, malformed JSON with 400', async (t) => {
   const { f, servedBy, state, auth } = await tokenRig(t)
-  const routesBefore = await routesOf(f, auth)
+  const routesBefore = await sharesOf(f, auth)
 
   const changes = [
     { method: 'PATCH', path: '/admin/routes/orders', body: '{"new": 100, "reason": "csrf"}' },
@@ -195,7 +170,7 @@ t.test('changes take application/json only: form, text and multipart bodies are 
   ]
   for (const c of changes) {
     for (const type of types) {
-      const a = await call(f, c.method, c.path, { ...auth, ...(type === undefined ? {} : { 'content-type': type }) }, c.body)
+      const a = await admin(f, c.method, c.path, { headers: { ...auth, ...(type === undefined ? {} : { 'content-type': type }) }, body: c.body })
       const what = `${c.method} ${c.path} as ${type ?? 'no Content-Type'}`
       t.equal(a.status, 415, what)
       t.equal(a.body.code, 'FICUS_ERR_UNSUPPORTED_MEDIA_TYPE', `${what}: code`)
@@ -207,7 +182,7 @@ t.test('changes take application/json only: form, text and multipart bodies are 
   const malformed = ['{"new": 100', '{new: 100}', '{"new": 100}}', 'new=100', '', '[{"new": 100}]', '"new"', '{"__proto__": {"new": 100}}', '{"constructor": {"prototype": {"new": 100}}}']
   for (const c of changes.slice(0, 2)) {
     for (const body of malformed) {
-      const a = await call(f, c.method, c.path, { ...auth, ...JSON_TYPE }, body)
+      const a = await admin(f, c.method, c.path, { headers: { ...auth, ...JSON_TYPE }, body })
       const what = `${c.method} ${c.path} with ${JSON.stringify(body)}`
       t.equal(a.status, 400, what)
       t.equal(a.body.code, 'FICUS_ERR_BAD_ADMIN_REQUEST', `${what}: code`)
@@ -217,7 +192,7 @@ t.test('changes take application/json only: form, text and multipart bodies are 
   }
   t.equal(({} as Record<string, unknown>).new, undefined, 'no prototype was polluted')
 
-  t.same(await routesOf(f, auth), routesBefore, 'nothing changed')
+  t.same(await sharesOf(f, auth), routesBefore, 'nothing changed')
   await t.rejects(stat(state), { code: 'ENOENT' }, 'no state was written')
   t.same((await auditOf(f, auth)).filter((e) => e.action !== 'refused'), [], 'no change audited')
   t.equal(await servedBy('/orders/1'), 'legacy')
@@ -230,7 +205,7 @@ t.test('without a token (loopback default), a cross-site browser request cannot 
   // or fetch(…, { method: 'POST', mode: 'no-cors' }) / navigator.sendBeacon(…) (no body, no type).
   // Both carry an Origin header (and Sec-Fetch-Site); neither can send application/json.
   const { f, servedBy } = await rig(t)
-  const routesBefore = await routesOf(f, {})
+  const routesBefore = await sharesOf(f, {})
   const attempts: { what: string; headers: Record<string, string> }[] = [
     { what: 'an empty urlencoded form post', headers: { 'content-type': 'application/x-www-form-urlencoded', origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' } },
     { what: 'an empty text/plain form post', headers: { 'content-type': 'text/plain', origin: 'https://evil.example' } },
@@ -241,15 +216,15 @@ t.test('without a token (loopback default), a cross-site browser request cannot 
     { what: 'a bodiless post marked only by Sec-Fetch-Site', headers: { 'sec-fetch-site': 'same-site' } }
   ]
   for (const a of attempts) {
-    const r = await call(f, 'POST', '/admin/rollback', a.headers)
+    const r = await admin(f, 'POST', '/admin/rollback', { headers: a.headers })
     t.equal(r.status, 415, `${a.what}: refused`)
     t.equal(r.body.code, 'FICUS_ERR_UNSUPPORTED_MEDIA_TYPE', `${a.what}: code`)
   }
-  t.same(await routesOf(f, {}), routesBefore, 'nothing was rolled back')
+  t.same(await sharesOf(f, {}), routesBefore, 'nothing was rolled back')
   t.equal(await servedBy('/page'), 'new')
   // What the CLI and curl send still works: JSON, or no body and no Origin (`ficus rollback --all`).
-  t.equal((await call(f, 'POST', '/admin/rollback', JSON_TYPE, '{"route": "rest"}')).status, 200, 'JSON')
-  t.equal((await call(f, 'POST', '/admin/rollback')).status, 200, 'no body')
+  t.equal((await admin(f, 'POST', '/admin/rollback', { headers: JSON_TYPE, body: '{"route": "rest"}' })).status, 200, 'JSON')
+  t.equal((await admin(f, 'POST', '/admin/rollback')).status, 200, 'no body')
   t.equal(await servedBy('/page'), 'legacy')
 })
 
@@ -344,13 +319,13 @@ t.test('no secret reaches /metrics, the logs, divergence samples, the admin API,
   t.equal((await f.fetch(`/orders/keyed${q}`, { headers: credentials })).status, 200)
   t.equal((await f.fetch(`/broken/1${q}`, { headers: credentials })).status, 502, 'an upstream failure, logged at warn')
   t.equal((await f.fetch(`/flagged/1${q}`, { headers: credentials })).status, 200)
-  await f.running.ficus.shadowing.idle()
+  await f.shadowIdle()
 
   // Admin calls: refused ones (a wrong token, a token in the query) and accepted ones.
-  t.equal((await call(f, 'PATCH', `/admin/routes/orders?token=${S.adminQuery}`, { authorization: `Bearer ${S.wrongToken}`, ...JSON_TYPE }, '{"new": 5}')).status, 401)
-  t.equal((await call(f, 'POST', `/admin/rollback?token=${S.adminToken}`, JSON_TYPE, '{}')).status, 401)
-  t.equal((await call(f, 'PATCH', '/admin/routes/orders', { ...alice, ...JSON_TYPE }, '{"shadow": 100, "reason": "keep comparing"}')).status, 200)
-  t.equal((await call(f, 'PATCH', '/admin/routes/broken', { authorization: `Bearer ${S.adminToken}`, ...JSON_TYPE }, '{"new": 0, "reason": "pin"}')).status, 200)
+  t.equal((await admin(f, 'PATCH', `/admin/routes/orders?token=${S.adminQuery}`, { headers: { authorization: `Bearer ${S.wrongToken}`, ...JSON_TYPE }, body: '{"new": 5}' })).status, 401)
+  t.equal((await admin(f, 'POST', `/admin/rollback?token=${S.adminToken}`, { headers: JSON_TYPE, body: '{}' })).status, 401)
+  t.equal((await admin(f, 'PATCH', '/admin/routes/orders', { headers: { ...alice, ...JSON_TYPE }, body: '{"shadow": 100, "reason": "keep comparing"}' })).status, 200)
+  t.equal((await admin(f, 'PATCH', '/admin/routes/broken', { headers: { authorization: `Bearer ${S.adminToken}`, ...JSON_TYPE }, body: '{"new": 0, "reason": "pin"}' })).status, 200)
 
   // The secrets were really in play: they reached the backends (except the proxy's own credential).
   const seen = legacy.requests.find((r) => r.method === 'POST')
@@ -361,7 +336,7 @@ t.test('no secret reaches /metrics, the logs, divergence samples, the admin API,
   t.ok([...legacy.requests, ...next.requests].every((r) => r.headers['proxy-authorization'] === undefined), 'Proxy-Authorization is for the proxy: never forwarded')
 
   // Divergence samples: there, with every secret redacted, and the rest readable.
-  const listed = await call(f, 'GET', '/admin/divergences?limit=1000', alice)
+  const listed = await admin(f, 'GET', '/admin/divergences?limit=1000', { headers: alice })
   const samples = listed.body.samples as DivergenceSample[]
   t.same(samples.map((s) => `${s.method} ${s.path}`).sort(), ['GET /orders/1', 'GET /orders/keyed', 'POST /orders/login'], 'every comparison diverged')
   const post = samples.find((s) => s.method === 'POST')
@@ -381,9 +356,9 @@ t.test('no secret reaches /metrics, the logs, divergence samples, the admin API,
   // Now every place a secret could end up.
   const places: [string, string][] = [
     ['GET /admin/divergences', listed.text],
-    ['GET /admin/divergences/summary', (await call(f, 'GET', '/admin/divergences/summary', alice)).text],
-    ['GET /admin/routes', (await call(f, 'GET', '/admin/routes', alice)).text],
-    ['GET /admin/audit', (await call(f, 'GET', '/admin/audit?limit=1000', alice)).text],
+    ['GET /admin/divergences/summary', (await admin(f, 'GET', '/admin/divergences/summary', { headers: alice })).text],
+    ['GET /admin/routes', (await admin(f, 'GET', '/admin/routes', { headers: alice })).text],
+    ['GET /admin/audit', (await admin(f, 'GET', '/admin/audit?limit=1000', { headers: alice })).text],
     ['/metrics', await f.scrape()],
     ['the state file', await readFile(state, 'utf8')],
     ['the audit log', await readFile(auditFileOf(state), 'utf8')],
@@ -429,9 +404,9 @@ t.test('the state file is private (0600) when created, when rewritten, and when 
   const audit = auditFileOf(state)
   const first = await rig(t, { state })
   t.equal(octal(await modeOf(audit)), '0600', 'the audit log is created 0600 at start')
-  t.equal((await call(first.f, 'PATCH', '/admin/routes/orders', JSON_TYPE, '{"new": 10, "reason": "one"}')).status, 200)
+  t.equal((await admin(first.f, 'PATCH', '/admin/routes/orders', { headers: JSON_TYPE, body: '{"new": 10, "reason": "one"}' })).status, 200)
   t.equal(octal(await modeOf(state)), '0600', 'the state file is created 0600')
-  t.equal((await call(first.f, 'POST', '/admin/rollback', JSON_TYPE, '{"route": "orders", "reason": "two"}')).status, 200)
+  t.equal((await admin(first.f, 'POST', '/admin/rollback', { headers: JSON_TYPE, body: '{"route": "orders", "reason": "two"}' })).status, 200)
   t.equal(octal(await modeOf(state)), '0600', 'and stays 0600 when rewritten')
   t.equal(octal(await modeOf(audit)), '0600', 'the audit log too, after appends')
   t.same((await readdir(dir)).sort(), ['state.audit.jsonl', 'state.json'], 'no temporary file left behind')
@@ -447,7 +422,7 @@ t.test('the state file is private (0600) when created, when rewritten, and when 
   await chmod(audit2, 0o644)
   const second = await rig(t, { state: state2 })
   t.equal(octal(await modeOf(audit2)), '0600', 'a 0644 audit log is made private at start')
-  t.equal((await call(second.f, 'PATCH', '/admin/routes/orders', JSON_TYPE, '{"new": 20}')).status, 200)
+  t.equal((await admin(second.f, 'PATCH', '/admin/routes/orders', { headers: JSON_TYPE, body: '{"new": 20}' })).status, 200)
   t.equal(octal(await modeOf(state2)), '0600', 'a 0644 state file is replaced by a 0600 one at the first change')
   t.match(JSON.parse(await readFile(state2, 'utf8')), { routes: { orders: { new: 20 } } })
 })

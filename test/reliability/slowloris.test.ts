@@ -1,8 +1,10 @@
+import { once } from 'node:events'
 import { connect, type Socket } from 'node:net'
 import t from 'tap'
 import { Agent, request } from 'undici'
 import { sample, startTestFicus } from '../helpers/ficus.js'
 import { startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 /**
  * A slowloris burst (CHECKLIST "Timeouts and slow clients"): hundreds of connections that
@@ -44,7 +46,7 @@ async function attacker(url: string, head: string, drip: string, everyMs: number
     socket.end()
   })
   socket.on('close', over)
-  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
+  await waitFor(once(socket, 'connect'), { message: 'an attacker could not connect' })
   socket.write(head)
   return a
 }
@@ -84,7 +86,8 @@ t.test('300 slowloris connections and 50 slow uploads (more than the backend con
       served.latencies.push(performance.now() - started)
     }
   }
-  await Promise.all([...Array.from({ length: 10 }, async (_, i) => user(i)), ...attackers.map(async (a) => a.closed)])
+  await waitFor(Promise.all([...Array.from({ length: 10 }, async (_, i) => user(i)), ...attackers.map(async (a) => a.closed)]),
+    { timeoutMs: 30_000, message: () => `${open} of ${attackers.length} attackers were not cut off` })
 
   t.same(served.failed, [], 'no normal request failed during the attack')
   t.ok(served.ok > 0, `${served.ok} normal requests served during the attack`)

@@ -5,20 +5,16 @@ import { join } from 'node:path'
 import autocannon from 'autocannon'
 import t from 'tap'
 import { Agent, request } from 'undici'
+import { admin } from '../helpers/admin.js'
 import { sample, startTestFicus, testYaml } from '../helpers/ficus.js'
 import { CLI, listening, run } from '../helpers/spawn.js'
 import { held, startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 /**
  * What release managers and SREs do while traffic flows — change percentages, reload
  * routes.yaml, roll back, stop a replica — must not fail a single client request.
  */
-
-async function admin(adminUrl: string, method: 'PATCH' | 'POST', path: string, body: unknown): Promise<number> {
-  const r = await request(adminUrl + path, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
-  await r.body.dump()
-  return r.statusCode
-}
 
 t.test('100 flips, 10 reloads and a rollback during one load run: no failed request', async (t) => {
   const legacy = await startUpstream(t, 'legacy')
@@ -40,8 +36,8 @@ t.test('100 flips, 10 reloads and a rollback during one load run: no failed requ
   void load.then(() => { finished = true })
   let reloads = 0
   for (let i = 0; i < 100; i++) {
-    await legacy.arrived(40 * (i + 1)) // each step happens while requests flow
-    t.equal(await admin(f.adminUrl, 'PATCH', '/admin/routes/orders', { new: i % 2 === 0 ? 50 : 5 }), 200)
+    await legacy.arrived(40 * (i + 1), { message: `step ${i}: the load stopped reaching legacy` }) // each step happens while requests flow
+    t.equal((await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: i % 2 === 0 ? 50 : 5 } })).status, 200)
     if (i % 10 === 9) {
       // Every tenth step, routes.yaml changes new's address (a new pool; the old one drains).
       await writeFile(file, testYaml(doc(reloads % 2 === 0 ? next2.url : next.url, reloads)))
@@ -49,12 +45,12 @@ t.test('100 flips, 10 reloads and a rollback during one load run: no failed requ
       reloads++
     }
   }
-  await legacy.arrived(4200)
-  t.equal(await admin(f.adminUrl, 'POST', '/admin/rollback', { route: 'orders', reason: 'load test' }), 200)
+  await legacy.arrived(4200, { message: 'the load stopped reaching legacy before the rollback' })
+  t.equal((await admin(f, 'POST', '/admin/rollback', { json: { route: 'orders', reason: 'load test' } })).status, 200)
   t.notOk(finished, 'all of it happened while the load was still running')
   const primaryAtNew = (): number => [...next.requests, ...next2.requests].filter((r) => r.headers['x-ficus-shadow'] === undefined).length
   const servedByNew = primaryAtNew()
-  const result = await load
+  const result = await waitFor(load, { timeoutMs: 30_000, message: `the load run of ${total} requests did not end` })
   t.equal(result.errors + result.timeouts + result.non2xx, 0, 'no failed request')
   t.equal(result.requests.total, total, 'every request answered')
   // After the rollback answered, new gets shadow copies only, besides the requests already in flight.
@@ -98,26 +94,25 @@ t.test('SIGTERM under load: the load balancer sees readiness fail and moves away
     }
   }
   const clients = Array.from({ length: 20 }, async (_, i) => client(i))
-  await legacy.arrived(1000)
+  await legacy.arrived(1000, { timeoutMs: 30_000, message: 'the 20 clients did not get 1000 requests to legacy' })
   const inFlight = Array.from({ length: 5 }, async (_, i) => {
     const r = await request(`${traffic}/api/reports/slow-${i}`, { dispatcher: agent })
     return `${r.statusCode} ${await r.body.text()}`
   })
-  await next.arrived(5) // the held requests' copies: all five are in flight
+  await next.arrived(5, { message: 'the copies of the five held requests did not all reach new' }) // all five are in flight
   p.child.kill('SIGTERM')
   sigtermSent = true
-  await p.waitFor(/"msg":"stopping"/)
-  const ready = await request(`${adminUrl}/readyz`)
-  await ready.body.dump()
-  t.equal(ready.statusCode, 503, 'the probe fails')
+  await p.waitFor(/"msg":"stopping"/, { message: 'ficus did not log "stopping" after SIGTERM' })
+  t.equal((await admin(adminUrl, 'GET', '/readyz')).status, 503, 'the probe fails')
   inRotation = false // the load balancer takes the replica out
-  await Promise.all(clients)
-  await p.waitFor(/"msg":"drain delay over/)
+  await waitFor(Promise.all(clients), { message: 'the clients\' last requests were not answered after the replica left the rotation' })
+  await p.waitFor(/"msg":"drain delay over/, { message: 'the 3 s drain delay did not end' })
   const { port } = new URL(traffic)
-  while (await connects(Number(port))) { /* until the listener has closed: each try is a real connect */ }
+  // Each try is a real connect: polled until the listener has closed.
+  await waitFor(async () => !await connects(Number(port)), { message: 'the traffic listener still accepts connections after the drain delay' })
   slow.release()
-  t.same(await Promise.all(inFlight), [0, 1, 2, 3, 4].map((i) => `200 done /api/reports/slow-${i}`), 'the requests in flight finished after listening stopped')
-  t.equal(await p.exited, 0, 'exit 0')
+  t.same(await waitFor(Promise.all(inFlight), { message: 'the held requests did not finish once released' }), [0, 1, 2, 3, 4].map((i) => `200 done /api/reports/slow-${i}`), 'the requests in flight finished after listening stopped')
+  t.equal(await p.exitCode(), 0, 'exit 0')
   t.same(outcomes.failed, [], 'no request failed')
   t.ok(outcomes.afterSigterm > 0, `${outcomes.afterSigterm} requests were answered after SIGTERM`)
   t.ok(outcomes.toldToClose > 0, `${outcomes.toldToClose} of them told the client to reconnect elsewhere (Connection: close)`)
@@ -166,11 +161,11 @@ t.test('a shadow backend hung for the whole run: RSS bounded, no failed request,
   t.ok(result.latency.max < 5000, `the slowest client answer (${result.latency.max} ms) did not wait for a copy`)
   // The hung copies are bounded (shadow.maxInFlight, each buffering at most shadow.maxBodySize): memory must not grow with the requests.
   t.ok(peak - before < 50, `peak RSS ${peak.toFixed(0)} MB, ${(peak - before).toFixed(0)} MB over the no-shadow run's peak (${before.toFixed(0)} MB)`)
-  const text = await (await request(`${adminUrl}/metrics`)).body.text()
+  const text = (await admin(adminUrl, 'GET', '/metrics')).text
   const dropped = sample(text, 'ficus_shadow_dropped_total', { route: 'orders', reason: 'concurrency' }) ?? 0
   t.ok(dropped > 0, `${dropped} copies dropped at the concurrency bound rather than queued`)
   t.comment(`no shadow: p50 ${baseline.latency.p50} ms, p99 ${baseline.latency.p99} ms, ${Math.round(baseline.requests.average)} req/s`)
   t.comment(`hung shadow: ${result.requests.total} requests, ${Math.round(result.requests.average)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, max ${result.latency.max} ms; RSS ${before.toFixed(0)} → peak ${peak.toFixed(0)} MB; ${hung.started()} copies hung, ${dropped} dropped`)
   p.child.kill('SIGTERM')
-  t.equal(await p.exited, 0, 'and it still stops cleanly with the copies hanging')
+  t.equal(await p.exitCode(), 0, 'and it still stops cleanly with the copies hanging')
 })

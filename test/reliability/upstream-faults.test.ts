@@ -5,10 +5,12 @@ import t, { type Test } from 'tap'
 import { Agent, request } from 'undici'
 import type { RouteSummary } from '../../src/adapters/divergence-store.js'
 import { CATALOGUE, type ErrorCode } from '../../src/errors.js'
+import { summary } from '../helpers/admin.js'
 import { sample, startTestFicus, type Response, type TestFicus } from '../helpers/ficus.js'
 import type { LogLine } from '../helpers/log-sink.js'
 import { startRawUpstream, type RawUpstream } from '../helpers/raw-upstream.js'
 import { closedPort, held, startUpstream, type Handler, type Upstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 /**
  * Upstream faults, as a matrix (CHECKLIST "Upstream failures and retries" and "Shadow
@@ -102,7 +104,7 @@ let seq = 0
 const rid = (): string => `uf-${++seq}`
 
 /** The access-log line of a request (written when its response is over: metrics are counted by then). */
-const logOf = (c: Cell, id: string): Promise<LogLine> => c.f.logs.waitFor((l) => l.msg === 'request' && l.reqId === id)
+const logOf = (c: Cell, id: string): Promise<LogLine> => c.f.logs.waitFor((l) => l.msg === 'request' && l.reqId === id, { message: `no access-log line for request ${id}` })
 
 interface Sent { readonly r: Response; readonly line: LogLine; readonly ms: number }
 
@@ -123,11 +125,7 @@ async function send(c: Cell, method: 'GET' | 'POST' = 'GET'): Promise<Sent> {
 const count = (m: string, name: string, labels: Record<string, string>): number => sample(m, name, labels) ?? 0
 
 /** The route's summary from /admin/divergences/summary. */
-async function summary(c: Cell): Promise<RouteSummary> {
-  const r = await request(`${c.f.adminUrl}/admin/divergences/summary?route=${ROUTE}`)
-  const body = await r.body.json() as { routes: RouteSummary[] }
-  return body.routes[0] as RouteSummary
-}
+const summaryOf = async (c: Cell): Promise<RouteSummary> => summary(c.f, ROUTE)
 
 /* ------------------------------------------------------------------ primary checks */
 
@@ -191,7 +189,7 @@ interface ShadowOutcome {
 async function shadowCounted(c: Cell, want: ShadowOutcome, copies?: () => number): Promise<void> {
   const { t, f } = c
   const n = want.n ?? 1
-  await f.running.ficus.shadowing.idle()
+  await f.shadowIdle()
   if (copies !== undefined) t.equal(copies(), n, 'one copy per request: no retry')
   const m = await f.scrape()
   t.equal(count(m, 'ficus_comparisons_total', { route: ROUTE, outcome: want.outcome }), n, `ficus_comparisons_total{outcome="${want.outcome}"}`)
@@ -199,7 +197,7 @@ async function shadowCounted(c: Cell, want: ShadowOutcome, copies?: () => number
   if (want.code !== undefined) t.equal(count(m, 'ficus_requests_total', { route: ROUTE, backend: c.faulty, role: 'shadow', code: String(want.code) }), n, `the copy counted with role="shadow", code="${want.code}"`)
   t.notMatch(m, /^ficus_upstream_errors_total\{/m, 'a failed copy is not counted as a primary upstream error (docs/shadow.md)')
   if (want.reason !== undefined) {
-    const s = await summary(c)
+    const s = await summaryOf(c)
     const reasons = want.outcome === 'error' ? s.errors : want.outcome === 'skipped' ? s.skipped : {}
     const accepted = typeof want.reason === 'string' ? [want.reason] : want.reason
     t.equal(accepted.reduce((sum, r) => sum + (reasons[r] ?? 0), 0), n, `summary: ${want.outcome} for ${accepted.join(' or ')}`)
@@ -216,7 +214,7 @@ function answeredWhileCopyHeld(c: Cell): void {
 
 /* ------------------------------------------------------------------ faulty upstreams */
 
-/** Resolves `arrived(n)` once n requests reached a raw upstream; keeps their sockets. */
+/** Resolves `arrived(n)` once n requests reached a raw upstream (failing past DEADLINE_MS); keeps their sockets. */
 function arrivals(): { readonly sockets: Socket[]; push(s: Socket): void; arrived(n: number): Promise<Socket> } {
   const sockets: Socket[] = []
   const waiting: { n: number; resolve: (s: Socket) => void }[] = []
@@ -229,9 +227,9 @@ function arrivals(): { readonly sockets: Socket[]; push(s: Socket): void; arrive
         w.resolve(sockets[w.n - 1] as Socket)
       }
     },
-    arrived: (n) => n <= sockets.length
-      ? Promise.resolve(sockets[n - 1] as Socket)
-      : new Promise((resolve) => waiting.push({ n, resolve }))
+    arrived: async (n) => n <= sockets.length
+      ? sockets[n - 1] as Socket
+      : waitFor(new Promise<Socket>((resolve) => waiting.push({ n, resolve })), { message: () => `request ${n} did not reach the raw upstream (${sockets.length} did)` })
   }
 }
 
@@ -391,14 +389,14 @@ const stallAfterHead: Run = async (t, faulty, role) => {
     primaryAnswer(c, s)
     answeredWhileCopyHeld(c)
     await shadowCounted(c, { outcome: 'error', reason: 'timeout', dropped: 'timeout', code: 504 }, () => seen.sockets.length)
-    await raw.closed(1)
+    await raw.closed(1, { message: 'the stalled copy\'s connection was not closed at shadow.timeout' })
     t.pass('the stalled copy\'s connection was closed at shadow.timeout')
     return
   }
   const { line, ms } = await brokenAfterHead(c, () => {})
   t.ok(ms < FAULT_TIMEOUT_MS + MARGIN_MS, `aborted within bodyTimeout (${FAULT_TIMEOUT_MS} ms) + margin: ${Math.round(ms)} ms`)
   t.match(line, { level: 'warn', backend: faulty, status: 200, outcome: 'body_timeout', error: { code: 'FICUS_ERR_UPSTREAM_BODY_TIMEOUT' } })
-  await raw.closed(1)
+  await raw.closed(1, { message: 'the stalled upstream connection was not closed' })
   t.pass('the stalled upstream connection was closed')
   const m = await c.f.scrape()
   t.equal(count(m, 'ficus_upstream_errors_total', { route: ROUTE, backend: faulty, reason: 'body_timeout' }), 1)
@@ -422,19 +420,19 @@ const badFraming: Run = async (t, faulty, role) => {
   if (role === 'shadow') {
     primaryAnswer(c, await send(c), 'conflicting Content-Length on the copy: the client gets the primary\'s answer')
     await seen.arrived(1)
-    await raw.closed(1)
+    await raw.closed(1, { message: 'the upstream connection of the copy with conflicting Content-Lengths was not closed' })
     t.pass('the copy\'s upstream connection was closed')
-    await c.f.running.ficus.shadowing.idle()
+    await c.f.shadowIdle()
     primaryAnswer(c, await send(c), 'bad chunk size on the copy: the client gets the primary\'s answer')
     await seen.arrived(2)
-    await raw.closed(2)
+    await raw.closed(2, { message: 'the upstream connection of the copy with a bad chunk size was not closed' })
     t.pass('the copy\'s upstream connection was closed')
-    await c.f.running.ficus.shadowing.idle()
+    await c.f.shadowIdle()
     const m = await c.f.scrape()
     t.equal(count(m, 'ficus_comparisons_total', { route: ROUTE, outcome: 'error' }), 2, 'both copies counted as errors')
     t.equal(count(m, 'ficus_requests_total', { route: ROUTE, backend: faulty, role: 'shadow', code: '502' }), 2)
     t.notMatch(m, /^ficus_upstream_errors_total\{/m, 'not counted as primary upstream errors')
-    t.match((await summary(c)).errors, { bad_response: 1 }, 'the conflicting Content-Length is a bad_response')
+    t.match((await summaryOf(c)).errors, { bad_response: 1 }, 'the conflicting Content-Length is a bad_response')
     t.equal(seen.sockets.length, 2, 'one copy per request')
     primaryAnswer(c, await send(c), 'still serving afterwards')
     return
@@ -442,16 +440,16 @@ const badFraming: Run = async (t, faulty, role) => {
   if (faulty === 'new') {
     // A GET: new failed before answering, legacy answers (README "Fallback").
     fellBack(c, await send(c), 'bad_response')
-    await raw.closed(1)
+    await raw.closed(1, { message: 'new\'s connection was not closed' })
     t.pass('new\'s connection was closed')
     t.equal(c.good.started(), 1)
     // A POST: no fallback, the client gets the 502.
     isFicusError(c, await send(c, 'POST'), 'FICUS_ERR_UPSTREAM_BAD_RESPONSE')
-    await raw.closed(2)
+    await raw.closed(2, { message: 'new\'s connection for the POST was not closed' })
     t.equal(count(await c.f.scrape(), 'ficus_fallbacks_total', { route: ROUTE, reason: 'bad_response' }), 1)
   } else {
     isFicusError(c, await send(c), 'FICUS_ERR_UPSTREAM_BAD_RESPONSE')
-    await raw.closed(1)
+    await raw.closed(1, { message: 'the upstream connection was not closed' })
     t.pass('the upstream connection was closed')
   }
   const first = faulty === 'new' ? 2 : 1
@@ -465,7 +463,7 @@ const badFraming: Run = async (t, faulty, role) => {
     got = err as Error
   }
   const line = await logOf(c, id)
-  await raw.closed(first + 1)
+  await raw.closed(first + 1, { message: 'the upstream connection with the bad chunk was not closed' })
   t.pass('the upstream connection with the bad chunk was closed')
   if (got instanceof Error) {
     t.fail(`bad chunk size: expected a 502 FICUS_ERR_UPSTREAM_BAD_RESPONSE, the client got no response at all (${(got as { code?: string }).code ?? got.message}); logged status ${String(line.status)}, outcome ${String(line.outcome)}`)
@@ -486,7 +484,7 @@ const hugeResponse: Run = async (t, faulty, role) => {
   const c = await cell(t, faulty, role, up.url)
   if (role === 'shadow') {
     primaryAnswer(c, await send(c))
-    await big.over
+    await waitFor(big.over, { message: 'the shadow upstream\'s huge response was neither finished nor cut' })
     t.notOk(big.stats.finished, 'the copy was cut off past shadow.maxBodySize')
     t.ok(big.stats.written < HUGE_BYTES / 2, `the shadow upstream could write only ${(big.stats.written / 2 ** 20).toFixed(1)} MiB of ${HUGE_BYTES / 2 ** 20} MiB: Ficus stopped reading, it does not hold the body`)
     await shadowCounted(c, { outcome: 'skipped', reason: 'body_too_large', dropped: 'body_too_large', code: 200 }, up.started)
@@ -503,7 +501,7 @@ const hugeResponse: Run = async (t, faulty, role) => {
     hash.update(chunk as Buffer)
   }
   t.equal(got, HUGE_BYTES, 'the client gets every byte')
-  await big.over
+  await waitFor(big.over, { message: 'the upstream did not see its huge response end' })
   t.equal(hash.digest('hex'), big.stats.hash.digest('hex'), 'the bytes the upstream sent, in order')
   t.match(await logOf(c, id), { level: 'info', backend: faulty, status: 200, outcome: 'ok' })
   const m = await c.f.scrape()
@@ -522,7 +520,7 @@ const storm503: Run = async (t, faulty, role) => {
   const c = await cell(t, faulty, role, busy.url)
   if (role === 'shadow') {
     for (let i = 0; i < STORM; i++) primaryAnswer(c, await send(c))
-    await c.f.running.ficus.shadowing.idle()
+    await c.f.shadowIdle()
     const m = await c.f.scrape()
     t.equal(count(m, 'ficus_divergences_total', { route: ROUTE, kind: 'status' }), STORM, 'the 503 is a status divergence')
     await shadowCounted(c, { outcome: 'diverged', code: 503, n: STORM }, busy.started)
@@ -567,7 +565,7 @@ const saturated: Run = async (t, faulty, role) => {
   const c = await cell(t, faulty, role, up.url, { timeout: HEALTHY_TIMEOUT, connections: 1, maxQueue: 0 }, { maxInFlight: 1, timeout: '10s' })
   if (role === 'shadow') {
     primaryAnswer(c, await send(c), 'first request: answered while its copy is held')
-    await up.arrived(1)
+    await up.arrived(1, { message: 'the first copy did not reach the shadow upstream' })
     answeredWhileCopyHeld(c)
     primaryAnswer(c, await send(c), 'second request: answered, its copy dropped at the bound')
     const m = await c.f.scrape()
@@ -581,7 +579,7 @@ const saturated: Run = async (t, faulty, role) => {
   let firstOver = false
   const firstId = rid()
   const first = c.f.fetch('/orders/1', { headers: { 'x-request-id': firstId } }).finally(() => { firstOver = true })
-  await up.arrived(1)
+  await up.arrived(1, { message: 'the request to be held did not reach the upstream' })
   const second = await send(c)
   t.notOk(firstOver, 'refused while the held request still holds the only connection: not queued behind it')
   t.ok(second.ms < FAULT_TIMEOUT_MS + MARGIN_MS, `refused at once (${Math.round(second.ms)} ms), not after a timeout`)
@@ -600,7 +598,7 @@ const saturated: Run = async (t, faulty, role) => {
   t.equal(count(m, 'ficus_upstream_errors_total', { route: ROUTE, backend: faulty, reason: 'saturated' }), faulty === 'new' ? 2 : 1)
   t.equal(count(m, 'ficus_fallbacks_total', { route: ROUTE, reason: 'saturated' }), faulty === 'new' ? 1 : 0)
   hold.release()
-  const r = await first
+  const r = await waitFor(first, { message: 'the held request did not complete once released' })
   t.same([r.status, r.text, r.headers['x-served-by']], [200, OK_BODY, faulty], 'the held request completes')
   await logOf(c, firstId)
   const again = await send(c)

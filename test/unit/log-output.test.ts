@@ -3,6 +3,7 @@ import { once, EventEmitter } from 'node:events'
 import t from 'tap'
 import { ACCESS_BUFFER_CHARS, LogOutput, type Sink } from '../../src/adapters/log-output.js'
 import { createLogger, lineWriter, type LineWriter } from '../../src/adapters/logger.js'
+import { waitFor } from '../helpers/wait.js'
 
 /** A sink that keeps each write(2) Ficus would make, and says when one happens. */
 class Writes extends EventEmitter implements Sink {
@@ -55,8 +56,7 @@ t.test('access lines are batched; other lines go out at once, after them, in ord
   // Fewer lines than that are written by the timer, without any further request.
   access('info', '"reqId":"late"')
   const alive = setInterval(() => {}, 1000) // the flush timer is unref'd: a server's sockets keep the process alive, here this does
-  await once(sink, 'write')
-  clearInterval(alive)
+  await waitFor(once(sink, 'write'), { timeoutMs: 5_000, message: 'the flush timer did not write the buffered access line' }).finally(() => { clearInterval(alive) })
   t.equal(sink.lines().at(-1)?.reqId, 'late', 'a quiet proxy still writes its last lines (within 100 ms)')
 })
 

@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
 import { bucket } from '../../src/core/bucket.js'
+import { admin, routes } from '../helpers/admin.js'
 import { sample } from '../helpers/ficus.js'
 import { CLI, listening, run } from '../helpers/spawn.js'
 import { createFlexibleRolloutFlag, setEnabled, setRollout, startUnleash } from '../helpers/unleash-server.js'
@@ -48,7 +49,7 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
     ''
   ].join('\n'))
   const ficus = run(t, CLI, ['start', '--config', config], { UNLEASH_TOKEN: unleash.clientToken, UNLEASH_ADMIN_TOKEN: unleash.adminToken })
-  const { traffic, admin } = await listening(ficus)
+  const { traffic, admin: adminUrl } = await listening(ficus)
 
   const sides = async (): Promise<Map<string, string>> => {
     const m = new Map<string, string>()
@@ -59,21 +60,17 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
     }))
     return m
   }
-  const share = async (): Promise<unknown> => {
-    const r = await request(`${admin}/admin/routes`)
-    const { routes } = await r.body.json() as { routes: { name: string; new: { value: unknown } }[] }
-    return routes.find((x) => x.name === 'orders')?.new.value
-  }
+  const share = async (): Promise<unknown> => (await routes(adminUrl)).find((x) => x.name === 'orders')?.new.value
   /** Runs `change` and resolves with the milliseconds until the proxy logs the route's share going from `before` to `after`. */
   const applied = async (change: () => Promise<void>, before: number, after: number): Promise<number> => {
     const start = performance.now()
     await change()
-    await ficus.waitFor(new RegExp(`"route":"orders","flag":"orders-new","before":${before},"after":${after}`))
+    await ficus.waitFor(new RegExp(`"route":"orders","flag":"orders-new","before":${before},"after":${after}`), { message: `the proxy did not log the share going from ${before} to ${after} %` })
     return performance.now() - start
   }
 
-  await ficus.waitFor(/flags synchronized with Unleash/)
-  t.equal((await request(`${admin}/readyz`)).statusCode, 200, 'ready once synchronized')
+  await ficus.waitFor(/flags synchronized with Unleash/, { timeoutMs: 30_000, message: 'ficus did not synchronize with the real Unleash' })
+  t.equal((await admin(adminUrl, 'GET', '/readyz')).status, 200, 'ready once synchronized')
   t.equal(await share(), 30)
   const at30 = await sides()
   t.same(at30, expected(30), 'users on new at 30 % = Ficus\'s own bucketing of the same users')
@@ -85,19 +82,19 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
   t.same(USERS.filter((u) => at30.get(u) === 'new' && at50.get(u) !== 'new'), [], 'no user moved from new back to legacy')
 
   // ficus set on a flagged route goes to Unleash (fleet-wide), audited.
-  const set = run(t, CLI, ['set', 'orders', '--new', '60', '--reason', 'step 3', '--admin-url', admin])
-  t.equal(await set.exited, 0, set.stderr)
+  const set = run(t, CLI, ['set', 'orders', '--new', '60', '--reason', 'step 3', '--admin-url', adminUrl])
+  t.equal(await set.exitCode(), 0, set.stderr)
   t.match(set.stdout, /orders: new 60 % \(flag orders-new\)/)
   const strategies = await (await request(`${unleash.url}/admin/projects/default/features/orders-new/environments/development/strategies`, { headers: { authorization: unleash.adminToken } })).body.json() as { parameters: { rollout: string } }[]
   t.equal(strategies[0]?.parameters.rollout, '60', 'the rollout changed in Unleash itself')
-  const audit = run(t, CLI, ['audit', '--json', '--admin-url', admin])
-  t.equal(await audit.exited, 0)
+  const audit = run(t, CLI, ['audit', '--json', '--admin-url', adminUrl])
+  t.equal(await audit.exitCode(), 0)
   t.match(JSON.parse(audit.stdout), { entries: [{ action: 'set', route: 'orders', before: { new: 50 }, after: { new: 60 }, reason: 'step 3', detail: /in Unleash/ }] })
 
   const off = await applied(() => setEnabled(unleash, 'orders-new', false), 60, 0)
   t.ok(off <= REFRESH_MS + 1_000, `flag off seen in ${Math.round(off)} ms`)
   t.ok([...(await sides()).values()].every((s) => s === 'legacy'), 'flag off: every user on legacy')
-  const metrics = await (await request(`${admin}/metrics`)).body.text()
+  const metrics = (await admin(adminUrl, 'GET', '/metrics')).text
   t.equal(sample(metrics, 'ficus_rollbacks_total', { route: 'orders', trigger: 'flag' }), 1, 'counted as a rollback by flag')
 
   await applied(() => setEnabled(unleash, 'orders-new', true), 0, 60)
@@ -105,13 +102,13 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
 
   // Unleash goes away: the proxy keeps the last state it fetched.
   await unleash.kill()
-  await ficus.waitFor(/Unleash cannot be reached: serving the last flags/)
+  await ficus.waitFor(/Unleash cannot be reached: serving the last flags/, { message: 'ficus did not notice Unleash going away' })
   t.same(await sides(), before, 'the same users on the same sides during the outage')
-  const during = await (await request(`${admin}/metrics`)).body.text()
+  const during = (await admin(adminUrl, 'GET', '/metrics')).text
   t.equal(sample(during, 'ficus_flag_source_ready'), 0)
   t.ok((sample(during, 'ficus_flag_errors_total', { kind: 'fetch' }) ?? 0) >= 1)
 
   ficus.child.kill('SIGTERM')
-  t.equal(await ficus.exited, 0, 'exits cleanly on SIGTERM while Unleash is unreachable')
+  t.equal(await ficus.exitCode(), 0, 'exits cleanly on SIGTERM while Unleash is unreachable')
   t.notMatch(ficus.stderr, /Unhandled|uncaught/i)
 })
