@@ -7,24 +7,47 @@ import { admin, samples, summary } from '../helpers/admin.js'
 import { sample, testYaml } from '../helpers/ficus.js'
 import type { LogLine } from '../helpers/log-sink.js'
 import { startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
+
+/**
+ * One cluster for every subtest (two worker processes cost seconds to start), shared on
+ * these terms so that no subtest depends on another having run, or not:
+ * - each subtest has a route of its own, so a change one makes (a set, a rollback) is seen
+ *   by no other, and its counters are its own;
+ * - before each subtest the cluster has two workers serving again (a subtest that kills
+ *   or freezes a worker leaves it to be replaced), and subtests find the live workers and
+ *   their replacements from the log, not from what an earlier one did.
+ */
+const ROUTES = [
+  { name: 'served', match: { path: '/served/*' }, new: 0 },
+  { name: 'flip', match: { path: '/flip/*' }, new: 0 },
+  { name: 'orders', match: { path: '/orders/*' }, new: 50, shadow: 100 },
+  { name: 'counted', match: { path: '/counted/*' }, new: 0 },
+  { name: 'compared', match: { path: '/compared/*' }, new: 50, shadow: 100 },
+  { name: 'respawn', match: { path: '/respawn/*' }, new: 100 },
+  { name: 'frozen', match: { path: '/frozen/*' }, new: 0 }
+]
 
 t.test('two workers: both serve, a change reaches every worker before it is acknowledged, metrics and divergences cover both', async (t) => {
   const legacy = await startUpstream(t, 'legacy')
   const next = await startUpstream(t, 'new')
-  const c = await startCluster(t, {
-    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
-    routes: [
-      { name: 'orders', match: { path: '/orders/*' }, new: 50, shadow: 100 },
-      { name: 'flip', match: { path: '/flip/*' }, new: 0 }
-    ]
-  }, { FICUS_LOG_LEVEL: 'debug' }) // debug: shadow.ts logs each divergence once it is recorded
-  const orders: Served[] = []
+  const doc = (routes: readonly Record<string, unknown>[]): Record<string, unknown> => ({ upstreams: { legacy: { url: legacy.url }, new: { url: next.url } }, routes })
+  const c = await startCluster(t, doc(ROUTES), { FICUS_LOG_LEVEL: 'debug' }) // debug: shadow.ts logs each divergence once it is recorded
   t.equal(c.logs.lines.filter((l) => l.msg === 'worker listening').length, 2, 'two workers listened before "ficus listening"')
   t.match(c.logs.lines.find((l) => l.msg === 'ficus listening'), { workers: 2 })
   t.same((await admin(c.admin, 'GET', '/readyz')).body, { status: 'ready', workers: { ready: 2, of: 2 } })
 
+  /** The workers serving now: listened, and neither exited nor was replaced since. */
+  const live = (): LogLine[] => c.logs.lines.filter((l) => l.msg === 'worker listening' && !c.logs.lines.some((x) => x.msg === 'worker exited; starting a new one' && x.worker === l.worker))
+  const counter = async (route: string): Promise<number> => sample(await scrape(c), 'ficus_requests_total', { route, backend: 'legacy', role: 'primary', code: '200' }) ?? 0
+
+  t.beforeEach(async () => {
+    await waitFor(async () => live().length === 2 && (await admin(c.admin, 'GET', '/readyz')).status === 200,
+      { timeoutMs: 15_000, message: () => `the cluster did not get back to two workers serving (${live().length} listening)` })
+  })
+
   t.test('requests are served by both workers', async (t) => {
-    const served = await many(c, 8, '/flip/a')
+    const served = await many(c, 8, '/served/a')
     t.equal(workers(served).size, 2)
     t.same(backends(served), new Set(['legacy']))
   })
@@ -68,7 +91,6 @@ t.test('two workers: both serve, a change reaches every worker before it is ackn
     for (const user of users) {
       const served = await many(c, 4, '/orders/1', { 'x-user-id': user })
       all.push(...served)
-      orders.push(...served)
       t.equal(workers(served).size, 2, `${user} went through both workers`)
       t.same(backends(served), new Set([bucket('orders', user) <= 50 ? 'new' : 'legacy']), `${user} always on the same side`)
     }
@@ -76,80 +98,78 @@ t.test('two workers: both serve, a change reaches every worker before it is ackn
   })
 
   t.test('/metrics sums the workers\' counters; config gauges are not multiplied', async (t) => {
-    const labels = { route: 'flip', backend: 'legacy', role: 'primary', code: '200' }
+    const labels = { route: 'counted', backend: 'legacy', role: 'primary', code: '200' }
     const before = sample(await scrape(c), 'ficus_requests_total', labels) ?? 0
-    const served = await many(c, 12, '/flip/m')
+    const served = await many(c, 12, '/counted/m')
     t.equal(workers(served).size, 2)
+    t.equal((await admin(c.admin, 'POST', '/admin/rollback', { json: { route: 'counted', reason: 'workers test' } })).status, 200)
     const text = await scrape(c)
     t.equal(sample(text, 'ficus_requests_total', labels), before + 12, 'every request counted once, whichever worker served it')
     t.equal(sample(text, 'ficus_route_new_percent', { route: 'orders' }), 50, 'the primary\'s gauge, once')
     t.equal(sample(text, 'ficus_route_shadow_percent', { route: 'orders' }), 100)
     t.match(text, /^ficus_build_info\{version="[^"]+"\} 1$/m)
-    t.equal(sample(text, 'ficus_rollbacks_total', { route: 'flip', trigger: 'manual' }), 1, 'the primary\'s counter')
+    t.equal(sample(text, 'ficus_rollbacks_total', { route: 'counted', trigger: 'manual' }), 1, 'the primary\'s counter')
   })
 
   t.test('/admin/divergences merges the samples of both workers, newest first, limit kept', async (t) => {
-    orders.push(...await many(c, 6, '/orders/2', { 'x-user-id': 'grace' }))
+    const compared: Served[] = []
+    for (const user of ['alice', 'bob', 'carol', 'grace']) compared.push(...await many(c, 3, '/compared/1', { 'x-user-id': user }))
     // Comparisons end after the responses: wait for each one's log line (written once it is recorded).
-    for (const o of orders) await c.logs.waitFor((l) => l.msg === 'divergence' && l.reqId === o.reqId)
-    const listed = await samples(c.admin, '?route=orders&limit=1000')
-    t.equal(listed.length, orders.length, 'every diverged comparison of both workers')
-    t.same(new Set(listed.map((s) => s.requestId)), new Set(orders.map((o) => o.reqId)))
+    for (const o of compared) await c.logs.waitFor((l) => l.msg === 'divergence' && l.reqId === o.reqId, { message: `no divergence recorded for request ${o.reqId}` })
+    const listed = await samples(c.admin, '?route=compared&limit=1000')
+    t.equal(listed.length, compared.length, 'every diverged comparison of both workers')
+    t.same(new Set(listed.map((s) => s.requestId)), new Set(compared.map((o) => o.reqId)))
     const from = new Set(await Promise.all(listed.map(async (s) => workerOf(c, s.requestId))))
     t.equal(from.size, 2, 'samples from both workers')
     const times = listed.map((s) => s.time)
     t.same(times, [...times].sort().reverse(), 'newest first')
-    const three = await samples(c.admin, '?route=orders&limit=3')
+    const three = await samples(c.admin, '?route=compared&limit=3')
     t.same(three.map((s) => s.requestId), listed.slice(0, 3).map((s) => s.requestId), 'the limit cuts the merged list')
-    t.equal((await summary(c.admin, 'orders')).comparisons.diverged, orders.length, 'summary counts summed over the workers')
+    t.equal((await summary(c.admin, 'compared')).comparisons.diverged, compared.length, 'summary counts summed over the workers')
   })
 
   t.test('a reload reaches every worker before it is logged', async (t) => {
-    await writeFile(c.file, testYaml({
-      upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
-      routes: [
-        { name: 'orders', match: { path: '/orders/*' }, new: 50, shadow: 100 },
-        { name: 'flip', match: { path: '/flip/*' }, new: 0 },
-        { name: 'added', match: { path: '/added/*' }, new: 100 }
-      ]
-    }))
+    const reloads = c.logs.lines.filter((l) => l.msg === 'config reloaded').length
+    await writeFile(c.file, testYaml(doc([...ROUTES, { name: 'added', match: { path: '/added/*' }, new: 100 }])))
     c.p.child.kill('SIGHUP')
-    await c.logs.waitFor((l) => l.msg === 'config reloaded')
+    await waitFor(() => c.logs.lines.filter((l) => l.msg === 'config reloaded').length > reloads, { message: 'SIGHUP: no "config reloaded" logged' })
     const served = await many(c, 6, '/added/x')
     t.same(backends(served), new Set(['new']))
     t.equal(workers(served).size, 2)
   })
 
   t.test('a killed worker is replaced, served again, and the summed counters do not go down', async (t) => {
-    const before = sample(await scrape(c), 'ficus_requests_total', { route: 'flip', backend: 'legacy', role: 'primary', code: '200' }) ?? 0
-    const victim = c.logs.lines.find((l) => l.msg === 'worker listening') as LogLine
+    // The table in effect differs from the file (respawn: new 100 there): a replacement must start from it.
+    t.equal((await admin(c.admin, 'POST', '/admin/rollback', { json: { route: 'respawn', reason: 'workers test' } })).status, 200)
+    const before = await counter('respawn')
+    const victim = live()[0] as LogLine
+    const known = new Set(c.logs.lines.filter((l) => l.msg === 'worker listening').map((l) => l.worker))
     process.kill(victim.pid as number, 'SIGKILL')
-    const exited = await c.logs.waitFor((l) => l.msg === 'worker exited; starting a new one')
+    const exited = await c.logs.waitFor((l) => l.msg === 'worker exited; starting a new one' && l.worker === victim.worker, { message: `the primary did not report worker ${String(victim.worker)} exiting` })
     t.equal(exited.worker, victim.worker)
     t.equal(exited.signal, 'SIGKILL')
-    const replacement = await c.logs.waitFor((l) => l.msg === 'worker listening' && l.worker !== victim.worker && l.pid !== victim.pid && (l.worker as number) > 2)
-    await c.logs.waitFor((l) => l.msg === 'worker replaced and serving')
+    const replacement = await c.logs.waitFor((l) => l.msg === 'worker listening' && l.worker !== victim.worker && l.pid !== victim.pid && (l.worker as number) > 2 && !known.has(l.worker), { message: 'no replacement worker listened' })
+    await c.logs.waitFor((l) => l.msg === 'worker replaced and serving' && l.worker === replacement.worker, { message: `the replacement worker ${String(replacement.worker)} was not reported serving` })
     t.same((await admin(c.admin, 'GET', '/readyz')).body, { status: 'ready', workers: { ready: 2, of: 2 } })
-    const served = await many(c, 6, '/flip/z')
+    const served = await many(c, 6, '/respawn/z')
     t.ok(workers(served).has(replacement.worker as number), 'the new worker serves')
     t.same(backends(served), new Set(['legacy']), 'it started from the current table (the rollback)')
-    const after = sample(await scrape(c), 'ficus_requests_total', { route: 'flip', backend: 'legacy', role: 'primary', code: '200' }) ?? 0
+    const after = await counter('respawn')
     t.equal(after, before + 6, `the sum kept the dead worker's count and counted the new one's (${before} → ${after})`)
   })
 
   t.test('a worker that does not apply a change is replaced before the change is acknowledged', async (t) => {
-    const current = c.logs.lines.filter((l) => l.msg === 'worker listening' && !c.logs.lines.some((x) => x.msg === 'worker exited; starting a new one' && x.worker === l.worker))
+    const current = live()
     t.equal(current.length, 2)
     const frozen = current[0] as LogLine
     process.kill(frozen.pid as number, 'SIGSTOP') // alive, but applies nothing
     t.teardown(() => { try { process.kill(frozen.pid as number, 'SIGKILL') } catch { /* already gone */ } })
-    const set = await admin(c.admin, 'PATCH', '/admin/routes/flip', { json: { new: 100 } })
+    const set = await admin(c.admin, 'PATCH', '/admin/routes/frozen', { json: { new: 100 } })
     t.equal(set.status, 200, 'answered once the frozen worker was replaced')
-    const replaced = await c.logs.waitFor((l) => l.msg === 'a worker did not apply a route change in time: replacing it')
+    const replaced = await c.logs.waitFor((l) => l.msg === 'a worker did not apply a route change in time: replacing it', { message: 'the primary did not replace the frozen worker' })
     t.equal(replaced.worker, frozen.worker)
-    const served = await many(c, 6, '/flip/after-freeze')
+    const served = await many(c, 6, '/frozen/after-freeze')
     t.same(backends(served), new Set(['new']), 'no request after the answer saw the old table')
     t.notOk(workers(served).has(frozen.worker as number))
   })
 })
-
