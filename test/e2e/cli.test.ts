@@ -1,6 +1,7 @@
 import { createServer } from 'node:net'
 import { join } from 'node:path'
-import t from 'tap'
+import { readdir, readFile, rename, writeFile } from 'node:fs/promises'
+import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { admin, audit } from '../helpers/admin.js'
 import { closedPort, held, startUpstream } from '../helpers/upstream.js'
@@ -24,12 +25,15 @@ t.test('ficus check: 1 and every problem with its place for a bad file', async (
   t.ok(lines.includes(`  ${fixture('invalid-many.yaml')}:15:10: routes[1].new: must be <= 100`))
 })
 
-t.test('usage errors exit 2; --version and --help exit 0', async (t) => {
+t.test('usage errors exit 2 and print the usage', async (t) => {
   for (const args of [[], ['check'], ['frobnicate'], ['start', 'extra'], ['--nope']]) {
     const p = run(t, CLI, args)
     t.equal(await p.exitCode(), 2, args.join(' ') || '(no arguments)')
     t.match(p.stderr, /Usage: ficus <command>/)
   }
+})
+
+t.test('--version prints the version and --help the commands, exit 0', async (t) => {
   const v = run(t, CLI, ['--version'])
   t.equal(await v.exitCode(), 0)
   t.match(v.stdout, /^\d+\.\d+\.\d+\n$/)
@@ -74,26 +78,33 @@ t.test('ficus start on a port in use exits 1 and says so', async (t) => {
 })
 
 t.test('the README starts with the two commands', async (t) => {
-  const { readFile } = await import('node:fs/promises')
   const readme = await readFile(join(ROOT, 'README.md'), 'utf8')
   const firstBlock = /```(?:sh|bash)?\n([\s\S]*?)```/.exec(readme)?.[1] ?? ''
   t.match(firstBlock, /npm ci && npm run demo/)
   t.match(firstBlock, /npm test/)
 })
 
-t.test('ficus start with a corrupt state file exits 1; --reset-state moves it aside and starts', async (t) => {
-  const { writeFile, readFile, readdir } = await import('node:fs/promises')
+/** A copy of routes.yaml with a state file beside it holding `state`, an upstream, and the env to start it. */
+async function withStateFile(t: Test, state: string) {
   const dir = t.testdir()
   const legacy = await startUpstream(t, 'legacy')
   const config = join(dir, 'routes.yaml')
   await writeFile(config, (await readFile(join(ROOT, 'routes.yaml'), 'utf8')).replace('exposeBackend: true', 'exposeBackend: true\nstate: ./state.json'))
-  await writeFile(join(dir, 'state.json'), 'not json')
+  await writeFile(join(dir, 'state.json'), state)
   const env = { FICUS_PORT: '0', FICUS_ADMIN_PORT: '0', LEGACY_URL: legacy.url, NEW_URL: legacy.url, FICUS_LOG_LEVEL: 'info', FICUS_DRAIN_DELAY: '0s' }
+  return { dir, config, env }
+}
+
+t.test('ficus start with a corrupt state file exits 1 and says how to reset it', async (t) => {
+  const { config, env } = await withStateFile(t, 'not json')
   const refused = run(t, CLI, ['start', '--config', config], env)
   t.equal(await refused.exitCode(), 1)
   t.match(refused.stdout, /state\.json: is not valid JSON.*--reset-state.*"code":"FICUS_ERR_STATE_INVALID"/)
   t.notMatch(refused.stdout, /ficus listening/)
+})
 
+t.test('ficus start --reset-state moves a corrupt state file aside, audits it and starts', async (t) => {
+  const { dir, config, env } = await withStateFile(t, 'not json')
   const reset = run(t, CLI, ['start', '--config', config, '--reset-state'], env)
   const { admin: adminUrl } = await listening(reset)
   t.match(reset.stdout + reset.stderr, /--reset-state: the unreadable state file was moved aside/)
@@ -101,12 +112,14 @@ t.test('ficus start with a corrupt state file exits 1; --reset-state moves it as
   t.match((await audit(adminUrl))[0], { action: 'reset-state', detail: /state\.json\.reset-/ })
   reset.child.kill('SIGTERM')
   t.equal(await reset.exitCode(), 0)
+})
 
-  // A valid state file is kept, flag or not: a --reset-state left in a unit file must not discard rollbacks.
-  await writeFile(join(dir, 'state.json'), '{"version": 1, "routes": {"orders": {"new": 0}}}')
+t.test('ficus start --reset-state keeps a valid state file: a flag left in a unit file must not discard rollbacks', async (t) => {
+  const valid = '{"version": 1, "routes": {"orders": {"new": 0}}}'
+  const { dir, config, env } = await withStateFile(t, valid)
   const keep = run(t, CLI, ['start', '--config', config, '--reset-state'], env)
   t.match(await keep.waitFor(/"msg":"ficus listening"/), /--reset-state: the state file is valid and is kept/)
-  t.equal(await readFile(join(dir, 'state.json'), 'utf8'), '{"version": 1, "routes": {"orders": {"new": 0}}}')
+  t.equal(await readFile(join(dir, 'state.json'), 'utf8'), valid)
   keep.child.kill('SIGTERM')
   t.equal(await keep.exitCode(), 0)
 })
@@ -153,7 +166,6 @@ t.test('a second signal exits at once', async (t) => {
 })
 
 t.test('ficus start reloads routes.yaml when it changes and on SIGHUP; an invalid file is rejected', async (t) => {
-  const { writeFile, readFile, rename } = await import('node:fs/promises')
   const dir = t.testdir()
   const legacy = await startUpstream(t, 'legacy')
   const next = await startUpstream(t, 'new')

@@ -127,16 +127,27 @@ t.test('every routes.yaml of the deployment passes `ficus check` with FICUS_ADMI
   }
 })
 
-t.test('docker-compose.yml: the image, ports, mounts, commands and the Prometheus target agree with the configs', async (t) => {
+/** docker-compose.yml, its three services, the image, and the Ficus config compose mounts where the image reads it. */
+async function composeFiles() {
   const img = await image()
   const compose = await yamlFile<Compose>(join(DEPLOY, 'docker-compose.yml'))
   const { ficus, prometheus, grafana } = compose.services
   if (ficus === undefined || prometheus === undefined || grafana === undefined) throw new Error('services ficus, prometheus and grafana are required')
+  const mount = (ficus.volumes ?? []).map((v) => v.split(':')).find(([, target]) => target === posix.dirname(img.configPath))
+  const configDir = resolve(DEPLOY, mount?.[0] ?? '?')
+  const config = async (): Promise<Config> => loadConfig(join(configDir, posix.basename(img.configPath)), ENV)
+  return { img, compose, ficus, prometheus, grafana, mount, configDir, config }
+}
+
+t.test('docker-compose.yml: ficus is built from this repository, and its admin token is required', async (t) => {
+  const { ficus } = await composeFiles()
   t.equal(resolve(DEPLOY, ficus.build?.context ?? '?'), ROOT, 'ficus is built from the repository')
   t.ok(existsSync(join(ROOT, ficus.build?.dockerfile ?? '?')), 'with its Dockerfile')
   t.match(ficus.environment?.FICUS_ADMIN_TOKEN, /^\$\{FICUS_ADMIN_TOKEN:\?.+\}$/, 'the token is required, with a message, and has no default')
+})
 
-  // Every bind mount's source is in the repository.
+t.test('docker-compose.yml: every bind mount\'s source is in the repository, every named volume declared', async (t) => {
+  const { compose } = await composeFiles()
   for (const [name, service] of Object.entries(compose.services)) {
     for (const v of service.volumes ?? []) {
       const [source] = v.split(':') as [string]
@@ -144,22 +155,29 @@ t.test('docker-compose.yml: the image, ports, mounts, commands and the Prometheu
       else t.ok(compose.volumes !== undefined && source in compose.volumes, `${name}: the named volume ${source} is declared`)
     }
   }
+})
 
-  // Ficus's config: a directory mounted where the image's CMD reads it.
-  const mount = (ficus.volumes ?? []).map((v) => v.split(':')).find(([, target]) => target === posix.dirname(img.configPath))
+t.test('docker-compose.yml: Ficus\'s config is a directory mounted where the image reads it, its state on a volume', async (t) => {
+  const { img, ficus, mount, configDir, config } = await composeFiles()
   t.ok(mount, `a mount at ${posix.dirname(img.configPath)}`)
-  const configDir = resolve(DEPLOY, mount?.[0] ?? '?')
   t.ok(existsSync(configDir) && statSync(configDir).isDirectory(), 'a directory (Ficus watches it), not a single file')
-  const config = await loadConfig(join(configDir, posix.basename(img.configPath)), ENV)
-  t.ok(config.state !== undefined && (ficus.volumes ?? []).some((v) => v.split(':')[1] === posix.dirname(config.state as string)), 'the state directory is a volume')
+  const c = await config()
+  t.ok(c.state !== undefined && (ficus.volumes ?? []).some((v) => v.split(':')[1] === posix.dirname(c.state as string)), 'the state directory is a volume')
+})
 
+t.test('docker-compose.yml: it publishes the config\'s two ports, which the image EXPOSEs, the admin port on loopback only', async (t) => {
+  const { img, ficus, config } = await composeFiles()
+  const c = await config()
   const ficusPorts = (ficus.ports ?? []).map(published)
-  t.same(ficusPorts.map((p) => p.container).sort(), ports(config), 'compose publishes the config\'s two ports')
-  t.same(ports(config), [...img.expose].sort(), 'which the image EXPOSEs')
-  t.equal(ficusPorts.find((p) => p.container === config.admin.port)?.ip, '127.0.0.1', 'the admin port on the host\'s loopback only')
+  t.same(ficusPorts.map((p) => p.container).sort(), ports(c), 'compose publishes the config\'s two ports')
+  t.same(ports(c), [...img.expose].sort(), 'which the image EXPOSEs')
+  t.equal(ficusPorts.find((p) => p.container === c.admin.port)?.ip, '127.0.0.1', 'the admin port on the host\'s loopback only')
+})
 
+t.test('docker-compose.yml: each upstream is a healthy compose service of the same image, on the port Ficus calls', async (t) => {
+  const { compose, ficus, config } = await composeFiles()
   // The upstreams are compose services, on the port their command listens on, from a built file.
-  for (const [name, u] of Object.entries(config.upstreams)) {
+  for (const [name, u] of Object.entries((await config()).upstreams)) {
     const url = new URL(u.origin)
     const service = compose.services[url.hostname]
     t.ok(service, `upstream ${name}: ${url.hostname} is a compose service`)
@@ -172,19 +190,26 @@ t.test('docker-compose.yml: the image, ports, mounts, commands and the Prometheu
     t.equal(ficus.depends_on?.[url.hostname]?.condition, 'service_healthy')
     t.equal(service?.image, ficus.image, 'the same image as Ficus')
   }
+})
 
+t.test('docker-compose.yml: Prometheus, pinned, reads the repository\'s config, which scrapes Ficus\'s admin port, with its rules beside it', async (t) => {
+  const { prometheus, config } = await composeFiles()
+  const c = await config()
   // Prometheus reads the repository's prometheus.yml, which scrapes Ficus's admin port.
   const promMount = (prometheus.volumes ?? []).map((v) => v.split(':')).find(([, target]) => target === '/etc/prometheus')
-  const configFlag = (prometheus.command ?? []).find((c) => c.startsWith('--config.file='))?.split('=')[1] ?? '/etc/prometheus/prometheus.yml'
+  const configFlag = (prometheus.command ?? []).find((x) => x.startsWith('--config.file='))?.split('=')[1] ?? '/etc/prometheus/prometheus.yml'
   const promFile = join(resolve(DEPLOY, promMount?.[0] ?? '?'), posix.relative('/etc/prometheus', configFlag))
   t.ok(existsSync(promFile), `Prometheus's config ${configFlag} is in the repository`)
   const prom = existsSync(promFile) ? await yamlFile<{ rule_files?: string[]; scrape_configs: { metrics_path?: string; static_configs: { targets: string[] }[] }[] }>(promFile) : { scrape_configs: [] }
-  const targets = prom.scrape_configs.flatMap((s) => s.static_configs.flatMap((c) => c.targets.map((target) => ({ target, path: s.metrics_path ?? '/metrics' }))))
-  t.ok(targets.some((x) => x.target === `ficus:${config.admin.port}` && x.path === '/metrics'), `it scrapes ficus:${config.admin.port}/metrics`)
+  const targets = prom.scrape_configs.flatMap((x) => x.static_configs.flatMap((sc) => sc.targets.map((target) => ({ target, path: x.metrics_path ?? '/metrics' }))))
+  t.ok(targets.some((x) => x.target === `ficus:${c.admin.port}` && x.path === '/metrics'), `it scrapes ficus:${c.admin.port}/metrics`)
   for (const rules of prom.rule_files ?? []) t.ok(existsSync(join(dirname(promFile), rules)), `its rule file ${rules} is beside it`)
   t.match(prometheus.image, /^prom\/prometheus:v\d+\.\d+\.\d+$/, 'Prometheus pinned to a release')
-  t.match(grafana.image, /^grafana\/grafana:11\.\d+\.\d+$/, 'Grafana pinned to an 11.x release')
+})
 
+t.test('docker-compose.yml: Grafana, pinned, is provisioned with Prometheus as its data source and the dashboards compose mounts', async (t) => {
+  const { prometheus, grafana } = await composeFiles()
+  t.match(grafana.image, /^grafana\/grafana:11\.\d+\.\d+$/, 'Grafana pinned to an 11.x release')
   // Grafana's provisioning (mounted from the repository) finds Prometheus and the dashboards where compose puts them.
   const grafanaMount = (target: string): string => resolve(DEPLOY, (grafana.volumes ?? []).map((v) => v.split(':')).find(([, to]) => to === target)?.[0] ?? '?')
   const provisioning = grafanaMount('/etc/grafana/provisioning')
@@ -197,42 +222,60 @@ t.test('docker-compose.yml: the image, ports, mounts, commands and the Prometheu
   t.ok(paths.length > 0 && paths.every((p) => existsSync(join(grafanaMount(p), 'ficus.json'))), `the dashboards provider reads ${paths.join(', ')}, where compose mounts grafana/dashboards`)
 })
 
-t.test('kubernetes: ConfigMap, Deployment, Service and ServiceMonitor agree on ports, probes, names and shutdown', async (t) => {
+/** The manifests, the ConfigMap's config, the pod template and its Ficus container. */
+async function kubernetesFiles() {
   const img = await image()
-  const kustomization = await yamlFile<{ resources: string[] }>(join(K8S, 'kustomization.yaml'))
-  t.same([...kustomization.resources].sort(), (await readdir(K8S)).filter((f) => f !== 'kustomization.yaml').sort(), 'kustomization.yaml lists every manifest')
   const m = await k8s()
   const [cm, deploy, svc, sm] = ['ConfigMap', 'Deployment', 'Service', 'ServiceMonitor'].map((kind) => m.get(kind))
   if (cm === undefined || deploy?.spec.template === undefined || svc === undefined || sm === undefined) throw new Error('a ConfigMap, a Deployment, a Service and a ServiceMonitor are required')
   const config = parseConfig(cm.data?.['routes.yaml'] ?? '', 'configmap.yaml routes.yaml', ENV)
   const pod = deploy.spec.template
   const container = pod.spec.containers[0] as Container
-  const podLabels = pod.metadata.labels
+  const port = (name: string): number | undefined => container.ports.find((p) => p.name === name)?.containerPort
+  return { img, m, cm, deploy, svc, sm, config, pod, container, podLabels: pod.metadata.labels, port }
+}
 
+t.test('kubernetes: kustomization.yaml lists every manifest', async (t) => {
+  const kustomization = await yamlFile<{ resources: string[] }>(join(K8S, 'kustomization.yaml'))
+  t.same([...kustomization.resources].sort(), (await readdir(K8S)).filter((f) => f !== 'kustomization.yaml').sort(), 'kustomization.yaml lists every manifest')
+})
+
+t.test('kubernetes: the Deployment runs two replicas or more of this version\'s image and selects its pods', async (t) => {
+  const { deploy, container, podLabels } = await kubernetesFiles()
   t.ok((deploy.spec.replicas ?? 1) >= 2, 'two replicas at least')
   t.ok(contains(podLabels, deploy.spec.selector?.matchLabels), 'the Deployment selects its pods')
   t.match(container.image, new RegExp(`/ficus:${VERSION.replace(/\./g, '\\.')}$`), 'the image tag is this version')
   t.match(container.image, /OWNER/, 'and its registry a placeholder to replace')
+})
 
-  const port = (name: string): number | undefined => container.ports.find((p) => p.name === name)?.containerPort
+t.test('kubernetes: the container ports are the config\'s and the image\'s; readiness and liveness probe the admin port', async (t) => {
+  const { img, config, container, port } = await kubernetesFiles()
   t.equal(port('traffic'), config.listen.port, 'containerPort traffic = listen.port')
   t.equal(port('admin'), config.admin.port, 'containerPort admin = admin.port')
   t.same([port('traffic'), port('admin')].sort(), [...img.expose].sort(), 'the ports the image EXPOSEs')
   t.same(container.readinessProbe?.httpGet, { path: '/readyz', port: 'admin' }, 'readiness: /readyz on the admin port')
   t.same(container.livenessProbe?.httpGet, { path: '/healthz', port: 'admin' }, 'liveness: /healthz on the admin port')
+})
 
+t.test('kubernetes: the grace period outlasts the drain delay and shutdown timeout, with no preStop', async (t) => {
+  const { config, pod, container } = await kubernetesFiles()
   const grace = pod.spec.terminationGracePeriodSeconds
   t.ok(grace > (config.shutdown.drainDelayMs + config.shutdown.timeoutMs) / 1000, `terminationGracePeriodSeconds ${grace} > drainDelay + shutdown.timeout (${config.shutdown.drainDelayMs / 1000} + ${config.shutdown.timeoutMs / 1000} s)`)
   t.equal(container.lifecycle?.preStop, undefined, 'no preStop: the drain delay does its work (see deployment.yaml)')
+})
 
+t.test('kubernetes: the pod runs as a non-root user on a read-only filesystem, with resources, its admin token from a Secret', async (t) => {
+  const { pod, container } = await kubernetesFiles()
   const token = container.env?.find((e) => e.name === 'FICUS_ADMIN_TOKEN')
   t.ok(token?.valueFrom?.secretKeyRef !== undefined && token.value === undefined, 'the admin token comes from a Secret')
   t.equal(pod.spec.securityContext?.runAsNonRoot, true)
   t.ok(pod.spec.securityContext?.runAsUser !== undefined && pod.spec.securityContext.runAsUser !== 0, 'a non-root uid')
   t.equal(container.securityContext?.readOnlyRootFilesystem, true)
   for (const kind of ['requests', 'limits'] as const) t.ok(container.resources?.[kind]?.cpu !== undefined && container.resources[kind]?.memory !== undefined, `cpu and memory ${kind}`)
+})
 
-  // The ConfigMap as a directory where the image reads its config; the state on a writable volume.
+t.test('kubernetes: the ConfigMap is mounted as a directory where the image reads its config, the state on a writable emptyDir', async (t) => {
+  const { img, cm, config, pod, container } = await kubernetesFiles()
   const volume = (path: string): { mount: Mount | undefined; source: Volume | undefined } => {
     const mount = container.volumeMounts.find((v) => v.mountPath === path)
     return { mount, source: pod.spec.volumes.find((v) => v.name === mount?.name) }
@@ -243,8 +286,10 @@ t.test('kubernetes: ConfigMap, Deployment, Service and ServiceMonitor agree on p
   t.ok(cm.data?.[posix.basename(img.configPath)] !== undefined, `the ConfigMap's key is ${basename(img.configPath)}`)
   const state = volume(posix.dirname(config.state ?? '?'))
   t.ok(state.source?.emptyDir !== undefined && state.mount?.readOnly !== true, 'the state directory is a writable emptyDir')
+})
 
-  // The Service routes to both ports; the ServiceMonitor scrapes its admin port.
+t.test('kubernetes: the Service routes to both ports, the ServiceMonitor scrapes its admin port, a PodDisruptionBudget selects the pods', async (t) => {
+  const { m, svc, sm, podLabels, port } = await kubernetesFiles()
   t.ok(contains(podLabels, svc.spec.selector), 'the Service selects the pods')
   const svcPorts = svc.spec.ports ?? []
   const targets = (p: { targetPort: string | number }, name: string): boolean => p.targetPort === name || p.targetPort === port(name)

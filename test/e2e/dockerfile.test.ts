@@ -46,9 +46,16 @@ async function healthcheckExit(df: Dockerfile, args: readonly string[]): Promise
   return exec(process.execPath, [...args], { timeout }).then(() => 0, (err: { code?: number }) => err.code ?? -1)
 }
 
-t.test('the image promises: pinned base, non-root user, both ports, health on /healthz, SIGTERM, state on a volume', async (t) => {
+/** The Dockerfile, its image, and the config the image starts with (with the env a deployment gives it). */
+async function imageAndConfig() {
   const df = await readDockerfile()
-  const { image } = df
+  const { path, source } = configOf(df)
+  const config = await loadConfig(source, { FICUS_ADMIN_TOKEN: TOKEN, LEGACY_URL: 'http://legacy.internal:8080' })
+  return { df, image: df.image, path, config }
+}
+
+t.test('the image: built and run on one base, pinned to a Node release we test on, on Debian slim', async (t) => {
+  const df = await readDockerfile()
   t.same(df.stages.map((s) => s.name), ['build', 'runtime'], 'a build stage and the runtime stage')
   const bases = new Set(df.stages.map((s) => s.image))
   t.equal(bases.size, 1, 'both stages on one base: what is built is what runs')
@@ -59,24 +66,35 @@ t.test('the image promises: pinned base, non-root user, both ports, health on /h
   const [wantMajor, wantMinor, wantPatch] = (/>=(\d+)\.(\d+)\.(\d+)/.exec(pkg.engines.node) ?? []).slice(1).map(Number)
   t.ok(major === wantMajor && ((minor as number) > (wantMinor as number) || (minor === wantMinor && (patch as number) >= (wantPatch as number))), `${base}: Node ${wantMajor}, the runtime we test on, at least engines ${pkg.engines.node}`)
   t.equal(Number(process.versions.node.split('.')[0]), major, 'the build steps below run on the image\'s Node major (this machine\'s node)')
+})
 
+t.test('the image runs ficus start as a non-root user, node as PID 1, stopped with SIGTERM', async (t) => {
+  const { image } = await imageAndConfig()
   t.ok(image.user !== undefined && !/^(root|0)(:|$)/.test(image.user), `runs as a non-root user (${image.user})`)
   t.equal(image.stopSignal, 'SIGTERM', 'docker stop sends what Ficus drains on')
   t.equal(image.cmd[0], 'node', 'exec form, node is PID 1 and gets the signal itself')
   t.same(image.cmd.slice(1, 3), ['dist/src/cli.js', 'start'], 'ficus start')
+})
 
-  const { path, source } = configOf(df)
+t.test('the image\'s config is in /etc/ficus: both ports EXPOSEd and beyond the container, the admin token from FICUS_ADMIN_TOKEN', async (t) => {
+  const { image, path, config } = await imageAndConfig()
   t.match(path, /^\/etc\/ficus\//, 'the config lives in /etc/ficus (mount a directory there to replace it)')
-  const config = await loadConfig(source, { FICUS_ADMIN_TOKEN: TOKEN, LEGACY_URL: 'http://legacy.internal:8080' })
   t.same([...image.expose].sort(), [config.listen.port, config.admin.port].sort(), 'EXPOSE: the traffic and admin ports of the config')
   t.notOk(isLoopback(config.listen.host), 'traffic listens beyond the container')
   t.notOk(isLoopback(config.admin.host), 'admin too, for Prometheus in another container')
   t.same(config.admin.tokens.map((x) => x.token), [TOKEN], 'the admin token comes from FICUS_ADMIN_TOKEN')
+})
 
+t.test('the image\'s health check asks /healthz on the admin port, with node', async (t) => {
+  const { df, image, config } = await imageAndConfig()
   const health = healthUrl(df)
   t.equal(health.pathname, '/healthz', 'the health check asks /healthz (alive), not /readyz')
   t.equal(Number(health.port), config.admin.port, 'the health check asks the admin port')
   t.equal(image.healthcheck?.cmd[0], 'node', 'slim has no curl: node asks')
+})
+
+t.test('the image keeps its state file on a VOLUME', async (t) => {
+  const { image, config } = await imageAndConfig()
   t.ok(config.state !== undefined && image.volumes.includes(posix.dirname(config.state)), `the state file (${config.state}) is on a VOLUME (${image.volumes.join(', ')})`)
 })
 

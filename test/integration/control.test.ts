@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { AuditLog, type AuditEntry } from '../../src/adapters/audit-log.js'
 import type { RouteView } from '../../src/control/route-view.js'
 import { parseConfig } from '../../src/config/load-config.js'
@@ -9,7 +9,8 @@ import { admin, audit, routes, type Json } from '../helpers/admin.js'
 import { sample, startTestFicus } from '../helpers/ficus.js'
 import { startUpstream } from '../helpers/upstream.js'
 
-async function setup(t: Parameters<typeof startUpstream>[0], extra: Record<string, unknown> = {}) {
+/** legacy and new upstreams, and a routes.yaml for them: `orders` (legacy), `rest` (new). */
+async function upstreamsDoc(t: Parameters<typeof startUpstream>[0], extra: Record<string, unknown> = {}) {
   const legacy = await startUpstream(t, 'legacy')
   const next = await startUpstream(t, 'new')
   const doc = {
@@ -17,26 +18,44 @@ async function setup(t: Parameters<typeof startUpstream>[0], extra: Record<strin
     routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0, shadow: 0 }, { name: 'rest', match: { path: '/*' }, new: 100 }],
     ...extra
   }
+  return { legacy, next, doc }
+}
+
+async function setup(t: Parameters<typeof startUpstream>[0], extra: Record<string, unknown> = {}) {
+  const { legacy, next, doc } = await upstreamsDoc(t, extra)
   const f = await startTestFicus(t, doc)
   const servedBy = async (path: string, user = 'u1'): Promise<string> => (await f.fetch(path, { headers: { 'x-user-id': user } })).headers['x-served-by'] as string
   return { legacy, next, f, doc, servedBy }
 }
 
-t.test('PATCH changes a route for the very next request; null clears back to routes.yaml', async (t) => {
+type Rig = Awaited<ReturnType<typeof setup>>
+
+/** The canary of the PATCH tests: orders to new 100 %, shadow 25 %. */
+const canary = async (f: Rig['f']) => admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 100, shadow: 25, reason: 'canary' } })
+
+t.test('PATCH changes a route for the very next request, and its gauges', async (t) => {
   const { f, servedBy } = await setup(t)
   t.equal(await servedBy('/orders/1'), 'legacy')
-  const r = await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 100, shadow: 25, reason: 'canary' } })
+  const r = await canary(f)
   t.equal(r.status, 200)
   t.match(r.body.route, { name: 'orders', new: { value: 100, source: 'override', file: 0 }, shadow: { value: 25, source: 'override', file: 0 } })
   t.equal(await servedBy('/orders/1'), 'new', 'the next request')
   const m = await f.scrape()
   t.equal(sample(m, 'ficus_route_new_percent', { route: 'orders' }), 100)
   t.equal(sample(m, 'ficus_route_shadow_percent', { route: 'orders' }), 25)
+})
 
+t.test('GET /admin/routes lists every route in order, with who last changed it, how and why', async (t) => {
+  const { f } = await setup(t)
+  await canary(f)
   const list = await routes(f)
   t.match(list.find((x) => x.name === 'orders')?.lastChange, { who: 'local', action: 'set', before: { new: 0, shadow: 0 }, after: { new: 100, shadow: 25 }, reason: 'canary' })
   t.same(list.map((x) => x.name), ['orders', 'rest', 'default'])
+})
 
+t.test('PATCH with null clears a share back to routes.yaml, for the very next request', async (t) => {
+  const { f, servedBy } = await setup(t)
+  await canary(f)
   t.match((await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: null } })).body.route, { new: { value: 0, source: 'file' }, shadow: { value: 25, source: 'override' } })
   t.equal(await servedBy('/orders/1'), 'legacy')
 })
@@ -57,40 +76,74 @@ t.test('bad changes are refused whole, with every problem', async (t) => {
   t.same(await audit(f), [], 'and nothing audited')
 })
 
-t.test('rollback: one route or all, idempotent, counted, audited', async (t) => {
+/** The rollbacks of the rollback tests: rest, then every route, then every route again. */
+async function rollbacks(f: Rig['f']) {
+  const one = await admin(f, 'POST', '/admin/rollback', { json: { route: 'rest', reason: 'errors up' } })
+  const all = await admin(f, 'POST', '/admin/rollback')
+  const again = await admin(f, 'POST', '/admin/rollback', { json: {} })
+  return { one, all, again }
+}
+
+t.test('a rollback of one route sends its very next request to legacy', async (t) => {
   const { f, servedBy } = await setup(t)
   t.equal(await servedBy('/x'), 'new')
   t.match(await admin(f, 'POST', '/admin/rollback', { json: { route: 'rest', reason: 'errors up' } }), { status: 200, body: { routes: [{ name: 'rest', new: { value: 0, source: 'override' } }] } })
   t.equal(await servedBy('/x'), 'legacy')
-  const all = (await admin(f, 'POST', '/admin/rollback')).body.routes as RouteView[]
-  t.same(all.map((r) => [r.name, r.new.value]), [['orders', 0], ['rest', 0], ['default', 0]])
-  t.equal((await admin(f, 'POST', '/admin/rollback', { json: {} })).status, 200, 'again: still fine')
+})
+
+t.test('a rollback with no route takes every route to 0 %, and is idempotent', async (t) => {
+  const { f } = await setup(t)
+  const { all, again } = await rollbacks(f)
+  t.same((all.body.routes as RouteView[]).map((r) => [r.name, r.new.value]), [['orders', 0], ['rest', 0], ['default', 0]])
+  t.equal(again.status, 200, 'again: still fine')
+})
+
+t.test('every rollback of a route is counted in ficus_rollbacks_total, as manual', async (t) => {
+  const { f } = await setup(t)
+  await rollbacks(f)
   const m = await f.scrape()
   t.equal(sample(m, 'ficus_rollbacks_total', { route: 'rest', trigger: 'manual' }), 3)
+})
+
+t.test('rollbacks are audited per route, newest first', async (t) => {
+  const { f } = await setup(t)
+  await rollbacks(f)
   const latest = await audit(f, '?limit=2')
   t.equal(latest.length, 2)
   t.match(latest[0], { action: 'rollback', who: 'local', route: 'default' })
 })
 
-t.test('changes survive a restart through the state file; a corrupt one stops start-up', async (t) => {
+/** Ficus with a state file, after a set (orders 42 %, "ramp") and a rollback (rest). */
+async function changed(t: Test) {
   const dir = t.testdir()
   const state = join(dir, 'state.json')
-  const { f, doc } = await setup(t, { state })
-  await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 42, reason: 'ramp' } })
-  await admin(f, 'POST', '/admin/rollback', { json: { route: 'rest' } })
+  const rig = await setup(t, { state })
+  await admin(rig.f, 'PATCH', '/admin/routes/orders', { json: { new: 42, reason: 'ramp' } })
+  await admin(rig.f, 'POST', '/admin/rollback', { json: { route: 'rest' } })
+  return { ...rig, dir, state }
+}
+
+t.test('changes are written to the state file and its audit log as they are made', async (t) => {
+  const { dir, state } = await changed(t)
   const saved = JSON.parse(await readFile(state, 'utf8')) as Json
   t.match(saved, { version: 1, routes: { orders: { new: 42 }, rest: { new: 0 } } })
   const auditLines = (await readFile(join(dir, 'state.audit.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as AuditEntry)
   t.same(auditLines.map((e) => [e.action, e.route]), [['set', 'orders'], ['rollback', 'rest']])
+})
 
+t.test('changes survive a restart through the state file', async (t) => {
+  const { f, doc } = await changed(t)
   await f.running.stop()
   const again = await startTestFicus(t, doc)
   const restored = await routes(again)
   t.match(restored.find((r) => r.name === 'orders'), { new: { value: 42, source: 'override' }, lastChange: { reason: 'ramp' } })
   t.match(restored.find((r) => r.name === 'rest'), { new: { value: 0, source: 'override' } })
   t.equal((await again.fetch('/x')).headers['x-served-by'], 'legacy', 'the rollback held')
-  await again.running.stop()
+})
 
+t.test('a corrupt state file stops start-up and says how to reset it', async (t) => {
+  const state = join(t.testdir(), 'state.json')
+  const { doc } = await upstreamsDoc(t, { state })
   await writeFile(state, '{"version": 1, "routes": {"orders": {"new": 4')
   await t.rejects(startTestFicus(t, doc), { code: 'FICUS_ERR_STATE_INVALID', message: /not valid JSON.*--reset-state/ })
   await writeFile(state, '{"version": 1, "routes": {"orders": {"new": 400}}}')
@@ -108,12 +161,28 @@ t.test('a state file that cannot be written: 503, and nothing changes', async (t
   t.equal(await servedBy('/x'), 'new', 'still on new')
 })
 
-t.test('named tokens: who is audited; a change without a valid token is refused and audited', async (t) => {
+/** Ficus with named tokens alice and bob; the calls of the token tests: two refused changes, a refused read, a change by bob. */
+async function namedTokens(t: Parameters<typeof setup>[0]) {
   const { f } = await setup(t, { admin: { host: '127.0.0.1', port: 0, tokens: { alice: 'tok-alice', bob: 'tok-bob' } } })
-  t.match(await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 5 } }), { status: 401, body: { code: 'FICUS_ERR_UNAUTHORIZED' } })
-  t.match(await admin(f, 'POST', '/admin/rollback', { json: {}, token: 'nope' }), { status: 401 })
-  t.equal((await admin(f, 'GET', '/admin/routes')).status, 401, 'reads need the token too')
-  t.equal((await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 5 }, token: 'tok-bob' })).status, 200)
+  const calls = {
+    noToken: await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 5 } }),
+    wrongToken: await admin(f, 'POST', '/admin/rollback', { json: {}, token: 'nope' }),
+    read: await admin(f, 'GET', '/admin/routes'),
+    bob: await admin(f, 'PATCH', '/admin/routes/orders', { json: { new: 5 }, token: 'tok-bob' })
+  }
+  return { f, calls }
+}
+
+t.test('named tokens: a change or a read without a valid token is refused with 401', async (t) => {
+  const { calls } = await namedTokens(t)
+  t.match(calls.noToken, { status: 401, body: { code: 'FICUS_ERR_UNAUTHORIZED' } })
+  t.match(calls.wrongToken, { status: 401 })
+  t.equal(calls.read.status, 401, 'reads need the token too')
+  t.equal(calls.bob.status, 200)
+})
+
+t.test('named tokens: the audit names who made each change, and records refused changes', async (t) => {
+  const { f } = await namedTokens(t)
   t.match(await audit(f, '', { token: 'tok-alice' }), [
     { who: 'bob', action: 'set', route: 'orders', after: { new: 5 } },
     { who: 'unauthenticated', action: 'refused', detail: /^POST \/admin\/rollback from 127\.0\.0\.1$/ },

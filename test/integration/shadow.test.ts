@@ -36,22 +36,35 @@ async function shadowed(t: Parameters<typeof startUpstream>[0], legacy: Handler,
 const ORDER = { id: 1, customer_name: 'Ada', amount: '12.50', items: [{ sku: 'A', qty: 2 }, { sku: 'B', qty: 1 }], meta: { at: 1 }, tags: ['x', 'y'] }
 const NEW_ORDER = { id: 1, customerName: 'Ada', amount: 12.5, items: [{ sku: 'B', qty: 1 }, { sku: 'A', qty: 2 }], meta: { at: 2 }, tags: ['y', 'x', 'z'] }
 
-t.test('a read is copied to the other side at once, marked, and every kind of difference is reported', async (t) => {
-  const { l, n, f, idle } = await shadowed(t,
+/** Three reads through a route shadowed to new, each diverging in one area (body, status, header), once the shadow stage is idle. */
+async function threeReads(t: Parameters<typeof startUpstream>[0]) {
+  const rig = await shadowed(t,
     answers({ '/o/1': [200, ORDER], '/s': [200, { ok: true }], '/h': [200, 'plain', { 'content-type': 'text/plain' }] }),
     answers({ '/o/1': [200, NEW_ORDER], '/s': [500, { ok: true }], '/h': [200, 'plain', { 'content-type': 'text/html' }] }))
-  const r = await f.fetch('/o/1?token=secret', { headers: { 'x-user-id': 'alice' } })
+  const r = await rig.f.fetch('/o/1?token=secret', { headers: { 'x-user-id': 'alice' } })
+  await rig.f.fetch('/s')
+  await rig.f.fetch('/h')
+  await rig.idle()
+  return { ...rig, r }
+}
+
+t.test('a shadowed read: the client gets legacy\'s answer, untouched', async (t) => {
+  const { r } = await threeReads(t)
   t.equal(r.status, 200)
   t.same(r.json(), ORDER, 'the client gets legacy\'s answer, untouched')
-  await f.fetch('/s')
-  await f.fetch('/h')
-  await idle()
+})
+
+t.test('a shadowed read is copied to new, marked, with the same target and request id', async (t) => {
+  const { l, n } = await threeReads(t)
   t.equal(n.requests.length, 3, 'new got a copy of each read')
   t.equal(n.requests[0]?.headers['x-ficus-shadow'], '1', 'copies are marked')
   t.equal(l.requests[0]?.headers['x-ficus-shadow'], undefined, 'the primary request is not')
   t.equal(n.requests[0]?.url, '/o/1?token=secret', 'the copy has the same target')
   t.equal(n.requests[0]?.headers['x-request-id'], l.requests[0]?.headers['x-request-id'], 'and the same request id')
+})
 
+t.test('every kind of difference is reported in the samples, without the query or the raw sticky key', async (t) => {
+  const { f } = await threeReads(t)
   const list = await samples(f, '?route=orders')
   t.equal(list.length, 3)
   const [h, s, o] = list as [DivergenceSample, DivergenceSample, DivergenceSample]
@@ -70,7 +83,10 @@ t.test('a read is copied to the other side at once, marked, and every kind of di
   t.match(o.differences.find((d) => d.path === 'body.amount'), { area: 'body', legacy: '12.50', new: 12.5 })
   t.same(s.differences, [{ path: 'status', area: 'status', kind: 'changed', legacy: 200, new: 500 }])
   t.same(h.differences, [{ path: 'header.content-type', area: 'header', kind: 'changed', legacy: 'text/plain', new: 'text/html' }])
+})
 
+t.test('comparisons, divergences by kind and the copies\' requests are counted in /metrics', async (t) => {
+  const { f } = await threeReads(t)
   const m = await f.scrape()
   t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'diverged' }), 3)
   t.equal(sample(m, 'ficus_divergences_total', { route: 'orders', kind: 'body' }), 1)
@@ -80,7 +96,10 @@ t.test('a read is copied to the other side at once, marked, and every kind of di
   t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '500' }), 1)
   t.equal(sample(m, 'ficus_request_duration_seconds_count', { route: 'orders', backend: 'new', role: 'shadow' }), 3)
   t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: 'legacy', role: 'primary', code: '200' }), 3)
+})
 
+t.test('the divergence summary counts comparisons and kinds; per-field counts fold array positions', async (t) => {
+  const { f } = await threeReads(t)
   const sum = await summary(f, 'orders')
   t.match(sum, { route: 'orders', comparisons: { match: 0, diverged: 3, error: 0, skipped: 0 }, divergenceRate: 1, kinds: { status: 1, header: 1, body: 1 } })
   const fields = Object.fromEntries(sum.topFields.map((x) => [x.field, x.count]))
@@ -195,12 +214,21 @@ t.test('non-JSON bodies are compared as bytes', async (t) => {
   t.match(s?.differences, [{ path: 'body', kind: 'changed', legacy: /at byte 6/, new: /there/ }])
 })
 
-t.test('a shadow backend that never answers: the client is unaffected; the copy times out and is counted', async (t) => {
-  const { n, f, idle } = await shadowed(t, answers({ '/o': [200, { ok: 1 }] }), () => { /* silent */ }, {}, { shadow: { timeout: '200ms' } })
-  const r = await f.fetch('/o')
+/** A shadow backend that accepts the copy and never answers (shadow.timeout 200 ms), after one read. */
+async function silentShadow(t: Parameters<typeof startUpstream>[0]) {
+  const rig = await shadowed(t, answers({ '/o': [200, { ok: 1 }] }), () => { /* silent */ }, {}, { shadow: { timeout: '200ms' } })
+  return { ...rig, r: await rig.f.fetch('/o') }
+}
+
+t.test('a shadow backend that never answers: the client is unaffected', async (t) => {
+  const { n, r } = await silentShadow(t)
   t.equal(r.status, 200)
   t.same(r.json(), { ok: 1 })
   t.equal(n.started(), 1, 'the copy was sent')
+})
+
+t.test('a copy that is never answered times out at shadow.timeout and is counted as a shadow error, not a primary one', async (t) => {
+  const { f, idle } = await silentShadow(t)
   await idle()
   const m = await f.scrape()
   t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'error' }), 1)
@@ -210,10 +238,19 @@ t.test('a shadow backend that never answers: the client is unaffected; the copy 
   t.match(await summary(f, 'orders'), { errors: { timeout: 1 } })
 })
 
-t.test('a shadow backend that resets the connection: counted as an error, client unaffected', async (t) => {
-  const { f, idle } = await shadowed(t, answers({ '/o': [200, { ok: 1 }] }), (req) => { req.socket.destroy() })
-  const r = await f.fetch('/o')
+/** A shadow backend that resets the copy's connection, after one read. */
+async function resettingShadow(t: Parameters<typeof startUpstream>[0]) {
+  const rig = await shadowed(t, answers({ '/o': [200, { ok: 1 }] }), (req) => { req.socket.destroy() })
+  return { ...rig, r: await rig.f.fetch('/o') }
+}
+
+t.test('a shadow backend that resets the connection: the client is unaffected', async (t) => {
+  const { r } = await resettingShadow(t)
   t.same([r.status, r.json()], [200, { ok: 1 }])
+})
+
+t.test('a copy whose connection is reset is counted as an error, with a 502', async (t) => {
+  const { f, idle } = await resettingShadow(t)
   await idle()
   t.match(await summary(f, 'orders'), { comparisons: { error: 1 }, errors: { reset: 1 } })
   t.equal(sample(await f.scrape(), 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'shadow', code: '502' }), 1)
@@ -293,7 +330,8 @@ t.test('writes are not shadowed unless the route says so', async (t) => {
   t.equal(sample(await f.scrape(), 'ficus_comparisons_total', { route: 'orders', outcome: 'skipped' }), 0)
 })
 
-t.test('shadowWrites: the copy of a write goes out after the primary answered 2xx, with the same body', async (t) => {
+/** A route with shadowWrites, after one POST legacy answers 201 (new 201 too, another id); `events` says who was called when. */
+async function shadowedWrite(t: Parameters<typeof startUpstream>[0]) {
   const events: string[] = []
   const legacy: Handler = (req, res, body) => {
     events.push('legacy answers')
@@ -303,17 +341,25 @@ t.test('shadowWrites: the copy of a write goes out after the primary answered 2x
     events.push('new gets the copy')
     answers({ '/o': [201, { id: 8 }] })(req, res, body)
   }
-  const { n, f, idle } = await shadowed(t, legacy, next, { shadowWrites: true })
+  const rig = await shadowed(t, legacy, next, { shadowWrites: true })
   const payload = JSON.stringify({ item: 'tea', qty: 2 }).repeat(100)
-  const r = await f.fetch('/o', { method: 'POST', body: payload, headers: { 'content-type': 'application/json' } })
+  const r = await rig.f.fetch('/o', { method: 'POST', body: payload, headers: { 'content-type': 'application/json' } })
+  await rig.idle()
+  return { ...rig, events, payload, r }
+}
+
+t.test('shadowWrites: the copy of a write goes out after the primary answered 2xx, with the same body', async (t) => {
+  const { n, f, events, payload, r } = await shadowedWrite(t)
   t.same([r.status, r.json()], [201, { id: 7 }])
-  await idle()
   t.same(events, ['legacy answers', 'new gets the copy'])
   t.equal(n.requests[0]?.body.toString(), payload, 'same body')
   t.equal(n.requests[0]?.method, 'POST')
   const [s] = await samples(f)
   t.same(s?.differences, [{ path: 'body.id', area: 'body', kind: 'changed', legacy: 7, new: 8 }])
+})
 
+t.test('shadowWrites: a write the primary refused is not repeated on new', async (t) => {
+  const { n, f, idle } = await shadowedWrite(t)
   const refused = await f.fetch('/bad', { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } })
   t.equal(refused.status, 409)
   await idle()
@@ -375,22 +421,33 @@ t.test('new primary: legacy gets the copy, differences are still named from lega
   t.equal(sample(await f.scrape(), 'ficus_requests_total', { route: 'orders', backend: 'legacy', role: 'shadow', code: '200' }), 1)
 })
 
-t.test('an exception while comparing is counted as an error; the proxy keeps serving', async (t) => {
+/** Two answers whose comparison (as unordered arrays) exhausts the stack, after one read of them. */
+async function comparisonThrows(t: Parameters<typeof startUpstream>[0]) {
   // Deep enough that comparing it as an unordered array exhausts the stack.
   const deep = '['.repeat(20000) + ']'.repeat(20000)
   const deeper = `[1,${deep.slice(1)}`
-  const { f, idle } = await shadowed(t, answers({ '/deep': [200, deep], '/o': [200, { a: 1 }] }), answers({ '/deep': [200, deeper], '/o': [200, { a: 1 }] }),
+  const rig = await shadowed(t, answers({ '/deep': [200, deep], '/o': [200, { a: 1 }] }), answers({ '/deep': [200, deeper], '/o': [200, { a: 1 }] }),
     { compare: { arrays: { body: 'unordered' } } })
-  const r = await f.fetch('/deep')
+  const r = await rig.f.fetch('/deep')
+  await rig.idle()
+  return { ...rig, deep, r }
+}
+
+t.test('an exception while comparing is counted as an error and logged, the client unaffected', async (t) => {
+  const { f, deep, r } = await comparisonThrows(t)
   t.same([r.status, r.text.length], [200, deep.length])
-  await idle()
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'error' }), 1)
+  const line = await f.logs.waitFor((x) => x.msg === 'shadow comparison failed')
+  t.equal(line.level, 'error')
+})
+
+t.test('after an exception while comparing, the proxy keeps serving and comparing', async (t) => {
+  const { f, idle } = await comparisonThrows(t)
   t.equal((await f.fetch('/o')).status, 200, 'still serving')
   await idle()
   const m = await f.scrape()
-  t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'error' }), 1)
   t.equal(sample(m, 'ficus_comparisons_total', { route: 'orders', outcome: 'match' }), 1)
-  const line = await f.logs.waitFor((x) => x.msg === 'shadow comparison failed')
-  t.equal(line.level, 'error')
 })
 
 t.test('samples are redacted: credential headers always, and the route\'s redact paths', async (t) => {
@@ -434,7 +491,7 @@ t.test('a difference too deeply nested to show is still one diverged comparison'
   t.match(s?.differences.find((d) => d.path === 'body.x'), { kind: 'missing', legacy: '(too deeply nested to show)' })
 })
 
-t.test('the sample ring keeps the newest per route; the admin API checks its input', async (t) => {
+t.test('the sample ring keeps the newest samples per route; the counts keep everything', async (t) => {
   let i = 0
   const { f, idle } = await shadowed(t, answers({ '/o': [200, { n: 0 }] }), (req, res, body) => answers({ '/o': [200, { n: ++i }] })(req, res, body),
     {}, { shadow: { samples: 3 } })
@@ -443,7 +500,10 @@ t.test('the sample ring keeps the newest per route; the admin API checks its inp
   t.same((await samples(f)).map((x) => x.differences[0]?.new), [5, 4, 3], 'newest first, three kept')
   t.same((await samples(f, '?limit=1')).length, 1)
   t.match((await summary(f, 'orders')).comparisons, { diverged: 5 }, 'counts keep everything')
+})
 
+t.test('GET /admin/divergences checks its input: limit, route, unknown parameters and paths', async (t) => {
+  const { f } = await shadowed(t, answers({}), answers({}))
   t.match(await admin(f, 'GET', '/admin/divergences?limit=0'), { status: 400, body: { code: 'FICUS_ERR_BAD_ADMIN_REQUEST', detail: 'limit: must be >= 1' } })
   t.match(await admin(f, 'GET', '/admin/divergences?limit=ten'), { status: 400, body: { detail: 'limit: must be integer' } })
   t.match(await admin(f, 'GET', '/admin/divergences?rout=orders'), { status: 400, body: { detail: 'unknown parameter "rout"' } })
@@ -453,8 +513,10 @@ t.test('the sample ring keeps the newest per route; the admin API checks its inp
   t.match(await admin(f, 'GET', '/admin/divergences/summary?route=default'), { status: 200, body: { routes: [{ route: 'default', divergenceRate: null }] } })
 })
 
-t.test('with admin.token, /admin needs the bearer token; probes and metrics stay open', async (t) => {
-  const { f } = await shadowed(t, answers({}), answers({}), {}, { admin: { host: '127.0.0.1', port: 0, token: 's3cret-token' } })
+const TOKEN_TOP = { admin: { host: '127.0.0.1', port: 0, token: 's3cret-token' } }
+
+t.test('with admin.token, /admin/divergences needs the bearer token, and unknown admin paths tell nothing', async (t) => {
+  const { f } = await shadowed(t, answers({}), answers({}), {}, TOKEN_TOP)
   for (const token of [undefined, 'wrong', 's3cret-token-longer', '']) {
     const r = await admin(f, 'GET', '/admin/divergences', { token })
     t.match(r, { status: 401, body: { code: 'FICUS_ERR_UNAUTHORIZED' } }, `token ${String(token)}`)
@@ -464,6 +526,10 @@ t.test('with admin.token, /admin needs the bearer token; probes and metrics stay
   t.equal(basic.headers['www-authenticate'], 'Bearer realm="ficus-admin"')
   t.equal((await admin(f, 'GET', '/admin/divergences', { token: 's3cret-token' })).status, 200)
   t.equal((await admin(f, 'GET', '/admin/nothing')).status, 401, 'unknown admin paths do not tell what exists')
+})
+
+t.test('with admin.token, probes and metrics stay open without one', async (t) => {
+  const { f } = await shadowed(t, answers({}), answers({}), {}, TOKEN_TOP)
   for (const open of ['/metrics', '/healthz', '/readyz']) {
     t.equal((await admin(f, 'GET', open)).status, 200, open)
   }

@@ -47,7 +47,7 @@ t.test('promtool accepts the rules and their unit tests pass', async (t) => {
   t.equal(config.status, 0, config.stdout + config.stderr)
 })
 
-t.test('every dashboard query returns series from a real Prometheus scraping Ficus under load', async (t) => {
+t.test('a real Prometheus scraping Ficus under load: what the dashboard and the rules read works', async (t) => {
   t.setTimeout(120_000)
   const legacy = await startUpstream(t, 'legacy', (req, res) => {
     if (req.url === '/api/orders/broken') return void res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"boom"}')
@@ -137,57 +137,65 @@ t.test('every dashboard query returns series from a real Prometheus scraping Fic
   const end = Date.now()
   t.ok(sent > 500, `${sent} requests sent over ${((end - start) / 1000).toFixed(1)} s`)
 
-  // promtool lints Ficus's own families (names, units, help, types). prom-client's default
-  // nodejs_active_*_total gauges break its _total rule: theirs to rename, not ours.
-  const exposition = (await admin(adminUrl, 'GET', '/metrics')).text
-  const own = exposition.split('\n').filter((l) => /^(# (HELP|TYPE) )?ficus_/.test(l)).join('\n') + '\n'
-  t.ok(own.split('# TYPE ').length > 15, 'every ficus_ family')
-  const lint = spawnSync(PROMTOOL, ['check', 'metrics'], { input: own, encoding: 'utf8' })
-  t.equal(lint.status, 0, `promtool check metrics: ${lint.stdout}${lint.stderr}`)
+  // Each subtest reads what the run above left in Prometheus (and Ficus's /metrics); none changes it.
+  await t.test('promtool accepts Ficus\'s own exposition (names, units, help, types)', async (t) => {
+    // prom-client's default nodejs_active_*_total gauges break promtool's _total rule: theirs to rename, not ours.
+    const exposition = (await admin(adminUrl, 'GET', '/metrics')).text
+    const own = exposition.split('\n').filter((l) => /^(# (HELP|TYPE) )?ficus_/.test(l)).join('\n') + '\n'
+    t.ok(own.split('# TYPE ').length > 15, 'every ficus_ family')
+    const lint = spawnSync(PROMTOOL, ['check', 'metrics'], { input: own, encoding: 'utf8' })
+    t.equal(lint.status, 0, `promtool check metrics: ${lint.stdout}${lint.stderr}`)
+  })
 
-  // Template variables: what Grafana offers in the pickers.
-  const instances = await prom.api<string[]>('label/instance/values', { 'match[]': 'ficus_build_info' })
-  t.same(instances, [new URL(adminUrl).host], '$instance lists the replica')
-  const routeNames = await prom.api<string[]>('label/route/values', { 'match[]': 'ficus_route_shadow_percent{instance=~".*"}' })
-  t.same(routeNames.sort(), ['default', 'flagged', 'orders'], '$route lists every route, the flagged one too')
-  for (const v of DASHBOARD.templating.list.filter((x) => x.type === 'query')) {
-    t.match(v.query, /^label_values\((ficus_build_info|ficus_route_shadow_percent\{instance=~"\$instance"\}), (instance|route)\)$/, `${v.name}: a query checked above`)
-  }
-
-  const queries = [
-    ...DASHBOARD.panels.flatMap((p) => (p.targets ?? []).map((x) => ({ where: `${p.title} [${x.refId}]`, expr: x.expr, step: 1 }))),
-    ...DASHBOARD.annotations.list.filter((a) => a.builtIn === undefined).map((a) => ({ where: `annotation ${a.name}`, expr: a.expr ?? '', step: 2 }))
-  ]
-  t.ok(queries.length >= 30, `${queries.length} queries`)
-  const range = `${Math.ceil((end - start) / 1000) + 5}s`
-  // "All" (Grafana sends the variable's allValue), one route, and two (a multi-value becomes a regex alternation).
-  for (const route of ['.*', 'orders', '(orders|flagged)']) {
-    for (const q of queries) {
-      const expr = q.expr.replace(/\$(__rate_interval|__interval|__range|route|instance)\b/g, (_m, name: string) =>
-        ({ __rate_interval: RATE_INTERVAL, __interval: INTERVAL, __range: range, route, instance: '.*' })[name] as string)
-      t.notMatch(expr.replaceAll('${1}', ''), /\$/, `${q.where}: every variable substituted`)
-      const data = await prom.api<{ result: Series[] }>('query_range', { query: expr, start: String((start - 5_000) / 1000), end: String(end / 1000), step: String(q.step) })
-      t.ok(data.result.length > 0, `${q.where} (route=${route}): ${data.result.length} series`)
+  await t.test('the dashboard\'s template variables list the replica and every route, the flagged one too', async (t) => {
+    // What Grafana offers in the pickers.
+    const instances = await prom.api<string[]>('label/instance/values', { 'match[]': 'ficus_build_info' })
+    t.same(instances, [new URL(adminUrl).host], '$instance lists the replica')
+    const routeNames = await prom.api<string[]>('label/route/values', { 'match[]': 'ficus_route_shadow_percent{instance=~".*"}' })
+    t.same(routeNames.sort(), ['default', 'flagged', 'orders'], '$route lists every route, the flagged one too')
+    for (const v of DASHBOARD.templating.list.filter((x) => x.type === 'query')) {
+      t.match(v.query, /^label_values\((ficus_build_info|ficus_route_shadow_percent\{instance=~"\$instance"\}), (instance|route)\)$/, `${v.name}: a query checked above`)
     }
-  }
+  })
 
-  // A few of them say what they should.
-  const last = async (expr: string): Promise<Series[]> =>
-    (await prom.api<{ result: Series[] }>('query_range', { query: expr, start: String(start / 1000), end: String(end / 1000), step: '1' })).result
-  const max = (s: Series[]): number => Math.max(...s.flatMap((x) => x.values.map(([, v]) => Number(v))).filter((v) => !Number.isNaN(v)))
-  t.ok(max(await last(`sum(rate(ficus_comparisons_total{route="orders", outcome="diverged"}[${RATE_INTERVAL}]))`)) > 0, 'divergences seen')
-  t.ok(max(await last(`sum(rate(ficus_fallbacks_total{route="orders"}[${RATE_INTERVAL}]))`)) > 0, 'fallbacks seen')
-  t.ok(max(await last(`sum(rate(ficus_upstream_errors_total{route="orders", backend="new", reason="reset"}[${RATE_INTERVAL}]))`)) > 0, 'resets of new seen')
-  t.ok(max(await last(`sum(rate(ficus_shadow_dropped_total{route="orders", reason="timeout"}[${RATE_INTERVAL}]))`)) > 0, 'shadow copies cut by the timeout seen')
-  t.equal(max(await last(`sum(increase(ficus_rollbacks_total{route="orders", trigger="manual"}[${range}]))`)) > 0.5, true, 'the rollback seen by increase()')
-  t.equal(max(await last(`sum(increase(ficus_config_reloads_total{outcome="failure"}[${range}]))`)) > 0.5, true, 'the rejected reload seen by increase()')
-  t.equal(max(await last('ficus_flag_source_ready')), 1, 'flag source ready')
+  const range = `${Math.ceil((end - start) / 1000) + 5}s`
+  await t.test('every panel and annotation query returns series, for all routes, one, and two', async (t) => {
+    const queries = [
+      ...DASHBOARD.panels.flatMap((p) => (p.targets ?? []).map((x) => ({ where: `${p.title} [${x.refId}]`, expr: x.expr, step: 1 }))),
+      ...DASHBOARD.annotations.list.filter((a) => a.builtIn === undefined).map((a) => ({ where: `annotation ${a.name}`, expr: a.expr ?? '', step: 2 }))
+    ]
+    t.ok(queries.length >= 30, `${queries.length} queries`)
+    // "All" (Grafana sends the variable's allValue), one route, and two (a multi-value becomes a regex alternation).
+    for (const route of ['.*', 'orders', '(orders|flagged)']) {
+      for (const q of queries) {
+        const expr = q.expr.replace(/\$(__rate_interval|__interval|__range|route|instance)\b/g, (_m, name: string) =>
+          ({ __rate_interval: RATE_INTERVAL, __interval: INTERVAL, __range: range, route, instance: '.*' })[name] as string)
+        t.notMatch(expr.replaceAll('${1}', ''), /\$/, `${q.where}: every variable substituted`)
+        const data = await prom.api<{ result: Series[] }>('query_range', { query: expr, start: String((start - 5_000) / 1000), end: String(end / 1000), step: String(q.step) })
+        t.ok(data.result.length > 0, `${q.where} (route=${route}): ${data.result.length} series`)
+      }
+    }
+  })
 
-  // The shipped rules evaluate on real data without error.
-  const { groups } = await prom.api<{ groups: { name: string; rules: { name: string; health: string; lastError?: string }[] }[] }>('rules')
-  const rules = groups.flatMap((g) => g.rules)
-  t.ok(rules.length >= 14, `${rules.length} rules loaded`)
-  for (const r of rules) t.equal(r.health, 'ok', `${r.name}: ${r.lastError ?? ''}`)
+  await t.test('the queries see what happened: divergences, fallbacks, resets, shadow timeouts, the rollback, the rejected reload, the flag source', async (t) => {
+    const last = async (expr: string): Promise<Series[]> =>
+      (await prom.api<{ result: Series[] }>('query_range', { query: expr, start: String(start / 1000), end: String(end / 1000), step: '1' })).result
+    const max = (s: Series[]): number => Math.max(...s.flatMap((x) => x.values.map(([, v]) => Number(v))).filter((v) => !Number.isNaN(v)))
+    t.ok(max(await last(`sum(rate(ficus_comparisons_total{route="orders", outcome="diverged"}[${RATE_INTERVAL}]))`)) > 0, 'divergences seen')
+    t.ok(max(await last(`sum(rate(ficus_fallbacks_total{route="orders"}[${RATE_INTERVAL}]))`)) > 0, 'fallbacks seen')
+    t.ok(max(await last(`sum(rate(ficus_upstream_errors_total{route="orders", backend="new", reason="reset"}[${RATE_INTERVAL}]))`)) > 0, 'resets of new seen')
+    t.ok(max(await last(`sum(rate(ficus_shadow_dropped_total{route="orders", reason="timeout"}[${RATE_INTERVAL}]))`)) > 0, 'shadow copies cut by the timeout seen')
+    t.equal(max(await last(`sum(increase(ficus_rollbacks_total{route="orders", trigger="manual"}[${range}]))`)) > 0.5, true, 'the rollback seen by increase()')
+    t.equal(max(await last(`sum(increase(ficus_config_reloads_total{outcome="failure"}[${range}]))`)) > 0.5, true, 'the rejected reload seen by increase()')
+    t.equal(max(await last('ficus_flag_source_ready')), 1, 'flag source ready')
+  })
+
+  await t.test('the shipped alerting rules evaluate on the real data without error', async (t) => {
+    const { groups } = await prom.api<{ groups: { name: string; rules: { name: string; health: string; lastError?: string }[] }[] }>('rules')
+    const rules = groups.flatMap((g) => g.rules)
+    t.ok(rules.length >= 14, `${rules.length} rules loaded`)
+    for (const r of rules) t.equal(r.health, 'ok', `${r.name}: ${r.lastError ?? ''}`)
+  })
 
   ficus.child.kill('SIGTERM')
   t.equal(await ficus.exitCode(), 0)
