@@ -9,7 +9,7 @@ import { startUpstream } from '../helpers/upstream.js'
 import { reasonOf, type ErrorCode } from '../../src/errors.js'
 
 /**
- * Request framing and smuggling (CHECKLIST "Framing and limits", RFC 9112 §2–§7), sent with a
+ * Request framing and smuggling (docs/reliability.md "Framing and smuggling", RFC 9112 §2–§7), sent with a
  * raw socket because no HTTP client produces these bytes. For each: the statuses on the
  * connection, whether Ficus closed it, and how many requests reached the upstream, counted
  * by the upstream's own parser. A smuggled request would show up there as one more.

@@ -11,8 +11,8 @@ import { sample, startTestFicus, testYaml, type TestFicus } from '../helpers/fic
 import { closedPort, startUpstream, type Handler } from '../helpers/upstream.js'
 
 /**
- * The admin API's guards and where secrets must never end up (CHECKLIST "Control, reload,
- * shutdown": every mutation needs the token, is JSON-only, `/metrics` holds no secrets).
+ * The admin API's guards and where secrets must never end up (docs/reliability.md
+ * "Security": every mutation needs the token, is JSON-only, `/metrics` holds no secrets).
  * Every secret is a unique random string, so a check that finds nothing could have found it.
  */
 

@@ -7,7 +7,7 @@ import { startUpstream } from '../helpers/upstream.js'
 import { waitFor } from '../helpers/wait.js'
 
 /**
- * A slowloris burst (CHECKLIST "Timeouts and slow clients"): hundreds of connections that
+ * A slowloris burst (docs/reliability.md "Slow and hostile clients"): hundreds of connections that
  * send their request head a few bytes at a time, never finishing it, plus slow-body
  * ("R-U-Dead-Yet") uploads that send one byte at a time, never quite idle. Ficus must cut
  * each at its configured limit and keep serving everyone else meanwhile. Loopback only.

@@ -13,8 +13,7 @@ import { closedPort, held, startUpstream, type Handler, type Upstream } from '..
 import { waitFor } from '../helpers/wait.js'
 
 /**
- * Upstream faults, as a matrix (CHECKLIST "Upstream failures and retries" and "Shadow
- * traffic"): each backend (legacy, new) × each role it can play for a request (primary: it
+ * Upstream faults, as a matrix (docs/reliability.md "Upstream faults"): each backend (legacy, new) × each role it can play for a request (primary: it
  * answers the client; shadow: it gets the copy) × each fault a backend can have. Every cell
  * is a subtest named `<backend> as <role>: <fault>`.
  *
@@ -407,7 +406,7 @@ const stallAfterHead: Run = async (t, faulty, role) => {
 /**
  * The upstream's response framing is invalid: two conflicting Content-Lengths (found in the
  * head), then a chunk size that is not hex (found in the first body bytes; nothing of the
- * body reached the client). CHECKLIST: close that upstream connection and answer 502.
+ * body reached the client). As nginx does: close that upstream connection and answer 502.
  */
 const badFraming: Run = async (t, faulty, role) => {
   const seen = arrivals()
