@@ -18,7 +18,7 @@ import { ficusError } from './errors.js'
 import { Admit } from './pipeline/admit.js'
 import { Decide } from './pipeline/decide.js'
 import { answerExpectContinue, clientErrorHandler, frameworkErrors, refuseConnect, requestIdOf, rewriteUrl, targetOf, type EdgeDeps } from './pipeline/edge.js'
-import { Exchanges } from './pipeline/exchange.js'
+import { Exchanges, type Exchange } from './pipeline/exchange.js'
 import { Forwarder } from './pipeline/forward/forwarder.js'
 import { recorder } from './pipeline/record.js'
 import { sendError } from './pipeline/respond.js'
@@ -102,16 +102,25 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
       if (!admit.admit(ex)) return
       decide.decide(ex)
       forward.receive(ex, (body) => {
-        forward.send(ex, body)
-        // After the primary is on its way: a copy never goes ahead of the request a client waits for.
-        if (ex.decision!.shadow) shadow.begin(ex, body)
+        try {
+          forward.send(ex, body)
+          // After the primary is on its way: a copy never goes ahead of the request a client waits for.
+          if (ex.decision!.shadow) shadow.begin(ex, body)
+        } catch (err) {
+          internal(ex, err)
+        }
       })
     } catch (err) {
-      const e = ficusError('FICUS_ERR_INTERNAL', { cause: err })
-      ex.fail(e)
-      logger.error({ err, reqId: ex.requestId }, 'internal error while proxying')
-      sendError(res, e, ex.requestId, true)
+      internal(ex, err)
     }
+  }
+
+  /** A bug of Ficus's: a 500 with the catalogue's code (never a stack), logged, the connection closed. */
+  function internal(ex: Exchange, err: unknown): void {
+    const e = ficusError('FICUS_ERR_INTERNAL', { cause: err })
+    ex.fail(e)
+    logger.error({ err, reqId: ex.requestId }, 'internal error while proxying')
+    sendError(ex.res, e, ex.requestId, true)
   }
 
   const traffic = Fastify({

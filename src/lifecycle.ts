@@ -9,8 +9,8 @@ import type { Health } from './control/health.js'
 export const STOP_GRACE_MS = 5_000
 
 /**
- * Start and stop steps shared by one-process Ficus (main.ts) and a cluster's primary and
- * workers (src/cluster/).
+ * Start and stop steps shared by one-process Ficus and a cluster's primary (start.ts) and
+ * its workers (src/cluster/).
  */
 
 /** `http://host:port` of a listening server. */

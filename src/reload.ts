@@ -19,7 +19,7 @@ import type { Shadowing } from './pipeline/shadow/shadowing.js'
  */
 
 /** Keys read once at start: a change waits for a restart (and is said so in the log). */
-export function restartOnly(prev: Config, next: Config): string[] {
+function restartOnly(prev: Config, next: Config): string[] {
   const keys: [string, (c: Config) => unknown][] = [
     ['listen', (c) => c.listen],
     ['admin.host', (c) => c.admin.host],
@@ -34,7 +34,7 @@ export function restartOnly(prev: Config, next: Config): string[] {
 }
 
 /** Why a valid file still cannot be applied while running, or null. */
-export function refusal(prev: Config, next: Config, hasFlags: boolean): string | null {
+function refusal(prev: Config, next: Config, hasFlags: boolean): string | null {
   const flagged = next.routes.filter((r) => r.flag !== null).map((r) => r.name)
   if (!hasFlags && flagged.length > 0) {
     return `routes ${flagged.join(', ')} read Unleash flags, but this Ficus was started without Unleash: restart it to connect (a reload cannot)`

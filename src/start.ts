@@ -31,8 +31,8 @@ import { VERSION } from './version.js'
 
 /** A started Ficus, as main.ts drives it. */
 export interface Instance {
-  /** Reads routes.yaml again and applies it (never throws; the outcome is logged and counted). */
-  reload(why: string): Promise<'success' | 'failure'>
+  /** Reads routes.yaml again and applies it (never throws; the outcome is logged and counted; skipped once stopping). */
+  reload(why: string): Promise<'success' | 'failure' | 'skipped'>
   /** Readiness off, drain, finish in flight (within shutdown.timeout), then the admin listener closes. */
   stop(): Promise<void>
   /** shutdown.timeout in effect, in ms. */
@@ -123,7 +123,13 @@ export async function start(config: Config, deps: Deps, host: TrafficHost): Prom
   readyWhenFlagsAre(health, seen, config, logger)
   let stopping: Promise<void> | null = null
   const instance: Instance = {
-    reload: async (why) => reload({ file: config.file, env: deps.env ?? process.env, log: logger, metrics, live, control, hasFlags: flags !== undefined, host }, why),
+    reload: async (why) => {
+      if (stopping !== null) {
+        logger.warn({ why }, 'reload ignored: stopping')
+        return 'skipped'
+      }
+      return reload({ file: config.file, env: deps.env ?? process.env, log: logger, metrics, live, control, hasFlags: flags !== undefined, host }, why)
+    },
     stop: async () => {
       stopping ??= (async () => {
         try {

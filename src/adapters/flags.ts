@@ -160,7 +160,7 @@ export class UnleashFlags implements FlagSource {
   isEnabled (flag: string, ctx: FlagContext): boolean {
     // Before any definition is loaded the SDK would emit a warning per call: answer "off" here.
     if (!this.clientReady) return false
-    // Passed as it is (the SDK copies it into its own context); an undefined userId reads as absent there.
+    // An undefined userId reads as absent in the SDK's context.
     return this.client.isEnabled(flag, sdkContext(ctx))
   }
 

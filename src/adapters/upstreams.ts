@@ -118,7 +118,7 @@ export class Upstream implements UpstreamSlots {
   }
 }
 
-export type Upstreams = ReadonlyMap<string, Upstream>
+type Upstreams = ReadonlyMap<string, Upstream>
 
 export function createUpstreams(configs: Readonly<Record<string, UpstreamConfig>>): Map<string, Upstream> {
   return new Map(Object.values(configs).map((c) => [c.name, new Upstream(c)]))

@@ -26,15 +26,15 @@ export interface RouteView {
 }
 
 /** The view of `rule` with its runtime override, its flag as this replica sees it (null: no flag), and its last change. */
-export function routeView(rule: RouteRule, o: RouteOverride | undefined, flagState: FlagState | null, lastChange: AuditEntry | null): RouteView {
+export function routeView(rule: RouteRule, o: RouteOverride | undefined, flag: FlagState | null, lastChange: AuditEntry | null): RouteView {
   const knob = (k: 'new' | 'shadow'): Knob => ({ value: o?.[k] ?? rule[k], source: o?.[k] === undefined ? 'file' : 'override', file: rule[k] })
-  const flag = flagState === null ? null : { ...flagState, bypassed: o?.new !== undefined }
+  const seen = flag === null ? null : { ...flag, bypassed: o?.new !== undefined }
   return {
     name: rule.name,
     match: { path: rule.pattern.source, methods: rule.methods === null ? null : [...rule.methods] },
-    new: flag === null ? knob('new') : flag.bypassed ? { value: o?.new ?? 0, source: 'override', file: null } : { value: flag.share, source: 'flag', file: null },
+    new: seen === null ? knob('new') : seen.bypassed ? { value: o?.new ?? 0, source: 'override', file: null } : { value: seen.share, source: 'flag', file: null },
     shadow: knob('shadow'),
-    flag,
+    flag: seen,
     lastChange
   }
 }

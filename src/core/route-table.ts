@@ -9,7 +9,7 @@ export interface RouteTable {
   readonly match: RouteMatcher
 }
 
-export function compileTable(routes: readonly RouteRule[], defaultRoute: RouteRule): RouteTable {
+function compileTable(routes: readonly RouteRule[], defaultRoute: RouteRule): RouteTable {
   return { routes, defaultRoute, match: compileRoutes(routes) }
 }
 

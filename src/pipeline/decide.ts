@@ -11,7 +11,7 @@ import type { Exchange } from './exchange.js'
  * Stage 2, decide: matches the route (on the normalised path, first match wins; unmatched
  * requests take the `default` route), reads the user's sticky key, asks Unleash on a
  * flagged route, and makes the one Decision (core/decide.ts) every later stage reads.
- * Cost: the route scan, a header lookup for the key where it matters, one hash.
+ * Cost: the route scan; a header lookup and one hash on a split route.
  */
 export class Decide {
   constructor (
@@ -23,27 +23,30 @@ export class Decide {
   ) {}
 
   decide (ex: Exchange): void {
-    const { req, target, method } = ex
+    const { target, method } = ex
     const current = this.table.current
     const path = normalizePath(pathOf(target))
     const rule = current.match(method, path) ?? current.defaultRoute
-    const key = needsKey(rule)
-      ? stickyKey(rule.sticky, { headers: req.headers, query: queryOf(target), clientIp: ex.clientIp })
-      : undefined
+    // The sticky key is read where it is used: to bucket a user (a split or a flag) or, below,
+    // to tell the divergence samples of one user apart (a shadowed request). Elsewhere never.
+    const bucketed = buckets(rule)
+    const key = bucketed ? keyOf(ex, rule) : undefined
     let flagOn: boolean | undefined
     if (rule.flag !== null && this.flags !== undefined) {
       flagOn = this.flags.isEnabled(rule.flag, { userId: key, remoteAddress: ex.clientIp, properties: { route: rule.name, method, path } })
     }
-    const d = decide(rule, method, key, this.random, flagOn)
+    let d = decide(rule, method, key, this.random, flagOn)
     if (d.bucketSource === 'random') this.metrics.stickyMissing.inc({ route: rule.name })
+    if (d.shadow && !bucketed) d = { ...d, key: keyOf(ex, rule) }
     ex.routed(rule, d)
   }
 }
 
-/**
- * The sticky key is read where it is used: to bucket a user (a split or a flag) or to tell
- * divergence samples of one user apart (a shadowed route). Elsewhere it is not read at all.
- */
-function needsKey(rule: RouteRule): boolean {
-  return rule.flag !== null || (rule.new > 0 && rule.new < 100) || rule.shadow > 0
+function keyOf(ex: Exchange, rule: RouteRule): string | undefined {
+  return stickyKey(rule.sticky, { headers: ex.req.headers, query: queryOf(ex.target), clientIp: ex.clientIp })
+}
+
+/** Whether the route puts users in buckets (a split, or a flag that may): then every request needs its key. */
+function buckets(rule: RouteRule): boolean {
+  return rule.flag !== null || (rule.new > 0 && rule.new < 100)
 }

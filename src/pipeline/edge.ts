@@ -148,11 +148,28 @@ export function frameworkErrors(deps: EdgeDeps) {
  */
 export function refuseConnect(server: Server, deps: EdgeDeps): void {
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    socket.on('error', () => socket.destroy())
+    const earlier = Exchanges.inProgress(socket)
+    if (earlier !== null) {
+      // Pipelined behind a request still being answered: the socket carries that response,
+      // so the 501 follows it (written on the socket), then the connection closes; the
+      // exchange is recorded when it does.
+      const ex = deps.exchanges.open(req, new ServerResponse(req), requestIdOf(req))
+      const e = ficusError('FICUS_ERR_CONNECT')
+      ex.refused(e, e.statusCode)
+      deps.metrics.clientErrors.inc({ reason: ex.outcome })
+      earlier.res.once('finish', () => answerAndClose(socket, e, ex.requestId))
+      return
+    }
     const res = new ServerResponse(req)
-    res.assignSocket(socket)
+    try {
+      res.assignSocket(socket)
+    } catch {
+      socket.destroy() // a response Ficus does not know of holds the socket: nothing can be answered
+      return
+    }
     // Node applies no timeout to a socket it handed over: Ficus closes it, lingering as for any refusal.
     res.once('finish', () => lingerClose(socket))
-    socket.on('error', () => socket.destroy())
     refuse(deps.exchanges.open(req, res, requestIdOf(req)), 'FICUS_ERR_CONNECT', deps.metrics)
   })
 }
@@ -165,7 +182,9 @@ export function refuseConnect(server: Server, deps: EdgeDeps): void {
 export function answerExpectContinue(server: Server, deps: EdgeDeps): void {
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
     if (declaresMoreThan(req.headers, deps.limits.bodyBytes)) {
-      refuse(deps.exchanges.open(req, res, requestIdOf(req)), 'FICUS_ERR_BODY_TOO_LARGE', deps.metrics)
+      // Before rewriteUrl: an absolute-form target is still raw here (it may hold credentials).
+      const target = req.url?.startsWith('/') === true ? req.url : ''
+      refuse(deps.exchanges.open(req, res, requestIdOf(req), target), 'FICUS_ERR_BODY_TOO_LARGE', deps.metrics)
       return
     }
     res.writeContinue()

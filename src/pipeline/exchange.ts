@@ -35,6 +35,15 @@ export interface ResponseTap {
   abandon(reason: string): void
 }
 
+/** The request body as another stage kept it: the bytes, or why they could not be kept. */
+export type Captured = Buffer | 'too_large' | 'failed'
+
+/** The request body on its way upstream (forward/body-guard.ts), as another stage may keep a copy of it. */
+export interface BodyCapture {
+  /** Keeps up to `max` bytes; `done` is called once, with the whole body or why it was not kept. */
+  capture(max: number, done: (body: Captured) => void): void
+}
+
 /** An upstream request in progress (queued or running), which can be given up. */
 export interface Abortable {
   abort(err: Error): void
@@ -98,10 +107,14 @@ export class Exchange {
     this.w.clientIp = clientIp
   }
 
-  /** Refused before forwarding (answered by the refusing stage). */
-  refused (err: FicusError): void {
+  /**
+   * Refused before forwarding (answered by the refusing stage; `onSocket`: the status the
+   * edge writes on the socket itself, outside the response object).
+   */
+  refused (err: FicusError, onSocket?: number): void {
     // Refused before the forwarding headers were read: the peer's address is the client's.
     if (this.clientIp === '') this.w.clientIp = peerOf(this.req)
+    if (onSocket !== undefined) this.w.answered = onSocket
     this.fail(err)
   }
 
@@ -176,7 +189,7 @@ export class Exchange {
 }
 
 /** nginx's status for "the client closed the connection before the response": well known to SREs. */
-export const CLIENT_CLOSED = 499
+const CLIENT_CLOSED = 499
 
 function peerOf(req: IncomingMessage): string {
   return unmapIPv4(req.socket.remoteAddress ?? '')
@@ -189,8 +202,10 @@ type TrackedSocket = Socket & { [kOpen]?: Exchange[] }
 
 /**
  * Opens exchanges: the one place an Exchange is made and attached. Each is tracked on its
- * connection until it closes (so the HTTP edge, which only sees a socket, finds the request in
- * progress on it), and `record` is called once its response is over.
+ * connection until it is over (so the HTTP edge, which only sees a socket, finds the request
+ * in progress on it), and `record` is called once, when its response is over: when the
+ * response closes, or when the connection does (a pipelined response still queued behind
+ * another gets no `close` of its own from Node).
  */
 export class Exchanges {
   constructor (private readonly now: () => number, private readonly record: (ex: Exchange) => void) {}
@@ -198,11 +213,17 @@ export class Exchanges {
   open (req: IncomingMessage, res: ServerResponse, requestId: string, target = req.url ?? ''): Exchange {
     const ex = new Exchange(requestId, req.method ?? '', this.now(), req, res, target)
     const socket = req.socket as TrackedSocket
-    const open = socket[kOpen] ??= []
-    open.push(ex)
+    let open = socket[kOpen]
+    if (open === undefined) {
+      const list: Exchange[] = open = socket[kOpen] = []
+      socket.once('close', () => { for (const left of list.splice(0)) this.record(left) })
+    }
+    const list = open
+    list.push(ex)
     res.on('close', () => {
-      const i = open.indexOf(ex)
-      if (i !== -1) open.splice(i, 1)
+      const i = list.indexOf(ex)
+      if (i === -1) return // recorded when its connection closed
+      list.splice(i, 1)
       this.record(ex)
     })
     return ex

@@ -16,7 +16,7 @@ async function fromFile(t: Teardown, doc: Record<string, unknown>) {
     const r = await f.fetch(path, { headers: { 'x-user-id': user } })
     return { status: r.status, by: r.headers['x-served-by'] as string | undefined }
   }
-  const reload = async (d: Record<string, unknown> | string): Promise<'success' | 'failure'> => {
+  const reload = async (d: Record<string, unknown> | string): Promise<'success' | 'failure' | 'skipped'> => {
     await writeFile(file, typeof d === 'string' ? d : testYaml({ exposeBackend: true, ...d }))
     return f.running.reload('test')
   }

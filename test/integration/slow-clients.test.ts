@@ -148,3 +148,21 @@ t.test('a fallback stays within legacy\'s timeout counted from the request\'s ar
   t.match(r.json(), { code: 'FICUS_ERR_UPSTREAM_TIMEOUT' })
   t.equal(legacy.started(), 0, 'legacy was not asked: no time was left')
 })
+
+t.test('pipelined requests whose client leaves are each recorded as 499 and their upstream requests cancelled', async (t) => {
+  // The upstream never answers: both requests are in flight upstream when the client goes.
+  const legacy = await startUpstream(t, 'legacy', held(() => {}).handler)
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
+  const { port } = new URL(f.url)
+  const s = connect(Number(port), '127.0.0.1')
+  s.write('GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n')
+  await legacy.arrived(2, { message: 'both pipelined requests did not reach the upstream' })
+  s.destroy()
+  // The second response was queued behind the first: Node gives it no `close` of its own.
+  const lines = await waitFor(() => f.logs.requests().length >= 2 ? f.logs.requests() : null,
+    { message: 'the two pipelined requests were not both written to the access log' })
+  t.same(lines.map((l) => [l.path, l.status, l.outcome]).sort(), [['/first', 499, 'client_aborted'], ['/second', 499, 'client_aborted']])
+  await legacy.allClosed({ timeoutMs: 5_000, message: 'an upstream request of the departed client was not cancelled' })
+  t.pass('both upstream requests were cancelled')
+  t.equal(sample(await f.scrape(), 'ficus_requests_total', { route: 'default', backend: 'legacy', role: 'primary', code: '499' }), 2)
+})

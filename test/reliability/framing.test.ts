@@ -83,6 +83,7 @@ const CASES: Case[] = [
   { what: 'absolute-form target (accepted)', send: 'GET http://shop.example:8080/p?x=1 HTTP/1.1\r\nHost: ignored.example\r\nConnection: close\r\n\r\n', statuses: [200], closed: true, upstream: ['/p?x=1'] },
   // ---- several requests on one connection ----
   { what: 'pipelined requests, answered in order', send: `GET /1 HTTP/1.1\r\n${H}\r\nGET /2 HTTP/1.1\r\n${H}\r\nGET /3 HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, statuses: [200, 200, 200], closed: true, upstream: ['/1', '/2', '/3'] },
+  { what: 'pipelined: a request, then CONNECT (answered after it)', send: `GET /1 HTTP/1.1\r\n${H}\r\nCONNECT shop.example:443 HTTP/1.1\r\nHost: shop.example:443\r\n\r\n`, statuses: [200, 501], code: 'FICUS_ERR_CONNECT', closed: true, upstream: ['/1'] },
   { what: 'pipelined: a good request, then a malformed one', send: `GET /1 HTTP/1.1\r\n${H}\r\nGET /2 HTTP/1.1\r\n${H}Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${SMUGGLED}`, statuses: [200, 400], code: 'FICUS_ERR_BAD_REQUEST', closed: true, upstream: ['/1'] },
   { what: 'GET with a body that looks like a request', send: `GET /a HTTP/1.1\r\n${H}Content-Length: ${SMUGGLED.length}\r\n\r\n${SMUGGLED}GET /b HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, statuses: [200, 200], closed: true, upstream: ['/a', '/b'] },
   { what: 'POST with a chunked body, then a request', send: `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n${chunk(SMUGGLED)}0\r\n\r\nGET /b HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, statuses: [200, 200], closed: true, upstream: ['/a', '/b'] }
@@ -134,7 +135,7 @@ t.test('framing and smuggling: each malformed request is refused, closed, and ne
   t.equal(counted, refused, 'every refusal is counted in ficus_client_errors_total')
   // A refusal that carries a request id was of a parsed request: it has its access-log line.
   // Parser failures before a request existed have neither (as in nginx's access log).
-  t.equal(answered.length, 17, 'refusals of parsed requests carry a request id')
+  t.equal(answered.length, 18, 'refusals of parsed requests carry a request id')
   await f.logs.waitFor(() => answered.every((a) => f.logs.requests().some((l) => l.reqId === a.requestId)), { message: 'not every refusal with a request id got its access-log line' })
   for (const a of answered) {
     const line = f.logs.requests().find((l) => l.reqId === a.requestId)

@@ -1,9 +1,8 @@
 import type { IncomingMessage } from 'node:http'
 import { Transform, type TransformCallback } from 'node:stream'
 import { ficusError, type FicusError } from '../../errors.js'
+import type { BodyCapture, Captured } from '../exchange.js'
 
-/** The body as kept for a shadow copy: the bytes, or why they could not be kept. */
-export type Captured = Buffer | 'too_large' | 'failed'
 
 /**
  * The request body on its way upstream, guarded: past `limit` bytes it fails with 413
@@ -12,8 +11,8 @@ export type Captured = Buffer | 'too_large' | 'failed'
  * connection until the whole-request timeout. It always has an error listener (`onError`):
  * a failure after Ficus has answered must never become an uncaught exception.
  */
-export class BodyGuard extends Transform {
-  /** Why the body failed, once it has (read by the proxy to choose its answer). */
+export class BodyGuard extends Transform implements BodyCapture {
+  /** Why the body failed, once it has (read by the forward stage to choose its answer). */
   failure: FicusError | null = null
   private seen = 0
   /** Chunks kept for a shadow copy (`capture`), by reference: nothing is copied until the end. */
@@ -33,7 +32,7 @@ export class BodyGuard extends Transform {
     super({ readableHighWaterMark: Math.max(bufferBytes, 16 * 1024) })
     this.idle = setTimeout(() => this.fail(ficusError('FICUS_ERR_REQUEST_TIMEOUT')), idleMs)
     this.idle.unref()
-    this.on('error', () => {}) // the proxy reads `failure`; the error itself needs no listener of its own
+    this.on('error', () => {}) // the forward stage reads `failure`; the error itself needs no listener of its own
     req.on('error', (err) => this.destroy(err))
     req.on('aborted', () => this.destroy(new Error('client aborted the request body')))
     req.pipe(this)

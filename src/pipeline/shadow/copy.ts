@@ -3,8 +3,7 @@ import { AbortableHandler } from '../../adapters/undici.js'
 import { SAFE_METHODS } from '../../core/decide.js'
 import type { Backend } from '../../core/types.js'
 import { CATALOGUE, toUpstreamError } from '../../errors.js'
-import type { Exchange, ResponseTap, UpstreamHeaders } from '../exchange.js'
-import type { Captured } from '../forward/body-guard.js'
+import type { Captured, Exchange, ResponseTap, UpstreamHeaders } from '../exchange.js'
 import type { ExchangeCounter } from '../../adapters/metrics-registry.js'
 import type { UpstreamSlots } from '../../adapters/upstreams.js'
 import type { ShadowLimits, UpstreamConfig } from '../../config/schema.js'
@@ -85,7 +84,7 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
     this.began = s.now()
   }
 
-  /* ---------- the request body (BodyGuard.capture) ---------- */
+  /* ---------- the request body (BodyCapture.capture) ---------- */
 
   requestBody (b: Captured | null): void {
     this.guard(() => {
@@ -287,9 +286,14 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
     }
   }
 
-  /** An `error` comparison, logged and counted once; the slot is given back even if logging or counting fails too. */
+  /** An `error` comparison, logged and counted once; the slot is given back even if logging or counting fails too. Never throws. */
   private crashed (err: unknown): void {
-    if (!this.over) this.finish()
+    try {
+      if (!this.over) this.finish()
+    } catch {
+      // The copy could not be cut (it ends at its own timeout): the comparison is over anyway.
+      this.over = true
+    }
     this.s.verdicts.failed(this.ex, err, this.released, () => this.release())
   }
 }

@@ -6,15 +6,14 @@ import { createPool } from '../../adapters/undici.js'
 import type { UpstreamSlots } from '../../adapters/upstreams.js'
 import type { LiveConfig } from '../../config/live.js'
 import type { ShadowLimits, UpstreamConfig } from '../../config/schema.js'
-import type { Exchange } from '../exchange.js'
-import type { BodyGuard } from '../forward/body-guard.js'
+import type { BodyCapture, Exchange } from '../exchange.js'
 import { ShadowCopy, type CopyContext } from './copy.js'
 import { Verdicts } from './verdict.js'
 
 export interface ShadowOptions {
   /** By name; the copy goes to the route's other side. */
   readonly upstreams: ReadonlyMap<string, UpstreamSlots>
-  /** shadow: bounds are read from here, so a reload changes them (pools keep their size). */
+  /** shadow: bounds are read from here when a copy starts, so a reload changes the next copies (pools keep their size). */
   readonly live: LiveConfig
   readonly metrics: Metrics
   readonly store: DivergenceStore
@@ -59,7 +58,7 @@ export class Shadowing implements CopyContext {
    * copy never goes ahead of the request a client waits for): the copy watches the answer
    * the client gets. `body` is the request body on its way to the primary (null without one).
    */
-  begin (ex: Exchange, body: BodyGuard | null): void {
+  begin (ex: Exchange, body: BodyCapture | null): void {
     try {
       const route = ex.rule!.name
       if (ex.req.headers.upgrade !== undefined) return
