@@ -1,4 +1,4 @@
-import { Unleash, UnleashEvents, type ClientFeaturesResponse, type Context } from 'unleash-client'
+import { Unleash, UnleashEvents, type ClientFeaturesResponse } from 'unleash-client'
 import type { UnleashConfig } from '../config/schema.js'
 import { flagState, type FlagState } from '../core/flag-state.js'
 import type { FlagContext, FlagSource, FlagSourceStatus } from '../core/flags.js'
@@ -16,11 +16,6 @@ import { readIfPresent, writeFileAtomic } from './files.js'
  * is loaded at once; the first fetch from Unleash replaces it. Until either exists every
  * flag is off (legacy). Errors are counted and logged on change, never thrown.
  */
-
-/** A FlagContext as unleash-client takes it (its Context has the same fields, and allows others). */
-export function sdkContext(ctx: FlagContext): Context {
-  return { userId: ctx.userId, remoteAddress: ctx.remoteAddress, properties: ctx.properties }
-}
 
 /** Every flag definition a client holds, with the segments they use (a /api/client/features document's parts). */
 export interface FlagDefinitions {
@@ -160,8 +155,8 @@ export class UnleashFlags implements FlagSource {
   isEnabled (flag: string, ctx: FlagContext): boolean {
     // Before any definition is loaded the SDK would emit a warning per call: answer "off" here.
     if (!this.clientReady) return false
-    // An undefined userId reads as absent in the SDK's context.
-    return this.client.isEnabled(flag, sdkContext(ctx))
+    // Passed as it is (the SDK copies it into its own context); an undefined userId reads as absent there.
+    return this.client.isEnabled(flag, ctx)
   }
 
   state (flag: string): FlagState {

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { Unleash, UnleashEvents, type ClientFeaturesResponse, type UnleashConfig as SdkConfig } from 'unleash-client'
-import { Changes, sdkContext, type UnleashFlags } from '../adapters/flags.js'
+import { Changes, type UnleashFlags } from '../adapters/flags.js'
 import type { FlagContext, FlagSource, FlagSourceStatus } from '../core/flags.js'
 import type { Logger } from '../adapters/logger.js'
 import type { Metrics } from '../adapters/metrics-registry.js'
@@ -190,7 +190,7 @@ export class RelayedFlags implements FlagSource {
     // Before the primary had any definition every flag is off, as in one process (the SDK
     // would answer the same, with a warning per call).
     if (!this.repository.loaded) return false
-    return this.client.isEnabled(flag, sdkContext(ctx))
+    return this.client.isEnabled(flag, ctx)
   }
 
   state (flag: string): FlagState {

@@ -41,5 +41,15 @@ export function decide(rule: RouteRule, method: string, key: string | undefined,
   }
   const shadow = rule.shadow > 0 && (rule.shadowWrites || SAFE_METHODS.has(method)) &&
     (rule.shadow >= 100 || random() * 100 < rule.shadow)
-  return { route: rule.name, primary, bucket: b, bucketSource: source, key, shadow }
+  return decision(rule.name, primary, b, source, key, shadow)
+}
+
+/** The same decision with the sticky key read after it (a shadowed request on a route that does not bucket). */
+export function withKey(d: Decision, key: string | undefined): Decision {
+  return decision(d.route, d.primary, d.bucket, d.bucketSource, key, d.shadow)
+}
+
+/** Every Decision is built here, with its fields in one order (one object shape for V8). */
+function decision(route: string, primary: Decision['primary'], bucket: number | null, bucketSource: Decision['bucketSource'], key: string | undefined, shadow: boolean): Decision {
+  return { route, primary, bucket, bucketSource, key, shadow }
 }

@@ -6,8 +6,12 @@ import type { FlagState } from './flag-state.js'
  * cluster/flags.ts), the decide stage and the control plane depend on this interface.
  */
 
-/** What a flag is evaluated against: the fields of Unleash's context Ficus fills in. */
+/**
+ * What a flag is evaluated against: the fields of Unleash's context Ficus fills in (its
+ * index signature lets the adapter hand it to unleash-client as it is, without a copy).
+ */
 export interface FlagContext {
+  readonly [field: string]: string | undefined | { readonly [name: string]: string }
   /** The route's sticky key: Unleash's flexibleRollout with stickiness `default` or `userId` buckets it like Ficus. */
   readonly userId: string | undefined
   /** The client's address (after trusted hops): Unleash's remoteAddress strategy and IP constraints. */

@@ -2,7 +2,7 @@ import type { Metrics } from '../adapters/metrics-registry.js'
 import type { LiveConfig } from '../config/live.js'
 import type { Limits } from '../config/schema.js'
 import { declaresMoreThan, forwardHeaders, validHost } from '../core/forward-headers.js'
-import { absoluteFormAuthority, hasBadTarget } from './edge.js'
+import { absoluteFormAuthority } from './edge.js'
 import type { Exchange } from './exchange.js'
 import { refuse } from './respond.js'
 
@@ -21,7 +21,8 @@ export class Admit {
   admit (ex: Exchange): boolean {
     const { req } = ex
     const { metrics } = this
-    if (hasBadTarget(req)) return refuse(ex, 'FICUS_ERR_BAD_TARGET', metrics)
+    // The edge marked a target that is not a path: the exchange holds none (edge.ts targetOf).
+    if (ex.target === '') return refuse(ex, 'FICUS_ERR_BAD_TARGET', metrics)
     // Node parses `HTTP/2.0` in a request line like 1.x; nginx answers 505 to it.
     if (req.httpVersionMajor !== 1) return refuse(ex, 'FICUS_ERR_HTTP_VERSION', metrics)
     // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means faulty framing (Node would read it as chunked).

@@ -1,5 +1,5 @@
 import type { Metrics } from '../adapters/metrics-registry.js'
-import { decide, type Random } from '../core/decide.js'
+import { decide, withKey, type Random } from '../core/decide.js'
 import type { FlagSource } from '../core/flags.js'
 import { normalizePath, pathOf, queryOf } from '../core/normalize-path.js'
 import type { RouteTableRef } from '../core/route-table.js'
@@ -37,7 +37,7 @@ export class Decide {
     }
     let d = decide(rule, method, key, this.random, flagOn)
     if (d.bucketSource === 'random') this.metrics.stickyMissing.inc({ route: rule.name })
-    if (d.shadow && !bucketed) d = { ...d, key: keyOf(ex, rule) }
+    if (d.shadow && !bucketed) d = withKey(d, keyOf(ex, rule))
     ex.routed(rule, d)
   }
 }

@@ -65,7 +65,7 @@ export function absoluteFormAuthority(req: IncomingMessage): string | undefined 
   return (req as EdgeRequest)[kAuthority]
 }
 
-export function hasBadTarget(req: IncomingMessage): boolean {
+function hasBadTarget(req: IncomingMessage): boolean {
   return (req as EdgeRequest)[kBadTarget] === true
 }
 

@@ -223,7 +223,8 @@ export class Exchanges {
     res.on('close', () => {
       const i = list.indexOf(ex)
       if (i === -1) return // recorded when its connection closed
-      list.splice(i, 1)
+      if (i === 0) list.shift() // the usual case: no array is made for what is removed
+      else list.splice(i, 1)
       this.record(ex)
     })
     return ex

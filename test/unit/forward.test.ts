@@ -10,6 +10,7 @@ import type { UpstreamConfig } from '../../src/config/schema.js'
 import { decide } from '../../src/core/decide.js'
 import { Exchange } from '../../src/pipeline/exchange.js'
 import { Forwarder } from '../../src/pipeline/forward/forwarder.js'
+import { parseMetrics, sum } from '../../bench/prom-text.js'
 import { rule } from '../helpers/rule.js'
 import { testYaml } from '../helpers/ficus.js'
 
@@ -115,11 +116,8 @@ function rig(method: string, newScript: Step[], legacyScript: Step[], elapsedMs 
     draining: () => false
   })
   forward.send(ex, null)
-  const counted = async (name: string, labels: Record<string, string>): Promise<number> => {
-    const metric = (await metrics.register.getMetricsAsJSON()).find((m) => m.name === name)
-    const values = (metric?.values ?? []) as { value: number; labels: Record<string, string | number> }[]
-    return values.filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want)).reduce((a, v) => a + v.value, 0)
-  }
+  const counted = async (name: string, labels: Record<string, string>): Promise<number> =>
+    sum(parseMetrics(await metrics.register.metrics()), name, (l) => Object.entries(labels).every(([k, v]) => l[k] === v))
   return { ex, legacy, next, written, counted }
 }
 
