@@ -2,6 +2,7 @@ import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import Fastify, { LogController, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify'
 import type { AuditEntry } from './adapters/audit-log.js'
+import { Breakers } from './adapters/breakers.js'
 import { DivergenceStore } from './adapters/divergence-store.js'
 import type { Logger } from './adapters/logger.js'
 import type { Metrics } from './adapters/metrics-registry.js'
@@ -63,6 +64,8 @@ export interface TrafficParts {
   readonly upstreams: Map<string, Upstream>
   readonly shadowing: Shadowing
   readonly divergences: DivergenceStore
+  /** new's circuit breaker per route (GET /admin/routes shows them). */
+  readonly breakers: Breakers
 }
 
 /**
@@ -92,7 +95,8 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
   const edge: EdgeDeps = { metrics, limits, exchanges } // 1.
   const admit = new Admit(limits, live, metrics) // 1.
   const decide = new Decide(table, flags, deps.random ?? Math.random, metrics) // 2.
-  const forward = new Forwarder({ upstreams, limits, live, metrics, now, draining: () => health.phase === 'draining' }) // 3.
+  const breakers = new Breakers(metrics, logger, now)
+  const forward = new Forwarder({ upstreams, limits, live, metrics, breakers, now, draining: () => health.phase === 'draining' }) // 3.
   const shadow = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now }) // 4.
 
   /** One request through stages 1 to 4 (5 runs when its response is over). */
@@ -160,8 +164,11 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
       serve(request.raw, reply.raw, request.id)
     }
   })
-  traffic.addHook('onClose', async () => { await Promise.all([closeUpstreams(upstreams), shadow.close()]) })
-  return { traffic, upstreams, shadowing: shadow, divergences }
+  traffic.addHook('onClose', async () => {
+    breakers.close()
+    await Promise.all([closeUpstreams(upstreams), shadow.close()])
+  })
+  return { traffic, upstreams, shadowing: shadow, divergences, breakers }
 }
 
 export interface AdminParts {

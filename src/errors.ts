@@ -23,6 +23,7 @@ export const CATALOGUE = {
   FICUS_ERR_UPSTREAM_CONNECT_TIMEOUT: { status: 504, reason: 'connect_timeout', message: 'The backend did not accept a connection in time' },
   FICUS_ERR_UPSTREAM_TIMEOUT: { status: 504, reason: 'timeout', message: 'The backend did not answer in time' },
   FICUS_ERR_UPSTREAM_SATURATED: { status: 503, reason: 'saturated', message: 'The backend has too many requests in progress' },
+  FICUS_ERR_NEW_EJECTED: { status: 503, reason: 'new_ejected', message: 'This route\'s new backend is out of service for a moment; retry after the time in Retry-After' },
   FICUS_ERR_UPSTREAM_CLOSING: { status: 503, reason: 'closing', message: 'The connection to the backend is shutting down' },
   // The response had started: the client connection is aborted, these only reach logs and metrics.
   FICUS_ERR_UPSTREAM_BODY_TIMEOUT: { status: 504, reason: 'body_timeout', message: 'The backend stopped sending the response body' },

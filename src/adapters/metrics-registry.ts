@@ -2,6 +2,7 @@ import { Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import { SeriesCounter, SeriesHistogram, type CounterSeries, type HistogramSeries } from './series-metrics.js'
 import type { Area } from '../core/difference.js'
 import type { Backend } from '../core/types.js'
+import type { Reason } from '../errors.js'
 import type { ComparisonOutcome } from './divergence-store.js'
 
 /**
@@ -38,7 +39,16 @@ export function createMetrics(register: Registry = new Registry()) {
       'Failed primary exchanges with a backend, by route and reason (refused, reset, timeout, saturated, bad_response, …)',
       ['route', 'backend', 'reason']),
     fallbacks: counter('ficus_fallbacks_total',
-      'Requests served by legacy because new failed before answering (reason: the failure, or status_5xx)',
+      'Requests legacy answered because new failed before answering (reason: the failure, status_5xx, or ejected: new\'s breaker was open); counted once legacy answered',
+      ['route', 'reason']),
+    breakerState: gauge('ficus_breaker_state',
+      'State of new\'s circuit breaker per route: 1 for the current state (closed, open, half_open); in a cluster, the number of workers in each state',
+      ['route', 'state']),
+    breakerEjections: counter('ficus_breaker_ejections_total',
+      'Times new was ejected from a route by its circuit breaker (its requests then go to legacy, writes are refused or sent to legacy)',
+      ['route']),
+    writesRefused: counter('ficus_writes_refused_total',
+      'Writes refused before forwarding, by route and reason (new_ejected: new\'s breaker was open and the route refuses writes then)',
       ['route', 'reason']),
     stickyMissing: counter('ficus_sticky_key_missing_total',
       'Requests on a split route that had no sticky key and got a random bucket',
@@ -98,6 +108,10 @@ export function primeRoute(m: Metrics, route: string, flagged: boolean): void {
   for (const outcome of COMPARISON_OUTCOMES) m.comparisons.inc({ route, outcome }, 0)
   for (const kind of DIVERGENCE_KINDS) m.divergences.inc({ route, kind }, 0)
   for (const reason of SHADOW_DROP_REASONS) m.shadowDropped.inc({ route, reason }, 0)
+  for (const reason of FALLBACK_REASONS) m.fallbacks.inc({ route, reason }, 0)
+  for (const backend of BACKENDS) for (const reason of UPSTREAM_REASONS) m.upstreamErrors.inc({ route, backend, reason }, 0)
+  m.breakerEjections.inc({ route }, 0)
+  m.writesRefused.inc({ route, reason: 'new_ejected' }, 0)
 }
 
 /** A flag source opened: its readiness gauge (at 0 until the first fetch) and error kinds join /metrics. */
@@ -110,6 +124,11 @@ export function flagSource(m: Metrics): void {
 const COMPARISON_OUTCOMES = ['match', 'diverged', 'error', 'skipped'] as const satisfies readonly ComparisonOutcome[]
 const DIVERGENCE_KINDS = ['status', 'header', 'body'] as const satisfies readonly Area[]
 const SHADOW_DROP_REASONS = ['concurrency', 'timeout', 'body_too_large'] as const
+const BACKENDS = ['legacy', 'new'] as const satisfies readonly Backend[]
+/** The reasons of ficus_upstream_errors_total (the upstream faults of the catalogue). */
+const UPSTREAM_REASONS = ['refused', 'unreachable', 'reset', 'bad_response', 'other', 'connect_timeout', 'timeout', 'saturated', 'closing', 'body_timeout', 'aborted'] as const satisfies readonly Reason[]
+/** The reasons of ficus_fallbacks_total: new's failures before answering, its 5xx answers, and its breaker. */
+const FALLBACK_REASONS = ['refused', 'unreachable', 'reset', 'bad_response', 'other', 'connect_timeout', 'timeout', 'saturated', 'closing', 'status_502', 'status_503', 'status_504', 'ejected'] as const
 
 interface KeptSeries {
   readonly duration: HistogramSeries

@@ -46,6 +46,11 @@ export abstract class AbortableHandler implements Dispatcher.DispatchHandler {
     if (this.pendingAbort !== null) controller.abort(this.pendingAbort)
   }
 
+  /** undici has started the request on a connection: bytes of it may have reached the upstream. */
+  protected get started (): boolean {
+    return this.controller !== null
+  }
+
   protected abortRequest (err: Error): void {
     if (this.controller === null) this.pendingAbort = err
     else this.controller.abort(err)

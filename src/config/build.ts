@@ -1,8 +1,8 @@
 import { dirname, resolve } from 'node:path'
 import { compileCompare } from '../core/compare-rules.js'
 import { parsePattern } from '../core/path-pattern.js'
-import type { PathPattern, RouteRule, StickySpec } from '../core/types.js'
-import { DEFAULT_ROUTE, isObject, type Settings } from './defaults.js'
+import type { FallbackPolicy, NewTimeout, PathPattern, RouteRule, StickySpec } from '../core/types.js'
+import { DEFAULT_ROUTE, fallbackSettings, isObject, type FallbackSettings, type Settings } from './defaults.js'
 import type { AdminToken, Config, RawConfig, RawRoute, UnleashConfig, UpstreamConfig } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
 
@@ -29,7 +29,7 @@ export function build(s: Settings, file: string): Config {
     }
   }
   const sticky = parseSticky(s.sticky)
-  const routes = s.routes.map((r) => toRule(r, parsePattern(r.match.path) as PathPattern, sticky, s.backends))
+  const routes = s.routes.map((r) => toRule(r, parsePattern(r.match.path) as PathPattern, sticky, s.backends, s.fallback))
   const defaultRoute: RouteRule = {
     name: DEFAULT_ROUTE,
     methods: null,
@@ -40,7 +40,8 @@ export function build(s: Settings, file: string): Config {
     shadowWrites: false,
     compare: compileCompare(undefined),
     sticky,
-    backends: s.backends
+    backends: s.backends,
+    fallback: fallbackPolicy(s.fallback)
   }
   const { limits, shadow } = s
   return {
@@ -104,7 +105,7 @@ function buildUnleash(u: NonNullable<Settings['unleash']>, file: string, state: 
   }
 }
 
-function toRule(r: RawRoute, pattern: PathPattern, sticky: StickySpec, backends: Settings['backends']): RouteRule {
+function toRule(r: RawRoute, pattern: PathPattern, sticky: StickySpec, backends: Settings['backends'], fallback: FallbackSettings): RouteRule {
   return {
     name: r.name,
     methods: r.match.methods === undefined ? null : new Set(r.match.methods),
@@ -115,9 +116,37 @@ function toRule(r: RawRoute, pattern: PathPattern, sticky: StickySpec, backends:
     shadowWrites: r.shadowWrites ?? false,
     compare: compileCompare(r.compare),
     sticky: r.sticky === undefined ? sticky : parseSticky(r.sticky),
-    backends: r.backends ?? backends
+    backends: r.backends ?? backends,
+    fallback: fallbackPolicy(fallbackSettings(fallback, r.fallback))
   }
 }
+
+/** `fallback:` as the forward stage reads it: shares as fractions, durations in ms. */
+function fallbackPolicy(f: FallbackSettings): FallbackPolicy {
+  const b = f.breaker
+  return {
+    newTimeout: newTimeout(f.newTimeout),
+    ejectedWrites: f.ejectedWrites,
+    breaker: b === false
+      ? null
+      : {
+          consecutiveFailures: b.consecutiveFailures,
+          failureRate: share(b.failureRate),
+          minRequests: b.minRequests,
+          windowMs: ms(b.window),
+          ejectionMs: ms(b.ejection),
+          maxEjectionMs: ms(b.maxEjection),
+          probes: b.probes
+        }
+  }
+}
+
+/** `50%` → { share: 0.5 }; `2s` → { ms: 2000 }. */
+function newTimeout(text: string): NewTimeout {
+  return text.endsWith('%') ? { share: share(text) } : { ms: ms(text) }
+}
+
+const share = (pct: string): number => Number(pct.slice(0, -1)) / 100
 
 /** `header:X-User-Id` → { kind: 'header', name: 'x-user-id' } (header names are case-insensitive). */
 export function parseSticky(spec: string): StickySpec {

@@ -30,6 +30,30 @@ export const DEFAULTS = {
   trustedHops: 0,
   /** Adds `x-ficus-backend: legacy|new` to responses (demos and debugging). */
   exposeBackend: false,
+  /** What a route does when new fails (a route's own `fallback:` overrides key by key). */
+  fallback: {
+    /**
+     * How long new may take to start answering a request legacy could still serve (idempotent,
+     * no body): a share of legacy's timeout or a duration, never more than new's own timeout.
+     * Legacy then has the rest of its own timeout, so a hung new costs a user this much, once.
+     */
+    newTimeout: '50%',
+    /** A write (any request with a body, or not idempotent) while new is ejected: `refuse` (503 with Retry-After) or `legacy`. */
+    ejectedWrites: 'refuse',
+    breaker: {
+      /** Failures of new in a row (refused, reset, timeout, 502/503/504) that eject it from the route. */
+      consecutiveFailures: 5,
+      /** …or this share of failed attempts over `window`, once `minRequests` were seen (0%: off). */
+      failureRate: '50%',
+      minRequests: 20,
+      window: '10s',
+      /** First cool-down while legacy serves; doubles with each ejection in a row, up to maxEjection. */
+      ejection: '10s',
+      maxEjection: '5m',
+      /** Requests let through to new at once after a cool-down (half-open); one success closes the breaker. */
+      probes: 1
+    }
+  },
   limits: {
     /** Request body, streamed or not (413 past it). */
     bodySize: '10MiB',
@@ -84,7 +108,7 @@ export const DEFAULT_ROUTE = 'default'
 type Block<K extends keyof RawConfig> = NonNullable<RawConfig[K]>
 type RawUnleash = Block<'unleash'>
 type Defaulted = 'listen' | 'admin' | 'upstreams' | 'backends' | 'default' | 'trustedHops' | 'exposeBackend' |
-  'limits' | 'shadow' | 'shutdown' | 'log' | 'unleash'
+  'fallback' | 'limits' | 'shadow' | 'shutdown' | 'log' | 'unleash'
 
 /** routes.yaml with every key of DEFAULTS filled in; values as written (durations and sizes are text). */
 export interface Settings extends Omit<RawConfig, Defaulted> {
@@ -95,12 +119,21 @@ export interface Settings extends Omit<RawConfig, Defaulted> {
   readonly default: Block<'default'>
   readonly trustedHops: number
   readonly exposeBackend: boolean
+  readonly fallback: FallbackSettings
   readonly limits: Required<Block<'limits'>>
   readonly shadow: Required<Block<'shadow'>>
   readonly shutdown: Required<Block<'shutdown'>>
   readonly log: Required<Block<'log'>>
   /** The unleash: block, when there is one. */
   readonly unleash: UnleashSettings | undefined
+}
+
+type RawFallback = Block<'fallback'>
+/** `fallback:` with every key filled; `breaker: false` turns the breaker off. */
+export interface FallbackSettings {
+  readonly newTimeout: string
+  readonly ejectedWrites: 'refuse' | 'legacy'
+  readonly breaker: false | Required<Exclude<NonNullable<RawFallback['breaker']>, false>>
 }
 
 type UnleashSettings = RawUnleash & {
@@ -135,6 +168,7 @@ export function withDefaults(raw: Partial<RawConfig>): Settings {
     default: raw.default ?? DEFAULTS.default,
     trustedHops: raw.trustedHops ?? DEFAULTS.trustedHops,
     exposeBackend: raw.exposeBackend ?? DEFAULTS.exposeBackend,
+    fallback: fallbackSettings(DEFAULTS.fallback, raw.fallback),
     limits: fill(DEFAULTS.limits, raw.limits),
     shadow: fill(DEFAULTS.shadow, raw.shadow),
     shutdown: fill(DEFAULTS.shutdown, raw.shutdown),
@@ -142,6 +176,25 @@ export function withDefaults(raw: Partial<RawConfig>): Settings {
     unleash: isObject(raw.unleash)
       ? { ...fill<UnleashSettings>(unleash, raw.unleash), admin: raw.unleash.admin === undefined ? undefined : fill(unleashAdmin, raw.unleash.admin) }
       : undefined
+  }
+}
+
+/**
+ * A `fallback:` block over `base` (the defaults, or the top level's for a route), key by key:
+ * a breaker mapping fills its missing keys from the base's breaker (or the defaults' when the
+ * base has none); `breaker: false` turns it off.
+ */
+export function fallbackSettings(base: FallbackSettings, given: unknown): FallbackSettings {
+  const g = isObject(given) ? given : {}
+  const breaker = g.breaker === false
+    ? false
+    : isObject(g.breaker)
+      ? fill<Exclude<FallbackSettings['breaker'], false>>(base.breaker === false ? DEFAULTS.fallback.breaker : base.breaker, g.breaker)
+      : base.breaker
+  return {
+    newTimeout: typeof g.newTimeout === 'string' ? g.newTimeout : base.newTimeout,
+    ejectedWrites: g.ejectedWrites === 'legacy' || g.ejectedWrites === 'refuse' ? g.ejectedWrites : base.ejectedWrites,
+    breaker
   }
 }
 

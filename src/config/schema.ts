@@ -19,6 +19,27 @@ const Host = Type.String({ minLength: 1 })
 const Sticky = msg(Type.String({ pattern: '^((header|cookie|query):[!#$%&\'*+.^_`|~0-9A-Za-z-]+|ip)$' }),
   'must be header:<name>, cookie:<name>, query:<name> or ip')
 const Side = msg(Type.Union([Type.Literal('legacy'), Type.Literal('new')]), 'must be legacy or new')
+const Percent = msg(Type.String({ pattern: '^(100|[1-9]?[0-9](\\.[0-9]+)?)%$' }), 'must be a percentage like 50%')
+
+/** `fallback.breaker`: when new is ejected from a route, and for how long (docs/reliability.md "When new breaks"). */
+const BreakerSchema = Type.Object({
+  consecutiveFailures: Type.Optional(Type.Integer({ minimum: 0, maximum: 10000 })),
+  failureRate: Type.Optional(Percent),
+  minRequests: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000000 })),
+  window: Type.Optional(Duration),
+  ejection: Type.Optional(Duration),
+  maxEjection: Type.Optional(Duration),
+  probes: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 }))
+}, { additionalProperties: false })
+
+/** `fallback:` (top level: every route's default; in a route: its own, key by key). */
+export const FallbackSchema = Type.Object({
+  newTimeout: Type.Optional(msg(Type.Union([Type.String({ format: 'duration' }), Type.String({ pattern: '^(100|[1-9]?[0-9](\\.[0-9]+)?)%$' })]),
+    'must be a share of legacy\'s timeout like 50%, or a duration like 2s')),
+  ejectedWrites: Type.Optional(msg(Type.Union([Type.Literal('refuse'), Type.Literal('legacy')]), 'must be refuse or legacy')),
+  breaker: Type.Optional(msg(Type.Union([Type.Literal(false), BreakerSchema]), 'must be false, or a mapping of consecutiveFailures, failureRate, minRequests, window, ejection, maxEjection, probes'))
+}, { additionalProperties: false })
+
 const Backends = Type.Object({ legacy: Type.String(), new: Type.String() }, { additionalProperties: false })
 
 /** Every method Node parses, except CONNECT (tunnels are not proxied). */
@@ -69,7 +90,8 @@ export const RouteSchema = Type.Object({
   shadowWrites: Type.Optional(Type.Boolean()),
   compare: Type.Optional(CompareSchema),
   sticky: Type.Optional(Sticky),
-  backends: Type.Optional(Backends)
+  backends: Type.Optional(Backends),
+  fallback: Type.Optional(FallbackSchema)
 }, { additionalProperties: false })
 
 export const ConfigSchema = Type.Object({
@@ -89,6 +111,7 @@ export const ConfigSchema = Type.Object({
   trustedHops: Type.Optional(Type.Integer({ minimum: 0, maximum: 32 })),
   exposeBackend: Type.Optional(Type.Boolean()),
   state: Type.Optional(Type.String({ minLength: 1 })),
+  fallback: Type.Optional(FallbackSchema),
   limits: Type.Optional(Type.Object({
     bodySize: Type.Optional(Size),
     bodyBuffer: Type.Optional(Size),

@@ -1,8 +1,8 @@
-import type { Backend } from './types.js'
+import type { Backend, NewTimeout } from './types.js'
 
 /**
  * When legacy answers for new (pure): new failed before answering, on a request that is
- * safe to send a second time (README "What happens to a request").
+ * safe to send a second time, or that never reached new (README "What happens to a request").
  */
 
 /** Idempotent methods (RFC 9110 §9.2.2): the only ones that may be sent twice. */
@@ -12,17 +12,36 @@ const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRAC
 const FALLBACK_STATUS: ReadonlySet<number> = new Set([502, 503, 504])
 
 /**
- * Whether a failure of this attempt may be answered by legacy instead: the attempt is on
- * new, the method is idempotent, and no request body was streamed (it could not be sent
- * again).
+ * Which failures of an attempt legacy may answer for:
+ * - `any`: any failure before the response started (new's 502/503/504 too): the request is
+ *   idempotent and has no body, so sending it a second time is safe;
+ * - `unsent`: only a failure before a byte of the request reached new (the connection could
+ *   not be opened, new's queue in Ficus was full): any method, body included, since new never
+ *   saw it;
+ * - `none`: the attempt is on legacy.
  */
-export function mayFallBack(backend: Backend, method: string, hasBody: boolean): boolean {
-  return backend === 'new' && !hasBody && IDEMPOTENT.has(method)
+export type FallbackScope = 'any' | 'unsent' | 'none'
+
+/** @example fallbackScope('new', 'POST', true) // 'unsent' */
+export function fallbackScope(backend: Backend, method: string, hasBody: boolean): FallbackScope {
+  if (backend !== 'new') return 'none'
+  return !hasBody && IDEMPOTENT.has(method) ? 'any' : 'unsent'
 }
 
 /** Whether new's answer with `status` counts as its failure (legacy answers instead, when it may). */
 export function isFallbackStatus(status: number): boolean {
   return FALLBACK_STATUS.has(status)
+}
+
+/**
+ * The time new gets, in ms, to start answering a request that may fall back (scope `any`):
+ * its own timeout, cut to `fallback.newTimeout`, so legacy still has time to answer within
+ * legacy's own timeout counted from the request's arrival.
+ * @example newAttemptBudget(10_000, 10_000, { share: 0.5 }) // 5000
+ */
+export function newAttemptBudget(newTimeoutMs: number, legacyTimeoutMs: number, limit: NewTimeout): number {
+  const cut = 'share' in limit ? Math.floor(legacyTimeoutMs * limit.share) : limit.ms
+  return Math.max(1, Math.min(newTimeoutMs, cut))
 }
 
 /**

@@ -50,6 +50,35 @@ export interface RouteRule {
   readonly sticky: StickySpec
   /** Upstream name that plays each role for this route. */
   readonly backends: { readonly legacy: string; readonly new: string }
+  readonly fallback: FallbackPolicy
+}
+
+/** The circuit breaker of new on a route (core/breaker.ts), from `fallback.breaker`. */
+export interface BreakerPolicy {
+  /** Failures in a row that eject new; 0: this test is off. */
+  readonly consecutiveFailures: number
+  /** Share of failed attempts (0..1] in the window that ejects new; 0: this test is off. */
+  readonly failureRate: number
+  /** Attempts in the window before the failure rate is judged. */
+  readonly minRequests: number
+  readonly windowMs: number
+  /** The first cool-down; each ejection in a row doubles it, up to maxEjectionMs. */
+  readonly ejectionMs: number
+  readonly maxEjectionMs: number
+  /** Requests let through at once while half-open. */
+  readonly probes: number
+}
+
+/** How long new may take to answer a request legacy could still serve: a share of legacy's timeout, or a duration. */
+export type NewTimeout = { readonly share: number } | { readonly ms: number }
+
+/** What a route does when new fails (`fallback:` in routes.yaml). */
+export interface FallbackPolicy {
+  readonly newTimeout: NewTimeout
+  /** A write (or a request with a body) while new is ejected: refused with 503, or sent to legacy. */
+  readonly ejectedWrites: 'refuse' | 'legacy'
+  /** null: no breaker on this route. */
+  readonly breaker: BreakerPolicy | null
 }
 
 /** The one decision made per request; every later stage reads it and nothing re-decides. */

@@ -7,9 +7,10 @@ import type { Exchange } from './exchange.js'
  * Answers with a catalogue error: `{ error, code, requestId }` as JSON. When the response
  * has already started there is nothing honest left to send, so the connection is aborted
  * (the client sees a truncated response, not a wrong one).
- * `close` ends the connection after the answer, for requests whose body was not read.
+ * `close` ends the connection after the answer, for requests whose body was not read;
+ * `extra` adds headers (Retry-After).
  */
-export function sendError(res: ServerResponse, err: FicusError, requestId: string | undefined, close = false): void {
+export function sendError(res: ServerResponse, err: FicusError, requestId: string | undefined, close = false, extra?: Readonly<Record<string, string | number>>): void {
   if (res.headersSent) {
     res.destroy()
     return
@@ -21,6 +22,7 @@ export function sendError(res: ServerResponse, err: FicusError, requestId: strin
     'cache-control': 'no-store'
   }
   if (close) headers.connection = 'close'
+  if (extra !== undefined) Object.assign(headers, extra)
   res.writeHead(err.statusCode, headers)
   res.end(body)
 }

@@ -14,6 +14,7 @@ export function rule(over: Partial<RouteRule> = {}): RouteRule {
     compare: compileCompare(undefined),
     sticky: { kind: 'header', name: 'x-user-id' },
     backends: { legacy: 'legacy', new: 'new' },
+    fallback: { newTimeout: { share: 0.5 }, ejectedWrites: 'refuse', breaker: null },
     ...over
   }
 }

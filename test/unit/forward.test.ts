@@ -3,11 +3,14 @@ import type { Socket } from 'node:net'
 import { PassThrough } from 'node:stream'
 import t from 'tap'
 import type { Dispatcher } from 'undici'
-import { createMetrics } from '../../src/adapters/metrics-registry.js'
+import { Breakers } from '../../src/adapters/breakers.js'
+import { createLogger } from '../../src/adapters/logger.js'
+import { createMetrics, type Metrics } from '../../src/adapters/metrics-registry.js'
 import type { UpstreamSlots, Waiter } from '../../src/adapters/upstreams.js'
 import { parseConfig } from '../../src/config/load-config.js'
 import type { UpstreamConfig } from '../../src/config/schema.js'
 import { decide } from '../../src/core/decide.js'
+import type { BreakerPolicy } from '../../src/core/types.js'
 import { Exchange } from '../../src/pipeline/exchange.js'
 import { Forwarder } from '../../src/pipeline/forward/forwarder.js'
 import { parseMetrics, sum } from '../../bench/prom-text.js'
@@ -50,8 +53,14 @@ class ScriptedUpstream implements UpstreamSlots {
       get aborted () { return aborted !== null },
       get reason () { return aborted }
     } as unknown as Dispatcher.DispatchController
-    // As undici does: the handlers run later, never inside dispatch().
+    // As undici does: the handlers run later, never inside dispatch(); a connection that
+    // could not be opened fails before onRequestStart (nothing of the request was sent).
     setImmediate(() => {
+      const first = this.script[0]
+      if (first !== undefined && 'fail' in first && CONNECT_ERRORS.has(first.fail.code ?? '')) {
+        handler.onResponseError?.(controller, first.fail)
+        return
+      }
       handler.onRequestStart?.(controller, {})
       for (const step of this.script) {
         if (aborted !== null) {
@@ -70,12 +79,16 @@ class ScriptedUpstream implements UpstreamSlots {
   }
 }
 
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT'])
+
 const answer = (status: number, body: string): Step[] => [
   { head: status, headers: { 'content-type': 'text/plain', 'content-length': String(body.length) } },
   { data: body },
   { end: true }
 ]
 const refused = (): Step[] => [{ fail: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) }]
+/** The connection was open and the request sent: then it broke. */
+const reset = (): Step[] => [{ fail: Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }) }]
 
 interface Rig {
   readonly ex: Exchange
@@ -86,8 +99,20 @@ interface Rig {
   counted(name: string, labels: Record<string, string>): Promise<number>
 }
 
-/** A request of `method` decided for new (new: 100), with scripted upstreams; `elapsed` ms passed when legacy is asked. */
-function rig(method: string, newScript: Step[], legacyScript: Step[], elapsedMs = 0): Rig {
+interface RigOptions {
+  /** ms passed when legacy is asked. */
+  readonly elapsedMs?: number
+  /** The route's breaker; null: none. */
+  readonly breaker?: BreakerPolicy | null
+  readonly ejectedWrites?: 'refuse' | 'legacy'
+  /** Shared between requests, to drive one breaker through several. */
+  readonly breakers?: Breakers
+  readonly metrics?: Metrics
+}
+
+/** A request of `method` decided for new (new: 100), with scripted upstreams. */
+function rig(method: string, newScript: Step[], legacyScript: Step[], o: RigOptions = {}): Rig {
+  const elapsedMs = o.elapsedMs ?? 0
   const config = parseConfig(testYaml({ upstreams: { legacy: { url: 'http://127.0.0.1:1', timeout: '2s' }, new: { url: 'http://127.0.0.1:2' } } }), 'forward.yaml', {})
   const socket = new PassThrough()
   const chunks: Buffer[] = []
@@ -102,16 +127,17 @@ function rig(method: string, newScript: Step[], legacyScript: Step[], elapsedMs 
     res.once('close', done)
   })
   const ex = new Exchange('req-1', method, 0, req, res, '/orders/1')
-  const r = rule({ new: 100 })
+  const r = rule({ new: 100, fallback: { newTimeout: { share: 0.5 }, ejectedWrites: o.ejectedWrites ?? 'refuse', breaker: o.breaker ?? null } })
   ex.routed(r, decide(r, method, undefined, Math.random))
   const legacy = new ScriptedUpstream(config.upstreams.legacy as UpstreamConfig, legacyScript)
   const next = new ScriptedUpstream(config.upstreams.new as UpstreamConfig, newScript)
-  const metrics = createMetrics()
+  const metrics = o.metrics ?? createMetrics()
   const forward = new Forwarder({
     upstreams: new Map([['legacy', legacy], ['new', next]]),
     limits: config.limits,
     live: { current: config },
     metrics,
+    breakers: o.breakers ?? new Breakers(metrics, createLogger('silent'), () => elapsedMs),
     now: () => elapsedMs,
     draining: () => false
   })
@@ -145,14 +171,61 @@ t.test('new refuses the connection on a GET: legacy answers, the refusal is coun
   t.equal(await r.counted('ficus_fallbacks_total', { route: 'orders', reason: 'refused' }), 1)
 })
 
-t.test('a POST is never sent twice: new\'s refusal is the client\'s 502', async (t) => {
-  const r = rig('POST', refused(), answer(200, 'from legacy'))
+t.test('a POST that never reached new (connection refused) is answered by legacy', async (t) => {
+  const r = rig('POST', refused(), answer(201, 'created by legacy'))
+  t.match(await r.written, /^HTTP\/1\.1 201 [^]*created by legacy$/)
+  t.equal(r.legacy.sent.length, 1)
+  t.equal(r.legacy.sent[0]?.method, 'POST')
+  t.equal(r.ex.fallback, 'refused')
+  t.equal(await r.counted('ficus_fallbacks_total', { route: 'orders', reason: 'refused' }), 1)
+})
+
+t.test('a POST is never sent twice: once it may have reached new, new\'s failure is the client\'s 502', async (t) => {
+  const r = rig('POST', reset(), answer(200, 'from legacy'))
   const out = await r.written
   t.match(out, /^HTTP\/1\.1 502 /)
-  t.match(out, /"code":"FICUS_ERR_UPSTREAM_REFUSED"/)
+  t.match(out, /"code":"FICUS_ERR_UPSTREAM_RESET"/)
   t.equal(r.legacy.sent.length, 0, 'legacy never saw the request')
-  t.equal(r.ex.outcome, 'refused')
+  t.equal(r.ex.outcome, 'reset')
   t.equal(await r.counted('ficus_fallbacks_total', {}), 0)
+})
+
+t.test('a fallback is counted only when legacy answered', async (t) => {
+  const r = rig('GET', refused(), refused())
+  t.match(await r.written, /^HTTP\/1\.1 502 /)
+  t.equal(r.ex.fallback, 'refused', 'the log line says a fallback was tried')
+  t.equal(await r.counted('ficus_fallbacks_total', {}), 0, 'but nobody was served by it')
+  t.equal(await r.counted('ficus_upstream_errors_total', { backend: 'legacy', reason: 'refused' }), 1)
+})
+
+t.test('the breaker: after N failures in a row new is ejected, reads go to legacy without trying new, writes get 503 with Retry-After, and a probe brings new back', async (t) => {
+  let clock = 0
+  const metrics = createMetrics()
+  const breakers = new Breakers(metrics, createLogger('silent'), () => clock)
+  const breaker: BreakerPolicy = { consecutiveFailures: 3, failureRate: 0, minRequests: 1, windowMs: 10_000, ejectionMs: 5_000, maxEjectionMs: 60_000, probes: 1 }
+  const o = { breaker, breakers, metrics }
+  for (let i = 0; i < 3; i++) {
+    const r = rig('GET', refused(), answer(200, 'legacy'), o)
+    t.match(await r.written, /^HTTP\/1\.1 200 /, `failure ${i + 1}: legacy answers`)
+  }
+  t.equal(breakers.snapshots().orders?.state, 'open', 'three refusals in a row eject new')
+  const read = rig('GET', answer(200, 'new'), answer(200, 'legacy'), o)
+  t.match(await read.written, /legacy$/)
+  t.equal(read.next.sent.length, 0, 'an ejected new is not tried')
+  t.equal(read.ex.fallback, 'ejected')
+  const write = rig('POST', answer(201, 'new'), answer(201, 'legacy'), o)
+  const w = await write.written
+  t.match(w, /^HTTP\/1\.1 503 [^]*retry-after: 5\r\n[^]*"code":"FICUS_ERR_NEW_EJECTED"/i, 'a write gets 503 with the cool-down left')
+  t.equal(write.next.sent.length + write.legacy.sent.length, 0, 'and goes nowhere')
+  const moved = rig('POST', answer(201, 'new'), answer(201, 'legacy'), { ...o, ejectedWrites: 'legacy' })
+  t.match(await moved.written, /^HTTP\/1\.1 201 [^]*legacy$/, 'ejectedWrites: legacy sends it to legacy')
+  t.equal(await moved.counted('ficus_writes_refused_total', { route: 'orders', reason: 'new_ejected' }), 1, 'the refused write is counted')
+  clock = 5_000
+  const probe = rig('GET', answer(200, 'new'), answer(200, 'legacy'), o)
+  t.match(await probe.written, /new$/, 'after the cool-down one request goes to new')
+  t.equal(breakers.snapshots().orders?.state, 'closed', 'its success closes the breaker')
+  t.equal(await probe.counted('ficus_breaker_ejections_total', { route: 'orders' }), 1)
+  t.equal(await probe.counted('ficus_fallbacks_total', { route: 'orders', reason: 'ejected' }), 2, 'the read and the moved write')
 })
 
 t.test('a POST that new answers with 503 gets new\'s answer as it is', async (t) => {
@@ -163,7 +236,7 @@ t.test('a POST that new answers with 503 gets new\'s answer as it is', async (t)
 })
 
 t.test('no time left of legacy\'s timeout: the client gets new\'s failure, legacy is not asked', async (t) => {
-  const r = rig('GET', refused(), answer(200, 'from legacy'), 2_000)
+  const r = rig('GET', refused(), answer(200, 'from legacy'), { elapsedMs: 2_000 })
   const out = await r.written
   t.match(out, /^HTTP\/1\.1 502 /)
   t.match(out, /"code":"FICUS_ERR_UPSTREAM_REFUSED"/)
@@ -173,7 +246,7 @@ t.test('no time left of legacy\'s timeout: the client gets new\'s failure, legac
 })
 
 t.test('legacy is asked within what is left of its own timeout', async (t) => {
-  const r = rig('GET', refused(), answer(200, 'from legacy'), 1_250)
+  const r = rig('GET', refused(), answer(200, 'from legacy'), { elapsedMs: 1_250 })
   await r.written
   t.equal(r.legacy.sent[0]?.headersTimeout, 750, 'timeout 2s, 1.25 s already spent')
 })

@@ -3,7 +3,7 @@ import type { Dispatcher } from 'undici'
 import { AbortableHandler } from '../../adapters/undici.js'
 import type { LiveConfig } from '../../config/live.js'
 import type { UpstreamSlots, Waiter } from '../../adapters/upstreams.js'
-import { isFallbackStatus } from '../../core/fallback.js'
+import { isFallbackStatus, type FallbackScope } from '../../core/fallback.js'
 import { responseHeaders } from '../../core/forward-headers.js'
 import { ficusError, reasonOf, toUpstreamError, type FicusError } from '../../errors.js'
 import { ClientGone, type Abortable, type Exchange, type UpstreamHeaders } from '../exchange.js'
@@ -26,16 +26,46 @@ export interface AttemptContext {
   readonly draining: () => boolean
   /** The attempt failed on the upstream (counted in ficus_upstream_errors_total). */
   upstreamFailed(ex: Exchange, reason: string): void
-  /** new failed before answering and legacy may answer: `reason` is the failure, `err` it as an error when there is one. */
-  fallBack(ex: Exchange, reason: string, err?: FicusError): void
+  /**
+   * new failed before answering and legacy may answer: `reason` is the failure, `err` it as
+   * an error when there is one, `body` the request body (intact: nothing of it was sent).
+   */
+  fallBack(ex: Exchange, reason: string, err: FicusError | undefined, body: BodyGuard | null): void
   /** The client sent too much or too slowly, or stopped reading: answer if still possible, and close. */
   clientFault(ex: Exchange, body: BodyGuard | null, err: FicusError): void
+}
+
+/**
+ * Hears how an attempt ended, exactly once: the upstream answered (`succeeded`; for new, an
+ * answer other than 502/503/504), failed (`reason` as in ficus_upstream_errors_total, or
+ * status_5xx), or neither (the client left first, or the client's own fault).
+ * new's circuit breaker listens to its attempts; a fallback is counted when legacy answered.
+ */
+export interface AttemptObserver {
+  succeeded(): void
+  failed(reason: string): void
+  abandoned(): void
+}
+
+/** What an attempt is sent with. */
+export interface AttemptOptions {
+  /** Which failures legacy may answer for (core/fallback.ts). */
+  readonly scope: FallbackScope
+  readonly observer: AttemptObserver
+  /** Overrides the upstream's response-head timeout (ms): a fallback gets what is left of legacy's. */
+  readonly headersTimeout?: number | undefined
+  /** new's whole budget to a response head, connecting included (ms): past it, legacy answers (scope `any` only). */
+  readonly budgetMs?: number | undefined
 }
 
 /** Attempts cut short by Ficus itself. */
 class FallbackOnStatus extends Error {
   override name = 'FallbackOnStatus'
   constructor (readonly status: number) { super(`upstream answered ${status}`) }
+}
+class OverBudget extends Error {
+  override name = 'OverBudget'
+  constructor () { super('new did not answer within fallback.newTimeout') }
 }
 class SendTimeout extends Error {
   override name = 'SendTimeout'
@@ -45,9 +75,10 @@ class SendTimeout extends Error {
 /**
  * One exchange with one upstream: waits for a slot, runs on undici's dispatch handler
  * interface, streams the answer to the client, and ends exactly once (`finish`), giving its
- * slot back. When new fails before the response started on an attempt that `canFallBack`,
- * it hands over to the context's `fallBack`; any other failure is answered from the
- * catalogue (a 502/503/504, or an aborted connection once the response started).
+ * slot back. When new fails and legacy may answer (its FallbackScope: before the response
+ * started, or before anything was sent), it hands over to the context's `fallBack`; any other
+ * failure is answered from the catalogue (a 502/503/504, or an aborted connection once the
+ * response started). Its observer hears how it ended (new's breaker; a fallback's count).
  */
 export class Attempt extends AbortableHandler implements Waiter, Abortable {
   private state: 'idle' | 'queued' | 'running' | 'over' = 'idle'
@@ -59,20 +90,25 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
   private discarding = 0
   /** Running while the client does not read (between a full write and its drain): past sendTimeout, abort. */
   private stall: NodeJS.Timeout | null = null
+  /** new's budget to a response head (AttemptOptions.budgetMs), until the head arrives. */
+  private budget: NodeJS.Timeout | null = null
+  /** The observer has been told how the attempt ended. */
+  private settled = false
+  private readonly scope: FallbackScope
 
   constructor (
     private readonly ctx: AttemptContext,
     private readonly ex: Exchange,
     private readonly upstream: UpstreamSlots,
     private readonly body: BodyGuard | null,
-    private readonly canFallBack: boolean,
-    /** Overrides the upstream's response-head timeout (ms): a fallback gets what is left. */
-    private readonly headersTimeout: number | undefined
+    private readonly o: AttemptOptions
   ) {
     super()
+    this.scope = o.scope
   }
 
   begin (): void {
+    if (this.o.budgetMs !== undefined) this.budget = setTimeout(() => { this.overBudget() }, this.o.budgetMs)
     switch (this.upstream.admit(this)) {
       case 'now':
         this.start()
@@ -83,8 +119,50 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
         return
       case 'full':
         this.state = 'over'
-        this.failed(ficusError('FICUS_ERR_UPSTREAM_SATURATED'), this.canFallBack)
+        this.clearBudget()
+        this.failed(ficusError('FICUS_ERR_UPSTREAM_SATURATED'), this.scope !== 'none') // nothing was sent
     }
+  }
+
+  /**
+   * new used up its budget before a response head: legacy answers now. A request undici has
+   * not started yet (still connecting) is marked over here, and aborted when it starts.
+   */
+  private overBudget (): void {
+    this.budget = null
+    if (this.state === 'queued') {
+      this.upstream.cancel(this)
+      this.state = 'over'
+      this.ex.running(null)
+      this.failed(ficusError('FICUS_ERR_UPSTREAM_TIMEOUT'), true)
+    } else if (this.state === 'running') {
+      if (this.started) {
+        this.abortRequest(new OverBudget()) // onResponseError falls back
+      } else {
+        this.abortRequest(new OverBudget()) // applied if the connection opens after all
+        if (this.finish()) this.failed(ficusError('FICUS_ERR_UPSTREAM_TIMEOUT'), true)
+      }
+    }
+  }
+
+  private clearBudget (): void {
+    if (this.budget !== null) clearTimeout(this.budget)
+    this.budget = null
+  }
+
+  /** Tells the observer how the attempt ended, once. */
+  private settle (verdict: 'succeeded' | 'abandoned'): void
+  private settle (verdict: 'failed', reason: string): void
+  private settle (verdict: 'succeeded' | 'failed' | 'abandoned', reason?: string): void {
+    if (this.settled) return
+    this.settled = true
+    if (verdict === 'failed') this.o.observer.failed(reason as string)
+    else this.o.observer[verdict]()
+  }
+
+  /** Whether legacy may answer for a failure now: before the response started (scope any), or before anything was sent (scope unsent). */
+  private mayFallBack (): boolean {
+    return this.scope === 'any' ? !this.streaming : this.scope === 'unsent' && !this.started
   }
 
   /** The attempt holds a slot: dispatch (Waiter.start, or straight from begin). */
@@ -96,7 +174,7 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
       method: this.ex.method,
       headers: this.upstream.headersFor(this.ex.upstreamHeaders),
       body: this.body,
-      headersTimeout: this.headersTimeout
+      headersTimeout: this.o.headersTimeout
     }, this)
   }
 
@@ -105,6 +183,8 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
       // Nothing was sent: leave the queue without touching the Pool.
       this.upstream.cancel(this)
       this.state = 'over'
+      this.clearBudget()
+      this.settle('abandoned')
       this.ex.running(null)
       this.body?.detach()
     } else if (this.state === 'running') {
@@ -114,7 +194,11 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: UpstreamHeaders): void {
     if (statusCode < 200) return // interim responses are not relayed
-    if (this.canFallBack && isFallbackStatus(statusCode)) {
+    this.clearBudget()
+    const newFailed = this.ex.backend === 'new' && isFallbackStatus(statusCode)
+    if (newFailed) this.settle('failed', `status_${statusCode}`)
+    else this.settle('succeeded')
+    if (newFailed && this.scope === 'any') {
       const length = Number(headers['content-length'] ?? NaN)
       if (this.ex.method === 'HEAD' || length <= DISCARD_MAX_BYTES) this.discarding = statusCode
       else controller.abort(new FallbackOnStatus(statusCode))
@@ -175,12 +259,12 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
     if (!this.finish()) return
     const { ex } = this
     if (this.discarding !== 0) {
-      this.ctx.fallBack(ex, `status_${this.discarding}`)
+      this.ctx.fallBack(ex, `status_${this.discarding}`, undefined, null)
       return
     }
     const invalid = this.sendHead()
     if (invalid !== null) {
-      this.failed(toUpstreamError(invalid, false), this.canFallBack)
+      this.failed(toUpstreamError(invalid, false), this.scope === 'any')
       return
     }
     if (ex.res.chunkedEncoding && Object.keys(trailers).length > 0) ex.res.addTrailers(trailers)
@@ -194,19 +278,25 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
     const { ex, body } = this
     const { req, res } = ex
     if (err instanceof ClientGone || (res.destroyed && !res.writableFinished)) {
+      this.settle('abandoned')
       ex.clientAborted() // unless the edge already said why (408)
       body?.detach()
     } else if (err instanceof FallbackOnStatus) {
-      this.ctx.fallBack(ex, `status_${err.status}`)
+      this.ctx.fallBack(ex, `status_${err.status}`, undefined, null)
+    } else if (err instanceof OverBudget) {
+      this.failed(ficusError('FICUS_ERR_UPSTREAM_TIMEOUT', { cause: err }), this.mayFallBack())
     } else if (err instanceof SendTimeout) {
+      this.settle('abandoned')
       this.ctx.clientFault(ex, body, ficusError('FICUS_ERR_SEND_TIMEOUT'))
     } else if (body?.failure != null) {
+      this.settle('abandoned')
       this.ctx.clientFault(ex, body, body.failure) // 413 or 408: the body went over the limit or stalled
     } else if (req.destroyed && !req.complete) {
+      this.settle('abandoned')
       ex.clientAborted() // the client broke off its own upload
       res.destroy()
     } else {
-      this.failed(toUpstreamError(err, this.streaming), this.canFallBack && !this.streaming)
+      this.failed(toUpstreamError(err, this.streaming), this.mayFallBack())
     }
   }
 
@@ -217,6 +307,7 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
     this.upstream.release()
     this.ex.running(null)
     if (this.stall !== null) clearTimeout(this.stall)
+    this.clearBudget()
     return true
   }
 
@@ -225,8 +316,11 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
     const { ex } = this
     const reason = reasonOf(err.code)
     this.ctx.upstreamFailed(ex, reason)
+    // Ficus's own queue being full says nothing of new's health.
+    if (reason === 'saturated') this.settle('abandoned')
+    else this.settle('failed', reason)
     if (canFallBack) {
-      this.ctx.fallBack(ex, reason, err) // the error is kept for the log line
+      this.ctx.fallBack(ex, reason, err, this.body) // the error is kept for the log line
       return
     }
     ex.fail(err)

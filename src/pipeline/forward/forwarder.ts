@@ -1,14 +1,15 @@
+import { NO_TICKET, type Breakers } from '../../adapters/breakers.js'
 import type { Metrics } from '../../adapters/metrics-registry.js'
 import type { UpstreamSlots } from '../../adapters/upstreams.js'
 import type { LiveConfig } from '../../config/live.js'
 import type { Limits } from '../../config/schema.js'
-import { fallbackBudget, mayFallBack } from '../../core/fallback.js'
+import { fallbackBudget, fallbackScope, newAttemptBudget } from '../../core/fallback.js'
 import { declaresBody } from '../../core/forward-headers.js'
 import type { Backend } from '../../core/types.js'
 import { ficusError, type FicusError } from '../../errors.js'
 import type { Exchange } from '../exchange.js'
 import { sendError } from '../respond.js'
-import { Attempt, type AttemptContext } from './attempt.js'
+import { Attempt, type AttemptContext, type AttemptObserver, type AttemptOptions } from './attempt.js'
 import { BodyGuard } from './body-guard.js'
 
 export interface ForwardOptions {
@@ -18,6 +19,8 @@ export interface ForwardOptions {
   /** For exposeBackend (a reload may change it). */
   readonly live: LiveConfig
   readonly metrics: Metrics
+  /** new's circuit breaker per route. */
+  readonly breakers: Breakers
   /** Monotonic milliseconds (the same clock as Exchange.start). */
   readonly now: () => number
   /** True once Ficus is stopping: answers then close their connection. */
@@ -27,9 +30,12 @@ export interface ForwardOptions {
 /**
  * Stage 3, forward (the "router" of Envoy's filter chain): guards the request body, sends
  * the request to the decided side (an Attempt), and when new fails before answering a
- * request that may be sent twice, lets legacy answer within what is left of legacy's own
- * timeout. Cost on the hot path: an Attempt per request (one undici dispatch), a
- * BodyGuard only when there is a body.
+ * request that may be sent twice, or before anything reached it, lets legacy answer within
+ * what is left of legacy's own timeout. new's circuit breaker (adapters/breakers.ts) keeps
+ * requests away from a new that keeps failing. Cost on the hot path: an Attempt per request
+ * (one undici dispatch), a BodyGuard only when there is a body; on new, a breaker admission
+ * (a map read and a few compares) and, when legacy could answer instead, one timer (new's
+ * budget, fallback.newTimeout).
  */
 export class Forwarder implements AttemptContext {
   readonly sendTimeoutMs: number
@@ -72,21 +78,57 @@ export class Forwarder implements AttemptContext {
     })
   }
 
-  /** Sends the request to the side the decision chose. */
+  /** Sends the request to the side the decision chose (or, when new is ejected, to legacy or nowhere). */
   send (ex: Exchange, body: BodyGuard | null): void {
-    const side = ex.decision!.primary
-    this.attempt(ex, side, body, mayFallBack(side, ex.method, body !== null), undefined)
+    if (ex.decision!.primary === 'legacy') {
+      this.attempt(ex, 'legacy', body, { scope: 'none', observer: NO_TICKET })
+      return
+    }
+    const rule = ex.rule!
+    const scope = fallbackScope('new', ex.method, body !== null)
+    const [admission, ticket] = this.o.breakers.admit(rule)
+    if (admission === 'ejected') {
+      this.ejected(ex, body, scope === 'any')
+      return
+    }
+    let budgetMs: number | undefined
+    if (scope === 'any') {
+      const newUp = this.o.upstreams.get(rule.backends.new)
+      const legacyUp = this.o.upstreams.get(rule.backends.legacy)
+      if (newUp !== undefined && legacyUp !== undefined) budgetMs = newAttemptBudget(newUp.config.timeoutMs, legacyUp.config.timeoutMs, rule.fallback.newTimeout)
+    }
+    this.attempt(ex, 'new', body, { scope, observer: ticket, budgetMs })
   }
 
-  /** Starts one attempt on `backend`; `headersTimeout` (ms) overrides the upstream's, for a fallback. */
-  private attempt (ex: Exchange, backend: Backend, body: BodyGuard | null, canFallBack: boolean, headersTimeout: number | undefined): void {
+  /**
+   * new is ejected from the route (its breaker is open): a request that may be sent twice
+   * goes to legacy at once; a write goes to legacy when the route says `ejectedWrites: legacy`,
+   * else it is refused with 503 and Retry-After (the cool-down left), before anything is sent.
+   */
+  private ejected (ex: Exchange, body: BodyGuard | null, idempotent: boolean): void {
+    const rule = ex.rule!
+    if (idempotent || rule.fallback.ejectedWrites === 'legacy') {
+      this.fallBack(ex, 'ejected', undefined, body)
+      return
+    }
+    this.o.metrics.writesRefused.inc({ route: rule.name, reason: 'new_ejected' })
+    const err = ficusError('FICUS_ERR_NEW_EJECTED')
+    ex.fail(err)
+    const retryAfter = Math.max(1, Math.ceil((this.o.breakers.snapshots()[rule.name]?.openForMs ?? 0) / 1000))
+    sendError(ex.res, err, ex.requestId, body !== null && !ex.req.complete, { 'retry-after': retryAfter })
+    body?.detach()
+  }
+
+  /** Starts one attempt on `backend`. */
+  private attempt (ex: Exchange, backend: Backend, body: BodyGuard | null, o: AttemptOptions): void {
     ex.trying(backend)
     const upstream = this.o.upstreams.get(ex.rule!.backends[backend])
     if (upstream === undefined) {
+      o.observer.abandoned()
       this.gone(ex, body) // a reload removed this upstream after the request was decided
       return
     }
-    new Attempt(this, ex, upstream, body, canFallBack, headersTimeout).begin()
+    new Attempt(this, ex, upstream, body, o).begin()
   }
 
   /* ---------- AttemptContext ---------- */
@@ -98,24 +140,30 @@ export class Forwarder implements AttemptContext {
   /**
    * Legacy answers instead of new, within what is left of legacy's own timeout counted from
    * when the request arrived: a fallback never makes a client wait longer than legacy alone
-   * could have.
+   * could have. It is counted (ficus_fallbacks_total) once legacy answered.
    */
-  fallBack (ex: Exchange, reason: string, err?: FicusError): void {
-    this.o.metrics.fallbacks.inc({ route: ex.rule!.name, reason })
+  fallBack (ex: Exchange, reason: string, err: FicusError | undefined, body: BodyGuard | null): void {
     ex.fellBack(reason, err)
     const legacy = this.o.upstreams.get(ex.rule!.backends.legacy)
     if (legacy === undefined) {
-      this.gone(ex, null)
+      this.gone(ex, body)
       return
     }
     const left = fallbackBudget(legacy.config.timeoutMs, this.o.now() - ex.start)
     if (left <= 0) {
       const e = ex.error ?? ficusError('FICUS_ERR_UPSTREAM_TIMEOUT')
       ex.fail(e)
-      sendError(ex.res, e, ex.requestId)
+      sendError(ex.res, e, ex.requestId, body !== null && !ex.req.complete)
+      body?.detach()
       return
     }
-    this.attempt(ex, 'legacy', null, false, left)
+    this.attempt(ex, 'legacy', body, { scope: 'none', observer: this.counted(ex.rule!.name, reason), headersTimeout: left })
+  }
+
+  /** Counts a fallback when legacy answers it. */
+  private counted (route: string, reason: string): AttemptObserver {
+    const { fallbacks } = this.o.metrics
+    return { succeeded () { fallbacks.inc({ route, reason }) }, failed () {}, abandoned () {} }
   }
 
   /** The client sent too much or too slowly, or stopped reading: answer (if still possible), stop reading and close, as nginx does. */
