@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net'
 import { AuditLog } from './adapters/audit-log.js'
+import { mergeBreakers } from './adapters/breakers.js'
 import type { DivergenceStore } from './adapters/divergence-store.js'
 import { UnleashFlags } from './adapters/flags.js'
 import { createMetrics, type Metrics } from './adapters/metrics-registry.js'
@@ -9,7 +10,7 @@ import type { Upstream } from './adapters/upstreams.js'
 import { buildAdmin, buildTraffic, type App, type Deps, type TrafficParts } from './app.js'
 import type { LiveConfig } from './config/live.js'
 import type { Config } from './config/schema.js'
-import type { Divergences } from './control/admin-api.js'
+import type { BreakerSource, Divergences } from './control/admin-api.js'
 import { ControlPlane } from './control/control-plane.js'
 import type { Health, WorkersReady } from './control/health.js'
 import type { MetricsText } from './control/metrics-endpoint.js'
@@ -63,6 +64,8 @@ export interface TrafficHost {
   /** What /metrics renders, and where /admin/divergences reads (after attach). */
   readonly metricsText: MetricsText
   readonly divergences: Divergences
+  /** new's circuit breakers (after attach). */
+  readonly breakers: BreakerSource
   /** Cluster mode: readiness needs every worker. */
   readiness?(): WorkersReady
   /** Fields the "ficus listening" line adds (cluster mode: how many workers). */
@@ -104,7 +107,7 @@ export async function start(config: Config, deps: Deps, host: TrafficHost): Prom
     metrics: host.metricsText,
     health,
     ...(host.readiness === undefined ? {} : { workers: host.readiness.bind(host) }),
-    api: { live, table: control.table, divergences: host.divergences, control, audit },
+    api: { live, table: control.table, divergences: host.divergences, breakers: host.breakers, control, audit },
     close: async () => {
       flags?.stop()
       await audit.close()
@@ -184,6 +187,10 @@ class InProcessTraffic implements TrafficHost {
 
   get divergences (): Divergences {
     return this.parts!.divergences
+  }
+
+  readonly breakers: BreakerSource = {
+    snapshots: () => mergeBreakers([this.parts!.breakers.snapshots()])
   }
 
   get traffic (): TrafficParts {

@@ -5,6 +5,9 @@ import type { Health, WorkersReady } from '../control/health.js'
 import type { Overrides } from '../core/overrides.js'
 import { start, type ControlSide, type Instance, type TrafficHost } from '../start.js'
 import { ClusterDivergences } from './divergences.js'
+import { mergeBreakers } from '../adapters/breakers.js'
+import type { BreakerSnapshot } from '../core/breaker.js'
+import type { BreakerSource } from '../control/admin-api.js'
 import { RelayingFlags } from './flags.js'
 import { ClusterMetrics } from './metrics.js'
 import type { ConfigText, MetricsJson, ToWorker } from './protocol.js'
@@ -145,6 +148,18 @@ class ClusterTraffic implements TrafficHost {
       else this.deps.logger.warn({ worker: id, err: answer.reason as Error }, `a worker did not answer for /admin/divergences${q.t === 'summary' ? '/summary' : ''}`)
     }
     return out
+  }
+
+  /** Each route's breaker of new over every worker that answered in time. */
+  readonly breakers: BreakerSource = {
+    snapshots: async () => {
+      const lists: Record<string, BreakerSnapshot>[] = []
+      for (const { id, answer } of await this.workers.askEach((seq) => ({ t: 'breakers', seq }), ASK_TIMEOUT_MS)) {
+        if (answer.status === 'fulfilled') lists.push(answer.value as Record<string, BreakerSnapshot>)
+        else this.deps.logger.warn({ worker: id, err: answer.reason as Error }, 'a worker did not answer for its breakers (/admin/routes)')
+      }
+      return mergeBreakers(lists)
+    }
   }
 
   private async collectMetrics (): Promise<Map<number, MetricsJson | null>> {

@@ -38,6 +38,8 @@ export type ToWorker =
   | { readonly t: 'metrics'; readonly seq: number }
   | { readonly t: 'samples'; readonly seq: number; readonly route: string | undefined; readonly limit: number }
   | { readonly t: 'summary'; readonly seq: number; readonly route: string | undefined }
+  /** Each route's breaker of new in this worker (GET /admin/routes). */
+  | { readonly t: 'breakers'; readonly seq: number }
   /** SIGTERM: readiness off, drain delay, stop listening, finish in-flight requests, exit 0. */
   | { readonly t: 'drain' }
 

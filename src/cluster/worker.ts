@@ -124,6 +124,9 @@ async function handle(m: ToWorker): Promise<void> {
       return
     case 'summary':
       reply(m.seq, s.parts.divergences.summary(m.route))
+      return
+    case 'breakers':
+      reply(m.seq, s.parts.breakers.snapshots())
   }
 }
 

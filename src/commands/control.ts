@@ -1,4 +1,5 @@
 import type { AuditEntry } from '../adapters/audit-log.js'
+import type { BreakerView } from '../adapters/breakers.js'
 import type { RouteSummary } from '../adapters/divergence-store.js'
 import type { FlagSourceStatus } from '../core/flags.js'
 import type { Knob, RouteView } from '../control/route-view.js'
@@ -10,39 +11,69 @@ import { rate as percent, table } from './divergences.js'
  * `ficus audit`. Each is one or two admin API calls and a table (or `--json`).
  */
 
-interface Counts { readonly legacy: number; readonly new: number }
+/** Primary responses of a route by backend, answered (below 500) and failed (5xx, Ficus's own 502/504 included), and its fallbacks. */
+interface Counts {
+  legacy: number
+  new: number
+  legacyErrors: number
+  newErrors: number
+  fallbacks: number
+}
+
+type RouteWithBreaker = RouteView & { readonly breaker?: BreakerView | null }
 
 /**
- * `ficus status`: routes with their percentages and where they come from, requests/s by
- * backend over `sampleMs` (two reads of /metrics), and the divergence rate.
+ * `ficus status`: routes with their percentages and where they come from; over `sampleMs`
+ * (two reads of /metrics), requests/s answered by each backend, its 5xx/s apart (new's 502s
+ * during an outage are not "new traffic"), fallbacks/s; new's breaker; the divergence rate.
  */
 export async function statusCommand(target: AdminTarget, json: boolean, sampleMs: number, wait: (ms: number) => Promise<void>): Promise<string> {
   const before = await primaryCounts(target)
   await wait(sampleMs)
   const [{ routes, flags }, after, { routes: summaries }] = await Promise.all([
-    adminGet(target, '/admin/routes') as Promise<{ routes: RouteView[]; flags: FlagSourceStatus | null }>,
+    adminGet(target, '/admin/routes') as Promise<{ routes: RouteWithBreaker[]; flags: FlagSourceStatus | null }>,
     primaryCounts(target),
     adminGet(target, '/admin/divergences/summary') as Promise<{ routes: RouteSummary[] }>
   ])
-  const rate = (name: string, side: 'legacy' | 'new'): number => ((after.get(name)?.[side] ?? 0) - (before.get(name)?.[side] ?? 0)) / (sampleMs / 1000)
+  const rate = (name: string, k: keyof Counts): number => ((after.get(name)?.[k] ?? 0) - (before.get(name)?.[k] ?? 0)) / (sampleMs / 1000)
   const divergence = new Map(summaries.map((s) => [s.route, s.divergenceRate]))
   if (json) {
     return JSON.stringify({
-      routes: routes.map((r) => ({ ...r, requestsPerSecond: { legacy: rate(r.name, 'legacy'), new: rate(r.name, 'new') }, divergenceRate: divergence.get(r.name) ?? null })),
+      routes: routes.map((r) => ({
+        ...r,
+        breaker: r.breaker ?? null,
+        requestsPerSecond: { legacy: rate(r.name, 'legacy'), new: rate(r.name, 'new') },
+        errorsPerSecond: { legacy: rate(r.name, 'legacyErrors'), new: rate(r.name, 'newErrors') },
+        fallbacksPerSecond: rate(r.name, 'fallbacks'),
+        divergenceRate: divergence.get(r.name) ?? null
+      })),
       flags
     }, null, 2) + '\n'
   }
-  const rows = table(['ROUTE', 'NEW', 'SHADOW', 'SOURCE', 'LEGACY REQ/S', 'NEW REQ/S', 'DIVERGENCE', 'LAST CHANGE'], routes.map((r) => [
+  const rows = table(['ROUTE', 'NEW', 'SHADOW', 'SOURCE', 'LEGACY REQ/S', '5XX/S', 'NEW REQ/S', '5XX/S', 'FALLBACK/S', 'NEW BREAKER', 'DIVERGENCE', 'LAST CHANGE'], routes.map((r) => [
     r.name,
     share(r.new),
     `${r.shadow.value} %`,
     source(r),
     rate(r.name, 'legacy').toFixed(1),
+    rate(r.name, 'legacyErrors').toFixed(1),
     rate(r.name, 'new').toFixed(1),
+    rate(r.name, 'newErrors').toFixed(1),
+    rate(r.name, 'fallbacks').toFixed(1),
+    breakerCell(r.breaker ?? null),
     percent(divergence.get(r.name) ?? null),
     r.lastChange === null ? '-' : `${r.lastChange.time} ${r.lastChange.who}${r.lastChange.reason === null ? '' : `: ${r.lastChange.reason}`}`
   ]))
   return rows + flagsLine(flags)
+}
+
+/** `closed`, `OPEN 12s (refused)`, `half-open`; in a cluster, in how many workers. `-`: new never tried on this route. */
+function breakerCell(b: BreakerView | null): string {
+  if (b === null) return '-'
+  if (b.state === 'closed') return 'closed'
+  const where = b.processes > 1 ? ` in ${b.ejectedIn}/${b.processes}` : ''
+  const left = b.openForMs === null ? '' : ` ${Math.ceil(b.openForMs / 1000)}s`
+  return `${b.state === 'open' ? 'OPEN' : 'half-open'}${left}${where}${b.lastFailure === null ? '' : ` (${b.lastFailure})`}`
 }
 
 /** `25 %`, or how a flag decides when it has no single share. */
@@ -91,15 +122,21 @@ export async function auditCommand(target: AdminTarget, limit: number, json: boo
   ]))
 }
 
-/** Primary responses by route and backend, from /metrics (the counters, not a rate). */
+/** Primary responses by route and backend, and fallbacks by route, from /metrics (the counters, not a rate). */
 async function primaryCounts(target: AdminTarget): Promise<Map<string, Counts>> {
   const text = await adminText(target, '/metrics')
-  const out = new Map<string, { legacy: number; new: number }>()
-  for (const m of text.matchAll(/^ficus_requests_total\{route="([^"]+)",backend="(legacy|new)",role="primary",code="\d+"\} (\d+)/gm)) {
-    const c = out.get(m[1] as string) ?? { legacy: 0, new: 0 }
-    c[m[2] as 'legacy' | 'new'] += Number(m[3])
-    out.set(m[1] as string, c)
+  const out = new Map<string, Counts>()
+  const of = (route: string): Counts => {
+    let c = out.get(route)
+    if (c === undefined) out.set(route, c = { legacy: 0, new: 0, legacyErrors: 0, newErrors: 0, fallbacks: 0 })
+    return c
   }
+  for (const m of text.matchAll(/^ficus_requests_total\{route="([^"]+)",backend="(legacy|new)",role="primary",code="(\d+)"\} (\d+)/gm)) {
+    const side = m[2] as 'legacy' | 'new'
+    const key: keyof Counts = Number(m[3]) >= 500 ? (side === 'new' ? 'newErrors' : 'legacyErrors') : side
+    of(m[1] as string)[key] += Number(m[4])
+  }
+  for (const m of text.matchAll(/^ficus_fallbacks_total\{route="([^"]+)",reason="[^"]+"\} (\d+)/gm)) of(m[1] as string).fallbacks += Number(m[2])
   return out
 }
 

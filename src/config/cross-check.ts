@@ -59,6 +59,7 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
   if (listen.port === admin.port && listen.port !== 0) report(['admin', 'port'], `must differ from listen.port (${listen.port})`)
 
   checkUnleash(data, report)
+  checkFallback(data.fallback, ['fallback'], report)
 
   if (!Array.isArray(data.routes)) return
   const rules: RouteShape[] = []
@@ -74,6 +75,7 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
       report(['routes', i, 'flag'], 'reads an Unleash flag, but routes.yaml has no unleash: block (url, appName, token)')
     }
     checkBackends(r.backends, ['routes', i, 'backends'])
+    checkFallback(r.fallback, ['routes', i, 'fallback'], report)
     // The rule paths of a compare block, from every list that has the right shape (the schema reports the rest).
     if (isObject(r.compare)) {
       const c = r.compare
@@ -95,6 +97,25 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
     }
   })
   for (const p of checkRoutes(rules)) report(['routes', index[p.index] as number, p.field], p.message.replace(/routes\[(\d+)\]/g, (_, j: string) => `routes[${index[Number(j)]}]`))
+}
+
+/** A fallback: block beyond its schema: a budget of nothing, a cool-down that cannot grow. */
+function checkFallback(f: unknown, path: Path, report: Report): void {
+  if (!isObject(f)) return
+  if (f.newTimeout === '0%' || f.newTimeout === '0ms' || f.newTimeout === '0s') {
+    report([...path, 'newTimeout'], 'must be more than 0: new would never be given a chance to answer (to keep requests off new, set the route\'s new: 0)')
+  }
+  const b = f.breaker
+  if (!isObject(b)) return
+  const first = typeof b.ejection === 'string' ? parseDuration(b.ejection) : undefined
+  const max = typeof b.maxEjection === 'string' ? parseDuration(b.maxEjection) : undefined
+  if (first !== undefined && max !== undefined && first > max) report([...path, 'breaker', 'ejection'], `must not be longer than maxEjection (${String(b.maxEjection)})`)
+  for (const k of ['window', 'ejection', 'maxEjection']) {
+    if (typeof b[k] === 'string' && parseDuration(b[k]) === 0) report([...path, 'breaker', k], 'must be more than 0')
+  }
+  if (b.consecutiveFailures === 0 && b.failureRate === '0%') {
+    report([...path, 'breaker'], 'consecutiveFailures: 0 and failureRate: 0% would never eject new: write breaker: false to turn the breaker off')
+  }
 }
 
 /** The unleash: block beyond its schema: a client that would never fetch, an admin API with no environment. */

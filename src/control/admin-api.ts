@@ -3,6 +3,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { AuditLog } from '../adapters/audit-log.js'
+import type { BreakerView } from '../adapters/breakers.js'
 import { emptySummary, type DivergenceSample, type RouteSummary } from '../adapters/divergence-store.js'
 import type { LiveConfig } from '../config/live.js'
 import type { AdminToken } from '../config/schema.js'
@@ -17,6 +18,8 @@ export interface AdminOptions {
   readonly live: LiveConfig
   readonly table: RouteTableRef
   readonly divergences: Divergences
+  /** new's circuit breakers, shown with each route. */
+  readonly breakers: BreakerSource
   readonly control: ControlPlane
   readonly audit: AuditLog
 }
@@ -28,6 +31,11 @@ export interface AdminOptions {
 export interface Divergences {
   samples(route: string | undefined, limit: number): DivergenceSample[] | Promise<DivergenceSample[]>
   summary(route?: string): RouteSummary[] | Promise<RouteSummary[]>
+}
+
+/** Where GET /admin/routes reads the breakers: this process's, or in cluster mode every worker's, merged. */
+export interface BreakerSource {
+  snapshots(): Record<string, BreakerView> | Promise<Record<string, BreakerView>>
 }
 
 declare module 'fastify' {
@@ -108,7 +116,10 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
     api.setNotFoundHandler((request, reply) => fail(reply, 'FICUS_ERR_ADMIN_NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`))
 
     /** Every route with its effective new/shadow, where each comes from, and its last change. */
-    api.get('/routes', async () => ({ routes: control.routes(), flags: control.flagSource() }))
+    api.get('/routes', async () => {
+      const breakers = await opts.breakers.snapshots()
+      return { routes: control.routes().map((r) => ({ ...r, breaker: breakers[r.name] ?? null })), flags: control.flagSource() }
+    })
 
     /** Sets or clears (null) a route's overrides: `{ new?, shadow?, reason? }`. */
     api.patch('/routes/:name', { schema: { params: RouteParams } }, async (request: FastifyRequest) => {

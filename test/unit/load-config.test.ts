@@ -261,3 +261,25 @@ t.test('unleash: the block, per-route flags, and what would never work', async (
   t.same(errorsOf(base('unleash: { url: "ftp://u", appName: ficus, token: "${T:-}", backupPath: b.json }')),
     ['unleash.url: must be an http:// or https:// URL, like https://unleash.example.com/api', 'unleash.token: must be an Unleash client (backend) token, like ${UNLEASH_TOKEN}: is the variable set?'])
 })
+
+t.test('fallback: defaults, a route overriding key by key, and what would never work', async (t) => {
+  const route = (top: string, own: string): string => base(top)
+    .replace('routes: []', `routes:\n  - name: orders\n    match: { path: /orders/* }\n    new: 10\n${own}\n  - name: rest\n    match: { path: /* }\n    new: 0`)
+  const c = parseConfig(route('fallback: { newTimeout: 2s, breaker: { consecutiveFailures: 3 } }', '    fallback: { ejectedWrites: legacy, breaker: { window: 30s } }'), 'f.yaml', {})
+  t.same(c.routes[0]?.fallback, {
+    newTimeout: { ms: 2000 },
+    ejectedWrites: 'legacy',
+    breaker: { consecutiveFailures: 3, failureRate: 0.5, minRequests: 20, windowMs: 30_000, ejectionMs: 10_000, maxEjectionMs: 300_000, probes: 1 }
+  }, 'the route\'s keys over the top level\'s, over the defaults')
+  t.same(c.routes[1]?.fallback.newTimeout, { ms: 2000 }, 'a route without fallback: takes the top level\'s')
+  t.same(parseConfig(route('', '    fallback: { breaker: false }'), 'f.yaml', {}).routes[0]?.fallback,
+    { newTimeout: { share: 0.5 }, ejectedWrites: 'refuse', breaker: null }, 'breaker: false turns it off; newTimeout defaults to 50 % of legacy\'s timeout')
+  t.same(errorsOf(route('fallback: { newTimeout: 0% }', '    fallback: { newTimeout: soon, ejectedWrites: maybe, breaker: { ejection: 10m, maxEjection: 1m, probes: 0 } }')), [
+    'routes[0].fallback.newTimeout: must be a share of legacy\'s timeout like 50%, or a duration like 2s',
+    'routes[0].fallback.ejectedWrites: must be refuse or legacy',
+    'routes[0].fallback.breaker: must be false, or a mapping of consecutiveFailures, failureRate, minRequests, window, ejection, maxEjection, probes',
+    'routes[0].fallback.breaker.ejection: must not be longer than maxEjection (1m)',
+    'routes[0].fallback.breaker.probes: must be >= 1',
+    'fallback.newTimeout: must be more than 0: new would never be given a chance to answer (to keep requests off new, set the route\'s new: 0)'
+  ])
+})
