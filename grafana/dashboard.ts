@@ -196,9 +196,19 @@ export function dashboard(): Dashboard {
   }))
   b.withPanel(timeseries({
     title: 'Fallbacks to legacy',
-    description: 'Requests legacy answered because new failed before answering (refused, reset, timeout, saturated, status_5xx), by route and reason.',
+    description: 'Requests legacy answered because new failed before answering (refused, reset, timeout, saturated, status_5xx) or was ejected by its breaker (ejected), by route and reason. Counted once legacy answered.',
     unit: 'reqps', min: 0, width: 12, steps: [[0.1, 'orange']],
     queries: [{ expr: `sum by (route, reason) (rate(ficus_fallbacks_total{${SEL}}${RATE}))`, legend: '{{route}}: {{reason}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'New ejected by its circuit breaker',
+    description: 'Per route, the replicas (or cluster workers) whose breaker keeps requests off new: open (cool-down: reads served by legacy, writes refused or sent to legacy per fallback.ejectedWrites) or half_open (probing new). Bars are ejections. 0 while new is healthy. docs/reliability.md "When new breaks".',
+    unit: 'short', min: 0, width: 12, steps: [[1, 'red']],
+    queries: [
+      { expr: `sum by (route, state) (ficus_breaker_state{${SEL}, state=~"open|half_open"})`, legend: '{{route}}: {{state}}' },
+      { expr: `sum by (route) (increase(ficus_breaker_ejections_total{${SEL}}${RATE}))`, legend: '{{route}}: ejections' },
+      { expr: `sum by (route) (rate(ficus_writes_refused_total{${SEL}}${RATE}))`, legend: '{{route}}: writes refused/s' }
+    ]
   }))
   b.withPanel(timeseries({
     title: 'Upstream errors',

@@ -111,6 +111,8 @@ export function primeRoute(m: Metrics, route: string, flagged: boolean): void {
   for (const reason of FALLBACK_REASONS) m.fallbacks.inc({ route, reason }, 0)
   for (const backend of BACKENDS) for (const reason of UPSTREAM_REASONS) m.upstreamErrors.inc({ route, backend, reason }, 0)
   m.breakerEjections.inc({ route }, 0)
+  // A gauge, created at 0 without changing a value already set (a reload primes again).
+  for (const state of ['closed', 'open', 'half_open']) m.breakerState.inc({ route, state }, 0)
   m.writesRefused.inc({ route, reason: 'new_ejected' }, 0)
 }
 
