@@ -6,7 +6,7 @@ import { backends, many, scrape, startCluster, workerOf, workers, type Served } 
 import { admin, samples, summary } from '../helpers/admin.js'
 import { sample, testYaml } from '../helpers/ficus.js'
 import type { LogLine } from '../helpers/log-sink.js'
-import { startUpstream } from '../helpers/upstream.js'
+import { closedPort, startUpstream } from '../helpers/upstream.js'
 import { waitFor } from '../helpers/wait.js'
 
 /**
@@ -25,13 +25,15 @@ const ROUTES = [
   { name: 'counted', match: { path: '/counted/*' }, new: 0 },
   { name: 'compared', match: { path: '/compared/*' }, new: 50, shadow: 100 },
   { name: 'respawn', match: { path: '/respawn/*' }, new: 100 },
-  { name: 'frozen', match: { path: '/frozen/*' }, new: 0 }
+  { name: 'frozen', match: { path: '/frozen/*' }, new: 0 },
+  { name: 'ejecting', match: { path: '/ejecting/*' }, new: 100, backends: { legacy: 'legacy', new: 'dead' }, fallback: { breaker: { consecutiveFailures: 2, ejection: '5m' } } }
 ]
 
 t.test('two workers: both serve, a change reaches every worker before it is acknowledged, metrics and divergences cover both', async (t) => {
   const legacy = await startUpstream(t, 'legacy')
   const next = await startUpstream(t, 'new')
-  const doc = (routes: readonly Record<string, unknown>[]): Record<string, unknown> => ({ upstreams: { legacy: { url: legacy.url }, new: { url: next.url } }, routes })
+  const dead = `http://127.0.0.1:${await closedPort()}`
+  const doc = (routes: readonly Record<string, unknown>[]): Record<string, unknown> => ({ upstreams: { legacy: { url: legacy.url }, new: { url: next.url }, dead: { url: dead } }, routes })
   const c = await startCluster(t, doc(ROUTES), { FICUS_LOG_LEVEL: 'debug' }) // debug: shadow.ts logs each divergence once it is recorded
   t.equal(c.logs.lines.filter((l) => l.msg === 'worker listening').length, 2, 'two workers listened before "ficus listening"')
   t.match(c.logs.lines.find((l) => l.msg === 'ficus listening'), { workers: 2 })
@@ -126,6 +128,16 @@ t.test('two workers: both serve, a change reaches every worker before it is ackn
     const three = await samples(c.admin, '?route=compared&limit=3')
     t.same(three.map((s) => s.requestId), listed.slice(0, 3).map((s) => s.requestId), 'the limit cuts the merged list')
     t.equal((await summary(c.admin, 'compared')).comparisons.diverged, compared.length, 'summary counts summed over the workers')
+  })
+
+  t.test('new\'s breaker: each worker ejects a refusing new on its own; /admin/routes and /metrics show both', async (t) => {
+    const served = await many(c, 8, '/ejecting/x')
+    t.equal(workers(served).size, 2)
+    t.same(backends(served), new Set(['legacy']), 'legacy answered every request')
+    const view = await admin(c.admin, 'GET', '/admin/routes')
+    const route = (view.body.routes as { name: string; breaker: Record<string, unknown> | null }[]).find((r) => r.name === 'ejecting')
+    t.match(route?.breaker, { state: 'open', ejectedIn: 2, processes: 2, lastFailure: 'refused' }, 'merged over both workers')
+    t.equal(sample(await scrape(c), 'ficus_breaker_state', { route: 'ejecting', state: 'open' }), 2, 'the gauge counts the workers in each state')
   })
 
   t.test('a reload reaches every worker before it is logged', async (t) => {
