@@ -48,8 +48,8 @@ export const DEFAULTS = {
       minRequests: 20,
       window: '10s',
       /** First cool-down while legacy serves; doubles with each ejection in a row, up to maxEjection. */
-      ejection: '10s',
-      maxEjection: '5m',
+      ejection: '5s',
+      maxEjection: '30s',
       /** Requests let through to new at once after a cool-down (half-open); one success closes the breaker. */
       probes: 1
     }
