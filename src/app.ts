@@ -18,7 +18,7 @@ import type { RouteTableRef } from './core/route-table.js'
 import { ficusError } from './errors.js'
 import { Admit } from './pipeline/admit.js'
 import { Decide } from './pipeline/decide.js'
-import { answerExpectContinue, clientErrorHandler, frameworkErrors, refuseConnect, requestIdOf, rewriteUrl, targetOf, type EdgeDeps } from './pipeline/edge.js'
+import { answerExpectContinue, clientErrorHandler, frameworkErrors, refuseConnect, refuseExpectation, requestIdOf, rewriteUrl, targetOf, type EdgeDeps } from './pipeline/edge.js'
 import { Exchanges, type Exchange } from './pipeline/exchange.js'
 import { Forwarder } from './pipeline/forward/forwarder.js'
 import { recorder } from './pipeline/record.js'
@@ -91,8 +91,9 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
   const upstreams = createUpstreams(config.upstreams)
   const divergences = new DivergenceStore(config.shadow.samples)
 
-  const exchanges = new Exchanges(now, recorder(metrics, logger, now)) // 5. record, when each response is over
-  const edge: EdgeDeps = { metrics, limits, exchanges } // 1.
+  const record = recorder(metrics, logger, now) // 5. record, when each response is over
+  const exchanges = new Exchanges(now, record.exchange)
+  const edge: EdgeDeps = { metrics, limits, exchanges, socketRefused: record.socketRefusal } // 1.
   const admit = new Admit(limits, live, metrics) // 1.
   const decide = new Decide(table, flags, deps.random ?? Math.random, metrics) // 2.
   const breakers = new Breakers(metrics, logger, now)
@@ -101,10 +102,13 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
 
   /** One request through stages 1 to 4 (5 runs when its response is over). */
   function serve(req: IncomingMessage, res: ServerResponse, requestId: string): void {
+    // The parser refused this request's body while its head was on its way here: the edge
+    // answered that on the socket and recorded it; there is nothing left to serve.
+    if (req.socket.writableEnded) return
     const ex = exchanges.open(req, res, requestId, targetOf(req))
     try {
       if (!admit.admit(ex)) return
-      decide.decide(ex)
+      if (!decide.decide(ex)) return
       forward.receive(ex, (body) => {
         try {
           forward.send(ex, body)
@@ -150,6 +154,7 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
     frameworkErrors: frameworkErrors(edge)
   })
   answerExpectContinue(traffic.server, edge)
+  refuseExpectation(traffic.server, edge)
   refuseConnect(traffic.server, edge)
   // Every method but CONNECT, registered as bodyless so fastify never parses, buffers or
   // judges a body (it would answer 415 to a malformed Content-Type): the pipeline streams it.

@@ -62,7 +62,8 @@ export function build(s: Settings, file: string): Config {
       requestTimeoutMs: ms(limits.requestTimeout),
       bodyIdleTimeoutMs: ms(limits.bodyIdleTimeout),
       sendTimeoutMs: ms(limits.sendTimeout),
-      keepAliveTimeoutMs: ms(limits.keepAliveTimeout)
+      keepAliveTimeoutMs: ms(limits.keepAliveTimeout),
+      headerNames: limits.headerNames
     },
     shadow: {
       maxInFlight: shadow.maxInFlight,

@@ -1,6 +1,7 @@
 import { checkRoutes, type RouteShape } from '../core/check-routes.js'
 import { compileCompare } from '../core/compare-rules.js'
 import { parsePattern } from '../core/path-pattern.js'
+import { plainHeaderName } from '../core/strictness.js'
 import { adminTokens, tokenEnvironment } from './build.js'
 import { DEFAULT_ROUTE, isObject, type Settings } from './defaults.js'
 import type { Path } from './problems.js'
@@ -60,6 +61,8 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
 
   checkUnleash(data, report)
   checkFallback(data.fallback, ['fallback'], report)
+  const checkSticky = (spec: unknown, path: Path): void => stickyHeaderKept(spec, settings.limits.headerNames, (m) => report(path, m))
+  checkSticky(data.sticky, ['sticky'])
 
   if (!Array.isArray(data.routes)) return
   const rules: RouteShape[] = []
@@ -76,6 +79,7 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
     }
     checkBackends(r.backends, ['routes', i, 'backends'])
     checkFallback(r.fallback, ['routes', i, 'fallback'], report)
+    checkSticky(r.sticky, ['routes', i, 'sticky'])
     // The rule paths of a compare block, from every list that has the right shape (the schema reports the rest).
     if (isObject(r.compare)) {
       const c = r.compare
@@ -132,6 +136,24 @@ function checkUnleash(data: Partial<RawConfig>, report: Report): void {
     report(['unleash', 'backupPath'], 'is needed when there is no state: file (this replica\'s copy of the last flags fetched; a shared temp directory would let another user plant flags)')
   }
   if (isObject(u.admin) && u.admin.token === '') report(['unleash', 'admin', 'token'], 'is empty: set it, or remove unleash.admin (ficus set then refuses on flagged routes)')
+}
+
+/**
+ * A sticky key read from a header whose name limits.headerNames drops (the backend would not
+ * see the key) or refuses (no request could carry it): refused, saying what to change. Takes
+ * one source or a list of them.
+ */
+function stickyHeaderKept(spec: unknown, policy: unknown, report: (message: string) => void): void {
+  if (policy !== 'drop' && policy !== 'refuse') return // pass, or a value the schema reported
+  for (const s of Array.isArray(spec) ? spec as unknown[] : [spec]) {
+    if (typeof s !== 'string' || !s.startsWith('header:')) continue
+    const name = s.slice('header:'.length)
+    if (name === '' || plainHeaderName(name)) continue
+    const effect = policy === 'refuse'
+      ? 'refuses every request that has such a header, so no user could be kept on a side by it'
+      : 'leaves such headers out of every request (as nginx does), so the backend would not see the key users are kept on a side by'
+    report(`header "${name}" has characters other than letters, digits and "-", and limits.headerNames: ${String(policy)} ${effect}; rename the header, or set limits.headerNames: pass`)
+  }
 }
 
 /** 127.0.0.0/8, ::1 and localhost. */

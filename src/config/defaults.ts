@@ -73,7 +73,12 @@ export const DEFAULTS = {
     /** Longest wait for a client to read more of the response (connection aborted), like nginx's send_timeout. */
     sendTimeout: '30s',
     /** Idle keep-alive connection between two requests. */
-    keepAliveTimeout: '5s'
+    keepAliveTimeout: '5s',
+    /**
+     * Request headers named with anything but letters, digits and `-` (`X_Forwarded_For`): left
+     * out of the upstream request, as nginx does (`drop`), forwarded (`pass`), or refused (`refuse`, 400).
+     */
+    headerNames: 'drop'
   },
   shadow: {
     /** Shadow exchanges in flight at most, over all routes (dropped and counted past it). */

@@ -120,7 +120,8 @@ export const ConfigSchema = Type.Object({
     requestTimeout: Type.Optional(Duration),
     bodyIdleTimeout: Type.Optional(Duration),
     sendTimeout: Type.Optional(Duration),
-    keepAliveTimeout: Type.Optional(Duration)
+    keepAliveTimeout: Type.Optional(Duration),
+    headerNames: Type.Optional(msg(Type.Union([Type.Literal('drop'), Type.Literal('pass'), Type.Literal('refuse')]), 'must be drop, pass or refuse'))
   }, { additionalProperties: false })),
   shadow: Type.Optional(Type.Object({
     maxInFlight: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536 })),
@@ -170,6 +171,7 @@ export type RawUpstream = Static<typeof UpstreamSchema>
 
 /* ---------- The validated, normalized config the rest of Ficus reads (deep-frozen). ---------- */
 
+import type { HeaderNamePolicy } from '../core/forward-headers.js'
 import type { RouteRule } from '../core/types.js'
 
 export interface UpstreamConfig {
@@ -196,6 +198,8 @@ export interface Limits {
   readonly bodyIdleTimeoutMs: number
   readonly sendTimeoutMs: number
   readonly keepAliveTimeoutMs: number
+  /** Request headers whose name is not letters, digits and `-`: left out, forwarded, or refused (400). */
+  readonly headerNames: HeaderNamePolicy
 }
 
 /** Bounds of shadow traffic (docs/shadow.md "Why it cannot slow or break a user's request"): what is kept, and for how long. */

@@ -3,6 +3,15 @@
  * passes the peer address, protocol and request id.
  */
 
+import { plainHeaderName, SINGLE_FIELDS } from './strictness.js'
+
+/**
+ * What happens to a request header whose name is not letters, digits and `-` (`X_Forwarded_For`,
+ * `X.Real.IP`; core/strictness.ts plainHeaderName): left out of the upstream request (as
+ * nginx does), forwarded, or the request refused.
+ */
+export type HeaderNamePolicy = 'drop' | 'pass' | 'refuse'
+
 /**
  * Hop-by-hop fields (RFC 9110 §7.6.1) and fields a proxy must not relay. `expect` is
  * answered by Ficus itself (100-continue happens on the client side); `trailer` announces
@@ -36,6 +45,8 @@ export interface ForwardContext {
   readonly requestId: string
   /** Authority of an absolute-form target, which replaces Host (RFC 9112 §3.2.2); undefined keeps the client's. */
   readonly authority: string | undefined
+  /** Header names that are not letters, digits and `-`: `drop` leaves them out (`limits.headerNames`). */
+  readonly headerNames: HeaderNamePolicy
 }
 
 export interface ForwardedHeaders {
@@ -45,6 +56,10 @@ export interface ForwardedHeaders {
   readonly clientIp: string
   /** How many Host fields the request had (more than one is a 400). */
   readonly hostCount: number
+  /** The first field of SINGLE_FIELDS (core/strictness.ts) the request has twice, lower-case; null when none. */
+  readonly repeated: string | null
+  /** Header names that are not letters, digits and `-`, as sent (left out of `headers` unless the policy is `pass`). */
+  readonly oddNames: readonly string[]
 }
 
 /**
@@ -63,9 +78,16 @@ export function forwardHeaders(raw: readonly string[], ctx: ForwardContext): For
   let via = ''
   let hostCount = 0
   let trailers = false
+  let seen: Set<string> | null = null
+  let repeated: string | null = null
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase()
     const value = raw[i + 1] as string
+    if (repeated === null && SINGLE_FIELDS.has(name)) {
+      seen ??= new Set()
+      if (seen.has(name)) repeated = name
+      else seen.add(name)
+    }
     switch (name) {
       case 'connection':
         for (const token of value.split(',')) {
@@ -85,9 +107,15 @@ export function forwardHeaders(raw: readonly string[], ctx: ForwardContext): For
   }
 
   const out: string[] = []
+  let oddNames: string[] | null = null
+  const keepOdd = ctx.headerNames === 'pass'
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase()
     if (REQUEST_DROP.has(name) || (listed !== null && listed.has(name))) continue
+    if (!plainHeaderName(name)) {
+      (oddNames ??= []).push(raw[i] as string)
+      if (!keepOdd) continue
+    }
     out.push(raw[i] as string, raw[i + 1] as string)
   }
 
@@ -119,8 +147,10 @@ export function forwardHeaders(raw: readonly string[], ctx: ForwardContext): For
     'forwarded', earlier !== '' ? `${earlier}, ${ours}` : ours,
     'x-request-id', ctx.requestId
   )
-  return { headers: out, clientIp, hostCount }
+  return { headers: out, clientIp, hostCount, repeated, oddNames: oddNames ?? NONE }
 }
+
+const NONE: readonly string[] = []
 
 /**
  * Copies an upstream response's headers for the client, without hop-by-hop fields and
@@ -169,17 +199,6 @@ function splitElements(value: string): string[] {
 /** A client-chosen request id is kept when it is short printable ASCII; otherwise we make one. */
 export function acceptableRequestId(id: string | string[] | undefined): id is string {
   return typeof id === 'string' && id.length > 0 && id.length <= 128 && /^[\x21-\x7e]+$/.test(id)
-}
-
-/**
- * RFC 9112 §3.2 / RFC 3986 §3.2.2: `Host` is `uri-host [ ":" port ]` — an IP literal in
- * brackets or a reg-name (unreserved, percent-encoded, sub-delims), and digits after the colon.
- * Empty is valid (a target without authority). Spaces, `@`, `/`, quotes are not.
- * @example validHost('shop.example:8080') // true
- */
-export function validHost(value: string): boolean {
-  const m = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]{0,5}))?$/.exec(value)
-  return m !== null && (m[1] === undefined || m[1] === '' || Number(m[1]) <= 65535)
 }
 
 /** `::ffff:10.0.0.1` → `10.0.0.1`: Node reports IPv4 peers of a dual-stack socket that way. */

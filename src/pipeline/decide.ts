@@ -4,13 +4,16 @@ import type { FlagSource } from '../core/flags.js'
 import { normalizePath, pathOf, queryOf } from '../core/normalize-path.js'
 import type { RouteTableRef } from '../core/route-table.js'
 import { stickyKey } from '../core/sticky-key.js'
+import { refusedMethod } from '../core/strictness.js'
 import type { RouteRule } from '../core/types.js'
 import type { Exchange } from './exchange.js'
+import { refuse } from './respond.js'
 
 /**
  * Stage 2, decide: matches the route (on the normalised path, first match wins; unmatched
  * requests take the `default` route), reads the user's sticky key, asks Unleash on a
- * flagged route, and makes the one Decision (core/decide.ts) every later stage reads.
+ * flagged route, and makes the one Decision (core/decide.ts) every later stage reads. A TRACE
+ * on a route that does not list it is refused here (405, core/strictness.ts refusedMethod).
  * Cost: the route scan; a header lookup and one hash on a split route.
  */
 export class Decide {
@@ -22,11 +25,13 @@ export class Decide {
     private readonly metrics: Metrics
   ) {}
 
-  decide (ex: Exchange): void {
+  /** True when the request goes on with its Decision; false when it was refused (answered and recorded). */
+  decide (ex: Exchange): boolean {
     const { target, method } = ex
     const current = this.table.current
     const path = normalizePath(pathOf(target))
     const rule = current.match(method, path) ?? current.defaultRoute
+    if (refusedMethod(rule, method)) return refuse(ex, 'FICUS_ERR_METHOD_NOT_ALLOWED', this.metrics)
     // The sticky key is read where it is used: to bucket a user (a split or a flag) or, below,
     // to tell the divergence samples of one user apart (a shadowed request). Elsewhere never.
     const bucketed = buckets(rule)
@@ -39,6 +44,7 @@ export class Decide {
     if (d.bucketSource === 'random') this.metrics.stickyMissing.inc({ route: rule.name })
     if (d.shadow && !bucketed) d = withKey(d, keyOf(ex, rule))
     ex.routed(rule, d)
+    return true
   }
 }
 

@@ -4,17 +4,20 @@ import type { Socket } from 'node:net'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import type { Metrics } from '../adapters/metrics-registry.js'
 import type { Limits } from '../config/schema.js'
-import { acceptableRequestId, declaresMoreThan } from '../core/forward-headers.js'
+import { acceptableRequestId, declaresMoreThan, unmapIPv4 } from '../core/forward-headers.js'
 import { errorBody, ficusError, reasonOf, type ErrorCode, type FicusError } from '../errors.js'
 import { Exchanges } from './exchange.js'
+import type { SocketRefusal } from './record.js'
 import { refuse } from './respond.js'
 
 /**
  * The HTTP edge: what happens to a request before the pipeline sees it. Node's parser
  * already refuses smuggling shapes (CL+TE, bad chunking, obs-fold); this module shapes
- * those refusals into catalogue errors, accepts absolute-form targets (RFC 9112 §3.2.2) and
- * answers `Expect: 100-continue`. Every refusal of a request is counted and logged like any
- * other request; a connection that never sent a byte is just closed, as nginx does.
+ * those refusals into catalogue errors, accepts absolute-form targets (RFC 9112 §3.2.2),
+ * answers `Expect: 100-continue` and refuses other expectations (417). Every refusal of a
+ * request is counted and logged (within the refusal budget, record.ts), a parser refusal too,
+ * though Node made no request of it; a connection that never sent a byte is just closed, as
+ * nginx does.
  */
 
 const kAuthority = Symbol('ficus.authority')
@@ -34,6 +37,8 @@ export interface EdgeDeps {
   readonly limits: Limits
   /** A request the edge refuses is an exchange like any other (an access-log line, metrics). */
   readonly exchanges: Exchanges
+  /** The access-log line of a refusal Node's parser made before there was a request (record.ts). */
+  readonly socketRefused: (r: SocketRefusal) => void
 }
 
 /** The request id: the client's `x-request-id` when it is short printable ASCII, else a new one. */
@@ -90,20 +95,32 @@ export function clientErrorHandler(deps: EdgeDeps) {
     const code: ErrorCode = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
       ? 'FICUS_ERR_REQUEST_TIMEOUT'
       : err.code === 'HPE_HEADER_OVERFLOW' ? 'FICUS_ERR_HEADERS_TOO_LARGE' : 'FICUS_ERR_BAD_REQUEST'
-    const e = ficusError(code)
+    // The newest request was refused by a stage already, and its body, which was never read,
+    // is what the parser choked on: that answer (Connection: close) ends the connection once
+    // it is written. Not a second refusal.
+    const last = Exchanges.newest(socket)
+    if (last !== null && last.error !== null && !last.req.complete && last.res.writableEnded) return
+    const ex = Exchanges.inProgress(socket)
+    const e = ficusError(code, { cause: err })
     const reason = reasonOf(code)
     deps.metrics.clientErrors.inc({ reason })
-    const ex = Exchanges.inProgress(socket)
+    // No request was made of what was refused: it gets an id and a line of its own.
+    const refused = (): string => {
+      const requestId = randomUUID()
+      deps.socketRefused({ requestId, error: e, status: e.statusCode, ip: unmapIPv4(socket.remoteAddress ?? '') })
+      return requestId
+    }
     if (ex !== null && ex.req.complete) {
       // A later pipelined request is malformed; the one in progress was read whole. As nginx
       // does, it is answered first, then the refusal, then the connection closes.
-      ex.res.once('finish', () => answerAndClose(socket, e, undefined))
+      const requestId = refused()
+      ex.res.once('finish', () => answerAndClose(socket, e, requestId))
       return
     }
     // A request already in the pipeline (its body is bad, or the whole-request timeout): its
     // exchange records the error, and the request in progress upstream is abandoned.
     if (socket.writable && (ex === null || !ex.res.headersSent)) {
-      answerAndClose(socket, e, ex?.requestId)
+      answerAndClose(socket, e, ex === null ? refused() : ex.requestId)
       ex?.cutShort(e, e.statusCode)
     } else {
       socket.destroy()
@@ -171,6 +188,19 @@ export function refuseConnect(server: Server, deps: EdgeDeps): void {
     // Node applies no timeout to a socket it handed over: Ficus closes it, lingering as for any refusal.
     res.once('finish', () => lingerClose(socket))
     refuse(deps.exchanges.open(req, res, requestIdOf(req)), 'FICUS_ERR_CONNECT', deps.metrics)
+  })
+}
+
+/**
+ * Any other expectation than 100-continue (`Expect: 103-checkpoint`): RFC 9110 §10.1.1 lets a
+ * server answer 417, which Node does itself, unrecorded; with this listener the 417 carries
+ * the catalogue's code, is counted and has its access-log line. (nginx ignores the field.)
+ */
+export function refuseExpectation(server: Server, deps: EdgeDeps): void {
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    // Before rewriteUrl: an absolute-form target is still raw here (it may hold credentials).
+    const target = req.url?.startsWith('/') === true ? req.url : ''
+    refuse(deps.exchanges.open(req, res, requestIdOf(req), target), 'FICUS_ERR_EXPECTATION', deps.metrics)
   })
 }
 

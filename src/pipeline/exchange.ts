@@ -70,6 +70,8 @@ export class Exchange {
   readonly upstreamHeaders: string[] = []
   /** The client's address: the peer, or the first untrusted hop of X-Forwarded-For. */
   readonly clientIp: string = ''
+  /** Request header names left out of the upstream request (limits.headerNames: drop), as sent. */
+  readonly droppedHeaders: readonly string[] = []
   /** The side that answered, or was being tried when it failed. */
   readonly backend: Backend | null = null
   readonly outcome: Outcome = 'ok'
@@ -101,10 +103,11 @@ export class Exchange {
 
   /* ---------- admit and decide ---------- */
 
-  /** The request may go upstream, with these headers, for this client. */
-  admitted (upstreamHeaders: string[], clientIp: string): void {
+  /** The request may go upstream, with these headers, for this client; `dropped`: header names left out of them. */
+  admitted (upstreamHeaders: string[], clientIp: string, dropped: readonly string[] = []): void {
     this.w.upstreamHeaders = upstreamHeaders
     this.w.clientIp = clientIp
+    if (dropped.length > 0) this.w.droppedHeaders = dropped
   }
 
   /**
@@ -237,5 +240,10 @@ export class Exchanges {
   static inProgress (socket: Socket): Exchange | null {
     for (const ex of (socket as TrackedSocket)[kOpen] ?? []) if (!ex.res.writableFinished) return ex
     return null
+  }
+
+  /** The newest exchange on `socket` whose response has not closed yet (finished or not), or null. */
+  static newest (socket: Socket): Exchange | null {
+    return (socket as TrackedSocket)[kOpen]?.at(-1) ?? null
   }
 }

@@ -26,7 +26,7 @@ t.test('a minimal file gets the documented defaults', async (t) => {
     timeoutMs: 30_000, connectTimeoutMs: 5_000, bodyTimeoutMs: 30_000, connections: 128, maxQueue: 512, hostHeader: 'preserve'
   })
   t.equal(c.upstreams.new?.origin, 'https://new.internal')
-  t.same(c.limits, { bodyBytes: 10 * 1024 * 1024, bodyBufferBytes: 64 * 1024, headerBytes: 16 * 1024, headTimeoutMs: 10_000, requestTimeoutMs: 300_000, bodyIdleTimeoutMs: 30_000, sendTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000 })
+  t.same(c.limits, { bodyBytes: 10 * 1024 * 1024, bodyBufferBytes: 64 * 1024, headerBytes: 16 * 1024, headTimeoutMs: 10_000, requestTimeoutMs: 300_000, bodyIdleTimeoutMs: 30_000, sendTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, headerNames: 'drop' })
   t.same(c.defaultRoute.backends, { legacy: 'legacy', new: 'new' })
   t.equal(c.defaultRoute.new, 0)
   t.same(c.defaultRoute.sticky, { kind: 'cookie', name: 'session' })
@@ -46,7 +46,7 @@ t.test('a full file: every key read, env expanded, per-route overrides applied',
   t.same([c.upstreams.monolith?.connections, c.upstreams.monolith?.maxQueue], [64, 100])
   t.equal(c.upstreams['orders-v2']?.timeoutMs, 1500)
   t.equal(c.upstreams['orders-v2']?.hostHeader, 'upstream')
-  t.same(c.limits, { bodyBytes: 2 * 1024 * 1024, bodyBufferBytes: 16 * 1024, headerBytes: 32 * 1024, headTimeoutMs: 5_000, requestTimeoutMs: 120_000, bodyIdleTimeoutMs: 20_000, sendTimeoutMs: 15_000, keepAliveTimeoutMs: 10_000 })
+  t.same(c.limits, { bodyBytes: 2 * 1024 * 1024, bodyBufferBytes: 16 * 1024, headerBytes: 32 * 1024, headTimeoutMs: 5_000, requestTimeoutMs: 120_000, bodyIdleTimeoutMs: 20_000, sendTimeoutMs: 15_000, keepAliveTimeoutMs: 10_000, headerNames: 'drop' })
   t.equal(c.trustedHops, 1)
   t.equal(c.exposeBackend, true)
   t.equal(c.log.level, 'warn')
@@ -141,6 +141,26 @@ t.test('limits and listeners that Node or the OS would refuse', async (t) => {
   t.same(errorsOf(base('limits: { headTimeout: 20s, requestTimeout: 10s }')), ['limits.headTimeout: must not be longer than limits.requestTimeout (10s)'])
   t.same(errorsOf(base('listen: { port: 9000 }\nadmin: { port: 9000 }')), ['admin.port: must differ from listen.port (9000)'])
   t.same(errorsOf(base('listen: { port: 0 }\nadmin: { port: 0 }')), [], 'two ephemeral ports are fine')
+})
+
+t.test('a sticky header whose name limits.headerNames drops or refuses is refused, saying what to change', async (t) => {
+  const doc = (sticky: string, extra = '', routeSticky = 'header:x.tenant'): string => `version: 1
+upstreams:
+  legacy: { url: http://127.0.0.1:3001 }
+  new: { url: http://127.0.0.1:3002 }
+sticky: ${sticky}
+routes:
+  - { name: a, match: { path: /a }, new: 10, sticky: "${routeSticky}" }
+${extra}`
+  t.same(errorsOf(doc('header:x_user_id')), [
+    'sticky: header "x_user_id" has characters other than letters, digits and "-", and limits.headerNames: drop leaves such headers out of every request (as nginx does), so the backend would not see the key users are kept on a side by; rename the header, or set limits.headerNames: pass',
+    'routes[0].sticky: header "x.tenant" has characters other than letters, digits and "-", and limits.headerNames: drop leaves such headers out of every request (as nginx does), so the backend would not see the key users are kept on a side by; rename the header, or set limits.headerNames: pass'
+  ])
+  t.match(errorsOf(doc('header:x_user_id', 'limits: { headerNames: refuse }'))[0], /^sticky: header "x_user_id" .* limits.headerNames: refuse refuses every request that has such a header/)
+  t.same(errorsOf(doc('header:x_user_id', 'limits: { headerNames: pass }')), [], 'pass forwards them: nothing to say')
+  t.same(errorsOf(doc('cookie:x_session', '', 'query:x.user')), [], 'cookie and query names are not header names')
+  t.equal(parseConfig(doc('header:x_user_id', 'limits: { headerNames: pass }'), 'x.yaml', {}).limits.headerNames, 'pass')
+  t.same(errorsOf(base('limits: { headerNames: strip }')), ['limits.headerNames: must be drop, pass or refuse'])
 })
 
 t.test('upstream names and references', async (t) => {
