@@ -60,12 +60,13 @@ class Backend {
 
   private make (): Server {
     const server = createServer((req, res) => {
-      const id = req.headers['x-bench-id']
-      if (typeof id === 'string') this.seen.add(id)
+      const header = req.headers['x-bench-id']
+      const id = typeof header === 'string' ? header : ''
+      this.seen.add(id)
       req.resume()
       req.on('end', () => {
         if (this.hung) return // never answers
-        const body = JSON.stringify({ served: this.name, id: req.method === 'POST' ? `${this.name}-${id ?? ''}` : undefined })
+        const body = JSON.stringify({ served: this.name, id: req.method === 'POST' ? `${this.name}-${id}` : undefined })
         res.writeHead(req.method === 'POST' ? 201 : 200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
         res.end(body)
       })
