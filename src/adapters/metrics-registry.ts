@@ -91,6 +91,7 @@ export function createMetrics(register: Registry = new Registry()) {
       ['version'])
   }
   for (const outcome of ['success', 'failure']) m.configReloads.inc({ outcome }, 0)
+  for (const reason of CLIENT_REASONS) m.clientErrors.inc({ reason }, 0)
   return m
 }
 
@@ -111,6 +112,7 @@ export function primeRoute(m: Metrics, route: string, flagged: boolean): void {
   for (const reason of FALLBACK_REASONS) m.fallbacks.inc({ route, reason }, 0)
   for (const backend of BACKENDS) for (const reason of UPSTREAM_REASONS) m.upstreamErrors.inc({ route, backend, reason }, 0)
   m.breakerEjections.inc({ route }, 0)
+  m.stickyMissing.inc({ route }, 0)
   // A gauge, created at 0 without changing a value already set (a reload primes again).
   for (const state of ['closed', 'open', 'half_open']) m.breakerState.inc({ route, state }, 0)
   m.writesRefused.inc({ route, reason: 'new_ejected' }, 0)
@@ -129,6 +131,9 @@ const SHADOW_DROP_REASONS = ['concurrency', 'timeout', 'body_too_large'] as cons
 const BACKENDS = ['legacy', 'new'] as const satisfies readonly Backend[]
 /** The reasons of ficus_upstream_errors_total (the upstream faults of the catalogue). */
 const UPSTREAM_REASONS = ['refused', 'unreachable', 'reset', 'bad_response', 'other', 'connect_timeout', 'timeout', 'saturated', 'closing', 'body_timeout', 'aborted'] as const satisfies readonly Reason[]
+/** The reasons of ficus_client_errors_total (the client faults of the catalogue). */
+const CLIENT_REASONS = ['bad_request', 'bad_target', 'duplicate_host', 'missing_host', 'invalid_host', 'duplicate_header', 'header_name', 'transfer_coding',
+  'method_not_allowed', 'expectation', 'http_version', 'connect', 'request_timeout', 'body_too_large', 'headers_too_large', 'send_timeout'] as const satisfies readonly Reason[]
 /** The reasons of ficus_fallbacks_total: new's failures before answering, its 5xx answers, and its breaker. */
 const FALLBACK_REASONS = ['refused', 'unreachable', 'reset', 'bad_response', 'other', 'connect_timeout', 'timeout', 'saturated', 'closing', 'status_502', 'status_503', 'status_504', 'ejected'] as const
 

@@ -37,6 +37,13 @@ t.test('/metrics lists every family with its route gauges; labels are route name
     ['ficus_comparisons_total', { route: 'default', outcome: 'diverged' }],
     ['ficus_divergences_total', { route: 'default', kind: 'body' }],
     ['ficus_shadow_dropped_total', { route: 'orders', reason: 'timeout' }],
+    ['ficus_fallbacks_total', { route: 'orders', reason: 'ejected' }],
+    ['ficus_upstream_errors_total', { route: 'orders', backend: 'new', reason: 'refused' }],
+    ['ficus_breaker_ejections_total', { route: 'orders' }],
+    ['ficus_breaker_state', { route: 'orders', state: 'open' }],
+    ['ficus_writes_refused_total', { route: 'orders', reason: 'new_ejected' }],
+    ['ficus_sticky_key_missing_total', { route: 'orders' }],
+    ['ficus_client_errors_total', { reason: 'duplicate_header' }],
     ['ficus_config_reloads_total', { outcome: 'failure' }]
   ] as const) t.equal(sample(m, name, labels), 0, `${name} ${JSON.stringify(labels)} at 0`)
   t.equal(sample(m, 'ficus_rollbacks_total', { route: 'orders', trigger: 'flag' }), undefined, 'no flag trigger on a route without a flag')

@@ -26,7 +26,7 @@ t.test('at 25 %, exactly the users whose bucket is <= 25 reach new, every time',
   const m = await f.scrape()
   t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: 'new', role: 'primary', code: '200' }), onNew * 2)
   t.equal(sample(m, 'ficus_requests_total', { route: 'orders', backend: 'legacy', role: 'primary', code: '200' }), (400 - onNew) * 2)
-  t.equal(sample(m, 'ficus_sticky_key_missing_total', { route: 'orders' }), undefined, 'every request had a key')
+  t.equal(sample(m, 'ficus_sticky_key_missing_total', { route: 'orders' }), 0, 'every request had a key')
 })
 
 t.test('cookie, query and ip keys, and a route that overrides the sticky key', async (t) => {
