@@ -12,7 +12,7 @@ import { Pool } from 'undici'
  * `node dist/bench/outage.js`: what an outage of new costs users. Ficus (the built CLI, a
  * process of its own) serves one route fully on new (`new: 100`), with legacy behind it;
  * a bounded loop of clients on loopback sends reads (GET) and writes (POST with a body)
- * before, during and after an outage of new:
+ * before, during and after an outage of new (after a warm-up that is not counted):
  *
  * - `--mode refused`: new's process is gone (its listener closed, its connections cut):
  *   connections are refused;
@@ -27,6 +27,7 @@ import { Pool } from 'undici'
 const { values: opt } = parseArgs({
   options: {
     mode: { type: 'string', default: 'refused' },
+    warmup: { type: 'string', default: '3' },
     before: { type: 'string', default: '10' },
     outage: { type: 'string', default: '30' },
     after: { type: 'string', default: '20' },
@@ -42,7 +43,7 @@ const seconds = (s: string): number => Number(s) * 1000
 const ROOT = join(import.meta.dirname, '..', '..')
 const CLI = join(ROOT, 'dist', 'src', 'cli.js')
 
-type Phase = 'before' | 'outage' | 'after'
+type Phase = 'warmup' | 'before' | 'outage' | 'after'
 interface Done { phase: Phase; method: string; ms: number; ok: boolean; reachedNew: boolean }
 
 /** An upstream on 127.0.0.1; new can be taken down (refused or hung) and brought back on the same port. */
@@ -157,7 +158,7 @@ async function main (): Promise<void> {
 
   const pool = new Pool(trafficUrl, { connections: Number(opt.concurrency), pipelining: 1 })
   const done: Done[] = []
-  let phase: Phase = 'before'
+  let phase: Phase = 'warmup'
   let running = true
   let seq = 0
   const body = JSON.stringify({ item: 'tea', qty: 2 })
@@ -189,6 +190,8 @@ async function main (): Promise<void> {
   const clients = Array.from({ length: Number(opt.concurrency) }, async (_, i) => client(i))
   const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
+  await sleep(seconds(opt.warmup)) // JIT and connection pools warm: not counted
+  phase = 'before'
   await sleep(seconds(opt.before))
   phase = 'outage'
   const outageAt = performance.now() - t0

@@ -49,7 +49,7 @@ export const DEFAULTS = {
       window: '10s',
       /** First cool-down while legacy serves; doubles with each ejection in a row, up to maxEjection. */
       ejection: '5s',
-      maxEjection: '30s',
+      maxEjection: '15s',
       /** Requests let through to new at once after a cool-down (half-open); one success closes the breaker. */
       probes: 1
     }

@@ -289,7 +289,7 @@ t.test('fallback: defaults, a route overriding key by key, and what would never 
   t.same(c.routes[0]?.fallback, {
     newTimeout: { ms: 2000 },
     ejectedWrites: 'legacy',
-    breaker: { consecutiveFailures: 3, failureRate: 0.5, minRequests: 20, windowMs: 30_000, ejectionMs: 5_000, maxEjectionMs: 30_000, probes: 1 }
+    breaker: { consecutiveFailures: 3, failureRate: 0.5, minRequests: 20, windowMs: 30_000, ejectionMs: 5_000, maxEjectionMs: 15_000, probes: 1 }
   }, 'the route\'s keys over the top level\'s, over the defaults')
   t.same(c.routes[1]?.fallback.newTimeout, { ms: 2000 }, 'a route without fallback: takes the top level\'s')
   t.same(parseConfig(route('', '    fallback: { breaker: false }'), 'f.yaml', {}).routes[0]?.fallback,
