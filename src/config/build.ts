@@ -104,7 +104,7 @@ function buildUnleash(u: NonNullable<Settings['unleash']>, file: string, state: 
   }
 }
 
-function toRule(r: RawRoute, pattern: PathPattern, sticky: StickySpec, backends: Settings['backends']): RouteRule {
+function toRule(r: RawRoute, pattern: PathPattern, sticky: readonly StickySpec[], backends: Settings['backends']): RouteRule {
   return {
     name: r.name,
     methods: r.match.methods === undefined ? null : new Set(r.match.methods),
@@ -119,8 +119,13 @@ function toRule(r: RawRoute, pattern: PathPattern, sticky: StickySpec, backends:
   }
 }
 
+/** `sticky:` as written, one source or a list of them → the sources in order. */
+export function parseSticky(spec: string | readonly string[]): StickySpec[] {
+  return typeof spec === 'string' ? [parseStickySource(spec)] : spec.map(parseStickySource)
+}
+
 /** `header:X-User-Id` → { kind: 'header', name: 'x-user-id' } (header names are case-insensitive). */
-export function parseSticky(spec: string): StickySpec {
+export function parseStickySource(spec: string): StickySpec {
   if (spec === 'ip') return { kind: 'ip' }
   const colon = spec.indexOf(':')
   const kind = spec.slice(0, colon) as 'header' | 'cookie' | 'query'

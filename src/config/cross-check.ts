@@ -59,6 +59,7 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
   if (listen.port === admin.port && listen.port !== 0) report(['admin', 'port'], `must differ from listen.port (${listen.port})`)
 
   checkUnleash(data, report)
+  checkSticky(data.sticky, ['sticky'], report)
 
   if (!Array.isArray(data.routes)) return
   const rules: RouteShape[] = []
@@ -74,6 +75,7 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
       report(['routes', i, 'flag'], 'reads an Unleash flag, but routes.yaml has no unleash: block (url, appName, token)')
     }
     checkBackends(r.backends, ['routes', i, 'backends'])
+    checkSticky(r.sticky, ['routes', i, 'sticky'], report)
     // The rule paths of a compare block, from every list that has the right shape (the schema reports the rest).
     if (isObject(r.compare)) {
       const c = r.compare
@@ -95,6 +97,15 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
     }
   })
   for (const p of checkRoutes(rules)) report(['routes', index[p.index] as number, p.field], p.message.replace(/routes\[(\d+)\]/g, (_, j: string) => `routes[${index[Number(j)]}]`))
+}
+
+/** A list of sticky sources in which one can never be read: every request has a client address, so nothing after `ip` is. */
+function checkSticky(sticky: unknown, path: Path, report: Report): void {
+  if (!Array.isArray(sticky)) return
+  const ip = sticky.indexOf('ip')
+  if (ip !== -1 && ip < sticky.length - 1) {
+    report([...path, ip + 1], 'is never read: every request has a client address, so the list stops at ip (put ip last)')
+  }
 }
 
 /** The unleash: block beyond its schema: a client that would never fetch, an admin API with no environment. */

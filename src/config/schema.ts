@@ -16,8 +16,11 @@ const Size = msg(Type.Union([Type.Integer({ minimum: 0 }), Type.String({ format:
   'must be a size like 512KiB or 10MiB, or a number of bytes')
 const Port = Type.Integer({ minimum: 0, maximum: 65535 })
 const Host = Type.String({ minLength: 1 })
-const Sticky = msg(Type.String({ pattern: '^((header|cookie|query):[!#$%&\'*+.^_`|~0-9A-Za-z-]+|ip)$' }),
+const StickySource = msg(Type.String({ pattern: '^((header|cookie|query):[!#$%&\'*+.^_`|~0-9A-Za-z-]+|ip)$' }),
   'must be header:<name>, cookie:<name>, query:<name> or ip')
+/** One source, or an ordered list of them: the first one a request has gives its key. */
+const Sticky = msg(Type.Union([StickySource, Type.Array(StickySource, { minItems: 1, uniqueItems: true })]),
+  'must be header:<name>, cookie:<name>, query:<name> or ip, or a list of them like [header:x-user-id, ip]')
 const Side = msg(Type.Union([Type.Literal('legacy'), Type.Literal('new')]), 'must be legacy or new')
 const Backends = Type.Object({ legacy: Type.String(), new: Type.String() }, { additionalProperties: false })
 
