@@ -61,7 +61,9 @@ export function build(s: Settings, file: string): Config {
       requestTimeoutMs: ms(limits.requestTimeout),
       bodyIdleTimeoutMs: ms(limits.bodyIdleTimeout),
       sendTimeoutMs: ms(limits.sendTimeout),
-      keepAliveTimeoutMs: ms(limits.keepAliveTimeout)
+      keepAliveTimeoutMs: ms(limits.keepAliveTimeout),
+      upgradeIdleTimeoutMs: ms(limits.upgradeIdleTimeout),
+      upgradeMaxLifetimeMs: ms(limits.upgradeMaxLifetime)
     },
     shadow: {
       maxInFlight: shadow.maxInFlight,

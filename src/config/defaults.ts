@@ -49,7 +49,11 @@ export const DEFAULTS = {
     /** Longest wait for a client to read more of the response (connection aborted), like nginx's send_timeout. */
     sendTimeout: '30s',
     /** Idle keep-alive connection between two requests. */
-    keepAliveTimeout: '5s'
+    keepAliveTimeout: '5s',
+    /** An upgraded connection (WebSocket) with no byte either way this long is closed (0s: never); apps that ping every 30 s or so stay open. */
+    upgradeIdleTimeout: '5m',
+    /** An upgraded connection is closed this long after it opened (0s: never), so none outlives a deploy by days. */
+    upgradeMaxLifetime: '24h'
   },
   shadow: {
     /** Shadow exchanges in flight at most, over all routes (dropped and counted past it). */

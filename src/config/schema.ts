@@ -100,7 +100,9 @@ export const ConfigSchema = Type.Object({
     requestTimeout: Type.Optional(Duration),
     bodyIdleTimeout: Type.Optional(Duration),
     sendTimeout: Type.Optional(Duration),
-    keepAliveTimeout: Type.Optional(Duration)
+    keepAliveTimeout: Type.Optional(Duration),
+    upgradeIdleTimeout: Type.Optional(Duration),
+    upgradeMaxLifetime: Type.Optional(Duration)
   }, { additionalProperties: false })),
   shadow: Type.Optional(Type.Object({
     maxInFlight: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536 })),
@@ -176,6 +178,10 @@ export interface Limits {
   readonly bodyIdleTimeoutMs: number
   readonly sendTimeoutMs: number
   readonly keepAliveTimeoutMs: number
+  /** An upgraded connection with no byte either way this long is closed; 0: never. */
+  readonly upgradeIdleTimeoutMs: number
+  /** An upgraded connection is closed this long after its 101; 0: never. */
+  readonly upgradeMaxLifetimeMs: number
 }
 
 /** Bounds of shadow traffic (docs/shadow.md "Why it cannot slow or break a user's request"): what is kept, and for how long. */

@@ -7,7 +7,9 @@ import type { Exchange } from './exchange.js'
  * Stage 5, record: once a response is over (finished or aborted: the response's `close`
  * always fires, where fastify's onResponse misses aborts), the exchange is closed, counted
  * (ficus_requests_total, ficus_request_duration_seconds) and written as the one access-log
- * line. The query string is left out of the log: it often carries tokens.
+ * line. The query string is left out of the log: it often carries tokens. An upgraded
+ * connection is recorded when its tunnel closes: status 101, its whole life in `ms`, the
+ * bytes each way, and who closed it.
  * Cost: two map reads for the series, one hand-built JSON line, batched writes (log-output.ts).
  */
 export function recorder(metrics: Metrics, log: Logger, now: () => number): (ex: Exchange) => void {
@@ -17,7 +19,9 @@ export function recorder(metrics: Metrics, log: Logger, now: () => number): (ex:
     const status = ex.close()
     const ms = now() - ex.start
     const rule = ex.rule
-    if (rule !== null) count(rule.name, ex.backend ?? 'none', status, ms / 1000)
+    const tunnel = ex.tunnel
+    // An upgraded connection's duration is its handshake: the tunnel's life (hours) is not a latency.
+    if (rule !== null) count(rule.name, ex.backend ?? 'none', status, (tunnel === null ? ms : tunnel.handshakeMs) / 1000)
     // Written by hand (fields in a fixed order, strings through JSON.stringify): pino's
     // generic serialisation of this object was ~4 µs of every request.
     let f = `"reqId":${JSON.stringify(ex.requestId)},"method":${JSON.stringify(ex.method)}`
@@ -27,6 +31,10 @@ export function recorder(metrics: Metrics, log: Logger, now: () => number): (ex:
     if (bucket !== undefined && bucket !== null) f += `,"bucket":${bucket}`
     f += `,"status":${status},"ms":${Math.round(ms * 10) / 10},"outcome":"${ex.outcome}"`
     if (ex.fallback !== null) f += `,"fallback":${JSON.stringify(ex.fallback)}`
+    if (tunnel !== null) {
+      f += `,"upgrade":${JSON.stringify(tunnel.protocol)},"handshakeMs":${Math.round(tunnel.handshakeMs * 10) / 10}` +
+        `,"bytesIn":${tunnel.fromClient},"bytesOut":${tunnel.toClient},"closedBy":"${tunnel.end ?? 'client'}"`
+    }
     const error = ex.error
     if (error !== null) {
       const cause = causeOf(error)

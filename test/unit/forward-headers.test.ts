@@ -1,5 +1,5 @@
 import t from 'tap'
-import { forwardHeaders, responseHeaders, acceptableRequestId, type ForwardContext, validHost } from '../../src/core/forward-headers.js'
+import { forwardHeaders, responseHeaders, acceptableRequestId, type ForwardContext, validHost, switchingProtocolsHead } from '../../src/core/forward-headers.js'
 
 const ctx: ForwardContext = { peer: '10.1.1.1', proto: 'http', httpVersion: '1.1', trustedHops: 0, requestId: 'rid-1', authority: undefined }
 
@@ -112,4 +112,14 @@ t.test('request ids: short printable ASCII is kept', async (t) => {
 t.test('validHost: host[:port] as RFC 9112 §3.2 allows, nothing else', async (t) => {
   for (const ok of ['', 'shop.example', 'shop.example:8080', 'shop.example:', '10.0.0.1', '[::1]', '[::1]:443', 'xn--caf-dma.example', 'a_b.example', 'caf%C3%A9.example']) t.ok(validHost(ok), `${ok} is valid`)
   for (const bad of ['a b', 'alice@shop.example', 'shop.example/x', 'shop.example:80a', 'shop.example:123456', 'shop.example:65536', 'shop.example:99999', '[::1', 'shop.example?x', 'shop"example', 'a\tb']) t.notOk(validHost(bad), `${bad} is refused`)
+})
+
+t.test('a 101 head for the client: the backend\'s end-to-end fields, Connection: Upgrade and the protocol', async (t) => {
+  const head = switchingProtocolsHead([
+    'Upgrade', 'websocket', 'Connection', 'Upgrade, X-Hop', 'Sec-WebSocket-Accept', 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=',
+    'Sec-WebSocket-Protocol', 'chat', 'X-Hop', 'drop me', 'Keep-Alive', 'timeout=5', 'Set-Cookie', 'a=1', 'Set-Cookie', 'b=2'
+  ], 'websocket', ['x-ficus-backend', 'new'])
+  t.equal(head, 'HTTP/1.1 101 Switching Protocols\r\n' +
+    'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n' +
+    'x-ficus-backend: new\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n')
 })
