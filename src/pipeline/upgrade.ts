@@ -46,7 +46,7 @@ export interface UpgradeDeps {
   readonly now: () => number
 }
 
-/** After Ficus ends a tunnel (FIN both ways), how long each side has to close before it is destroyed, in ms. */
+/** After a tunnel's first FIN (from a side, or Ficus's to both), how long the sides have to close before they are destroyed, in ms. */
 const END_GRACE_MS = 5000
 
 /** One open tunnel, as the drain sees it. */
@@ -212,20 +212,32 @@ export class Upgrades {
       toClient.inc(c.length)
     })
     up.on('error', () => up.destroy())
-    socket.on('end', () => ex.tunnelEnds('client'))
     socket.on('error', () => ex.tunnelEnds('client'))
-    up.on('end', () => ex.tunnelEnds('upstream'))
     up.on('error', () => ex.tunnelEnds('upstream'))
 
     let grace: NodeJS.Timeout | undefined
-    const end = (reason: TunnelEnd): void => {
-      ex.tunnelEnds(reason)
-      socket.end()
-      up.end()
+    /** Both sockets are destroyed END_GRACE_MS from now, if they have not closed by then. */
+    const closing = (): void => {
       grace ??= setTimeout(() => {
         socket.destroy()
         up.destroy()
       }, END_GRACE_MS).unref()
+    }
+    // One side sent its FIN: pipe() passes it on (the other side may still finish what it
+    // sends), and a peer that never closes its side cannot hold the tunnel open past the grace.
+    socket.on('end', () => {
+      ex.tunnelEnds('client')
+      closing()
+    })
+    up.on('end', () => {
+      ex.tunnelEnds('upstream')
+      closing()
+    })
+    const end = (reason: TunnelEnd): void => {
+      ex.tunnelEnds(reason)
+      socket.end()
+      up.end()
+      closing()
     }
     // One side gone: the other is ended (what is in flight to it is still written), and destroyed if it lingers.
     socket.once('close', () => end('client'))

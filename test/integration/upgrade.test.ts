@@ -209,3 +209,22 @@ t.test('stopping Ficus ends open tunnels, once the drain delay is over', async (
   const line = await f.logs.waitFor((l) => l.msg === 'request' && l.upgrade === 'websocket')
   t.match(line, { status: 101, closedBy: 'drain' })
 })
+
+t.test('a backend that never closes its side cannot hold a tunnel open once the client has left', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  let upstreamEnded = false
+  legacy.server.on('upgrade', (_req, socket: Socket) => {
+    socket.on('error', () => {})
+    socket.on('end', () => { upstreamEnded = true })
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-raw\r\nConnection: Upgrade\r\n\r\n')
+    // never ends its side, reads nothing: a half-open peer
+  })
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } }, routes: [] })
+  const { socket } = await rawUpgrade(f.url, upgradeHead('/raw', 'x-raw'))
+  socket.end() // the client leaves (FIN)
+  const line = await f.logs.waitFor((l) => l.msg === 'request' && l.upgrade === 'x-raw', { message: 'the tunnel was not closed after the client left' })
+  t.match(line, { status: 101, closedBy: 'client' })
+  t.ok(upstreamEnded, 'Ficus passed the FIN on to the backend')
+  // Both of Ficus's sockets closed (the backend's never ended its side): the gauge counts a tunnel until then.
+  await waitFor(async () => sample(await f.scrape(), 'ficus_upgraded_connections', { route: 'default', backend: 'legacy' }) === 0, { message: 'the tunnel to a half-open backend stayed open' })
+})
