@@ -26,7 +26,8 @@ t.test('a minimal file gets the documented defaults', async (t) => {
     timeoutMs: 30_000, connectTimeoutMs: 5_000, bodyTimeoutMs: 30_000, connections: 128, maxQueue: 512, hostHeader: 'preserve'
   })
   t.equal(c.upstreams.new?.origin, 'https://new.internal')
-  t.same(c.limits, { bodyBytes: 10 * 1024 * 1024, bodyBufferBytes: 64 * 1024, headerBytes: 16 * 1024, headTimeoutMs: 10_000, requestTimeoutMs: 300_000, bodyIdleTimeoutMs: 30_000, sendTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000 })
+  t.same(c.limits, { bodyBytes: 10 * 1024 * 1024, bodyBufferBytes: 64 * 1024, headerBytes: 16 * 1024, headTimeoutMs: 10_000, requestTimeoutMs: 300_000, bodyIdleTimeoutMs: 30_000, sendTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000,
+    upgradeIdleTimeoutMs: 300_000, upgradeMaxLifetimeMs: 86_400_000 })
   t.same(c.defaultRoute.backends, { legacy: 'legacy', new: 'new' })
   t.equal(c.defaultRoute.new, 0)
   t.same(c.defaultRoute.sticky, [{ kind: 'cookie', name: 'session' }])
@@ -46,7 +47,8 @@ t.test('a full file: every key read, env expanded, per-route overrides applied',
   t.same([c.upstreams.monolith?.connections, c.upstreams.monolith?.maxQueue], [64, 100])
   t.equal(c.upstreams['orders-v2']?.timeoutMs, 1500)
   t.equal(c.upstreams['orders-v2']?.hostHeader, 'upstream')
-  t.same(c.limits, { bodyBytes: 2 * 1024 * 1024, bodyBufferBytes: 16 * 1024, headerBytes: 32 * 1024, headTimeoutMs: 5_000, requestTimeoutMs: 120_000, bodyIdleTimeoutMs: 20_000, sendTimeoutMs: 15_000, keepAliveTimeoutMs: 10_000 })
+  t.same(c.limits, { bodyBytes: 2 * 1024 * 1024, bodyBufferBytes: 16 * 1024, headerBytes: 32 * 1024, headTimeoutMs: 5_000, requestTimeoutMs: 120_000, bodyIdleTimeoutMs: 20_000, sendTimeoutMs: 15_000, keepAliveTimeoutMs: 10_000,
+    upgradeIdleTimeoutMs: 90_000, upgradeMaxLifetimeMs: 0 })
   t.equal(c.trustedHops, 1)
   t.equal(c.exposeBackend, true)
   t.equal(c.log.level, 'warn')
