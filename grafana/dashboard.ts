@@ -258,6 +258,33 @@ export function dashboard(): Dashboard {
   }))
 
   // ---- Control plane
+  // ---- Upgrades (WebSocket): tunnels live for minutes to hours, so they are counted apart from requests
+  b.withRow(new RowBuilder('Upgrades (WebSocket)'))
+  b.withPanel(timeseries({
+    title: 'Open tunnels, legacy vs new',
+    description: 'Upgraded connections (WebSocket) open now, per backend. A user keeps the side of its upgrade until it reconnects: after a change of new, this follows as clients reconnect.',
+    unit: 'short', min: 0, width: 6, steps: [[10000, 'orange']],
+    queries: [{ expr: `sum by (backend) (ficus_upgraded_connections{${SEL}})`, legend: '{{backend}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Upgrades by outcome',
+    description: 'Upgrade requests per second by backend and outcome: switched (101, tunnel open), declined (the backend answered another status), failed (not reached: 502/504). Failed on new falls back to legacy.',
+    unit: 'reqps', min: 0, width: 6, steps: [],
+    queries: [{ expr: `sum by (backend, outcome) (rate(ficus_upgrades_total{${SEL}}${RATE}))`, legend: '{{backend}} {{outcome}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Tunnels closed by reason',
+    description: 'Tunnels closed per second by who closed them: client, upstream, idle (limits.upgradeIdleTimeout), max_lifetime, drain. A burst of upstream closes on one backend is that backend dropping its WebSockets.',
+    unit: 'ops', min: 0, width: 6, steps: [],
+    queries: [{ expr: `sum by (backend, reason) (rate(ficus_upgrades_closed_total{${SEL}}${RATE}))`, legend: '{{backend}} {{reason}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Tunnel throughput',
+    description: 'Bytes per second relayed through tunnels after the 101, per backend and direction (from_client: to the backend; to_client).',
+    unit: 'Bps', min: 0, width: 6, steps: [],
+    queries: [{ expr: `sum by (backend, direction) (rate(ficus_upgrade_bytes_total{${SEL}}${RATE}))`, legend: '{{backend}} {{direction}}' }]
+  }))
+
   b.withRow(new RowBuilder('Control plane'))
   b.withPanel(stat({
     title: 'Rollbacks in the time range',

@@ -24,6 +24,7 @@ import { Forwarder } from './pipeline/forward/forwarder.js'
 import { recorder } from './pipeline/record.js'
 import { sendError } from './pipeline/respond.js'
 import { Shadowing } from './pipeline/shadow/shadowing.js'
+import { Upgrades } from './pipeline/upgrade.js'
 
 /**
  * The two apps of a Ficus, built (not listening): the traffic listener, whose request
@@ -74,7 +75,8 @@ export interface TrafficParts {
  *
  *   1. edge + admit  Node's parser refusals, absolute-form targets, 100-continue, CONNECT
  *                    (edge.ts); then what must not be forwarded is refused and the upstream
- *                    headers are built (admit.ts)
+ *                    headers are built (admit.ts). An Upgrade request (WebSocket) leaves
+ *                    HTTP here: admitted and decided the same way, then tunnelled (upgrade.ts)
  *   2. decide        route, sticky key, flag: the one Decision later stages read (decide.ts)
  *   3. forward       body guard, the attempt on the decided side, streaming back, and the
  *                    fallback to legacy when new fails first (forward/)
@@ -99,6 +101,8 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
   const breakers = new Breakers(metrics, logger, now)
   const forward = new Forwarder({ upstreams, limits, live, metrics, breakers, now, draining: () => health.phase === 'draining' }) // 3.
   const shadow = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now }) // 4.
+  // Upgrade requests (WebSocket): the same edge, admit and decide, then a tunnel (never shadowed).
+  const upgrades = new Upgrades({ exchanges, admit, decide, upstreams, live, limits, metrics, log: logger, now })
 
   /** One request through stages 1 to 4 (5 runs when its response is over). */
   function serve(req: IncomingMessage, res: ServerResponse, requestId: string): void {
@@ -156,6 +160,7 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
   answerExpectContinue(traffic.server, edge)
   refuseExpectation(traffic.server, edge)
   refuseConnect(traffic.server, edge)
+  upgrades.listen(traffic.server)
   // Every method but CONNECT, registered as bodyless so fastify never parses, buffers or
   // judges a body (it would answer 415 to a malformed Content-Type): the pipeline streams it.
   for (const m of METHODS) {
@@ -169,6 +174,8 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
       serve(request.raw, reply.raw, request.id)
     }
   })
+  // Before the server closes: open tunnels would keep it from closing (they ran through the drain delay).
+  traffic.addHook('preClose', async () => { await upgrades.close() })
   traffic.addHook('onClose', async () => {
     breakers.close()
     await Promise.all([closeUpstreams(upstreams), shadow.close()])

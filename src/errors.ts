@@ -59,6 +59,7 @@ export const CATALOGUE = {
   FICUS_ERR_FLAG_UPDATE: { status: 502, reason: 'flag_update', message: 'Unleash did not take the change, so it was not made' },
 
   // ---- Ficus itself ----
+  FICUS_ERR_DRAINING: { status: 503, reason: 'draining', message: 'Ficus is shutting down: open the connection again' },
   FICUS_ERR_INTERNAL: { status: 500, reason: 'internal', message: 'Ficus failed to handle the request' }
 } as const satisfies Record<string, Entry>
 

@@ -63,7 +63,9 @@ export function build(s: Settings, file: string): Config {
       bodyIdleTimeoutMs: ms(limits.bodyIdleTimeout),
       sendTimeoutMs: ms(limits.sendTimeout),
       keepAliveTimeoutMs: ms(limits.keepAliveTimeout),
-      headerNames: limits.headerNames
+      headerNames: limits.headerNames,
+      upgradeIdleTimeoutMs: ms(limits.upgradeIdleTimeout),
+      upgradeMaxLifetimeMs: ms(limits.upgradeMaxLifetime)
     },
     shadow: {
       maxInFlight: shadow.maxInFlight,
@@ -106,7 +108,7 @@ function buildUnleash(u: NonNullable<Settings['unleash']>, file: string, state: 
   }
 }
 
-function toRule(r: RawRoute, pattern: PathPattern, sticky: StickySpec, backends: Settings['backends'], fallback: FallbackSettings): RouteRule {
+function toRule(r: RawRoute, pattern: PathPattern, sticky: readonly StickySpec[], backends: Settings['backends'], fallback: FallbackSettings): RouteRule {
   return {
     name: r.name,
     methods: r.match.methods === undefined ? null : new Set(r.match.methods),
@@ -149,8 +151,13 @@ function newTimeout(text: string): NewTimeout {
 
 const share = (pct: string): number => Number(pct.slice(0, -1)) / 100
 
+/** `sticky:` as written, one source or a list of them → the sources in order. */
+export function parseSticky(spec: string | readonly string[]): StickySpec[] {
+  return typeof spec === 'string' ? [parseStickySource(spec)] : spec.map(parseStickySource)
+}
+
 /** `header:X-User-Id` → { kind: 'header', name: 'x-user-id' } (header names are case-insensitive). */
-export function parseSticky(spec: string): StickySpec {
+export function parseStickySource(spec: string): StickySpec {
   if (spec === 'ip') return { kind: 'ip' }
   const colon = spec.indexOf(':')
   const kind = spec.slice(0, colon) as 'header' | 'cookie' | 'query'

@@ -61,8 +61,9 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
 
   checkUnleash(data, report)
   checkFallback(data.fallback, ['fallback'], report)
-  const checkSticky = (spec: unknown, path: Path): void => stickyHeaderKept(spec, settings.limits.headerNames, (m) => report(path, m))
-  checkSticky(data.sticky, ['sticky'])
+  const checkStickyHeader = (spec: unknown, path: Path): void => stickyHeaderKept(spec, settings.limits.headerNames, (m) => report(path, m))
+  checkStickyHeader(data.sticky, ['sticky'])
+  checkSticky(data.sticky, ['sticky'], report)
 
   if (!Array.isArray(data.routes)) return
   const rules: RouteShape[] = []
@@ -79,7 +80,8 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
     }
     checkBackends(r.backends, ['routes', i, 'backends'])
     checkFallback(r.fallback, ['routes', i, 'fallback'], report)
-    checkSticky(r.sticky, ['routes', i, 'sticky'])
+    checkStickyHeader(r.sticky, ['routes', i, 'sticky'])
+    checkSticky(r.sticky, ['routes', i, 'sticky'], report)
     // The rule paths of a compare block, from every list that has the right shape (the schema reports the rest).
     if (isObject(r.compare)) {
       const c = r.compare
@@ -119,6 +121,15 @@ function checkFallback(f: unknown, path: Path, report: Report): void {
   }
   if (b.consecutiveFailures === 0 && b.failureRate === '0%') {
     report([...path, 'breaker'], 'consecutiveFailures: 0 and failureRate: 0% would never eject new: write breaker: false to turn the breaker off')
+  }
+}
+
+/** A list of sticky sources in which one can never be read: every request has a client address, so nothing after `ip` is. */
+function checkSticky(sticky: unknown, path: Path, report: Report): void {
+  if (!Array.isArray(sticky)) return
+  const ip = sticky.indexOf('ip')
+  if (ip !== -1 && ip < sticky.length - 1) {
+    report([...path, ip + 1], 'is never read: every request has a client address, so the list stops at ip (put ip last)')
   }
 }
 

@@ -78,7 +78,11 @@ export const DEFAULTS = {
      * Request headers named with anything but letters, digits and `-` (`X_Forwarded_For`): left
      * out of the upstream request, as nginx does (`drop`), forwarded (`pass`), or refused (`refuse`, 400).
      */
-    headerNames: 'drop'
+    headerNames: 'drop',
+    /** An upgraded connection (WebSocket) with no byte either way this long is closed (0s: never); apps that ping every 30 s or so stay open. */
+    upgradeIdleTimeout: '5m',
+    /** An upgraded connection is closed this long after it opened (0s: never), so none outlives a deploy by days. */
+    upgradeMaxLifetime: '24h'
   },
   shadow: {
     /** Shadow exchanges in flight at most, over all routes (dropped and counted past it). */

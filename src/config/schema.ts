@@ -16,8 +16,11 @@ const Size = msg(Type.Union([Type.Integer({ minimum: 0 }), Type.String({ format:
   'must be a size like 512KiB or 10MiB, or a number of bytes')
 const Port = Type.Integer({ minimum: 0, maximum: 65535 })
 const Host = Type.String({ minLength: 1 })
-const Sticky = msg(Type.String({ pattern: '^((header|cookie|query):[!#$%&\'*+.^_`|~0-9A-Za-z-]+|ip)$' }),
+const StickySource = msg(Type.String({ pattern: '^((header|cookie|query):[!#$%&\'*+.^_`|~0-9A-Za-z-]+|ip)$' }),
   'must be header:<name>, cookie:<name>, query:<name> or ip')
+/** One source, or an ordered list of them: the first one a request has gives its key. */
+const Sticky = msg(Type.Union([StickySource, Type.Array(StickySource, { minItems: 1, uniqueItems: true })]),
+  'must be header:<name>, cookie:<name>, query:<name> or ip, or a list of them like [header:x-user-id, ip]')
 const Side = msg(Type.Union([Type.Literal('legacy'), Type.Literal('new')]), 'must be legacy or new')
 const Percent = msg(Type.String({ pattern: '^(100|[1-9]?[0-9](\\.[0-9]+)?)%$' }), 'must be a percentage like 50%')
 
@@ -121,7 +124,9 @@ export const ConfigSchema = Type.Object({
     bodyIdleTimeout: Type.Optional(Duration),
     sendTimeout: Type.Optional(Duration),
     keepAliveTimeout: Type.Optional(Duration),
-    headerNames: Type.Optional(msg(Type.Union([Type.Literal('drop'), Type.Literal('pass'), Type.Literal('refuse')]), 'must be drop, pass or refuse'))
+    headerNames: Type.Optional(msg(Type.Union([Type.Literal('drop'), Type.Literal('pass'), Type.Literal('refuse')]), 'must be drop, pass or refuse')),
+    upgradeIdleTimeout: Type.Optional(Duration),
+    upgradeMaxLifetime: Type.Optional(Duration)
   }, { additionalProperties: false })),
   shadow: Type.Optional(Type.Object({
     maxInFlight: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536 })),
@@ -200,6 +205,10 @@ export interface Limits {
   readonly keepAliveTimeoutMs: number
   /** Request headers whose name is not letters, digits and `-`: left out, forwarded, or refused (400). */
   readonly headerNames: HeaderNamePolicy
+  /** An upgraded connection with no byte either way this long is closed; 0: never. */
+  readonly upgradeIdleTimeoutMs: number
+  /** An upgraded connection is closed this long after its 101; 0: never. */
+  readonly upgradeMaxLifetimeMs: number
 }
 
 /** Bounds of shadow traffic (docs/shadow.md "Why it cannot slow or break a user's request"): what is kept, and for how long. */

@@ -22,12 +22,15 @@ export const validateRoute = ajv.compile<RawRoute>(RouteSchema)
 export interface SchemaProblem { path: Path; key?: string; message: string }
 
 export function schemaProblems(errors: readonly ErrorObject[]): SchemaProblem[] {
-  // A union with its own message replaces the messages of its branches at the same place.
+  // A union with its own message replaces the messages of its branches at the same place;
+  // when a branch's error is deeper (an item of a list), that error says more and the union's goes.
   const unions = new Set(errors.filter((e) => e.keyword === 'anyOf' && xMessage(e) !== undefined).map((e) => e.instancePath))
   const out: SchemaProblem[] = []
   const seen = new Set<string>()
   for (const e of errors) {
-    if (unions.has(e.instancePath) && !(e.keyword === 'anyOf' && xMessage(e) !== undefined)) continue
+    const union = e.keyword === 'anyOf' && xMessage(e) !== undefined
+    if (unions.has(e.instancePath) && !union) continue
+    if (union && errors.some((d) => d.instancePath.startsWith(`${e.instancePath}/`))) continue
     const path = pointerToPath(e.instancePath)
     let p: SchemaProblem
     if (e.keyword === 'additionalProperties') {

@@ -174,6 +174,31 @@ export function responseHeaders(h: Readonly<Record<string, string | string[] | u
   return out
 }
 
+/**
+ * The head of a backend's `101 Switching Protocols`, as Ficus writes it on the client's
+ * socket: the backend's fields as it sent them (`Sec-WebSocket-Accept`, `-Protocol`,
+ * `-Extensions`, cookies…) without hop-by-hop ones, then `Connection: Upgrade` and the
+ * `Upgrade` it switched to (RFC 9110 §7.8), and `extra` pairs. Values come from Node's
+ * parser, which refuses CR and LF in them.
+ * @example switchingProtocolsHead(['Upgrade', 'websocket', 'Sec-WebSocket-Accept', 'x'], 'websocket', [])
+ */
+export function switchingProtocolsHead(raw: readonly string[], protocol: string, extra: readonly string[]): string {
+  const listed = new Set<string>()
+  for (let i = 0; i < raw.length; i += 2) {
+    if ((raw[i] as string).toLowerCase() !== 'connection') continue
+    for (const token of (raw[i + 1] as string).split(',')) listed.add(token.trim().toLowerCase())
+  }
+  let head = 'HTTP/1.1 101 Switching Protocols\r\n'
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string
+    const lower = name.toLowerCase()
+    if (RESPONSE_DROP.has(lower) || listed.has(lower)) continue
+    head += `${name}: ${raw[i + 1] as string}\r\n`
+  }
+  for (let i = 0; i < extra.length; i += 2) head += `${extra[i] as string}: ${extra[i + 1] as string}\r\n`
+  return `${head}Connection: Upgrade\r\nUpgrade: ${protocol}\r\n\r\n`
+}
+
 function lastItem(value: string): string {
   const comma = value.lastIndexOf(',')
   return comma === -1 ? value.trim() : value.slice(comma + 1).trim()

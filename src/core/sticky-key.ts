@@ -11,10 +11,24 @@ export interface StickyFacts {
 }
 
 /**
- * The sticky key of a request, or undefined when it has none (empty counts as none).
- * @example stickyKey({ kind: 'cookie', name: 'sid' }, facts) // 'abc' for `Cookie: a=1; sid=abc`
+ * The sticky key of a request: read from the first source in `sources` that the request
+ * has (`sticky: [header:x-user-id, cookie:sid, ip]`), or undefined when it has none of them
+ * (empty counts as none).
+ * @example stickyKey([{ kind: 'header', name: 'x-user-id' }, { kind: 'ip' }], facts) // the header, else the client's address
  */
-export function stickyKey(spec: StickySpec, facts: StickyFacts): string | undefined {
+export function stickyKey(sources: readonly StickySpec[], facts: StickyFacts): string | undefined {
+  for (const spec of sources) {
+    const key = keyFrom(spec, facts)
+    if (key !== undefined) return key
+  }
+  return undefined
+}
+
+/**
+ * The key one source gives, or undefined when the request does not have it.
+ * @example keyFrom({ kind: 'cookie', name: 'sid' }, facts) // 'abc' for `Cookie: a=1; sid=abc`
+ */
+export function keyFrom(spec: StickySpec, facts: StickyFacts): string | undefined {
   switch (spec.kind) {
     case 'header': {
       const v = facts.headers[spec.name]

@@ -8,7 +8,7 @@ import type { CompiledCompare } from './compare-rules.js'
 /** The two sides of a migration. Also the `backend` label of every metric. */
 export type Backend = 'legacy' | 'new'
 
-/** Where a route reads the key that keeps a user on one side (README "The migration, one route at a time"). */
+/** One place a route reads the key that keeps a user on one side (README "The migration, one route at a time"). */
 export type StickySpec =
   | { readonly kind: 'header'; readonly name: string }
   | { readonly kind: 'cookie'; readonly name: string }
@@ -47,7 +47,8 @@ export interface RouteRule {
   readonly shadowWrites: boolean
   /** How the two answers are compared, and what samples never show. */
   readonly compare: CompiledCompare
-  readonly sticky: StickySpec
+  /** Where the sticky key is read, in order: the first source the request has gives the key. */
+  readonly sticky: readonly StickySpec[]
   /** Upstream name that plays each role for this route. */
   readonly backends: { readonly legacy: string; readonly new: string }
   readonly fallback: FallbackPolicy

@@ -143,7 +143,7 @@ function answerAndClose(socket: Socket, e: FicusError, requestId: string | undef
  * read and dropped, the socket is destroyed once the answer is flushed and the client has
  * closed its side, and at the latest after LINGER_MS.
  */
-function lingerClose(socket: Socket): void {
+export function lingerClose(socket: Socket): void {
   socket.end()
   const linger = setTimeout(() => socket.destroy(), LINGER_MS).unref()
   socket.once('close', () => clearTimeout(linger))

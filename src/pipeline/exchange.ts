@@ -17,6 +17,22 @@ export type Outcome =
   /** A catalogue error's reason (refused, timeout, body_too_large, …). */
   | Reason
 
+/** Why an upgraded connection's tunnel ended: one side closed it, or Ficus did (a limit, a drain), or a socket failed. */
+export type TunnelEnd = 'client' | 'upstream' | 'idle' | 'max_lifetime' | 'drain' | 'error'
+
+/** An upgraded connection (WebSocket, …) relayed byte for byte (pipeline/upgrade.ts). */
+export interface Tunnel {
+  /** The protocol switched to, as the backend's `Upgrade` named it (`websocket`). */
+  readonly protocol: string
+  /** Milliseconds from the request's arrival to the 101. */
+  readonly handshakeMs: number
+  /** Bytes relayed from the client to the backend, and back, after the 101. */
+  readonly fromClient: number
+  readonly toClient: number
+  /** Why it ended; null while it is open. */
+  readonly end: TunnelEnd | null
+}
+
 /** Response headers as undici hands them over (lower-case names). */
 export type UpstreamHeaders = Record<string, string | string[] | undefined>
 
@@ -83,6 +99,8 @@ export class Exchange {
   readonly answered: number | null = null
   /** What watches the response as it streams (the shadow stage's copy), if anything. */
   readonly tap: ResponseTap | null = null
+  /** The tunnel, once the backend switched protocols (an Upgrade); null for every other request. */
+  readonly tunnel: Tunnel | null = null
   private upstream: Abortable | null = null
 
   constructor (
@@ -171,6 +189,27 @@ export class Exchange {
     this.w.tap = tap
   }
 
+  /* ---------- upgrade ---------- */
+
+  /** The backend switched protocols and Ficus wrote its 101 on the socket: bytes now flow both ways. */
+  tunnelled (protocol: string, handshakeMs: number): void {
+    this.w.answered = 101
+    this.w.tunnel = { protocol, handshakeMs, fromClient: 0, toClient: 0, end: null }
+  }
+
+  /** `n` bytes relayed through the tunnel, from the client or to it. */
+  relayed (fromClient: boolean, n: number): void {
+    const t = this.tunnel as Writable<Tunnel>
+    if (fromClient) t.fromClient += n
+    else t.toClient += n
+  }
+
+  /** The tunnel ends, for this reason (the first one given counts). */
+  tunnelEnds (end: TunnelEnd): void {
+    const t = this.tunnel as Writable<Tunnel>
+    t.end ??= end
+  }
+
   /* ---------- close ---------- */
 
   /**
@@ -186,7 +225,8 @@ export class Exchange {
       const failed = this.error !== null || (this.outcome !== 'ok' && this.outcome !== 'client_aborted')
       this.tap.abandon(failed ? 'primary_failed' : 'client_aborted')
     }
-    if (!finished && (this.outcome === 'ok' || this.outcome === 'fallback')) this.w.outcome = 'client_aborted'
+    // A tunnel's response is the 101 on the socket: it is never "finished", and its end is not an abort.
+    if (!finished && this.tunnel === null && (this.outcome === 'ok' || this.outcome === 'fallback')) this.w.outcome = 'client_aborted'
     return this.answered ?? (this.res.headersSent ? this.res.statusCode : CLIENT_CLOSED)
   }
 }

@@ -37,7 +37,9 @@ export interface Recorder {
  * Stage 5, record: once a response is over (finished or aborted: the response's `close`
  * always fires, where fastify's onResponse misses aborts), the exchange is closed, counted
  * (ficus_requests_total, ficus_request_duration_seconds) and written as the one access-log
- * line. The query string is left out of the log: it often carries tokens.
+ * line. The query string is left out of the log: it often carries tokens. An upgraded
+ * connection is recorded when its tunnel closes: status 101, its whole life in `ms`, the
+ * bytes each way, and who closed it.
  * Cost: two map reads for the series, one hand-built JSON line, batched writes (log-output.ts).
  */
 export function recorder(metrics: Metrics, log: Logger, now: () => number): Recorder {
@@ -48,7 +50,9 @@ export function recorder(metrics: Metrics, log: Logger, now: () => number): Reco
     const status = ex.close()
     const ms = now() - ex.start
     const rule = ex.rule
-    if (rule !== null) count(rule.name, ex.backend ?? 'none', status, ms / 1000)
+    const tunnel = ex.tunnel
+    // An upgraded connection's duration is its handshake: the tunnel's life (hours) is not a latency.
+    if (rule !== null) count(rule.name, ex.backend ?? 'none', status, (tunnel === null ? ms : tunnel.handshakeMs) / 1000)
     const error = ex.error
     // Refused before routing: within the refusal budget.
     if (rule === null && error !== null && !refusals(ex.outcome)) return
@@ -61,6 +65,10 @@ export function recorder(metrics: Metrics, log: Logger, now: () => number): Reco
     if (bucket !== undefined && bucket !== null) f += `,"bucket":${bucket}`
     f += `,"status":${status},"ms":${Math.round(ms * 10) / 10},"outcome":"${ex.outcome}"`
     if (ex.fallback !== null) f += `,"fallback":${JSON.stringify(ex.fallback)}`
+    if (tunnel !== null) {
+      f += `,"upgrade":${JSON.stringify(tunnel.protocol)},"handshakeMs":${Math.round(tunnel.handshakeMs * 10) / 10}` +
+        `,"bytesIn":${tunnel.fromClient},"bytesOut":${tunnel.toClient},"closedBy":"${tunnel.end ?? 'client'}"`
+    }
     if (error !== null) f += errorField(error)
     if (ex.target !== '') f += `,"path":${JSON.stringify(pathOf(ex.target))}`
     if (ex.clientIp !== '') f += `,"ip":${JSON.stringify(ex.clientIp)}`

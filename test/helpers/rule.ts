@@ -12,7 +12,7 @@ export function rule(over: Partial<RouteRule> = {}): RouteRule {
     shadow: 0,
     shadowWrites: false,
     compare: compileCompare(undefined),
-    sticky: { kind: 'header', name: 'x-user-id' },
+    sticky: [{ kind: 'header', name: 'x-user-id' }],
     backends: { legacy: 'legacy', new: 'new' },
     fallback: { newTimeout: { share: 0.5 }, ejectedWrites: 'refuse', breaker: null },
     ...over

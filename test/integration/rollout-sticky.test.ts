@@ -71,3 +71,61 @@ t.test('a client cannot pick its side with a header other than the sticky key', 
     t.equal((await f.fetch('/', { headers: { 'x-user-id': user, ...extra } })).headers['x-served-by'], want, JSON.stringify(extra))
   }
 })
+
+/** A CORS preflight as a browser sends it: no cookies, no custom headers (README "CORS preflights"). */
+const preflight = (ip: string) => ({
+  method: 'OPTIONS' as const,
+  headers: { origin: 'https://app.example', 'access-control-request-method': 'PUT', 'access-control-request-headers': 'x-user-id', 'x-forwarded-for': ip }
+})
+
+t.test('a list of sticky sources: the first one a request has decides, and a preflight keyed by ip stays on one side', async (t) => {
+  const { upstreams } = await twoBackends(t)
+  const f = await startTestFicus(t, {
+    upstreams,
+    trustedHops: 1, // the test's clients stand behind one proxy that sets X-Forwarded-For
+    sticky: ['header:x-user-id', 'cookie:sid', 'ip'],
+    routes: [{ name: 'api', match: { path: '/api/*' }, new: 50 }]
+  })
+  const side = (key: string): string => bucket('api', key) <= 50 ? 'new' : 'legacy'
+  for (let i = 0; i < 20; i++) {
+    const ip = `203.0.113.${i + 1}`
+    const user = `user-${i}`
+    t.equal((await f.fetch('/api/a', { headers: { 'x-user-id': user, cookie: 'sid=s', 'x-forwarded-for': ip } })).headers['x-served-by'], side(user), 'the header first')
+    t.equal((await f.fetch('/api/a', { headers: { cookie: `sid=s${i}`, 'x-forwarded-for': ip } })).headers['x-served-by'], side(`s${i}`), 'then the cookie')
+    const sides = new Set<unknown>()
+    for (let k = 0; k < 3; k++) sides.add((await f.fetch('/api/a', preflight(ip))).headers['x-served-by'])
+    t.same([...sides], [side(ip)], `${ip}: every preflight on the side of its address`)
+  }
+  t.equal(sample(await f.scrape(), 'ficus_sticky_key_missing_total', { route: 'api' }), 0, 'no request went to a random side')
+})
+
+t.test('keyed by ip, a browser\'s preflights and its requests land on the same side at 50 %', async (t) => {
+  const { upstreams } = await twoBackends(t)
+  const f = await startTestFicus(t, {
+    upstreams,
+    trustedHops: 1,
+    sticky: 'header:x-user-id',
+    routes: [{ name: 'api', match: { path: '/api/*' }, new: 50, sticky: 'ip' }]
+  })
+  const seen = new Set<unknown>()
+  for (let i = 0; i < 20; i++) {
+    const ip = `198.51.100.${i + 1}`
+    const pre = (await f.fetch('/api/orders/1', preflight(ip))).headers['x-served-by']
+    const put = (await f.fetch('/api/orders/1', { method: 'PUT', body: '{}', headers: { 'x-user-id': `u${i}`, 'x-forwarded-for': ip } })).headers['x-served-by']
+    t.equal(put, pre, `${ip}: the request goes where its preflight went`)
+    seen.add(pre)
+  }
+  t.same([...seen].sort(), ['legacy', 'new'], 'both sides serve some clients')
+})
+
+t.test('preflights pinned to one side by a route for OPTIONS', async (t) => {
+  const { upstreams } = await twoBackends(t)
+  const f = await startTestFicus(t, {
+    upstreams,
+    routes: [
+      { name: 'api-preflight', match: { path: '/api/*', methods: ['OPTIONS'] }, new: 0 },
+      { name: 'api', match: { path: '/api/*' }, new: 50 }
+    ]
+  })
+  for (let i = 0; i < 10; i++) t.equal((await f.fetch('/api/x', preflight('192.0.2.1'))).headers['x-served-by'], 'legacy')
+})

@@ -5,7 +5,7 @@ import type { PathPattern, RouteRule } from '../../src/core/types.js'
 import { rule as fixture } from '../helpers/rule.js'
 
 function rule(name: string, path: string, methods?: string[]): RouteRule {
-  return fixture({ name, methods: methods === undefined ? null : new Set(methods), pattern: parsePattern(path) as PathPattern, sticky: { kind: 'ip' } })
+  return fixture({ name, methods: methods === undefined ? null : new Set(methods), pattern: parsePattern(path) as PathPattern, sticky: [{ kind: 'ip' }] })
 }
 
 t.test('a route behind a wider one is reported with the route that hides it', async (t) => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { forwardHeaders, responseHeaders, acceptableRequestId, type ForwardContext } from '../../src/core/forward-headers.js'
+import { forwardHeaders, responseHeaders, acceptableRequestId, type ForwardContext, switchingProtocolsHead } from '../../src/core/forward-headers.js'
 
 const ctx: ForwardContext = { peer: '10.1.1.1', proto: 'http', httpVersion: '1.1', trustedHops: 0, requestId: 'rid-1', authority: undefined, headerNames: 'drop' }
 
@@ -128,4 +128,14 @@ t.test('the first field that may appear once and appears twice is reported, list
   t.equal(forwardHeaders(['Host', 'a', 'If-None-Match', '"a"', 'Range', 'bytes=0-1', 'If-None-Match', '"b"', 'Range', 'bytes=2-3'], ctx).repeated, 'if-none-match')
   t.equal(forwardHeaders(['Host', 'a', 'Accept', 'a', 'Accept', 'b', 'Cookie', 'c=1', 'Cookie', 'd=2', 'X-Forwarded-For', '1.1.1.1', 'X-Forwarded-For', '2.2.2.2'], ctx).repeated, null)
   t.equal(forwardHeaders(['Host', 'a', 'Authorization', 'Bearer a'], ctx).repeated, null)
+})
+
+t.test('a 101 head for the client: the backend\'s end-to-end fields, Connection: Upgrade and the protocol', async (t) => {
+  const head = switchingProtocolsHead([
+    'Upgrade', 'websocket', 'Connection', 'Upgrade, X-Hop', 'Sec-WebSocket-Accept', 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=',
+    'Sec-WebSocket-Protocol', 'chat', 'X-Hop', 'drop me', 'Keep-Alive', 'timeout=5', 'Set-Cookie', 'a=1', 'Set-Cookie', 'b=2'
+  ], 'websocket', ['x-ficus-backend', 'new'])
+  t.equal(head, 'HTTP/1.1 101 Switching Protocols\r\n' +
+    'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n' +
+    'x-ficus-backend: new\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n')
 })

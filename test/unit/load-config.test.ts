@@ -26,10 +26,10 @@ t.test('a minimal file gets the documented defaults', async (t) => {
     timeoutMs: 30_000, connectTimeoutMs: 5_000, bodyTimeoutMs: 30_000, connections: 128, maxQueue: 512, hostHeader: 'preserve'
   })
   t.equal(c.upstreams.new?.origin, 'https://new.internal')
-  t.same(c.limits, { bodyBytes: 10 * 1024 * 1024, bodyBufferBytes: 64 * 1024, headerBytes: 16 * 1024, headTimeoutMs: 10_000, requestTimeoutMs: 300_000, bodyIdleTimeoutMs: 30_000, sendTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, headerNames: 'drop' })
+  t.same(c.limits, { bodyBytes: 10 * 1024 * 1024, bodyBufferBytes: 64 * 1024, headerBytes: 16 * 1024, headTimeoutMs: 10_000, requestTimeoutMs: 300_000, bodyIdleTimeoutMs: 30_000, sendTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, headerNames: 'drop', upgradeIdleTimeoutMs: 300_000, upgradeMaxLifetimeMs: 86_400_000 })
   t.same(c.defaultRoute.backends, { legacy: 'legacy', new: 'new' })
   t.equal(c.defaultRoute.new, 0)
-  t.same(c.defaultRoute.sticky, { kind: 'cookie', name: 'session' })
+  t.same(c.defaultRoute.sticky, [{ kind: 'cookie', name: 'session' }])
   t.equal(c.trustedHops, 0)
   t.equal(c.exposeBackend, false)
   t.equal(c.state, undefined)
@@ -46,7 +46,7 @@ t.test('a full file: every key read, env expanded, per-route overrides applied',
   t.same([c.upstreams.monolith?.connections, c.upstreams.monolith?.maxQueue], [64, 100])
   t.equal(c.upstreams['orders-v2']?.timeoutMs, 1500)
   t.equal(c.upstreams['orders-v2']?.hostHeader, 'upstream')
-  t.same(c.limits, { bodyBytes: 2 * 1024 * 1024, bodyBufferBytes: 16 * 1024, headerBytes: 32 * 1024, headTimeoutMs: 5_000, requestTimeoutMs: 120_000, bodyIdleTimeoutMs: 20_000, sendTimeoutMs: 15_000, keepAliveTimeoutMs: 10_000, headerNames: 'drop' })
+  t.same(c.limits, { bodyBytes: 2 * 1024 * 1024, bodyBufferBytes: 16 * 1024, headerBytes: 32 * 1024, headTimeoutMs: 5_000, requestTimeoutMs: 120_000, bodyIdleTimeoutMs: 20_000, sendTimeoutMs: 15_000, keepAliveTimeoutMs: 10_000, headerNames: 'drop', upgradeIdleTimeoutMs: 90_000, upgradeMaxLifetimeMs: 0 })
   t.equal(c.trustedHops, 1)
   t.equal(c.exposeBackend, true)
   t.equal(c.log.level, 'warn')
@@ -54,10 +54,10 @@ t.test('a full file: every key read, env expanded, per-route overrides applied',
   const [order, orders, customers, prices] = c.routes
   t.same(order?.methods, new Set(['GET', 'HEAD']))
   t.equal(order?.shadow, 12.5)
-  t.same(order?.sticky, { kind: 'header', name: 'x-user-id' }, 'header names are lower-cased')
+  t.same(order?.sticky, [{ kind: 'header', name: 'x-user-id' }], 'header names are lower-cased')
   t.same(order?.backends, { legacy: 'monolith', new: 'orders-v2' }, 'top-level backends')
   t.equal(orders?.methods, null)
-  t.same(customers?.sticky, { kind: 'query', name: 'uid' })
+  t.same(customers?.sticky, [{ kind: 'query', name: 'uid' }])
   t.same(customers?.backends, { legacy: 'monolith', new: 'customers-v2' })
   t.equal(prices?.new, 5)
   t.equal(prices?.shadow, 0)
@@ -69,7 +69,7 @@ t.test('every problem of a broken file is reported at once, with line, column an
     '4:18: upstreams.legacy.url: must be an http:// or https:// URL with a host and no path, like http://10.0.0.5:8080',
     '4:57: upstreams.legacy.timeout: must be a duration like 500ms, 30s or 2m',
     '5:38: upstreams.new.timout: unknown key',
-    '6:9: sticky: must be header:<name>, cookie:<name>, query:<name> or ip',
+    '6:9: sticky: must be header:<name>, cookie:<name>, query:<name> or ip, or a list of them like [header:x-user-id, ip]',
     '7:21: limits.bodySize: must be a size like 512KiB or 10MiB, or a number of bytes',
     '10:50: routes[0].match.methods[1]: must be an upper-case HTTP method such as GET, HEAD or POST',
     '13:11: routes[1].name: must be 1-63 lower-case letters, digits, ".", "_" or "-", starting with a letter or digit',
@@ -297,9 +297,21 @@ t.test('fallback: defaults, a route overriding key by key, and what would never 
   t.same(errorsOf(route('fallback: { newTimeout: 0% }', '    fallback: { newTimeout: soon, ejectedWrites: maybe, breaker: { ejection: 10m, maxEjection: 1m, probes: 0 } }')), [
     'routes[0].fallback.newTimeout: must be a share of legacy\'s timeout like 50%, or a duration like 2s',
     'routes[0].fallback.ejectedWrites: must be refuse or legacy',
-    'routes[0].fallback.breaker: must be false, or a mapping of consecutiveFailures, failureRate, minRequests, window, ejection, maxEjection, probes',
     'routes[0].fallback.breaker.ejection: must not be longer than maxEjection (1m)',
     'routes[0].fallback.breaker.probes: must be >= 1',
     'fallback.newTimeout: must be more than 0: new would never be given a chance to answer (to keep requests off new, set the route\'s new: 0)'
   ])
+})
+
+t.test('sticky: one source or an ordered list of them, each checked', async (t) => {
+  const file = (sticky: string, routes = '[]'): string => base('').replace('sticky: ip\nroutes: []\n', `sticky: ${sticky}\nroutes: ${routes}\n`)
+  const c = parseConfig(file('[header:X-User-Id, cookie:sid, ip]', '[{ name: r, match: { path: /r }, new: 50, sticky: [cookie:sid] }]'), 'x.yaml', {})
+  t.same(c.defaultRoute.sticky, [{ kind: 'header', name: 'x-user-id' }, { kind: 'cookie', name: 'sid' }, { kind: 'ip' }], 'in order, header names lower-cased')
+  t.same(c.routes[0]?.sticky, [{ kind: 'cookie', name: 'sid' }], 'a route\'s own list replaces the top-level one')
+  t.same(errorsOf(file('[header:x-user-id, session]')), ['sticky[1]: must be header:<name>, cookie:<name>, query:<name> or ip'])
+  t.same(errorsOf(file('[]')), ['sticky: must be header:<name>, cookie:<name>, query:<name> or ip, or a list of them like [header:x-user-id, ip]'])
+  t.same(errorsOf(file('[ip, cookie:sid]')), ['sticky[1]: is never read: every request has a client address, so the list stops at ip (put ip last)'])
+  t.same(errorsOf(file('ip', '[{ name: r, match: { path: /r }, new: 50, sticky: [ip, header:x-u] }]')),
+    ['routes[0].sticky[1]: is never read: every request has a client address, so the list stops at ip (put ip last)'])
+  t.equal(errorsOf(file('[cookie:sid, cookie:sid]')).length, 1, 'a source named twice')
 })

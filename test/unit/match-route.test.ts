@@ -11,7 +11,7 @@ function pattern(source: string): PathPattern {
 }
 
 function rule(name: string, path: string, methods?: string[]): RouteRule {
-  return fixture({ name, methods: methods === undefined ? null : new Set(methods), pattern: pattern(path), sticky: { kind: 'ip' } })
+  return fixture({ name, methods: methods === undefined ? null : new Set(methods), pattern: pattern(path), sticky: [{ kind: 'ip' }] })
 }
 
 t.test('patterns: exact, parameter and prefix', async (t) => {
