@@ -82,7 +82,12 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
         ? Object.fromEntries(Object.entries(c.arrays).filter(([, m]) => m === 'unordered' || (isObject(m) && typeof m.key === 'string'))) as Record<string, 'unordered' | { key: string }>
         : undefined
       const found: [(string | number)[], string][] = []
-      compileCompare({ ignore: strings(c.ignore), redact: strings(c.redact), arrays }, found)
+      // Entries keep their positions (problems name them); statuses are the schema's to check.
+      const when = Array.isArray(c.when) ? c.when.map((w: unknown) => ({ status: 200, ignore: isObject(w) ? strings(w.ignore) : undefined })) : undefined
+      const maps = Array.isArray(c.paths)
+        ? c.paths.map((m: unknown) => (isObject(m) && typeof m.legacy === 'string' && typeof m.new === 'string' ? { legacy: m.legacy, new: m.new } : { legacy: 'body.a', new: 'body.b' }))
+        : undefined
+      compileCompare({ ignore: strings(c.ignore), redact: strings(c.redact), arrays, when, paths: maps }, found)
       for (const [where, message] of found) report(['routes', i, 'compare', ...where], message)
     }
     const path = isObject(r.match) ? r.match.path : undefined
