@@ -17,7 +17,10 @@ export type ComparisonOutcome = 'match' | 'diverged' | 'error' | 'skipped'
 export interface ShadowedRequest {
   readonly route: string
   readonly method: string
-  /** Path without the query (queries often carry tokens). */
+  /**
+   * Path and query string (`/posts?_page=2`), secret parameter values `[redacted]`
+   * (core/redact.ts showTarget); built only for a divergence.
+   */
   readonly path: string
   readonly requestId: string
   /** Keyed hash of the sticky key (never the key itself), or null without one. */

@@ -3,6 +3,7 @@ import t from 'tap'
 import { compare, sameBytes, type ComparedSide, type Comparison } from '../../src/core/compare.js'
 import type { Difference } from '../../src/core/difference.js'
 import { compileCompare, type CompareConfig } from '../../src/core/compare-rules.js'
+import { showTarget } from '../../src/core/redact.js'
 
 const JSON_CT = { 'content-type': 'application/json' }
 const side = (body: unknown, over: Partial<ComparedSide> = {}): ComparedSide => ({
@@ -203,6 +204,16 @@ t.test('rules for statuses, mapped paths and query redaction are checked at load
   t.same(problems.map(([p]) => p.join('.')), ['when.0.status', 'when.1.ignore.0', 'paths.0', 'paths.1', 'paths.2', 'paths.3', 'paths.4', 'redact.0'])
   const c = compileCompare({ redact: ['query.token', 'body.x', 'query.*'] })
   t.same([c.redactQuery, c.redact.map((r) => r.source)], [['token', '*'], ['body.x']])
+})
+
+t.test('a sample\'s target keeps its query string, secret parameter values redacted', async (t) => {
+  t.equal(showTarget('/posts?_page=2', []), '/posts?_page=2')
+  t.equal(showTarget('/posts', ['*']), '/posts')
+  t.equal(showTarget('/p?_page=2&access_token=abc&API_KEY=k&Sig=x&flag&q=a%3Db', []), '/p?_page=2&access_token=[redacted]&API_KEY=[redacted]&Sig=[redacted]&flag&q=a%3Db',
+    'credentials and signatures by their usual names, in any case')
+  t.equal(showTarget('/p?session%5Fid=s&user=bob&x=1', ['session_id'], 'user'), '/p?session%5Fid=[redacted]&user=[redacted]&x=1', 'the route\'s query rules (names decoded) and the sticky parameter')
+  t.equal(showTarget('/p?a=1&b=2', ['*']), '/p?a=[redacted]&b=[redacted]', 'query.* hides every value')
+  t.match(showTarget(`/p?x=${'y'.repeat(2000)}`, []), /^\/p\?x=y+… \(2005 chars\)$/, 'a long target is cut')
 })
 
 /* ---------- properties ---------- */
