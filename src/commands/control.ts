@@ -32,7 +32,7 @@ export async function statusCommand(target: AdminTarget, json: boolean, sampleMs
       flags
     }, null, 2) + '\n'
   }
-  const rows = table(['ROUTE', 'NEW', 'SHADOW', 'SOURCE', 'LEGACY REQ/S', 'NEW REQ/S', 'DIVERGENCE', 'LAST CHANGE'], routes.map((r) => [
+  const rows = table(['ROUTE', 'NEW', 'SHADOW', 'SOURCE', 'LEGACY REQ/S', 'NEW REQ/S', 'DIVERGENCE', 'DIV 5M', 'LAST CHANGE'], routes.map((r) => [
     r.name,
     share(r.new),
     `${r.shadow.value} %`,
@@ -40,6 +40,7 @@ export async function statusCommand(target: AdminTarget, json: boolean, sampleMs
     rate(r.name, 'legacy').toFixed(1),
     rate(r.name, 'new').toFixed(1),
     percent(divergence.get(r.name) ?? null),
+    percent(r.divergence5m ?? null),
     r.lastChange === null ? '-' : `${r.lastChange.time} ${r.lastChange.who}${r.lastChange.reason === null ? '' : `: ${r.lastChange.reason}`}`
   ]))
   return rows + flagsLine(flags)

@@ -18,7 +18,11 @@ import { validateRoute } from './validate.js'
 
 type Report = (path: Path, message: string) => void
 
-export function crossCheck(data: Partial<RawConfig>, settings: Settings, report: Report): void {
+/**
+ * `warn` gets what is valid but cannot do what it says (a rule that cannot apply): `ficus
+ * check` prints it and a start or reload logs it, without refusing the file.
+ */
+export function crossCheck(data: Partial<RawConfig>, settings: Settings, report: Report, warn: Report = () => {}): void {
   const upstreams = isObject(data.upstreams) ? Object.keys(data.upstreams) : []
   const known = `(upstreams: ${upstreams.join(', ')})`
   const checkBackends = (b: unknown, path: Path): void => {
@@ -74,6 +78,7 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
       report(['routes', i, 'flag'], 'reads an Unleash flag, but routes.yaml has no unleash: block (url, appName, token)')
     }
     checkBackends(r.backends, ['routes', i, 'backends'])
+    warnRoute(r, i, warn)
     // The rule paths of a compare block, from every list that has the right shape (the schema reports the rest).
     if (isObject(r.compare)) {
       const c = r.compare
@@ -100,6 +105,37 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
     }
   })
   for (const p of checkRoutes(rules)) report(['routes', index[p.index] as number, p.field], p.message.replace(/routes\[(\d+)\]/g, (_, j: string) => `routes[${index[Number(j)]}]`))
+}
+
+/** Methods that are shadowed without shadowWrites. */
+const READS: ReadonlySet<unknown> = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+/** Settings of one route that are valid but cannot apply. */
+function warnRoute(r: Record<string, unknown>, i: number, warn: Report): void {
+  const methods = isObject(r.match) && Array.isArray(r.match.methods) ? r.match.methods : null
+  if (r.shadowWrites === true && methods !== null && methods.every((m) => READS.has(m))) {
+    warn(['routes', i, 'shadowWrites'], `has no effect: the route matches only reads (${methods.join(', ')}), which are shadowed anyway`)
+  }
+  if (!isObject(r.compare)) return
+  const c = r.compare
+  const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : [])
+  const compared = Array.isArray(c.headers) ? c.headers.filter((h): h is string => typeof h === 'string') : ['content-type']
+  list(c.headers).forEach((h, j) => {
+    if (typeof h === 'string' && h !== h.toLowerCase()) warn(['routes', i, 'compare', 'headers', j], `header names are compared in lower case: write ${h.toLowerCase()} (it is read as such)`)
+  })
+  const headerRule = (p: unknown, where: (string | number)[]): void => {
+    if (typeof p !== 'string' || !p.startsWith('header.')) return
+    const name = p.slice('header.'.length)
+    if (name !== name.toLowerCase()) warn(where, `header names are compared in lower case: write header.${name.toLowerCase()} (it is read as such)`)
+    else if (!compared.some((h) => h.toLowerCase() === name)) warn(where, `ignores a header this route does not compare (compare.headers: ${compared.join(', ')}): it changes nothing`)
+  }
+  list(c.ignore).forEach((p, j) => { headerRule(p, ['routes', i, 'compare', 'ignore', j]) })
+  list(c.when).forEach((w, j) => {
+    if (isObject(w)) list(w.ignore).forEach((p, k) => { headerRule(p, ['routes', i, 'compare', 'when', j, 'ignore', k]) })
+  })
+  if (c.contentType !== undefined && !compared.some((h) => h.toLowerCase() === 'content-type')) {
+    warn(['routes', i, 'compare', 'contentType'], `applies to the content-type header, which this route does not compare (compare.headers: ${compared.join(', ')})`)
+  }
 }
 
 /** The unleash: block beyond its schema: a client that would never fetch, an admin API with no environment. */

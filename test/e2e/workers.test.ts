@@ -25,7 +25,8 @@ const ROUTES = [
   { name: 'counted', match: { path: '/counted/*' }, new: 0 },
   { name: 'compared', match: { path: '/compared/*' }, new: 50, shadow: 100 },
   { name: 'respawn', match: { path: '/respawn/*' }, new: 100 },
-  { name: 'frozen', match: { path: '/frozen/*' }, new: 0 }
+  { name: 'frozen', match: { path: '/frozen/*' }, new: 0 },
+  { name: 'epochs', match: { path: '/epochs/*' }, new: 50, shadow: 100 }
 ]
 
 t.test('two workers: both serve, a change reaches every worker before it is acknowledged, metrics and divergences cover both', async (t) => {
@@ -126,6 +127,21 @@ t.test('two workers: both serve, a change reaches every worker before it is ackn
     const three = await samples(c.admin, '?route=compared&limit=3')
     t.same(three.map((s) => s.requestId), listed.slice(0, 3).map((s) => s.requestId), 'the limit cuts the merged list')
     t.equal((await summary(c.admin, 'compared')).comparisons.diverged, compared.length, 'summary counts summed over the workers')
+  })
+
+  t.test('a divergence reset starts a new epoch on every worker before it is acknowledged; windows are summed', async (t) => {
+    const diverged = async (n: number): Promise<void> => {
+      const served: Served[] = []
+      for (const user of ['alice', 'bob', 'carol', 'grace'].slice(0, n)) served.push(...await many(c, 2, '/epochs/1', { 'x-user-id': user }))
+      for (const o of served) await c.logs.waitFor((l) => l.msg === 'divergence' && l.reqId === o.reqId, { message: `no divergence recorded for request ${o.reqId}` })
+    }
+    await diverged(4)
+    t.match(await summary(c.admin, 'epochs'), { epoch: { n: 1 }, comparisons: { diverged: 8 }, windows: { '5m': { comparisons: { diverged: 8 } } } })
+    const reset = await admin(c.admin, 'POST', '/admin/divergences/reset', { json: { route: 'epochs', reason: 'workers test' } })
+    t.match(reset, { status: 200, body: { routes: [{ route: 'epochs', epoch: { n: 2, why: 'reset', reason: 'workers test' } }] } })
+    t.match(await summary(c.admin, 'epochs'), { epoch: { n: 2 }, comparisons: { diverged: 0 }, windows: { '5m': { comparisons: { diverged: 0 } } } }, 'every worker started over')
+    await diverged(2)
+    t.match(await summary(c.admin, 'epochs'), { epoch: { n: 2 }, comparisons: { diverged: 4 } }, 'and counts on in the new epoch')
   })
 
   t.test('a reload reaches every worker before it is logged', async (t) => {

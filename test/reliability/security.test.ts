@@ -76,6 +76,7 @@ const ENDPOINTS: readonly { method: string; path: string; body?: string }[] = [
   { method: 'PATCH', path: '/admin/routes/orders', body: '{"new": 100, "reason": "intruder"}' },
   { method: 'POST', path: '/admin/rollback', body: '{"route": "rest", "reason": "intruder"}' },
   { method: 'POST', path: '/admin/rollback' },
+  { method: 'POST', path: '/admin/divergences/reset', body: '{"reason": "intruder"}' },
   { method: 'GET', path: '/admin/nothing' },
   { method: 'DELETE', path: '/admin/routes/orders' }
 ]

@@ -1,6 +1,6 @@
 import { join } from 'node:path'
 import t from 'tap'
-import { loadConfig, parseConfig } from '../../src/config/load-config.js'
+import { loadConfig, parseConfig, warningsOf } from '../../src/config/load-config.js'
 import { ConfigError } from '../../src/config/problems.js'
 import { NAME_MESSAGE } from '../../src/config/schema.js'
 
@@ -286,4 +286,18 @@ t.test('unleash: the block, per-route flags, and what would never work', async (
     ['unleash.backupPath: is needed when there is no state: file (this replica\'s copy of the last flags fetched; a shared temp directory would let another user plant flags)'])
   t.same(errorsOf(base('unleash: { url: "ftp://u", appName: ficus, token: "${T:-}", backupPath: b.json }')),
     ['unleash.url: must be an http:// or https:// URL, like https://unleash.example.com/api', 'unleash.token: must be an Unleash client (backend) token, like ${UNLEASH_TOKEN}: is the variable set?'])
+})
+
+t.test('settings that cannot apply are warnings with their place, not errors', async (t) => {
+  const file = fixture('valid-warnings.yaml')
+  const config = await loadConfig(file, {})
+  t.same(warningsOf(config).map((w) => `${w.line}:${w.col}: ${w.path}: ${w.message}`), [
+    '12:19: routes[0].shadowWrites: has no effect: the route matches only reads (GET, HEAD), which are shadowed anyway',
+    '14:17: routes[0].compare.headers[0]: header names are compared in lower case: write content-type (it is read as such)',
+    '15:16: routes[0].compare.ignore[0]: header names are compared in lower case: write header.etag (it is read as such)',
+    '15:31: routes[0].compare.ignore[1]: ignores a header this route does not compare (compare.headers: Content-Type, etag): it changes nothing',
+    '16:38: routes[0].compare.when[0].ignore[0]: ignores a header this route does not compare (compare.headers: Content-Type, etag): it changes nothing',
+    '24:20: routes[1].compare.contentType: applies to the content-type header, which this route does not compare (compare.headers: etag)'
+  ], 'a route of every method may shadow writes; the rest is listed')
+  t.same(warningsOf(await loadConfig('routes.yaml', {})), [], 'the shipped routes.yaml has none')
 })
