@@ -2,8 +2,8 @@
 import { parseArgs } from 'node:util'
 import { AdminCallError, DEFAULT_ADMIN_URL } from './commands/admin-client.js'
 import { auditCommand, rollbackCommand, setCommand, statusCommand } from './commands/control.js'
-import { divergencesCommand } from './commands/divergences.js'
-import { loadConfig } from './config/load-config.js'
+import { divergencesCommand, resetDivergencesCommand } from './commands/divergences.js'
+import { loadConfig, warningsOf } from './config/load-config.js'
 import { ConfigError, formatProblem } from './config/problems.js'
 import { runFicus } from './main.js'
 import { parseWorkers } from './cluster/workers-option.js'
@@ -17,7 +17,8 @@ Commands:
                             an unreadable state file aside and starts from routes.yaml;
                             --workers N serves traffic from N processes sharing the port
                             (1..64, auto = one per CPU; default 1: a single process)
-  check <file>              Validate a routes.yaml; exit 1 listing every problem
+  check <file>              Validate a routes.yaml; exit 1 listing every problem (settings
+                            that cannot apply are listed as warnings, exit 0)
 
   Talking to a running Ficus (admin API):
   status                    Routes: new %, shadow %, source, requests/s by backend, divergence
@@ -27,8 +28,13 @@ Commands:
   rollback <route> | --all [--reason text]
                             new: 0 for one route or every route, effective for the next request
   audit [--limit N]         Who changed what, when and why (and refused attempts)
-  divergences [<route>]     How often shadowed responses differ, per route; with a route,
-                            the fields that differ most
+  divergences [<route>] [--since 15m|<ISO time>|epoch]
+                            How often shadowed responses differ, per route, since the route's
+                            compare rules last changed (or since --since, within the last
+                            hour); with a route, the fields that differ most
+  divergences reset [<route>] [--reason text]
+                            Start a route's (or every route's) divergence counts over
+                            (audited; the Prometheus counters keep counting)
 
 Options:
   -c, --config <file>       Config file for start (or FICUS_CONFIG)
@@ -63,6 +69,7 @@ async function cli(argv: string[]): Promise<number> {
         reason: { type: 'string' },
         all: { type: 'boolean' },
         limit: { type: 'string' },
+        since: { type: 'string' },
         'reset-state': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' }
@@ -101,7 +108,9 @@ async function cli(argv: string[]): Promise<number> {
       if (file === undefined) return usage('check needs a file: ficus check routes.yaml')
       try {
         const config = await loadConfig(file)
-        process.stdout.write(`${file}: OK (${config.routes.length} routes, ${Object.keys(config.upstreams).length} upstreams)\n`)
+        const warned = warningsOf(config)
+        process.stdout.write(`${file}: OK (${config.routes.length} routes, ${Object.keys(config.upstreams).length} upstreams)${warned.length === 0 ? '' : `, ${warned.length} warning${warned.length === 1 ? '' : 's'}`}\n`)
+        for (const w of warned) process.stdout.write(`  warning: ${formatProblem(file, w)}\n`)
         return 0
       } catch (err) {
         return reportConfigError(err)
@@ -139,9 +148,13 @@ async function cli(argv: string[]): Promise<number> {
         const limit = Number(values.limit ?? 20)
         if (!Number.isInteger(limit) || limit < 1 || limit > 1000) return usage('--limit must be an integer from 1 to 1000')
         run = () => auditCommand(target, limit, json)
+      } else if (rest[0] === 'reset') {
+        if (rest.length > 2) return usage(`unexpected argument: ${rest[2]}`)
+        if (values.since !== undefined) return usage('--since is for reading divergences, not for a reset')
+        run = () => resetDivergencesCommand(target, rest[1], values.reason, json)
       } else {
         if (rest.length > 1) return usage(`unexpected argument: ${rest[1]}`)
-        run = () => divergencesCommand(target, rest[0], json)
+        run = () => divergencesCommand(target, rest[0], json, values.since)
       }
       try {
         process.stdout.write(await run())

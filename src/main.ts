@@ -5,7 +5,8 @@ import { dirname, resolve } from 'node:path'
 import { createLogger } from './adapters/logger.js'
 import { FlagBootstrapError } from './adapters/flags.js'
 import { moveAside, readState, StateError } from './adapters/state-file.js'
-import { readConfig } from './config/load-config.js'
+import { readConfig, warningsOf } from './config/load-config.js'
+import { formatProblem } from './config/problems.js'
 import { STOP_GRACE_MS } from './lifecycle.js'
 import { startFicus, type Instance } from './start.js'
 
@@ -32,6 +33,8 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
   // A cluster's workers are given the very text the primary validated (not the file, which may change meanwhile).
   const { config, text } = await readConfig(configPath, env)
   const logger = createLogger(env.FICUS_LOG_LEVEL ?? config.log.level)
+  const warned = warningsOf(config)
+  if (warned.length > 0) logger.warn({ warnings: warned.map((w) => formatProblem(configPath, w)) }, 'routes.yaml has settings that cannot apply (ficus check lists them)')
   let aside: string | null = null
   if (opts.resetState === true && config.state !== undefined) {
     // Only an unusable file is moved: a flag left in a unit file must not discard rollbacks.

@@ -3,9 +3,10 @@ import type { Metrics } from './adapters/metrics-registry.js'
 import { Upstream } from './adapters/upstreams.js'
 import type { LiveConfig } from './config/live.js'
 import { isLoopback } from './config/cross-check.js'
-import { readConfig } from './config/load-config.js'
+import { readConfig, warningsOf } from './config/load-config.js'
 import { ConfigError, formatProblem } from './config/problems.js'
 import type { Config } from './config/schema.js'
+import type { Divergences } from './control/admin-api.js'
 import type { ControlPlane } from './control/control-plane.js'
 import type { Shadowing } from './pipeline/shadow/shadowing.js'
 
@@ -100,7 +101,17 @@ export interface Reloadable {
   /** Ficus was started with Unleash (a reload cannot connect it). */
   readonly hasFlags: boolean
   /** The traffic side (start.ts's TrafficHost): swaps `next` in as `swapTable` swaps the route table. */
-  readonly host: { reconfigure(next: Config, text: string, swapTable: (apply: () => void) => Promise<void>): Promise<void> }
+  readonly host: {
+    reconfigure(next: Config, text: string, swapTable: (apply: () => void) => Promise<void>): Promise<void>
+    /** Where divergence counts are kept: a route whose compare rules change starts a new epoch. */
+    readonly divergences: Pick<Divergences, 'newEpoch'>
+  }
+}
+
+/** Routes a reload adds, or whose compare: block it changes: their divergence counts start over. */
+export function comparisonChanged(prev: Config, next: Config): string[] {
+  const before = new Map(prev.routes.map((r) => [r.name, r.compare.source]))
+  return next.routes.filter((r) => before.get(r.name) !== r.compare.source).map((r) => r.name)
 }
 
 /**
@@ -130,9 +141,13 @@ export async function reload(r: Reloadable, why: string): Promise<'success' | 'f
     if (refused !== null) throw new Error(refused)
     const restart = restartOnly(prev, next)
     await r.host.reconfigure(next, text, async (apply) => r.control.reconfigure(next, apply))
+    const changed = comparisonChanged(prev, next)
+    if (changed.length > 0) await r.host.divergences.newEpoch(changed, 'reload', null)
     r.metrics.configReloads.inc({ outcome: 'success' })
-    log.info({ why, file, routes: next.routes.length }, 'config reloaded')
+    log.info({ why, file, routes: next.routes.length, ...(changed.length > 0 ? { newDivergenceEpoch: changed } : {}) }, 'config reloaded')
     if (restart.length > 0) log.warn({ keys: restart }, 'these settings changed and take effect at the next start')
+    const warned = warningsOf(next)
+    if (warned.length > 0) log.warn({ warnings: warned.map((w) => formatProblem(file, w)) }, 'routes.yaml has settings that cannot apply (ficus check lists them)')
     return 'success'
   } catch (err) {
     r.metrics.configReloads.inc({ outcome: 'failure' })

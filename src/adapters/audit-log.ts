@@ -14,7 +14,8 @@ export interface AuditEntry {
   readonly time: string
   /** Token name, `local` when the admin API has no token, `unauthenticated` for a refusal. */
   readonly who: string
-  readonly action: 'set' | 'rollback' | 'refused' | 'reset-state'
+  /** `reset-divergences`: a route's divergence counts started a new epoch (traffic unchanged). */
+  readonly action: 'set' | 'rollback' | 'refused' | 'reset-state' | 'reset-divergences'
   /** The route changed, or null (a refusal, a reset). */
   readonly route: string | null
   readonly before?: { readonly new: number; readonly shadow: number }
@@ -90,8 +91,11 @@ export class AuditLog {
   }
 
   /** The latest entry about `route` still in memory, or null. */
-  lastFor (route: string): AuditEntry | null {
-    for (let i = this.recent.length - 1; i >= 0; i--) if (this.recent[i]?.route === route) return this.recent[i] as AuditEntry
+  lastFor (route: string): AuditEntry | null { // a change of its traffic (a divergence reset is not one)
+    for (let i = this.recent.length - 1; i >= 0; i--) {
+      const e = this.recent[i] as AuditEntry
+      if (e.route === route && e.action !== 'reset-divergences') return e
+    }
     return null
   }
 

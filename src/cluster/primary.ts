@@ -4,7 +4,7 @@ import type { Config } from '../config/schema.js'
 import type { Health, WorkersReady } from '../control/health.js'
 import type { Overrides } from '../core/overrides.js'
 import { start, type ControlSide, type Instance, type TrafficHost } from '../start.js'
-import { ClusterDivergences } from './divergences.js'
+import { ClusterDivergences, type DivergenceQuestion } from './divergences.js'
 import { mergeBreakers } from '../adapters/breakers.js'
 import type { BreakerSnapshot } from '../core/breaker.js'
 import type { BreakerSource } from '../control/admin-api.js'
@@ -63,7 +63,8 @@ class ClusterTraffic implements TrafficHost {
       init: () => this.init(),
       exited: (id) => this.clusterMetrics?.retire(id)
     })
-    this.divergences = new ClusterDivergences(async (q) => this.askAll(q))
+    this.divergences = new ClusterDivergences(async (q) => this.askAll(q),
+      async (epochs) => this.workers.broadcast((seq) => ({ t: 'epochs', seq, epochs }), 'new divergence epochs'))
     this.described = { workers: opts.workers }
   }
 
@@ -124,7 +125,8 @@ class ClusterTraffic implements TrafficHost {
       current: current === this.startConfig ? null : this.textOf(current),
       overrides: control.currentOverrides,
       flags: this.relay?.snapshot() ?? null,
-      logLevel: this.logLevel
+      logLevel: this.logLevel,
+      epochs: this.divergences.epochs()
     }
   }
 
@@ -141,7 +143,7 @@ class ClusterTraffic implements TrafficHost {
   }
 
   /** A question to every initialized worker: the answers that came within ASK_TIMEOUT_MS. */
-  private async askAll<T>(q: { t: 'samples'; route: string | undefined; limit: number } | { t: 'summary'; route: string | undefined }): Promise<T[]> {
+  private async askAll<T>(q: DivergenceQuestion): Promise<T[]> {
     const out: T[] = []
     for (const { id, answer } of await this.workers.askEach((seq) => ({ ...q, seq }), ASK_TIMEOUT_MS)) {
       if (answer.status === 'fulfilled') out.push(answer.value as T)

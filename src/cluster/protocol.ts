@@ -1,7 +1,7 @@
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
 import type { FlagDefinitions } from '../adapters/flags.js'
 import type { FlagSourceStatus } from '../core/flags.js'
-import type { DivergenceSample, RouteSummary } from '../adapters/divergence-store.js'
+import type { DivergenceSample, Epoch, RouteSummary, Since } from '../adapters/divergence-store.js'
 import type { Overrides } from '../core/overrides.js'
 
 /**
@@ -31,13 +31,15 @@ export type ToWorker =
    * other start-only keys come from it, as they would in one process), the current one when
    * a reload changed it since, the runtime overrides, and the flags.
    */
-  | { readonly t: 'init'; readonly start: ConfigText; readonly current: ConfigText | null; readonly overrides: Overrides; readonly flags: FlagSnapshot | null; readonly logLevel: string }
+  | { readonly t: 'init'; readonly start: ConfigText; readonly current: ConfigText | null; readonly overrides: Overrides; readonly flags: FlagSnapshot | null; readonly logLevel: string; readonly epochs: Readonly<Record<string, Epoch>> }
   /** The route table's inputs changed (an admin change, a rollback, a reload when `config` is set). */
   | { readonly t: 'routes'; readonly seq: number; readonly config: ConfigText | null; readonly overrides: Overrides }
   | { readonly t: 'flags'; readonly seq: number; readonly flags: FlagSnapshot }
   | { readonly t: 'metrics'; readonly seq: number }
-  | { readonly t: 'samples'; readonly seq: number; readonly route: string | undefined; readonly limit: number }
-  | { readonly t: 'summary'; readonly seq: number; readonly route: string | undefined }
+  | { readonly t: 'samples'; readonly seq: number; readonly route: string | undefined; readonly limit: number; readonly since: Since | undefined }
+  | { readonly t: 'summary'; readonly seq: number; readonly route: string | undefined; readonly since: Since }
+  /** Routes whose divergence counts start over (a reset, a reload that changed their compare rules). */
+  | { readonly t: 'epochs'; readonly seq: number; readonly epochs: Readonly<Record<string, Epoch>> }
   /** Each route's breaker of new in this worker (GET /admin/routes). */
   | { readonly t: 'breakers'; readonly seq: number }
   /** SIGTERM: readiness off, drain delay, stop listening, finish in-flight requests, exit 0. */

@@ -66,6 +66,7 @@ async function start(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
   const health: Health = { phase: 'starting' }
   const flags = config.unleash === undefined || m.flags === null ? undefined : new RelayedFlags(config.unleash, m.flags, metrics, logger)
   const parts = await buildTraffic(config, { logger }, { metrics, live, table, health, flags })
+  for (const [route, epoch] of Object.entries(m.epochs)) parts.divergences.adopt(route, epoch)
   serving = { logger, metrics, live, table, health, parts, flags }
   // Reloaded since Ficus started: built as at start (listen, limits, …), then reloaded, as one process would be.
   if (m.current !== null) await applyRoutes(serving, m.current, m.overrides)
@@ -120,10 +121,14 @@ async function handle(m: ToWorker): Promise<void> {
       reply(m.seq, await s.metrics.register.getMetricsAsJSON())
       return
     case 'samples':
-      reply(m.seq, s.parts.divergences.samples(m.route, m.limit))
+      reply(m.seq, s.parts.divergences.samples(m.route, m.limit, m.since))
       return
     case 'summary':
-      reply(m.seq, s.parts.divergences.summary(m.route))
+      reply(m.seq, s.parts.divergences.summary(m.route, m.since))
+      return
+    case 'epochs':
+      for (const [route, epoch] of Object.entries(m.epochs)) s.parts.divergences.adopt(route, epoch)
+      reply(m.seq, null)
       return
     case 'breakers':
       reply(m.seq, s.parts.breakers.snapshots())

@@ -50,7 +50,7 @@ export async function statusCommand(target: AdminTarget, json: boolean, sampleMs
       flags
     }, null, 2) + '\n'
   }
-  const rows = table(['ROUTE', 'NEW', 'SHADOW', 'SOURCE', 'LEGACY REQ/S', '5XX/S', 'NEW REQ/S', '5XX/S', 'FALLBACK/S', 'NEW BREAKER', 'DIVERGENCE', 'LAST CHANGE'], routes.map((r) => [
+  const rows = table(['ROUTE', 'NEW', 'SHADOW', 'SOURCE', 'LEGACY REQ/S', '5XX/S', 'NEW REQ/S', '5XX/S', 'FALLBACK/S', 'NEW BREAKER', 'DIVERGENCE', 'DIV 5M', 'LAST CHANGE'], routes.map((r) => [
     r.name,
     share(r.new),
     `${r.shadow.value} %`,
@@ -62,6 +62,7 @@ export async function statusCommand(target: AdminTarget, json: boolean, sampleMs
     rate(r.name, 'fallbacks').toFixed(1),
     breakerCell(r.breaker ?? null),
     percent(divergence.get(r.name) ?? null),
+    percent(r.divergence5m ?? null),
     r.lastChange === null ? '-' : `${r.lastChange.time} ${r.lastChange.who}${r.lastChange.reason === null ? '' : `: ${r.lastChange.reason}`}`
   ]))
   return rows + flagsLine(flags)

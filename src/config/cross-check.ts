@@ -19,7 +19,11 @@ import { validateRoute } from './validate.js'
 
 type Report = (path: Path, message: string) => void
 
-export function crossCheck(data: Partial<RawConfig>, settings: Settings, report: Report): void {
+/**
+ * `warn` gets what is valid but cannot do what it says (a rule that cannot apply): `ficus
+ * check` prints it and a start or reload logs it, without refusing the file.
+ */
+export function crossCheck(data: Partial<RawConfig>, settings: Settings, report: Report, warn: Report = () => {}): void {
   const upstreams = isObject(data.upstreams) ? Object.keys(data.upstreams) : []
   const known = `(upstreams: ${upstreams.join(', ')})`
   const checkBackends = (b: unknown, path: Path): void => {
@@ -82,6 +86,7 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
     checkFallback(r.fallback, ['routes', i, 'fallback'], report)
     checkStickyHeader(r.sticky, ['routes', i, 'sticky'])
     checkSticky(r.sticky, ['routes', i, 'sticky'], report)
+    warnRoute(r, i, warn)
     // The rule paths of a compare block, from every list that has the right shape (the schema reports the rest).
     if (isObject(r.compare)) {
       const c = r.compare
@@ -90,7 +95,12 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
         ? Object.fromEntries(Object.entries(c.arrays).filter(([, m]) => m === 'unordered' || (isObject(m) && typeof m.key === 'string'))) as Record<string, 'unordered' | { key: string }>
         : undefined
       const found: [(string | number)[], string][] = []
-      compileCompare({ ignore: strings(c.ignore), redact: strings(c.redact), arrays }, found)
+      // Entries keep their positions (problems name them); statuses are the schema's to check.
+      const when = Array.isArray(c.when) ? c.when.map((w: unknown) => ({ status: 200, ignore: isObject(w) ? strings(w.ignore) : undefined })) : undefined
+      const maps = Array.isArray(c.paths)
+        ? c.paths.map((m: unknown) => (isObject(m) && typeof m.legacy === 'string' && typeof m.new === 'string' ? { legacy: m.legacy, new: m.new } : { legacy: 'body.a', new: 'body.b' }))
+        : undefined
+      compileCompare({ ignore: strings(c.ignore), redact: strings(c.redact), arrays, when, paths: maps }, found)
       for (const [where, message] of found) report(['routes', i, 'compare', ...where], message)
     }
     const path = isObject(r.match) ? r.match.path : undefined
@@ -130,6 +140,37 @@ function checkSticky(sticky: unknown, path: Path, report: Report): void {
   const ip = sticky.indexOf('ip')
   if (ip !== -1 && ip < sticky.length - 1) {
     report([...path, ip + 1], 'is never read: every request has a client address, so the list stops at ip (put ip last)')
+  }
+}
+
+/** Methods that are shadowed without shadowWrites. */
+const READS: ReadonlySet<unknown> = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+/** Settings of one route that are valid but cannot apply. */
+function warnRoute(r: Record<string, unknown>, i: number, warn: Report): void {
+  const methods = isObject(r.match) && Array.isArray(r.match.methods) ? r.match.methods : null
+  if (r.shadowWrites === true && methods !== null && methods.every((m) => READS.has(m))) {
+    warn(['routes', i, 'shadowWrites'], `has no effect: the route matches only reads (${methods.join(', ')}), which are shadowed anyway`)
+  }
+  if (!isObject(r.compare)) return
+  const c = r.compare
+  const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : [])
+  const compared = Array.isArray(c.headers) ? c.headers.filter((h): h is string => typeof h === 'string') : ['content-type']
+  list(c.headers).forEach((h, j) => {
+    if (typeof h === 'string' && h !== h.toLowerCase()) warn(['routes', i, 'compare', 'headers', j], `header names are compared in lower case: write ${h.toLowerCase()} (it is read as such)`)
+  })
+  const headerRule = (p: unknown, where: (string | number)[]): void => {
+    if (typeof p !== 'string' || !p.startsWith('header.')) return
+    const name = p.slice('header.'.length)
+    if (name !== name.toLowerCase()) warn(where, `header names are compared in lower case: write header.${name.toLowerCase()} (it is read as such)`)
+    else if (!compared.some((h) => h.toLowerCase() === name)) warn(where, `ignores a header this route does not compare (compare.headers: ${compared.join(', ')}): it changes nothing`)
+  }
+  list(c.ignore).forEach((p, j) => { headerRule(p, ['routes', i, 'compare', 'ignore', j]) })
+  list(c.when).forEach((w, j) => {
+    if (isObject(w)) list(w.ignore).forEach((p, k) => { headerRule(p, ['routes', i, 'compare', 'when', j, 'ignore', k]) })
+  })
+  if (c.contentType !== undefined && !compared.some((h) => h.toLowerCase() === 'content-type')) {
+    warn(['routes', i, 'compare', 'contentType'], `applies to the content-type header, which this route does not compare (compare.headers: ${compared.join(', ')})`)
   }
 }
 

@@ -10,6 +10,14 @@ import { schemaProblems, validateConfig } from './validate.js'
 
 type Env = Readonly<Record<string, string | undefined>>
 
+/** Warnings per config read: settings that are valid but cannot apply (see warningsOf). */
+const warnings = new WeakMap<Config, readonly ConfigProblem[]>()
+
+/** What `ficus check` prints and a start or reload logs beside a valid config: rules that cannot apply, in file order. */
+export function warningsOf(config: Config): readonly ConfigProblem[] {
+  return warnings.get(config) ?? []
+}
+
 /** Reads, expands, validates and freezes routes.yaml. Throws ConfigError listing every problem. */
 export async function loadConfig(file: string, env: Env = process.env): Promise<Config> {
   return (await readConfig(file, env)).config
@@ -67,7 +75,11 @@ export function parseConfig(text: string, file: string, env: Env = process.env):
   // The cross-checks run even when some values failed the schema, on the parts that
   // passed, so one run reports every problem.
   const settings = withDefaults(data)
-  crossCheck(data, settings, (path, message) => at(locate(doc, path), path, message))
+  const warned: ConfigProblem[] = []
+  crossCheck(data, settings, (path, message) => at(locate(doc, path), path, message),
+    (path, message) => { warned.push({ ...position(locate(doc, path)), path: formatPath(path), message }) })
   if (!valid || problems.length > 0) throw new ConfigError(file, sorted(problems))
-  return deepFreeze(build(settings, file))
+  const config = deepFreeze(build(settings, file))
+  warnings.set(config, sorted(warned))
+  return config
 }

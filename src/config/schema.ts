@@ -60,6 +60,7 @@ export const UpstreamSchema = Type.Object({
 
 const HeaderName = msg(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), 'must be a header name')
 const RulePathText = Type.String({ minLength: 1 })
+const StatusSpec = Type.Union([Type.Integer({ minimum: 100, maximum: 599 }), Type.String({ pattern: '^[1-5]([0-9][0-9]|xx)$' })])
 
 /** A route's `compare:` block; the paths in it are checked by compileCompare (cross-check.ts). */
 export const CompareSchema = Type.Object({
@@ -73,6 +74,12 @@ export const CompareSchema = Type.Object({
   treatAsEqual: Type.Optional(Type.Array(
     msg(Type.Union([Type.Literal('string-number'), Type.Literal('null-missing')]), 'must be string-number or null-missing'),
     { uniqueItems: true })),
+  contentType: Type.Optional(msg(Type.Union([Type.Literal('media-type'), Type.Literal('exact')]), 'must be media-type or exact')),
+  when: Type.Optional(Type.Array(Type.Object({
+    status: msg(Type.Union([StatusSpec, Type.Array(StatusSpec, { minItems: 1 })]), 'must be a status (404), a class (\'4xx\') or a list of them'),
+    ignore: Type.Array(RulePathText, { minItems: 1 })
+  }, { additionalProperties: false }))),
+  paths: Type.Optional(Type.Array(Type.Object({ legacy: RulePathText, new: RulePathText }, { additionalProperties: false }))),
   redact: Type.Optional(Type.Array(RulePathText))
 }, { additionalProperties: false })
 

@@ -4,10 +4,12 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import fp from 'fastify-plugin'
 import type { AuditLog } from '../adapters/audit-log.js'
 import type { BreakerView } from '../adapters/breakers.js'
-import { emptySummary, type DivergenceSample, type RouteSummary } from '../adapters/divergence-store.js'
+import { emptySummary, WINDOW_MINUTES, type DivergenceSample, type Epoch, type EpochCause, type RouteSummary, type Since } from '../adapters/divergence-store.js'
 import type { LiveConfig } from '../config/live.js'
 import type { AdminToken } from '../config/schema.js'
+import { parseDuration } from '../config/units.js'
 import { ControlError, type ControlPlane } from './control-plane.js'
+import { withDivergence } from './route-view.js'
 import { declaresBody } from '../core/forward-headers.js'
 import { parsePatch, parseRollback } from '../core/overrides.js'
 import { CATALOGUE, type ErrorCode } from '../errors.js'
@@ -29,8 +31,10 @@ export interface AdminOptions {
  * every worker's (src/cluster/divergences.ts).
  */
 export interface Divergences {
-  samples(route: string | undefined, limit: number): DivergenceSample[] | Promise<DivergenceSample[]>
-  summary(route?: string): RouteSummary[] | Promise<RouteSummary[]>
+  samples(route: string | undefined, limit: number, since?: Since): DivergenceSample[] | Promise<DivergenceSample[]>
+  summary(route?: string, since?: Since): RouteSummary[] | Promise<RouteSummary[]>
+  /** Starts the next epoch of each route (its counts start over); resolves once in effect. */
+  newEpoch(routes: readonly string[], why: EpochCause, reason: string | null): Epoch[] | Promise<Epoch[]>
 }
 
 /** Where GET /admin/routes reads the breakers: this process's, or in cluster mode every worker's, merged. */
@@ -50,11 +54,15 @@ const MAX_LIMIT = 1000
 
 const SamplesQuery = Type.Object({
   route: Type.Optional(Type.String({ minLength: 1 })),
-  limit: Type.Integer({ minimum: 1, maximum: MAX_LIMIT, default: 20 })
+  limit: Type.Integer({ minimum: 1, maximum: MAX_LIMIT, default: 20 }),
+  since: Type.Optional(Type.String({ minLength: 1 }))
 }, { additionalProperties: false })
 const SummaryQuery = Type.Object({
-  route: Type.Optional(Type.String({ minLength: 1 }))
+  route: Type.Optional(Type.String({ minLength: 1 })),
+  since: Type.Optional(Type.String({ minLength: 1 }))
 }, { additionalProperties: false })
+/** Longest reason kept with a reset (characters). */
+const MAX_REASON = 500
 const AuditQuery = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: MAX_LIMIT, default: 50 })
 }, { additionalProperties: false })
@@ -117,8 +125,9 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
 
     /** Every route with its effective new/shadow, where each comes from, and its last change. */
     api.get('/routes', async () => {
-      const breakers = await opts.breakers.snapshots()
-      return { routes: control.routes().map((r) => ({ ...r, breaker: breakers[r.name] ?? null })), flags: control.flagSource() }
+      const [breakers, summaries] = await Promise.all([opts.breakers.snapshots(), divergences.summary()])
+      const recent = new Map(summaries.map((x) => [x.route, x.windows['5m'].divergenceRate]))
+      return { routes: control.routes().map((r) => ({ ...withDivergence(r, recent.get(r.name) ?? null), breaker: breakers[r.name] ?? null })), flags: control.flagSource() }
     })
 
     /** Sets or clears (null) a route's overrides: `{ new?, shadow?, reason? }`. */
@@ -143,30 +152,66 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
       return { entries: audit.latest(q.limit) }
     })
 
-    /** Recent divergence samples, newest first. */
+    /** Recent divergence samples, newest first; `since`: of the current epoch, or from a time on. */
     api.get('/divergences', { schema: { querystring: SamplesQuery } }, async (request: FastifyRequest) => {
       const q = request.query as Static<typeof SamplesQuery>
       if (q.route !== undefined) control.known(q.route)
-      return { samples: await divergences.samples(q.route, q.limit) }
+      return { samples: await divergences.samples(q.route, q.limit, q.since === undefined ? undefined : parseSince(q.since, Date.now())) }
     })
 
-    /** Per route: comparisons by outcome, divergence rate, the fields that differ most. */
+    /** Per route: comparisons by outcome, divergence rate, the fields that differ most, since the epoch (or `since`), and the recent windows. */
     api.get('/divergences/summary', { schema: { querystring: SummaryQuery } }, async (request: FastifyRequest) => {
       const q = request.query as Static<typeof SummaryQuery>
+      const since = q.since === undefined ? 'epoch' : parseSince(q.since, Date.now())
       if (q.route !== undefined) {
         control.known(q.route)
-        return { routes: await divergences.summary(q.route) }
+        return { routes: await divergences.summary(q.route, since) }
       }
       // Every shadowed route, also before its first comparison, and any route with records.
       const names = new Set(table.current.routes.filter((r) => r.shadow > 0).map((r) => r.name))
-      const all = await divergences.summary()
+      const all = await divergences.summary(undefined, since)
       for (const s of all) names.add(s.route)
       const byName = new Map(all.map((s) => [s.route, s]))
       const routes: RouteSummary[] = []
       for (const n of [...names].sort()) routes.push(byName.get(n) ?? emptySummary(n))
       return { routes }
     })
+
+    /** A new epoch for one route (`{ route }`) or every route (`{}`): their divergence counts start over. Audited. */
+    api.post('/divergences/reset', async (request: FastifyRequest) => {
+      const { route, reason } = parseReset(request.body)
+      const names = await control.resetDivergences(route, reason, request.adminCaller)
+      const epochs = await divergences.newEpoch(names, 'reset', reason)
+      return { routes: names.map((name, i) => ({ route: name, epoch: epochs[i] })) }
+    })
   }, { prefix: '/admin' })
+}
+
+/**
+ * `since` of /admin/divergences: `epoch`, a duration back from now (`15m`, at most an hour),
+ * or an ISO 8601 time within the last hour. Windows are kept per minute for an hour.
+ */
+export function parseSince(text: string, now: number): Since {
+  if (text === 'epoch') return 'epoch'
+  const back = parseDuration(text)
+  const iso = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(text) ? Date.parse(text) : NaN
+  const at = back !== undefined ? now - back : iso
+  if (Number.isNaN(at)) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', `since: must be epoch, a duration like 15m or 1h, or an ISO 8601 time like 2026-01-01T10:00:00Z (got ${JSON.stringify(text.slice(0, 64))})`)
+  if (at < now - WINDOW_MINUTES * 60_000) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', `since: counts are kept per minute for the last ${WINDOW_MINUTES} minutes; for more, since=epoch counts everything since the route's compare rules last changed or were reset`)
+  return at
+}
+
+/** The body of POST /admin/divergences/reset: `{ route?, reason? }` (or none). */
+function parseReset(body: unknown): { route: string | undefined; reason: string | null } {
+  if (body === undefined || body === null) return { route: undefined, reason: null }
+  if (typeof body !== 'object' || Array.isArray(body)) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', 'the body must be a JSON object: { "route"?: name, "reason"?: text }')
+  const b = body as Record<string, unknown>
+  const problems: string[] = []
+  for (const k of Object.keys(b)) if (k !== 'route' && k !== 'reason') problems.push(`unknown field "${k}"`)
+  if (b.route !== undefined && (typeof b.route !== 'string' || b.route === '')) problems.push('route: must be a route name')
+  if (b.reason !== undefined && b.reason !== null && (typeof b.reason !== 'string' || b.reason.length > MAX_REASON)) problems.push(`reason: must be text of at most ${MAX_REASON} characters`)
+  if (problems.length > 0) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', problems.join('; '))
+  return { route: b.route as string | undefined, reason: (b.reason as string | null | undefined) ?? null }
 }
 
 /** `limit: must be <= 1000; unknown parameter "x"` from ajv's errors. */

@@ -176,6 +176,27 @@ export class ControlPlane {
     })
   }
 
+  /**
+   * POST /admin/divergences/reset: audits that the divergence counts of one route (or all)
+   * start over, and gives the routes' names; the caller then starts their new epoch. Traffic
+   * is unchanged. A failed audit write refuses the reset (FICUS_ERR_STATE_WRITE).
+   */
+  async resetDivergences (route: string | undefined, reason: string | null, who: string): Promise<string[]> {
+    return this.serial(async () => {
+      const names = (route === undefined ? [...this.config.routes, this.config.defaultRoute] : [this.known(route)]).map((r) => r.name)
+      const time = this.now().toISOString()
+      const detail = 'divergence counts start a new epoch'
+      try {
+        await this.audit.appendAll(names.map((name) => ({ time, who, action: 'reset-divergences' as const, route: name, reason, detail })))
+      } catch (err) {
+        this.log.error({ err }, 'could not write the audit log; the divergence counts were not reset')
+        throw new ControlError('FICUS_ERR_STATE_WRITE', 'the audit log could not be written; the divergence counts were not reset')
+      }
+      this.log.info({ routes: names, who, reason }, 'divergence counts reset')
+      return names
+    })
+  }
+
   /** A mutation refused for want of a valid token: audited, nothing changes. */
   async refused (detail: string): Promise<void> {
     await this.audit.append({ time: this.now().toISOString(), who: 'unauthenticated', action: 'refused', route: null, reason: null, detail })

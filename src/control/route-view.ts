@@ -23,6 +23,13 @@ export interface RouteView {
   /** The route's Unleash flag as this replica sees it; a rollback (override of new) bypasses it until cleared. */
   readonly flag: (FlagState & { readonly bypassed: boolean }) | null
   readonly lastChange: AuditEntry | null
+  /** Divergence rate over the last 5 minutes (diverged / compared; null: nothing compared), in GET /admin/routes. */
+  readonly divergence5m?: number | null
+}
+
+/** The view with its recent divergence rate. */
+export function withDivergence(v: RouteView, rate: number | null): RouteView {
+  return { ...v, divergence5m: rate }
 }
 
 /** The view of `rule` with its runtime override, its flag as this replica sees it (null: no flag), and its last change. */

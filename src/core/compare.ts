@@ -1,6 +1,7 @@
-import type { CompareRules } from './compare-rules.js'
+import { statusIn, type CompareRules } from './compare-rules.js'
 import { Collector, type Difference } from './difference.js'
 import { diffJson, ignoredBody } from './json-diff.js'
+import { mapPaths } from './path-map.js'
 
 /**
  * Compares legacy's answer with new's, whichever of them the client got: status, the chosen
@@ -33,7 +34,8 @@ export type Comparison =
 /**
  * @example compare(fromLegacy, fromNew, rules) // { outcome: 'diverged', differences: [{ path: 'body.amount', kind: 'type', … }] }
  */
-export function compare(fromLegacy: ComparedSide, fromNew: ComparedSide, rules: CompareRules): Comparison {
+export function compare(fromLegacy: ComparedSide, fromNew: ComparedSide, routeRules: CompareRules): Comparison {
+  const rules = forStatus(routeRules, fromLegacy.status, fromNew.status)
   const out = new Collector(rules.maxDifferences)
   if (fromLegacy.status !== fromNew.status && !ignoredTop(rules, 'status')) {
     out.add({ path: 'status', field: 'status', area: 'status', kind: 'changed', legacy: fromLegacy.status, new: fromNew.status })
@@ -43,6 +45,7 @@ export function compare(fromLegacy: ComparedSide, fromNew: ComparedSide, rules: 
     const a = headerValue(fromLegacy.headers[name])
     const b = headerValue(fromNew.headers[name])
     if (a === b) continue
+    if (name === 'content-type' && rules.contentType === 'media-type' && a !== undefined && b !== undefined && mediaType(a) === mediaType(b)) continue
     const path = `header.${name}`
     out.add({ path, field: path, area: 'header', kind: a === undefined ? 'extra' : b === undefined ? 'missing' : 'changed', legacy: a, new: b })
   }
@@ -54,6 +57,19 @@ export function compare(fromLegacy: ComparedSide, fromNew: ComparedSide, rules: 
     compareBodies(fromLegacy, fromNew, rules, out)
   }
   return out.list.length === 0 ? { outcome: 'match' } : out.result()
+}
+
+/** The route's rules with the `compare.when` entries for these statuses added (the same object when none applies). */
+function forStatus(rules: CompareRules, a: number, b: number): CompareRules {
+  let ignore = rules.ignore
+  for (const w of rules.when) if (statusIn(w.status, a, b)) ignore = [...ignore, ...w.ignore]
+  return ignore === rules.ignore ? rules : { ...rules, ignore }
+}
+
+/** `Application/JSON; charset=utf-8` → `application/json`: type and subtype, parameters left out. */
+export function mediaType(contentType: string): string {
+  const semi = contentType.indexOf(';')
+  return (semi === -1 ? contentType : contentType.slice(0, semi)).trim().toLowerCase()
 }
 
 function headerValue(v: string | string[] | undefined): string | undefined {
@@ -82,7 +98,7 @@ function compareBodies(fromLegacy: ComparedSide, fromNew: ComparedSide, rules: C
     const pa = parse(a)
     const pb = parse(b)
     if (pa.ok && pb.ok) {
-      diffJson(pa.value, pb.value, rules, out)
+      diffJson(pa.value, rules.paths.length === 0 ? pb.value : mapPaths(pb.value, rules.paths), rules, out)
       return
     }
     if (pa.ok !== pb.ok) {

@@ -1,5 +1,5 @@
 import type { CompareRules, ArrayMode } from './compare-rules.js'
-import type { Collector, DifferenceKind } from './difference.js'
+import { Collector, type DifferenceKind } from './difference.js'
 import { formatBodyPath, matchesBody, type Seg } from './rule-path.js'
 
 /**
@@ -35,8 +35,8 @@ function diff(a: unknown, b: unknown, path: Seg[], rules: CompareRules, out: Col
   const ka = kindOf(a)
   const kb = kindOf(b)
   if (ka !== kb) {
-    if (equalAcrossTypes(a, b, rules)) return
-    add(out, path, 'type', a, b)
+    const across = acrossTypes(a, b, rules)
+    if (across !== 'equal') add(out, path, across, a, b)
     return
   }
   if (depth >= MAX_DEPTH) {
@@ -100,12 +100,15 @@ function add(out: Collector, path: readonly Seg[], kind: DifferenceKind, legacy:
   if (out.room()) out.list.push({ path: formatBodyPath(path), field: formatBodyPath(path, true), area: 'body', kind, legacy, new: newValue, at: path.slice() })
 }
 
-/** string ↔ number, when a route opts in: `"12.50"` and `12.5` are the same amount. */
-function equalAcrossTypes(a: unknown, b: unknown, rules: CompareRules): boolean {
-  if (!rules.stringNumbers) return false
+/**
+ * string ↔ number, when a route opts in: `"12.50"` and `12.5` are the same amount (within
+ * the tolerance), `"12.50"` and `13` a `changed` amount; anything else is a `type` change.
+ */
+function acrossTypes(a: unknown, b: unknown, rules: CompareRules): 'equal' | 'changed' | 'type' {
+  if (!rules.stringNumbers) return 'type'
   const [s, n] = typeof a === 'string' && typeof b === 'number' ? [a, b] : typeof b === 'string' && typeof a === 'number' ? [b, a] : [null, null]
-  if (s === null || n === null || !/^\s*-?\d+(\.\d+)?([eE][+-]?\d+)?\s*$/.test(s)) return false
-  return Math.abs(Number(s) - n) <= rules.tolerance
+  if (s === null || n === null || !/^\s*-?\d+(\.\d+)?([eE][+-]?\d+)?\s*$/.test(s)) return 'type'
+  return Math.abs(Number(s) - n) <= rules.tolerance ? 'equal' : 'changed'
 }
 
 function arrayMode(rules: CompareRules, path: readonly Seg[]): ArrayMode | null {
@@ -126,31 +129,7 @@ function diffArrays(a: unknown[], b: unknown[], path: Seg[], rules: CompareRules
     return
   }
   if (mode === 'unordered') {
-    // A multiset: each item of one side is paired with an equal item of the other.
-    const pending = new Map<string, number[]>()
-    b.forEach((item, j) => {
-      const key = canonicalAt(item, path, j, rules)
-      const list = pending.get(key)
-      if (list === undefined) pending.set(key, [j])
-      else list.push(j)
-    })
-    a.forEach((item, i) => {
-      const list = pending.get(canonicalAt(item, path, i, rules))
-      if (list !== undefined && list.length > 0) {
-        list.shift()
-      } else {
-        path.push(i)
-        add(out, path, 'missing', item, undefined)
-        path.pop()
-      }
-    })
-    for (const list of pending.values()) {
-      for (const j of list) {
-        path.push(j)
-        add(out, path, 'extra', undefined, b[j])
-        path.pop()
-      }
-    }
+    diffUnordered(a, b, path, rules, out, depth)
     return
   }
   // Keyed: items are paired by the value of their key field.
@@ -212,4 +191,74 @@ function canonical(v: unknown, path: Seg[], rules: CompareRules): string {
     path.pop()
   }
   return `{${parts.join(',')}}`
+}
+
+/** Item pairs tried under the rules per unordered array, past the exact pairing (bounds an n × m search). */
+export const MAX_UNORDERED_TRIES = 10_000
+
+/** Whether `a` and `b` (at `path`) are equal under the route's rules: a diff that stops at the first difference. */
+function equalUnder(a: unknown, b: unknown, path: Seg[], rules: CompareRules, depth: number): boolean {
+  const probe = new Collector(0)
+  diff(a, b, path, rules, probe, depth)
+  return !probe.truncated
+}
+
+/**
+ * A multiset: each item of one side is paired with an item of the other that is equal under
+ * the rules (tolerance, string-number, null-missing and ignore apply as in order). Arrays
+ * already in the same order pair item by item; otherwise items with the same canonical text
+ * pair first (cheap), then each one left is tried against those left on the other side, at
+ * most MAX_UNORDERED_TRIES times. Unpaired items are `missing` and `extra`.
+ */
+function diffUnordered(a: unknown[], b: unknown[], path: Seg[], rules: CompareRules, out: Collector, depth: number): void {
+  if (a.length === b.length) {
+    let inOrder = true
+    for (let i = 0; i < a.length && inOrder; i++) {
+      path.push(i)
+      inOrder = equalUnder(a[i], b[i], path, rules, depth + 1)
+      path.pop()
+    }
+    if (inOrder) return
+  }
+  const pending = new Map<string, number[]>()
+  b.forEach((item, j) => {
+    const key = canonicalAt(item, path, j, rules)
+    const list = pending.get(key)
+    if (list === undefined) pending.set(key, [j])
+    else list.push(j)
+  })
+  const paired = new Set<number>()
+  const leftA: number[] = []
+  a.forEach((item, i) => {
+    const list = pending.get(canonicalAt(item, path, i, rules))
+    const j = list?.shift()
+    if (j === undefined) leftA.push(i)
+    else paired.add(j)
+  })
+  const leftB = b.map((_, j) => j).filter((j) => !paired.has(j))
+  let tries = 0
+  for (const i of leftA) {
+    let found = -1
+    for (let k = 0; k < leftB.length && tries < MAX_UNORDERED_TRIES; k++, tries++) {
+      path.push(i)
+      const equal = equalUnder(a[i], b[leftB[k] as number], path, rules, depth + 1)
+      path.pop()
+      if (equal) {
+        found = k
+        break
+      }
+    }
+    if (found === -1) {
+      path.push(i)
+      add(out, path, 'missing', a[i], undefined)
+      path.pop()
+    } else {
+      leftB.splice(found, 1)
+    }
+  }
+  for (const j of leftB) {
+    path.push(j)
+    add(out, path, 'extra', undefined, b[j])
+    path.pop()
+  }
 }

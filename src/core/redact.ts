@@ -1,3 +1,4 @@
+import { SECRET_QUERY_PARAMS } from './compare-rules.js'
 import type { Difference } from './difference.js'
 import { formatBodyPath, matchesBody, type RulePath, type Seg } from './rule-path.js'
 
@@ -15,6 +16,39 @@ const SECRET_HEADERS: ReadonlySet<string> = new Set(['authorization', 'proxy-aut
 const MAX_VALUE_CHARS = 200
 /** Longest path shown (characters): keys are data too, and may be long. */
 const MAX_PATH_CHARS = 300
+
+/** Longest request target shown in a sample (characters). */
+const MAX_TARGET_CHARS = 500
+const SECRET_QUERY: ReadonlySet<string> = new Set(SECRET_QUERY_PARAMS)
+
+/**
+ * A request target as a sample shows it: path and query string, the values of secret
+ * query parameters `[redacted]`: those of SECRET_QUERY_PARAMS (any case), the route's
+ * `query.<name>` rules (`*`: every one) and `sticky`, the parameters that carry the
+ * user's sticky key. Parameter names and the rest stay as sent.
+ * @example showTarget('/posts?_page=2&token=abc', []) // '/posts?_page=2&token=[redacted]'
+ */
+export function showTarget(target: string, redactQuery: readonly string[], sticky: readonly string[] = []): string {
+  const q = target.indexOf('?')
+  if (q === -1) return cut(target, MAX_TARGET_CHARS)
+  const all = redactQuery.includes('*')
+  const params = target.slice(q + 1).split('&').map((p) => {
+    const eq = p.indexOf('=')
+    if (eq === -1) return p
+    const raw = p.slice(0, eq)
+    const name = decodeName(raw)
+    return all || sticky.includes(name) || redactQuery.includes(name) || SECRET_QUERY.has(name.toLowerCase()) ? `${raw}=${REDACTED}` : p
+  })
+  return cut(`${target.slice(0, q)}?${params.join('&')}`, MAX_TARGET_CHARS)
+}
+
+function decodeName(raw: string): string {
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, ' '))
+  } catch {
+    return raw
+  }
+}
 
 /** A difference as a sample shows it. */
 export interface ShownDifference {

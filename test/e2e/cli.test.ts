@@ -16,6 +16,16 @@ t.test('ficus check: 0 and a summary for a good file', async (t) => {
   t.equal(p.stdout, 'routes.yaml: OK (4 routes, 2 upstreams)\n')
 })
 
+t.test('ficus check: settings that cannot apply are listed as warnings, and the file is still OK (0)', async (t) => {
+  const file = fixture('valid-warnings.yaml')
+  const p = run(t, CLI, ['check', file])
+  t.equal(await p.exitCode(), 0)
+  const lines = p.stdout.trim().split('\n')
+  t.equal(lines[0], `${file}: OK (2 routes, 2 upstreams), 6 warnings`)
+  t.equal(lines[1], `  warning: ${file}:12:19: routes[0].shadowWrites: has no effect: the route matches only reads (GET, HEAD), which are shadowed anyway`)
+  t.equal(lines.length, 7)
+})
+
 t.test('ficus check: 1 and every problem with its place for a bad file', async (t) => {
   const p = run(t, CLI, ['check', fixture('invalid-many.yaml')])
   t.equal(await p.exitCode(), 1)

@@ -26,7 +26,8 @@ const ROUTES = [
   { name: 'compared', match: { path: '/compared/*' }, new: 50, shadow: 100 },
   { name: 'respawn', match: { path: '/respawn/*' }, new: 100 },
   { name: 'frozen', match: { path: '/frozen/*' }, new: 0 },
-  { name: 'ejecting', match: { path: '/ejecting/*' }, new: 100, backends: { legacy: 'legacy', new: 'dead' }, fallback: { breaker: { consecutiveFailures: 2, ejection: '5m' } } }
+  { name: 'ejecting', match: { path: '/ejecting/*' }, new: 100, backends: { legacy: 'legacy', new: 'dead' }, fallback: { breaker: { consecutiveFailures: 2, ejection: '5m' } } },
+  { name: 'epochs', match: { path: '/epochs/*' }, new: 50, shadow: 100 }
 ]
 
 t.test('two workers: both serve, a change reaches every worker before it is acknowledged, metrics and divergences cover both', async (t) => {
@@ -138,6 +139,21 @@ t.test('two workers: both serve, a change reaches every worker before it is ackn
     const route = (view.body.routes as { name: string; breaker: Record<string, unknown> | null }[]).find((r) => r.name === 'ejecting')
     t.match(route?.breaker, { state: 'open', ejectedIn: 2, processes: 2, lastFailure: 'refused' }, 'merged over both workers')
     t.equal(sample(await scrape(c), 'ficus_breaker_state', { route: 'ejecting', state: 'open' }), 2, 'the gauge counts the workers in each state')
+  })
+
+  t.test('a divergence reset starts a new epoch on every worker before it is acknowledged; windows are summed', async (t) => {
+    const diverged = async (n: number): Promise<void> => {
+      const served: Served[] = []
+      for (const user of ['alice', 'bob', 'carol', 'grace'].slice(0, n)) served.push(...await many(c, 2, '/epochs/1', { 'x-user-id': user }))
+      for (const o of served) await c.logs.waitFor((l) => l.msg === 'divergence' && l.reqId === o.reqId, { message: `no divergence recorded for request ${o.reqId}` })
+    }
+    await diverged(4)
+    t.match(await summary(c.admin, 'epochs'), { epoch: { n: 1 }, comparisons: { diverged: 8 }, windows: { '5m': { comparisons: { diverged: 8 } } } })
+    const reset = await admin(c.admin, 'POST', '/admin/divergences/reset', { json: { route: 'epochs', reason: 'workers test' } })
+    t.match(reset, { status: 200, body: { routes: [{ route: 'epochs', epoch: { n: 2, why: 'reset', reason: 'workers test' } }] } })
+    t.match(await summary(c.admin, 'epochs'), { epoch: { n: 2 }, comparisons: { diverged: 0 }, windows: { '5m': { comparisons: { diverged: 0 } } } }, 'every worker started over')
+    await diverged(2)
+    t.match(await summary(c.admin, 'epochs'), { epoch: { n: 2 }, comparisons: { diverged: 4 } }, 'and counts on in the new epoch')
   })
 
   t.test('a reload reaches every worker before it is logged', async (t) => {

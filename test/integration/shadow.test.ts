@@ -63,13 +63,13 @@ t.test('a shadowed read is copied to new, marked, with the same target and reque
   t.equal(n.requests[0]?.headers['x-request-id'], l.requests[0]?.headers['x-request-id'], 'and the same request id')
 })
 
-t.test('every kind of difference is reported in the samples, without the query or the raw sticky key', async (t) => {
+t.test('every kind of difference is reported in the samples, with the query redacted and without the raw sticky key', async (t) => {
   const { f } = await threeReads(t)
   const list = await samples(f, '?route=orders')
   t.equal(list.length, 3)
   const [h, s, o] = list as [DivergenceSample, DivergenceSample, DivergenceSample]
-  t.match(o, { route: 'orders', method: 'GET', path: '/o/1', primary: 'legacy', status: { legacy: 200, new: 200 }, truncated: false })
-  t.notOk(JSON.stringify(o).includes('secret'), 'no query string in samples')
+  t.match(o, { route: 'orders', method: 'GET', path: '/o/1?token=[redacted]', primary: 'legacy', status: { legacy: 200, new: 200 }, truncated: false })
+  t.notOk(JSON.stringify(o).includes('secret'), 'a token in the query is never shown')
   t.match(o.keyHash, /^[0-9a-f]{12}$/, 'the sticky key is hashed')
   t.notOk(JSON.stringify(o).includes('alice'), 'never shown raw')
   t.same(o.differences.map((d) => `${d.path} ${d.kind}`).sort(), [
@@ -465,6 +465,19 @@ t.test('samples are redacted: credential headers always, and the route\'s redact
   t.same(by['body.user.card'], { path: 'body.user.card', area: 'body', kind: 'missing', legacy: { pan: '[redacted]' } }, 'inside a value too')
   t.match(by['body.user.name'], { legacy: 'a', new: 'b' }, 'the rest stays readable')
   t.notOk(/abc|def|a@x|b@x|4111|t1|t2/.test(JSON.stringify(s)))
+})
+
+t.test('a sample keeps the query string, so a divergence is tied to /posts?_page=2; secret and sticky parameters are redacted', async (t) => {
+  const { f, idle } = await shadowed(t,
+    (req, res, body) => answers({ '/posts': [200, { page: req.url?.includes('_page=2') === true ? 2 : 1 }] })(req, res, body),
+    (req, res, body) => answers({ '/posts': [200, { page: req.url?.includes('_page=2') === true ? 3 : 1 }] })(req, res, body),
+    { sticky: 'query:user', compare: { redact: ['query.session'] } })
+  await f.fetch('/posts?_page=1&user=bob')
+  await f.fetch('/posts?_page=2&session=s3cr3t&user=bob&api_key=k3y')
+  await idle()
+  const list = await samples(f, '?route=orders')
+  t.same(list.map((s) => s.path), ['/posts?_page=2&session=[redacted]&user=[redacted]&api_key=[redacted]'], 'only page 2 diverged, and its sample says so')
+  t.notOk(/s3cr3t|bob|k3y/.test(JSON.stringify(list)), 'no secret, sticky key or API key in samples')
 })
 
 t.test('an array keyed by a redacted field does not show the key in paths', async (t) => {

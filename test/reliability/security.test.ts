@@ -76,6 +76,7 @@ const ENDPOINTS: readonly { method: string; path: string; body?: string }[] = [
   { method: 'PATCH', path: '/admin/routes/orders', body: '{"new": 100, "reason": "intruder"}' },
   { method: 'POST', path: '/admin/rollback', body: '{"route": "rest", "reason": "intruder"}' },
   { method: 'POST', path: '/admin/rollback' },
+  { method: 'POST', path: '/admin/divergences/reset', body: '{"reason": "intruder"}' },
   { method: 'GET', path: '/admin/nothing' },
   { method: 'DELETE', path: '/admin/routes/orders' }
 ]
@@ -395,15 +396,16 @@ t.test('no secret reaches /metrics, the logs, divergence samples, the admin API,
   })
 
   t.test('divergence samples are there, with every secret redacted and the rest readable', async (t) => {
-    t.same(samples.map((s) => `${s.method} ${s.path}`).sort(), ['GET /orders/1', 'GET /orders/keyed', 'POST /orders/login'], 'every comparison diverged')
+    const q = '?token=[redacted]&access_token=[redacted]'
+    t.same(samples.map((s) => `${s.method} ${s.path}`).sort(), [`GET /orders/1${q}`, `GET /orders/keyed${q}`, `POST /orders/login${q}`], 'every comparison diverged')
     const post = samples.find((s) => s.method === 'POST')
     const by = Object.fromEntries((post?.differences ?? []).map((d) => [d.path, d]))
     t.match(by['body.note'], { legacy: 'visible-legacy', new: 'visible-new' }, 'what is not secret stays readable (the search below would find it)')
     t.match(by['header.set-cookie'], { legacy: '[redacted]', new: '[redacted]' }, 'a credential header is always redacted')
     for (const p of ['body.seen.authorization', 'body.seen.cookie', 'body.seen.body.password']) t.match(by[p], { legacy: '[redacted]', new: '[redacted]' }, `${p} is redacted`)
     t.ok(Object.keys(by).includes('body.users[email=[redacted]].plan'), 'an array keyed by a redacted field does not name the key')
-    t.same(samples.find((s) => s.path === '/orders/keyed')?.differences.map((d) => d.path), ['body.users[email=[redacted]].plan'])
-    t.equal(post?.path, '/orders/login', 'the sample has the path without its query')
+    t.same(samples.find((s) => s.path === `/orders/keyed${q}`)?.differences.map((d) => d.path), ['body.users[email=[redacted]].plan'])
+    t.equal(post?.path, `/orders/login${q}`, 'the sample has the query with the token values redacted')
     t.match(post?.keyHash, /^[0-9a-f]{12}$/, 'the sticky key (the session cookie) only as a hash')
     t.match(listed.text, 'visible-legacy', 'the text searched below is the one with the samples')
   })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { DivergenceSample, RouteSummary } from '../../src/adapters/divergence-store.js'
+import type { DivergenceSample, Epoch, RouteSummary, WindowCounts } from '../../src/adapters/divergence-store.js'
 import { mergeSamples, mergeSummaries } from '../../src/cluster/divergences.js'
 import { ClusterMetrics } from '../../src/cluster/metrics.js'
 import type { MetricsJson } from '../../src/cluster/protocol.js'
@@ -22,7 +22,7 @@ t.test('parseWorkers: 1..64 or auto; anything else says what is wrong', async (t
 
 const sampleAt = (requestId: string, time: string): DivergenceSample => ({
   route: 'orders', method: 'GET', path: '/orders/1', requestId, keyHash: null, primary: 'legacy',
-  status: { legacy: 200, new: 200 }, ms: { legacy: 1, new: 1 }, time, differences: [], truncated: false
+  status: { legacy: 200, new: 200 }, ms: { legacy: 1, new: 1 }, time, epoch: 1, differences: [], truncated: false
 })
 
 t.test('mergeSamples: newest first over every worker, limit kept', async (t) => {
@@ -33,8 +33,15 @@ t.test('mergeSamples: newest first over every worker, limit kept', async (t) => 
   t.same(mergeSamples([], 3), [])
 })
 
+const START: Epoch = { n: 1, startedAt: '2026-01-01T00:00:00.000Z', why: 'start', reason: null }
+const windowOf = (match: number, diverged: number): WindowCounts => ({
+  comparisons: { match, diverged, error: 0, skipped: 0 }, divergenceRate: match + diverged === 0 ? null : diverged / (match + diverged), kinds: { status: 0, header: 0, body: diverged }
+})
 const summaryOf = (route: string, s: Partial<RouteSummary>): RouteSummary => ({
   route,
+  epoch: START,
+  since: START.startedAt,
+  windows: { '5m': windowOf(0, 0), '1h': windowOf(0, 0) },
   comparisons: { match: 0, diverged: 0, error: 0, skipped: 0 },
   divergenceRate: null,
   kinds: { status: 0, header: 0, body: 0 },
@@ -70,6 +77,9 @@ t.test('mergeSummaries: counts summed per route, rate recomputed, fields merged'
   t.equal(customers?.route, 'customers')
   t.same(orders, {
     route: 'orders',
+    epoch: START,
+    since: START.startedAt,
+    windows: { '5m': windowOf(0, 0), '1h': windowOf(0, 0) },
     comparisons: { match: 4, diverged: 4, error: 1, skipped: 3 },
     divergenceRate: 0.5,
     kinds: { status: 1, header: 0, body: 3 },
@@ -79,6 +89,26 @@ t.test('mergeSummaries: counts summed per route, rate recomputed, fields merged'
     otherFields: 4,
     lastDivergence: '2026-01-01T00:00:05.000Z'
   })
+})
+
+t.test('mergeSummaries: windows summed; a worker still in an older epoch is left out of the counts', async (t) => {
+  const reset: Epoch = { n: 2, startedAt: '2026-01-01T01:00:00.000Z', why: 'reset', reason: 'rules fixed' }
+  const inWorker: Epoch = { ...reset, startedAt: '2026-01-01T01:00:00.004Z' }
+  const fresh = (match: number, diverged: number): RouteSummary => summaryOf('orders', {
+    epoch: inWorker, since: inWorker.startedAt, comparisons: { match, diverged, error: 0, skipped: 0 }, windows: { '5m': windowOf(match, diverged), '1h': windowOf(match, diverged) }
+  })
+  const stale = summaryOf('orders', { comparisons: { match: 0, diverged: 50, error: 0, skipped: 0 }, topFields: [{ field: 'body.noise', count: 50, kinds: { changed: 50 } }] })
+  const [orders] = mergeSummaries([[fresh(3, 1)], [fresh(1, 1)], [stale]], () => reset)
+  t.match(orders, {
+    epoch: reset,
+    since: reset.startedAt,
+    comparisons: { match: 4, diverged: 2 },
+    divergenceRate: 2 / 6,
+    windows: { '5m': { comparisons: { match: 4, diverged: 2 }, divergenceRate: 2 / 6 }, '1h': { divergenceRate: 2 / 6 } },
+    topFields: []
+  }, 'the primary\'s epoch start is shown; the stale worker\'s noise is not counted')
+  const [windowed] = mergeSummaries([[{ ...fresh(1, 0), since: '2026-01-01T01:10:00.000Z' }], [{ ...fresh(1, 0), since: '2026-01-01T01:10:00.000Z' }]], () => reset)
+  t.equal(windowed?.since, '2026-01-01T01:10:00.000Z', 'counts since a time say from when')
 })
 
 /** A registry shaped like a Ficus process's, with the values given. */

@@ -3,6 +3,7 @@ import t from 'tap'
 import { compare, sameBytes, type ComparedSide, type Comparison } from '../../src/core/compare.js'
 import type { Difference } from '../../src/core/difference.js'
 import { compileCompare, type CompareConfig } from '../../src/core/compare-rules.js'
+import { showTarget } from '../../src/core/redact.js'
 
 const JSON_CT = { 'content-type': 'application/json' }
 const side = (body: unknown, over: Partial<ComparedSide> = {}): ComparedSide => ({
@@ -126,6 +127,93 @@ t.test('rules that cannot be read are reported', async (t) => {
   const problems: [string[], string][] = []
   compileCompare({ ignore: ['body.a', 'nope', 'body.[x]'], arrays: { 'header.x': 'unordered' }, redact: ['status'] }, problems)
   t.same(problems.map(([p]) => p.join('.')), ['arrays.header.x', 'ignore.1', 'ignore.2', 'redact.0'])
+  t.match(problems.find(([p]) => p.join('.') === 'redact.0')?.[1], /body path .* or a query parameter/)
+})
+
+t.test('string-number: a numeric string and a number that differ in amount are a changed value, not a type change', async (t) => {
+  const equal = { treatAsEqual: ['string-number'] } as const
+  t.same(diffs(run({ amount: '1' }, { amount: 2 }, equal)), [{ path: 'body.amount', kind: 'changed', legacy: '1', new: 2 }])
+  t.same(diffs(run({ amount: 2 }, { amount: '1.5' }, equal)), [{ path: 'body.amount', kind: 'changed', legacy: 2, new: '1.5' }])
+  t.same(diffs(run({ amount: 'one' }, { amount: 1 }, equal)), [{ path: 'body.amount', kind: 'type', legacy: 'one', new: 1 }], 'text that is no number stays a type change')
+  t.same(diffs(run({ amount: '1' }, { amount: 2 })), [{ path: 'body.amount', kind: 'type', legacy: '1', new: 2 }], 'without the rule, a type change')
+})
+
+t.test('arrays: unordered applies tolerance, string-number, null-missing and ignore to the items it pairs', async (t) => {
+  const unordered = { arrays: { 'body.list': 'unordered' } } as const
+  t.same(run({ list: [1.001] }, { list: [1.002] }, { numbers: { tolerance: 0.01 } }), { outcome: 'match' }, 'in order')
+  t.same(run({ list: [1.001] }, { list: [1.002] }, { ...unordered, numbers: { tolerance: 0.01 } }), { outcome: 'match' }, 'unordered, the same')
+  t.same(run({ list: [1.001, 5] }, { list: [5, 1.002] }, { ...unordered, numbers: { tolerance: 0.01 } }), { outcome: 'match' }, 'and reordered')
+  t.same(run({ list: ['12.50', 3] }, { list: [3, 12.5] }, { ...unordered, treatAsEqual: ['string-number'] }), { outcome: 'match' })
+  t.same(run({ list: [{ a: 1, b: null }] }, { list: [{ a: 1 }] }, { ...unordered, treatAsEqual: ['null-missing'] }), { outcome: 'match' })
+  t.same(run({ list: [1, 2] }, { list: [2.5, 1] }, { ...unordered, numbers: { tolerance: 0.1 } }).outcome, 'diverged', 'beyond the tolerance still differs')
+  t.same(diffs(run({ list: [1, 2] }, { list: [2, 3] }, unordered)), [
+    { path: 'body.list[0]', kind: 'missing', legacy: 1, new: undefined },
+    { path: 'body.list[1]', kind: 'extra', legacy: undefined, new: 3 }
+  ])
+})
+
+t.test('content-type is compared by media type unless the route asks for the exact text', async (t) => {
+  const ct = (v: string): ComparedSide => side({ a: 1 }, { headers: { 'content-type': v } })
+  t.same(compare(ct('application/json; charset=utf-8'), ct('Application/JSON'), compileCompare(undefined).rules), { outcome: 'match' })
+  t.same(diffs(compare(ct('application/json; charset=utf-8'), ct('application/json'), compileCompare({ contentType: 'exact' }).rules)), [
+    { path: 'header.content-type', kind: 'changed', legacy: 'application/json; charset=utf-8', new: 'application/json' }
+  ])
+  t.same(diffs(compare(ct('application/json'), ct('application/problem+json; charset=utf-8'), compileCompare(undefined).rules)), [
+    { path: 'header.content-type', kind: 'changed', legacy: 'application/json', new: 'application/problem+json; charset=utf-8' }
+  ], 'another media type still differs, shown as sent')
+})
+
+t.test('compare.when: rules for answers with a given status (bodies of 404s ignored)', async (t) => {
+  const rules = compileCompare({ when: [{ status: 404, ignore: ['body'] }, { status: ['5xx', 429], ignore: ['body.trace'] }] }).rules
+  const at = (status: number, body: unknown): ComparedSide => side(body, { status })
+  t.same(compare(at(404, { error: 'no such order' }), at(404, { message: 'Not Found' }), rules), { outcome: 'match' })
+  t.same(diffs(compare(at(200, { a: 1 }), at(200, { a: 2 }), rules)), [{ path: 'body.a', kind: 'changed', legacy: 1, new: 2 }], 'other statuses compare bodies')
+  t.same(diffs(compare(at(404, { a: 1 }), at(200, { a: 2 }), rules)), [{ path: 'status', kind: 'changed', legacy: 404, new: 200 }],
+    'a status difference is still reported when one side is a 404')
+  t.same(diffs(compare(at(503, { trace: 'x', code: 1 }), at(503, { trace: 'y', code: 2 }), rules)), [{ path: 'body.code', kind: 'changed', legacy: 1, new: 2 }], 'a class')
+  t.same(compare(at(429, { trace: 'x' }), at(429, { trace: 'y' }), rules), { outcome: 'match' }, 'and a code in a list')
+})
+
+t.test('compare.paths: an envelope and renamed fields compare equal; differences are named at legacy\'s paths', async (t) => {
+  const envelope = { paths: [{ legacy: 'body', new: 'body.data' }] }
+  t.same(run({ id: 1, name: 'a' }, { data: { id: 1, name: 'a' }, meta: { page: 1 } }, envelope), { outcome: 'match' })
+  t.same(diffs(run({ id: 1, name: 'a' }, { data: { id: 1, name: 'b' } }, envelope)), [{ path: 'body.name', kind: 'changed', legacy: 'a', new: 'b' }])
+  t.same(diffs(run({ id: 1 }, { error: 'x' }, envelope)), [
+    { path: 'body.id', kind: 'missing', legacy: 1, new: undefined },
+    { path: 'body.error', kind: 'extra', legacy: undefined, new: 'x' }
+  ], 'without the envelope nothing moves: the documents compare as they are')
+  t.same(run({ data: { id: 1 } }, { id: 1 }, { paths: [{ legacy: 'body.data', new: 'body' }] }), { outcome: 'match' }, 'the other way round')
+  const renamed = { paths: [{ legacy: 'body.customer_name', new: 'body.customerName' }, { legacy: 'body.items[*].qty', new: 'body.items[*].quantity' }] }
+  t.same(run({ customer_name: 'Ada', items: [{ qty: 1 }, { qty: 2 }] }, { customerName: 'Ada', items: [{ quantity: 1 }, { quantity: 2 }] }, renamed), { outcome: 'match' })
+  t.same(diffs(run({ customer_name: 'Ada', items: [{ qty: 1 }] }, { customerName: 'Eve', items: [{ quantity: 3 }] }, renamed)), [
+    { path: 'body.customer_name', kind: 'changed', legacy: 'Ada', new: 'Eve' },
+    { path: 'body.items[0].qty', kind: 'changed', legacy: 1, new: 3 }
+  ])
+  t.same(diffs(run({ customer_name: 'Ada' }, { customer_name: 'Ada', customerName: 'Eve' }, renamed)), [
+    { path: 'body.customerName', kind: 'extra', legacy: undefined, new: 'Eve' }
+  ], 'a value already where legacy has it is not overwritten')
+})
+
+t.test('rules for statuses, mapped paths and query redaction are checked at load', async (t) => {
+  const problems: [(string | number)[], string][] = []
+  compileCompare({
+    when: [{ status: 'abc', ignore: ['body'] }, { status: 404, ignore: ['nope'] }],
+    paths: [{ legacy: 'body', new: 'body' }, { legacy: 'body.**.a', new: 'body.b' }, { legacy: 'body.items[*].a', new: 'body.other[*].b' }, { legacy: 'body.a[0]', new: 'body.b' }, { legacy: 'header.x', new: 'body.x' }],
+    redact: ['query.', 'query.token', 'body.x']
+  }, problems)
+  t.same(problems.map(([p]) => p.join('.')), ['when.0.status', 'when.1.ignore.0', 'paths.0', 'paths.1', 'paths.2', 'paths.3', 'paths.4', 'redact.0'])
+  const c = compileCompare({ redact: ['query.token', 'body.x', 'query.*'] })
+  t.same([c.redactQuery, c.redact.map((r) => r.source)], [['token', '*'], ['body.x']])
+})
+
+t.test('a sample\'s target keeps its query string, secret parameter values redacted', async (t) => {
+  t.equal(showTarget('/posts?_page=2', []), '/posts?_page=2')
+  t.equal(showTarget('/posts', ['*']), '/posts')
+  t.equal(showTarget('/p?_page=2&access_token=abc&API_KEY=k&Sig=x&flag&q=a%3Db', []), '/p?_page=2&access_token=[redacted]&API_KEY=[redacted]&Sig=[redacted]&flag&q=a%3Db',
+    'credentials and signatures by their usual names, in any case')
+  t.equal(showTarget('/p?session%5Fid=s&user=bob&x=1', ['session_id'], ['user']), '/p?session%5Fid=[redacted]&user=[redacted]&x=1', 'the route\'s query rules (names decoded) and the sticky parameter')
+  t.equal(showTarget('/p?a=1&b=2', ['*']), '/p?a=[redacted]&b=[redacted]', 'query.* hides every value')
+  t.match(showTarget(`/p?x=${'y'.repeat(2000)}`, []), /^\/p\?x=y+… \(2005 chars\)$/, 'a long target is cut')
 })
 
 /* ---------- properties ---------- */
@@ -219,4 +307,51 @@ t.test('bodies in chunks: equal bytes are equal however they were cut; one diffe
   const r = compare(side(null, { body: chunks({ a: 1, b: [1, 2] }) }), side(null, { body: chunks({ a: 2, b: [1, 2] }) }), compileCompare(undefined).rules)
   t.same(diffs(r), [{ path: 'body.a', kind: 'changed', legacy: 1, new: 2 }])
   t.same(compare(side(null, { body: chunks({ a: 1 }) }), side({ a: 1 }), compileCompare(undefined).rules), { outcome: 'match' }, 'chunks vs one buffer')
+})
+
+/**
+ * Items that cannot pair with any but their own counterpart (distinct ids, never ignored
+ * or perturbed), so an array is "already in the same order" on both sides: each rule must
+ * then give the same verdict in order and unordered.
+ */
+const leaf = fc.oneof(fc.integer({ min: -5, max: 5 }), fc.double({ min: -5, max: 5, noNaN: true, noDefaultInfinity: true }), fc.constantFrom('1', '2.5', 'x', '', '0'), fc.constant(null), fc.boolean())
+const item = fc.record({ v: leaf, w: leaf, at: leaf }, { requiredKeys: ['v'] })
+/** How new's copy of a leaf may differ: not at all, slightly, as text, dropped when null, or replaced. */
+const perturb = fc.constantFrom('same', 'nudge', 'text', 'number', 'drop-null', 'replace')
+function perturbed(v: unknown, how: string, replacement: unknown): unknown {
+  if (how === 'nudge' && typeof v === 'number') return v + 0.004
+  if (how === 'text' && typeof v === 'number') return String(v)
+  if (how === 'number' && typeof v === 'string' && v.trim() !== '' && !Number.isNaN(Number(v))) return Number(v)
+  if (how === 'replace') return replacement
+  return v
+}
+const ruleSets: CompareConfig[] = [
+  {},
+  { numbers: { tolerance: 0.01 } },
+  { treatAsEqual: ['string-number'] },
+  { treatAsEqual: ['string-number'], numbers: { tolerance: 0.01 } },
+  { treatAsEqual: ['null-missing'] },
+  { ignore: ['body.list[*].at'] },
+  { ignore: ['body.**.w'], treatAsEqual: ['null-missing', 'string-number'], numbers: { tolerance: 0.01 } }
+]
+
+t.test('property: every rule means the same in order and unordered when the arrays are already in the same order', async (t) => {
+  const pairs = fc.array(fc.tuple(item, fc.dictionary(fc.constantFrom('v', 'w', 'at'), fc.tuple(perturb, leaf))), { maxLength: 6 })
+  fc.assert(fc.property(pairs, fc.nat({ max: ruleSets.length - 1 }), (list, r) => {
+    const legacy = list.map(([it], id) => ({ id, ...it }))
+    const next = list.map(([it, changes], id) => {
+      const out: Record<string, unknown> = { id }
+      for (const [k, v] of Object.entries(it)) {
+        const [how, replacement] = changes[k] ?? ['same', null]
+        if (how === 'drop-null' && v === null) continue
+        out[k] = perturbed(v, how, replacement)
+      }
+      return out
+    })
+    const base = ruleSets[r] as CompareConfig
+    const ordered = run({ list: legacy }, { list: next }, base).outcome
+    const unordered = run({ list: legacy }, { list: next }, { ...base, arrays: { 'body.list': 'unordered' } }).outcome
+    return ordered === unordered
+  }), { numRuns: 1000 })
+  t.pass('1000 generated pairs under 7 rule sets')
 })

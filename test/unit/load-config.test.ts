@@ -1,6 +1,6 @@
 import { join } from 'node:path'
 import t from 'tap'
-import { loadConfig, parseConfig } from '../../src/config/load-config.js'
+import { loadConfig, parseConfig, warningsOf } from '../../src/config/load-config.js'
 import { ConfigError } from '../../src/config/problems.js'
 import { NAME_MESSAGE } from '../../src/config/schema.js'
 
@@ -224,7 +224,7 @@ t.test('shadow bounds and compare rules', async (t) => {
       extra: 1`)).sort(), [
     'routes[0].compare.extra: unknown key',
     'routes[0].compare.arrays.items: must start with body, header.<name> or be status',
-    'routes[0].compare.redact[0]: must be a body path (body.…)',
+    'routes[0].compare.redact[0]: must be a body path (body.…) or a query parameter (query.<name>)',
     'routes[0].compare.ignore[0]: unclosed "[" at "["',
     'routes[0].compare.ignore[1]: must start with body, header.<name> or be status',
     'routes[0].compare.ignore[2]: a header rule is header.<name>',
@@ -239,8 +239,34 @@ t.test('shadow bounds and compare rules', async (t) => {
     'routes[0].compare.arrays.items: must start with body, header.<name> or be status',
     'routes[0].compare.ignore[0]: unclosed "[" at "["',
     'routes[0].compare.ignore[1]: must start with body, header.<name> or be status',
-    'routes[0].compare.redact[0]: must be a body path (body.…)'
+    'routes[0].compare.redact[0]: must be a body path (body.…) or a query parameter (query.<name>)'
   ])
+  t.same(errorsOf(route(`    compare:
+      contentType: loose
+      when:
+        - { status: 700, ignore: ['body'] }
+        - { status: [404, '4xx'], ignore: ['nope'] }
+        - { status: 404 }
+      paths:
+        - { legacy: 'body', new: 'body.data' }
+        - { legacy: 'body.**.a', new: 'body.a' }
+        - { legacy: 'body.a' }
+      redact: ['query.']`)).sort(), [
+    'routes[0].compare.contentType: must be media-type or exact',
+    'routes[0].compare.when[0].status: must be a status (404), a class (\'4xx\') or a list of them',
+    'routes[0].compare.when[1].ignore[0]: must start with body, header.<name> or be status',
+    'routes[0].compare.when[2].ignore: is required',
+    'routes[0].compare.paths[1]: ** cannot be mapped: name the path, or use * for each item',
+    'routes[0].compare.paths[2].new: is required',
+    'routes[0].compare.redact[0]: a query rule is query.<name> (or query.* for every parameter)'
+  ].sort(), 'statuses, mapped paths and query rules, each at its place')
+  const w = parseConfig(route(`    compare:
+      contentType: exact
+      when: [{ status: '404', ignore: ['body'] }]
+      paths: [{ legacy: 'body', new: 'body.data' }]
+      redact: ['query.session', 'body.x']`), 'x.yaml', {}).routes[0]?.compare
+  t.same([w?.rules.contentType, w?.rules.when[0]?.status, w?.rules.paths.length, w?.redactQuery, w?.redact.map((p) => p.source)],
+    ['exact', { codes: [404], classes: [] }, 1, ['session'], ['body.x']])
   t.same(errorsOf(base('shadow: { maxInFlight: 0, timeout: soon, maxBodySize: big, samples: -1 }')).sort(), [
     'shadow.maxBodySize: must be a size like 512KiB or 10MiB, or a number of bytes',
     'shadow.maxInFlight: must be >= 1',
@@ -314,4 +340,18 @@ t.test('sticky: one source or an ordered list of them, each checked', async (t) 
   t.same(errorsOf(file('ip', '[{ name: r, match: { path: /r }, new: 50, sticky: [ip, header:x-u] }]')),
     ['routes[0].sticky[1]: is never read: every request has a client address, so the list stops at ip (put ip last)'])
   t.equal(errorsOf(file('[cookie:sid, cookie:sid]')).length, 1, 'a source named twice')
+})
+
+t.test('settings that cannot apply are warnings with their place, not errors', async (t) => {
+  const file = fixture('valid-warnings.yaml')
+  const config = await loadConfig(file, {})
+  t.same(warningsOf(config).map((w) => `${w.line}:${w.col}: ${w.path}: ${w.message}`), [
+    '12:19: routes[0].shadowWrites: has no effect: the route matches only reads (GET, HEAD), which are shadowed anyway',
+    '14:17: routes[0].compare.headers[0]: header names are compared in lower case: write content-type (it is read as such)',
+    '15:16: routes[0].compare.ignore[0]: header names are compared in lower case: write header.etag (it is read as such)',
+    '15:31: routes[0].compare.ignore[1]: ignores a header this route does not compare (compare.headers: Content-Type, etag): it changes nothing',
+    '16:38: routes[0].compare.when[0].ignore[0]: ignores a header this route does not compare (compare.headers: Content-Type, etag): it changes nothing',
+    '24:20: routes[1].compare.contentType: applies to the content-type header, which this route does not compare (compare.headers: etag)'
+  ], 'a route of every method may shadow writes; the rest is listed')
+  t.same(warningsOf(await loadConfig('routes.yaml', {})), [], 'the shipped routes.yaml has none')
 })

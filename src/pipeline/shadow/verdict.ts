@@ -4,8 +4,7 @@ import type { Logger } from '../../adapters/logger.js'
 import type { Metrics } from '../../adapters/metrics-registry.js'
 import { compare, type ComparedSide, type Comparison } from '../../core/compare.js'
 import type { Difference } from '../../core/difference.js'
-import { pathOf } from '../../core/normalize-path.js'
-import { showDifference } from '../../core/redact.js'
+import { showDifference, showTarget } from '../../core/redact.js'
 import type { Backend } from '../../core/types.js'
 import type { Exchange } from '../exchange.js'
 import { decoded, unencoded, type KeptAnswer } from './decode.js'
@@ -83,7 +82,7 @@ export class Verdicts {
     const shadowed = {
       route: rule.name,
       method: ex.method,
-      path: pathOf(ex.target),
+      path: result.outcome === 'diverged' ? showTarget(ex.target, rule.compare.redactQuery, rule.sticky.flatMap((s) => (s.kind === 'query' ? [s.name] : []))) : '',
       requestId: ex.requestId,
       keyHash: result.outcome === 'diverged' ? this.keyHash(ex.decision!.key) : null,
       primary: answeredBy,
