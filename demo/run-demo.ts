@@ -41,9 +41,16 @@ async function main(): Promise<void> {
     const note = path === '/api/customers/3' ? '  ← new answers 503 here; legacy took over (fallback)' : ''
     say(`  ${path.padEnd(20)} route ${String(route?.name).padEnd(10)} new: ${String(route?.new).padStart(3)} %  → ${String(seen.new).padStart(2)} on new, ${String(seen.legacy).padStart(2)} on legacy${note}`)
   }
+  const routes = await (await request(`${ficus.adminUrl}/admin/routes`)).body.json() as { routes: { name: string; breaker: { state: string; lastFailure: string | null; openForMs: number | null } | null }[] }
+  const breaker = routes.routes.find((r) => r.name === 'customers')?.breaker
+  if (breaker != null && breaker.state !== 'closed') {
+    say(`  new's breaker on route customers: ${breaker.state} after 5 failures in a row (${breaker.lastFailure ?? ''}): legacy serves the route,`)
+    say(`  writes get 503 + Retry-After; in ${Math.ceil((breaker.openForMs ?? 0) / 1000)} s one request probes new (npx ficus status shows it)`)
+  }
   await ficus.ficus.shadowing.idle()
   const metrics = await (await request(`${ficus.adminUrl}/metrics`)).body.text()
-  const shown = metrics.split('\n').filter((l) => /^ficus_(fallbacks|comparisons|divergences)_total\{/.test(l))
+  // Series that counted something (every route's counters exist at 0 from the start).
+  const shown = metrics.split('\n').filter((l) => /^ficus_(fallbacks|comparisons|divergences)_total\{/.test(l) && !l.endsWith(' 0'))
   say()
   say('From /metrics:')
   for (const line of shown) say(`  ${line}`)

@@ -102,7 +102,7 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
   const forward = new Forwarder({ upstreams, limits, live, metrics, breakers, now, draining: () => health.phase === 'draining' }) // 3.
   const shadow = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now }) // 4.
   // Upgrade requests (WebSocket): the same edge, admit and decide, then a tunnel (never shadowed).
-  const upgrades = new Upgrades({ exchanges, admit, decide, upstreams, live, limits, metrics, log: logger, now })
+  const upgrades = new Upgrades({ exchanges, admit, decide, upstreams, live, limits, metrics, breakers, log: logger, now })
 
   /** One request through stages 1 to 4 (5 runs when its response is over). */
   function serve(req: IncomingMessage, res: ServerResponse, requestId: string): void {

@@ -40,6 +40,7 @@ export const CATALOGUE = {
   FICUS_ERR_TRANSFER_CODING: { status: 501, reason: 'transfer_coding', message: 'The request body\'s Transfer-Encoding is not supported: only chunked is' },
   FICUS_ERR_METHOD_NOT_ALLOWED: { status: 405, reason: 'method_not_allowed', message: 'TRACE is not allowed on this path' },
   FICUS_ERR_EXPECTATION: { status: 417, reason: 'expectation', message: 'The request\'s Expect header asks for something other than 100-continue' },
+  FICUS_ERR_UPGRADE_BODY: { status: 501, reason: 'upgrade_body', message: 'An Upgrade request with a body is not supported: send the request without Upgrade' },
   FICUS_ERR_HTTP_VERSION: { status: 505, reason: 'http_version', message: 'Only HTTP/1.0 and HTTP/1.1 are served on this port' },
   FICUS_ERR_CONNECT: { status: 501, reason: 'connect', message: 'CONNECT is not supported: Ficus is a reverse proxy' },
   FICUS_ERR_REQUEST_TIMEOUT: { status: 408, reason: 'request_timeout', message: 'The request was not received in time' },

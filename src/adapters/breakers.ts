@@ -37,6 +37,30 @@ interface Entry {
 /** A ticket that reports nothing: attempts on legacy, and routes without a breaker. */
 export const NO_TICKET: BreakerTicket = { succeeded () {}, failed () {}, abandoned () {} }
 
+/** One attempt's line to its breaker: the first verdict counts (one allocation per request on new). */
+class Ticket implements BreakerTicket {
+  private done = false
+  constructor (private readonly b: Breakers, private readonly route: string, private readonly e: Entry, private readonly probe: number | false) {}
+
+  succeeded (): void {
+    if (this.settle()) this.b.heard(this.route, this.e, this.e.breaker.succeeded(this.b.clock(), this.probe))
+  }
+
+  failed (reason: string): void {
+    if (this.settle()) this.b.heard(this.route, this.e, this.e.breaker.failed(this.b.clock(), this.probe, reason))
+  }
+
+  abandoned (): void {
+    if (this.settle()) this.e.breaker.abandoned(this.probe)
+  }
+
+  private settle (): boolean {
+    if (this.done) return false
+    this.done = true
+    return true
+  }
+}
+
 export class Breakers {
   private readonly byRoute = new Map<string, Entry>()
 
@@ -87,27 +111,16 @@ export class Breakers {
   }
 
   private ticket (route: string, e: Entry, probe: boolean): BreakerTicket {
-    let done = false
-    const once = (): boolean => {
-      if (done) return false
-      done = true
-      return true
-    }
-    return {
-      succeeded: () => {
-        if (!once()) return
-        const t = e.breaker.succeeded(this.now(), probe)
-        if (t !== null) this.changed(route, e, t)
-      },
-      failed: (reason) => {
-        if (!once()) return
-        const t = e.breaker.failed(this.now(), probe, reason)
-        if (t !== null) this.changed(route, e, t)
-      },
-      abandoned: () => {
-        if (once()) e.breaker.abandoned(probe)
-      }
-    }
+    return new Ticket(this, route, e, probe ? e.breaker.probeCycle : false)
+  }
+
+  /** A verdict on one attempt, from its Ticket. */
+  heard (route: string, e: Entry, t: Transition | null): void {
+    if (t !== null) this.changed(route, e, t)
+  }
+
+  get clock (): () => number {
+    return this.now
   }
 
   private changed (route: string, e: Entry, t: Transition): void {

@@ -127,6 +127,12 @@ export function primeRoute(m: Metrics, route: string, flagged: boolean): void {
   m.stickyMissing.inc({ route }, 0)
   // A gauge, created at 0 without changing a value already set (a reload primes again).
   for (const state of ['closed', 'open', 'half_open']) m.breakerState.inc({ route, state }, 0)
+  for (const backend of BACKENDS) {
+    for (const outcome of ['switched', 'declined', 'failed']) m.upgrades.inc({ route, backend, outcome }, 0)
+    for (const reason of ['client', 'upstream', 'idle', 'max_lifetime', 'drain', 'error']) m.upgradesClosed.inc({ route, backend, reason }, 0)
+    for (const direction of ['from_client', 'to_client']) m.upgradeBytes.inc({ route, backend, direction }, 0)
+    m.upgradedConnections.inc({ route, backend }, 0)
+  }
   m.writesRefused.inc({ route, reason: 'new_ejected' }, 0)
 }
 
@@ -145,7 +151,7 @@ const BACKENDS = ['legacy', 'new'] as const satisfies readonly Backend[]
 const UPSTREAM_REASONS = ['refused', 'unreachable', 'reset', 'bad_response', 'other', 'connect_timeout', 'timeout', 'saturated', 'closing', 'body_timeout', 'aborted'] as const satisfies readonly Reason[]
 /** The reasons of ficus_client_errors_total (the client faults of the catalogue). */
 const CLIENT_REASONS = ['bad_request', 'bad_target', 'duplicate_host', 'missing_host', 'invalid_host', 'duplicate_header', 'header_name', 'transfer_coding',
-  'method_not_allowed', 'expectation', 'http_version', 'connect', 'request_timeout', 'body_too_large', 'headers_too_large', 'send_timeout'] as const satisfies readonly Reason[]
+  'method_not_allowed', 'expectation', 'upgrade_body', 'http_version', 'connect', 'request_timeout', 'body_too_large', 'headers_too_large', 'send_timeout'] as const satisfies readonly Reason[]
 /** The reasons of ficus_fallbacks_total: new's failures before answering, its 5xx answers, and its breaker. */
 const FALLBACK_REASONS = ['refused', 'unreachable', 'reset', 'bad_response', 'other', 'connect_timeout', 'timeout', 'saturated', 'closing', 'status_502', 'status_503', 'status_504', 'ejected'] as const
 

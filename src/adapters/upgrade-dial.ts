@@ -37,7 +37,7 @@ function timeout(code: string, message: string): Error {
  * Sends `method target` with `headers` (a flat name/value list, Connection and Upgrade
  * included) to `upstream`, within its connectTimeout to connect and its timeout to answer.
  */
-export function dialUpgrade(upstream: UpstreamConfig, method: string, target: string, headers: string[]): Dial {
+export function dialUpgrade(upstream: UpstreamConfig, method: string, target: string, headers: string[], answerMs = upstream.timeoutMs): Dial {
   const url = new URL(upstream.origin)
   const tls = url.protocol === 'https:'
   const request = tls ? httpsRequest : httpRequest
@@ -67,7 +67,7 @@ export function dialUpgrade(upstream: UpstreamConfig, method: string, target: st
     r.once('socket', (s: Socket) => {
       s.once('connect', () => {
         clearTimeout(timer)
-        timer = setTimeout(() => fail(timeout('UND_ERR_HEADERS_TIMEOUT', 'no answer to the upgrade in time')), upstream.timeoutMs)
+        timer = setTimeout(() => fail(timeout('UND_ERR_HEADERS_TIMEOUT', 'no answer to the upgrade in time')), answerMs)
       })
     })
     r.on('error', fail)

@@ -52,6 +52,8 @@ export class Breaker {
   private closedAt = -Infinity
   private consecutive = 0
   private probing = 0
+  /** Counts half-open periods: a probe's verdict counts only in the period it was let through in. */
+  private cycle = 0
   private lastFailure: string | null = null
   /** The window as SLOTS slots of windowMs / SLOTS: attempts and failures, and each slot's start. */
   private readonly total = new Array<number>(SLOTS).fill(0)
@@ -62,6 +64,11 @@ export class Breaker {
 
   get state (): BreakerState {
     return this.s
+  }
+
+  /** The current half-open period, to hand back with a probe's verdict. */
+  get probeCycle (): number {
+    return this.cycle
   }
 
   /**
@@ -88,11 +95,13 @@ export class Breaker {
     return this.s === 'open' && now >= this.openUntil ? this.cooled() : null
   }
 
-  /** new answered (anything but a failure). */
-  succeeded (now: number, probe: boolean): Transition | null {
-    if (probe) {
-      this.probing = Math.max(0, this.probing - 1)
-      if (this.s !== 'half_open') return null
+  /**
+   * new answered (anything but a failure). `probe`: the probeCycle the request was let
+   * through in as a probe, or false; a probe of an earlier half-open period changes nothing.
+   */
+  succeeded (now: number, probe: number | false): Transition | null {
+    if (probe !== false) {
+      if (!this.current(probe)) return null
       this.s = 'closed'
       this.closedAt = now
       this.consecutive = 0
@@ -106,12 +115,9 @@ export class Breaker {
   }
 
   /** new failed (could not be reached, reset, timed out, answered 502/503/504): `reason` as in the metrics. */
-  failed (now: number, probe: boolean, reason: string): Transition | null {
+  failed (now: number, probe: number | false, reason: string): Transition | null {
     this.lastFailure = reason
-    if (probe) {
-      this.probing = Math.max(0, this.probing - 1)
-      return this.s === 'half_open' ? this.eject(now, 'probe_failed') : null
-    }
+    if (probe !== false) return this.current(probe) ? this.eject(now, 'probe_failed') : null
     if (this.s !== 'closed') return null
     this.consecutive++
     this.count(now, true)
@@ -125,8 +131,15 @@ export class Breaker {
   }
 
   /** A request admitted as a probe ended without a verdict (its client left first). */
-  abandoned (probe: boolean): void {
-    if (probe) this.probing = Math.max(0, this.probing - 1)
+  abandoned (probe: number | false): void {
+    if (probe !== false) this.current(probe)
+  }
+
+  /** Whether a probe of `cycle` is one of the current half-open period, and if so, frees its slot. */
+  private current (cycle: number): boolean {
+    if (this.s !== 'half_open' || cycle !== this.cycle) return false
+    this.probing = Math.max(0, this.probing - 1)
+    return true
   }
 
   snapshot (now: number): BreakerSnapshot {
@@ -157,6 +170,7 @@ export class Breaker {
   private cooled (): Transition {
     this.s = 'half_open'
     this.probing = 0
+    this.cycle++
     return { from: 'open', to: 'half_open', why: 'cooled' }
   }
 

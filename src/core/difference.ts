@@ -23,12 +23,28 @@ export interface Difference {
 }
 
 /** The differences of one comparison, at most `max` (past it the result is marked truncated). */
+/** Item pairs tried under the rules, past exact pairing, over all the unordered arrays of one comparison (bounds n × m searches, nested ones included). */
+export const MAX_PAIRING_TRIES = 20_000
+
 export class Collector {
   readonly list: Difference[] = []
   truncated = false
-  constructor (private readonly max: number) {}
+  /**
+   * Item pairs an unordered comparison may still try, shared by every nested comparison of
+   * one response (a probe made inside one gets the same object): nested unordered arrays
+   * cannot multiply their searches.
+   */
+  readonly tries: { left: number }
+  constructor (private readonly max: number, tries?: { left: number }) {
+    this.tries = tries ?? { left: MAX_PAIRING_TRIES }
+  }
   add (d: Difference): void {
     if (this.room()) this.list.push(d)
+  }
+
+  /** A probe: only whether there is a difference matters (it keeps none). */
+  get probing (): boolean {
+    return this.max === 0
   }
 
   /** Whether one more difference is kept; once `max` are, the result is marked truncated instead. */

@@ -1,12 +1,16 @@
 import type { Backend, NewTimeout } from './types.js'
 
 /**
- * When legacy answers for new (pure): new failed before answering, on a request that is
- * safe to send a second time, or that never reached new (README "What happens to a request").
+ * When legacy answers for new (pure): new failed before answering a read, or any request
+ * failed before it reached new (README "What happens to a request").
  */
 
-/** Idempotent methods (RFC 9110 §9.2.2): the only ones that may be sent twice. */
-const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
+/**
+ * Safe methods (RFC 9110 §9.2.1): the only ones that may be sent to both sides. Idempotent
+ * is not enough here: a PUT or a DELETE is idempotent on *one* system, but new and legacy
+ * keep their own data, so one that reached new and then legacy is a write on both.
+ */
+const SAFE: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
 /** Answers from new that mean "new failed" rather than "the request is wrong". */
 const FALLBACK_STATUS: ReadonlySet<number> = new Set([502, 503, 504])
@@ -14,7 +18,7 @@ const FALLBACK_STATUS: ReadonlySet<number> = new Set([502, 503, 504])
 /**
  * Which failures of an attempt legacy may answer for:
  * - `any`: any failure before the response started (new's 502/503/504 too): the request is
- *   idempotent and has no body, so sending it a second time is safe;
+ *   a read (a safe method) without a body, so sending it to legacy as well changes nothing;
  * - `unsent`: only a failure before a byte of the request reached new (the connection could
  *   not be opened, new's queue in Ficus was full): any method, body included, since new never
  *   saw it;
@@ -25,7 +29,7 @@ export type FallbackScope = 'any' | 'unsent' | 'none'
 /** @example fallbackScope('new', 'POST', true) // 'unsent' */
 export function fallbackScope(backend: Backend, method: string, hasBody: boolean): FallbackScope {
   if (backend !== 'new') return 'none'
-  return !hasBody && IDEMPOTENT.has(method) ? 'any' : 'unsent'
+  return !hasBody && SAFE.has(method) ? 'any' : 'unsent'
 }
 
 /** Whether new's answer with `status` counts as its failure (legacy answers instead, when it may). */

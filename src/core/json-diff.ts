@@ -177,11 +177,18 @@ function canonicalAt(v: unknown, path: Seg[], seg: Seg, rules: CompareRules): st
   }
 }
 
-/** A text form that is equal for equal values (keys sorted, ignored fields left out); `path` is where `v` is, pushed onto and popped. */
+/**
+ * A text form that is equal for equal values (keys sorted, ignored fields left out, the items
+ * of an unordered or keyed array sorted); `path` is where `v` is, pushed onto and popped.
+ * Without tolerance, string-number or null-missing, two values are equal under the rules
+ * exactly when their canonical forms are.
+ */
 function canonical(v: unknown, path: Seg[], rules: CompareRules): string {
   if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'undefined'
   if (Array.isArray(v)) {
-    return `[${v.map((x, i) => canonicalAt(x, path, i, rules)).join(',')}]`
+    const items = v.map((x, i) => canonicalAt(x, path, i, rules))
+    if (arrayMode(rules, path) !== null) items.sort()
+    return `[${items.join(',')}]`
   }
   const o = v as Record<string, unknown>
   const parts: string[] = []
@@ -193,12 +200,14 @@ function canonical(v: unknown, path: Seg[], rules: CompareRules): string {
   return `{${parts.join(',')}}`
 }
 
-/** Item pairs tried under the rules per unordered array, past the exact pairing (bounds an n × m search). */
-export const MAX_UNORDERED_TRIES = 10_000
+/** Rules under which equal means equal canonical forms: no tolerance, string-number or null-missing. */
+function exact(rules: CompareRules): boolean {
+  return rules.tolerance === 0 && !rules.stringNumbers && !rules.nullMissing
+}
 
-/** Whether `a` and `b` (at `path`) are equal under the route's rules: a diff that stops at the first difference. */
-function equalUnder(a: unknown, b: unknown, path: Seg[], rules: CompareRules, depth: number): boolean {
-  const probe = new Collector(0)
+/** Whether `a` and `b` (at `path`) are equal under the route's rules: a diff that stops at the first difference, on `out`'s budget of tries. */
+function equalUnder(a: unknown, b: unknown, path: Seg[], rules: CompareRules, depth: number, out: Collector): boolean {
+  const probe = new Collector(0, out.tries)
   diff(a, b, path, rules, probe, depth)
   return !probe.truncated
 }
@@ -208,17 +217,23 @@ function equalUnder(a: unknown, b: unknown, path: Seg[], rules: CompareRules, de
  * the rules (tolerance, string-number, null-missing and ignore apply as in order). Arrays
  * already in the same order pair item by item; otherwise items with the same canonical text
  * pair first (cheap), then each one left is tried against those left on the other side, at
- * most MAX_UNORDERED_TRIES times. Unpaired items are `missing` and `extra`.
+ * most MAX_PAIRING_TRIES times over the whole comparison (nested arrays included). Unpaired
+ * items are `missing` and `extra`.
  */
 function diffUnordered(a: unknown[], b: unknown[], path: Seg[], rules: CompareRules, out: Collector, depth: number): void {
   if (a.length === b.length) {
     let inOrder = true
     for (let i = 0; i < a.length && inOrder; i++) {
       path.push(i)
-      inOrder = equalUnder(a[i], b[i], path, rules, depth + 1)
+      inOrder = equalUnder(a[i], b[i], path, rules, depth + 1, out)
       path.pop()
     }
     if (inOrder) return
+  }
+  // A probe (equalUnder) needs only whether the arrays are equal: lengths that differ say no.
+  if (out.probing && a.length !== b.length) {
+    out.room()
+    return
   }
   const pending = new Map<string, number[]>()
   b.forEach((item, j) => {
@@ -236,12 +251,15 @@ function diffUnordered(a: unknown[], b: unknown[], path: Seg[], rules: CompareRu
     else paired.add(j)
   })
   const leftB = b.map((_, j) => j).filter((j) => !paired.has(j))
-  let tries = 0
+  const { tries } = out
+  // Exact rules: items whose canonical forms differ are not equal under them; no search needed.
+  const search = !exact(rules)
   for (const i of leftA) {
     let found = -1
-    for (let k = 0; k < leftB.length && tries < MAX_UNORDERED_TRIES; k++, tries++) {
+    for (let k = 0; search && k < leftB.length && tries.left > 0; k++) {
+      tries.left--
       path.push(i)
-      const equal = equalUnder(a[i], b[leftB[k] as number], path, rules, depth + 1)
+      const equal = equalUnder(a[i], b[leftB[k] as number], path, rules, depth + 1, out)
       path.pop()
       if (equal) {
         found = k
@@ -249,6 +267,10 @@ function diffUnordered(a: unknown[], b: unknown[], path: Seg[], rules: CompareRu
       }
     }
     if (found === -1) {
+      if (out.probing) { // one item without a pair: not equal, nothing more to learn
+        out.room()
+        return
+      }
       path.push(i)
       add(out, path, 'missing', a[i], undefined)
       path.pop()

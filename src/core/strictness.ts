@@ -43,8 +43,9 @@ export function validHost(value: string): boolean {
   return validName(host) && (port === undefined || validPort(port))
 }
 
+/** RFC 3986 §3.2.3: `port = *DIGIT`, so `example.com:` (an empty port: the default) is valid, as nginx takes it. */
 function validPort(port: string): boolean {
-  return /^[0-9]{1,5}$/.test(port) && Number(port) <= 65535
+  return /^[0-9]{0,5}$/.test(port) && Number(port) <= 65535
 }
 
 function validName(host: string): boolean {

@@ -1,13 +1,14 @@
 import { ServerResponse, type IncomingMessage, type Server } from 'node:http'
 import type { Socket } from 'node:net'
+import { NO_TICKET, type Breakers, type BreakerTicket } from '../adapters/breakers.js'
 import type { Logger } from '../adapters/logger.js'
 import type { Metrics } from '../adapters/metrics-registry.js'
 import { dialUpgrade, type Dialled } from '../adapters/upgrade-dial.js'
 import type { Upstream } from '../adapters/upstreams.js'
 import type { LiveConfig } from '../config/live.js'
 import type { Limits } from '../config/schema.js'
-import { fallbackScope, isFallbackStatus } from '../core/fallback.js'
-import { responseHeaders, switchingProtocolsHead } from '../core/forward-headers.js'
+import { fallbackScope, isFallbackStatus, newAttemptBudget } from '../core/fallback.js'
+import { declaresBody, responseHeaders, switchingProtocolsHead } from '../core/forward-headers.js'
 import type { Backend } from '../core/types.js'
 import { ficusError, reasonOf, toUpstreamError, type FicusError } from '../errors.js'
 import type { Admit } from './admit.js'
@@ -26,7 +27,9 @@ import { sendError } from './respond.js'
  * byte (frames are not parsed, so any protocol passes) with back-pressure: a side that does
  * not read pauses the other. When it answers anything else, that answer is relayed and the
  * connection closed. When new cannot be reached (or answers 502/503/504) legacy is tried, as
- * for any request. Limits: `limits.upgradeIdleTimeout` (no byte either way) and
+ * for any read: new gets fallback.newTimeout to answer, its breaker is asked first and told
+ * how it went. An Upgrade request with a body is refused (501): Node hands it over with the
+ * body unread, and no client that matters sends one (curl --http2 does, for h2c). Limits: `limits.upgradeIdleTimeout` (no byte either way) and
  * `limits.upgradeMaxLifetime`. Drain: tunnels run through the drain delay, and are ended
  * (FIN both ways) when the listener closes.
  * Cost on the request path: none (only Upgrade requests reach this module); per tunnelled
@@ -41,6 +44,8 @@ export interface UpgradeDeps {
   readonly live: LiveConfig
   readonly limits: Limits
   readonly metrics: Metrics
+  /** new's circuit breaker per route: an upgrade is admitted, and heard, like any request. */
+  readonly breakers: Breakers
   readonly log: Logger
   /** Monotonic milliseconds. */
   readonly now: () => number
@@ -109,13 +114,39 @@ export class Upgrades {
         this.answer(ex, ficusError('FICUS_ERR_DRAINING'))
         return
       }
+      if (declaresBody(req.headers)) {
+        this.d.metrics.clientErrors.inc({ reason: 'upgrade_body' })
+        this.answer(ex, ficusError('FICUS_ERR_UPGRADE_BODY'))
+        return
+      }
       if (!this.d.admit.admit(ex)) return
-      this.d.decide.decide(ex)
-      this.dial(ex, socket, head, ex.decision!.primary)
+      if (!this.d.decide.decide(ex)) return
+      this.first(ex, socket, head)
     } catch (err) {
-      this.d.log.error({ err, reqId: ex.requestId }, 'internal error while proxying an upgrade')
-      this.answer(ex, ficusError('FICUS_ERR_INTERNAL', { cause: err }))
+      this.internal(ex, err)
     }
+  }
+
+  /** A bug of Ficus's: logged, answered with 500 when nothing was sent yet, the connection closed. */
+  private internal (ex: Exchange, err: unknown): void {
+    this.d.log.error({ err, reqId: ex.requestId }, 'internal error while proxying an upgrade')
+    if (ex.res.headersSent) {
+      ex.res.destroy()
+      return
+    }
+    this.answer(ex, ficusError('FICUS_ERR_INTERNAL', { cause: err }))
+  }
+
+  /** The decided side, through new's breaker when it is new: ejected, the upgrade goes to legacy at once. */
+  private first (ex: Exchange, socket: Socket, head: Buffer): void {
+    if (ex.decision!.primary === 'legacy') {
+      this.dial(ex, socket, head, 'legacy', NO_TICKET)
+      return
+    }
+    const [admission, ticket] = this.d.breakers.admit(ex.rule!)
+    if (admission !== 'ejected') this.dial(ex, socket, head, 'new', ticket)
+    else if (fallbackScope('new', ex.method, false) === 'any' || ex.rule!.fallback.ejectedWrites === 'legacy') this.fallBack(ex, socket, head, 'ejected')
+    else this.answer(ex, ficusError('FICUS_ERR_NEW_EJECTED'))
   }
 
   private answer (ex: Exchange, err: FicusError): void {
@@ -123,8 +154,8 @@ export class Upgrades {
     sendError(ex.res, err, ex.requestId, true)
   }
 
-  /** The Upgrade request to `side`'s backend, and what follows its answer. */
-  private dial (ex: Exchange, socket: Socket, head: Buffer, side: Backend): void {
+  /** The Upgrade request to `side`'s backend, and what follows its answer; `ticket` hears how new did. */
+  private dial (ex: Exchange, socket: Socket, head: Buffer, side: Backend, ticket: BreakerTicket): void {
     const { metrics } = this.d
     const route = ex.rule!.name
     const upstream = this.d.upstreams.get(ex.rule!.backends[side])
@@ -135,12 +166,18 @@ export class Upgrades {
     }
     ex.trying(side)
     const headers = upstream.headersFor(ex.upstreamHeaders).concat('connection', 'upgrade', 'upgrade', String(ex.req.headers.upgrade))
-    const dial = dialUpgrade(upstream.config, ex.method, ex.target, headers)
-    ex.running(dial) // given up if the client leaves first
     const canFallBack = fallbackScope(side, ex.method, false) === 'any'
+    // new gets fallback.newTimeout to answer when legacy could still; legacy what is left of its own.
+    const legacyUp = this.d.upstreams.get(ex.rule!.backends.legacy)
+    const answerMs = side === 'new'
+      ? (canFallBack && legacyUp !== undefined ? newAttemptBudget(upstream.config.timeoutMs, legacyUp.config.timeoutMs, ex.rule!.fallback.newTimeout) : upstream.config.timeoutMs)
+      : Math.max(1, ex.fallback === null ? upstream.config.timeoutMs : upstream.config.timeoutMs - (this.d.now() - ex.start))
+    const dial = dialUpgrade(upstream.config, ex.method, ex.target, headers, answerMs)
+    ex.running(dial) // given up if the client leaves first
     dial.answer.then((a: Dialled) => {
       ex.running(null)
       if (socket.destroyed) {
+        ticket.abandoned()
         if (a.kind === 'switched') a.socket.destroy()
         else a.response.destroy()
         return
@@ -149,6 +186,8 @@ export class Upgrades {
       if (side === 'legacy' && ex.fallback !== null) metrics.fallbacks.inc({ route, reason: ex.fallback })
       if (a.kind === 'answered') {
         const status = a.response.statusCode ?? 502
+        if (side === 'new' && isFallbackStatus(status)) ticket.failed(`status_${status}`)
+        else ticket.succeeded()
         if (canFallBack && isFallbackStatus(status)) {
           a.response.destroy()
           this.fallBack(ex, socket, head, `status_${status}`)
@@ -157,13 +196,18 @@ export class Upgrades {
         metrics.upgrades.inc({ route, backend: side, outcome: 'declined' })
         this.relay(ex, a.response, side)
       } else {
+        ticket.succeeded()
         metrics.upgrades.inc({ route, backend: side, outcome: 'switched' })
         this.tunnel(ex, socket, head, side, a)
       }
     }, (err: unknown) => {
       ex.running(null)
-      if ((err as { code?: unknown }).code === 'ABORTED' || socket.destroyed) return
+      if ((err as { code?: unknown }).code === 'ABORTED' || socket.destroyed) {
+        ticket.abandoned()
+        return
+      }
       const e = toUpstreamError(err, false)
+      ticket.failed(reasonOf(e.code))
       metrics.upstreamErrors.inc({ route, backend: side, reason: reasonOf(e.code) })
       if (canFallBack) {
         this.fallBack(ex, socket, head, reasonOf(e.code), e)
@@ -171,12 +215,15 @@ export class Upgrades {
       }
       metrics.upgrades.inc({ route, backend: side, outcome: 'failed' })
       this.answer(ex, e)
+    }).catch((err: unknown) => {
+      this.internal(ex, err)
+      socket.destroy()
     })
   }
 
   private fallBack (ex: Exchange, socket: Socket, head: Buffer, reason: string, err?: FicusError): void {
     ex.fellBack(reason, err)
-    this.dial(ex, socket, head, 'legacy')
+    this.dial(ex, socket, head, 'legacy', NO_TICKET)
   }
 
   /** The backend declined the upgrade (401, 426, a plain 200…): its answer, then the connection closes. */
@@ -187,6 +234,9 @@ export class Upgrades {
     ex.res.writeHead(response.statusCode ?? 502, headers)
     response.on('error', () => ex.res.destroy())
     response.on('aborted', () => ex.res.destroy())
+    // The client left, or the backend stalls its answer: neither holds the backend's connection.
+    ex.res.once('close', () => response.destroy())
+    response.setTimeout(this.d.upstreams.get(ex.rule!.backends[side])?.config.bodyTimeoutMs ?? 30_000, () => response.destroy())
     response.pipe(ex.res)
   }
 

@@ -138,9 +138,11 @@ t.test('a failed answer from new is read to its end, so the connection to new is
 t.test('a fallback stays within legacy\'s timeout counted from the request\'s arrival', async (t) => {
   const legacy = await startUpstream(t, 'legacy')
   const next = await startUpstream(t, 'new', () => { /* silent */ })
-  // new's timeout is longer than legacy's: once new has timed out, legacy's budget is spent.
+  // new may take longer than legacy's whole timeout (fallback.newTimeout set so): once new
+  // has timed out, legacy's budget is spent. (By default new gets half of legacy's timeout.)
   const f = await startTestFicus(t, {
     upstreams: { legacy: { url: legacy.url, timeout: '200ms' }, new: { url: next.url, timeout: '400ms' } },
+    fallback: { newTimeout: '400ms' },
     routes: [{ name: 'r', match: { path: '/*' }, new: 100 }]
   })
   const r = await f.fetch('/x')

@@ -228,3 +228,53 @@ t.test('a backend that never closes its side cannot hold a tunnel open once the 
   // Both of Ficus's sockets closed (the backend's never ended its side): the gauge counts a tunnel until then.
   await waitFor(async () => sample(await f.scrape(), 'ficus_upgraded_connections', { route: 'default', backend: 'legacy' }) === 0, { message: 'the tunnel to a half-open backend stayed open' })
 })
+
+t.test('upgrades go through new\'s breaker: a refusing new is ejected, and then not even tried; a hung new gets only its budget', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const wsLegacy = acceptWebSockets(legacy.server, 'legacy')
+  const hung = await startUpstream(t, 'hung', () => { /* never answers */ })
+  hung.server.on('upgrade', () => { /* takes the upgrade, never answers */ })
+  const gone = await startUpstream(t, 'gone')
+  await gone.close()
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: legacy.url, timeout: '2s' }, new: { url: gone.url }, hung: { url: hung.url, timeout: '30s' } },
+    fallback: { breaker: { consecutiveFailures: 2, ejection: '1m' } },
+    routes: [
+      { name: 'ws', match: { path: '/ws' }, new: 100 },
+      { name: 'slow', match: { path: '/slow' }, new: 100, backends: { legacy: 'legacy', new: 'hung' }, fallback: { breaker: false } }
+    ]
+  })
+  for (let i = 0; i < 3; i++) {
+    const ws = await openWebSocket(wsUrl(f.url, '/ws'))
+    ws.send(`m${i}`)
+    t.equal(await ws.next(), `legacy:m${i}`, `upgrade ${i + 1}: legacy answers`)
+    ws.close()
+    await closed(ws)
+  }
+  t.equal(wsLegacy.upgrades.length, 3)
+  const wsLines = () => f.logs.lines.filter((l) => l.msg === 'request' && l.path === '/ws')
+  await waitFor(() => wsLines().length === 3, { message: () => `${wsLines().length} access lines for /ws, not 3 (each is written when its tunnel closes)` })
+  const lines = wsLines()
+  t.same(lines.map((l) => l.fallback), ['refused', 'refused', 'ejected'], 'two refusals eject new; the third upgrade goes to legacy without trying it')
+  t.equal(sample(await f.scrape(), 'ficus_breaker_ejections_total', { route: 'ws' }), 1)
+
+  // new accepts the upgrade and never answers: it gets half of legacy's 2 s, not its own 30 s.
+  const ws = await openWebSocket(wsUrl(f.url, '/slow'))
+  ws.send('s')
+  t.equal(await ws.next(), 'legacy:s', 'legacy answers once new used up its budget')
+  ws.close()
+  await closed(ws)
+  t.match(await f.logs.waitFor((l) => l.msg === 'request' && l.path === '/slow'), { status: 101, backend: 'legacy', fallback: 'timeout' })
+})
+
+t.test('an Upgrade request with a body is refused (501): its body could not be forwarded whole', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const wsLegacy = acceptWebSockets(legacy.server, 'legacy')
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
+  const { socket, answer } = await rawUpgrade(f.url, 'POST /h2 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: 5\r\n\r\nhello')
+  socket.destroy()
+  t.match(answer, /^HTTP\/1\.1 501 /)
+  t.match(answer, /FICUS_ERR_UPGRADE_BODY/)
+  t.equal(wsLegacy.upgrades.length + legacy.started(), 0, 'nothing reached the backend')
+  t.equal(sample(await f.scrape(), 'ficus_client_errors_total', { reason: 'upgrade_body' }), 1)
+})

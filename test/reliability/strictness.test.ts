@@ -60,7 +60,6 @@ const CASES: Case[] = [
   // ---- Host (RFC 9112 §3.2, RFC 3986 §3.2.2) ----
   refused('Host with an empty label', 'GET /a HTTP/1.1\r\nHost: shop..example\r\n\r\n', 'FICUS_ERR_INVALID_HOST'),
   refused('Host starting with a dot', 'GET /a HTTP/1.1\r\nHost: .shop.example\r\n\r\n', 'FICUS_ERR_INVALID_HOST'),
-  refused('Host with a colon and no port', 'GET /a HTTP/1.1\r\nHost: shop.example:\r\n\r\n', 'FICUS_ERR_INVALID_HOST'),
   refused('Host with a port over 65535', 'GET /a HTTP/1.1\r\nHost: shop.example:65536\r\n\r\n', 'FICUS_ERR_INVALID_HOST'),
   refused('Host with two ports', 'GET /a HTTP/1.1\r\nHost: shop.example:80:81\r\n\r\n', 'FICUS_ERR_INVALID_HOST'),
   refused('Host with a comma (splits X-Forwarded-Host)', 'GET /a HTTP/1.1\r\nHost: evil.example,shop.example\r\n\r\n', 'FICUS_ERR_INVALID_HOST'),
@@ -72,6 +71,7 @@ const CASES: Case[] = [
   refused('Host as an invalid IPv6 literal', 'GET /a HTTP/1.1\r\nHost: [1::2::3]\r\n\r\n', 'FICUS_ERR_INVALID_HOST'),
   refused('absolute-form target with an empty label', 'GET http://shop..example/p HTTP/1.1\r\nHost: shop.example\r\n\r\n', 'FICUS_ERR_INVALID_HOST'),
   refused('absolute-form target with a bad port', 'GET http://shop.example:99999/p HTTP/1.1\r\nHost: shop.example\r\n\r\n', 'FICUS_ERR_INVALID_HOST'),
+  passed('Host with a colon and an empty port (the default one, RFC 3986 §3.2.3; nginx takes it)', `GET /a HTTP/1.1\r\nHost: shop.example:\r\n${C}\r\n`, (t, r) => { t.same(raw(r, 'host'), ['shop.example:']) }),
   passed('Host as an absolute name (trailing dot)', `GET /a HTTP/1.1\r\nHost: shop.example.\r\n${C}\r\n`, (t, r) => { t.same(raw(r, 'host'), ['shop.example.']) }),
   passed('Host as IPv4 with a port', `GET /a HTTP/1.1\r\nHost: 10.0.0.1:8080\r\n${C}\r\n`, (t, r) => { t.same(raw(r, 'host'), ['10.0.0.1:8080']) }),
   passed('Host as an IPv6 literal', `GET /a HTTP/1.1\r\nHost: [2001:db8::1]:443\r\n${C}\r\n`, (t, r) => { t.same(raw(r, 'host'), ['[2001:db8::1]:443']) }),

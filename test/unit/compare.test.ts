@@ -1,8 +1,9 @@
 import fc from 'fast-check'
 import t from 'tap'
 import { compare, sameBytes, type ComparedSide, type Comparison } from '../../src/core/compare.js'
-import type { Difference } from '../../src/core/difference.js'
-import { compileCompare, type CompareConfig } from '../../src/core/compare-rules.js'
+import { Collector, MAX_PAIRING_TRIES, type Difference } from '../../src/core/difference.js'
+import { diffJson } from '../../src/core/json-diff.js'
+import { compileCompare, type CompareConfig, type CompareRules } from '../../src/core/compare-rules.js'
 import { showTarget } from '../../src/core/redact.js'
 
 const JSON_CT = { 'content-type': 'application/json' }
@@ -354,4 +355,20 @@ t.test('property: every rule means the same in order and unordered when the arra
     return ordered === unordered
   }), { numRuns: 1000 })
   t.pass('1000 generated pairs under 7 rule sets')
+})
+
+t.test('nested unordered arrays: shuffled at both levels they match; a search under tolerance shares one bounded budget', async (t) => {
+  const rules = (extra: CompareConfig = {}): CompareRules => compileCompare({ arrays: { body: 'unordered', 'body[*]': 'unordered' }, ...extra }).rules
+  const n = 120
+  const a = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => i * 1000 + j))
+  const shuffled = [...a].reverse().map((x) => [...x].reverse())
+  const exactOut = new Collector(50)
+  diffJson(a, shuffled, rules(), exactOut)
+  t.same(exactOut.list, [], 'equal: items pair by canonical form (unordered arrays sorted inside it)')
+  t.equal(exactOut.tries.left, MAX_PAIRING_TRIES, 'with exact rules no pair is searched for')
+  const near = a.map((x) => x.map((v) => v + 0.001)).reverse()
+  const tolerant = new Collector(50)
+  diffJson(a, near, rules({ numbers: { tolerance: 0.01 } }), tolerant)
+  t.ok(tolerant.tries.left >= 0 && tolerant.tries.left < MAX_PAIRING_TRIES, `the search stopped within one budget for the whole comparison (${tolerant.tries.left} left)`)
+  t.ok(tolerant.list.every((d) => d.kind === 'missing' || d.kind === 'extra'), 'what the budget could not pair is reported missing/extra')
 })

@@ -190,6 +190,16 @@ t.test('a POST is never sent twice: once it may have reached new, new\'s failure
   t.equal(await r.counted('ficus_fallbacks_total', {}), 0)
 })
 
+t.test('a DELETE or a PUT without a body is a write: once it may have reached new, legacy never gets it too', async (t) => {
+  for (const method of ['DELETE', 'PUT']) {
+    const r = rig(method, answer(503, 'busy'), answer(200, 'from legacy'))
+    t.match(await r.written, /^HTTP\/1\.1 503 [^]*busy$/, `${method}: new's own answer`)
+    t.equal(r.legacy.sent.length, 0, `${method}: legacy never saw it (new and legacy keep their own data)`)
+    const unsent = rig(method, refused(), answer(204, ''))
+    t.match(await unsent.written, /^HTTP\/1\.1 204 /, `${method} that never reached new: legacy takes it`)
+  }
+})
+
 t.test('a fallback is counted only when legacy answered', async (t) => {
   const r = rig('GET', refused(), refused())
   t.match(await r.written, /^HTTP\/1\.1 502 /)

@@ -94,6 +94,8 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
   private budget: NodeJS.Timeout | null = null
   /** The observer has been told how the attempt ended. */
   private settled = false
+  /** The client left (abort with ClientGone) while undici had not started the request. */
+  private clientGone = false
   private readonly scope: FallbackScope
 
   constructor (
@@ -131,17 +133,22 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
   private overBudget (): void {
     this.budget = null
     if (this.state === 'queued') {
+      // Still in Ficus's own queue: nothing reached new, and its slowness is not new's failure.
       this.upstream.cancel(this)
       this.state = 'over'
       this.ex.running(null)
-      this.failed(ficusError('FICUS_ERR_UPSTREAM_TIMEOUT'), true)
+      this.ctx.upstreamFailed(this.ex, 'timeout')
+      this.settle('abandoned')
+      this.ctx.fallBack(this.ex, 'timeout', ficusError('FICUS_ERR_UPSTREAM_TIMEOUT'), this.body)
     } else if (this.state === 'running') {
-      if (this.started) {
-        this.abortRequest(new OverBudget()) // onResponseError falls back
-      } else {
-        this.abortRequest(new OverBudget()) // applied if the connection opens after all
-        if (this.finish()) this.failed(ficusError('FICUS_ERR_UPSTREAM_TIMEOUT'), true)
+      this.abortRequest(new OverBudget()) // still connecting: applied if the connection opens after all
+      if (this.started || !this.finish()) return // started: onResponseError falls back
+      if (this.clientGone) {
+        this.settle('abandoned') // the client left while new was connecting: nobody to answer
+        this.body?.detach()
+        return
       }
+      this.failed(ficusError('FICUS_ERR_UPSTREAM_TIMEOUT'), true)
     }
   }
 
@@ -188,6 +195,7 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
       this.ex.running(null)
       this.body?.detach()
     } else if (this.state === 'running') {
+      if (!this.started) this.clientGone = true
       this.abortRequest(err)
     }
   }

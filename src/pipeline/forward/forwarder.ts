@@ -101,13 +101,13 @@ export class Forwarder implements AttemptContext {
   }
 
   /**
-   * new is ejected from the route (its breaker is open): a request that may be sent twice
+   * new is ejected from the route (its breaker is open): a read (a safe method, no body)
    * goes to legacy at once; a write goes to legacy when the route says `ejectedWrites: legacy`,
    * else it is refused with 503 and Retry-After (the cool-down left), before anything is sent.
    */
-  private ejected (ex: Exchange, body: BodyGuard | null, idempotent: boolean): void {
+  private ejected (ex: Exchange, body: BodyGuard | null, read: boolean): void {
     const rule = ex.rule!
-    if (idempotent || rule.fallback.ejectedWrites === 'legacy') {
+    if (read || rule.fallback.ejectedWrites === 'legacy') {
       this.fallBack(ex, 'ejected', undefined, body)
       return
     }

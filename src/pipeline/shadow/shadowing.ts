@@ -62,6 +62,11 @@ export class Shadowing implements CopyContext {
     try {
       const route = ex.rule!.name
       if (ex.req.headers.upgrade !== undefined) return
+      if (ex.fallback === 'ejected') {
+        // new is ejected: legacy answers this request already; a copy to legacy would be a second one.
+        this.verdicts.unfinished(route, 'skipped', 'new_ejected')
+        return
+      }
       if (ex.res.headersSent) {
         // The primary was refused at once (saturated): no load is added to the other side.
         this.verdicts.unfinished(route, 'skipped', 'primary_failed')
