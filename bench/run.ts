@@ -22,7 +22,7 @@ import { scrape, sum } from './prom-text.js'
  * Options: --rounds 3 --duration 10 --warmup 2 (0: none) --connections 50 --size 1k|64k
  *          --rate 0 (fixed offered load in req/s, for latency at equal load)
  *          --only direct,fastify,undici,undici-shadow100,ficus,ficus-split50,ficus-shadow100
- *          (also: undici-shadow100-raw, ficus-shadow10, ficus-workers2, ficus-nolog)
+ *          (also: undici-shadow100-raw, ficus-shadow10, ficus-workers2, ficus-nolog, ficus-new100)
  *          --pin proxy (the proxy alone on CPU 1) | none (no pinning: for ficus vs ficus-workers2)
  */
 const { values: opt } = parseArgs({
@@ -69,7 +69,9 @@ const CONFIGS = ([
   { name: 'undici-shadow100-raw', cmd: UNDICI_SHADOW, env: { COPY: 'raw' }, base: 'undici', counts: true },
   { name: 'ficus-shadow10', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '10' }, base: 'ficus' },
   { name: 'ficus-workers2', cmd: [...FICUS, '--workers', '2'], env: { NEW_PERCENT: '0' }, base: 'ficus' },
-  { name: 'ficus-nolog', cmd: FICUS, env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' }, base: 'ficus' }
+  { name: 'ficus-nolog', cmd: FICUS, env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' }, base: 'ficus' },
+  // Every request on new (the same upstream): what a route on new adds, its breaker admission and budget timer included.
+  { name: 'ficus-new100', cmd: FICUS, env: { NEW_PERCENT: '100' }, base: 'ficus' }
 ] as Config[]).filter((c) => opt.only.split(',').includes(c.name))
 
 interface Run { name: string; round: number; rps: number; p50: number; p99: number; cpuUs: number | null; rssMb: number | null; errors: number; non2xx: number; copies: Copies | null }

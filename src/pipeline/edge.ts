@@ -151,6 +151,24 @@ export function lingerClose(socket: Socket): void {
   socket.resume() // read and drop what the client still sends, so it is not reset before it reads the answer
 }
 
+/**
+ * A response on a socket Node handed over (`connect`, `upgrade`), or null when it cannot
+ * carry one (the socket was destroyed). Anything answered on it is the connection's last
+ * answer: Node applies no timeout to such a socket, so Ficus closes it, lingering as for any
+ * refusal.
+ */
+export function responseOn(req: IncomingMessage, socket: Socket): ServerResponse | null {
+  const res = new ServerResponse(req)
+  try {
+    res.assignSocket(socket)
+  } catch {
+    socket.destroy() // a response Ficus does not know of holds the socket: nothing can be answered
+    return null
+  }
+  res.once('finish', () => lingerClose(socket))
+  return res
+}
+
 /** fastify `frameworkErrors`: the router could not read the path (bad percent-encoding). */
 export function frameworkErrors(deps: EdgeDeps) {
   return function onFrameworkError(_err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
@@ -178,16 +196,8 @@ export function refuseConnect(server: Server, deps: EdgeDeps): void {
       earlier.res.once('finish', () => answerAndClose(socket, e, ex.requestId))
       return
     }
-    const res = new ServerResponse(req)
-    try {
-      res.assignSocket(socket)
-    } catch {
-      socket.destroy() // a response Ficus does not know of holds the socket: nothing can be answered
-      return
-    }
-    // Node applies no timeout to a socket it handed over: Ficus closes it, lingering as for any refusal.
-    res.once('finish', () => lingerClose(socket))
-    refuse(deps.exchanges.open(req, res, requestIdOf(req)), 'FICUS_ERR_CONNECT', deps.metrics)
+    const res = responseOn(req, socket)
+    if (res !== null) refuse(deps.exchanges.open(req, res, requestIdOf(req)), 'FICUS_ERR_CONNECT', deps.metrics)
   })
 }
 

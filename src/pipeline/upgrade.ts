@@ -1,4 +1,4 @@
-import { ServerResponse, type IncomingMessage, type Server } from 'node:http'
+import type { IncomingMessage, Server } from 'node:http'
 import type { Socket } from 'node:net'
 import { NO_TICKET, type Breakers, type BreakerTicket } from '../adapters/breakers.js'
 import type { Logger } from '../adapters/logger.js'
@@ -13,7 +13,7 @@ import type { Backend } from '../core/types.js'
 import { ficusError, reasonOf, toUpstreamError, type FicusError } from '../errors.js'
 import type { Admit } from './admit.js'
 import type { Decide } from './decide.js'
-import { lingerClose, requestIdOf, rewriteUrl, targetOf } from './edge.js'
+import { requestIdOf, responseOn, rewriteUrl, targetOf } from './edge.js'
 import { Exchanges, type Exchange, type TunnelEnd } from './exchange.js'
 import { sendError } from './respond.js'
 
@@ -99,15 +99,9 @@ export class Upgrades {
   private start (req: IncomingMessage, socket: Socket, head: Buffer): void {
     if (socket.destroyed) return
     req.url = rewriteUrl(req) // fastify's rewriteUrl does not see an upgrade: absolute-form targets as for any request
-    const res = new ServerResponse(req)
-    try {
-      res.assignSocket(socket)
-    } catch {
-      socket.destroy() // a response Ficus does not know of holds the socket: nothing can be answered
-      return
-    }
-    // Anything answered here but a 101 is the connection's last answer (Node applies no timeout to a socket it handed over).
-    res.once('finish', () => lingerClose(socket))
+    // Anything answered on it but a 101 is the connection's last answer.
+    const res = responseOn(req, socket)
+    if (res === null) return
     const ex = this.d.exchanges.open(req, res, requestIdOf(req), targetOf(req))
     try {
       if (this.closing) {

@@ -3,25 +3,9 @@ import { admin } from '../helpers/admin.js'
 import { startTestFicus } from '../helpers/ficus.js'
 import { closedPort, startUpstream } from '../helpers/upstream.js'
 import { CLI, run } from '../helpers/spawn.js'
+import { diverging } from '../helpers/diverging.js'
 
 /** The control commands (divergences, set, rollback, status, audit) against a running Ficus, as a release manager runs them. */
-
-/** Ficus (admin token tok-1) with `orders` shadowed to a new that answers differently, after three reads. */
-async function diverging(t: Test) {
-  const legacy = await startUpstream(t, 'legacy')
-  const next = await startUpstream(t, 'new', (_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' })
-    res.end('{"served":"new"}')
-  })
-  const f = await startTestFicus(t, {
-    admin: { host: '127.0.0.1', port: 0, token: 'tok-1' },
-    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
-    routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0, shadow: 100 }, { name: 'rest', match: { path: '/*' }, new: 0 }]
-  })
-  for (let i = 0; i < 3; i++) await f.fetch('/orders/1')
-  await f.shadowIdle()
-  return f
-}
 
 t.test('ficus divergences, against a running Ficus whose shadowed reads diverge', async (t) => {
   // The subtests only read (divergences changes nothing): one Ficus for all of them.

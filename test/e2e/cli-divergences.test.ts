@@ -1,26 +1,8 @@
-import t, { type Test } from 'tap'
-import { startTestFicus } from '../helpers/ficus.js'
-import { startUpstream } from '../helpers/upstream.js'
+import t from 'tap'
 import { CLI, run } from '../helpers/spawn.js'
+import { diverging } from '../helpers/diverging.js'
 
 /** `ficus divergences --since` and `ficus divergences reset` against a running Ficus (docs/shadow.md "Epochs and windows"). */
-
-/** Ficus (admin token tok-1) with `orders` shadowed to a new that answers differently, after three reads. */
-async function diverging(t: Test) {
-  const legacy = await startUpstream(t, 'legacy')
-  const next = await startUpstream(t, 'new', (_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' })
-    res.end('{"served":"new"}')
-  })
-  const f = await startTestFicus(t, {
-    admin: { host: '127.0.0.1', port: 0, token: 'tok-1' },
-    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
-    routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0, shadow: 100 }, { name: 'rest', match: { path: '/*' }, new: 0 }]
-  })
-  for (let i = 0; i < 3; i++) await f.fetch('/orders/1')
-  await f.shadowIdle()
-  return f
-}
 
 t.test('ficus divergences --since: counts over the last minutes; past the hour it says to use epoch', async (t) => {
   const f = await diverging(t)
