@@ -224,7 +224,11 @@ async function main (): Promise<void> {
       writesFailedNeverReachedNew: writes.filter((d) => !d.ok && !d.reachedNew).length,
       writesFailedReachedNew: writes.filter((d) => !d.ok && d.reachedNew).length,
       p50ms: Math.round(quantile(ms, 0.5) * 10) / 10,
-      p99ms: Math.round(quantile(ms, 0.99) * 10) / 10
+      p99ms: Math.round(quantile(ms, 0.99) * 10) / 10,
+      p999ms: Math.round(quantile(ms, 0.999) * 10) / 10,
+      maxMs: Math.round((ms[ms.length - 1] ?? NaN) * 10) / 10,
+      /** Requests that took over a second: those that waited for new's budget or timeout. */
+      overOneSecond: ms.filter((x) => x > 1000).length
     }
   }
   const result = {
@@ -244,7 +248,7 @@ async function main (): Promise<void> {
   process.stdout.write(`outage of new (${mode}, ejectedWrites: ${String(opt['ejected-writes'])}), ${opt.concurrency} clients, ${opt.writes} % writes\n`)
   for (const p of ['before', 'outage', 'after'] as const) {
     const r = result.phases[p]
-    process.stdout.write(`  ${p.padEnd(7)} ${String(r.requests).padStart(7)} req  reads failed ${r.readsFailed}  writes failed (never reached new) ${r.writesFailedNeverReachedNew}  (reached new) ${r.writesFailedReachedNew}  p50 ${r.p50ms} ms  p99 ${r.p99ms} ms\n`)
+    process.stdout.write(`  ${p.padEnd(7)} ${String(r.requests).padStart(7)} req  reads failed ${r.readsFailed}  writes failed (never reached new) ${r.writesFailedNeverReachedNew}  (reached new) ${r.writesFailedReachedNew}  p50 ${r.p50ms} ms  p99 ${r.p99ms} ms  max ${r.maxMs} ms  over 1 s ${r.overOneSecond}\n`)
   }
   process.stdout.write(`  ejected ${String(result.ejectSeconds)} s after the outage began; breaker closed ${String(result.recoverSeconds)} s after new was back\n`)
 }
