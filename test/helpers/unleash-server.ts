@@ -1,11 +1,9 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises'
-import type { Socket } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ROOT } from './spawn.js'
+import { startPostgres, tail, type Postgres } from './postgres.js'
 import { freePorts } from './upstream.js'
 
 /**
@@ -37,46 +35,24 @@ export interface StartUnleashOptions {
 
 const SERVER_DIR = join(ROOT, 'test', 'unleash-server')
 const START = join(SERVER_DIR, 'start.mjs')
-const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin'
-const PG_OS_USER = process.env.PG_OS_USER ?? 'postgres'
 const DB_USER = 'postgres'
 const DB_NAME = 'unleash'
-const COMMAND_TIMEOUT_MS = 60_000
 
 /** Starts PostgreSQL and Unleash; on t, stop() is registered as a teardown. */
 export async function startUnleash(t?: Teardown, opts: StartUnleashOptions = {}): Promise<UnleashServer> {
   if (!existsSync(join(SERVER_DIR, 'node_modules', 'unleash-server'))) {
     throw new Error('unleash-server is not installed: run `npm ci --prefix test/unleash-server`')
   }
-  if (!existsSync(join(PG_BIN, 'initdb'))) {
-    throw new Error(`no PostgreSQL server binaries in ${PG_BIN}: install postgresql (apt-get install postgresql) or set PG_BIN`)
-  }
   const readyTimeoutMs = opts.readyTimeoutMs ?? 45_000
-  const asRoot = process.getuid?.() === 0
-  /** pg_ctl and initdb refuse to run as root. */
-  const pgCmd = (bin: string, args: string[]): [string, string[]] =>
-    asRoot ? ['runuser', ['-u', PG_OS_USER, '--', join(PG_BIN, bin), ...args]] : [join(PG_BIN, bin), args]
-
-  const dir = await mkdtemp(join(tmpdir(), 'ficus-unleash-'))
-  const data = join(dir, 'data')
-  const pgLog = join(dir, 'postgres.log')
-  let pgStarted = false
-  let watchdog: ChildProcess | undefined
+  let pg: Postgres | undefined
   let unleash: Unleash | undefined
   let stopped: Promise<void> | undefined
-
-  const pgLogTail = async (): Promise<string> => tail(await readFile(pgLog, 'utf8').catch(() => ''))
   const stop = (): Promise<void> => {
     stopped ??= (async () => {
       try {
         await unleash?.stop()
       } finally {
-        try {
-          if (pgStarted) await exec(...pgCmd('pg_ctl', ['-D', data, '-m', 'fast', '-w', '-t', '30', 'stop']))
-        } finally {
-          killGroup(watchdog)
-          await rm(dir, { recursive: true, force: true })
-        }
+        await pg?.stop()
       }
     })()
     return stopped
@@ -84,23 +60,11 @@ export async function startUnleash(t?: Teardown, opts: StartUnleashOptions = {})
   t?.teardown(stop)
 
   try {
-    if (asRoot) await exec('chown', [`${PG_OS_USER}:`, dir])
-    const [pgPort, port] = await freePorts(2) as [number, number]
-    await exec(...pgCmd('initdb', ['-D', data, '-A', 'trust', '-U', DB_USER, '-E', 'UTF8', '--locale=C', '--no-sync', '--no-instructions']))
-    // settings in the file, not pg_ctl -o: that goes through a shell
-    await appendFile(join(data, 'postgresql.conf'), [
-      '', '# ficus test cluster',
-      `port = ${pgPort}`,
-      "listen_addresses = '127.0.0.1'",
-      `unix_socket_directories = '${dir}'`,
-      'fsync = off', 'synchronous_commit = off', 'full_page_writes = off', ''
-    ].join('\n'))
-    watchdog = startWatchdog(dir, pgCmd('pg_ctl', ['-D', data, '-m', 'immediate', '-w', '-t', '10', 'stop']))
-    pgStarted = true
-    await exec(...pgCmd('pg_ctl', ['-D', data, '-l', pgLog, '-w', '-t', '30', 'start'])).catch(async (err: unknown) => {
-      throw new Error(`PostgreSQL did not start: ${String(err)}\n--- postgres.log ---\n${await pgLogTail()}`)
-    })
-    await exec(join(PG_BIN, 'createdb'), ['-h', '127.0.0.1', '-p', String(pgPort), '-U', DB_USER, DB_NAME])
+    pg = await startPostgres()
+    const pgPort = pg.port
+    const pgLogTail = async (): Promise<string> => (pg as Postgres).logTail()
+    const [port] = await freePorts(1) as [number]
+    await pg.createDatabase(DB_NAME)
 
     const clientToken = `default:development.${randomBytes(16).toString('hex')}`
     const adminToken = `*:*.${randomBytes(16).toString('hex')}`
@@ -182,42 +146,6 @@ async function startUnleashProcess(env: Record<string, string>, timeoutMs: numbe
     stop: () => end('SIGTERM', 15_000),
     kill: () => end('SIGKILL', 0)
   }
-}
-
-/**
- * A detached shell that waits for EOF on its stdin (our end of the pipe closes whenever
- * this process exits, even by SIGKILL), then stops the cluster and removes the temp dir.
- * stop() SIGKILLs it after cleaning up itself.
- */
-function startWatchdog(dir: string, [cmd, args]: [string, string[]]): ChildProcess {
-  const script = 'cat >/dev/null; dir=$1; shift; "$@" >/dev/null 2>&1; rm -rf "$dir"'
-  const w = spawn('sh', ['-c', script, 'ficus-pg-watchdog', dir, cmd, ...args], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] })
-  w.on('error', () => undefined)
-  w.unref()
-  // the pipe must not keep this process alive either
-  ;(w.stdin as Socket | null)?.unref()
-  return w
-}
-
-/** The watchdog and its `cat`: detached, so they have their own process group. */
-function killGroup(w: ChildProcess | undefined): void {
-  if (w?.pid === undefined) return
-  try { process.kill(-w.pid, 'SIGKILL') } catch { /* already gone */ }
-  w.stdin?.destroy()
-}
-
-function exec(cmd: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: COMMAND_TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      if (err !== null) reject(new Error(`${cmd} ${args.join(' ')} failed: ${err.message}\n${tail(stderr)}`))
-      else resolve(stdout)
-    })
-  })
-}
-
-function tail(s: string, lines = 40): string {
-  const t = s.trimEnd()
-  return t === '' ? '(empty)' : t.split('\n').slice(-lines).join('\n')
 }
 
 // --- admin API (Unleash 7: /api/admin/projects/default/features/...) ---

@@ -1,0 +1,210 @@
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { LmdbStore } from '../../src/adapters/lmdb-store.js'
+import { PgStore } from '../../src/adapters/pg-store.js'
+import type { NewWrite, SyncStore } from '../../src/adapters/sync-store.js'
+import { startPostgres } from '../helpers/postgres.js'
+import { ROOT, run } from '../helpers/spawn.js'
+
+/**
+ * The sync store's contract (src/adapters/sync-store.ts), run against both implementations:
+ * LMDB on real files, and a real PostgreSQL 15 (a throwaway cluster, test/helpers/postgres.ts).
+ * Then what each has to prove of its own: several processes on one LMDB file and a SIGKILL
+ * mid-write; two replicas on one database, appending and delivering at once.
+ */
+
+const write = (key: string, n: number, over: Partial<NewWrite> = {}): NewWrite => ({
+  route: 'orders', key, target: 'new', method: 'POST', path: `/orders?n=${n}`,
+  headers: [['content-type', 'application/json'], ['idempotency-key', `k-${n}`]], body: Buffer.from(`{"n":${n}}`), ...over
+})
+
+type Open = (t: Test) => Promise<SyncStore>
+
+function contract(name: string, open: Open): void {
+  t.test(`${name}: append is durable and ordered; get returns what was written`, async (t) => {
+    const s = await open(t)
+    const seqs = await s.append([write('order:1', 1), write('order:2', 2, { body: null, method: 'DELETE' })])
+    t.equal(seqs.length, 2)
+    t.ok((seqs[1] as number) > (seqs[0] as number), 'seqs increase in append order')
+    t.match(await s.get(seqs[0] as number), { seq: seqs[0], route: 'orders', key: 'order:1', target: 'new', method: 'POST', path: '/orders?n=1', state: 'pending', attempts: 0, reason: null })
+    t.same((await s.get(seqs[0] as number))?.body, Buffer.from('{"n":1}'), 'the body, byte for byte')
+    t.same((await s.get(seqs[0] as number))?.headers, [['content-type', 'application/json'], ['idempotency-key', 'k-1']])
+    t.equal((await s.get(seqs[1] as number))?.body, null)
+    t.equal(await s.get(999_999), null)
+    const many = await Promise.all(Array.from({ length: 200 }, async (_, i) => s.append([write(`order:${i % 5}`, i)])))
+    const all = many.flat()
+    t.equal(new Set(all).size, 200, '200 appends at once: 200 different seqs')
+    t.same([...all].sort((a, b) => a - b), Array.from({ length: 200 }, (_, i) => (seqs[1] as number) + 1 + i), 'and no gap')
+  })
+
+  t.test(`${name}: claim gives each key's oldest entry only, once, until its lease ends`, async (t) => {
+    const s = await open(t)
+    const [a1, b1, a2] = await s.append([write('a', 1), write('b', 1), write('a', 2)]) as [number, number, number]
+    const first = await s.claim(1_000, 10, 500)
+    t.same(first.map((d) => d.seq), [a1, b1], 'a\'s second write waits for its first')
+    t.same(first.map((d) => d.attempts), [1, 1])
+    t.same(await s.claim(1_100, 10, 500), [], 'leased: nothing to claim')
+    const again = await s.claim(1_500, 10, 500)
+    t.same(again.map((d) => [d.seq, d.attempts]), [[a1, 2], [b1, 2]], 'a lease that ran out is claimed again (its claimer died)')
+    await s.delivered(a1)
+    t.same((await s.claim(1_600, 10, 500)).map((d) => d.seq), [a2], 'a1 delivered: a2 is next for a; b1 is still leased')
+    t.equal(await s.get(a1), null, 'a delivered entry is gone')
+    t.same((await s.claim(1_600, 1, 500)), [], 'limit respected (and nothing left)')
+  })
+
+  t.test(`${name}: a retry waits for its time; a dead letter blocks only its own key until replayed or skipped`, async (t) => {
+    const s = await open(t)
+    const [a1, b1, a2, b2] = await s.append([write('a', 1), write('b', 1), write('a', 2), write('b', 2)]) as [number, number, number, number]
+    await s.claim(0, 10, 10_000)
+    await s.retry(a1, 5_000, 'status_503')
+    await s.deadLetter(b1, 'status_422')
+    t.same(await s.claim(4_999, 10, 100), [], 'a1 not before 5 s; b blocked by its dead letter')
+    const due = await s.claim(5_000, 10, 100)
+    t.same(due.map((d) => [d.seq, d.reason]), [[a1, 'status_503']], 'a1 due again, with why it failed')
+    t.match(await s.stats(), { pending: 3, dead: 1 })
+    t.same((await s.deadLetters(10)).map((d) => [d.seq, d.state, d.reason]), [[b1, 'dead', 'status_422']])
+    t.equal(await s.replay(a1), false, 'only a dead letter can be replayed')
+    t.equal(await s.replay(b1), true)
+    t.same((await s.claim(10_000, 10, 100)).map((d) => [d.seq, d.attempts]), [[a1, 3], [b1, 1]], 'replayed: due at once, attempts counted afresh')
+    await s.deadLetter(b1, 'status_422')
+    t.equal(await s.skip(b1), true, 'an operator drops it')
+    t.equal(await s.skip(b1), false)
+    t.same((await s.claim(20_000, 10, 100)).map((d) => d.seq), [a1, b2], 'b goes on with its next write')
+    t.equal(a2 > a1, true)
+  })
+
+  t.test(`${name}: stats: pending, dead letters, and the oldest pending write (the lag)`, async (t) => {
+    const s = await open(t)
+    t.same(await s.stats(), { pending: 0, dead: 0, oldestPending: null })
+    const before = Date.now()
+    const [x] = await s.append([write('x', 1)]) as [number]
+    await s.append([write('y', 1)])
+    const st = await s.stats()
+    t.match(st, { pending: 2, dead: 0 })
+    t.ok(st.oldestPending !== null && st.oldestPending >= before && st.oldestPending <= Date.now(), 'createdAt of the oldest')
+    await s.deadLetter(x, 'poison')
+    t.match(await s.stats(), { pending: 1, dead: 1 })
+  })
+
+  t.test(`${name}: the id map, both ways; a pair never changes`, async (t) => {
+    const s = await open(t)
+    t.equal(await s.mappedId('order', 'legacy', '26'), null)
+    t.equal(await s.mapIds('order', '26', '909e'), true)
+    t.equal(await s.mappedId('order', 'legacy', '26'), '909e')
+    t.equal(await s.mappedId('order', 'new', '909e'), '26')
+    t.equal(await s.mappedId('customer', 'legacy', '26'), null, 'per entity')
+    t.equal(await s.mapIds('order', '26', '909e'), true, 'the same pair again: fine')
+    t.equal(await s.mapIds('order', '26', 'aaaa'), false, 'legacy 26 is already paired')
+    t.equal(await s.mapIds('order', '27', '909e'), false, 'new 909e is already paired')
+    t.equal(await s.mappedId('order', 'new', 'aaaa'), null)
+  })
+}
+
+contract('lmdb', async (t) => {
+  const store = new LmdbStore(join(t.testdir(), 'ficus.lmdb'))
+  t.teardown(async () => store.close())
+  return store
+})
+
+// One PostgreSQL cluster for the file, a database of its own per test.
+const postgres = startPostgres(t)
+let databases = 0
+const pgStore = async (t: Test): Promise<PgStore> => {
+  const pg = await postgres
+  const name = `ficus_${++databases}`
+  await pg.createDatabase(name)
+  const store = new PgStore(pg.url(name))
+  t.teardown(async () => store.close())
+  return store
+}
+contract('postgres', pgStore)
+
+t.test('postgres: two replicas append and deliver at once: each write delivered once, in order per key', async (t) => {
+  const a = await pgStore(t)
+  const pg = await postgres
+  const b = new PgStore(pg.url(`ficus_${databases}`))
+  t.teardown(async () => b.close())
+  const appended = await Promise.all([a, b].map(async (s, r) => {
+    const seqs: number[] = []
+    for (let i = 0; i < 60; i++) seqs.push(...await s.append([write(`k${i % 6}`, r * 1000 + i)]))
+    return seqs
+  }))
+  const delivered: { seq: number; key: string }[] = []
+  const worker = async (s: PgStore): Promise<void> => {
+    for (let idle = 0; idle < 3;) {
+      const got = await s.claim(Date.now(), 4, 60_000)
+      if (got.length === 0) idle++
+      for (const d of got) {
+        delivered.push({ seq: d.seq, key: d.key })
+        await s.delivered(d.seq)
+      }
+    }
+  }
+  await Promise.all([worker(a), worker(b)])
+  const all = appended.flat()
+  t.equal(delivered.length, all.length, `${all.length} writes, ${delivered.length} deliveries`)
+  t.same(new Set(delivered.map((d) => d.seq)), new Set(all), 'each write delivered exactly once')
+  for (const key of new Set(delivered.map((d) => d.key))) {
+    const seqs = delivered.filter((d) => d.key === key).map((d) => d.seq)
+    t.same(seqs, [...seqs].sort((x, y) => x - y), `${key}: in append order`)
+  }
+  t.match(await a.stats(), { pending: 0, dead: 0 })
+})
+
+t.test('lmdb: what was appended is there after a reopen', async (t) => {
+  const path = join(t.testdir(), 'ficus.lmdb')
+  const s = new LmdbStore(path)
+  const [seq] = await s.append([write('order:1', 1)]) as [number]
+  await s.mapIds('order', '26', '909e')
+  await s.close()
+  const again = new LmdbStore(path)
+  t.teardown(async () => again.close())
+  t.match(await again.get(seq), { key: 'order:1', path: '/orders?n=1' })
+  t.equal(await again.mappedId('order', 'legacy', '26'), '909e')
+  const [next] = await again.append([write('order:1', 2)]) as [number]
+  t.equal(next, seq + 1, 'seqs go on where they were')
+})
+
+const WRITER = join(ROOT, 'test', 'fixtures', 'sync', 'writer.mjs')
+
+t.test('lmdb: two processes append to one file at once: every write is there once, each process\'s in its order', async (t) => {
+  const path = join(t.testdir(), 'ficus.lmdb')
+  const writers = ['w1', 'w2'].map((who) => run(t, WRITER, [path, who, '300']))
+  for (const w of writers) t.equal(await w.exitCode(), 0, w.stderr)
+  const acked = writers.flatMap((w) => w.stdout.trim().split('\n').map((l) => l.split(' ')))
+  t.equal(acked.length, 600)
+  t.equal(new Set(acked.map(([seq]) => seq)).size, 600, 'no seq given twice across processes')
+  const s = new LmdbStore(path)
+  t.teardown(async () => s.close())
+  t.match(await s.stats(), { pending: 600, dead: 0 })
+  for (const who of ['w1', 'w2']) {
+    const seqs = acked.filter(([, w]) => w === who).map(([seq]) => Number(seq))
+    t.same(seqs, [...seqs].sort((a, b) => a - b), `${who}'s writes in the order it made them`)
+  }
+  const d = await s.get(Number(acked[0]?.[0]))
+  t.same(JSON.parse(d?.body?.toString() ?? '{}'), { who: acked[0]?.[1], i: Number(acked[0]?.[2]) })
+})
+
+t.test('lmdb: a process killed (SIGKILL) while appending loses no write it had acknowledged', async (t) => {
+  const path = join(t.testdir(), 'ficus.lmdb')
+  const w = run(t, WRITER, [path, 'k', '1000000'])
+  await w.waitFor(/^(.*\n){300}/, { message: 'the writer did not acknowledge 300 writes' })
+  w.child.kill('SIGKILL')
+  t.equal(await w.exitCode(), null, 'killed, not exited')
+  const lines = w.stdout.split('\n')
+  lines.pop() // a line the kill cut short (or the empty string after the last newline): not acknowledged
+  const acked = lines.map((l) => l.split(' '))
+  t.ok(acked.length >= 300, `${acked.length} writes acknowledged before the kill`)
+  const s = new LmdbStore(path)
+  t.teardown(async () => s.close())
+  for (const [seq, who, i] of acked) {
+    const d = await s.get(Number(seq))
+    if (d === null || d.path !== `/orders/${who}/${i}`) {
+      t.fail(`acknowledged write ${seq} is ${d === null ? 'missing' : `wrong (${d.path})`}`)
+      return
+    }
+  }
+  t.pass(`all ${acked.length} acknowledged writes are in the store, intact`)
+  const { pending } = await s.stats()
+  t.ok(pending >= acked.length && pending <= acked.length + 1, `at most the one write in flight is there too (${pending} for ${acked.length} acknowledged)`)
+})
