@@ -16,11 +16,13 @@ export type HeaderNamePolicy = 'drop' | 'pass' | 'refuse'
  * Hop-by-hop fields (RFC 9110 §7.6.1) and fields a proxy must not relay. `expect` is
  * answered by Ficus itself (100-continue happens on the client side); `trailer` announces
  * request trailers, which are not relayed; a client must never be able to mark its own
- * request as a shadow copy. `te` is rebuilt below: only `trailers` passes.
+ * request as a shadow copy or a sync delivery (`x-ficus-sync`: a backend that calls back
+ * through Ficus must not have its write mistaken for one, or echoed). `te` is rebuilt
+ * below: only `trailers` passes.
  */
 const REQUEST_DROP: ReadonlySet<string> = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer',
-  'http2-settings', 'proxy-authorization', 'expect', 'x-ficus-shadow',
+  'http2-settings', 'proxy-authorization', 'expect', 'x-ficus-shadow', 'x-ficus-sync',
   // rewritten below
   'host', 'via', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-request-id'
 ])

@@ -17,11 +17,11 @@ t.test('hop-by-hop headers, and those Connection names, are not forwarded', asyn
   const { headers } = forwardHeaders([
     'Host', 'shop.example', 'Connection', 'keep-alive, X-Trace-Hop', 'Keep-Alive', 'timeout=5', 'Proxy-Connection', 'keep-alive',
     'TE', 'deflate', 'Transfer-Encoding', 'chunked', 'Upgrade', 'h2c', 'Trailer', 'x', 'Proxy-Authorization', 'Basic x',
-    'Expect', '100-continue', 'X-Trace-Hop', 'secret', 'X-Ficus-Shadow', '1', 'Accept', 'application/json'
+    'Expect', '100-continue', 'X-Trace-Hop', 'secret', 'X-Ficus-Shadow', '1', 'X-Ficus-Sync', '1', 'Accept', 'application/json'
   ], ctx)
   const h = byName(headers)
   for (const name of ['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer',
-    'proxy-authorization', 'expect', 'x-trace-hop', 'x-ficus-shadow']) {
+    'proxy-authorization', 'expect', 'x-trace-hop', 'x-ficus-shadow', 'x-ficus-sync']) {
     t.notOk(h.has(name), `${name} dropped`)
   }
   t.same(h.get('accept'), ['application/json'])
