@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { admin, audit, routes, samples, summary } from '../helpers/admin.js'
 import { sample, startTestFicus, testYaml } from '../helpers/ficus.js'
-import { startUpstream, type Handler } from '../helpers/upstream.js'
+import { held, startUpstream, type Handler } from '../helpers/upstream.js'
 
 /**
  * Divergences a team can work through (docs/shadow.md "Reading divergences"): counts per
@@ -105,4 +105,27 @@ t.test('POST /admin/divergences/reset: a new epoch for a route, audited with who
   t.match(await admin(f, 'POST', '/admin/divergences/reset', { token: TOKEN, json: ['orders'] }), { status: 400, body: { detail: /must be a JSON object/ } })
   t.match(await admin(f, 'POST', '/admin/divergences/reset', { json: { route: 'orders' } }), { status: 401 }, 'a token is needed')
   t.match(await summary(f, 'orders', { token: TOKEN }), { epoch: { n: 3 } }, 'refused calls changed nothing')
+})
+
+t.test('a comparison in flight when the rules change is not counted in the new epoch', async (t) => {
+  const l = await startUpstream(t, 'legacy', json({ meta: { at: 1 }, total: 1 }))
+  const hold = held(json({ meta: { at: 2 }, total: 1 }))
+  const n = await startUpstream(t, 'new', hold.handler)
+  t.teardown(() => hold.release())
+  const file = join(t.testdir(), 'routes.yaml')
+  const doc = (compare?: Record<string, unknown>): Record<string, unknown> => ({
+    upstreams: { legacy: { url: l.url }, new: { url: n.url } },
+    routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0, shadow: 100, ...(compare === undefined ? {} : { compare }) }]
+  })
+  const f = await startTestFicus(t, doc(), { file })
+  t.equal((await f.fetch('/orders/1')).status, 200, 'the client is answered while its copy is held')
+  await n.arrived(1, { message: 'the copy did not reach new' })
+  await writeFile(file, testYaml(doc({ ignore: ['body.meta'] })))
+  t.equal(await f.running.reload('test'), 'success')
+  hold.release()
+  await f.shadowIdle()
+  const s = await summary(f, 'orders')
+  t.match(s, { epoch: { n: 2, why: 'reload' }, comparisons: { match: 0, diverged: 0, skipped: 1 }, skipped: { epoch_changed: 1 } },
+    'begun under the old rules (it would diverge on body.meta), it is a skip of the new epoch, not noise in it')
+  t.same(s.topFields, [])
 })

@@ -66,6 +66,8 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
   private readonly copiedTo: Backend
   private readonly isRead: boolean
   private readonly began: number
+  /** The route's divergence epoch when the copy began: a comparison that ends in a later one is not counted in it. */
+  private readonly epoch: number
   /** The request body to send: undefined until known. */
   private body: Buffer | null | undefined = undefined
   private sent = 0
@@ -82,6 +84,7 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
     this.copiedTo = this.answeredBy === 'legacy' ? 'new' : 'legacy'
     this.isRead = SAFE_METHODS.has(ex.method)
     this.began = s.now()
+    this.epoch = s.verdicts.epochOf(ex.rule!.name)
   }
 
   /* ---------- the request body (BodyCapture.capture) ---------- */
@@ -254,7 +257,7 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
     // 'finish', inside the primary's measured time (access log `ms`, ficus_request_duration_seconds).
     setImmediate(() => {
       try {
-        this.s.verdicts.judge(this.ex, this.answeredBy, legacy, fromNew, this.limits.maxBodyBytes, () => this.release())
+        this.s.verdicts.judge(this.ex, this.epoch, this.answeredBy, legacy, fromNew, this.limits.maxBodyBytes, () => this.release())
       } catch (err) {
         this.s.verdicts.failed(this.ex, err, false, () => this.release())
       }

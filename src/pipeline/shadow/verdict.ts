@@ -43,21 +43,34 @@ export class Verdicts {
    * cost ~5 µs of every shadowed request); decoding runs off the event loop. Never throws:
    * a failure here is an `error` comparison (recorded once), never the client's problem.
    */
-  judge (ex: Exchange, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, maxBodyBytes: number, done: () => void): void {
+  judge (ex: Exchange, epoch: number, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, maxBodyBytes: number, done: () => void): void {
     const a = unencoded(fromLegacy)
     const b = unencoded(fromNew)
     if (a !== null && b !== null) {
-      this.compareNow(ex, answeredBy, fromLegacy, fromNew, a, b, done)
+      this.compareNow(ex, epoch, answeredBy, fromLegacy, fromNew, a, b, done)
       return
     }
     Promise.all([a ?? decoded(fromLegacy, maxBodyBytes), b ?? decoded(fromNew, maxBodyBytes)]).then(
-      ([x, y]) => { this.compareNow(ex, answeredBy, fromLegacy, fromNew, x, y, done) },
+      ([x, y]) => { this.compareNow(ex, epoch, answeredBy, fromLegacy, fromNew, x, y, done) },
       (err: unknown) => { this.failed(ex, err, false, done) })
   }
 
-  private compareNow (ex: Exchange, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, a: ComparedSide, b: ComparedSide, done: () => void): void {
+  /** The route's current divergence epoch (a copy notes it when it begins). */
+  epochOf (route: string): number {
+    return this.store.epochOf(route).n
+  }
+
+  private compareNow (ex: Exchange, epoch: number, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, a: ComparedSide, b: ComparedSide, done: () => void): void {
     let counted = false
     try {
+      if (this.store.epochOf(ex.rule!.name).n !== epoch) {
+        // The route's compare rules changed (or its counts were reset) while this copy was in
+        // flight: it was begun under the old rules, so it is not counted in the new epoch.
+        counted = true
+        this.unfinished(ex.rule!.name, 'skipped', 'epoch_changed')
+        done()
+        return
+      }
       const result = compare(a, b, ex.rule!.compare.rules)
       counted = true
       this.record(ex, answeredBy, fromLegacy, fromNew, result)
