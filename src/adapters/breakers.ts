@@ -74,11 +74,19 @@ export class Breakers {
     const policy = rule.fallback.breaker
     if (policy === null) return ['pass', NO_TICKET]
     const e = this.entry(rule.name, policy)
-    const now = this.now()
-    const [admission, t] = e.breaker.admit(now)
+    // Closed (nearly always): nothing to decide, no clock to read.
+    if (e.breaker.state === 'closed') return ['pass', this.ticket(rule.name, e, false)]
+    const [admission, t] = e.breaker.admit(this.now())
     if (t !== null) this.changed(rule.name, e, t)
     if (admission === 'ejected') return [admission, NO_TICKET]
     return [admission, this.ticket(rule.name, e, admission === 'probe')]
+  }
+
+  /** Retry-After for a request refused while new is ejected from `route`: the cool-down left, in whole seconds, at least 1. */
+  retryAfterSeconds (route: string): number {
+    const e = this.byRoute.get(route)
+    const left = e === undefined ? null : e.breaker.snapshot(this.now()).openForMs
+    return Math.max(1, Math.ceil((left ?? 0) / 1000))
   }
 
   /** Every route's breaker now, by route name (routes that never sent a request to new have none). */

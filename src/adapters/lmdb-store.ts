@@ -15,21 +15,10 @@ import type { Delivery, NewWrite, StoreStats, SyncStore } from './sync-store.js'
  * seq; `ids` [entity, side, id] → the other side's id.
  */
 
-interface Entry {
-  route: string
-  key: string
-  target: Backend
-  method: string
-  path: string
-  headers: [string, string][]
-  body: Buffer | null
-  createdAt: number
-  attempts: number
-  notBefore: number
-  state: 'pending' | 'dead'
-  reason: string | null
+/** A Delivery as stored (its seq is the key), with its claim. */
+interface Entry extends Omit<Delivery, 'seq'> {
   /** Claimed until then (ms since the epoch); 0: not claimed. */
-  leasedUntil: number
+  readonly leasedUntil: number
 }
 
 /** Entries a claim looks at, at most, per call (the rest wait for the next call). */
@@ -62,7 +51,7 @@ export class LmdbStore implements SyncStore {
           target: w.target,
           method: w.method,
           path: w.path,
-          headers: w.headers.map(([n, v]) => [n, v]),
+          headers: w.headers,
           body: w.body,
           createdAt: now,
           attempts: 0,
@@ -183,19 +172,8 @@ export class LmdbStore implements SyncStore {
 }
 
 function toDelivery(seq: number, e: Entry): Delivery {
-  return {
-    seq,
-    route: e.route,
-    key: e.key,
-    target: e.target,
-    method: e.method,
-    path: e.path,
-    headers: e.headers,
-    body: e.body === null ? null : Buffer.from(e.body),
-    createdAt: e.createdAt,
-    attempts: e.attempts,
-    notBefore: e.notBefore,
-    state: e.state,
-    reason: e.reason
-  }
+  const { leasedUntil, ...delivery } = e
+  void leasedUntil // the claim is the store's own, not the caller's
+  // msgpack hands a Uint8Array back: a Buffer, as the contract says.
+  return { ...delivery, seq, body: e.body === null ? null : Buffer.from(e.body) }
 }

@@ -32,6 +32,15 @@ export function fallbackScope(backend: Backend, method: string, hasBody: boolean
   return !hasBody && SAFE.has(method) ? 'any' : 'unsent'
 }
 
+/**
+ * Where a request goes while new is ejected from its route: a read (scope `any`) to legacy;
+ * a write to legacy only when the route says `ejectedWrites: legacy`, else it is refused.
+ * @example whenEjected('unsent', 'refuse') // 'refuse'
+ */
+export function whenEjected(scope: FallbackScope, ejectedWrites: 'refuse' | 'legacy'): 'legacy' | 'refuse' {
+  return scope === 'any' || ejectedWrites === 'legacy' ? 'legacy' : 'refuse'
+}
+
 /** Whether new's answer with `status` counts as its failure (legacy answers instead, when it may). */
 export function isFallbackStatus(status: number): boolean {
   return FALLBACK_STATUS.has(status)

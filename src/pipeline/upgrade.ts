@@ -7,7 +7,7 @@ import { dialUpgrade, type Dialled } from '../adapters/upgrade-dial.js'
 import type { Upstream } from '../adapters/upstreams.js'
 import type { LiveConfig } from '../config/live.js'
 import type { Limits } from '../config/schema.js'
-import { fallbackScope, isFallbackStatus, newAttemptBudget } from '../core/fallback.js'
+import { fallbackScope, isFallbackStatus, newAttemptBudget, whenEjected } from '../core/fallback.js'
 import { declaresBody, responseHeaders, switchingProtocolsHead } from '../core/forward-headers.js'
 import type { Backend } from '../core/types.js'
 import { ficusError, reasonOf, toUpstreamError, type FicusError } from '../errors.js'
@@ -139,8 +139,13 @@ export class Upgrades {
     }
     const [admission, ticket] = this.d.breakers.admit(ex.rule!)
     if (admission !== 'ejected') this.dial(ex, socket, head, 'new', ticket)
-    else if (fallbackScope('new', ex.method, false) === 'any' || ex.rule!.fallback.ejectedWrites === 'legacy') this.fallBack(ex, socket, head, 'ejected')
-    else this.answer(ex, ficusError('FICUS_ERR_NEW_EJECTED'))
+    else if (whenEjected(fallbackScope('new', ex.method, false), ex.rule!.fallback.ejectedWrites) === 'legacy') this.fallBack(ex, socket, head, 'ejected')
+    else {
+      this.d.metrics.writesRefused.inc({ route: ex.rule!.name, reason: 'new_ejected' })
+      const err = ficusError('FICUS_ERR_NEW_EJECTED')
+      ex.fail(err)
+      sendError(ex.res, err, ex.requestId, true, { 'retry-after': this.d.breakers.retryAfterSeconds(ex.rule!.name) })
+    }
   }
 
   private answer (ex: Exchange, err: FicusError): void {

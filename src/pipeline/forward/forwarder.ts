@@ -3,7 +3,7 @@ import type { Metrics } from '../../adapters/metrics-registry.js'
 import type { UpstreamSlots } from '../../adapters/upstreams.js'
 import type { LiveConfig } from '../../config/live.js'
 import type { Limits } from '../../config/schema.js'
-import { fallbackBudget, fallbackScope, newAttemptBudget } from '../../core/fallback.js'
+import { fallbackBudget, fallbackScope, newAttemptBudget, whenEjected, type FallbackScope } from '../../core/fallback.js'
 import { declaresBody } from '../../core/forward-headers.js'
 import type { Backend } from '../../core/types.js'
 import { ficusError, type FicusError } from '../../errors.js'
@@ -33,9 +33,9 @@ export interface ForwardOptions {
  * request that may be sent twice, or before anything reached it, lets legacy answer within
  * what is left of legacy's own timeout. new's circuit breaker (adapters/breakers.ts) keeps
  * requests away from a new that keeps failing. Cost on the hot path: an Attempt per request
- * (one undici dispatch), a BodyGuard only when there is a body; on new, ~180 ns for the
+ * (one undici dispatch), a BodyGuard only when there is a body; on new, ~75-145 ns for the
  * fallback scope and the breaker's admission and verdict, and for a read (legacy could answer
- * instead) ~600 ns for new's budget timer (bench/new-path-cost.ts); nothing on legacy.
+ * instead) ~300-600 ns for new's budget timer (bench/new-path-cost.ts); nothing on legacy.
  */
 export class Forwarder implements AttemptContext {
   readonly sendTimeoutMs: number
@@ -88,7 +88,7 @@ export class Forwarder implements AttemptContext {
     const scope = fallbackScope('new', ex.method, body !== null)
     const [admission, ticket] = this.o.breakers.admit(rule)
     if (admission === 'ejected') {
-      this.ejected(ex, body, scope === 'any')
+      this.ejected(ex, body, scope)
       return
     }
     let budgetMs: number | undefined
@@ -105,17 +105,16 @@ export class Forwarder implements AttemptContext {
    * goes to legacy at once; a write goes to legacy when the route says `ejectedWrites: legacy`,
    * else it is refused with 503 and Retry-After (the cool-down left), before anything is sent.
    */
-  private ejected (ex: Exchange, body: BodyGuard | null, read: boolean): void {
+  private ejected (ex: Exchange, body: BodyGuard | null, scope: FallbackScope): void {
     const rule = ex.rule!
-    if (read || rule.fallback.ejectedWrites === 'legacy') {
+    if (whenEjected(scope, rule.fallback.ejectedWrites) === 'legacy') {
       this.fallBack(ex, 'ejected', undefined, body)
       return
     }
     this.o.metrics.writesRefused.inc({ route: rule.name, reason: 'new_ejected' })
     const err = ficusError('FICUS_ERR_NEW_EJECTED')
     ex.fail(err)
-    const retryAfter = Math.max(1, Math.ceil((this.o.breakers.snapshots()[rule.name]?.openForMs ?? 0) / 1000))
-    sendError(ex.res, err, ex.requestId, body !== null && !ex.req.complete, { 'retry-after': retryAfter })
+    sendError(ex.res, err, ex.requestId, body !== null && !ex.req.complete, { 'retry-after': this.o.breakers.retryAfterSeconds(rule.name) })
     body?.detach()
   }
 
