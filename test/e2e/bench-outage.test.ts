@@ -1,7 +1,7 @@
 import t from 'tap'
 import { run } from '../helpers/spawn.js'
 
-interface PhaseResult { requests: number; readsFailed: number; writesFailedNeverReachedNew: number; writesFailedReachedNew: number }
+interface PhaseResult { requests: number; readsFailed: number; writesFailedNeverReachedNew: number; writesFailedCutInFlight: number; writesFailedReachedNew: number }
 interface OutageResult { phases: Record<'before' | 'outage' | 'after', PhaseResult>; ejectSeconds: number | null; recoverSeconds: number | null }
 
 // bench/outage.ts keeps working, and what it shows holds on a short run (CI times nothing):
@@ -15,6 +15,7 @@ t.test('bench/outage.ts: new refuses connections for 3 s under load: no read and
     const p = r.phases[phase]
     t.ok(p.requests > 0, `${phase}: requests were sent (${p.requests})`)
     t.same([p.readsFailed, p.writesFailedNeverReachedNew], [0, 0], `${phase}: no read failed, no write that never reached new failed`)
+    t.ok(p.writesFailedCutInFlight <= 4, `${phase}: at most the 4 clients' writes in flight when new's connections were cut failed (${p.writesFailedCutInFlight})`)
   }
   t.not(r.ejectSeconds, null, 'new was ejected during the outage')
   t.not(r.recoverSeconds, null, 'and its breaker closed once new was back')
