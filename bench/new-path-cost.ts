@@ -14,7 +14,7 @@ import { compileCompare } from '../src/core/compare-rules.js'
  */
 const rule: RouteRule = {
   name: 'orders', methods: null, pattern: { source: '/*', segments: [], prefix: true }, new: 100, flag: null, shadow: 0,
-  shadowWrites: false, compare: compileCompare(undefined), sticky: [{ kind: 'header', name: 'x-user-id' }],
+  shadowWrites: false, sync: null, compare: compileCompare(undefined), sticky: [{ kind: 'header', name: 'x-user-id' }],
   backends: { legacy: 'legacy', new: 'new' },
   fallback: { newTimeout: { share: 0.5 }, ejectedWrites: 'refuse', breaker: { consecutiveFailures: 5, failureRate: 0.5, minRequests: 20, windowMs: 10_000, ejectionMs: 5_000, maxEjectionMs: 15_000, probes: 1 } }
 }

@@ -20,10 +20,12 @@ import { Admit } from './pipeline/admit.js'
 import { Decide } from './pipeline/decide.js'
 import { answerExpectContinue, clientErrorHandler, frameworkErrors, refuseConnect, refuseExpectation, requestIdOf, rewriteUrl, targetOf, type EdgeDeps } from './pipeline/edge.js'
 import { Exchanges, type Exchange } from './pipeline/exchange.js'
+import type { BodyGuard } from './pipeline/forward/body-guard.js'
 import { Forwarder } from './pipeline/forward/forwarder.js'
 import { recorder } from './pipeline/record.js'
 import { sendError } from './pipeline/respond.js'
 import { Shadowing } from './pipeline/shadow/shadowing.js'
+import { needsSync, SyncRuntime } from './pipeline/sync/runtime.js'
 import { Upgrades } from './pipeline/upgrade.js'
 
 /**
@@ -67,6 +69,8 @@ export interface TrafficParts {
   readonly divergences: DivergenceStore
   /** new's circuit breaker per route (GET /admin/routes shows them). */
   readonly breakers: Breakers
+  /** Dual writes (store, deliverer), once a route is dual; null before. */
+  readonly sync: () => SyncRuntime | null
 }
 
 /**
@@ -78,6 +82,8 @@ export interface TrafficParts {
  *                    headers are built (admit.ts). An Upgrade request (WebSocket) leaves
  *                    HTTP here: admitted and decided the same way, then tunnelled (upgrade.ts)
  *   2. decide        route, sticky key, flag: the one Decision later stages read (decide.ts)
+ *   3a. sync         on a dual route only: ids through the id map; a write is recorded
+ *                    before it is forwarded and its answer held until it is (sync/dual.ts)
  *   3. forward       body guard, the attempt on the decided side, streaming back, and the
  *                    fallback to legacy when new fails first (forward/)
  *   4. shadow        a copy to the other side, compared off the client's path (shadow/)
@@ -103,6 +109,21 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
   const shadow = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now }) // 4.
   // Upgrade requests (WebSocket): the same edge, admit and decide, then a tunnel (never shadowed).
   const upgrades = new Upgrades({ exchanges, admit, decide, upstreams, live, limits, metrics, breakers, log: logger, now })
+  // 3a. Dual writes: opened at start when a route is dual, or when a reload makes one dual.
+  let sync: SyncRuntime | null = null
+  let syncStarted: Promise<void> = Promise.resolve()
+  const syncRuntime = (): SyncRuntime => {
+    if (sync === null) {
+      sync = new SyncRuntime(config, table, upstreams, metrics, logger)
+      // A store that cannot be read refuses dual writes (503) until it can; reads go on.
+      syncStarted = sync.start().catch((err: unknown) => { logger.error({ err }, 'sync: the store could not be opened') })
+    }
+    return sync
+  }
+  if (needsSync(config)) {
+    syncRuntime()
+    await syncStarted
+  }
 
   /** One request through stages 1 to 4 (5 runs when its response is over). */
   function serve(req: IncomingMessage, res: ServerResponse, requestId: string): void {
@@ -113,7 +134,7 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
     try {
       if (!admit.admit(ex)) return
       if (!decide.decide(ex)) return
-      forward.receive(ex, (body) => {
+      const start = (body: BodyGuard | null): void => {
         try {
           forward.send(ex, body)
           // After the primary is on its way: a copy never goes ahead of the request a client waits for.
@@ -121,7 +142,9 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
         } catch (err) {
           internal(ex, err)
         }
-      })
+      }
+      if (ex.rule!.sync?.mode === 'dual') syncRuntime().dual.serve(ex, forward, start, (err) => { internal(ex, err) })
+      else forward.receive(ex, start)
     } catch (err) {
       internal(ex, err)
     }
@@ -178,9 +201,9 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
   traffic.addHook('preClose', async () => { await upgrades.close() })
   traffic.addHook('onClose', async () => {
     breakers.close()
-    await Promise.all([closeUpstreams(upstreams), shadow.close()])
+    await Promise.all([closeUpstreams(upstreams), shadow.close(), sync?.close()])
   })
-  return { traffic, upstreams, shadowing: shadow, divergences, breakers }
+  return { traffic, upstreams, shadowing: shadow, divergences, breakers, sync: () => sync }
 }
 
 export interface AdminParts {

@@ -242,6 +242,8 @@ export interface Ficus {
   readonly live: LiveConfig
   /** Unleash, when routes.yaml has an unleash: block (read at start; a reload does not change it). */
   readonly flags: UnleashFlags | undefined
+  /** Dual writes (store, deliverer), once a route is dual; null before. */
+  readonly sync: TrafficParts['sync']
 }
 
 export interface Running extends Instance {
@@ -255,8 +257,8 @@ export interface Running extends Instance {
 export async function startFicus(config: Config, deps: Deps): Promise<Running> {
   const host = new InProcessTraffic()
   const s = await start(config, deps, host)
-  const { traffic, upstreams, shadowing, divergences } = host.traffic
+  const { traffic, upstreams, shadowing, divergences, sync } = host.traffic
   const { metrics, health, live, control } = s.side
-  const ficus: Ficus = { traffic, admin: s.admin, health, metrics, table: control.table, upstreams, shadowing, divergences, control, audit: s.audit, live, flags: s.flags }
+  const ficus: Ficus = { traffic, admin: s.admin, health, metrics, table: control.table, upstreams, shadowing, divergences, control, audit: s.audit, live, flags: s.flags, sync }
   return { ...s.instance, ficus, trafficUrl: s.trafficUrl, adminUrl: s.adminUrl }
 }

@@ -1,6 +1,6 @@
 import { open, type Database, type RootDatabase } from 'lmdb'
 import type { Backend } from '../core/types.js'
-import type { Delivery, NewWrite, StoreStats, SyncStore } from './sync-store.js'
+import type { Delivery, IdPair, NewWrite, RouteStats, StoreStats, SyncStore } from './sync-store.js'
 
 /**
  * The embedded sync store (`store: { kind: embedded, path }`), on LMDB: one file that every
@@ -11,8 +11,10 @@ import type { Delivery, NewWrite, StoreStats, SyncStore } from './sync-store.js'
  * batches them: a group commit).
  *
  * Layout: `outbox` seq → entry (seq order is append order, over all processes: the next seq
- * is read and written in the same write transaction as the entries); `meta` 'seq' → the last
- * seq; `ids` [entity, side, id] → the other side's id.
+ * is read and written in the same write transaction as the entries); `intents` seq → expiry
+ * (the intents, so expiring them reads only those); `meta`: 'seq' → the last seq, 'n:<state>'
+ * → entries in that state (so stats read no entry), 'paused' → the paused routes; `ids`
+ * [entity, side, id] → [the other side's id, the side that created the entity].
  */
 
 /** A Delivery as stored (its seq is the key), with its claim. */
@@ -24,51 +26,87 @@ interface Entry extends Omit<Delivery, 'seq'> {
 /** Entries a claim looks at, at most, per call (the rest wait for the next call). */
 const CLAIM_SCAN = 10_000
 
+type State = Entry['state']
+
 export class LmdbStore implements SyncStore {
   private readonly env: RootDatabase
   private readonly outbox: Database<Entry, number>
-  private readonly meta: Database<number, string>
-  private readonly ids: Database<string, (string | number)[]>
+  private readonly intents: Database<number, number>
+  private readonly meta: Database<unknown, string>
+  private readonly ids: Database<[string, Backend], string[]>
 
   constructor (path: string, private readonly clock: () => number = Date.now) {
     this.env = open({ path, overlappingSync: false, compression: false })
     this.outbox = this.env.openDB<Entry, number>({ name: 'outbox' })
-    this.meta = this.env.openDB<number, string>({ name: 'meta' })
-    this.ids = this.env.openDB<string, (string | number)[]>({ name: 'ids' })
+    this.intents = this.env.openDB<number, number>({ name: 'intents' })
+    this.meta = this.env.openDB<unknown, string>({ name: 'meta' })
+    this.ids = this.env.openDB<[string, Backend], string[]>({ name: 'ids' })
   }
 
   async append (writes: readonly NewWrite[]): Promise<number[]> {
+    return this.add(writes, 'pending', 0)
+  }
+
+  async intend (writes: readonly NewWrite[], expiresAt: number): Promise<number[]> {
+    return this.add(writes, 'intent', expiresAt)
+  }
+
+  private async add (writes: readonly NewWrite[], state: 'pending' | 'intent', notBefore: number): Promise<number[]> {
     if (writes.length === 0) return []
     const now = this.clock()
     return this.env.transaction(() => {
-      let seq = this.meta.get('seq') ?? 0
+      let seq = (this.meta.get('seq') as number | undefined) ?? 0
       const seqs: number[] = []
       for (const w of writes) {
         seq++
-        void this.outbox.put(seq, {
-          route: w.route,
-          key: w.key,
-          target: w.target,
-          method: w.method,
-          path: w.path,
-          headers: w.headers,
-          body: w.body,
-          createdAt: now,
-          attempts: 0,
-          notBefore: 0,
-          state: 'pending',
-          reason: null,
-          leasedUntil: 0
-        })
+        void this.outbox.put(seq, entryOf(w, now, state, notBefore))
+        if (state === 'intent') void this.intents.put(seq, notBefore)
         seqs.push(seq)
       }
       void this.meta.put('seq', seq)
+      for (const w of writes) this.count(state, 1, w)
       return seqs
+    })
+  }
+
+  async settle (seq: number, write: NewWrite | null): Promise<boolean> {
+    return this.env.transaction(() => {
+      const e = this.outbox.get(seq)
+      if (e === undefined || e.state !== 'intent') return false
+      void this.intents.remove(seq)
+      this.count('intent', -1, e)
+      if (write === null) {
+        void this.outbox.remove(seq)
+      } else {
+        void this.outbox.put(seq, entryOf(write, e.createdAt, 'pending', 0))
+        this.count('pending', 1, write)
+      }
+      return true
+    })
+  }
+
+  async expire (now: number): Promise<Delivery[]> {
+    return this.env.transaction(() => {
+      const out: Delivery[] = []
+      for (const { key: seq, value: expiresAt } of this.intents.getRange()) {
+        if (expiresAt > now) continue
+        void this.intents.remove(seq)
+        const e = this.outbox.get(seq)
+        if (e === undefined || e.state !== 'intent') continue
+        const dead: Entry = { ...e, state: 'dead', reason: 'outcome_unknown', leasedUntil: 0 }
+        void this.outbox.put(seq, dead)
+        this.count('intent', -1, e)
+        this.count('dead', 1, e)
+        out.push(toDelivery(seq, dead))
+      }
+      return out
     })
   }
 
   async claim (now: number, limit: number, leaseMs: number): Promise<Delivery[]> {
     return this.env.transaction(() => {
+      const paused = new Set((this.meta.get('paused') as string[] | undefined) ?? [])
+      if (paused.has('*')) return []
       const seen = new Set<string>()
       const out: Delivery[] = []
       let scanned = 0
@@ -76,7 +114,7 @@ export class LmdbStore implements SyncStore {
         if (out.length >= limit || ++scanned > CLAIM_SCAN) break
         if (seen.has(value.key)) continue // an older entry of this key comes first
         seen.add(value.key)
-        if (value.state !== 'pending' || value.leasedUntil > now || value.notBefore > now) continue // blocks its key
+        if (value.state !== 'pending' || value.leasedUntil > now || value.notBefore > now || paused.has(value.route)) continue // blocks its key
         const claimed: Entry = { ...value, attempts: value.attempts + 1, leasedUntil: now + leaseMs }
         void this.outbox.put(seq, claimed)
         out.push(toDelivery(seq, claimed))
@@ -86,15 +124,15 @@ export class LmdbStore implements SyncStore {
   }
 
   async delivered (seq: number): Promise<void> {
-    await this.outbox.remove(seq)
+    await this.drop(seq)
   }
 
   async retry (seq: number, notBefore: number, reason: string): Promise<void> {
-    await this.update(seq, (e) => ({ ...e, notBefore, reason, leasedUntil: 0 }))
+    await this.update(seq, (e) => (e.state === 'pending' ? { ...e, notBefore, reason, leasedUntil: 0 } : null))
   }
 
   async deadLetter (seq: number, reason: string): Promise<void> {
-    await this.update(seq, (e) => ({ ...e, state: 'dead', reason, leasedUntil: 0 }))
+    await this.update(seq, (e) => (e.state === 'dead' ? null : { ...e, state: 'dead', reason, leasedUntil: 0 }))
   }
 
   async replay (seq: number): Promise<boolean> {
@@ -102,11 +140,7 @@ export class LmdbStore implements SyncStore {
   }
 
   async skip (seq: number): Promise<boolean> {
-    return this.env.transaction(() => {
-      if (this.outbox.get(seq) === undefined) return false
-      void this.outbox.remove(seq)
-      return true
-    })
+    return this.drop(seq)
   }
 
   async get (seq: number): Promise<Delivery | null> {
@@ -116,6 +150,7 @@ export class LmdbStore implements SyncStore {
 
   async deadLetters (limit: number): Promise<Delivery[]> {
     const out: Delivery[] = []
+    if (this.n('dead') === 0) return out
     for (const { key, value } of this.outbox.getRange()) {
       if (out.length >= limit) break
       if (value.state === 'dead') out.push(toDelivery(key, value))
@@ -124,38 +159,100 @@ export class LmdbStore implements SyncStore {
   }
 
   async stats (): Promise<StoreStats> {
-    let pending = 0
-    let dead = 0
-    let oldestPending: number | null = null
-    for (const { value } of this.outbox.getRange()) {
-      if (value.state === 'dead') {
-        dead++
-      } else {
-        pending++
-        if (oldestPending === null || value.createdAt < oldestPending) oldestPending = value.createdAt
+    const pending = this.n('pending')
+    const perRoute = (this.meta.get('routes') as Record<string, [number, number]> | undefined) ?? {}
+    const oldest = new Map<string, number>()
+    const wanted = Object.entries(perRoute).filter(([, [p]]) => p > 0).length
+    if (wanted > 0) {
+      // Seq order is append order: a route's first pending entry is its oldest (dead letters and intents are passed over).
+      for (const { value } of this.outbox.getRange()) {
+        const rt = `${value.route}\t${value.target}`
+        if (value.state === 'pending' && !oldest.has(rt)) {
+          oldest.set(rt, value.createdAt)
+          if (oldest.size === wanted) break
+        }
       }
     }
-    return { pending, dead, oldestPending }
+    const routes: RouteStats[] = Object.entries(perRoute)
+      .filter(([, [p, d]]) => p > 0 || d > 0)
+      .map(([rt, [p, d]]) => {
+        const [route, target] = rt.split('\t') as [string, Backend]
+        return { route, target, pending: p, dead: d, oldestPending: oldest.get(rt) ?? null }
+      })
+    const oldestPending = oldest.size === 0 ? null : Math.min(...oldest.values())
+    return { intents: this.n('intent'), pending, dead: this.n('dead'), oldestPending, routes }
   }
 
-  async mappedId (entity: string, side: Backend, id: string): Promise<string | null> {
-    return this.ids.get([entity, side, id]) ?? null
+  async probe (): Promise<void> {
+    await this.meta.put('probe', this.clock())
   }
 
-  async mapIds (entity: string, legacyId: string, newId: string): Promise<boolean> {
+  async setPaused (route: string, paused: boolean): Promise<void> {
+    await this.env.transaction(() => {
+      const now = new Set((this.meta.get('paused') as string[] | undefined) ?? [])
+      if (paused) now.add(route)
+      else now.delete(route)
+      void this.meta.put('paused', [...now].sort())
+    })
+  }
+
+  async paused (): Promise<string[]> {
+    return (this.meta.get('paused') as string[] | undefined) ?? []
+  }
+
+  async lookupId (entity: string, side: Backend, id: string): Promise<IdPair | null> {
+    const v = this.ids.get([entity, side, id])
+    return v === undefined ? null : { other: v[0], origin: v[1] }
+  }
+
+  async mapIds (entity: string, legacyId: string, newId: string, origin: Backend): Promise<boolean> {
     return this.env.transaction(() => {
       const toNew = this.ids.get([entity, 'legacy', legacyId])
       const toLegacy = this.ids.get([entity, 'new', newId])
-      if (toNew === newId && toLegacy === legacyId) return true // already known
+      if (toNew?.[0] === newId && toLegacy?.[0] === legacyId) return true // already known
       if (toNew !== undefined || toLegacy !== undefined) return false // either id is paired with another
-      void this.ids.put([entity, 'legacy', legacyId], newId)
-      void this.ids.put([entity, 'new', newId], legacyId)
+      void this.ids.put([entity, 'legacy', legacyId], [newId, origin])
+      void this.ids.put([entity, 'new', newId], [legacyId, origin])
+      const counts = (this.meta.get('ids') as Record<string, number> | undefined) ?? {}
+      void this.meta.put('ids', { ...counts, [entity]: (counts[entity] ?? 0) + 1 })
       return true
     })
   }
 
+  async idCounts (): Promise<Record<string, number>> {
+    return { ...((this.meta.get('ids') as Record<string, number> | undefined) ?? {}) }
+  }
+
   async close (): Promise<void> {
     await this.env.close()
+  }
+
+  /** Entries in `state` (kept in meta, in the transactions that change them). */
+  private n (state: State): number {
+    return (this.meta.get(`n:${state}`) as number | undefined) ?? 0
+  }
+
+  /** Within a write transaction: `delta` more entries in `state`, for `w`'s route and target. */
+  private count (state: State, delta: number, w: { readonly route: string; readonly target: Backend }): void {
+    void this.meta.put(`n:${state}`, this.n(state) + delta)
+    if (state === 'intent') return
+    const routes = (this.meta.get('routes') as Record<string, [number, number]> | undefined) ?? {}
+    const rt = `${w.route}\t${w.target}`
+    const [p, d] = routes[rt] ?? [0, 0]
+    const next: [number, number] = state === 'pending' ? [p + delta, d] : [p, d + delta]
+    void this.meta.put('routes', { ...routes, [rt]: next })
+  }
+
+  /** Removes an entry, whatever its state; false when there is none. */
+  private async drop (seq: number): Promise<boolean> {
+    return this.env.transaction(() => {
+      const e = this.outbox.get(seq)
+      if (e === undefined) return false
+      void this.outbox.remove(seq)
+      if (e.state === 'intent') void this.intents.remove(seq)
+      this.count(e.state, -1, e)
+      return true
+    })
   }
 
   /** Rewrites one entry in a write transaction; `change` returns null to leave it. False when there is no such entry, or nothing changed. */
@@ -166,8 +263,32 @@ export class LmdbStore implements SyncStore {
       const next = change(e)
       if (next === null) return false
       void this.outbox.put(seq, next)
+      if (next.state !== e.state) {
+        if (e.state === 'intent') void this.intents.remove(seq)
+        this.count(e.state, -1, e)
+        this.count(next.state, 1, next)
+      }
       return true
     })
+  }
+}
+
+function entryOf(w: NewWrite, createdAt: number, state: 'pending' | 'intent', notBefore: number): Entry {
+  return {
+    route: w.route,
+    key: w.key,
+    target: w.target,
+    method: w.method,
+    path: w.path,
+    headers: w.headers,
+    body: w.body,
+    plan: w.plan,
+    createdAt,
+    attempts: 0,
+    notBefore,
+    state,
+    reason: null,
+    leasedUntil: 0
   }
 }
 
@@ -175,5 +296,5 @@ function toDelivery(seq: number, e: Entry): Delivery {
   const { leasedUntil, ...delivery } = e
   void leasedUntil // the claim is the store's own, not the caller's
   // msgpack hands a Uint8Array back: a Buffer, as the contract says.
-  return { ...delivery, seq, body: e.body === null ? null : Buffer.from(e.body) }
+  return { ...delivery, seq, body: e.body === null ? null : Buffer.from(e.body), plan: e.plan ?? null }
 }

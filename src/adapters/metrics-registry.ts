@@ -1,4 +1,4 @@
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { SeriesCounter, SeriesHistogram, type CounterSeries, type HistogramSeries } from './series-metrics.js'
 import type { Area } from '../core/difference.js'
 import type { Backend } from '../core/types.js'
@@ -98,6 +98,38 @@ export function createMetrics(register: Registry = new Registry()) {
     upgradesClosed: counter('ficus_upgrades_closed_total',
       'Upgraded connections closed, by who or what closed them: client, upstream, idle (limits.upgradeIdleTimeout), max_lifetime (limits.upgradeMaxLifetime), drain (shutdown), error',
       ['route', 'backend', 'reason']),
+    // Dual writes (docs/sync.md). The store's gauges are read from the store, the same in every process.
+    syncDeliveries: counter('ficus_sync_deliveries_total',
+      'Delivery attempts of dual writes to the other side, by route, target and outcome: delivered, retry (tried again after a backoff), dead (a dead letter: its key waits for an operator)',
+      ['route', 'target', 'outcome']),
+    syncPending: gauge('ficus_sync_pending',
+      'Dual writes waiting for delivery to the other side (dead letters not included), by route and target',
+      ['route', 'target']),
+    syncDeadLetters: gauge('ficus_sync_dead_letters',
+      'Dual writes that could not be delivered and wait for an operator (ficus sync dead-letters), each blocking its entity key, by route and target',
+      ['route', 'target']),
+    syncLag: gauge('ficus_sync_lag_seconds',
+      'Age of the oldest dual write not yet delivered, by route and target: how far behind the other side is (0: caught up)',
+      ['route', 'target']),
+    syncReplication: new Histogram({
+      name: 'ficus_sync_replication_seconds',
+      help: 'Time from a dual write\'s record in the outbox to its delivery to the other side, by route and target',
+      labelNames: ['route', 'target'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+      registers
+    }),
+    syncUnrecorded: counter('ficus_sync_unrecorded_total',
+      'Dual writes the primary applied that Ficus could not record for the other side (the client got 502 FICUS_ERR_SYNC_UNRECORDED; the write is in the error log)',
+      ['route']),
+    syncUnsynced: counter('ficus_sync_unsynced_total',
+      'Dual writes forwarded without being recorded for the other side, by reason (full: sync.onFull passthrough while the outbox was full)',
+      ['route', 'reason']),
+    idmapEntries: gauge('ficus_idmap_entries',
+      'Pairs of ids (legacy ↔ new) in the id map, by entity',
+      ['entity']),
+    idmapMisses: counter('ficus_idmap_misses_total',
+      'Ids the map did not know when it was asked, by route and where: delivery (the delivery waits, then is a dead letter), shadow (the shadow read is skipped), ambiguous (a 409 to the client)',
+      ['route', 'where']),
     buildInfo: gauge('ficus_build_info',
       'Always 1; the version label says which Ficus is running',
       ['version'])
@@ -134,6 +166,17 @@ export function primeRoute(m: Metrics, route: string, flagged: boolean): void {
     m.upgradedConnections.inc({ route, backend }, 0)
   }
   m.writesRefused.inc({ route, reason: 'new_ejected' }, 0)
+}
+
+/** A dual route's series at 0 (alerts see the first event; panels say 0, not "no data"). */
+export function primeSyncRoute(m: Metrics, route: string): void {
+  for (const reason of ['sync_full', 'sync_unavailable']) m.writesRefused.inc({ route, reason }, 0)
+  m.syncUnrecorded.inc({ route }, 0)
+  m.syncUnsynced.inc({ route, reason: 'full' }, 0)
+  for (const target of BACKENDS) {
+    for (const outcome of ['delivered', 'retry', 'dead']) m.syncDeliveries.inc({ route, target, outcome }, 0)
+  }
+  for (const where of ['delivery', 'shadow', 'ambiguous']) m.idmapMisses.inc({ route, where }, 0)
 }
 
 /** A flag source opened: its readiness gauge (at 0 until the first fetch) and error kinds join /metrics. */

@@ -1,6 +1,6 @@
 import pg from 'pg'
 import type { Backend } from '../core/types.js'
-import type { Delivery, NewWrite, StoreStats, SyncStore } from './sync-store.js'
+import type { Delivery, IdPair, NewWrite, RouteStats, StoreStats, SyncStore, WritePlan } from './sync-store.js'
 
 /**
  * The fleet's sync store (`store: { kind: postgres, url }`): several Ficus replicas share one
@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS ficus_outbox (
   path text NOT NULL,
   headers jsonb NOT NULL,
   body bytea,
+  plan jsonb,
   created_at bigint NOT NULL,
   attempts integer NOT NULL DEFAULT 0,
   not_before bigint NOT NULL DEFAULT 0,
@@ -34,13 +35,16 @@ CREATE TABLE IF NOT EXISTS ficus_outbox (
   leased_until bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS ficus_outbox_key_seq ON ficus_outbox (key, seq);
+CREATE INDEX IF NOT EXISTS ficus_outbox_intents ON ficus_outbox (not_before) WHERE state = 'intent';
 CREATE TABLE IF NOT EXISTS ficus_ids (
   entity text NOT NULL,
   side text NOT NULL,
   id text NOT NULL,
   other text NOT NULL,
+  origin text NOT NULL,
   PRIMARY KEY (entity, side, id)
-);`
+);
+CREATE TABLE IF NOT EXISTS ficus_sync_paused (route text PRIMARY KEY);`
 
 interface Row {
   seq: string
@@ -51,10 +55,11 @@ interface Row {
   path: string
   headers: [string, string][]
   body: Buffer | null
+  plan: WritePlan | null
   created_at: string
   attempts: number
   not_before: string
-  state: 'pending' | 'dead'
+  state: 'intent' | 'pending' | 'dead'
   reason: string | null
 }
 
@@ -105,23 +110,50 @@ export class PgStore implements SyncStore {
   }
 
   async append (writes: readonly NewWrite[]): Promise<number[]> {
+    return this.add(writes, 'pending', 0)
+  }
+
+  async intend (writes: readonly NewWrite[], expiresAt: number): Promise<number[]> {
+    return this.add(writes, 'intent', expiresAt)
+  }
+
+  private async add (writes: readonly NewWrite[], state: 'pending' | 'intent', notBefore: number): Promise<number[]> {
     if (writes.length === 0) return []
     const now = this.clock()
     return this.tx(async (c) => {
-      // Per key, in a fixed order (no deadlock between two appends of the same keys).
-      for (const key of [...new Set(writes.map((w) => w.key))].sort()) {
-        await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`ficus_outbox:${key}`])
-      }
+      await lockKeys(c, writes.map((w) => w.key))
       const seqs: number[] = []
       for (const w of writes) {
         const r = await c.query<{ seq: string }>(
-          `INSERT INTO ficus_outbox (route, key, target, method, path, headers, body, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq`,
-          [w.route, w.key, w.target, w.method, w.path, JSON.stringify(w.headers), w.body, now])
+          `INSERT INTO ficus_outbox (route, key, target, method, path, headers, body, plan, created_at, state, not_before)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq`,
+          [w.route, w.key, w.target, w.method, w.path, JSON.stringify(w.headers), w.body, w.plan === null ? null : JSON.stringify(w.plan), now, state, notBefore])
         seqs.push(Number(r.rows[0]?.seq))
       }
       return seqs
     })
+  }
+
+  async settle (seq: number, write: NewWrite | null): Promise<boolean> {
+    return this.tx(async (c) => {
+      if (write === null) {
+        const r = await c.query('DELETE FROM ficus_outbox WHERE seq = $1 AND state = \'intent\'', [seq])
+        return r.rowCount === 1
+      }
+      await lockKeys(c, [write.key])
+      const r = await c.query(
+        `UPDATE ficus_outbox SET state = 'pending', not_before = 0, route = $2, key = $3, target = $4, method = $5, path = $6, headers = $7, body = $8, plan = $9
+         WHERE seq = $1 AND state = 'intent'`,
+        [seq, write.route, write.key, write.target, write.method, write.path, JSON.stringify(write.headers), write.body, write.plan === null ? null : JSON.stringify(write.plan)])
+      return r.rowCount === 1
+    })
+  }
+
+  async expire (now: number): Promise<Delivery[]> {
+    await this.schema()
+    const r = await this.pool.query<Row>(
+      'UPDATE ficus_outbox SET state = \'dead\', reason = \'outcome_unknown\' WHERE state = \'intent\' AND not_before <= $1 RETURNING *', [now])
+    return r.rows.map(toDelivery).sort((a, b) => a.seq - b.seq)
   }
 
   async claim (now: number, limit: number, leaseMs: number): Promise<Delivery[]> {
@@ -131,9 +163,12 @@ export class PgStore implements SyncStore {
            SELECT DISTINCT ON (key) seq, state, leased_until, not_before FROM ficus_outbox ORDER BY key, seq
          ), due AS (
            SELECT seq FROM heads WHERE state = 'pending' AND leased_until <= $1 AND not_before <= $1 ORDER BY seq LIMIT $2
+         ), paused AS (
+           SELECT route FROM ficus_sync_paused
          ), locked AS (
            SELECT seq FROM ficus_outbox
            WHERE seq IN (SELECT seq FROM due) AND state = 'pending' AND leased_until <= $1
+             AND route NOT IN (SELECT route FROM paused) AND NOT EXISTS (SELECT 1 FROM paused WHERE route = '*')
            FOR UPDATE SKIP LOCKED
          )
          UPDATE ficus_outbox o SET attempts = o.attempts + 1, leased_until = $1 + $3
@@ -151,7 +186,7 @@ export class PgStore implements SyncStore {
 
   async retry (seq: number, notBefore: number, reason: string): Promise<void> {
     await this.schema()
-    await this.pool.query('UPDATE ficus_outbox SET not_before = $2, reason = $3, leased_until = 0 WHERE seq = $1', [seq, notBefore, reason])
+    await this.pool.query('UPDATE ficus_outbox SET not_before = $2, reason = $3, leased_until = 0 WHERE seq = $1 AND state = \'pending\'', [seq, notBefore, reason])
   }
 
   async deadLetter (seq: number, reason: string): Promise<void> {
@@ -186,20 +221,57 @@ export class PgStore implements SyncStore {
 
   async stats (): Promise<StoreStats> {
     await this.schema()
-    const r = await this.pool.query<{ pending: string; dead: string; oldest: string | null }>(
-      `SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) FILTER (WHERE state = 'dead') AS dead,
-              min(created_at) FILTER (WHERE state = 'pending') AS oldest FROM ficus_outbox`)
-    const row = r.rows[0]
-    return { pending: Number(row?.pending ?? 0), dead: Number(row?.dead ?? 0), oldestPending: row?.oldest == null ? null : Number(row.oldest) }
+    const r = await this.pool.query<{ route: string; target: Backend; intents: string; pending: string; dead: string; oldest: string | null }>(
+      `SELECT route, target, count(*) FILTER (WHERE state = 'intent') AS intents, count(*) FILTER (WHERE state = 'pending') AS pending,
+              count(*) FILTER (WHERE state = 'dead') AS dead, min(created_at) FILTER (WHERE state = 'pending') AS oldest
+       FROM ficus_outbox GROUP BY route, target ORDER BY route, target`)
+    let intents = 0
+    let pending = 0
+    let dead = 0
+    let oldestPending: number | null = null
+    const routes: RouteStats[] = []
+    for (const row of r.rows) {
+      const o = row.oldest === null ? null : Number(row.oldest)
+      intents += Number(row.intents)
+      pending += Number(row.pending)
+      dead += Number(row.dead)
+      if (o !== null && (oldestPending === null || o < oldestPending)) oldestPending = o
+      if (Number(row.pending) + Number(row.dead) > 0) routes.push({ route: row.route, target: row.target, pending: Number(row.pending), dead: Number(row.dead), oldestPending: o })
+    }
+    return { intents, pending, dead, oldestPending, routes }
   }
 
-  async mappedId (entity: string, side: Backend, id: string): Promise<string | null> {
+  async probe (): Promise<void> {
     await this.schema()
-    const r = await this.pool.query<{ other: string }>('SELECT other FROM ficus_ids WHERE entity = $1 AND side = $2 AND id = $3', [entity, side, id])
-    return r.rows[0]?.other ?? null
+    await this.pool.query('SELECT 1')
   }
 
-  async mapIds (entity: string, legacyId: string, newId: string): Promise<boolean> {
+  async setPaused (route: string, paused: boolean): Promise<void> {
+    await this.schema()
+    if (paused) await this.pool.query('INSERT INTO ficus_sync_paused (route) VALUES ($1) ON CONFLICT DO NOTHING', [route])
+    else await this.pool.query('DELETE FROM ficus_sync_paused WHERE route = $1', [route])
+  }
+
+  async paused (): Promise<string[]> {
+    await this.schema()
+    const r = await this.pool.query<{ route: string }>('SELECT route FROM ficus_sync_paused ORDER BY route')
+    return r.rows.map((x) => x.route)
+  }
+
+  async lookupId (entity: string, side: Backend, id: string): Promise<IdPair | null> {
+    await this.schema()
+    const r = await this.pool.query<{ other: string; origin: Backend }>('SELECT other, origin FROM ficus_ids WHERE entity = $1 AND side = $2 AND id = $3', [entity, side, id])
+    const row = r.rows[0]
+    return row === undefined ? null : { other: row.other, origin: row.origin }
+  }
+
+  async idCounts (): Promise<Record<string, number>> {
+    await this.schema()
+    const r = await this.pool.query<{ entity: string; n: string }>('SELECT entity, count(*) AS n FROM ficus_ids WHERE side = \'legacy\' GROUP BY entity')
+    return Object.fromEntries(r.rows.map((x) => [x.entity, Number(x.n)]))
+  }
+
+  async mapIds (entity: string, legacyId: string, newId: string, origin: Backend): Promise<boolean> {
     return this.tx(async (c) => {
       await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`ficus_ids:${entity}`])
       const r = await c.query<{ side: string; other: string }>(
@@ -208,13 +280,20 @@ export class PgStore implements SyncStore {
       const toLegacy = r.rows.find((x) => x.side === 'new')?.other
       if (toNew === newId && toLegacy === legacyId) return true
       if (toNew !== undefined || toLegacy !== undefined) return false
-      await c.query('INSERT INTO ficus_ids (entity, side, id, other) VALUES ($1, \'legacy\', $2, $3), ($1, \'new\', $3, $2)', [entity, legacyId, newId])
+      await c.query('INSERT INTO ficus_ids (entity, side, id, other, origin) VALUES ($1, \'legacy\', $2, $3, $4), ($1, \'new\', $3, $2, $4)', [entity, legacyId, newId, origin])
       return true
     })
   }
 
   async close (): Promise<void> {
     await this.pool.end()
+  }
+}
+
+/** Takes the append lock of each key, in a fixed order (no deadlock between two transactions on the same keys). */
+async function lockKeys(c: pg.PoolClient, keys: readonly string[]): Promise<void> {
+  for (const key of [...new Set(keys)].sort()) {
+    await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`ficus_outbox:${key}`])
   }
 }
 
@@ -228,6 +307,7 @@ function toDelivery(r: Row): Delivery {
     path: r.path,
     headers: r.headers,
     body: r.body,
+    plan: r.plan,
     createdAt: Number(r.created_at),
     attempts: r.attempts,
     notBefore: Number(r.not_before),

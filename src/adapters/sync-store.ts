@@ -22,6 +22,33 @@ export interface NewWrite {
   /** Header name/value pairs to send (credentials per sync.auth; hop-by-hop already removed). */
   readonly headers: readonly (readonly [string, string])[]
   readonly body: Buffer | null
+  /** What the deliverer translates and learns (ids of a dual route); null: sent as it is. */
+  readonly plan: WritePlan | null
+}
+
+/**
+ * The ids a write carries, as the side that took it (`source`) knows them: the deliverer
+ * translates each through the id map for the target, at delivery (by then the entity's
+ * earlier writes, its create among them, have been delivered: ordering per key), and learns
+ * the target's id of a created entity from its answer.
+ */
+export interface WritePlan {
+  readonly source: Backend
+  readonly entity: string
+  readonly ids: readonly IdRef[]
+  /** A create: where the target's answer holds the id it gave (`response.body.id`, `response.header.location`), and the id the source gave. */
+  readonly learn: { readonly from: string; readonly sourceId: string } | null
+}
+
+/** One id in a write: a path segment (its index, 0 = the first after the leading `/`) or a JSON body field (a dotted path). */
+export type IdRef =
+  | { readonly in: 'path'; readonly segment: number; readonly entity: string; readonly id: string }
+  | { readonly in: 'body'; readonly field: string; readonly entity: string; readonly id: string }
+
+/** What the id map knows of an id: its counterpart on the other side, and which side created the entity. */
+export interface IdPair {
+  readonly other: string
+  readonly origin: Backend
 }
 
 /** An outbox entry as the store keeps it. */
@@ -32,18 +59,35 @@ export interface Delivery extends NewWrite {
   readonly createdAt: number
   /** Delivery attempts so far (claims). */
   readonly attempts: number
-  /** Not claimed again before this time, ms since the epoch (a retry's backoff). */
+  /** Not claimed again before this time, ms since the epoch (a retry's backoff; an intent's expiry). */
   readonly notBefore: number
-  readonly state: 'pending' | 'dead'
+  /**
+   * `intent`: sent to the primary, its answer not yet known (it blocks its key, and becomes a
+   * dead letter with reason `outcome_unknown` if it is not settled by its expiry: Ficus died
+   * in between); `pending`: to deliver; `dead`: a dead letter.
+   */
+  readonly state: 'intent' | 'pending' | 'dead'
   /** Why the last attempt failed, or why it is a dead letter. */
   readonly reason: string | null
 }
 
-export interface StoreStats {
+export interface StoreStats extends QueueStats {
+  /** Writes whose primary answer is awaited (intents). */
+  readonly intents: number
+  /** The same, per route and target (only those with an entry). */
+  readonly routes: readonly RouteStats[]
+}
+
+export interface QueueStats {
   readonly pending: number
   readonly dead: number
   /** createdAt of the oldest pending entry (the sync lag is now minus it), or null when none. */
   readonly oldestPending: number | null
+}
+
+export interface RouteStats extends QueueStats {
+  readonly route: string
+  readonly target: Backend
 }
 
 export interface SyncStore {
@@ -53,10 +97,24 @@ export interface SyncStore {
    */
   append(writes: readonly NewWrite[]): Promise<number[]>
   /**
+   * Records writes about to be sent to their primary, durably, as intents that expire at
+   * `expiresAt` (ms since the epoch): each blocks its key until it is settled.
+   */
+  intend(writes: readonly NewWrite[], expiresAt: number): Promise<number[]>
+  /**
+   * Settles an intent once the primary answered: `write` (2xx) makes it pending, as given
+   * (its key, path and plan may now be known: a create's id); null (any other answer, or
+   * nothing was sent) removes it. Durable once resolved. False when there is no such intent.
+   */
+  settle(seq: number, write: NewWrite | null): Promise<boolean>
+  /** Intents past their expiry become dead letters with reason `outcome_unknown`; returns them. */
+  expire(now: number): Promise<Delivery[]>
+  /**
    * Claims up to `limit` entries due at `now`: for each entity key, only its oldest entry, and
    * only when that one is pending, due, and not claimed by anyone else (a claim is a lease
    * until `now + leaseMs`; a claimer that died leaves it to be claimed again after that). A
-   * dead letter blocks its key: nothing after it is claimed until it is replayed or skipped.
+   * dead letter blocks its key: nothing after it is claimed until it is replayed or skipped,
+   * and so does an intent. Entries of a paused route (or all, when `*` is paused) wait.
    */
   claim(now: number, limit: number, leaseMs: number): Promise<Delivery[]>
   /** The target took it: the entry is gone, and the next one of its key becomes claimable. */
@@ -74,11 +132,22 @@ export interface SyncStore {
   /** Dead letters, oldest first. */
   deadLetters(limit: number): Promise<Delivery[]>
   stats(): Promise<StoreStats>
+  /** A durable write of nothing: resolves when the store can take writes, throws (disk full, unwritable, unreachable) when not. */
+  probe(): Promise<void>
+  /** Pauses (or resumes) delivery of one route's writes, or of all with `*`, for every process and replica on this store. */
+  setPaused(route: string, paused: boolean): Promise<void>
+  /** The paused routes (`*`: all). */
+  paused(): Promise<string[]>
 
-  /** The id `id` of `side` has on the other side, for `entity`; null when not known. */
-  mappedId(entity: string, side: Backend, id: string): Promise<string | null>
-  /** Records that `legacyId` and `newId` are the same `entity`; durable once resolved. A pair never changes once set: a conflicting one is refused (false). */
-  mapIds(entity: string, legacyId: string, newId: string): Promise<boolean>
+  /** What the id map knows of `side`'s id `id` for `entity`: its counterpart and the entity's origin; null when nothing. */
+  lookupId(entity: string, side: Backend, id: string): Promise<IdPair | null>
+  /**
+   * Records that `legacyId` and `newId` are the same `entity`, created on `origin`; durable
+   * once resolved. A pair never changes once set: a conflicting one is refused (false).
+   */
+  mapIds(entity: string, legacyId: string, newId: string, origin: Backend): Promise<boolean>
+  /** Pairs in the id map, per entity. */
+  idCounts(): Promise<Record<string, number>>
 
   close(): Promise<void>
 }

@@ -22,6 +22,11 @@ const BY_NAME: Readonly<Record<string, Rule>> = {
   // When the instance started, and which Node runs it.
   process_start_time_seconds: 'primary',
   nodejs_version_info: 'primary',
+  // Read from the sync store, which every process shares: the same value in each.
+  ficus_sync_pending: 'max',
+  ficus_sync_dead_letters: 'max',
+  ficus_sync_lag_seconds: 'max',
+  ficus_idmap_entries: 'max',
   // A per-process limit, not a quantity.
   process_max_fds: 'max'
 }

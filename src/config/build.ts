@@ -1,9 +1,10 @@
 import { dirname, resolve } from 'node:path'
 import { compileCompare } from '../core/compare-rules.js'
 import { parsePattern } from '../core/path-pattern.js'
+import { compileSync, type SyncRule } from '../core/sync.js'
 import type { FallbackPolicy, NewTimeout, PathPattern, RouteRule, StickySpec } from '../core/types.js'
 import { DEFAULT_ROUTE, fallbackSettings, isObject, type FallbackSettings, type Settings } from './defaults.js'
-import type { AdminToken, Config, RawConfig, RawRoute, UnleashConfig, UpstreamConfig } from './schema.js'
+import type { AdminToken, Config, RawConfig, RawRoute, StoreConfig, SyncConfig, UnleashConfig, UpstreamConfig } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
 
 /**
@@ -38,6 +39,7 @@ export function build(s: Settings, file: string): Config {
     flag: null,
     shadow: 0,
     shadowWrites: false,
+    sync: null,
     compare: compileCompare(undefined),
     sticky,
     backends: s.backends,
@@ -75,7 +77,32 @@ export function build(s: Settings, file: string): Config {
     },
     shutdown: { drainDelayMs: ms(s.shutdown.drainDelay), timeoutMs: ms(s.shutdown.timeout) },
     log: { level: s.log.level },
-    unleash: s.unleash === undefined ? undefined : buildUnleash(s.unleash, file, s.state)
+    unleash: s.unleash === undefined ? undefined : buildUnleash(s.unleash, file, s.state),
+    store: buildStore(s, file),
+    sync: buildSync(s.sync)
+  }
+}
+
+/** `store:`; an embedded store's file is beside the state file, or beside routes.yaml without one. */
+function buildStore(s: Settings, file: string): StoreConfig {
+  const st = s.store
+  if (st.kind === 'postgres') return { kind: 'postgres', url: st.url }
+  const dir = s.state === undefined ? dirname(file) : dirname(resolve(dirname(file), s.state))
+  return { kind: 'embedded', path: st.path === undefined ? resolve(dir, 'ficus.lmdb') : resolve(dirname(file), st.path) }
+}
+
+function buildSync(y: Settings['sync']): SyncConfig {
+  return {
+    ack: y.ack,
+    concurrency: y.concurrency,
+    retry: { baseMs: ms(y.retry.base), maxMs: ms(y.retry.max), maxAttempts: y.retry.maxAttempts, maxAgeMs: ms(y.retry.maxAge) },
+    maxPending: y.maxPending,
+    onFull: y.onFull,
+    fenceTimeoutMs: ms(y.fenceTimeout),
+    maxIdWaitMs: ms(y.maxIdWait),
+    maxBodyBytes: bytes(y.maxBody),
+    unmappedIds: y.unmappedIds,
+    auth: y.auth.mode === 'service' ? { mode: 'service', header: (y.auth.header ?? 'authorization').toLowerCase(), value: y.auth.value } : { mode: 'none' }
   }
 }
 
@@ -116,7 +143,8 @@ function toRule(r: RawRoute, pattern: PathPattern, sticky: readonly StickySpec[]
     new: r.new ?? 0,
     flag: r.flag ?? null,
     shadow: r.shadow ?? 0,
-    shadowWrites: r.shadowWrites ?? false,
+    shadowWrites: r.shadowWrites ?? r.sync?.mode === 'mirror',
+    sync: compileSync(r.sync, pattern) as SyncRule | null, // crossCheck reported any problem
     compare: compileCompare(r.compare),
     sticky: r.sticky === undefined ? sticky : parseSticky(r.sticky),
     backends: r.backends ?? backends,

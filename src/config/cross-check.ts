@@ -2,6 +2,7 @@ import { checkRoutes, type RouteShape } from '../core/check-routes.js'
 import { compileCompare } from '../core/compare-rules.js'
 import { parsePattern } from '../core/path-pattern.js'
 import { plainHeaderName } from '../core/strictness.js'
+import { compileSync, type RawSync } from '../core/sync.js'
 import { adminTokens, tokenEnvironment } from './build.js'
 import { DEFAULT_ROUTE, isObject, type Settings } from './defaults.js'
 import type { Path } from './problems.js'
@@ -107,12 +108,30 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
     if (typeof path !== 'string') return
     const pattern = parsePattern(path)
     if (typeof pattern === 'string') report(['routes', i, 'match', 'path'], pattern)
-    else if (validateRoute(r)) {
+    else if (isObject(r.sync)) checkRouteSync(r, pattern, i, report, warn)
+    if (typeof pattern === 'string') return
+    if (validateRoute(r)) {
       rules.push({ name: r.name, methods: r.match.methods === undefined ? null : new Set(r.match.methods), pattern })
       index.push(i)
     }
   })
   for (const p of checkRoutes(rules)) report(['routes', index[p.index] as number, p.field], p.message.replace(/routes\[(\d+)\]/g, (_, j: string) => `routes[${index[Number(j)]}]`))
+}
+
+/** A route's sync: beyond its schema: its params exist, a dual route has a key, mirror and shadowWrites agree. */
+function checkRouteSync(r: Record<string, unknown>, pattern: Exclude<ReturnType<typeof parsePattern>, string>, i: number, report: Report, warn: Report): void {
+  const y = r.sync as RawSync
+  const compiled = compileSync(y, pattern)
+  if (compiled !== null && 'problems' in compiled) {
+    for (const [where, message] of compiled.problems) report(['routes', i, 'sync', ...where.split('.')], message)
+  }
+  if (r.shadowWrites !== undefined && y.mode !== undefined && y.mode !== 'off') {
+    report(['routes', i, 'shadowWrites'], `and sync.mode: ${y.mode} both say what happens to writes: keep sync (shadowWrites: true is sync: { mode: mirror })`)
+  }
+  const methods = isObject(r.match) && Array.isArray(r.match.methods) ? r.match.methods as string[] : null
+  if (y.mode === 'dual' && methods !== null && methods.every((m) => READS.has(m))) {
+    warn(['routes', i, 'sync'], `has no effect: the route matches only reads (${methods.join(', ')}), and sync acts on writes`)
+  }
 }
 
 /** A fallback: block beyond its schema: a budget of nothing, a cool-down that cannot grow. */

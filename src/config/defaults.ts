@@ -101,6 +101,30 @@ export const DEFAULTS = {
     timeout: '30s'
   },
   log: { level: 'info' },
+  /** Where dual writes are kept: an LMDB file beside the state file (or routes.yaml). */
+  store: { kind: 'embedded' },
+  sync: {
+    /** `durable`: a dual write's 2xx reaches the client once its outbox entry is fsynced; `async`: at once. */
+    ack: 'durable',
+    /** Deliveries in flight at once, per process, on pools of their own. */
+    concurrency: 8,
+    /** Backoff from `base`, doubling up to `max` (with jitter, never sooner than Retry-After); a dead letter after maxAttempts or maxAge. */
+    retry: { base: '200ms', max: '5m', maxAttempts: 20, maxAge: '24h' },
+    /** Writes waiting for delivery at most; past it `onFull` says what a new dual write gets. */
+    maxPending: 1000000,
+    /** `reject`: 503 FICUS_ERR_SYNC_FULL before forwarding; `passthrough`: forwarded without sync, counted. */
+    onFull: 'reject',
+    /** How long a read waits for its entity's writes to reach the side that now answers it. */
+    fenceTimeout: '2s',
+    /** How long a delivery waits for an id the map does not know yet, then it is a dead letter. */
+    maxIdWait: '10m',
+    /** A dual write's body (request and answer) held in memory at most (413 past it). */
+    maxBody: '1MiB',
+    /** An id the map does not know: `wait` (for the create that maps it) or `same` (the sides share ids, e.g. after a backfill). */
+    unmappedIds: 'wait',
+    /** What credential a delivery carries: `none` (the client's are never stored), or `service` (a header you set). */
+    auth: { mode: 'none' }
+  },
   unleash: {
     /** How often each replica fetches the flags (Unleash's SDK default is 15s: too slow for a rollback). */
     refreshInterval: '1s',
@@ -117,7 +141,7 @@ export const DEFAULT_ROUTE = 'default'
 type Block<K extends keyof RawConfig> = NonNullable<RawConfig[K]>
 type RawUnleash = Block<'unleash'>
 type Defaulted = 'listen' | 'admin' | 'upstreams' | 'backends' | 'default' | 'trustedHops' | 'exposeBackend' |
-  'fallback' | 'limits' | 'shadow' | 'shutdown' | 'log' | 'unleash'
+  'fallback' | 'limits' | 'shadow' | 'shutdown' | 'log' | 'unleash' | 'store' | 'sync'
 
 /** routes.yaml with every key of DEFAULTS filled in; values as written (durations and sizes are text). */
 export interface Settings extends Omit<RawConfig, Defaulted> {
@@ -133,6 +157,8 @@ export interface Settings extends Omit<RawConfig, Defaulted> {
   readonly shadow: Required<Block<'shadow'>>
   readonly shutdown: Required<Block<'shutdown'>>
   readonly log: Required<Block<'log'>>
+  readonly store: Block<'store'> | { readonly kind: 'embedded'; readonly path?: string }
+  readonly sync: SyncSettings
   /** The unleash: block, when there is one. */
   readonly unleash: UnleashSettings | undefined
 }
@@ -144,6 +170,10 @@ export interface FallbackSettings {
   readonly ejectedWrites: 'refuse' | 'legacy'
   readonly breaker: false | Required<Exclude<NonNullable<RawFallback['breaker']>, false>>
 }
+
+type RawSync = Block<'sync'>
+/** `sync:` with every key filled (retry key by key). */
+export type SyncSettings = Required<Omit<RawSync, 'retry'>> & { readonly retry: Required<NonNullable<RawSync['retry']>> }
 
 type UnleashSettings = RawUnleash & {
   readonly refreshInterval: string
@@ -182,6 +212,8 @@ export function withDefaults(raw: Partial<RawConfig>): Settings {
     shadow: fill(DEFAULTS.shadow, raw.shadow),
     shutdown: fill(DEFAULTS.shutdown, raw.shutdown),
     log: fill(DEFAULTS.log, raw.log),
+    store: isObject(raw.store) ? raw.store : DEFAULTS.store,
+    sync: { ...fill<SyncSettings>(DEFAULTS.sync, raw.sync), retry: fill(DEFAULTS.sync.retry, isObject(raw.sync) ? raw.sync.retry : undefined) },
     unleash: isObject(raw.unleash)
       ? { ...fill<UnleashSettings>(unleash, raw.unleash), admin: raw.unleash.admin === undefined ? undefined : fill(unleashAdmin, raw.unleash.admin) }
       : undefined

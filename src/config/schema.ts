@@ -83,6 +83,48 @@ export const CompareSchema = Type.Object({
   redact: Type.Optional(Type.Array(RulePathText))
 }, { additionalProperties: false })
 
+const EntityName = msg(Type.String({ pattern: '^[A-Za-z][A-Za-z0-9_-]{0,62}$' }), 'must be an entity name: a letter, then letters, digits, "_" or "-" (like order)')
+
+/** A route's `sync:` (docs/sync.md): what happens to its writes, and where their ids are. */
+export const RouteSyncSchema = Type.Object({
+  mode: msg(Type.Union([Type.Literal('off'), Type.Literal('mirror'), Type.Literal('dual')]), 'must be off, mirror or dual'),
+  entity: Type.Optional(EntityName),
+  key: Type.Optional(Type.String({ minLength: 1 })),
+  learn: Type.Optional(Type.String({ minLength: 1 })),
+  rewrite: Type.Optional(Type.Object({
+    path: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), EntityName)),
+    body: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_$-]+(\\.[A-Za-z0-9_$-]+)*$' }), EntityName))
+  }, { additionalProperties: false }))
+}, { additionalProperties: false })
+
+/** The top level `store:`: where dual writes and the id map are kept. */
+export const StoreSchema = msg(Type.Union([
+  Type.Object({ kind: Type.Literal('embedded'), path: Type.Optional(Type.String({ minLength: 1 })) }, { additionalProperties: false }),
+  Type.Object({ kind: Type.Literal('postgres'), url: Type.String({ pattern: '^postgres(ql)?://' }) }, { additionalProperties: false })
+]), 'must be { kind: embedded, path: ./ficus.lmdb } or { kind: postgres, url: postgres://… }')
+
+/** The top level `sync:`: how dual writes are acknowledged and delivered. */
+export const SyncSchema = Type.Object({
+  ack: Type.Optional(msg(Type.Union([Type.Literal('durable'), Type.Literal('async')]), 'must be durable or async')),
+  concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
+  retry: Type.Optional(Type.Object({
+    base: Type.Optional(Duration),
+    max: Type.Optional(Duration),
+    maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000000 })),
+    maxAge: Type.Optional(Duration)
+  }, { additionalProperties: false })),
+  maxPending: Type.Optional(Type.Integer({ minimum: 1 })),
+  onFull: Type.Optional(msg(Type.Union([Type.Literal('reject'), Type.Literal('passthrough')]), 'must be reject or passthrough')),
+  fenceTimeout: Type.Optional(Duration),
+  maxIdWait: Type.Optional(Duration),
+  maxBody: Type.Optional(Size),
+  unmappedIds: Type.Optional(msg(Type.Union([Type.Literal('wait'), Type.Literal('same')]), 'must be wait or same')),
+  auth: Type.Optional(msg(Type.Union([
+    Type.Object({ mode: Type.Literal('none') }, { additionalProperties: false }),
+    Type.Object({ mode: Type.Literal('service'), header: Type.Optional(HeaderName), value: Type.String({ minLength: 1 }) }, { additionalProperties: false })
+  ]), 'must be { mode: none } or { mode: service, header: authorization, value: ${SYNC_TOKEN} }'))
+}, { additionalProperties: false })
+
 export const RouteSchema = Type.Object({
   name: Name,
   match: Type.Object({
@@ -98,6 +140,7 @@ export const RouteSchema = Type.Object({
     'must be an Unleash toggle name: 1-255 characters, no spaces or control characters')),
   shadow: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
   shadowWrites: Type.Optional(Type.Boolean()),
+  sync: Type.Optional(RouteSyncSchema),
   compare: Type.Optional(CompareSchema),
   sticky: Type.Optional(Sticky),
   backends: Type.Optional(Backends),
@@ -169,6 +212,8 @@ export const ConfigSchema = Type.Object({
       environment: Type.Optional(Type.String({ minLength: 1 }))
     }, { additionalProperties: false }))
   }, { additionalProperties: false })),
+  store: Type.Optional(StoreSchema),
+  sync: Type.Optional(SyncSchema),
   log: Type.Optional(Type.Object({
     level: Type.Optional(msg(Type.String({ enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }),
       'must be one of fatal, error, warn, info, debug, trace, silent'))
@@ -260,6 +305,30 @@ export interface Config {
   readonly log: { readonly level: string }
   /** The fleet's flag source; undefined when no route reads a flag from Unleash. */
   readonly unleash: UnleashConfig | undefined
+  /** Where dual writes and the id map are kept (opened only when a route is dual). */
+  readonly store: StoreConfig
+  readonly sync: SyncConfig
+}
+
+export type StoreConfig =
+  | { readonly kind: 'embedded'; /** Absolute path of the LMDB directory. */ readonly path: string }
+  | { readonly kind: 'postgres'; readonly url: string }
+
+/** `sync:` (docs/sync.md), in ms and bytes. */
+export interface SyncConfig {
+  /** durable: a dual write's 2xx leaves once its outbox entry is on disk; async: at once (a crash may lose the entry). */
+  readonly ack: 'durable' | 'async'
+  readonly concurrency: number
+  readonly retry: { readonly baseMs: number; readonly maxMs: number; readonly maxAttempts: number; readonly maxAgeMs: number }
+  readonly maxPending: number
+  readonly onFull: 'reject' | 'passthrough'
+  readonly fenceTimeoutMs: number
+  readonly maxIdWaitMs: number
+  /** A dual write's request body and its answer's body are held in memory up to this (413 past it for the request). */
+  readonly maxBodyBytes: number
+  /** An id the map does not know at delivery: wait for it (then a dead letter), or take it as the same on both sides. */
+  readonly unmappedIds: 'wait' | 'same'
+  readonly auth: { readonly mode: 'none' } | { readonly mode: 'service'; readonly header: string; readonly value: string }
 }
 
 export interface UnleashConfig {

@@ -45,6 +45,8 @@ export interface RouteRule {
   readonly shadow: number
   /** Whether writes are shadowed too (after the primary answered 2xx); reads only otherwise. */
   readonly shadowWrites: boolean
+  /** What happens to the route's writes beyond the primary (`sync:`); null: nothing (mode off). */
+  readonly sync: SyncRule | null
   /** How the two answers are compared, and what samples never show. */
   readonly compare: CompiledCompare
   /** Where the sticky key is read, in order: the first source the request has gives the key. */
@@ -94,4 +96,30 @@ export interface Decision {
   readonly key: string | undefined
   /** Whether this request is also sent to the other side. */
   readonly shadow: boolean
+}
+
+/** Where a created entity's id is in the answer: a JSON body field, or the last segment of Location. */
+export type LearnSpec = { readonly from: 'body'; readonly field: string } | { readonly from: 'location' }
+
+/** An id in the request path: the pattern's `:param` at `segment` (0 = the first after the leading `/`). */
+export interface PathId {
+  readonly param: string
+  readonly segment: number
+  readonly entity: string
+}
+
+/** A route's `sync:` as the pipeline reads it. */
+export interface SyncRule {
+  /** `dual`: durable delivery to the other side; `mirror`: the best-effort copy of shadowWrites. */
+  readonly mode: 'mirror' | 'dual'
+  readonly entity: string
+  /** The path id that names the entity (`key: path.id`); null on a create (its key is the id it is given). */
+  readonly key: PathId | null
+  readonly learn: LearnSpec | null
+  /** Path ids translated through the id map (the key's included). */
+  readonly pathIds: readonly PathId[]
+  /** JSON body fields (dotted paths) holding ids of an entity, translated for the other side. */
+  readonly bodyIds: readonly { readonly field: string; readonly entity: string }[]
+  /** `learn:` as written (kept in each entry, read back by the deliverer). */
+  readonly learnText: string | null
 }

@@ -60,6 +60,29 @@ export interface BodyCapture {
   capture(max: number, done: (body: Captured) => void): void
 }
 
+/**
+ * Holds the answer to a dual write (pipeline/sync/outbox.ts) until the write is recorded
+ * for the other side: the forward stage asks it at the answer's head, buffers what it is
+ * told to, and lets the answer go once `commit` resolved. Its methods never throw.
+ */
+export interface ResponseHold {
+  /**
+   * A final answer's head from `backend`: hold it until it is committed (`head`: at once;
+   * `body`: once the whole body is in, up to `maxBytes`), or null to stream it as usual (the
+   * write did not succeed: nothing to record).
+   */
+  head(backend: Backend, status: number, headers: UpstreamHeaders): 'head' | 'body' | null
+  readonly maxBytes: number
+  /**
+   * Records the write; resolves with null when the answer may go to the client, or the
+   * error to answer instead. `body` is the whole answer body, or null when it was not held
+   * whole (mode `head`, or over `maxBytes`).
+   */
+  commit(backend: Backend, status: number, headers: UpstreamHeaders, body: Buffer | null): Promise<FicusError | null>
+  /** The request reached `backend` but its answer will never be known (reset, timeout, the client left): `reason` says why. */
+  unknown(backend: Backend, reason: string): void
+}
+
 /** An upstream request in progress (queued or running), which can be given up. */
 export interface Abortable {
   abort(err: Error): void
@@ -101,6 +124,13 @@ export class Exchange {
   readonly tap: ResponseTap | null = null
   /** The tunnel, once the backend switched protocols (an Upgrade); null for every other request. */
   readonly tunnel: Tunnel | null = null
+  /**
+   * Path and query per side when ids differ per side (a dual route's ids through the id map;
+   * null for a side it could not be mapped to); null: `target` on both sides.
+   */
+  readonly targets: { readonly legacy: string | null; readonly new: string | null } | null = null
+  /** Holds a dual write's answer until the write is recorded (the sync stage); null otherwise. */
+  readonly hold: (ResponseHold & { closed(): void }) | null = null
   private upstream: Abortable | null = null
 
   constructor (
@@ -142,6 +172,23 @@ export class Exchange {
   routed (rule: RouteRule, decision: Decision): void {
     this.w.rule = rule
     this.w.decision = decision
+  }
+
+  /* ---------- sync ---------- */
+
+  /** The path and query each side gets (ids translated through the id map; null: cannot be mapped for that side). */
+  translated (targets: { readonly legacy: string | null; readonly new: string | null }): void {
+    this.w.targets = targets
+  }
+
+  /** The path and query `side` gets; null when the ids could not be mapped for it. */
+  targetOn (side: Backend): string | null {
+    return this.targets === null ? this.target : this.targets[side]
+  }
+
+  /** A dual write: its answer is held until the write is recorded. */
+  holding (hold: ResponseHold & { closed(): void }): void {
+    this.w.hold = hold
   }
 
   /* ---------- forward ---------- */
@@ -219,6 +266,7 @@ export class Exchange {
    */
   close (): number {
     this.upstream?.abort(new ClientGone())
+    this.hold?.closed()
     const finished = this.res.writableFinished
     if (this.tap !== null) {
       // A shadowed request whose response did not complete has nothing to compare.

@@ -11,6 +11,7 @@ export function rule(over: Partial<RouteRule> = {}): RouteRule {
     flag: null,
     shadow: 0,
     shadowWrites: false,
+    sync: null,
     compare: compileCompare(undefined),
     sticky: [{ kind: 'header', name: 'x-user-id' }],
     backends: { legacy: 'legacy', new: 'new' },

@@ -18,7 +18,7 @@ import { waitFor } from '../helpers/wait.js'
 
 const write = (key: string, n: number): NewWrite => ({
   route: 'orders', key, target: 'legacy', method: 'PUT', path: `/orders/${key}?n=${n}`,
-  headers: [['content-type', 'application/json']], body: Buffer.from(JSON.stringify({ key, n }))
+  headers: [['content-type', 'application/json']], body: Buffer.from(JSON.stringify({ key, n })), plan: null
 })
 
 async function rig(t: Test, handler: Handler) {
@@ -36,7 +36,10 @@ async function rig(t: Test, handler: Handler) {
     log: createLogger('silent'),
     now: Date.now,
     random: Math.random,
-    onVerdict: (x, v) => { verdicts.push([x, v]) }
+    onVerdict: (x, v) => { verdicts.push([x, v]) },
+    unmappedIds: 'wait',
+    maxIdWaitMs: 60_000,
+    extraHeaders: []
   })
   t.teardown(async () => {
     await d.stop()
@@ -71,7 +74,7 @@ t.test('a busy target: retried after its Retry-After, with the same Idempotency-
   })
   const [seq] = await store.append([write('a', 1)]) as [number]
   d.start()
-  await waitFor(async () => (await store.stats()).pending === 0, { message: 'the write was not delivered once the target took it' })
+  await waitFor(async () => (await store.stats()).pending === 0 && verdicts.length === 3, { message: 'the write was not delivered once the target took it' })
   t.equal(target.requests.length, 3, 'two 503s, then the 200')
   t.same(new Set(target.requests.map((r) => r.headers['idempotency-key'])), new Set([`ficus-orders-${seq}`]), 'one key for every attempt')
   t.match(verdicts.map(([, v]) => v), [{ kind: 'retry', reason: 'status_503' }, { kind: 'retry', reason: 'status_503' }, { kind: 'delivered' }])

@@ -15,7 +15,7 @@ import { ROOT, run } from '../helpers/spawn.js'
 
 const write = (key: string, n: number, over: Partial<NewWrite> = {}): NewWrite => ({
   route: 'orders', key, target: 'new', method: 'POST', path: `/orders?n=${n}`,
-  headers: [['content-type', 'application/json'], ['idempotency-key', `k-${n}`]], body: Buffer.from(`{"n":${n}}`), ...over
+  headers: [['content-type', 'application/json'], ['idempotency-key', `k-${n}`]], body: Buffer.from(`{"n":${n}}`), plan: null, ...over
 })
 
 type Open = (t: Test) => Promise<SyncStore>
@@ -76,7 +76,7 @@ function contract(name: string, open: Open): void {
 
   t.test(`${name}: stats: pending, dead letters, and the oldest pending write (the lag)`, async (t) => {
     const s = await open(t)
-    t.same(await s.stats(), { pending: 0, dead: 0, oldestPending: null })
+    t.same(await s.stats(), { intents: 0, pending: 0, dead: 0, oldestPending: null, routes: [] })
     const before = Date.now()
     const [x] = await s.append([write('x', 1)]) as [number]
     await s.append([write('y', 1)])
@@ -85,19 +85,76 @@ function contract(name: string, open: Open): void {
     t.ok(st.oldestPending !== null && st.oldestPending >= before && st.oldestPending <= Date.now(), 'createdAt of the oldest')
     await s.deadLetter(x, 'poison')
     t.match(await s.stats(), { pending: 1, dead: 1 })
+    const [z] = await s.append([write('z', 1, { route: 'users', target: 'legacy' })]) as [number]
+    const byRoute = (await s.stats()).routes
+    t.match(byRoute.find((r) => r.route === 'orders'), { target: 'new', pending: 1, dead: 1 }, 'per route and target')
+    t.match(byRoute.find((r) => r.route === 'users'), { target: 'legacy', pending: 1, dead: 0, oldestPending: (await s.get(z))?.createdAt })
+    await s.delivered(z)
+    t.equal((await s.stats()).routes.find((r) => r.route === 'users'), undefined, 'a route with nothing left is not listed')
   })
 
-  t.test(`${name}: the id map, both ways; a pair never changes`, async (t) => {
+  t.test(`${name}: the id map, both ways, with the side that created the entity; a pair never changes`, async (t) => {
     const s = await open(t)
-    t.equal(await s.mappedId('order', 'legacy', '26'), null)
-    t.equal(await s.mapIds('order', '26', '909e'), true)
-    t.equal(await s.mappedId('order', 'legacy', '26'), '909e')
-    t.equal(await s.mappedId('order', 'new', '909e'), '26')
-    t.equal(await s.mappedId('customer', 'legacy', '26'), null, 'per entity')
-    t.equal(await s.mapIds('order', '26', '909e'), true, 'the same pair again: fine')
-    t.equal(await s.mapIds('order', '26', 'aaaa'), false, 'legacy 26 is already paired')
-    t.equal(await s.mapIds('order', '27', '909e'), false, 'new 909e is already paired')
-    t.equal(await s.mappedId('order', 'new', 'aaaa'), null)
+    t.equal(await s.lookupId('order', 'legacy', '26'), null)
+    t.equal(await s.mapIds('order', '26', '909e', 'new'), true)
+    t.same(await s.lookupId('order', 'legacy', '26'), { other: '909e', origin: 'new' })
+    t.same(await s.lookupId('order', 'new', '909e'), { other: '26', origin: 'new' })
+    t.equal(await s.lookupId('customer', 'legacy', '26'), null, 'per entity')
+    t.equal(await s.mapIds('order', '26', '909e', 'new'), true, 'the same pair again: fine')
+    t.equal(await s.mapIds('order', '26', 'aaaa', 'legacy'), false, 'legacy 26 is already paired')
+    t.equal(await s.mapIds('order', '27', '909e', 'legacy'), false, 'new 909e is already paired')
+    t.equal(await s.lookupId('order', 'new', 'aaaa'), null)
+    t.equal(await s.mapIds('order', '27', '27', 'legacy'), true, 'an id the two sides share')
+    t.equal(await s.mapIds('customer', '1', 'c-1', 'legacy'), true)
+    t.same(await s.idCounts(), { order: 2, customer: 1 })
+  })
+
+  t.test(`${name}: an intent blocks its key until settled; one not settled in time is a dead letter (outcome_unknown)`, async (t) => {
+    const s = await open(t)
+    const [i1] = await s.intend([write('order:?', 1)], 5_000) as [number]
+    const [a1] = await s.append([write('a', 1)]) as [number]
+    const [i2] = await s.intend([write('a', 2)], 5_000) as [number]
+    const [a3] = await s.append([write('a', 3)]) as [number]
+    t.match(await s.get(i1), { state: 'intent', notBefore: 5_000 })
+    t.match(await s.stats(), { intents: 2, pending: 2, dead: 0 })
+    t.same((await s.claim(1_000, 10, 100)).map((d) => d.seq), [a1], 'an intent is never claimed')
+    await s.delivered(a1)
+    t.same(await s.claim(1_000, 10, 100), [], 'a3 waits behind the intent i2 of its key')
+    t.equal(await s.settle(i2, write('a', 2, { path: '/orders/a', plan: { source: 'legacy', entity: 'order', ids: [{ in: 'path', segment: 1, entity: 'order', id: 'a' }], learn: null } })), true)
+    t.equal(await s.settle(i2, null), false, 'settled once')
+    const due = await s.claim(1_000, 10, 100)
+    t.same(due.map((d) => [d.seq, d.state, d.path]), [[i2, 'pending', '/orders/a']], 'settled: pending as given, in its place in the key\'s order')
+    t.same(due[0]?.plan, { source: 'legacy', entity: 'order', ids: [{ in: 'path', segment: 1, entity: 'order', id: 'a' }], learn: null }, 'with its plan')
+    await s.delivered(i2)
+    t.same((await s.claim(1_000, 10, 100)).map((d) => d.seq), [a3])
+    // A create: its key is known once the primary answered.
+    const [c] = await s.intend([write('order:?', 4)], 5_000) as [number]
+    t.equal(await s.settle(c, write('order:77', 4)), true)
+    t.match(await s.get(c), { key: 'order:77', state: 'pending' })
+    const [gone] = await s.intend([write('b', 5)], 5_000) as [number]
+    t.equal(await s.settle(gone, null), true, 'a non-2xx answer removes it')
+    t.equal(await s.get(gone), null)
+    t.same(await s.expire(4_999), [], 'i1 not yet expired')
+    const expired = await s.expire(5_000)
+    t.same(expired.map((d) => [d.seq, d.state, d.reason]), [[i1, 'dead', 'outcome_unknown']], 'Ficus died before it knew the primary\'s answer')
+    t.same(await s.expire(6_000), [])
+    t.equal(await s.settle(i1, write('order:?', 1)), false, 'too late: an operator decides now')
+    t.match(await s.stats(), { intents: 0, dead: 1 })
+  })
+
+  t.test(`${name}: a paused route waits, for everyone on the store; resume lets it go`, async (t) => {
+    const s = await open(t)
+    const [a] = await s.append([write('a', 1)]) as [number]
+    const [b] = await s.append([write('b', 1, { route: 'users' })]) as [number]
+    await s.setPaused('orders', true)
+    t.same(await s.paused(), ['orders'])
+    t.same((await s.claim(1_000, 10, 100)).map((d) => d.seq), [b], 'orders paused; users goes')
+    await s.setPaused('*', true)
+    t.same(await s.claim(2_000, 10, 100), [], 'all paused')
+    await s.setPaused('*', false)
+    await s.setPaused('orders', false)
+    t.same(await s.paused(), [])
+    t.same((await s.claim(3_000, 10, 100)).map((d) => d.seq), [a, b], 'resumed (b\'s lease ran out)')
   })
 }
 
@@ -156,12 +213,12 @@ t.test('lmdb: what was appended is there after a reopen', async (t) => {
   const path = join(t.testdir(), 'ficus.lmdb')
   const s = new LmdbStore(path)
   const [seq] = await s.append([write('order:1', 1)]) as [number]
-  await s.mapIds('order', '26', '909e')
+  await s.mapIds('order', '26', '909e', 'new')
   await s.close()
   const again = new LmdbStore(path)
   t.teardown(async () => again.close())
   t.match(await again.get(seq), { key: 'order:1', path: '/orders?n=1' })
-  t.equal(await again.mappedId('order', 'legacy', '26'), '909e')
+  t.same(await again.lookupId('order', 'legacy', '26'), { other: '909e', origin: 'new' })
   const [next] = await again.append([write('order:1', 2)]) as [number]
   t.equal(next, seq + 1, 'seqs go on where they were')
 })

@@ -5,6 +5,7 @@ import type { LiveConfig } from '../../config/live.js'
 import type { UpstreamSlots, Waiter } from '../../adapters/upstreams.js'
 import { isFallbackStatus, type FallbackScope } from '../../core/fallback.js'
 import { responseHeaders } from '../../core/forward-headers.js'
+import type { Backend } from '../../core/types.js'
 import { ficusError, reasonOf, toUpstreamError, type FicusError } from '../../errors.js'
 import { ClientGone, type Abortable, type Exchange, type UpstreamHeaders } from '../exchange.js'
 import { sendError } from '../respond.js'
@@ -71,6 +72,26 @@ class SendTimeout extends Error {
   override name = 'SendTimeout'
   constructor () { super('the client did not read the response in time') }
 }
+/** A dual write's answer could not be recorded: the client gets `error` instead. */
+class Unrecorded extends Error {
+  override name = 'Unrecorded'
+  constructor (readonly error: FicusError) { super(error.message) }
+}
+
+/** A dual write's answer, held until the write is recorded (Exchange.hold). */
+interface Held {
+  readonly mode: 'head' | 'body'
+  readonly status: number
+  readonly headers: UpstreamHeaders
+  readonly chunks: Buffer[]
+  size: number
+  committing: boolean
+  /** The upstream's answer is complete (its trailers, when it had some). */
+  ended: boolean
+  trailers: UpstreamHeaders
+  /** The attempt ended otherwise (failed, the client left): nothing is to be written. */
+  dropped: boolean
+}
 
 /**
  * One exchange with one upstream: waits for a slot, runs on undici's dispatch handler
@@ -96,6 +117,8 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
   private settled = false
   /** The client left (abort with ClientGone) while undici had not started the request. */
   private clientGone = false
+  /** A dual write's 2xx answer, held until the write is recorded; null otherwise. */
+  private held: Held | null = null
   private readonly scope: FallbackScope
 
   constructor (
@@ -177,7 +200,8 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
     this.state = 'running'
     this.ex.running(this)
     this.upstream.dispatch({
-      path: this.ex.target,
+      // A dual route's ids, translated for this side (sync stage); the client's target otherwise.
+      path: this.ex.targetOn(this.ex.backend as Backend) ?? this.ex.target,
       method: this.ex.method,
       headers: this.upstream.headersFor(this.ex.upstreamHeaders),
       body: this.body,
@@ -221,6 +245,50 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
     // body broken from its first bytes (bad chunk size) still gets a clean 502.
     this.head = { statusCode, headers: out }
     this.ex.tap?.head(statusCode, headers)
+    const mode = this.ex.hold?.head(this.ex.backend as Backend, statusCode, headers) ?? null
+    if (mode !== null) {
+      this.held = { mode, status: statusCode, headers, chunks: [], size: 0, committing: false, ended: false, trailers: {}, dropped: false }
+      if (mode === 'head') this.commitHeld(controller, null)
+    }
+  }
+
+  /**
+   * Records a held dual write (its body when it was held whole), then lets its answer go to
+   * the client; the upstream is not read meanwhile. When it cannot be recorded the client
+   * gets that error instead (the write was applied on the primary, and Ficus says so).
+   */
+  private commitHeld (controller: Dispatcher.DispatchController | null, body: Buffer | null): void {
+    const h = this.held as Held
+    h.committing = true
+    controller?.pause()
+    void this.ex.hold!.commit(this.ex.backend as Backend, h.status, h.headers, body).then((err) => {
+      if (h.dropped) return
+      this.held = null
+      if (err !== null) {
+        if (h.ended) this.unrecorded(err)
+        else controller?.abort(new Unrecorded(err))
+        return
+      }
+      const invalid = this.sendHead()
+      if (invalid !== null) {
+        if (h.ended) this.failed(toUpstreamError(invalid, false), false)
+        else controller?.abort(invalid)
+        return
+      }
+      for (const chunk of h.chunks) {
+        this.ex.res.write(chunk)
+        this.ex.tap?.data(chunk)
+      }
+      if (h.ended) this.end(h.trailers)
+      else controller?.resume()
+    })
+  }
+
+  /** A dual write the primary took but Ficus could not record: the client is told so, never a plain success. */
+  private unrecorded (err: FicusError): void {
+    this.ex.fail(err)
+    sendError(this.ex.res, err, this.ex.requestId, this.body !== null && !this.ex.req.complete)
+    this.body?.detach()
   }
 
   /**
@@ -243,6 +311,14 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.discarding !== 0) return
+    const h = this.held
+    if (h !== null) {
+      h.chunks.push(chunk)
+      h.size += chunk.length
+      // Larger than a body worth holding: recorded without it (a create's id is then not learned from it).
+      if (!h.committing && h.size > this.ex.hold!.maxBytes) this.commitHeld(controller, null)
+      return
+    }
     const invalid = this.sendHead() // sent with this chunk
     if (invalid !== null) {
       controller.abort(invalid)
@@ -270,11 +346,24 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
       this.ctx.fallBack(ex, `status_${this.discarding}`, undefined, null)
       return
     }
+    const h = this.held
+    if (h !== null) {
+      h.ended = true
+      h.trailers = trailers
+      if (!h.committing) this.commitHeld(null, Buffer.concat(h.chunks))
+      return
+    }
     const invalid = this.sendHead()
     if (invalid !== null) {
       this.failed(toUpstreamError(invalid, false), this.scope === 'any')
       return
     }
+    this.end(trailers)
+  }
+
+  /** The whole answer was written: end the client's response. */
+  private end (trailers: UpstreamHeaders): void {
+    const { ex } = this
     if (ex.res.chunkedEncoding && Object.keys(trailers).length > 0) ex.res.addTrailers(trailers)
     ex.res.end()
     ex.tap?.end()
@@ -285,7 +374,19 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
     if (!this.finish()) return
     const { ex, body } = this
     const { req, res } = ex
-    if (err instanceof ClientGone || (res.destroyed && !res.writableFinished)) {
+    const h = this.held
+    if (h !== null) {
+      // The primary answered 2xx: the write was applied, whatever happens to its answer now.
+      h.dropped = true
+      this.held = null
+      if (!h.committing) void ex.hold!.commit(ex.backend as Backend, h.status, h.headers, null)
+    } else if (this.started && !(err instanceof Unrecorded)) {
+      ex.hold?.unknown(ex.backend as Backend, err.name === 'ClientGone' ? 'client_aborted' : reasonOf(toUpstreamError(err, this.streaming).code))
+    }
+    if (err instanceof Unrecorded) {
+      this.settle('abandoned')
+      this.unrecorded(err.error)
+    } else if (err instanceof ClientGone || (res.destroyed && !res.writableFinished)) {
       this.settle('abandoned')
       ex.clientAborted() // unless the edge already said why (408)
       body?.detach()

@@ -53,15 +53,19 @@ export class Forwarder implements AttemptContext {
    * forwarded: the first limits.bodyBuffer bytes (or the whole body) are read before a
    * backend connection is taken, so slow uploads cannot tie up the pool. A body that fails
    * first (413, 408, the client left) is answered here and `ready` is not called.
+   * `whole`: read the body to its end first, refusing it past that many bytes (a dual write
+   * is recorded whole).
    */
-  receive (ex: Exchange, ready: (body: BodyGuard | null) => void): void {
+  receive (ex: Exchange, ready: (body: BodyGuard | null) => void, whole?: number): void {
     const { req, res } = ex
     if (!declaresBody(req.headers)) {
       ready(null)
       return
     }
     const { limits } = this.o
-    const body = new BodyGuard(req, limits.bodyBytes, limits.bodyIdleTimeoutMs, limits.bodyBufferBytes)
+    const body = whole === undefined
+      ? new BodyGuard(req, limits.bodyBytes, limits.bodyIdleTimeoutMs, limits.bodyBufferBytes)
+      : new BodyGuard(req, Math.min(whole, limits.bodyBytes), limits.bodyIdleTimeoutMs, Math.min(whole, limits.bodyBytes) + 1)
     body.buffered(() => {
       if (ex.error !== null || res.writableEnded || res.destroyed) {
         // The edge answered already (whole-request timeout), or the client left.

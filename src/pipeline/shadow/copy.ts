@@ -177,7 +177,7 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
     this.sent = this.s.now()
     this.timer = setTimeout(() => this.deadline(), this.limits.timeoutMs)
     this.timer.unref()
-    this.s.poolFor(upstream.config).dispatch({ path: ex.target, method: ex.method, headers, body: this.body }, this)
+    this.s.poolFor(upstream.config).dispatch({ path: ex.targetOn(this.copiedTo) ?? ex.target, method: ex.method, headers, body: this.body }, this)
   }
 
   /**

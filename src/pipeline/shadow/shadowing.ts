@@ -72,6 +72,13 @@ export class Shadowing implements CopyContext {
         this.verdicts.unfinished(route, 'skipped', 'primary_failed')
         return
       }
+      const other = ex.decision!.primary === 'legacy' ? 'new' : 'legacy'
+      if (ex.targetOn(other) === null) {
+        // A dual route's id the map does not know for the other side: a copy would compare two different records.
+        this.opts.metrics.idmapMisses.inc({ route, where: 'shadow' })
+        this.verdicts.unfinished(route, 'skipped', 'id_unmapped')
+        return
+      }
       if (this.inFlight >= this.limits.maxInFlight) {
         this.verdicts.unfinished(route, 'skipped', 'concurrency', 'concurrency')
         return

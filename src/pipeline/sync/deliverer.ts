@@ -1,9 +1,10 @@
 import type { Pool } from 'undici'
 import type { Logger } from '../../adapters/logger.js'
-import type { Delivery, SyncStore } from '../../adapters/sync-store.js'
+import type { Delivery, SyncStore, WritePlan } from '../../adapters/sync-store.js'
 import { createPool } from '../../adapters/undici.js'
 import type { UpstreamConfig } from '../../config/schema.js'
 import { retryAfterMs, verdict, type RetryPolicy, type Verdict } from '../../core/delivery.js'
+import { idOn, learnedId, parseLearn, replaceFields, replaceSegments, resolveId } from '../../core/sync.js'
 import type { Backend } from '../../core/types.js'
 import { reasonOf, toUpstreamError } from '../../errors.js'
 
@@ -36,7 +37,23 @@ export interface DelivererOptions {
   readonly random: () => number
   /** Told of each verdict (metrics, tests). */
   readonly onVerdict?: (d: Delivery, v: Verdict) => void
+  /** An id the map does not know: wait for it (up to maxIdWaitMs, then a dead letter), or send it as it is (the sides share ids). */
+  readonly unmappedIds: 'wait' | 'same'
+  readonly maxIdWaitMs: number
+  /** Headers every delivery carries (sync.auth: a service credential). */
+  readonly extraHeaders: readonly (readonly [string, string])[]
+  /** Told when an id was not in the map (the delivery waits for it). */
+  readonly onIdMiss?: (d: Delivery) => void
 }
+
+/** How often intents past their expiry are turned into dead letters (ms). */
+const EXPIRE_EVERY_MS = 1000
+
+/** An answer body read to learn a created id from, at most (bytes). */
+const LEARN_MAX_BYTES = 1024 * 1024
+
+/** What a write becomes for its target: its path and body with the target's ids, or why it cannot be sent yet (or ever). */
+type Prepared = { readonly path: string; readonly body: Buffer | null } | { readonly wait: string } | { readonly dead: string }
 
 export class Deliverer {
   private readonly pools = new Map<string, Pool>()
@@ -79,10 +96,21 @@ export class Deliverer {
     await Promise.all([...this.pools.values()].map(async (p) => p.close()))
   }
 
+  private lastExpire = 0
+
   private async tick (): Promise<void> {
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = null
     try {
+      const now = this.o.now()
+      if (now - this.lastExpire >= EXPIRE_EVERY_MS) {
+        this.lastExpire = now
+        for (const d of await this.o.store.expire(now)) {
+          this.o.log.error({ seq: d.seq, route: d.route, key: d.key, method: d.method, path: d.path },
+            `sync: write ${d.seq} on ${d.route} was sent to its primary but Ficus stopped before the answer: a dead letter (outcome_unknown); its key ${d.key} waits for an operator`)
+          this.o.onVerdict?.(d, { kind: 'dead', reason: 'outcome_unknown' })
+        }
+      }
       const room = this.o.concurrency - this.inFlight
       if (room > 0) {
         for (const d of await this.o.store.claim(this.o.now(), room, this.o.leaseMs)) {
@@ -110,8 +138,19 @@ export class Deliverer {
         await this.o.store.retry(d.seq, this.o.now() + this.o.retry.maxMs, `no upstream plays ${d.target} for route ${d.route}`)
         return
       }
-      const result = await this.send(d, upstream)
-      const v = verdict(result, d.attempts, this.o.now() - d.createdAt, this.o.retry, this.o.random())
+      const prepared = await this.prepare(d)
+      let v: Verdict
+      if ('dead' in prepared) {
+        v = { kind: 'dead', reason: prepared.dead }
+      } else if ('wait' in prepared) {
+        // Its create has not been delivered (or learned) yet: try again soon, not counted as a failure of the target.
+        this.o.onIdMiss?.(d)
+        v = { kind: 'retry', afterMs: Math.min(this.o.retry.maxMs, Math.max(this.o.retry.baseMs, 1000)), reason: prepared.wait }
+      } else {
+        const result = await this.send(d, upstream, prepared)
+        v = verdict(result, d.attempts, this.o.now() - d.createdAt, this.o.retry, this.o.random())
+        if (v.kind === 'delivered' && d.plan?.learn != null && 'status' in result) v = await this.learn(d, d.plan, result)
+      }
       if (v.kind === 'delivered') await this.o.store.delivered(d.seq)
       else if (v.kind === 'retry') await this.o.store.retry(d.seq, this.o.now() + v.afterMs, v.reason)
       else {
@@ -127,15 +166,87 @@ export class Deliverer {
     }
   }
 
-  private async send (d: Delivery, upstream: UpstreamConfig): Promise<{ status: number; retryAfterMs?: number } | { failed: string }> {
+  /** The write with its ids translated for the target through the id map. */
+  private async prepare (d: Delivery): Promise<Prepared> {
+    const plan = d.plan
+    if (plan === null || plan.ids.length === 0) return { path: d.path, body: d.body }
+    const segs = new Map<number, string>()
+    const fields = new Map<string, string>()
+    for (const ref of plan.ids) {
+      const [asLegacy, asNew] = await Promise.all([this.o.store.lookupId(ref.entity, 'legacy', ref.id), this.o.store.lookupId(ref.entity, 'new', ref.id)])
+      const r = resolveId(ref.id, asLegacy, asNew)
+      if (r.kind === 'ambiguous') return { dead: `id_ambiguous: ${ref.entity} ${ref.id} is a legacy id of one record and a new id of another` }
+      if (r.kind === 'unmapped' && this.o.unmappedIds === 'wait') {
+        const where = ref.in === 'path' ? `path segment ${ref.segment + 1}` : `body field ${ref.field}`
+        if (this.o.now() - d.createdAt > this.o.maxIdWaitMs) return { dead: `id_unmapped: ${ref.entity} ${ref.id} (${where}) has no ${d.target} id after sync.maxIdWait` }
+        return { wait: `id_unmapped: ${ref.entity} ${ref.id} (${where})` }
+      }
+      const id = idOn(r, d.target)
+      if (ref.in === 'path') segs.set(ref.segment, id)
+      else fields.set(ref.field, id)
+    }
+    let body = d.body
+    if (fields.size > 0 && body !== null) {
+      let json: unknown
+      try {
+        json = JSON.parse(body.toString('utf8'))
+      } catch {
+        return { dead: 'body_not_json: its body ids cannot be translated' }
+      }
+      body = Buffer.from(JSON.stringify(replaceFields(json, fields)))
+    }
+    return { path: replaceSegments(d.path, segs), body }
+  }
+
+  /** A create was delivered: the target's id for it goes into the id map (or the entry is a dead letter saying why not). */
+  private async learn (d: Delivery, plan: WritePlan, result: { status: number; location?: string | undefined; body?: Buffer | undefined }): Promise<Verdict> {
+    const learn = plan.learn as NonNullable<WritePlan['learn']>
+    const spec = parseLearn(learn.from)
+    let json: unknown
+    try {
+      json = result.body === undefined ? undefined : JSON.parse(result.body.toString('utf8'))
+    } catch { json = undefined }
+    const got = spec === null ? null : learnedId(spec, result.location, json)
+    if (got === null) {
+      return { kind: 'dead', reason: `id_not_learned: ${d.target} took the create (${result.status}) but its answer has no id at ${learn.from}; set the pair (ficus ids set) and skip this entry` }
+    }
+    const [legacyId, newId] = plan.source === 'legacy' ? [learn.sourceId, got] : [got, learn.sourceId]
+    if (!await this.o.store.mapIds(plan.entity, legacyId, newId, plan.source)) {
+      return { kind: 'dead', reason: `id_conflict: ${plan.entity} legacy ${legacyId} ↔ new ${newId} contradicts a pair already in the id map` }
+    }
+    return { kind: 'delivered' }
+  }
+
+  private async send (d: Delivery, upstream: UpstreamConfig, w: { path: string; body: Buffer | null }): Promise<{ status: number; retryAfterMs?: number; location?: string; body?: Buffer } | { failed: string }> {
     const headers: string[] = []
     for (const [n, v] of d.headers) headers.push(n, v)
+    for (const [n, v] of this.o.extraHeaders) headers.push(n, v)
     headers.push('idempotency-key', `ficus-${d.route}-${d.seq}`, 'x-ficus-sync', '1')
     try {
-      const r = await this.poolFor(upstream).request({ path: d.path, method: d.method, headers, body: d.body ?? undefined })
-      await r.body.dump()
+      const r = await this.poolFor(upstream).request({ path: w.path, method: d.method, headers, body: w.body ?? undefined })
+      let body: Buffer | undefined
+      if (d.plan?.learn != null && r.statusCode >= 200 && r.statusCode < 300) {
+        const chunks: Buffer[] = []
+        let size = 0
+        for await (const c of r.body) {
+          size += (c as Buffer).length
+          if (size > LEARN_MAX_BYTES) break
+          chunks.push(c as Buffer)
+        }
+        body = Buffer.concat(chunks)
+        if (size > LEARN_MAX_BYTES) await r.body.dump().catch(() => undefined)
+      } else {
+        await r.body.dump()
+      }
       const ra = r.headers['retry-after']
-      return { status: r.statusCode, retryAfterMs: retryAfterMs(Array.isArray(ra) ? ra[0] : ra, this.o.now()) }
+      const loc = r.headers.location
+      const out: { status: number; retryAfterMs?: number; location?: string; body?: Buffer } = { status: r.statusCode }
+      const after = retryAfterMs(Array.isArray(ra) ? ra[0] : ra, this.o.now())
+      if (after !== undefined) out.retryAfterMs = after
+      const location = Array.isArray(loc) ? loc[0] : loc
+      if (location !== undefined) out.location = location
+      if (body !== undefined) out.body = body
+      return out
     } catch (err) {
       return { failed: reasonOf(toUpstreamError(err, false).code) }
     }

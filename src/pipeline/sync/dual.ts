@@ -1,0 +1,336 @@
+import type { Logger } from '../../adapters/logger.js'
+import type { Metrics } from '../../adapters/metrics-registry.js'
+import type { IdRef, NewWrite, SyncStore, WritePlan } from '../../adapters/sync-store.js'
+import type { SyncConfig } from '../../config/schema.js'
+import { SAFE_METHODS } from '../../core/decide.js'
+import {
+  canonicalId, entityKey, fieldOf, idOn, idText, learnedId, pathSegments, replaceSegments, resolveId, segmentId,
+  type ResolvedId, type SyncRule
+} from '../../core/sync.js'
+import type { Backend } from '../../core/types.js'
+import { ficusError, type FicusError } from '../../errors.js'
+import type { Exchange, ResponseHold, UpstreamHeaders } from '../exchange.js'
+import type { BodyGuard } from '../forward/body-guard.js'
+import type { Forwarder } from '../forward/forwarder.js'
+import { sendError } from '../respond.js'
+import type { StoreWatch } from './watch.js'
+
+/**
+ * Stage 3a, sync (DESIGN.md "Data-safe writes"), for routes with `sync: { mode: dual }` only:
+ * - every request: the ids in its path are looked up in the id map, so each side gets its
+ *   own (`/orders/26` to legacy is `/orders/909e` to new); an id that names one record on
+ *   each side is refused (409);
+ * - a write: admitted only when the outbox can take it (503 before anything is sent); its
+ *   body is read whole (up to sync.maxBody); an intent is recorded before it is forwarded (a
+ *   crash in between leaves a dead letter, `outcome_unknown`, never a silent loss); its 2xx
+ *   answer is held until the write, with the ids it carries and a created id, is recorded for
+ *   the other side (`ack: durable`: on disk first).
+ * Cost on the hot path: nothing on a route without sync; on a dual route, an id map read per
+ * path id (LMDB: a memory-mapped read, no system call), and per write two store commits (the
+ * intent and its settlement: group-committed with concurrent writes) and the answer's bytes
+ * held until the second one (bench/sync.ts measures it).
+ */
+
+/** Headers a stored write never keeps: credentials (sync.auth decides what a delivery carries), framing, and Ficus's own. */
+const NOT_STORED = new Set(['authorization', 'proxy-authorization', 'cookie', 'content-length', 'transfer-encoding', 'expect', 'x-ficus-sync', 'idempotency-key'])
+
+export interface DualOptions {
+  readonly store: SyncStore
+  readonly watch: StoreWatch
+  readonly sync: SyncConfig
+  /** The longest a request can take (limits.requestTimeout): an intent not settled well past it means Ficus died. */
+  readonly requestTimeoutMs: number
+  readonly metrics: Metrics
+  readonly log: Logger
+  /** Wall-clock ms (stored times outlive the process). */
+  readonly wallNow: () => number
+  /** A write was recorded: deliver it soon. */
+  readonly recorded: () => void
+}
+
+const other = (side: Backend): Backend => (side === 'legacy' ? 'new' : 'legacy')
+
+export class Dual {
+  constructor (private readonly o: DualOptions) {}
+
+  /**
+   * Serves a request on a dual route: translates its ids, then forwards it (a read) or
+   * records and forwards it (a write). `start` forwards the request (and shadows it when the
+   * decision says so) once it may go.
+   */
+  serve (ex: Exchange, forward: Forwarder, start: (body: BodyGuard | null) => void, internal: (err: unknown) => void): void {
+    const rule = ex.rule!.sync as SyncRule
+    void this.translate(ex, rule).then((ids) => {
+      if (ids === null) return
+      if (SAFE_METHODS.has(ex.method)) {
+        forward.receive(ex, start)
+        return
+      }
+      this.write(ex, rule, ids, forward, start)
+    }).catch(internal)
+  }
+
+  /**
+   * Looks up the path ids the route names; sets the exchange's target per side. Returns the
+   * ids resolved, or null when the request was refused (answered here).
+   */
+  private async translate (ex: Exchange, rule: SyncRule): Promise<ResolvedId[] | null> {
+    if (rule.pathIds.length === 0) return []
+    const segs = pathSegments(ex.target)
+    const resolved: ResolvedId[] = []
+    try {
+      for (const p of rule.pathIds) {
+        const raw = segs[p.segment]
+        if (raw === undefined) return []
+        const x = segmentId(raw)
+        const [asLegacy, asNew] = await Promise.all([this.o.store.lookupId(p.entity, 'legacy', x), this.o.store.lookupId(p.entity, 'new', x)])
+        resolved.push(resolveId(x, asLegacy, asNew))
+      }
+    } catch (err) {
+      // The id map cannot be read: reads go as the client sent them; writes are refused below.
+      this.o.watch.failed(err)
+      return rule.pathIds.map((p) => ({ kind: 'unmapped' as const, id: segmentId(segs[p.segment] ?? '') }))
+    }
+    if (resolved.some((r) => r.kind === 'ambiguous')) {
+      this.o.metrics.idmapMisses.inc({ route: ex.rule!.name, where: 'ambiguous' })
+      const err = ficusError('FICUS_ERR_ID_AMBIGUOUS')
+      ex.fail(err)
+      sendError(ex.res, err, ex.requestId, !ex.req.complete)
+      return null
+    }
+    const targetFor = (side: Backend): string | null => {
+      const replace = new Map<number, string>()
+      for (let i = 0; i < resolved.length; i++) {
+        const r = resolved[i] as ResolvedId
+        // An id the map does not know goes as it is to the side it came from; to the other only if ids are shared.
+        if (r.kind === 'unmapped' && side !== ex.decision!.primary && this.o.sync.unmappedIds === 'wait') return null
+        replace.set((rule.pathIds[i] as { segment: number }).segment, idOn(r, side))
+      }
+      return replaceSegments(ex.target, replace)
+    }
+    // The primary always gets a target: an id the map does not know goes as the client sent it.
+    const primary = ex.decision!.primary
+    const targets = { legacy: targetFor('legacy'), new: targetFor('new') }
+    targets[primary] ??= ex.target
+    ex.translated(targets)
+    return resolved
+  }
+
+  /** A write: admission, the whole body, the intent, then forward with the answer held. */
+  private write (ex: Exchange, rule: SyncRule, ids: ResolvedId[], forward: Forwarder, start: (body: BodyGuard | null) => void): void {
+    const route = ex.rule!.name
+    const { watch, sync, metrics } = this.o
+    if (!watch.healthy) {
+      this.refuse(ex, 'FICUS_ERR_SYNC_UNAVAILABLE')
+      return
+    }
+    if (watch.waiting >= sync.maxPending) {
+      if (sync.onFull === 'reject') {
+        this.refuse(ex, 'FICUS_ERR_SYNC_FULL', { 'retry-after': '5' })
+        return
+      }
+      metrics.syncUnsynced.inc({ route, reason: 'full' })
+      forward.receive(ex, start)
+      return
+    }
+    forward.receive(ex, (body) => {
+      if (body === null) {
+        this.record(ex, rule, ids, null, start, null)
+        return
+      }
+      body.capture(sync.maxBodyBytes, (captured) => {
+        // Read whole before `ready` was called: only a failure of the body (answered by the forward stage) leaves it without bytes.
+        if (Buffer.isBuffer(captured)) this.record(ex, rule, ids, captured, start, body)
+      })
+    }, sync.maxBodyBytes)
+  }
+
+  private refuse (ex: Exchange, code: 'FICUS_ERR_SYNC_FULL' | 'FICUS_ERR_SYNC_UNAVAILABLE', headers?: Record<string, string>): void {
+    this.o.metrics.writesRefused.inc({ route: ex.rule!.name, reason: code === 'FICUS_ERR_SYNC_FULL' ? 'sync_full' : 'sync_unavailable' })
+    const err = ficusError(code)
+    ex.fail(err)
+    sendError(ex.res, err, ex.requestId, !ex.req.complete, headers)
+  }
+
+  /** Records the intent, then forwards with the answer held by a DualWrite. */
+  private record (ex: Exchange, rule: SyncRule, ids: ResolvedId[], bytes: Buffer | null, start: (body: BodyGuard | null) => void, body: BodyGuard | null): void {
+    const write = new DualWrite(this.o, ex, rule, ids, bytes)
+    const intent = this.o.store.intend([write.draft()], this.o.wallNow() + this.o.requestTimeoutMs + INTENT_SLACK_MS)
+    if (this.o.sync.ack === 'async') {
+      write.intent = intent.then(([seq]) => seq as number)
+      write.intent.catch((err: unknown) => { this.o.watch.failed(err) })
+      ex.holding(write)
+      start(body)
+      return
+    }
+    intent.then(([seq]) => {
+      write.intent = Promise.resolve(seq as number)
+      if (ex.res.destroyed || ex.res.writableEnded) {
+        write.closed() // the client left while it was recorded: nothing was sent
+        return
+      }
+      ex.holding(write)
+      start(body)
+    }, (err: unknown) => {
+      this.o.watch.failed(err)
+      this.refuse(ex, 'FICUS_ERR_SYNC_UNAVAILABLE')
+      body?.detach()
+    })
+  }
+}
+
+/** An intent not settled this long after the request's own timeout is a dead letter (outcome_unknown). */
+const INTENT_SLACK_MS = 30_000
+
+/**
+ * One dual write on its way: its intent, then its settlement once the primary answered
+ * (ResponseHold: the forward stage holds the answer until `commit` resolved).
+ */
+class DualWrite implements ResponseHold {
+  intent: Promise<number> | null = null
+  private state: 'open' | 'committed' | 'closed' = 'open'
+  readonly maxBytes: number
+
+  constructor (
+    private readonly o: DualOptions,
+    private readonly ex: Exchange,
+    private readonly rule: SyncRule,
+    private readonly ids: readonly ResolvedId[],
+    private readonly body: Buffer | null
+  ) {
+    this.maxBytes = o.sync.maxBodyBytes
+  }
+
+  /** The intent as recorded before the answer is known (the side is the decision's; the key a placeholder for a create). */
+  draft (): NewWrite {
+    return this.entry(this.ex.decision!.primary, this.key(null) ?? `${this.rule.entity}:?${this.ex.requestId}`, null)
+  }
+
+  /** The entity key: the path id's one name, or a create's id as its creator gave it. */
+  private key (created: string | null): string | null {
+    const i = this.rule.key === null ? -1 : this.rule.pathIds.indexOf(this.rule.key)
+    if (i >= 0) return entityKey(this.rule.entity, canonicalId(this.ids[i] as ResolvedId))
+    return created === null ? null : entityKey(this.rule.entity, created)
+  }
+
+  private entry (source: Backend, key: string, created: string | null): NewWrite {
+    const { ex, rule } = this
+    const path = ex.targetOn(source) ?? ex.target
+    const segs = pathSegments(path)
+    const refs: IdRef[] = rule.pathIds.flatMap((p) => {
+      const seg = segs[p.segment]
+      return seg === undefined ? [] : [{ in: 'path' as const, segment: p.segment, entity: p.entity, id: segmentId(seg) }]
+    })
+    if (rule.bodyIds.length > 0 && this.body !== null) {
+      const json = parseJson(this.body)
+      for (const f of rule.bodyIds) {
+        const id = idText(fieldOf(json, f.field))
+        if (id !== null) refs.push({ in: 'body', field: f.field, entity: f.entity, id })
+      }
+    }
+    const plan: WritePlan = {
+      source,
+      entity: rule.entity,
+      ids: refs,
+      learn: rule.learnText !== null && created !== null ? { from: rule.learnText, sourceId: created } : null
+    }
+    const headers: [string, string][] = []
+    const h = ex.upstreamHeaders
+    for (let i = 0; i < h.length; i += 2) {
+      const name = (h[i] as string).toLowerCase()
+      if (!NOT_STORED.has(name) && name !== 'host') headers.push([name, h[i + 1] as string])
+    }
+    return { route: ex.rule!.name, key, target: other(source), method: ex.method, path, headers, body: this.body, plan }
+  }
+
+  head (_backend: Backend, status: number): 'head' | 'body' | null {
+    if (this.state !== 'open') return null
+    if (status >= 200 && status < 300) return this.rule.learn?.from === 'body' ? 'body' : 'head'
+    this.close(null) // the primary did not take it: nothing to deliver
+    return null
+  }
+
+  async commit (backend: Backend, status: number, headers: UpstreamHeaders, body: Buffer | null): Promise<FicusError | null> {
+    if (this.state !== 'open') return null
+    this.state = 'committed'
+    const { rule, o, ex } = this
+    const route = ex.rule!.name
+    let created: string | null = null
+    if (rule.learn !== null) {
+      const loc = headers.location
+      created = learnedId(rule.learn, Array.isArray(loc) ? loc[0] : loc, body === null ? undefined : parseJson(body))
+    }
+    const key = this.key(created)
+    const settle = async (): Promise<void> => {
+      const seq = await (this.intent as Promise<number>)
+      if (key === null) {
+        // Taken by the primary, but the id it gave is not where `learn` says: recorded, as a dead letter for an operator.
+        await o.store.settle(seq, this.entry(backend, `${rule.entity}:?${seq}`, null))
+        const reason = `id_not_learned: the ${backend} answer (${status}) has no id at ${rule.learnText ?? ''}${body === null ? ' (its body was not held: larger than sync.maxBody, or cut short)' : ''}`
+        await o.store.deadLetter(seq, reason)
+        o.log.error({ seq, route, reason }, `sync: write ${seq} on ${route} is a dead letter: ${reason}`)
+        return
+      }
+      await o.store.settle(seq, this.entry(backend, key, created))
+    }
+    if (o.sync.ack === 'async') {
+      settle().then(() => { o.watch.recorded(); o.recorded() }, (err: unknown) => { this.unrecorded(err, backend) })
+      return null
+    }
+    try {
+      await settle()
+      o.watch.recorded()
+      o.recorded()
+      return null
+    } catch (err) {
+      this.unrecorded(err, backend)
+      return ficusError('FICUS_ERR_SYNC_UNRECORDED', { cause: err })
+    }
+  }
+
+  /** The primary took the write and the store failed to record it: said loudly, with the write, for an operator to replay. */
+  private unrecorded (err: unknown, backend: Backend): void {
+    const { ex, o } = this
+    o.watch.failed(err)
+    o.metrics.syncUnrecorded.inc({ route: ex.rule!.name })
+    o.log.error({ err, reqId: ex.requestId, route: ex.rule!.name, applied: backend, method: ex.method, path: ex.targetOn(backend), body: this.body?.toString('base64') ?? null },
+      'sync: write applied but not recorded: the other side will not get it unless it is replayed by hand')
+  }
+
+  unknown (backend: Backend, reason: string): void {
+    if (this.state !== 'open') return
+    this.state = 'closed'
+    void this.withSeq(async (seq) => {
+      await this.o.store.deadLetter(seq, `outcome_unknown: ${reason} (sent to ${backend})`)
+      this.o.log.warn({ seq, route: this.ex.rule!.name, reason }, `sync: write ${seq} reached ${backend} but its answer is unknown (${reason}): a dead letter`)
+    })
+  }
+
+  /** The exchange is over: an intent still open was never answered by a primary (refused, or nothing was sent). */
+  closed (): void {
+    if (this.state === 'open') this.close(null)
+  }
+
+  private close (write: NewWrite | null): void {
+    this.state = 'closed'
+    void this.withSeq(async (seq) => { await this.o.store.settle(seq, write) })
+  }
+
+  private async withSeq (run: (seq: number) => Promise<void>): Promise<void> {
+    try {
+      if (this.intent === null) return
+      await run(await this.intent)
+    } catch (err) {
+      // The intent stays; past its expiry it is a dead letter (outcome_unknown), never lost.
+      this.o.watch.failed(err)
+    }
+  }
+}
+
+function parseJson(b: Buffer): unknown {
+  try {
+    return JSON.parse(b.toString('utf8'))
+  } catch {
+    return undefined
+  }
+}

@@ -1,0 +1,92 @@
+import type { Logger } from '../../adapters/logger.js'
+import { primeSyncRoute, type Metrics } from '../../adapters/metrics-registry.js'
+import { openStore } from '../../adapters/open-store.js'
+import type { SyncStore } from '../../adapters/sync-store.js'
+import type { Upstream } from '../../adapters/upstreams.js'
+import type { Config } from '../../config/schema.js'
+import type { RouteTableRef } from '../../core/route-table.js'
+import { Deliverer } from './deliverer.js'
+import { Dual } from './dual.js'
+import { StoreWatch } from './watch.js'
+
+/**
+ * Dual writes in one traffic process (docs/sync.md): the sync store, its watch (gauges,
+ * admission), the Dual stage of the request path, and the deliverer of the outbox. Every
+ * process of a Ficus runs one on the same store (`--workers`: one LMDB file; a fleet: one
+ * PostgreSQL): claims are leased, so each write is delivered by one of them.
+ */
+export class SyncRuntime {
+  readonly store: SyncStore
+  readonly watch: StoreWatch
+  readonly dual: Dual
+  readonly deliverer: Deliverer
+
+  constructor (config: Config, table: RouteTableRef, upstreams: ReadonlyMap<string, Upstream>, metrics: Metrics, log: Logger) {
+    const { sync } = config
+    this.store = openStore(config.store)
+    this.watch = new StoreWatch(this.store, metrics, log, Date.now)
+    this.deliverer = new Deliverer({
+      store: this.store,
+      upstreamOf: (route, target) => {
+        const rule = table.current.routes.find((r) => r.name === route)
+        return rule === undefined ? undefined : upstreams.get(rule.backends[target])?.config
+      },
+      retry: sync.retry,
+      concurrency: sync.concurrency,
+      leaseMs: leaseFor(config),
+      pollMs: POLL_MS,
+      log,
+      now: Date.now,
+      random: Math.random,
+      unmappedIds: sync.unmappedIds,
+      maxIdWaitMs: sync.maxIdWaitMs,
+      extraHeaders: sync.auth.mode === 'service' ? [[sync.auth.header, sync.auth.value]] : [],
+      onVerdict: (d, v) => {
+        const labels = { route: d.route, target: d.target }
+        metrics.syncDeliveries.inc({ ...labels, outcome: v.kind })
+        if (v.kind === 'delivered') metrics.syncReplication.observe(labels, Math.max(0, Date.now() - d.createdAt) / 1000)
+      },
+      onIdMiss: (d) => { metrics.idmapMisses.inc({ route: d.route, where: 'delivery' }) }
+    })
+    this.dual = new Dual({
+      store: this.store,
+      watch: this.watch,
+      sync,
+      requestTimeoutMs: config.limits.requestTimeoutMs,
+      metrics,
+      log,
+      wallNow: Date.now,
+      recorded: () => { this.deliverer.kick() }
+    })
+    for (const r of config.routes) if (r.sync?.mode === 'dual') primeSyncRoute(metrics, r.name)
+  }
+
+  async start (): Promise<void> {
+    await this.watch.start()
+    this.deliverer.start()
+  }
+
+  /** Stops delivering (deliveries in flight finish), then closes the store. */
+  async close (): Promise<void> {
+    this.watch.stop()
+    await this.deliverer.stop()
+    await this.store.close()
+  }
+}
+
+/**
+ * A claim's lease: longer than any delivery can take (connecting, then the upstream's
+ * timeout), so a live deliverer never loses its claim; a dead one's claims are taken again
+ * after it.
+ */
+function leaseFor(config: Config): number {
+  const longest = Math.max(0, ...Object.values(config.upstreams).map((u) => u.connectTimeoutMs + u.timeoutMs))
+  return longest + 5_000
+}
+/** How often the outbox is read when nothing woke the deliverer (a write by another process, a retry coming due). */
+const POLL_MS = 100
+
+/** Whether a config needs the sync runtime: a route is dual. */
+export function needsSync(config: Config): boolean {
+  return config.routes.some((r) => r.sync?.mode === 'dual')
+}

@@ -1,0 +1,151 @@
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { startRecords, type Records } from '../../demo/records.js'
+import { admin } from '../helpers/admin.js'
+import { sample, startTestFicus, type TestFicus } from '../helpers/ficus.js'
+import { waitFor } from '../helpers/wait.js'
+
+/**
+ * Dual writes (docs/sync.md): a route's writes reach both sides, in order per record, with
+ * the ids each side gave translated through the id map, so moving a route to new and back
+ * loses nothing a client wrote. Two real records APIs (demo/records.ts: legacy counts ids
+ * from 1000, new gives `n-3e9`), a real LMDB file, real sockets.
+ */
+
+interface Rig {
+  readonly legacy: Records
+  readonly next: Records
+  readonly f: TestFicus
+}
+
+async function rig(t: Test, over: { sync?: Record<string, unknown>; routes?: Record<string, unknown> } = {}): Promise<Rig> {
+  const legacy = await startRecords('legacy')
+  const next = await startRecords('new')
+  t.teardown(async () => { await Promise.all([legacy.close(), next.close()]) })
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
+    store: { kind: 'embedded', path: join(t.testdir(), 'ficus.lmdb') },
+    sync: { retry: { base: '20ms', max: '200ms' }, ...over.sync },
+    routes: [
+      { name: 'notes-create', match: { path: '/api/notes', methods: ['POST'] }, new: 0, sync: { mode: 'dual', entity: 'note', learn: 'response.body.id' }, ...over.routes },
+      { name: 'notes', match: { path: '/api/notes/:id' }, new: 0, sync: { mode: 'dual', entity: 'note', key: 'path.id' }, ...over.routes }
+    ]
+  })
+  return { legacy, next, f }
+}
+
+const json = (body: unknown): { method: 'POST' | 'PUT' | 'PATCH'; body: string; headers: Record<string, string> } =>
+  ({ method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
+
+async function caughtUp(f: TestFicus): Promise<void> {
+  await waitFor(async () => {
+    const st = await f.running.ficus.sync()?.store.stats()
+    return st !== undefined && st.pending === 0 && st.intents === 0
+  }, { message: 'the outbox did not drain' })
+}
+
+async function setNew(f: TestFicus, percent: number): Promise<void> {
+  for (const name of ['notes-create', 'notes']) {
+    const r = await admin(f, 'PATCH', `/admin/routes/${name}`, { json: { new: percent } })
+    if (r.status !== 200) throw new Error(`PATCH ${name}: ${r.status} ${r.text}`)
+  }
+}
+
+t.test('a route moved to new and back: every record a client created reads back, with its last content, on the side that answers, whatever id the client holds', async (t) => {
+  const { legacy, next, f } = await rig(t)
+  // Legacy answers: it gives id 1000; new gets the create too, and gives n-3e9.
+  const a = await f.fetch('/api/notes', json({ text: 'first' }))
+  t.equal(a.status, 201)
+  const aId = (a.json() as { id: string }).id
+  t.equal(aId, '1000', 'the client keeps legacy\'s id')
+  await caughtUp(f)
+  t.same([...next.notes.values()], [{ text: 'first', id: 'n-3e9' }], 'new has it, under its own id')
+  t.equal(await f.running.ficus.sync()?.store.lookupId('note', 'legacy', '1000').then((p) => p?.other), 'n-3e9', 'the pair is in the id map')
+
+  // An update by legacy's id reaches new under new's id.
+  t.equal((await f.fetch(`/api/notes/${aId}`, { ...json({ text: 'edited' }), method: 'PUT' })).status, 200)
+  await caughtUp(f)
+  t.same(next.notes.get('n-3e9'), { text: 'edited', id: 'n-3e9' })
+  t.same(next.applied.map((w) => `${w.method} ${w.id}`), ['POST n-3e9', 'PUT n-3e9'])
+
+  // The route moves to new: the client's id 1000 is translated on the way in.
+  await setNew(f, 100)
+  const read = await f.fetch(`/api/notes/${aId}`)
+  t.equal(read.headers['x-served-by'], 'new')
+  t.same(read.json(), { text: 'edited', id: 'n-3e9' })
+  // A create on new: new's id for the client, legacy gets it as 1001.
+  const b = await f.fetch('/api/notes', json({ text: 'second' }))
+  const bId = (b.json() as { id: string }).id
+  t.equal(bId, 'n-3ea')
+  t.equal((await f.fetch(`/api/notes/${aId}`, { ...json({ tag: 'x' }), method: 'PATCH' })).status, 200, 'a PATCH by legacy\'s id, on new')
+  await caughtUp(f)
+  t.same(legacy.notes.get('1001'), { text: 'second', id: '1001' }, 'legacy has the create made on new')
+  t.same(legacy.notes.get('1000'), { text: 'edited', tag: 'x', id: '1000' }, 'and the PATCH made on new')
+
+  // Rollback: legacy answers again, for both ids the clients hold.
+  await setNew(f, 0)
+  const back = await f.fetch(`/api/notes/${bId}`)
+  t.equal(back.headers['x-served-by'], 'legacy')
+  t.same(back.json(), { text: 'second', id: '1001' }, 'new\'s id n-3ea reads legacy\'s 1001')
+  t.equal((await f.fetch(`/api/notes/${bId}`, { method: 'DELETE' })).status, 204)
+  await caughtUp(f)
+  t.equal(next.notes.has('n-3ea'), false, 'the delete reached new, by new\'s id')
+  t.equal(legacy.notes.has('1001'), false)
+  t.equal(legacy.deduped() + next.deduped(), 0, 'nothing was sent twice')
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_sync_deliveries_total', { route: 'notes', target: 'new', outcome: 'delivered' }), 2, 'the PUT and the DELETE')
+  t.equal(sample(m, 'ficus_sync_deliveries_total', { route: 'notes', target: 'legacy', outcome: 'delivered' }), 1, 'the PATCH')
+  t.equal(sample(m, 'ficus_sync_deliveries_total', { route: 'notes-create', target: 'new', outcome: 'delivered' }), 1)
+})
+
+t.test('each delivery carries a stable Idempotency-Key and x-ficus-sync, never the client\'s credentials', async (t) => {
+  const { next, f } = await rig(t)
+  const seen: Record<string, string | string[] | undefined>[] = []
+  next.server.prependListener('request', (req) => { seen.push(req.headers) })
+  await f.fetch('/api/notes', { ...json({ text: 'x' }), headers: { 'content-type': 'application/json', authorization: 'Bearer user-secret', cookie: 'sid=1' } })
+  await caughtUp(f)
+  t.equal(seen.length, 1)
+  t.match(seen[0], { 'idempotency-key': /^ficus-notes-create-\d+$/, 'x-ficus-sync': '1', 'content-type': 'application/json' })
+  t.equal(seen[0]?.authorization, undefined, 'no client credential is stored or sent')
+  t.equal(seen[0]?.cookie, undefined)
+})
+
+t.test('the other side down: writes are acknowledged at once, wait in the outbox (lag grows), and reach it in order once it is back', async (t) => {
+  const { next, f } = await rig(t)
+  next.down = true
+  const a = await f.fetch('/api/notes', json({ n: 0 }))
+  const id = (a.json() as { id: string }).id
+  for (let i = 1; i <= 5; i++) t.equal((await f.fetch(`/api/notes/${id}`, { ...json({ n: i }), method: 'PUT' })).status, 200)
+  const st = await f.running.ficus.sync()?.store.stats()
+  t.match(st, { pending: 6, dead: 0 }, 'all six wait')
+  await waitFor(async () => (sample(await f.scrape(), 'ficus_sync_lag_seconds', { route: 'notes-create', target: 'new' }) ?? 0) > 0, { message: 'the lag gauge did not show the waiting writes' })
+  next.down = false
+  await caughtUp(f)
+  t.same(next.applied.map((w) => w.method), ['POST', 'PUT', 'PUT', 'PUT', 'PUT', 'PUT'], 'in the order they were made')
+  t.same(next.notes.get('n-3e9'), { n: 5, id: 'n-3e9' }, 'the last write wins, as on legacy')
+})
+
+t.test('a write new refuses for good is a dead letter that blocks only its own record', async (t) => {
+  const { next, f } = await rig(t)
+  const a = (await f.fetch('/api/notes', json({ n: 'a' }))).json() as { id: string }
+  const b = (await f.fetch('/api/notes', json({ n: 'b' }))).json() as { id: string }
+  await caughtUp(f)
+  next.refuse = (method, path) => (method === 'PATCH' && path === '/api/notes/n-3e9' ? 422 : null)
+  t.equal((await f.fetch(`/api/notes/${a.id}`, { ...json({ n: 'a2' }), method: 'PATCH' })).status, 200)
+  t.equal((await f.fetch(`/api/notes/${a.id}`, { ...json({ n: 'a3' }), method: 'PATCH' })).status, 200)
+  t.equal((await f.fetch(`/api/notes/${b.id}`, { ...json({ n: 'b2' }), method: 'PATCH' })).status, 200)
+  const store = f.running.ficus.sync()!.store
+  await waitFor(async () => {
+    const st = await store.stats()
+    return st.dead === 1 && st.pending === 1
+  }, { message: 'the poison write did not become a dead letter' })
+  const [dead] = await store.deadLetters(10)
+  t.match(dead, { route: 'notes', key: 'note:1000', method: 'PATCH', reason: 'status_422' })
+  t.same(next.notes.get('n-3ea'), { n: 'b2', id: 'n-3ea' }, 'b\'s write went')
+  t.same(next.notes.get('n-3e9'), { n: 'a', id: 'n-3e9' }, 'a2 and a3 did not: a3 waits behind the dead letter, in order')
+  next.refuse = null
+  t.equal(await store.replay(dead!.seq), true)
+  f.running.ficus.sync()!.deliverer.kick()
+  await caughtUp(f)
+  t.same(next.notes.get('n-3e9'), { n: 'a3', id: 'n-3e9' }, 'replayed: a2 then a3')
+})
