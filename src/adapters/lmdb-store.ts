@@ -11,8 +11,10 @@ import type { Delivery, IdPair, NewWrite, RouteStats, StoreStats, SyncStore } fr
  * batches them: a group commit).
  *
  * Layout: `outbox` seq → entry (seq order is append order, over all processes: the next seq
- * is read and written in the same write transaction as the entries); `intents` seq → expiry
- * (the intents, so expiring them reads only those); `meta`: 'seq' → the last seq, 'n:<state>'
+ * is read and written in the same write transaction as the entries); `intents` seq →
+ * [expiry, pid of the process that recorded it] (the intents, so expiring them reads only
+ * those; all the processes of one store are on one machine, so an intent whose process is
+ * gone is known at once, without waiting for its expiry); `meta`: 'seq' → the last seq, 'n:<state>'
  * → entries in that state (so stats read no entry), 'paused' → the paused routes; `ids`
  * [entity, side, id] → [the other side's id, the side that created the entity].
  */
@@ -31,14 +33,14 @@ type State = Entry['state']
 export class LmdbStore implements SyncStore {
   private readonly env: RootDatabase
   private readonly outbox: Database<Entry, number>
-  private readonly intents: Database<number, number>
+  private readonly intents: Database<[number, number], number>
   private readonly meta: Database<unknown, string>
   private readonly ids: Database<[string, Backend], string[]>
 
   constructor (path: string, private readonly clock: () => number = Date.now) {
     this.env = open({ path, overlappingSync: false, compression: false })
     this.outbox = this.env.openDB<Entry, number>({ name: 'outbox' })
-    this.intents = this.env.openDB<number, number>({ name: 'intents' })
+    this.intents = this.env.openDB<[number, number], number>({ name: 'intents' })
     this.meta = this.env.openDB<unknown, string>({ name: 'meta' })
     this.ids = this.env.openDB<[string, Backend], string[]>({ name: 'ids' })
   }
@@ -60,7 +62,7 @@ export class LmdbStore implements SyncStore {
       for (const w of writes) {
         seq++
         void this.outbox.put(seq, entryOf(w, now, state, notBefore))
-        if (state === 'intent') void this.intents.put(seq, notBefore)
+        if (state === 'intent') void this.intents.put(seq, [notBefore, process.pid])
         seqs.push(seq)
       }
       void this.meta.put('seq', seq)
@@ -88,8 +90,9 @@ export class LmdbStore implements SyncStore {
   async expire (now: number): Promise<Delivery[]> {
     return this.env.transaction(() => {
       const out: Delivery[] = []
-      for (const { key: seq, value: expiresAt } of this.intents.getRange()) {
-        if (expiresAt > now) continue
+      const alive = new Map<number, boolean>()
+      for (const { key: seq, value: [expiresAt, pid] } of this.intents.getRange()) {
+        if (expiresAt > now && isAlive(pid, alive)) continue
         void this.intents.remove(seq)
         const e = this.outbox.get(seq)
         if (e === undefined || e.state !== 'intent') continue
@@ -271,6 +274,21 @@ export class LmdbStore implements SyncStore {
       return true
     })
   }
+}
+
+/** Whether the process `pid` (on this machine) still runs; answers kept in `seen`. */
+function isAlive(pid: number, seen: Map<number, boolean>): boolean {
+  let alive = seen.get(pid)
+  if (alive === undefined) {
+    try {
+      process.kill(pid, 0)
+      alive = true
+    } catch (err) {
+      alive = (err as NodeJS.ErrnoException).code === 'EPERM' // it exists, owned by someone else
+    }
+    seen.set(pid, alive)
+  }
+  return alive
 }
 
 function entryOf(w: NewWrite, createdAt: number, state: 'pending' | 'intent', notBefore: number): Entry {

@@ -107,7 +107,11 @@ export interface SyncStore {
    * nothing was sent) removes it. Durable once resolved. False when there is no such intent.
    */
   settle(seq: number, write: NewWrite | null): Promise<boolean>
-  /** Intents past their expiry become dead letters with reason `outcome_unknown`; returns them. */
+  /**
+   * Intents past their expiry become dead letters with reason `outcome_unknown`; returns them.
+   * A store whose processes share a machine (LMDB) also expires at once the intents of a
+   * process that is gone.
+   */
   expire(now: number): Promise<Delivery[]>
   /**
    * Claims up to `limit` entries due at `now`: for each entity key, only its oldest entry, and

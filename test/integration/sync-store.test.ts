@@ -243,6 +243,19 @@ t.test('lmdb: two processes append to one file at once: every write is there onc
   t.same(JSON.parse(d?.body?.toString() ?? '{}'), { who: acked[0]?.[1], i: Number(acked[0]?.[2]) })
 })
 
+t.test('lmdb: the intents of a process that is gone are dead letters at once, not at their expiry', async (t) => {
+  const path = join(t.testdir(), 'ficus.lmdb')
+  const w = run(t, WRITER, [path, 'gone', '2', 'intent'])
+  t.equal(await w.exitCode(), 0, w.stderr)
+  const s = new LmdbStore(path)
+  t.teardown(async () => s.close())
+  const [mine] = await s.intend([write('mine', 1)], Date.now() + 3_600_000) as [number]
+  t.match(await s.stats(), { intents: 3 })
+  const expired = await s.expire(Date.now())
+  t.same(expired.map((d) => [d.key, d.reason]), [['order:gone-0', 'outcome_unknown'], ['order:gone-1', 'outcome_unknown']], 'the writer exited without settling them: an hour early')
+  t.match(await s.get(mine), { state: 'intent' }, 'this process\'s own intent waits for its answer')
+})
+
 t.test('lmdb: a process killed (SIGKILL) while appending loses no write it had acknowledged', async (t) => {
   const path = join(t.testdir(), 'ficus.lmdb')
   const w = run(t, WRITER, [path, 'k', '1000000'])

@@ -38,8 +38,8 @@ export interface DualOptions {
   readonly store: SyncStore
   readonly watch: StoreWatch
   readonly sync: SyncConfig
-  /** The longest a request can take (limits.requestTimeout): an intent not settled well past it means Ficus died. */
-  readonly requestTimeoutMs: number
+  /** The longest a write can take to be answered (its request, then the slowest upstream): an intent not settled by then means Ficus died. */
+  readonly intentTtlMs: number
   readonly metrics: Metrics
   readonly log: Logger
   /** Wall-clock ms (stored times outlive the process). */
@@ -155,7 +155,7 @@ export class Dual {
   /** Records the intent, then forwards with the answer held by a DualWrite. */
   private record (ex: Exchange, rule: SyncRule, ids: ResolvedId[], bytes: Buffer | null, start: (body: BodyGuard | null) => void, body: BodyGuard | null): void {
     const write = new DualWrite(this.o, ex, rule, ids, bytes)
-    const intent = this.o.store.intend([write.draft()], this.o.wallNow() + this.o.requestTimeoutMs + INTENT_SLACK_MS)
+    const intent = this.o.store.intend([write.draft()], this.o.wallNow() + this.o.intentTtlMs)
     if (this.o.sync.ack === 'async') {
       write.intent = intent.then(([seq]) => seq as number)
       write.intent.catch((err: unknown) => { this.o.watch.failed(err) })
@@ -178,9 +178,6 @@ export class Dual {
     })
   }
 }
-
-/** An intent not settled this long after the request's own timeout is a dead letter (outcome_unknown). */
-const INTENT_SLACK_MS = 30_000
 
 /**
  * One dual write on its way: its intent, then its settlement once the primary answered
@@ -271,7 +268,10 @@ class DualWrite implements ResponseHold {
         o.log.error({ seq, route, reason }, `sync: write ${seq} on ${route} is a dead letter: ${reason}`)
         return
       }
-      await o.store.settle(seq, this.entry(backend, key, created))
+      if (!await o.store.settle(seq, this.entry(backend, key, created))) {
+        // Its intent expired meanwhile (the answer took longer than any should): it is a dead letter (outcome_unknown) an operator replays.
+        o.log.error({ seq, route }, `sync: write ${seq} on ${route} was answered ${status} after its intent expired: it is a dead letter (outcome_unknown); replay it to deliver it`)
+      }
     }
     if (o.sync.ack === 'async') {
       settle().then(() => { o.watch.recorded(); o.recorded() }, (err: unknown) => { this.unrecorded(err, backend) })

@@ -52,7 +52,7 @@ export class SyncRuntime {
       store: this.store,
       watch: this.watch,
       sync,
-      requestTimeoutMs: config.limits.requestTimeoutMs,
+      intentTtlMs: intentTtl(config),
       metrics,
       log,
       wallNow: Date.now,
@@ -85,6 +85,16 @@ function leaseFor(config: Config): number {
 }
 /** How often the outbox is read when nothing woke the deliverer (a write by another process, a retry coming due). */
 const POLL_MS = 100
+
+/**
+ * How long an intent may wait for its answer: the whole request, then the slowest upstream
+ * connecting, answering and sending its body, with a margin. Past it (or, on LMDB, as soon
+ * as its process is gone) it is a dead letter: Ficus died before it knew the outcome.
+ */
+function intentTtl(config: Config): number {
+  const upstream = Math.max(0, ...Object.values(config.upstreams).map((u) => u.connectTimeoutMs + u.timeoutMs + u.bodyTimeoutMs))
+  return config.limits.requestTimeoutMs + upstream + 10_000
+}
 
 /** Whether a config needs the sync runtime: a route is dual. */
 export function needsSync(config: Config): boolean {
