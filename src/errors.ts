@@ -29,6 +29,7 @@ export const CATALOGUE = {
   FICUS_ERR_SYNC_FULL: { status: 503, reason: 'sync_full', message: 'Too many writes are waiting to reach the other backend; retry after the time in Retry-After' },
   FICUS_ERR_SYNC_UNAVAILABLE: { status: 503, reason: 'sync_unavailable', message: 'Writes on this route cannot be recorded for the other backend right now, so none is taken; retry later' },
   FICUS_ERR_SYNC_UNRECORDED: { status: 502, reason: 'sync_unrecorded', message: 'The backend took the write, but it could not be recorded for the other backend; do not assume it failed' },
+  FICUS_ERR_SYNC_BEHIND: { status: 503, reason: 'sync_behind', message: 'Earlier writes to this record have not reached the backend that now answers for it; retry after the time in Retry-After' },
   FICUS_ERR_ID_AMBIGUOUS: { status: 409, reason: 'id_ambiguous', message: 'The id in the path names one record on each backend; Ficus cannot tell which one is meant' },
   // The response had started: the client connection is aborted, these only reach logs and metrics.
   FICUS_ERR_UPSTREAM_BODY_TIMEOUT: { status: 504, reason: 'body_timeout', message: 'The backend stopped sending the response body' },

@@ -16,7 +16,8 @@ import type { Delivery, IdPair, NewWrite, RouteStats, StoreStats, SyncStore } fr
  * those; all the processes of one store are on one machine, so an intent whose process is
  * gone is known at once, without waiting for its expiry); `meta`: 'seq' → the last seq, 'n:<state>'
  * → entries in that state (so stats read no entry), 'paused' → the paused routes; `ids`
- * [entity, side, id] → [the other side's id, the side that created the entity].
+ * [entity, side, id] → [the other side's id, the side that created the entity]; `keys` [key,
+ * seq] → the entry's target (the entries of one entity key, for a fence).
  */
 
 /** A Delivery as stored (its seq is the key), with its claim. */
@@ -36,6 +37,7 @@ export class LmdbStore implements SyncStore {
   private readonly intents: Database<[number, number], number>
   private readonly meta: Database<unknown, string>
   private readonly ids: Database<[string, Backend], string[]>
+  private readonly keys: Database<Backend, [string, number]>
 
   constructor (path: string, private readonly clock: () => number = Date.now) {
     this.env = open({ path, overlappingSync: false, compression: false })
@@ -43,6 +45,7 @@ export class LmdbStore implements SyncStore {
     this.intents = this.env.openDB<[number, number], number>({ name: 'intents' })
     this.meta = this.env.openDB<unknown, string>({ name: 'meta' })
     this.ids = this.env.openDB<[string, Backend], string[]>({ name: 'ids' })
+    this.keys = this.env.openDB<Backend, [string, number]>({ name: 'keys' })
   }
 
   async append (writes: readonly NewWrite[]): Promise<number[]> {
@@ -62,6 +65,7 @@ export class LmdbStore implements SyncStore {
       for (const w of writes) {
         seq++
         void this.outbox.put(seq, entryOf(w, now, state, notBefore))
+        void this.keys.put([w.key, seq], w.target)
         if (state === 'intent') void this.intents.put(seq, [notBefore, process.pid])
         seqs.push(seq)
       }
@@ -77,10 +81,12 @@ export class LmdbStore implements SyncStore {
       if (e === undefined || e.state !== 'intent') return false
       void this.intents.remove(seq)
       this.count('intent', -1, e)
+      void this.keys.remove([e.key, seq])
       if (write === null) {
         void this.outbox.remove(seq)
       } else {
         void this.outbox.put(seq, entryOf(write, e.createdAt, 'pending', 0))
+        void this.keys.put([write.key, seq], write.target)
         this.count('pending', 1, write)
       }
       return true
@@ -144,6 +150,18 @@ export class LmdbStore implements SyncStore {
 
   async skip (seq: number): Promise<boolean> {
     return this.drop(seq)
+  }
+
+  async waitingFor (key: string, target: Backend): Promise<{ pending: number; dead: number }> {
+    let pending = 0
+    let dead = 0
+    for (const { key: [, seq], value } of this.keys.getRange({ start: [key, 0], end: [key, Number.MAX_SAFE_INTEGER] })) {
+      if (value !== target) continue
+      const state = this.outbox.get(seq)?.state
+      if (state === 'pending') pending++
+      else if (state === 'dead') dead++
+    }
+    return { pending, dead }
   }
 
   async get (seq: number): Promise<Delivery | null> {
@@ -252,6 +270,7 @@ export class LmdbStore implements SyncStore {
       const e = this.outbox.get(seq)
       if (e === undefined) return false
       void this.outbox.remove(seq)
+      void this.keys.remove([e.key, seq])
       if (e.state === 'intent') void this.intents.remove(seq)
       this.count(e.state, -1, e)
       return true

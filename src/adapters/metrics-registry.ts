@@ -124,6 +124,9 @@ export function createMetrics(register: Registry = new Registry()) {
     syncUnsynced: counter('ficus_sync_unsynced_total',
       'Dual writes forwarded without being recorded for the other side, by reason (full: sync.onFull passthrough while the outbox was full)',
       ['route', 'reason']),
+    syncFences: counter('ficus_sync_fences_total',
+      'Requests on a dual route that found their record\'s earlier writes not yet on the side answering them, by outcome: waited (they arrived within sync.fenceTimeout), timeout (a read served anyway; a write refused), dead_letter (one of them is a dead letter: a read served, a write refused)',
+      ['route', 'outcome']),
     idmapEntries: gauge('ficus_idmap_entries',
       'Pairs of ids (legacy ↔ new) in the id map, by entity',
       ['entity']),
@@ -170,7 +173,8 @@ export function primeRoute(m: Metrics, route: string, flagged: boolean): void {
 
 /** A dual route's series at 0 (alerts see the first event; panels say 0, not "no data"). */
 export function primeSyncRoute(m: Metrics, route: string): void {
-  for (const reason of ['sync_full', 'sync_unavailable']) m.writesRefused.inc({ route, reason }, 0)
+  for (const reason of ['sync_full', 'sync_unavailable', 'sync_behind']) m.writesRefused.inc({ route, reason }, 0)
+  for (const outcome of ['waited', 'timeout', 'dead_letter']) m.syncFences.inc({ route, outcome }, 0)
   m.syncUnrecorded.inc({ route }, 0)
   m.syncUnsynced.inc({ route, reason: 'full' }, 0)
   for (const target of BACKENDS) {

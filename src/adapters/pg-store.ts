@@ -206,6 +206,14 @@ export class PgStore implements SyncStore {
     return r.rowCount === 1
   }
 
+  async waitingFor (key: string, target: Backend): Promise<{ pending: number; dead: number }> {
+    await this.schema()
+    const r = await this.pool.query<{ pending: string; dead: string }>(
+      `SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) FILTER (WHERE state = 'dead') AS dead
+       FROM ficus_outbox WHERE key = $1 AND target = $2`, [key, target])
+    return { pending: Number(r.rows[0]?.pending ?? 0), dead: Number(r.rows[0]?.dead ?? 0) }
+  }
+
   async get (seq: number): Promise<Delivery | null> {
     await this.schema()
     const r = await this.pool.query<Row>('SELECT * FROM ficus_outbox WHERE seq = $1', [seq])

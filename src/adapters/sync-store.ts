@@ -131,6 +131,8 @@ export interface SyncStore {
   replay(seq: number): Promise<boolean>
   /** An entry is dropped without being delivered (an operator's decision, audited by the caller); false when there is none. */
   skip(seq: number): Promise<boolean>
+  /** Entries of entity key `key` still to reach `target`: pending, and dead letters (for a fence: has that side got every write of this record?). */
+  waitingFor(key: string, target: Backend): Promise<{ readonly pending: number; readonly dead: number }>
   /** One entry, or null. */
   get(seq: number): Promise<Delivery | null>
   /** Dead letters, oldest first. */

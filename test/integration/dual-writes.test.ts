@@ -149,3 +149,50 @@ t.test('a write new refuses for good is a dead letter that blocks only its own r
   await caughtUp(f)
   t.same(next.notes.get('n-3e9'), { n: 'a3', id: 'n-3e9' }, 'replayed: a2 then a3')
 })
+
+t.test('a rollback while new\'s writes are on their way: legacy answers for a record only once it holds them (a fence)', async (t) => {
+  const { legacy, f } = await rig(t, { sync: { fenceTimeout: '10s' } })
+  await setNew(f, 100)
+  legacy.refuse = (method) => (method === 'POST' ? 503 : null) // legacy cannot take the create yet
+  const created = (await f.fetch('/api/notes', json({ text: 'made on new' }))).json() as { id: string }
+  const store = f.running.ficus.sync()!.store
+  await waitFor(async () => (await store.stats()).routes.some((r) => r.target === 'legacy' && r.pending === 1), { message: 'the create did not wait for legacy' })
+  await setNew(f, 0) // the rollback
+  const read = f.fetch(`/api/notes/${created.id}`)
+  await f.logs.waitFor((l) => l.msg === 'sync: fence: waiting for the record\'s writes to reach the side that answers it', { message: 'the read did not wait at the fence' })
+  t.equal(legacy.notes.size, 0, 'legacy has not got the record yet, and the read has not reached it')
+  legacy.refuse = null
+  const r = await read
+  t.equal(r.status, 200, 'not the 404 of a legacy that has not got it')
+  t.same(r.json(), { text: 'made on new', id: '1000' }, 'new\'s id n-3e9, once legacy held the record, read as legacy\'s 1000')
+  t.equal(sample(await f.scrape(), 'ficus_sync_fences_total', { route: 'notes', outcome: 'waited' }), 1)
+})
+
+t.test('a fence that times out: a read is served anyway (counted), a write is refused before anything is sent, so it never lands before the record\'s earlier writes', async (t) => {
+  const { legacy, next, f } = await rig(t, { sync: { fenceTimeout: '200ms' } })
+  const created = (await f.fetch('/api/notes', json({ v: 1 }))).json() as { id: string }
+  await caughtUp(f)
+  await setNew(f, 100)
+  legacy.refuse = (method) => (method === 'PUT' ? 503 : null)
+  t.equal((await f.fetch(`/api/notes/${created.id}`, { ...json({ v: 2 }), method: 'PUT' })).status, 200, 'new takes v2; legacy cannot yet')
+  const store = f.running.ficus.sync()!.store
+  await waitFor(async () => (await store.stats()).routes.some((r) => r.target === 'legacy' && r.pending === 1), { message: 'the PUT did not wait for legacy' })
+  await setNew(f, 0)
+  const read = await f.fetch(`/api/notes/${created.id}`)
+  t.equal(read.status, 200)
+  t.same(read.json(), { v: 1, id: '1000' }, 'legacy\'s stale copy, after sync.fenceTimeout')
+  const write = await f.fetch(`/api/notes/${created.id}`, { ...json({ v: 3 }), method: 'PUT' })
+  t.equal(write.status, 503)
+  t.equal(write.headers['retry-after'], '1')
+  t.match(write.json(), { code: 'FICUS_ERR_SYNC_BEHIND' })
+  t.same(legacy.applied.map((w) => w.method), ['POST'], 'v3 never reached legacy')
+  const m = await f.scrape()
+  t.equal(sample(m, 'ficus_sync_fences_total', { route: 'notes', outcome: 'timeout' }), 2, 'the read and the write')
+  t.equal(sample(m, 'ficus_writes_refused_total', { route: 'notes', reason: 'sync_behind' }), 1)
+  legacy.refuse = null
+  await caughtUp(f)
+  t.same(legacy.notes.get('1000'), { v: 2, id: '1000' }, 'v2 arrived; the client retries v3 now')
+  t.equal((await f.fetch(`/api/notes/${created.id}`, { ...json({ v: 3 }), method: 'PUT' })).status, 200)
+  await caughtUp(f)
+  t.same(next.notes.get('n-3e9'), { v: 3, id: 'n-3e9' }, 'and new gets v3 after v2, in order')
+})

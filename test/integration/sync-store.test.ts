@@ -142,6 +142,24 @@ function contract(name: string, open: Open): void {
     t.match(await s.stats(), { intents: 0, dead: 1 })
   })
 
+  t.test(`${name}: waitingFor counts a key's writes still to reach one side (pending and dead letters), whatever their route`, async (t) => {
+    const s = await open(t)
+    t.same(await s.waitingFor('note:1', 'legacy'), { pending: 0, dead: 0 })
+    const [a, b] = await s.append([write('note:1', 1, { target: 'legacy' }), write('note:1', 2, { target: 'legacy', route: 'notes-create' })]) as [number, number]
+    await s.append([write('note:1', 3, { target: 'new' }), write('note:2', 4, { target: 'legacy' })])
+    const [i] = await s.intend([write('note:1', 5, { target: 'legacy' })], 9_000_000_000_000) as [number]
+    t.same(await s.waitingFor('note:1', 'legacy'), { pending: 2, dead: 0 }, 'an intent is not counted: its answer is not known')
+    await s.deadLetter(a, 'status_422')
+    t.same(await s.waitingFor('note:1', 'legacy'), { pending: 1, dead: 1 })
+    await s.delivered(b)
+    await s.settle(i, write('note:9', 5, { target: 'legacy' }))
+    t.same(await s.waitingFor('note:1', 'legacy'), { pending: 0, dead: 1 }, 'a settled intent counts under the key it was settled with')
+    t.same(await s.waitingFor('note:9', 'legacy'), { pending: 1, dead: 0 })
+    t.same(await s.waitingFor('note:1', 'new'), { pending: 1, dead: 0 })
+    await s.skip(a)
+    t.same(await s.waitingFor('note:1', 'legacy'), { pending: 0, dead: 0 })
+  })
+
   t.test(`${name}: a paused route waits, for everyone on the store; resume lets it go`, async (t) => {
     const s = await open(t)
     const [a] = await s.append([write('a', 1)]) as [number]

@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises'
 import type { Logger } from '../../adapters/logger.js'
 import type { Metrics } from '../../adapters/metrics-registry.js'
 import type { IdRef, NewWrite, SyncStore, WritePlan } from '../../adapters/sync-store.js'
@@ -8,7 +9,7 @@ import {
   type ResolvedId, type SyncRule
 } from '../../core/sync.js'
 import type { Backend } from '../../core/types.js'
-import { ficusError, type FicusError } from '../../errors.js'
+import { ficusError, reasonOf, type FicusError } from '../../errors.js'
 import type { Exchange, ResponseHold, UpstreamHeaders } from '../exchange.js'
 import type { BodyGuard } from '../forward/body-guard.js'
 import type { Forwarder } from '../forward/forwarder.js'
@@ -30,6 +31,9 @@ import type { StoreWatch } from './watch.js'
  * intent and its settlement: group-committed with concurrent writes) and the answer's bytes
  * held until the second one (bench/sync.ts measures it).
  */
+
+/** How often a fence asks the store whether the record's writes arrived (ms). */
+const FENCE_POLL_MS = 10
 
 /** Headers a stored write never keeps: credentials (sync.auth decides what a delivery carries), framing, and Ficus's own. */
 const NOT_STORED = new Set(['authorization', 'proxy-authorization', 'cookie', 'content-length', 'transfer-encoding', 'expect', 'x-ficus-sync', 'idempotency-key'])
@@ -60,14 +64,66 @@ export class Dual {
    */
   serve (ex: Exchange, forward: Forwarder, start: (body: BodyGuard | null) => void, internal: (err: unknown) => void): void {
     const rule = ex.rule!.sync as SyncRule
-    void this.translate(ex, rule).then((ids) => {
+    void this.translate(ex, rule).then(async (found) => {
+      let ids = found
       if (ids === null) return
-      if (SAFE_METHODS.has(ex.method)) {
-        forward.receive(ex, start)
-        return
-      }
-      this.write(ex, rule, ids, forward, start)
+      const read = SAFE_METHODS.has(ex.method)
+      const fenced = await this.fence(ex, rule, ids, read)
+      if (fenced === 'refused') return
+      // The writes it waited for may have taught the map this record's id on this side (its create).
+      if (fenced === 'waited' && (ids = await this.translate(ex, rule)) === null) return
+      if (read) forward.receive(ex, start)
+      else this.write(ex, rule, ids, forward, start)
     }).catch(internal)
+  }
+
+  /**
+   * A fence (DESIGN.md "Data-safe writes"): when the record's earlier writes, taken by the
+   * other side, have not reached the side that answers this request (a percentage change or
+   * a rollback moved the record), wait for them up to sync.fenceTimeout. A read is then
+   * served anyway (counted); a write is refused (503), since it would land before them and
+   * be overwritten when they arrive. Free when the store's last read shows nothing pending
+   * for that side. Says whether the request goes on at once, goes on after waiting, or was refused.
+   */
+  private async fence (ex: Exchange, rule: SyncRule, ids: readonly ResolvedId[], read: boolean): Promise<'go' | 'waited' | 'refused'> {
+    const i = rule.key === null ? -1 : rule.pathIds.indexOf(rule.key)
+    const id = ids[i]
+    const side = ex.decision!.primary
+    if (id === undefined || !this.o.watch.mayBeBehind(side)) return 'go'
+    const key = entityKey(rule.entity, canonicalId(id))
+    const route = ex.rule!.name
+    const deadline = this.o.wallNow() + this.o.sync.fenceTimeoutMs
+    let waited = false
+    for (;;) {
+      let w: { pending: number; dead: number }
+      try {
+        w = await this.o.store.waitingFor(key, side)
+      } catch (err) {
+        this.o.watch.failed(err)
+        if (read) return 'go'
+        this.refuse(ex, 'FICUS_ERR_SYNC_UNAVAILABLE')
+        return 'refused'
+      }
+      if (w.pending === 0 && w.dead === 0) {
+        if (!waited) return 'go'
+        this.o.metrics.syncFences.inc({ route, outcome: 'waited' })
+        return 'waited'
+      }
+      const outcome = w.pending === 0 ? 'dead_letter' : this.o.wallNow() >= deadline ? 'timeout' : null
+      if (outcome !== null) {
+        this.o.metrics.syncFences.inc({ route, outcome })
+        if (read) return waited ? 'waited' : 'go'
+        this.refuse(ex, 'FICUS_ERR_SYNC_BEHIND', outcome === 'timeout' ? { 'retry-after': '1' } : undefined)
+        return 'refused'
+      }
+      if (!waited) {
+        this.o.recorded() // wake the deliverer: someone waits for this record
+        this.o.log.debug({ reqId: ex.requestId, route, key, side, pending: w.pending }, 'sync: fence: waiting for the record\'s writes to reach the side that answers it')
+      }
+      waited = true
+      await delay(FENCE_POLL_MS)
+      if (ex.res.destroyed) return 'refused' // the client left while it waited
+    }
   }
 
   /**
@@ -145,9 +201,9 @@ export class Dual {
     }, sync.maxBodyBytes)
   }
 
-  private refuse (ex: Exchange, code: 'FICUS_ERR_SYNC_FULL' | 'FICUS_ERR_SYNC_UNAVAILABLE', headers?: Record<string, string>): void {
-    this.o.metrics.writesRefused.inc({ route: ex.rule!.name, reason: code === 'FICUS_ERR_SYNC_FULL' ? 'sync_full' : 'sync_unavailable' })
+  private refuse (ex: Exchange, code: 'FICUS_ERR_SYNC_FULL' | 'FICUS_ERR_SYNC_UNAVAILABLE' | 'FICUS_ERR_SYNC_BEHIND', headers?: Record<string, string>): void {
     const err = ficusError(code)
+    this.o.metrics.writesRefused.inc({ route: ex.rule!.name, reason: reasonOf(code) })
     ex.fail(err)
     sendError(ex.res, err, ex.requestId, !ex.req.complete, headers)
   }

@@ -1,6 +1,7 @@
 import type { Logger } from '../../adapters/logger.js'
 import type { Metrics } from '../../adapters/metrics-registry.js'
 import type { StoreStats, SyncStore } from '../../adapters/sync-store.js'
+import type { Backend } from '../../core/types.js'
 
 /**
  * Watches the sync store from one process: reads its stats every `everyMs` for the gauges
@@ -44,6 +45,17 @@ export class StoreWatch {
   /** This process recorded a write (admission counts it before the next read). */
   recorded (): void {
     this.since++
+  }
+
+  /**
+   * Whether `target` may be behind on some record: at the last read some write to it was
+   * pending or a dead letter, or this process recorded writes since. False lets a request
+   * skip its fence without asking the store (a write another replica recorded within the
+   * last read interval is not seen).
+   */
+  mayBeBehind (target: Backend): boolean {
+    if (this.last === null || this.since > 0) return true
+    return this.last.routes.some((r) => r.target === target && (r.pending > 0 || r.dead > 0))
   }
 
   /** Whether the store can take writes: it answered its last read and no write failed since. */
