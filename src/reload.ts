@@ -29,7 +29,9 @@ function restartOnly(prev: Config, next: Config): string[] {
     ['state', (c) => c.state],
     ['log.level', (c) => c.log.level],
     ['shadow.samples', (c) => c.shadow.samples],
-    ['unleash', (c) => c.unleash]
+    ['unleash', (c) => c.unleash],
+    ['store', (c) => c.store],
+    ['sync', (c) => c.sync]
   ]
   return keys.filter(([, get]) => JSON.stringify(get(prev)) !== JSON.stringify(get(next))).map(([k]) => k)
 }

@@ -86,7 +86,7 @@ export function build(s: Settings, file: string): Config {
 /** `store:`; an embedded store's file is beside the state file, or beside routes.yaml without one. */
 function buildStore(s: Settings, file: string): StoreConfig {
   const st = s.store
-  if (st.kind === 'postgres') return { kind: 'postgres', url: st.url }
+  if (st.kind === 'postgres') return { kind: 'postgres', url: st.url as string } // crossCheck requires it
   const dir = s.state === undefined ? dirname(file) : dirname(resolve(dirname(file), s.state))
   return { kind: 'embedded', path: st.path === undefined ? resolve(dir, 'ficus.lmdb') : resolve(dirname(file), st.path) }
 }

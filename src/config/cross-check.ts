@@ -65,6 +65,12 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
   if (listen.port === admin.port && listen.port !== 0) report(['admin', 'port'], `must differ from listen.port (${listen.port})`)
 
   checkUnleash(data, report)
+  if (isObject(data.store)) {
+    const st = data.store
+    if (st.kind === 'postgres' && st.path !== undefined) report(['store', 'path'], 'is for kind: embedded; a postgres store has a url')
+    if (st.kind === 'postgres' && st.url === undefined) report(['store', 'url'], 'is required with kind: postgres (postgres://user:password@host:5432/db)')
+    if (st.kind === 'embedded' && st.url !== undefined) report(['store', 'url'], 'is for kind: postgres; an embedded store has a path')
+  }
   checkFallback(data.fallback, ['fallback'], report)
   const checkStickyHeader = (spec: unknown, path: Path): void => stickyHeaderKept(spec, settings.limits.headerNames, (m) => report(path, m))
   checkStickyHeader(data.sticky, ['sticky'])

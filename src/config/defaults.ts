@@ -157,7 +157,7 @@ export interface Settings extends Omit<RawConfig, Defaulted> {
   readonly shadow: Required<Block<'shadow'>>
   readonly shutdown: Required<Block<'shutdown'>>
   readonly log: Required<Block<'log'>>
-  readonly store: Block<'store'> | { readonly kind: 'embedded'; readonly path?: string }
+  readonly store: Block<'store'>
   readonly sync: SyncSettings
   /** The unleash: block, when there is one. */
   readonly unleash: UnleashSettings | undefined

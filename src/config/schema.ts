@@ -97,11 +97,12 @@ export const RouteSyncSchema = Type.Object({
   }, { additionalProperties: false }))
 }, { additionalProperties: false })
 
-/** The top level `store:`: where dual writes and the id map are kept. */
-export const StoreSchema = msg(Type.Union([
-  Type.Object({ kind: Type.Literal('embedded'), path: Type.Optional(Type.String({ minLength: 1 })) }, { additionalProperties: false }),
-  Type.Object({ kind: Type.Literal('postgres'), url: Type.String({ pattern: '^postgres(ql)?://' }) }, { additionalProperties: false })
-]), 'must be { kind: embedded, path: ./ficus.lmdb } or { kind: postgres, url: postgres://… }')
+/** The top level `store:`: where dual writes and the id map are kept (cross-check: a URL for postgres only, and required there). */
+export const StoreSchema = Type.Object({
+  kind: msg(Type.Union([Type.Literal('embedded'), Type.Literal('postgres')]), 'must be embedded (an LMDB file) or postgres'),
+  path: Type.Optional(Type.String({ minLength: 1 })),
+  url: Type.Optional(msg(Type.String({ pattern: '^postgres(ql)?://' }), 'must be a PostgreSQL URL like postgres://ficus:${PGPASSWORD}@db:5432/ficus'))
+}, { additionalProperties: false })
 
 /** The top level `sync:`: how dual writes are acknowledged and delivered. */
 export const SyncSchema = Type.Object({

@@ -329,6 +329,44 @@ t.test('fallback: defaults, a route overriding key by key, and what would never 
   ])
 })
 
+t.test('store and sync: defaults, a dual route compiled, and what would never work', async (t) => {
+  const file = (top: string, routes: string): string => base(top).replace('routes: []', `routes:\n${routes}`)
+  const dual = '  - name: notes\n    match: { path: /api/notes/:id }\n    new: 0\n    sync: { mode: dual, entity: note, key: path.id, rewrite: { body: { authorId: user } } }\n' +
+    '  - name: notes-create\n    match: { path: /api/notes, methods: [POST] }\n    new: 0\n    sync: { mode: dual, entity: note, learn: response.header.location }'
+  const c = parseConfig(file('', dual), '/etc/ficus/routes.yaml', {})
+  t.same(c.store, { kind: 'embedded', path: '/etc/ficus/ficus.lmdb' }, 'an LMDB file beside routes.yaml when there is no state file')
+  t.same(c.sync, {
+    ack: 'durable', concurrency: 8, retry: { baseMs: 200, maxMs: 300_000, maxAttempts: 20, maxAgeMs: 86_400_000 }, maxPending: 1_000_000, onFull: 'reject',
+    fenceTimeoutMs: 2000, maxIdWaitMs: 600_000, maxBodyBytes: 1024 * 1024, unmappedIds: 'wait', auth: { mode: 'none' }
+  })
+  t.same(c.routes[0]?.sync, {
+    mode: 'dual', entity: 'note', key: { param: 'id', segment: 2, entity: 'note' }, learn: null,
+    pathIds: [{ param: 'id', segment: 2, entity: 'note' }], bodyIds: [{ field: 'authorId', entity: 'user' }], learnText: null
+  })
+  t.match(c.routes[1]?.sync, { key: null, learn: { from: 'location' }, learnText: 'response.header.location' })
+  const withState = parseConfig(file('state: ./var/ficus-state.json\nstore: { kind: postgres, url: "postgres://ficus@db/ficus" }\nsync: { ack: async, retry: { base: 1s }, auth: { mode: service, value: s3cret } }', dual), '/etc/ficus/routes.yaml', {})
+  t.same(withState.store, { kind: 'postgres', url: 'postgres://ficus@db/ficus' })
+  t.match(withState.sync, { ack: 'async', retry: { baseMs: 1000, maxMs: 300_000 }, auth: { mode: 'service', header: 'authorization', value: 's3cret' } })
+  t.same(parseConfig(file('state: ./var/ficus-state.json', dual), '/etc/ficus/routes.yaml', {}).store, { kind: 'embedded', path: '/etc/ficus/var/ficus.lmdb' }, 'beside the state file')
+  t.equal(parseConfig(file('', '  - name: r\n    match: { path: /r }\n    new: 0\n    sync: { mode: mirror }'), 'x.yaml', {}).routes[0]?.shadowWrites, true, 'mirror is shadowWrites')
+  t.same(errorsOf(file('store: { kind: postgres }', '  - { name: r, match: { path: /r }, new: 0 }')), ['store.url: is required with kind: postgres (postgres://user:password@host:5432/db)'])
+  t.same(errorsOf(file('store: { kind: embedded, url: "postgres://db/x" }', '  - { name: r, match: { path: /r }, new: 0 }')), ['store.url: is for kind: postgres; an embedded store has a path'])
+  t.same(errorsOf(file('store: { kind: mysql }\nsync: { ack: eventually, onFull: drop }',
+    '  - name: a\n    match: { path: /a/:id }\n    new: 0\n    sync: { mode: dual, key: path.uid, learn: body.id }\n' +
+    '  - name: b\n    match: { path: /b/:id }\n    new: 0\n    shadowWrites: true\n    sync: { mode: mirror, key: path.id }\n' +
+    '  - name: c\n    match: { path: /c }\n    new: 0\n    sync: { mode: dual, entity: c }')), [
+    'routes[0].sync.entity: is required with mode: dual (the kind of record the route writes, like order)',
+    'routes[0].sync.key: names :uid, which match.path (/a/:id) does not have (it has :id)',
+    'routes[0].sync.learn: must be response.body.<field> (a dotted path in the JSON answer) or response.header.location',
+    'routes[1].shadowWrites: and sync.mode: mirror both say what happens to writes: keep sync (shadowWrites: true is sync: { mode: mirror })',
+    'routes[1].sync.mode: mirror copies writes as they are: key, learn and rewrite need mode: dual',
+    'routes[2].sync.key: a dual route needs key: path.<param> (the entity its writes change) or learn: (where a create\'s answer gives the new id)',
+    'store.kind: must be embedded (an LMDB file) or postgres',
+    'sync.ack: must be durable or async',
+    'sync.onFull: must be reject or passthrough'
+  ])
+})
+
 t.test('sticky: one source or an ordered list of them, each checked', async (t) => {
   const file = (sticky: string, routes = '[]'): string => base('').replace('sticky: ip\nroutes: []\n', `sticky: ${sticky}\nroutes: ${routes}\n`)
   const c = parseConfig(file('[header:X-User-Id, cookie:sid, ip]', '[{ name: r, match: { path: /r }, new: 50, sticky: [cookie:sid] }]'), 'x.yaml', {})
