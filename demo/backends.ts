@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { recordsApi } from './records.js'
 
 /**
  * Two small JSON APIs for the demo: a legacy "orders & customers" service and its rewrite.
@@ -7,7 +8,9 @@ import type { AddressInfo } from 'node:net'
  * - orders: `customer_name` is renamed `customerName`, `amount` is the number 12.5 instead
  *   of the string "12.50", line items come in another order, `meta.generatedAt` differs;
  * - customers: id 3 is not migrated yet, so new answers 503 and Ficus falls back to legacy;
- * - reports: the rewrite is ten times slower.
+ * - reports: the rewrite is ten times slower;
+ * - notes (demo/records.ts): each side gives its own ids (legacy 1000, new n-3e9), which
+ *   is what Ficus's dual writes and id map are for.
  */
 
 interface Item { sku: string; qty: number }
@@ -42,8 +45,15 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 
 function handler(side: Side) {
   const created: unknown[] = []
+  const notes = recordsApi(side)
   return (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0] as string
+    if (path === '/api/notes' || path.startsWith('/api/notes/')) {
+      const chunks: Buffer[] = []
+      req.on('data', (c: Buffer) => chunks.push(c))
+      req.on('end', () => { notes.handle(req, res, Buffer.concat(chunks)) })
+      return
+    }
     const meta = { generatedAt: new Date().toISOString(), servedBy: `${side}-demo` }
     const order = /^\/api\/orders\/(\d+)$/.exec(path)
     const customer = /^\/api\/customers\/(\d+)$/.exec(path)

@@ -38,7 +38,13 @@ export function idOf(side: Side, n: number): string {
   return side === 'legacy' ? String(999 + n) : `n-${(0x3e8 + n).toString(16)}`
 }
 
-export async function startRecords(side: Side, port = 0, host = '127.0.0.1'): Promise<Records> {
+/** The records API without a server of its own: what demo/backends.ts mounts under /api/notes. */
+export interface RecordsApi extends Omit<Records, 'url' | 'server' | 'close'> {
+  /** Answers one request whose body (`raw`) has been read. */
+  handle(req: IncomingMessage, res: ServerResponse, raw: Buffer): void
+}
+
+export function recordsApi(side: Side): RecordsApi {
   const notes = new Map<string, Note>()
   const applied: Records['applied'] = []
   const seen = new Map<string, { status: number; body: unknown; headers: Record<string, string> }>()
@@ -128,10 +134,25 @@ export async function startRecords(side: Side, port = 0, host = '127.0.0.1'): Pr
     }
   }
 
+  return {
+    handle,
+    notes,
+    applied,
+    deduped: () => deduped,
+    get down () { return state.down },
+    set down (v: boolean) { state.down = v },
+    get refuse () { return state.refuse },
+    set refuse (v: Records['refuse']) { state.refuse = v }
+  }
+}
+
+/** The records API on a server of its own, on `host`:`port` (0: any free port). */
+export async function startRecords(side: Side, port = 0, host = '127.0.0.1'): Promise<Records> {
+  const api = recordsApi(side)
   const server = createServer((req, res) => {
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => { handle(req, res, Buffer.concat(chunks)) })
+    req.on('end', () => { api.handle(req, res, Buffer.concat(chunks)) })
   })
   server.keepAliveTimeout = 60_000
   await new Promise<void>((resolve, reject) => {
@@ -142,13 +163,13 @@ export async function startRecords(side: Side, port = 0, host = '127.0.0.1'): Pr
   return {
     url: `http://${host}:${bound}`,
     server,
-    notes,
-    applied,
-    deduped: () => deduped,
-    get down () { return state.down },
-    set down (v: boolean) { state.down = v },
-    get refuse () { return state.refuse },
-    set refuse (v: Records['refuse']) { state.refuse = v },
+    notes: api.notes,
+    applied: api.applied,
+    deduped: api.deduped,
+    get down () { return api.down },
+    set down (v: boolean) { api.down = v },
+    get refuse () { return api.refuse },
+    set refuse (v: Records['refuse']) { api.refuse = v },
     close: async () => {
       server.closeAllConnections()
       await new Promise<void>((resolve) => server.close(() => resolve()))

@@ -1,7 +1,10 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { request } from 'undici'
 import { createLogger } from '../src/adapters/logger.js'
 import { loadConfig } from '../src/config/load-config.js'
-import { startFicus } from '../src/start.js'
+import { startFicus, type Running } from '../src/start.js'
 import { divergencesCommand } from '../src/commands/divergences.js'
 import { DEFAULT_PORTS, startBackend } from './backends.js'
 
@@ -15,8 +18,10 @@ async function main(): Promise<void> {
   const env = process.env
   const legacy = await startBackend('legacy', Number(env.LEGACY_PORT ?? DEFAULT_PORTS.legacy))
   const next = await startBackend('new', Number(env.NEW_PORT ?? DEFAULT_PORTS.new))
-  // Ctrl-C stops the demo at once (no load balancer to drain from).
-  const config = await loadConfig(env.FICUS_CONFIG ?? 'routes.yaml', { FICUS_DRAIN_DELAY: '0s', ...env, LEGACY_URL: legacy.url, NEW_URL: next.url })
+  // Ctrl-C stops the demo at once (no load balancer to drain from). The sync store starts
+  // empty, like the demo backends: a fresh directory, removed at the end.
+  const storeDir = mkdtempSync(join(tmpdir(), 'ficus-demo-'))
+  const config = await loadConfig(env.FICUS_CONFIG ?? 'routes.yaml', { FICUS_DRAIN_DELAY: '0s', FICUS_STORE: join(storeDir, 'ficus.lmdb'), ...env, LEGACY_URL: legacy.url, NEW_URL: next.url })
   const logger = createLogger(env.FICUS_LOG_LEVEL ?? 'warn')
   const ficus = await startFicus(config, { logger })
   const proxy = ficus.trafficUrl
@@ -61,12 +66,16 @@ async function main(): Promise<void> {
   say(indent(await divergencesCommand(admin, 'orders', false)))
   say('  (orders also reorders its items and changes meta: the route\'s compare rules leave those out)')
   say()
+  say('Dual writes on /api/notes: each side gives its own ids; every write reaches both (docs/sync.md).')
+  await dualWrites(proxy, ficus, say)
+  say()
   say('Try:')
   say(`  curl -si ${proxy}/api/orders/1 -H 'x-user-id: alice'     # x-ficus-backend: who answered`)
   say(`  for i in $(seq 50); do curl -s ${proxy}/api/orders/2 -H "x-user-id: u$i" >/dev/null; done`)
   say(`  npx ficus divergences orders --admin-url ${ficus.adminUrl}`)
   say(`  curl -s '${ficus.adminUrl}/admin/divergences?route=orders&limit=1'   # one redacted sample`)
   say(`  curl -s  ${ficus.adminUrl}/metrics | grep '^ficus_'`)
+  say(`  curl -s ${proxy}/api/notes -H 'content-type: application/json' -d '{"text":"hi"}'   # then GET it by the id you got`)
   say('  npx ficus check routes.yaml')
   say('Ctrl-C stops the demo.')
   process.stdout.write(out.join('\n') + '\n')
@@ -75,12 +84,54 @@ async function main(): Promise<void> {
     void ficus.stop().then(() => {
       legacy.server.close()
       next.server.close()
+      rmSync(storeDir, { recursive: true, force: true })
       logger.flush()
       process.exit(0)
     })
   }
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
+}
+
+/**
+ * A note written while legacy answers, the routes moved to new, a note written there, then a
+ * rollback: every id a client was given reads back, on whichever side answers.
+ */
+async function dualWrites(proxy: string, ficus: Running, say: (line: string) => void): Promise<void> {
+  const call = async (method: string, path: string, body?: unknown): Promise<{ who: string; json: Record<string, unknown> }> => {
+    const r = await request(proxy + path, { method: method as 'GET', headers: { 'content-type': 'application/json', 'x-user-id': 'demo' }, body: body === undefined ? undefined : JSON.stringify(body) })
+    const text = await r.body.text()
+    return { who: String(r.headers['x-ficus-backend']), json: text === '' ? {} : JSON.parse(text) as Record<string, unknown> }
+  }
+  const setNew = async (percent: number): Promise<void> => {
+    for (const name of ['notes-create', 'notes']) {
+      const r = await request(`${ficus.adminUrl}/admin/routes/${name}`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ new: percent, reason: 'demo' }) })
+      await r.body.dump()
+    }
+  }
+  const sync = ficus.ficus.sync()
+  const caughtUp = async (): Promise<void> => {
+    for (let i = 0; i < 200; i++) {
+      const st = await sync?.store.stats()
+      if (st !== undefined && st.pending === 0 && st.intents === 0) return
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+  }
+  const otherId = async (side: 'legacy' | 'new', id: string): Promise<string> => (await sync?.store.lookupId('note', side, id))?.other ?? '?'
+  const a = await call('POST', '/api/notes', { text: 'written on legacy' })
+  const aId = String(a.json.id)
+  await caughtUp()
+  say(`  POST /api/notes           ${a.who.padEnd(6)} → id ${aId}; new holds it as ${await otherId('legacy', aId)} (the id map pairs them)`)
+  await setNew(100)
+  const read = await call('GET', `/api/notes/${aId}`)
+  say(`  routes moved to new: GET /api/notes/${aId} → ${read.who} answers ${JSON.stringify(read.json)}`)
+  const b = await call('POST', '/api/notes', { text: 'written on new' })
+  const bId = String(b.json.id)
+  await caughtUp()
+  say(`  POST /api/notes           ${b.who.padEnd(6)} → id ${bId}; legacy holds it as ${await otherId('new', bId)}`)
+  await setNew(0)
+  const back = await call('GET', `/api/notes/${bId}`)
+  say(`  rollback: GET /api/notes/${bId} → ${back.who} answers ${JSON.stringify(back.json)}: nothing written on new is lost`)
 }
 
 function indent(text: string): string {

@@ -13,7 +13,7 @@ const fixture = (name: string): string => join('test', 'fixtures', 'routes', nam
 t.test('ficus check: 0 and a summary for a good file', async (t) => {
   const p = run(t, CLI, ['check', 'routes.yaml'])
   t.equal(await p.exitCode(), 0)
-  t.equal(p.stdout, 'routes.yaml: OK (4 routes, 2 upstreams)\n')
+  t.equal(p.stdout, 'routes.yaml: OK (6 routes, 2 upstreams)\n')
 })
 
 t.test('ficus check: settings that cannot apply are listed as warnings, and the file is still OK (0)', async (t) => {

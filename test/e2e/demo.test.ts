@@ -42,6 +42,17 @@ t.test('npm run demo: sample backends, Ficus, a traffic summary, and a proxy to 
   t.match(out, /reports\s+20\s+20\s+0\s+0\.0 %/, 'reports match')
   for (const field of ['body.amount', 'body.customerName', 'body.customer_name']) t.match(out, new RegExp(`${field.replace('.', '\\.')}\\s+20\\s`), field)
   t.notMatch(out, /body\.meta|body\.items/, 'meta is ignored and items are matched by sku')
+  // Dual writes: ids differ per side, every id a client got reads back after new and after a rollback.
+  t.match(out, /POST \/api\/notes\s+legacy → id 1000; new holds it as n-3e9/)
+  t.match(out, /routes moved to new: GET \/api\/notes\/1000 → new answers \{"text":"written on legacy","id":"n-3e9"\}/)
+  t.match(out, /POST \/api\/notes\s+new\s+→ id n-3ea; legacy holds it as 1001/)
+  t.match(out, /rollback: GET \/api\/notes\/n-3ea → legacy answers \{"text":"written on new","id":"1001"\}/)
+  // The printed create, with the real curl: then the id it gave reads back.
+  const create = /^\s+(curl -s \S+\/api\/notes -H .*-d '\{"text":"hi"\}')/m.exec(out)?.[1] as string
+  const made = JSON.parse((await promisify(execFile)('/bin/sh', ['-c', create])).stdout) as { id: string }
+  t.equal(made.id, '1002', 'legacy answers the notes routes again, and gives its next id')
+  const again = await request(`${proxy}/api/notes/${made.id}`)
+  t.same(await again.body.json(), { text: 'hi', id: '1002' })
   // The printed curl loop, with the real curl, then the printed divergences command.
   const loop = /^\s+(for i in .*done)$/m.exec(out)?.[1] as string
   await promisify(execFile)('/bin/sh', ['-c', loop])

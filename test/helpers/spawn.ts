@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { waitFor, withDefaults, type Deadline } from './wait.js'
 
@@ -31,7 +32,10 @@ export function run(t: { teardown(fn: () => unknown): void }, script: string, ar
   const cwd = opts.cwd ?? ROOT
   if (!existsSync(resolve(cwd, script))) throw new Error(`${script} is missing: run \`npm run build\` first (npm test does)`)
   const base = opts.cleanEnv === true ? { PATH: process.env.PATH ?? '' } : process.env
-  const child = spawn(process.execPath, [script, ...args], { cwd, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  // routes.yaml keeps its sync store at ${FICUS_STORE:-./ficus.lmdb}: a process of a test gets a fresh one, never the repository's.
+  const store = env.FICUS_STORE === undefined ? mkdtempSync(join(tmpdir(), 'ficus-store-')) : null
+  if (store !== null) t.teardown(() => { rmSync(store, { recursive: true, force: true }) })
+  const child = spawn(process.execPath, [script, ...args], { cwd, env: { ...base, ...(store === null ? {} : { FICUS_STORE: join(store, 'ficus.lmdb') }), ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   const waiters: { pattern: RegExp; resolve: (s: string) => void }[] = []
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
   const what = [basename(script), ...args].join(' ')
