@@ -82,7 +82,7 @@ export interface TrafficParts {
  *                    headers are built (admit.ts). An Upgrade request (WebSocket) leaves
  *                    HTTP here: admitted and decided the same way, then tunnelled (upgrade.ts)
  *   2. decide        route, sticky key, flag: the one Decision later stages read (decide.ts)
- *   3a. sync         on a dual route only: ids through the id map; a write is recorded
+ *   2b. sync         on a dual route only: ids through the id map; a write is recorded
  *                    before it is forwarded and its answer held until it is (sync/dual.ts)
  *   3. forward       body guard, the attempt on the decided side, streaming back, and the
  *                    fallback to legacy when new fails first (forward/)
@@ -109,7 +109,7 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
   const shadow = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now }) // 4.
   // Upgrade requests (WebSocket): the same edge, admit and decide, then a tunnel (never shadowed).
   const upgrades = new Upgrades({ exchanges, admit, decide, upstreams, live, limits, metrics, breakers, log: logger, now })
-  // 3a. Dual writes: opened at start when a route is dual, or when a reload makes one dual.
+  // 2b. Dual writes: opened at start when a route is dual, or when a reload makes one dual.
   let sync: SyncRuntime | null = null
   let syncStarted: Promise<void> = Promise.resolve()
   const syncRuntime = (): SyncRuntime => {

@@ -17,7 +17,7 @@ import { sendError } from '../respond.js'
 import type { StoreWatch } from './watch.js'
 
 /**
- * Stage 3a, sync (DESIGN.md "Data-safe writes"), for routes with `sync: { mode: dual }` only:
+ * Stage 2b, sync (DESIGN.md "Data-safe writes"), for routes with `sync: { mode: dual }` only:
  * - every request: the ids in its path are looked up in the id map, so each side gets its
  *   own (`/orders/26` to legacy is `/orders/909e` to new); an id that names one record on
  *   each side is refused (409);
