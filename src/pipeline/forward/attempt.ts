@@ -264,6 +264,11 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
     void this.ex.hold!.commit(this.ex.backend as Backend, h.status, h.headers, body).then((err) => {
       if (h.dropped) return
       this.held = null
+      if (this.ex.res.destroyed) {
+        // The client left while the write was recorded: nobody to answer; stop reading the upstream.
+        if (!h.ended) controller?.abort(new ClientGone())
+        return
+      }
       if (err !== null) {
         if (h.ended) this.unrecorded(err)
         else controller?.abort(new Unrecorded(err))
@@ -281,6 +286,9 @@ export class Attempt extends AbortableHandler implements Waiter, Abortable {
       }
       if (h.ended) this.end(h.trailers)
       else controller?.resume()
+    }).catch(() => {
+      // A bug of Ficus's while releasing the answer: never an unhandled rejection; the client connection is cut.
+      this.ex.res.destroy()
     })
   }
 
