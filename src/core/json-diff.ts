@@ -35,12 +35,12 @@ export function diffJson(a: unknown, b: unknown, rules: CompareRules, out: Colle
 
 /** Whether `a` (legacy's) and `b` (new's) at `path` are two ids the id map pairs. */
 function pairedIds(rules: Rules, path: readonly Seg[], a: unknown, b: unknown): boolean {
-  const pairs = rules.pairs as IdPairs
-  const entity = idEntityAt(rules.ids, path)
-  if (entity === undefined) return false
+  // Scalars first: objects and arrays are never ids, and are not matched against the paths.
   const x = idText(a)
-  const y = idText(b)
-  return x !== null && y !== null && pairs.paired(entity, x, y)
+  const y = x === null ? null : idText(b)
+  if (y === null) return false
+  const entity = idEntityAt(rules.ids, path)
+  return entity !== undefined && (rules.pairs as IdPairs).paired(entity, x as string, y)
 }
 
 type Kind = 'null' | 'array' | 'object' | 'string' | 'number' | 'boolean' | 'undefined'
