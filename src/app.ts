@@ -106,11 +106,12 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
   const decide = new Decide(table, flags, deps.random ?? Math.random, metrics) // 2.
   const breakers = new Breakers(metrics, logger, now)
   const forward = new Forwarder({ upstreams, limits, live, metrics, breakers, now, draining: () => health.phase === 'draining' }) // 3.
-  const shadow = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now }) // 4.
-  // Upgrade requests (WebSocket): the same edge, admit and decide, then a tunnel (never shadowed).
-  const upgrades = new Upgrades({ exchanges, admit, decide, upstreams, live, limits, metrics, breakers, log: logger, now })
   // 2b. Dual writes: opened at start when a route is dual, or when a reload makes one dual.
   let sync: SyncRuntime | null = null
+  // compare.ids reads the id map of dual routes once the store is open.
+  const shadow = new Shadowing({ upstreams, live, metrics, store: divergences, log: logger, now, idMap: () => sync?.store ?? null }) // 4.
+  // Upgrade requests (WebSocket): the same edge, admit and decide, then a tunnel (never shadowed).
+  const upgrades = new Upgrades({ exchanges, admit, decide, upstreams, live, limits, metrics, breakers, log: logger, now })
   let syncStarted: Promise<void> = Promise.resolve()
   const syncRuntime = (): SyncRuntime => {
     if (sync === null) {

@@ -226,6 +226,16 @@ export class LmdbStore implements SyncStore {
     return v === undefined ? null : { other: v[0], origin: v[1] }
   }
 
+  async lookupIds (entity: string, side: Backend, ids: readonly string[]): Promise<Map<string, IdPair>> {
+    // Memory-mapped reads: no system call per id.
+    const out = new Map<string, IdPair>()
+    for (const id of ids) {
+      const v = this.ids.get([entity, side, id])
+      if (v !== undefined) out.set(id, { other: v[0], origin: v[1] })
+    }
+    return out
+  }
+
   async mapIds (entity: string, legacyId: string, newId: string, origin: Backend): Promise<boolean> {
     return this.env.transaction(() => {
       const toNew = this.ids.get([entity, 'legacy', legacyId])

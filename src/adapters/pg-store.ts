@@ -273,6 +273,16 @@ export class PgStore implements SyncStore {
     return row === undefined ? null : { other: row.other, origin: row.origin }
   }
 
+  async lookupIds (entity: string, side: Backend, ids: readonly string[]): Promise<Map<string, IdPair>> {
+    const out = new Map<string, IdPair>()
+    if (ids.length === 0) return out
+    await this.schema()
+    const r = await this.pool.query<{ id: string; other: string; origin: Backend }>(
+      'SELECT id, other, origin FROM ficus_ids WHERE entity = $1 AND side = $2 AND id = ANY($3::text[])', [entity, side, ids])
+    for (const row of r.rows) out.set(row.id, { other: row.other, origin: row.origin })
+    return out
+  }
+
   async idCounts (): Promise<Record<string, number>> {
     await this.schema()
     const r = await this.pool.query<{ entity: string; n: string }>('SELECT entity, count(*) AS n FROM ficus_ids WHERE side = \'legacy\' GROUP BY entity')

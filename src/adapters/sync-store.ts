@@ -148,6 +148,12 @@ export interface SyncStore {
   /** What the id map knows of `side`'s id `id` for `entity`: its counterpart and the entity's origin; null when nothing. */
   lookupId(entity: string, side: Backend, id: string): Promise<IdPair | null>
   /**
+   * lookupId for several of `side`'s ids of one entity at once (one query, not one per id:
+   * a shadow comparison asks about every id of an answer): the ids the map knows, each with
+   * what lookupId would give; an id it does not know is absent.
+   */
+  lookupIds(entity: string, side: Backend, ids: readonly string[]): Promise<Map<string, IdPair>>
+  /**
    * Records that `legacyId` and `newId` are the same `entity`, created on `origin`; durable
    * once resolved. A pair never changes once set: a conflicting one is refused (false).
    */

@@ -7,6 +7,9 @@ import { DEFAULT_ROUTE, fallbackSettings, isObject, type FallbackSettings, type 
 import type { AdminToken, Config, RawConfig, RawRoute, StoreConfig, SyncConfig, UnleashConfig, UpstreamConfig } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
 
+/** Methods that only read: a dual route of these alone needs no key (its reads use the id map). */
+const READ_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
+
 /**
  * A valid routes.yaml, defaults filled in (withDefaults), → the Config the rest of Ficus
  * reads: durations in ms, sizes in bytes, paths absolute, patterns and compare rules
@@ -144,7 +147,7 @@ function toRule(r: RawRoute, pattern: PathPattern, sticky: readonly StickySpec[]
     flag: r.flag ?? null,
     shadow: r.shadow ?? 0,
     shadowWrites: r.shadowWrites ?? r.sync?.mode === 'mirror',
-    sync: compileSync(r.sync, pattern) as SyncRule | null, // crossCheck reported any problem
+    sync: compileSync(r.sync, pattern, r.match.methods !== undefined && r.match.methods.every((m) => READ_METHODS.has(m))) as SyncRule | null, // crossCheck reported any problem
     compare: compileCompare(r.compare),
     sticky: r.sticky === undefined ? sticky : parseSticky(r.sticky),
     backends: r.backends ?? backends,

@@ -77,6 +77,7 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
   checkSticky(data.sticky, ['sticky'], report)
 
   if (!Array.isArray(data.routes)) return
+  const entities = idEntities(data.routes)
   const rules: RouteShape[] = []
   const index: number[] = []
   data.routes.forEach((r: unknown, i: number) => {
@@ -107,8 +108,10 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
       const maps = Array.isArray(c.paths)
         ? c.paths.map((m: unknown) => (isObject(m) && typeof m.legacy === 'string' && typeof m.new === 'string' ? { legacy: m.legacy, new: m.new } : { legacy: 'body.a', new: 'body.b' }))
         : undefined
-      compileCompare({ ignore: strings(c.ignore), redact: strings(c.redact), arrays, when, paths: maps }, found)
+      const ids = isObject(c.ids) ? Object.fromEntries(Object.entries(c.ids).filter(([, e]) => typeof e === 'string')) as Record<string, string> : undefined
+      compileCompare({ ignore: strings(c.ignore), redact: strings(c.redact), arrays, when, paths: maps, ids }, found)
       for (const [where, message] of found) report(['routes', i, 'compare', ...where], message)
+      if (ids !== undefined) checkCompareIds(r, ids, i, entities, report, warn)
     }
     const path = isObject(r.match) ? r.match.path : undefined
     if (typeof path !== 'string') return
@@ -127,16 +130,50 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
 /** A route's sync: beyond its schema: its params exist, a dual route has a key, mirror and shadowWrites agree. */
 function checkRouteSync(r: Record<string, unknown>, pattern: Exclude<ReturnType<typeof parsePattern>, string>, i: number, report: Report, warn: Report): void {
   const y = r.sync as RawSync
-  const compiled = compileSync(y, pattern)
+  const methods = isObject(r.match) && Array.isArray(r.match.methods) ? r.match.methods as string[] : null
+  const compiled = compileSync(y, pattern, methods !== null && methods.every((m) => READS.has(m)))
   if (compiled !== null && 'problems' in compiled) {
     for (const [where, message] of compiled.problems) report(['routes', i, 'sync', ...where.split('.')], message)
   }
   if (r.shadowWrites !== undefined && y.mode !== undefined && y.mode !== 'off') {
     report(['routes', i, 'shadowWrites'], `and sync.mode: ${y.mode} both say what happens to writes: keep sync (shadowWrites: true is sync: { mode: mirror })`)
   }
-  const methods = isObject(r.match) && Array.isArray(r.match.methods) ? r.match.methods as string[] : null
-  if (y.mode === 'dual' && methods !== null && methods.every((m) => READS.has(m))) {
-    warn(['routes', i, 'sync'], `has no effect: the route matches only reads (${methods.join(', ')}), and sync acts on writes`)
+  if (y.mode === 'dual' && methods !== null && methods.every((m) => READS.has(m)) && (y.learn !== undefined)) {
+    warn(['routes', i, 'sync', 'learn'], `has no effect: the route matches only reads (${methods.join(', ')}), and a create is a write`)
+  }
+}
+
+/** The entities whose ids the id map can hold: those of dual routes and of their rewrites. */
+function idEntities(routes: unknown[]): Set<string> {
+  const out = new Set<string>()
+  for (const r of routes) {
+    if (!isObject(r) || !isObject(r.sync) || r.sync.mode !== 'dual') continue
+    if (typeof r.sync.entity === 'string') out.add(r.sync.entity)
+    const rw = r.sync.rewrite
+    if (isObject(rw)) {
+      for (const part of [rw.path, rw.body]) {
+        if (isObject(part)) for (const e of Object.values(part)) if (typeof e === 'string') out.add(e)
+      }
+    }
+  }
+  return out
+}
+
+/**
+ * compare.ids beyond its paths: the id map exists on dual routes only, and an entity no dual
+ * route gives is never in it (a warning: its ids compare as usual).
+ */
+function checkCompareIds(r: Record<string, unknown>, ids: Record<string, string>, i: number, entities: ReadonlySet<string>, report: Report, warn: Report): void {
+  if (Object.keys(ids).length === 0) return
+  if (!isObject(r.sync) || r.sync.mode !== 'dual') {
+    const mode = isObject(r.sync) && typeof r.sync.mode === 'string' ? `its sync.mode is ${r.sync.mode}` : 'it has no sync block'
+    report(['routes', i, 'compare', 'ids'], `needs the id map of a dual route, and ${mode}: add sync: { mode: dual, entity: …, key: path.<param> } or remove compare.ids`)
+    return
+  }
+  for (const [path, entity] of Object.entries(ids)) {
+    if (!entities.has(entity)) {
+      warn(['routes', i, 'compare', 'ids', path], `names entity ${entity}, whose ids no dual route learns or rewrites (entities: ${[...entities].join(', ')}): the map never pairs them, so they compare as usual`)
+    }
   }
 }
 

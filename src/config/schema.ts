@@ -62,6 +62,8 @@ const HeaderName = msg(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }
 const RulePathText = Type.String({ minLength: 1 })
 const StatusSpec = Type.Union([Type.Integer({ minimum: 100, maximum: 599 }), Type.String({ pattern: '^[1-5]([0-9][0-9]|xx)$' })])
 
+const EntityName = msg(Type.String({ pattern: '^[A-Za-z][A-Za-z0-9_-]{0,62}$' }), 'must be an entity name: a letter, then letters, digits, "_" or "-" (like order)')
+
 /** A route's `compare:` block; the paths in it are checked by compileCompare (cross-check.ts). */
 export const CompareSchema = Type.Object({
   headers: Type.Optional(Type.Array(HeaderName, { uniqueItems: true })),
@@ -80,10 +82,10 @@ export const CompareSchema = Type.Object({
     ignore: Type.Array(RulePathText, { minItems: 1 })
   }, { additionalProperties: false }))),
   paths: Type.Optional(Type.Array(Type.Object({ legacy: RulePathText, new: RulePathText }, { additionalProperties: false }))),
+  /** Body paths holding ids of an entity → the entity (a dual route's id map pairs them). */
+  ids: Type.Optional(Type.Record(Type.String(), EntityName)),
   redact: Type.Optional(Type.Array(RulePathText))
 }, { additionalProperties: false })
-
-const EntityName = msg(Type.String({ pattern: '^[A-Za-z][A-Za-z0-9_-]{0,62}$' }), 'must be an entity name: a letter, then letters, digits, "_" or "-" (like order)')
 
 /** A route's `sync:` (docs/sync.md): what happens to its writes, and where their ids are. */
 export const RouteSyncSchema = Type.Object({

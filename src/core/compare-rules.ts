@@ -36,8 +36,16 @@ export interface CompareRules {
   readonly when: readonly { readonly status: StatusMatch; readonly ignore: readonly RulePath[] }[]
   /** Body paths of new moved to where legacy has them before comparing (`compare.paths`). */
   readonly paths: readonly PathMap[]
+  /** Body paths that hold ids of an entity: two ids the id map pairs are equal (`compare.ids`, compare-ids.ts). */
+  readonly ids: readonly IdRule[]
   /** Differences reported at most per comparison; the rest is counted as truncated. */
   readonly maxDifferences: number
+}
+
+/** A `compare.ids` entry: the values at `path` are ids of `entity` (legacy's ids at legacy's paths). */
+export interface IdRule {
+  readonly path: RulePath
+  readonly entity: string
 }
 
 /** One `compare.when` entry as written. */
@@ -56,6 +64,7 @@ export interface CompareConfig {
   readonly contentType?: 'media-type' | 'exact'
   readonly when?: readonly WhenConfig[]
   readonly paths?: readonly { readonly legacy: string; readonly new: string }[]
+  readonly ids?: Readonly<Record<string, string>>
   readonly redact?: readonly string[]
 }
 
@@ -123,6 +132,15 @@ export function compileCompare(c: CompareConfig | undefined, problems: [(string 
     }
     return [map]
   })
+  const ids: IdRule[] = []
+  for (const [source, entity] of Object.entries(c?.ids ?? {})) {
+    const p = parseRulePath(source)
+    if (typeof p === 'string' || p.root !== 'body') {
+      problems.push([['ids', source], typeof p === 'string' ? p : 'must be a body path (body.id, body.items[*].orderId)'])
+      continue
+    }
+    ids.push({ path: p, entity })
+  }
   // `redact` holds body paths and query parameters; problems keep their place in the list.
   const redactQuery: string[] = []
   const redact: RulePath[] = []
@@ -150,6 +168,7 @@ export function compileCompare(c: CompareConfig | undefined, problems: [(string 
       contentType: c?.contentType ?? 'media-type',
       when,
       paths: maps,
+      ids,
       maxDifferences: MAX_DIFFERENCES
     },
     redact,

@@ -1,3 +1,4 @@
+import { idsIn, type IdPairs, type IdQuery } from './compare-ids.js'
 import { statusIn, type CompareRules } from './compare-rules.js'
 import { Collector, type Difference } from './difference.js'
 import { diffJson, ignoredBody } from './json-diff.js'
@@ -32,9 +33,45 @@ export type Comparison =
   | { readonly outcome: 'skipped'; readonly reason: string }
 
 /**
+ * The id map's answers for a comparison on a route with `compare.ids`: the pairs it knows
+ * among the ids idsToLookUp listed, and legacy's body as idsToLookUp parsed it (not parsed twice).
+ */
+export interface Translation {
+  readonly pairs: IdPairs
+  readonly legacyDoc: unknown
+}
+
+/**
+ * What a comparison on a route with `compare.ids` needs from the id map, before it runs:
+ * `none` when it needs nothing (no rule, the same bytes, a body not compared as JSON, no id
+ * at those paths), `lookup`: legacy's ids at those paths (new's ids are their pairs),
+ * `too_many` past MAX_ID_LOOKUPS of them.
+ */
+export type IdsWanted =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'too_many' }
+  | { readonly kind: 'lookup'; readonly ids: readonly IdQuery[]; readonly legacyDoc: unknown }
+
+const NONE: IdsWanted = { kind: 'none' }
+
+export function idsToLookUp(fromLegacy: ComparedSide, fromNew: ComparedSide, routeRules: CompareRules): IdsWanted {
+  if (routeRules.ids.length === 0) return NONE
+  const rules = forStatus(routeRules, fromLegacy.status, fromNew.status)
+  if (ignoredBody(rules, []) || fromLegacy.body === null || fromNew.body === null) return NONE
+  if (sameBytes(fromLegacy.body, fromNew.body) || !isJson(fromLegacy.headers) || !isJson(fromNew.headers)) return NONE
+  const doc = parse(joined(fromLegacy.body))
+  if (!doc.ok) return NONE
+  const ids = idsIn(doc.value, rules.ids)
+  if (ids === null) return { kind: 'too_many' }
+  return ids.length === 0 ? NONE : { kind: 'lookup', ids, legacyDoc: doc.value }
+}
+
+/**
+ * `ids`: on a route with `compare.ids`, what the id map said of the ids idsToLookUp listed
+ * (without it, ids compare as any other value).
  * @example compare(fromLegacy, fromNew, rules) // { outcome: 'diverged', differences: [{ path: 'body.amount', kind: 'type', … }] }
  */
-export function compare(fromLegacy: ComparedSide, fromNew: ComparedSide, routeRules: CompareRules): Comparison {
+export function compare(fromLegacy: ComparedSide, fromNew: ComparedSide, routeRules: CompareRules, ids?: Translation): Comparison {
   const rules = forStatus(routeRules, fromLegacy.status, fromNew.status)
   const out = new Collector(rules.maxDifferences)
   if (fromLegacy.status !== fromNew.status && !ignoredTop(rules, 'status')) {
@@ -54,7 +91,7 @@ export function compare(fromLegacy: ComparedSide, fromNew: ComparedSide, routeRu
       // The body could not be kept: what was compared still counts when it differs.
       return out.list.length > 0 ? out.result() : { outcome: 'skipped', reason: 'body_too_large' }
     }
-    compareBodies(fromLegacy, fromNew, rules, out)
+    compareBodies(fromLegacy, fromNew, rules, out, ids)
   }
   return out.list.length === 0 ? { outcome: 'match' } : out.result()
 }
@@ -87,7 +124,7 @@ function isJson(headers: ComparedSide['headers']): boolean {
   return ct !== undefined && JSON_TYPE.test(ct)
 }
 
-function compareBodies(fromLegacy: ComparedSide, fromNew: ComparedSide, rules: CompareRules, out: Collector): void {
+function compareBodies(fromLegacy: ComparedSide, fromNew: ComparedSide, rules: CompareRules, out: Collector, ids: Translation | undefined): void {
   const x = fromLegacy.body as Body
   const y = fromNew.body as Body
   // The same bytes are the same document, whatever the rules: no need to parse (the common case).
@@ -95,10 +132,10 @@ function compareBodies(fromLegacy: ComparedSide, fromNew: ComparedSide, rules: C
   const a = joined(x)
   const b = joined(y)
   if (isJson(fromLegacy.headers) && isJson(fromNew.headers)) {
-    const pa = parse(a)
+    const pa: Parsed = ids === undefined ? parse(a) : { ok: true, value: ids.legacyDoc }
     const pb = parse(b)
     if (pa.ok && pb.ok) {
-      diffJson(pa.value, rules.paths.length === 0 ? pb.value : mapPaths(pb.value, rules.paths), rules, out)
+      diffJson(pa.value, rules.paths.length === 0 ? pb.value : mapPaths(pb.value, rules.paths), rules, out, ids?.pairs)
       return
     }
     if (pa.ok !== pb.ok) {
@@ -145,8 +182,10 @@ export function sameBytes(x: Body, y: Body): boolean {
   return true
 }
 
+type Parsed = { ok: true; value: unknown } | { ok: false }
+
 /** Empty bodies parse as "no value", so an empty 204 equals another. */
-function parse(buf: Buffer): { ok: true; value: unknown } | { ok: false } {
+function parse(buf: Buffer): Parsed {
   if (buf.length === 0) return { ok: true, value: undefined }
   try {
     return { ok: true, value: JSON.parse(buf.toString('utf8')) as unknown }

@@ -1,6 +1,8 @@
+import { idEntityAt, type IdPairs } from './compare-ids.js'
 import type { CompareRules, ArrayMode } from './compare-rules.js'
 import { Collector, type DifferenceKind } from './difference.js'
 import { formatBodyPath, matchesBody, type Seg } from './rule-path.js'
+import { idText } from './sync.js'
 
 /**
  * The structural comparison of two JSON documents (pure): field paths, key order ignored,
@@ -11,15 +13,34 @@ import { formatBodyPath, matchesBody, type Seg } from './rule-path.js'
 /** Nesting deeper than this is compared as text, so hostile bodies cannot exhaust the stack. */
 const MAX_DEPTH = 64
 
+/** A route's rules for one comparison, with the id map's pairs among its ids (`compare.ids`), when it has any. */
+interface Rules extends CompareRules {
+  readonly pairs?: IdPairs
+}
+
 /** Whether the body field at `path` is ignored by a rule. */
 export function ignoredBody(rules: CompareRules, path: readonly Seg[]): boolean {
   for (const r of rules.ignore) if (matchesBody(r, path)) return true
   return false
 }
 
-/** Adds the differences between `a` and `b` (parsed JSON) to `out`. */
-export function diffJson(a: unknown, b: unknown, rules: CompareRules, out: Collector): void {
-  diff(a, b, [], rules, out, 0)
+/**
+ * Adds the differences between `a` and `b` (parsed JSON) to `out`. `pairs`: the id map's
+ * pairs among the ids at the rules' `compare.ids` paths (compare-ids.ts); two ids of a pair
+ * are equal there, whatever their JSON types.
+ */
+export function diffJson(a: unknown, b: unknown, rules: CompareRules, out: Collector, pairs?: IdPairs): void {
+  diff(a, b, [], pairs === undefined || pairs.size === 0 ? rules : { ...rules, pairs }, out, 0)
+}
+
+/** Whether `a` (legacy's) and `b` (new's) at `path` are two ids the id map pairs. */
+function pairedIds(rules: Rules, path: readonly Seg[], a: unknown, b: unknown): boolean {
+  // Scalars first: objects and arrays are never ids, and are not matched against the paths.
+  const x = idText(a)
+  const y = x === null ? null : idText(b)
+  if (y === null) return false
+  const entity = idEntityAt(rules.ids, path)
+  return entity !== undefined && (rules.pairs as IdPairs).paired(entity, x as string, y)
 }
 
 type Kind = 'null' | 'array' | 'object' | 'string' | 'number' | 'boolean' | 'undefined'
@@ -30,8 +51,9 @@ function kindOf(v: unknown): Kind {
   return typeof v as Kind
 }
 
-function diff(a: unknown, b: unknown, path: Seg[], rules: CompareRules, out: Collector, depth: number): void {
+function diff(a: unknown, b: unknown, path: Seg[], rules: Rules, out: Collector, depth: number): void {
   if (out.truncated || ignoredBody(rules, path)) return
+  if (rules.pairs !== undefined && a !== b && pairedIds(rules, path, a, b)) return
   const ka = kindOf(a)
   const kb = kindOf(b)
   if (ka !== kb) {
@@ -104,19 +126,19 @@ function add(out: Collector, path: readonly Seg[], kind: DifferenceKind, legacy:
  * string ↔ number, when a route opts in: `"12.50"` and `12.5` are the same amount (within
  * the tolerance), `"12.50"` and `13` a `changed` amount; anything else is a `type` change.
  */
-function acrossTypes(a: unknown, b: unknown, rules: CompareRules): 'equal' | 'changed' | 'type' {
+function acrossTypes(a: unknown, b: unknown, rules: Rules): 'equal' | 'changed' | 'type' {
   if (!rules.stringNumbers) return 'type'
   const [s, n] = typeof a === 'string' && typeof b === 'number' ? [a, b] : typeof b === 'string' && typeof a === 'number' ? [b, a] : [null, null]
   if (s === null || n === null || !/^\s*-?\d+(\.\d+)?([eE][+-]?\d+)?\s*$/.test(s)) return 'type'
   return Math.abs(Number(s) - n) <= rules.tolerance ? 'equal' : 'changed'
 }
 
-function arrayMode(rules: CompareRules, path: readonly Seg[]): ArrayMode | null {
+function arrayMode(rules: Rules, path: readonly Seg[]): ArrayMode | null {
   for (const r of rules.arrays) if (matchesBody(r.path, path)) return r.mode
   return null
 }
 
-function diffArrays(a: unknown[], b: unknown[], path: Seg[], rules: CompareRules, out: Collector, depth: number): void {
+function diffArrays(a: unknown[], b: unknown[], path: Seg[], rules: Rules, out: Collector, depth: number): void {
   const mode = arrayMode(rules, path)
   if (mode === null) {
     if (a.length !== b.length) add(out, path, 'length', a.length, b.length)
@@ -132,11 +154,15 @@ function diffArrays(a: unknown[], b: unknown[], path: Seg[], rules: CompareRules
     diffUnordered(a, b, path, rules, out, depth)
     return
   }
-  // Keyed: items are paired by the value of their key field.
+  // Keyed: items are paired by the value of their key field (new's keys that are ids of a
+  // pair stand for legacy's: `body.items[*].id` under compare.ids).
   const field = mode.key
+  const keyIds = rules.pairs === undefined ? undefined : idEntityAt(rules.ids, [...path, { field, value: '' }, field])
+  const pairedKey = (k: string | undefined): string | undefined =>
+    k === undefined || keyIds === undefined ? k : (rules.pairs as IdPairs).legacyOf(keyIds, k) ?? k
   const byKey = new Map<string, unknown>()
   for (const item of b) {
-    const k = keyOf(item, field)
+    const k = pairedKey(keyOf(item, field))
     if (k !== undefined && !byKey.has(k)) byKey.set(k, item)
   }
   const seen = new Set<string>()
@@ -153,9 +179,10 @@ function diffArrays(a: unknown[], b: unknown[], path: Seg[], rules: CompareRules
     path.pop()
   })
   b.forEach((item, j) => {
-    const k = keyOf(item, field)
+    const own = keyOf(item, field)
+    const k = pairedKey(own)
     if (k !== undefined && seen.has(k) && byKey.get(k) === item) return
-    path.push(k === undefined ? j : { field, value: k })
+    path.push(own === undefined ? j : { field, value: own })
     add(out, path, 'extra', undefined, item)
     path.pop()
   })
@@ -168,25 +195,29 @@ function keyOf(item: unknown, field: string): string | undefined {
 }
 
 /** canonical() of the item at `path` + `seg` (`path` is given back as it was). */
-function canonicalAt(v: unknown, path: Seg[], seg: Seg, rules: CompareRules): string {
+function canonicalAt(v: unknown, path: Seg[], seg: Seg, rules: Rules, side: Side): string {
   path.push(seg)
   try {
-    return canonical(v, path, rules)
+    return canonical(v, path, rules, side)
   } finally {
     path.pop()
   }
 }
 
+type Side = 'legacy' | 'new'
+
 /**
  * A text form that is equal for equal values (keys sorted, ignored fields left out, the items
  * of an unordered or keyed array sorted); `path` is where `v` is, pushed onto and popped.
  * Without tolerance, string-number or null-missing, two values are equal under the rules
- * exactly when their canonical forms are.
+ * exactly when their canonical forms are. With id pairs, an id of a pair is written as
+ * legacy's (`side` says whose value `v` is), so the two ids of a pair have one form; equal
+ * forms are still equal values, but an id seen as it is on both sides may now differ in form.
  */
-function canonical(v: unknown, path: Seg[], rules: CompareRules): string {
-  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'undefined'
+function canonical(v: unknown, path: Seg[], rules: Rules, side: Side): string {
+  if (v === null || typeof v !== 'object') return rules.pairs === undefined ? JSON.stringify(v) ?? 'undefined' : scalarForm(v, path, rules, side)
   if (Array.isArray(v)) {
-    const items = v.map((x, i) => canonicalAt(x, path, i, rules))
+    const items = v.map((x, i) => canonicalAt(x, path, i, rules, side))
     if (arrayMode(rules, path) !== null) items.sort()
     return `[${items.join(',')}]`
   }
@@ -194,19 +225,37 @@ function canonical(v: unknown, path: Seg[], rules: CompareRules): string {
   const parts: string[] = []
   for (const k of Object.keys(o).sort()) {
     path.push(k)
-    if (!ignoredBody(rules, path)) parts.push(`${JSON.stringify(k)}:${canonical(o[k], path, rules)}`)
+    if (!ignoredBody(rules, path)) parts.push(`${JSON.stringify(k)}:${canonical(o[k], path, rules, side)}`)
     path.pop()
   }
   return `{${parts.join(',')}}`
 }
 
-/** Rules under which equal means equal canonical forms: no tolerance, string-number or null-missing. */
-function exact(rules: CompareRules): boolean {
-  return rules.tolerance === 0 && !rules.stringNumbers && !rules.nullMissing
+/**
+ * A scalar's canonical form when ids are paired: an id of a pair as `#id:` and legacy's id
+ * (no JSON text starts with `#`), anything else as JSON.
+ */
+function scalarForm(v: unknown, path: readonly Seg[], rules: Rules, side: Side): string {
+  const entity = idEntityAt(rules.ids, path)
+  const id = entity === undefined ? null : idText(v)
+  if (id !== null) {
+    const pairs = rules.pairs as IdPairs
+    const legacy = side === 'legacy' ? (pairs.knowsLegacy(entity as string, id) ? id : undefined) : pairs.legacyOf(entity as string, id)
+    if (legacy !== undefined) return `#id:${JSON.stringify(legacy)}`
+  }
+  return JSON.stringify(v) ?? 'undefined'
+}
+
+/**
+ * Rules under which equal means equal canonical forms: no tolerance, string-number or
+ * null-missing, and no id pairs (with them equal forms are equal, but not the other way round).
+ */
+function exact(rules: Rules): boolean {
+  return rules.tolerance === 0 && !rules.stringNumbers && !rules.nullMissing && rules.pairs === undefined
 }
 
 /** Whether `a` and `b` (at `path`) are equal under the route's rules: a diff that stops at the first difference, on `out`'s budget of tries. */
-function equalUnder(a: unknown, b: unknown, path: Seg[], rules: CompareRules, depth: number, out: Collector): boolean {
+function equalUnder(a: unknown, b: unknown, path: Seg[], rules: Rules, depth: number, out: Collector): boolean {
   const probe = new Collector(0, out.tries)
   diff(a, b, path, rules, probe, depth)
   return !probe.truncated
@@ -220,7 +269,7 @@ function equalUnder(a: unknown, b: unknown, path: Seg[], rules: CompareRules, de
  * most MAX_PAIRING_TRIES times over the whole comparison (nested arrays included). Unpaired
  * items are `missing` and `extra`.
  */
-function diffUnordered(a: unknown[], b: unknown[], path: Seg[], rules: CompareRules, out: Collector, depth: number): void {
+function diffUnordered(a: unknown[], b: unknown[], path: Seg[], rules: Rules, out: Collector, depth: number): void {
   if (a.length === b.length) {
     let inOrder = true
     for (let i = 0; i < a.length && inOrder; i++) {
@@ -237,7 +286,7 @@ function diffUnordered(a: unknown[], b: unknown[], path: Seg[], rules: CompareRu
   }
   const pending = new Map<string, number[]>()
   b.forEach((item, j) => {
-    const key = canonicalAt(item, path, j, rules)
+    const key = canonicalAt(item, path, j, rules, 'new')
     const list = pending.get(key)
     if (list === undefined) pending.set(key, [j])
     else list.push(j)
@@ -245,7 +294,7 @@ function diffUnordered(a: unknown[], b: unknown[], path: Seg[], rules: CompareRu
   const paired = new Set<number>()
   const leftA: number[] = []
   a.forEach((item, i) => {
-    const list = pending.get(canonicalAt(item, path, i, rules))
+    const list = pending.get(canonicalAt(item, path, i, rules, 'legacy'))
     const j = list?.shift()
     if (j === undefined) leftA.push(i)
     else paired.add(j)

@@ -35,9 +35,10 @@ export function parseLearn(text: string): LearnSpec | null {
 
 /**
  * Compiles a route's `sync:`; null when it is off, or a list of problems (path in the
- * block → message). `mode: mirror` needs nothing else; `dual` needs an entity and a key or a learn.
+ * block → message). `mode: mirror` needs nothing else; `dual` needs an entity, and a key or
+ * a learn unless the route takes only reads (`readOnly`: its reads still use the id map).
  */
-export function compileSync(raw: RawSync | undefined, pattern: PathPattern): SyncRule | null | { problems: [string, string][] } {
+export function compileSync(raw: RawSync | undefined, pattern: PathPattern, readOnly = false): SyncRule | null | { problems: [string, string][] } {
   if (raw === undefined || raw.mode === undefined || raw.mode === 'off') return null
   const problems: [string, string][] = []
   const params = patternParams(pattern)
@@ -62,7 +63,7 @@ export function compileSync(raw: RawSync | undefined, pattern: PathPattern): Syn
     learn = parseLearn(raw.learn)
     if (learn === null) problems.push(['learn', 'must be response.body.<field> (a dotted path in the JSON answer) or response.header.location'])
   }
-  if (raw.mode === 'dual' && raw.key === undefined && raw.learn === undefined) {
+  if (raw.mode === 'dual' && raw.key === undefined && raw.learn === undefined && !readOnly) {
     problems.push(['key', 'a dual route needs key: path.<param> (the entity its writes change) or learn: (where a create\'s answer gives the new id)'])
   }
   const pathIds: PathId[] = key === null ? [] : [key]

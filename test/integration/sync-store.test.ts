@@ -107,6 +107,11 @@ function contract(name: string, open: Open): void {
     t.equal(await s.mapIds('order', '27', '27', 'legacy'), true, 'an id the two sides share')
     t.equal(await s.mapIds('customer', '1', 'c-1', 'legacy'), true)
     t.same(await s.idCounts(), { order: 2, customer: 1 })
+    t.same([...await s.lookupIds('order', 'legacy', ['26', 'nope', '27', '26'])].sort(), [['26', { other: '909e', origin: 'new' }], ['27', { other: '27', origin: 'legacy' }]],
+      'several at once: the ids the map knows')
+    t.same([...await s.lookupIds('order', 'new', ['909e', '26'])], [['909e', { other: '26', origin: 'new' }]], 'of one side')
+    t.same([...await s.lookupIds('customer', 'legacy', ['26', '1'])], [['1', { other: 'c-1', origin: 'legacy' }]], 'of one entity')
+    t.same(await s.lookupIds('order', 'legacy', []), new Map(), 'none asked, none given')
   })
 
   t.test(`${name}: an intent blocks its key until settled; one not settled in time is a dead letter (outcome_unknown)`, async (t) => {

@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import t from 'tap'
-import { compare, sameBytes, type ComparedSide, type Comparison } from '../../src/core/compare.js'
+import { compare, idsToLookUp, sameBytes, type ComparedSide, type Comparison } from '../../src/core/compare.js'
+import { IdPairs, idsIn, MAX_ID_LOOKUPS } from '../../src/core/compare-ids.js'
 import { Collector, MAX_PAIRING_TRIES, type Difference } from '../../src/core/difference.js'
 import { diffJson } from '../../src/core/json-diff.js'
 import { compileCompare, type CompareConfig, type CompareRules } from '../../src/core/compare-rules.js'
@@ -371,4 +372,116 @@ t.test('nested unordered arrays: shuffled at both levels they match; a search un
   diffJson(a, near, rules({ numbers: { tolerance: 0.01 } }), tolerant)
   t.ok(tolerant.tries.left >= 0 && tolerant.tries.left < MAX_PAIRING_TRIES, `the search stopped within one budget for the whole comparison (${tolerant.tries.left} left)`)
   t.ok(tolerant.list.every((d) => d.kind === 'missing' || d.kind === 'extra'), 'what the budget could not pair is reported missing/extra')
+})
+
+/* ---------- compare.ids: ids the id map pairs are equal ---------- */
+
+/** An id map as the store keeps it: entity → legacy id → new id. */
+type FakeMap = Record<string, Record<string, string>>
+
+/**
+ * A comparison as the verdict stage runs it on a dual route: legacy's ids listed by
+ * idsToLookUp, each looked up in `map`, the pairs found handed to compare.
+ */
+function translated(a: ComparedSide, b: ComparedSide, c: CompareConfig, map: FakeMap): Comparison & { lookups?: number } {
+  const rules = compileCompare(c).rules
+  const wanted = idsToLookUp(a, b, rules)
+  if (wanted.kind !== 'lookup') return compare(a, b, rules)
+  const pairs = new IdPairs()
+  for (const q of wanted.ids) {
+    const other = map[q.entity]?.[q.id]
+    if (other !== undefined) pairs.add(q.entity, q.id, other)
+  }
+  return { ...compare(a, b, rules, { pairs, legacyDoc: wanted.legacyDoc }), lookups: wanted.ids.length }
+}
+const ids = (a: unknown, b: unknown, c: CompareConfig, map: FakeMap): Comparison & { lookups?: number } => translated(side(a), side(b), c, map)
+const MAP: FakeMap = { order: { 1000: 'n-3e9', 1001: 'n-3ea', 1002: 'n-3eb' }, customer: { 7: 'c-7', 8: 'c-8' } }
+const outcome = (r: Comparison): Comparison => (r.outcome === 'diverged' ? { outcome: r.outcome, differences: r.differences, truncated: r.truncated } : r.outcome === 'match' ? { outcome: 'match' } : r)
+
+t.test('compare.ids: two ids the map pairs are equal, whatever their JSON types; the same answers diverge without the rule', async (t) => {
+  const legacy = { id: '1000', customerId: 7, total: 12 }
+  const next = { id: 'n-3e9', customerId: 'c-7', total: 12 }
+  const rule: CompareConfig = { ids: { 'body.id': 'order', 'body.customerId': 'customer' } }
+  const r = ids(legacy, next, rule, MAP)
+  t.same(outcome(r), { outcome: 'match' })
+  t.equal(r.lookups, 2, 'one lookup per id of legacy\'s answer')
+  t.same(diffs(run(legacy, next)), [
+    { path: 'body.id', kind: 'changed', legacy: '1000', new: 'n-3e9' },
+    { path: 'body.customerId', kind: 'type', legacy: 7, new: 'c-7' }
+  ], 'without compare.ids every id differs')
+  t.same(diffs(ids(legacy, next, { ids: { 'body.id': 'order' } }, MAP)), [
+    { path: 'body.customerId', kind: 'type', legacy: 7, new: 'c-7' }
+  ], 'only the paths the rule names are translated')
+  t.same(diffs(ids(legacy, { ...next, total: 13 }, rule, MAP)), [{ path: 'body.total', kind: 'changed', legacy: 12, new: 13 }],
+    'a real difference next to paired ids still shows')
+})
+
+t.test('compare.ids: an id the map does not know, or pairs with another, compares as usual', async (t) => {
+  const rule: CompareConfig = { ids: { 'body.id': 'order' } }
+  t.same(diffs(ids({ id: '1000' }, { id: 'n-3ea' }, rule, MAP)), [{ path: 'body.id', kind: 'changed', legacy: '1000', new: 'n-3ea' }],
+    'legacy 1000 is new n-3e9: n-3ea is another record')
+  t.same(diffs(ids({ id: '5000' }, { id: 'n-999' }, rule, MAP)), [{ path: 'body.id', kind: 'changed', legacy: '5000', new: 'n-999' }],
+    'an id the map does not know: a real divergence shows')
+  t.same(outcome(ids({ id: 42 }, { id: 42 }, rule, MAP)), { outcome: 'match' }, 'an id the two sides share (not in the map) equals itself')
+  t.same(diffs(ids({ id: 42 }, { id: '42' }, rule, MAP)), [{ path: 'body.id', kind: 'type', legacy: 42, new: '42' }], 'and its type is still compared')
+  t.same(diffs(ids({ id: '1000', note: '1000' }, { id: 'n-3e9', note: 'n-3e9' }, rule, MAP)), [{ path: 'body.note', kind: 'changed', legacy: '1000', new: 'n-3e9' }],
+    'the same value elsewhere is not an id')
+  t.same(diffs(ids({ id: { n: '1000' } }, { id: { n: 'n-3e9' } }, rule, MAP)), [{ path: 'body.id.n', kind: 'changed', legacy: '1000', new: 'n-3e9' }],
+    'only strings and numbers are ids')
+  t.same(outcome(ids({ id: '1000' }, { id: 'n-3e9' }, { ids: { 'body.id': 'customer' } }, MAP)).outcome, 'diverged', 'pairs are per entity')
+})
+
+t.test('compare.ids: wildcards, lists in order, keyed by an id, unordered', async (t) => {
+  const rule: CompareConfig = { ids: { 'body.items[*].orderId': 'order', 'body.**.customerId': 'customer' } }
+  const legacy = { items: [{ orderId: 1000, q: 1 }, { orderId: 1001, q: 2 }], who: { customerId: 7 } }
+  const next = { items: [{ orderId: 'n-3e9', q: 1 }, { orderId: 'n-3ea', q: 2 }], who: { customerId: 'c-7' } }
+  const r = ids(legacy, next, rule, MAP)
+  t.same(outcome(r), { outcome: 'match' })
+  t.equal(r.lookups, 3)
+  const shuffled = { ...next, items: [...next.items].reverse() }
+  t.same(diffs(ids(legacy, shuffled, rule, MAP)).map((d) => d.path), ['body.items[0].orderId', 'body.items[0].q', 'body.items[1].orderId', 'body.items[1].q'], 'in order: position by position')
+  t.same(outcome(ids(legacy, shuffled, { ...rule, arrays: { 'body.items': { key: 'orderId' } } }, MAP)), { outcome: 'match' },
+    'keyed by an id: new\'s keys are paired with legacy\'s')
+  t.same(outcome(ids(legacy, shuffled, { ...rule, arrays: { 'body.items': 'unordered' } }, MAP)), { outcome: 'match' }, 'unordered: items pair through their ids')
+  const extra = { ...next, items: [...next.items, { orderId: 'n-777', q: 3 }] }
+  t.same(diffs(ids(legacy, extra, { ...rule, arrays: { 'body.items': { key: 'orderId' } } }, MAP)), [
+    { path: 'body.items[orderId=n-777]', kind: 'extra', legacy: undefined, new: { orderId: 'n-777', q: 3 } }
+  ], 'an item only new has is named by new\'s own key')
+  t.same(diffs(ids(legacy, { ...shuffled, items: [{ orderId: 'n-3ea', q: 9 }, shuffled.items[1]] }, { ...rule, arrays: { 'body.items': 'unordered' } }, MAP)), [
+    { path: 'body.items[1]', kind: 'missing', legacy: { orderId: 1001, q: 2 }, new: undefined },
+    { path: 'body.items[0]', kind: 'extra', legacy: undefined, new: { orderId: 'n-3ea', q: 9 } }
+  ], 'unordered: a paired item that differs elsewhere does not pair')
+  t.same(outcome(ids([{ id: 1000, v: 'a' }, { id: 5, v: 'b' }], [{ id: 5, v: 'b' }, { id: 1000, v: 'a' }], { ids: { 'body[*].id': 'order' }, arrays: { body: 'unordered' } }, MAP)),
+    { outcome: 'match' }, 'unordered: an id the map knows, seen as it is on both sides, still pairs (by search, not by its canonical form)')
+})
+
+t.test('compare.ids: which ids are looked up, and when none are', async (t) => {
+  const rules = compileCompare({ ids: { 'body.id': 'order', 'body.items[*].id': 'order', 'body.**.customerId': 'customer' } }).rules
+  t.same(idsIn({ id: 1000, items: [{ id: '1001' }, { id: 1000 }, { id: null }, { id: {} }], a: { b: [{ customerId: 7 }] }, customerId: 8 }, rules.ids),
+    [{ entity: 'order', id: '1000' }, { entity: 'order', id: '1001' }, { entity: 'customer', id: '8' }, { entity: 'customer', id: '7' }],
+    'each id once per entity, as text; null, objects and empty strings are no ids')
+  t.same(idsIn({ items: Array.from({ length: 5 }, (_, i) => ({ id: i })) }, rules.ids, 4), null, 'past the bound: null')
+  t.same(idsIn({ items: Array.from({ length: 4 }, (_, i) => ({ id: i })) }, rules.ids, 4)?.length, 4)
+  t.equal(MAX_ID_LOOKUPS, 1000)
+  const a = side({ id: '1000' })
+  t.same(idsToLookUp(a, side({ id: 'n-3e9' }), compileCompare(undefined).rules), { kind: 'none' }, 'no compare.ids: nothing')
+  t.same(idsToLookUp(a, side({ id: '1000' }), rules), { kind: 'none' }, 'the same bytes: nothing')
+  t.same(idsToLookUp(side({ x: 1 }), side({ x: 2 }), rules), { kind: 'none' }, 'no id at those paths: nothing')
+  t.same(idsToLookUp(side('1000', { headers: { 'content-type': 'text/plain' } }), side('n-3e9', { headers: { 'content-type': 'text/plain' } }), rules), { kind: 'none' }, 'not JSON: nothing')
+  t.same(idsToLookUp(side({ id: '1000' }, { status: 404 }), side({ id: 'n' }), compileCompare({ ids: { 'body.id': 'order' }, when: [{ status: 404, ignore: ['body'] }] }).rules),
+    { kind: 'none' }, 'a body the rules ignore for this status: nothing')
+  t.same(idsToLookUp(a, side({ id: 'n-3e9' }), rules), { kind: 'lookup', ids: [{ entity: 'order', id: '1000' }], legacyDoc: { id: '1000' } })
+  const many = { items: Array.from({ length: MAX_ID_LOOKUPS + 1 }, (_, i) => ({ id: i })) }
+  t.same(idsToLookUp(side(many), side({}), rules), { kind: 'too_many' })
+})
+
+t.test('compare.ids: paths are checked at load like compare.ignore\'s', async (t) => {
+  const problems: [(string | number)[], string][] = []
+  const c = compileCompare({ ids: { 'body.id': 'order', 'body.items[': 'order', 'header.location': 'order', 'id': 'order' } }, problems)
+  t.same(c.rules.ids.map((r) => [r.path.source, r.entity]), [['body.id', 'order']])
+  t.same(problems, [
+    [['ids', 'body.items['], 'unclosed "[" at "["'],
+    [['ids', 'header.location'], 'must be a body path (body.id, body.items[*].orderId)'],
+    [['ids', 'id'], 'must start with body, header.<name> or be status']
+  ])
 })

@@ -276,6 +276,43 @@ t.test('shadow bounds and compare rules', async (t) => {
   t.same(errorsOf(route('    shadowWrites: yes-please')), ['routes[0].shadowWrites: must be boolean'])
 })
 
+t.test('compare.ids: body paths to entities, on dual routes only', async (t) => {
+  const routes = (orders: string, extra = ''): string => base('').replace('routes: []', `routes:
+  - name: orders
+    match: { path: /orders/:id }
+    new: 0
+    shadow: 100
+${orders}
+  - name: customers
+    match: { path: /customers/:id }
+    new: 0
+    sync: { mode: dual, entity: customer, key: path.id }
+${extra}`)
+  const c = parseConfig(routes(`    sync: { mode: dual, entity: order, key: path.id }
+    compare: { ids: { body.id: order, 'body.items[*].customerId': customer } }`), 'x.yaml', {})
+  t.same(c.routes[0]?.compare.rules.ids.map((r) => [r.path.source, r.entity]), [['body.id', 'order'], ['body.items[*].customerId', 'customer']])
+  t.same(warningsOf(c), [])
+  t.same(c.routes[1]?.compare.rules.ids, [], 'none by default')
+  t.same(errorsOf(routes(`    compare: { ids: { body.id: order } }`)), [
+    'routes[0].compare.ids: needs the id map of a dual route, and it has no sync block: add sync: { mode: dual, entity: …, key: path.<param> } or remove compare.ids'
+  ], 'a route without sync: an error that says what to add')
+  t.same(errorsOf(routes(`    sync: { mode: mirror }
+    compare: { ids: { body.id: order } }`)), [
+    'routes[0].compare.ids: needs the id map of a dual route, and its sync.mode is mirror: add sync: { mode: dual, entity: …, key: path.<param> } or remove compare.ids'
+  ])
+  t.same(errorsOf(routes(`    sync: { mode: dual, entity: order, key: path.id }
+    compare: { ids: { 'body.items[': order, header.location: order, id: order, body.x: 'not an entity' } }`)).sort(), [
+    'routes[0].compare.ids["body.items["]: unclosed "[" at "["',
+    'routes[0].compare.ids["body.x"]: must be an entity name: a letter, then letters, digits, "_" or "-" (like order)',
+    'routes[0].compare.ids["header.location"]: must be a body path (body.id, body.items[*].orderId)',
+    'routes[0].compare.ids.id: must start with body, header.<name> or be status'
+  ].sort(), 'bad paths are reported like compare.ignore\'s, at their place')
+  t.same(warningsOf(parseConfig(routes(`    sync: { mode: dual, entity: order, key: path.id }
+    compare: { ids: { body.id: order, body.shopId: shop } }`), 'x.yaml', {})).map((w) => `${w.path}: ${w.message}`), [
+    'routes[0].compare.ids["body.shopId"]: names entity shop, whose ids no dual route learns or rewrites (entities: order, customer): the map never pairs them, so they compare as usual'
+  ], 'an entity no dual route gives: a warning')
+})
+
 t.test('admin tokens: named, unique, required off loopback', async (t) => {
   const c = parseConfig(base('admin: { host: 10.0.0.5, token: "${T}", tokens: { alice: a1, bob: "${B:-}" } }'), 'x.yaml', { T: 'root' })
   t.same(c.admin.tokens, [{ name: 'admin', token: 'root' }, { name: 'alice', token: 'a1' }], 'an empty token is none')

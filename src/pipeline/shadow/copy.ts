@@ -257,7 +257,7 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
     // 'finish', inside the primary's measured time (access log `ms`, ficus_request_duration_seconds).
     setImmediate(() => {
       try {
-        this.s.verdicts.judge(this.ex, this.epoch, this.answeredBy, legacy, fromNew, this.limits.maxBodyBytes, () => this.release())
+        this.s.verdicts.judge(this.ex, this.epoch, this.answeredBy, legacy, fromNew, this.limits, () => this.release())
       } catch (err) {
         this.s.verdicts.failed(this.ex, err, false, () => this.release())
       }

@@ -8,7 +8,7 @@ import type { LiveConfig } from '../../config/live.js'
 import type { ShadowLimits, UpstreamConfig } from '../../config/schema.js'
 import type { BodyCapture, Exchange } from '../exchange.js'
 import { ShadowCopy, type CopyContext } from './copy.js'
-import { Verdicts } from './verdict.js'
+import { Verdicts, type IdMap } from './verdict.js'
 
 export interface ShadowOptions {
   /** By name; the copy goes to the route's other side. */
@@ -20,6 +20,8 @@ export interface ShadowOptions {
   readonly log: Logger
   /** Monotonic milliseconds. */
   readonly now: () => number
+  /** The id map of dual routes, for compare.ids: the sync store once it is open (null before). */
+  readonly idMap?: () => IdMap | null
 }
 
 /**
@@ -44,7 +46,7 @@ export class Shadowing implements CopyContext {
 
   constructor (private readonly opts: ShadowOptions) {
     this.count = exchangeCounter(opts.metrics, 'shadow')
-    this.verdicts = new Verdicts(opts.metrics, opts.store, opts.log)
+    this.verdicts = new Verdicts(opts.metrics, opts.store, opts.log, opts.idMap)
     this.upstreams = opts.upstreams
     this.now = opts.now
   }

@@ -2,7 +2,10 @@ import { createHmac, randomBytes } from 'node:crypto'
 import type { DivergenceStore } from '../../adapters/divergence-store.js'
 import type { Logger } from '../../adapters/logger.js'
 import type { Metrics } from '../../adapters/metrics-registry.js'
-import { compare, type ComparedSide, type Comparison } from '../../core/compare.js'
+import type { SyncStore } from '../../adapters/sync-store.js'
+import { compare, idsToLookUp, type ComparedSide, type Comparison, type IdsWanted, type Translation } from '../../core/compare.js'
+import { IdPairs, type IdQuery } from '../../core/compare-ids.js'
+import type { CompareRules } from '../../core/compare-rules.js'
 import type { Difference } from '../../core/difference.js'
 import { showDifference, showTarget } from '../../core/redact.js'
 import type { Backend } from '../../core/types.js'
@@ -14,18 +17,36 @@ export interface TimedAnswer extends KeptAnswer {
   readonly ms: number | null
 }
 
+/** What the comparison of a dual route reads of the sync store: the id map (compare.ids). */
+export type IdMap = Pick<SyncStore, 'lookupIds'>
+
+/** The bounds a comparison keeps (those of its copy). */
+export interface JudgeLimits {
+  /** Bytes kept of a decoded body. */
+  readonly maxBodyBytes: number
+  /** The longest the id map may take to answer (compare.ids). */
+  readonly timeoutMs: number
+}
+
 /**
  * Compare and record: the two answers of a shadowed request are compared with the route's
  * rules (core/compare.ts) and the verdict goes to ficus_comparisons_total and
  * ficus_divergences_total, the divergence store (samples, field counts) and, for a
  * divergence, a debug log line. A shadowed request that ends without a comparison is
  * recorded too (`unfinished`), with why.
+ *
+ * On a dual route with `compare.ids`, when the answers differ, legacy's ids at those paths
+ * are first looked up in the id map (one store read per entity named, in parallel: LMDB
+ * memory-mapped gets, or one PostgreSQL query each) and the pairs found go to the comparison.
  */
 export class Verdicts {
   /** Key for hashing sticky keys in samples: per process, so a hash cannot be looked up elsewhere. */
   private readonly secret = randomBytes(32)
+  /** The id map failed its last read (logged once until it answers again). */
+  private idMapFailing = false
 
-  constructor (private readonly metrics: Metrics, private readonly store: DivergenceStore, private readonly log: Logger) {}
+  /** `idMap`: the sync store once it is open (null before, or without a dual route). */
+  constructor (private readonly metrics: Metrics, private readonly store: DivergenceStore, private readonly log: Logger, private readonly idMap: () => IdMap | null = () => null) {}
 
   /**
    * A shadowed request that ends without a comparison. `dropped`: the bound that cut it
@@ -43,15 +64,15 @@ export class Verdicts {
    * cost ~5 µs of every shadowed request); decoding runs off the event loop. Never throws:
    * a failure here is an `error` comparison (recorded once), never the client's problem.
    */
-  judge (ex: Exchange, epoch: number, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, maxBodyBytes: number, done: () => void): void {
+  judge (ex: Exchange, epoch: number, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, limits: JudgeLimits, done: () => void): void {
     const a = unencoded(fromLegacy)
     const b = unencoded(fromNew)
     if (a !== null && b !== null) {
-      this.compareNow(ex, epoch, answeredBy, fromLegacy, fromNew, a, b, done)
+      this.compareNow(ex, epoch, answeredBy, fromLegacy, fromNew, a, b, limits, done)
       return
     }
-    Promise.all([a ?? decoded(fromLegacy, maxBodyBytes), b ?? decoded(fromNew, maxBodyBytes)]).then(
-      ([x, y]) => { this.compareNow(ex, epoch, answeredBy, fromLegacy, fromNew, x, y, done) },
+    Promise.all([a ?? decoded(fromLegacy, limits.maxBodyBytes), b ?? decoded(fromNew, limits.maxBodyBytes)]).then(
+      ([x, y]) => { this.compareNow(ex, epoch, answeredBy, fromLegacy, fromNew, x, y, limits, done) },
       (err: unknown) => { this.failed(ex, err, false, done) })
   }
 
@@ -60,7 +81,36 @@ export class Verdicts {
     return this.store.epochOf(route).n
   }
 
-  private compareNow (ex: Exchange, epoch: number, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, a: ComparedSide, b: ComparedSide, done: () => void): void {
+  private compareNow (ex: Exchange, epoch: number, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, a: ComparedSide, b: ComparedSide, limits: JudgeLimits, done: () => void): void {
+    const rules = ex.rule!.compare.rules
+    let wanted: IdsWanted = { kind: 'none' }
+    let map: IdMap | null = null
+    try {
+      // compare.ids: only a dual route has an id map, and only an open store can be asked.
+      map = rules.ids.length > 0 && ex.rule!.sync?.mode === 'dual' ? this.idMap() : null
+      if (map !== null) wanted = idsToLookUp(a, b, rules)
+    } catch (err) {
+      this.failed(ex, err, false, done)
+      return
+    }
+    if (wanted.kind === 'lookup') {
+      const { legacyDoc } = wanted
+      this.translate(map as IdMap, wanted.ids, limits.timeoutMs).then(
+        (pairs) => { this.conclude(ex, epoch, answeredBy, fromLegacy, fromNew, a, b, rules, { pairs, legacyDoc }, done) },
+        (err: unknown) => { this.idMapFailed(ex, err, done) })
+      return
+    }
+    if (wanted.kind === 'too_many') {
+      // Half the ids translated would be a false divergence at every other one.
+      this.conclude(ex, epoch, answeredBy, fromLegacy, fromNew, a, b, rules, 'too_many_ids', done)
+      return
+    }
+    this.conclude(ex, epoch, answeredBy, fromLegacy, fromNew, a, b, rules, undefined, done)
+  }
+
+  /** Compares (with the id map's pairs, or skips for `skip`) and records; `done` is called once, after. */
+  private conclude (ex: Exchange, epoch: number, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, a: ComparedSide, b: ComparedSide,
+    rules: CompareRules, ids: Translation | 'too_many_ids' | undefined, done: () => void): void {
     let counted = false
     try {
       if (this.store.epochOf(ex.rule!.name).n !== epoch) {
@@ -71,7 +121,13 @@ export class Verdicts {
         done()
         return
       }
-      const result = compare(a, b, ex.rule!.compare.rules)
+      if (ids === 'too_many_ids') {
+        counted = true
+        this.unfinished(ex.rule!.name, 'skipped', ids)
+        done()
+        return
+      }
+      const result = compare(a, b, rules, ids)
       counted = true
       this.record(ex, answeredBy, fromLegacy, fromNew, result)
     } catch (err) {
@@ -79,6 +135,50 @@ export class Verdicts {
       return
     }
     done()
+  }
+
+  /**
+   * The pairs the id map knows among legacy's ids: one read per entity, all at once; rejects
+   * when a read fails or the map has not answered within `timeoutMs`.
+   */
+  private async translate (map: IdMap, ids: readonly IdQuery[], timeoutMs: number): Promise<IdPairs> {
+    const byEntity = new Map<string, string[]>()
+    for (const q of ids) {
+      const list = byEntity.get(q.entity)
+      if (list === undefined) byEntity.set(q.entity, [q.id])
+      else list.push(q.id)
+    }
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => { reject(new Error(`the id map did not answer within shadow.timeout (${timeoutMs} ms)`)) }, timeoutMs)
+      timer.unref()
+    })
+    try {
+      const answers = await Promise.race([Promise.all([...byEntity].map(async ([entity, list]) => [entity, await map.lookupIds(entity, 'legacy', list)] as const)), late])
+      const pairs = new IdPairs()
+      for (const [entity, found] of answers) for (const [id, pair] of found) pairs.add(entity, id, pair.other)
+      if (this.idMapFailing) this.log.info('shadow: the id map answers again; compare.ids translates ids')
+      this.idMapFailing = false
+      return pairs
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /**
+   * The id map could not be read (or too late): an `error` comparison, never one without the
+   * pairs, which would diverge at every id. Logged once until the map answers again.
+   */
+  private idMapFailed (ex: Exchange, err: unknown, done: () => void): void {
+    try {
+      if (!this.idMapFailing) this.log.warn({ err, reqId: ex.requestId, route: ex.rule?.name }, 'shadow: the id map could not be read; comparisons on routes with compare.ids are errors (idmap_unavailable) until it answers')
+      this.idMapFailing = true
+      this.unfinished(ex.rule?.name ?? 'default', 'error', 'idmap_unavailable')
+    } catch {
+      // The logger or the metrics failed as well: nothing left to do but go on.
+    } finally {
+      done()
+    }
   }
 
   private record (ex: Exchange, answeredBy: Backend, fromLegacy: TimedAnswer, fromNew: TimedAnswer, result: Comparison): void {
