@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
@@ -7,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
+import { startFicusProcess } from './ficus-process.js'
 
 /**
  * `node dist/bench/outage.js`: what an outage of new costs users. Ficus (the built CLI, a
@@ -40,8 +40,6 @@ const { values: opt } = parseArgs({
 })
 const mode = opt.mode === 'hung' ? 'hung' : 'refused'
 const seconds = (s: string): number => Number(s) * 1000
-const ROOT = join(import.meta.dirname, '..', '..')
-const CLI = join(ROOT, 'dist', 'src', 'cli.js')
 
 type Phase = 'warmup' | 'before' | 'outage' | 'after'
 /** `cut`: in flight when new went down or came back (the phase changed under it). */
@@ -132,30 +130,11 @@ async function main (): Promise<void> {
     'routes:',
     '  - { name: orders, match: { path: /orders/* }, new: 100 }'
   ].join('\n'))
-  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] })
   const t0 = performance.now()
   const events: { at: number; breaker: string }[] = []
-  let trafficUrl = ''
-  const listening = new Promise<void>((resolve, reject) => {
-    let buffered = ''
-    child.stdout.on('data', (d: Buffer) => {
-      buffered += d.toString()
-      let nl: number
-      while ((nl = buffered.indexOf('\n')) !== -1) {
-        const line = buffered.slice(0, nl)
-        buffered = buffered.slice(nl + 1)
-        if (!line.startsWith('{')) continue
-        const l = JSON.parse(line) as { msg?: string; traffic?: string; breaker?: string }
-        if (l.msg === 'ficus listening' && l.traffic !== undefined) {
-          trafficUrl = l.traffic
-          resolve()
-        }
-        if (typeof l.breaker === 'string') events.push({ at: performance.now() - t0, breaker: l.breaker })
-      }
-    })
-    child.once('exit', (code) => { reject(new Error(`ficus exited with ${String(code)} before listening`)) })
+  const { child, traffic: trafficUrl } = await startFicusProcess(file, (l) => {
+    if (typeof l.breaker === 'string') events.push({ at: performance.now() - t0, breaker: l.breaker })
   })
-  await listening
 
   const pool = new Pool(trafficUrl, { connections: Number(opt.concurrency), pipelining: 1 })
   const done: Done[] = []

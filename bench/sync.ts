@@ -1,10 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Pool, request } from 'undici'
 import { startRecords, type Records } from '../demo/records.js'
+import { startFicusProcess } from './ficus-process.js'
 
 /**
  * `node dist/bench/sync.js`: what dual writes (issue #20, docs/sync.md) cost, against the
@@ -34,8 +35,6 @@ const { values: opt } = parseArgs({
     json: { type: 'boolean', default: false }
   }
 })
-const ROOT = join(import.meta.dirname, '..', '..')
-const CLI = join(ROOT, 'dist', 'src', 'cli.js')
 
 interface Ficus { readonly child: ChildProcess; readonly url: string; readonly admin: string; readonly pool: Pool }
 
@@ -59,23 +58,8 @@ async function startFicus (dir: string, name: string, legacy: Records, next: Rec
     `  - { name: notes-create, match: { path: /api/notes, methods: [POST] }, new: 0${create} }`,
     `  - { name: notes, match: { path: /api/notes/:id }, new: 0${sync} }`
   ].join('\n'))
-  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FICUS_LOG_LEVEL: 'info' } })
-  const urls = await new Promise<{ traffic: string; admin: string }>((resolve, reject) => {
-    let buffered = ''
-    child.stdout.on('data', (d: Buffer) => {
-      buffered += d.toString()
-      let nl: number
-      while ((nl = buffered.indexOf('\n')) !== -1) {
-        const line = buffered.slice(0, nl)
-        buffered = buffered.slice(nl + 1)
-        if (!line.startsWith('{')) continue
-        const l = JSON.parse(line) as { msg?: string; traffic?: string; admin?: string }
-        if (l.msg === 'ficus listening' && l.traffic !== undefined && l.admin !== undefined) resolve({ traffic: l.traffic, admin: l.admin })
-      }
-    })
-    child.once('exit', (code) => { reject(new Error(`ficus (${name}) exited with ${String(code)} before listening`)) })
-  })
-  return { child, url: urls.traffic, admin: urls.admin, pool: new Pool(urls.traffic, { connections: Number(opt.concurrency) * 2 }) }
+  const p = await startFicusProcess(file, () => {}, { ...process.env, FICUS_LOG_LEVEL: 'info' })
+  return { child: p.child, url: p.traffic, admin: p.admin, pool: new Pool(p.traffic, { connections: Number(opt.concurrency) * 2 }) }
 }
 
 const body = (v: number): string => JSON.stringify({ text: 'a note of some length, as notes go', v })
