@@ -38,6 +38,8 @@ interface PanelSpec {
   min?: number
   max?: number
   width?: number
+  /** Grid units; by default 8 for a time series, 5 for a stat. */
+  height?: number
   stacked?: boolean
 }
 
@@ -71,7 +73,7 @@ interface PanelBase {
 
 function panel<B extends PanelBase>(b: B, p: PanelSpec, width: number, height: number): B {
   b = b.title(p.title).description(p.description).datasource(DS).unit(p.unit)
-    .thresholds(thresholds(p.steps)).span(p.width ?? width).height(height)
+    .thresholds(thresholds(p.steps)).span(p.width ?? width).height(p.height ?? height)
   if (p.min !== undefined) b = b.min(p.min)
   if (p.max !== undefined) b = b.max(p.max)
   for (const t of targets(p.queries)) b = b.withTarget(t)
@@ -112,7 +114,7 @@ export function dashboard(): Dashboard {
 
   const b = new DashboardBuilder('Ficus — strangler-fig migration')
     .uid(DASHBOARD_UID)
-    .description('Per route: how far the move from legacy to new has gone, how the two backends compare (errors, latency, divergences), what the control plane did, and the health of each Ficus replica.')
+    .description('Per route: how far the move from legacy to new has gone, how the two backends compare (errors, latency, divergences), whether dual writes keep both sides in step, what the control plane did, and the health of each Ficus replica.')
     .tags(['ficus', 'migration', 'proxy'])
     .editable()
     .tooltip(DashboardCursorSync.Crosshair)
@@ -257,7 +259,86 @@ export function dashboard(): Dashboard {
     queries: [{ expr: `sum by (route, reason) (rate(ficus_shadow_dropped_total{${SEL}}${RATE}))`, legend: '{{route}}: {{reason}}' }]
   }))
 
-  // ---- Control plane
+  // ---- Data sync: dual writes (docs/sync.md). The store's gauges (lag, pending, dead letters,
+  // id map) are the same on every replica sharing the store: highest over the replicas, never
+  // summed. A route and target that never had a write waiting has no gauge yet: 0 from its
+  // delivery counter, which every dual route has from the start, for both targets.
+  const syncGauge = (metric: string): string =>
+    `max by (route, target) (${metric}{${SEL}}) or max by (route, target) (ficus_sync_deliveries_total{${SEL}}) * 0`
+  b.withRow(new RowBuilder('Data sync'))
+  b.withPanel(timeseries({
+    title: 'Sync lag: how far behind each side is',
+    description: 'Per dual route and target (the side that gets copies of the writes the other side answered): the age of the oldest write not yet delivered to it; 0 = caught up. It grows while the target is down, slow or refusing (retries back off up to sync.retry.max) and while a dead letter blocks a record (the writes behind it wait). Before a `ficus rollback` of a route whose target legacy lags, let it reach 0 (`ficus sync drain <route>`): after the rollback, requests for those records wait at the fence (sync.fenceTimeout), then reads are served stale and writes refused (503 FICUS_ERR_SYNC_BEHIND) until the writes arrive. Highest over the replicas (they share the store). Alert: FicusSyncLagHigh (over 5 min for 5 min).',
+    unit: 's', min: 0, width: 8, steps: [[60, 'orange'], [300, 'red']],
+    queries: [{ expr: syncGauge('ficus_sync_lag_seconds'), legend: '{{route}} → {{target}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Writes waiting for the other side',
+    description: 'Dual writes recorded in the outbox and not yet delivered (pending), and dead letters (delivered never, until an operator replays or skips them), per route and target. Pending follows the write rate and drains within the replication latency; a steady climb means the target is not taking deliveries (Deliveries by outcome says how it answers). At sync.maxPending, writes are refused with 503 FICUS_ERR_SYNC_FULL. Highest over the replicas.',
+    unit: 'short', min: 0, width: 8, steps: [],
+    queries: [
+      { expr: syncGauge('ficus_sync_pending'), legend: '{{route}} → {{target}} pending' },
+      { expr: syncGauge('ficus_sync_dead_letters'), legend: '{{route}} → {{target}} dead letters' }
+    ]
+  }))
+  b.withPanel(stat({
+    title: 'Dead letters now',
+    description: 'Writes that will not be delivered until an operator acts, per route and target; each blocks every later write to its record on that target, and once that target answers for the record its writes are refused (503 FICUS_ERR_SYNC_BEHIND). `ficus sync dead-letters <route>` lists them with the reason (a 4xx of the target, retries used up, id_unmapped, outcome_unknown after a crash); fix the cause, then `ficus sync replay` or `ficus sync skip`. Alert: FicusSyncDeadLetters.',
+    unit: 'short', width: 4, height: 8, steps: [[1, 'red']],
+    noValue: 'no dual route',
+    queries: [{ expr: syncGauge('ficus_sync_dead_letters'), legend: '{{route}} → {{target}}' }]
+  }))
+  b.withPanel(stat({
+    title: 'Applied, not recorded (time range)',
+    description: 'Dual writes the primary applied that Ficus could not record for the other side (the client got 502 FICUS_ERR_SYNC_UNRECORDED): the other side never gets them unless someone replays them by hand. Each is in the error log in full: "sync: write applied but not recorded" (method, path, body, the side that applied it). Any is a page: FicusSyncWriteUnrecorded.',
+    unit: 'short', width: 4, height: 8, steps: [[1, 'red']],
+    noValue: 'no dual route',
+    queries: [{ expr: `sum by (route) (round(increase(ficus_sync_unrecorded_total{${SEL}}[$__range])))`, legend: '{{route}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Deliveries by outcome',
+    description: 'Delivery attempts per second to the other side, per route, target and outcome: delivered (2xx), retry (5xx, 408, 425, 429 or not reached, tried again after a backoff; also a write waiting for its record\'s id, see Id map misses), dead (became a dead letter). Retries and no deliveries: the target is down or refusing; the log has its answers (lines starting "sync:").',
+    unit: 'reqps', min: 0, width: 8, steps: [],
+    queries: [{ expr: `sum by (route, target, outcome) (rate(ficus_sync_deliveries_total{${SEL}}${RATE}))`, legend: '{{route}} → {{target}}: {{outcome}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Replication latency',
+    description: 'Time from a dual write recorded in the outbox to its delivery to the other side, p50 and p99 per route and target, over the writes delivered in the window. Normally the target\'s own latency (milliseconds); seconds to minutes mean retries (a write retried for a minute counts a minute). Empty while nothing is delivered: then the lag shows how old the waiting writes are.',
+    unit: 's', min: 0, width: 8, steps: [[5, 'orange'], [300, 'red']],
+    queries: [0.5, 0.99].map((q) => ({
+      expr: `histogram_quantile(${q}, sum by (le, route, target) (rate(ficus_sync_replication_seconds_bucket{${SEL}}${RATE})))`,
+      legend: `{{route}} → {{target}} p${Math.round(q * 100)}`
+    }))
+  }))
+  b.withPanel(timeseries({
+    title: 'Dual writes refused or not recorded',
+    description: 'Per second, by route: writes refused with 503 before anything was sent, because the outbox was full (sync_full: sync.maxPending writes wait, the target is not taking them; alert FicusSyncOutboxFull), the store could not record (sync_unavailable: disk full, read-only, PostgreSQL down; reads are unaffected; alert FicusSyncStoreUnavailable), or the record\'s earlier writes had not reached the side answering it (sync_behind: see Fences; alert FicusSyncWritesBehind); writes forwarded unrecorded because the outbox was full and sync.onFull is passthrough (the other side misses them); writes applied but not recorded (502; alert FicusSyncWriteUnrecorded). 0 on a healthy route.',
+    unit: 'reqps', min: 0, width: 8, steps: [[0.001, 'red']],
+    queries: [
+      { expr: `sum by (route, reason) (rate(ficus_writes_refused_total{${SEL}, reason=~"sync_full|sync_unavailable|sync_behind"}${RATE}))`, legend: '{{route}}: refused ({{reason}})' },
+      { expr: `sum by (route, reason) (rate(ficus_sync_unsynced_total{${SEL}}${RATE}))`, legend: '{{route}}: forwarded unrecorded ({{reason}})' },
+      { expr: `sum by (route) (rate(ficus_sync_unrecorded_total{${SEL}}${RATE}))`, legend: '{{route}}: applied, not recorded' }
+    ]
+  }))
+  b.withPanel(timeseries({
+    title: 'Id map entries',
+    description: 'Pairs of ids (legacy ↔ new) in the id map, per entity: one per record created on a dual route, once its copy was created on the other side and that side\'s id learned from its answer. It follows the creates; flat while creates are delivered means the other side\'s answers have no id where `learn:` says (dead letters id_not_learned). Highest over the replicas (one store).',
+    unit: 'short', min: 0, width: 8, steps: [],
+    queries: [{ expr: `max by (entity) (ficus_idmap_entries{${INST}})`, legend: '{{entity}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Id map misses',
+    description: 'Ids the map did not know, per second by route and where: delivery (a write to a record whose create has not reached the target yet waits, and after sync.maxIdWait is a dead letter id_unmapped), shadow (a shadow read skipped, not counted as a divergence), ambiguous (409 FICUS_ERR_ID_AMBIGUOUS to the client: the id is a legacy id of one record and a new id of another, see docs/errors.md). Delivery misses right after creates are normal; sustained ones mean creates are not delivered (dead letters) or `learn:` is wrong.',
+    unit: 'reqps', min: 0, width: 8, steps: [[0.1, 'orange']],
+    queries: [{ expr: `sum by (route, where) (rate(ficus_idmap_misses_total{${SEL}}${RATE}))`, legend: '{{route}}: {{where}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Fences',
+    description: 'Requests per second that found their record\'s earlier writes not yet on the side answering them, by route and outcome: waited (they arrived within sync.fenceTimeout: the request went on, that much later), timeout (a read served anyway, possibly stale; a write refused with 503 FICUS_ERR_SYNC_BEHIND), dead_letter (one of them is a dead letter: reads served, writes refused until it is replayed or skipped). A few waits while a route is split are normal; timeouts after a rollback mean legacy was behind (see the lag): let it catch up, or undo the move until it has.',
+    unit: 'reqps', min: 0, width: 8, steps: [[0.1, 'orange']],
+    queries: [{ expr: `sum by (route, outcome) (rate(ficus_sync_fences_total{${SEL}}${RATE}))`, legend: '{{route}}: {{outcome}}' }]
+  }))
+
   // ---- Upgrades (WebSocket): tunnels live for minutes to hours, so they are counted apart from requests
   b.withRow(new RowBuilder('Upgrades (WebSocket)'))
   b.withPanel(timeseries({
@@ -285,6 +366,7 @@ export function dashboard(): Dashboard {
     queries: [{ expr: `sum by (backend, direction) (rate(ficus_upgrade_bytes_total{${SEL}}${RATE}))`, legend: '{{backend}} {{direction}}' }]
   }))
 
+  // ---- Control plane
   b.withRow(new RowBuilder('Control plane'))
   b.withPanel(stat({
     title: 'Rollbacks in the time range',

@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto'
 import { watch } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { dirname, resolve } from 'node:path'
+import { basename, dirname, resolve } from 'node:path'
 import { createLogger } from './adapters/logger.js'
 import { FlagBootstrapError } from './adapters/flags.js'
 import { moveAside, readState, StateError } from './adapters/state-file.js'
 import { readConfig, warningsOf } from './config/load-config.js'
 import { formatProblem } from './config/problems.js'
+import type { StoreConfig } from './config/schema.js'
 import { STOP_GRACE_MS } from './lifecycle.js'
 import { startFicus, type Instance } from './start.js'
 
@@ -78,9 +79,15 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
   // Reloads on file change too. The directory is watched, and any event there is checked
   // against the file's content: editors replace the file by rename, and Kubernetes swaps a
   // ConfigMap's `..data` symlink without any event naming the file.
+  // Ficus's own busy files there are not: the embedded sync store (beside the state file, or
+  // routes.yaml, by default) is written on every dual write, and under steady writes its events
+  // would restart the debounce forever, so that no save was ever reloaded.
   let debounce: NodeJS.Timeout | null = null
+  const dir = dirname(resolve(configPath))
+  const own = ownFiles(config.store, dir)
   try {
-    const watcher = watch(dirname(resolve(configPath)), () => {
+    const watcher = watch(dir, (_event, name) => {
+      if (name !== null && own.has(name)) return
       if (debounce !== null) clearTimeout(debounce)
       debounce = setTimeout(() => {
         void digestOf(configPath).then((now) => {
@@ -131,6 +138,12 @@ export async function runFicus(configPath: string, env: NodeJS.ProcessEnv = proc
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
   if (pending !== null) reload(pending)
+}
+
+/** Names of the files in `dir` that Ficus itself writes on the request path: the embedded store's (LMDB: the file and its lock). */
+function ownFiles(store: StoreConfig, dir: string): ReadonlySet<string> {
+  if (store.kind !== 'embedded' || dirname(store.path) !== dir) return new Set()
+  return new Set([basename(store.path), `${basename(store.path)}-lock`])
 }
 
 /** SHA-256 of the file's bytes ('' when it cannot be read: a reload then reports why). */

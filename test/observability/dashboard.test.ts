@@ -36,7 +36,7 @@ t.test('the committed JSON is the generated one (npm run dashboard writes it)', 
 
 t.test('rows of the migration, and a route variable that takes several routes or all', async (t) => {
   const rows = d.panels.filter((p) => p.type === 'row').map((p) => p.title)
-  t.same(rows, ['Migration progress', 'Traffic', 'Latency', 'Divergence', 'Upgrades (WebSocket)', 'Control plane', 'Process'])
+  t.same(rows, ['Migration progress', 'Traffic', 'Latency', 'Divergence', 'Data sync', 'Upgrades (WebSocket)', 'Control plane', 'Process'])
   const v = Object.fromEntries(d.templating.list.map((x) => [x.name, x]))
   t.match(v.datasource, { type: 'datasource', query: 'prometheus' })
   t.match(v.route, { type: 'query', multi: true, includeAll: true, allValue: '.*' })
@@ -80,6 +80,24 @@ t.test('latency panels put legacy and new side by side, p50/p95/p99, primary and
     }
   }
   t.match(latency[1]?.targets?.[0]?.expr, /and on \(instance, route\) \(ficus_route_shadow_percent\{[^}]*\} > 0\)/, 'shadowed: routes with shadow > 0 only')
+})
+
+t.test('data sync: the store\'s gauges are the highest over the replicas, never a sum; each dual route and target shows 0 before its first wait', async (t) => {
+  // Every replica (and every --workers process) reads the same store: a sum would count a fleet's backlog once per replica.
+  const exprs = d.panels.flatMap((p) => (p.targets ?? []).map((q) => q.expr))
+  const gauges = ['ficus_sync_lag_seconds', 'ficus_sync_pending', 'ficus_sync_dead_letters', 'ficus_idmap_entries']
+  for (const g of gauges) {
+    const using = exprs.filter((e) => e.includes(`${g}{`))
+    t.ok(using.length > 0, `${g} is on the dashboard`)
+    for (const e of using) {
+      t.match(e, new RegExp(`^max by \\([a-z, ]+\\) \\(${g}\\{`), `${g}: max over the replicas`)
+      t.notMatch(e, /sum/, `${g}: never summed`)
+    }
+  }
+  const lag = exprs.find((e) => e.includes('ficus_sync_lag_seconds{'))
+  t.match(lag, / or max by \(route, target\) \(ficus_sync_deliveries_total\{[^}]*\}\) \* 0$/, 'lag 0, not "no data", for a route whose writes never waited')
+  const replication = d.panels.find((p) => p.title === 'Replication latency')
+  t.same(replication?.targets?.map((q) => q.expr.match(/^histogram_quantile\((0\.\d+),/)?.[1]), ['0.5', '0.99'], 'p50 and p99')
 })
 
 t.test('control plane events are annotations too', async (t) => {

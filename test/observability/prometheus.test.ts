@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import t from 'tap'
 import { Pool } from 'undici'
@@ -15,7 +16,8 @@ import { waitFor } from '../helpers/wait.js'
  * What SREs import must work the first time: a real Prometheus scrapes a real `ficus start`
  * process in front of real legacy/new servers under load (a split route shadowed both ways
  * with divergences, fallbacks, upstream resets, shadow copies cut by their timeout, 5xx on
- * both sides, a flag from an Unleash API, a rollback, config reloads that succeed and fail).
+ * both sides, dual writes delivered, retried and dead-lettered, creates whose ids the id map
+ * learns, a flag from an Unleash API, a rollback, config reloads that succeed and fail).
  * Then every query of the shipped dashboard, with its template variables substituted as
  * Grafana does, must return series; the shipped rules must evaluate without error on that
  * data; promtool must accept the rules, their unit tests and Ficus's own exposition.
@@ -49,11 +51,35 @@ t.test('promtool accepts the rules and their unit tests pass', async (t) => {
 
 t.test('a real Prometheus scraping Ficus under load: what the dashboard and the rules read works', async (t) => {
   t.setTimeout(120_000)
+  // Writes of the dual routes, on either side: a create gets the side's own id (the id map
+  // learns the pair when its copy is delivered); the copy of a write (x-ficus-sync) to order 7
+  // is refused for good (a dead letter, which blocks order 7's later writes), to order 8 for
+  // now (retried, so writes wait and the lag grows). Users on the other side of those copies
+  // then meet the fence: their writes to orders 7 and 8 are refused (sync_behind).
+  const writes = (side: 'legacy' | 'new'): ((req: IncomingMessage, res: ServerResponse) => boolean) => {
+    let created = 0
+    return (req, res) => {
+      if (req.method === 'GET') return false
+      const answer = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
+        res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body))
+      }
+      const copy = req.headers['x-ficus-sync'] === '1'
+      if (copy && req.url === '/api/orders/7') answer(422, { error: 'order 7 is locked' })
+      else if (copy && req.url === '/api/orders/8') answer(503, { error: 'try later' }, { 'retry-after': '1' })
+      else if (req.method === 'POST') answer(201, { id: side === 'legacy' ? String(1000 + ++created) : `n-${++created}` })
+      else answer(200, { url: req.url })
+      return true
+    }
+  }
+  const legacyWrites = writes('legacy')
+  const newWrites = writes('new')
   const legacy = await startUpstream(t, 'legacy', (req, res) => {
+    if (legacyWrites(req, res)) return
     if (req.url === '/api/orders/broken') return void res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"boom"}')
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ url: req.url, customer_name: 'Ada', amount: '12.50' }))
   })
   const next = await startUpstream(t, 'new', (req, res) => {
+    if (newWrites(req, res)) return
     const answer = (status: number, body: unknown): void => { res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body)) }
     switch (req.url) {
       case '/api/orders/fail': return answer(503, { error: 'overloaded' })
@@ -82,8 +108,12 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
     '  appName: ficus-observability-test',
     `  token: "${unleash.token}"`,
     '  refreshInterval: 1s',
+    // The two sides share the ids of existing orders (reads shadowed as they are); retries every
+    // second at most; a request behind a fence waits 100 ms, not 2 s, so the load keeps its pace.
+    'sync: { unmappedIds: same, fenceTimeout: 100ms, retry: { base: 100ms, max: 1s, maxAttempts: 1000 } }',
     'routes:',
-    '  - { name: orders, match: { path: "/api/orders/*" }, new: 50, shadow: 100 }',
+    '  - { name: orders-create, match: { path: /api/orders, methods: [POST] }, new: 50, sync: { mode: dual, entity: order, learn: response.body.id } }',
+    '  - { name: orders, match: { path: "/api/orders/:id" }, new: 50, shadow: 100, sync: { mode: dual, entity: order, key: path.id } }',
     '  - { name: flagged, match: { path: "/flagged/*" }, flag: flagged-new }',
     ''
   ].join('\n')
@@ -103,7 +133,11 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
 
   // Load: 4 clients, 200 sticky users, every kind of request, until told to stop; each client
   // waits 10 ms between requests (a few hundred per second) to leave CPU to the tests beside it.
-  const paths = ['/api/orders/1', '/api/orders/2', '/api/orders/3', '/api/orders/fail', '/api/orders/reset', '/api/orders/slow', '/api/orders/broken', '/flagged/1', '/flagged/2']
+  const reads = ['/api/orders/1', '/api/orders/2', '/api/orders/3', '/api/orders/fail', '/api/orders/reset', '/api/orders/slow', '/api/orders/broken', '/flagged/1', '/flagged/2']
+  const requests: { method: 'GET' | 'PUT' | 'POST'; path: string }[] = [
+    ...reads.map((path) => ({ method: 'GET' as const, path })),
+    { method: 'PUT', path: '/api/orders/1' }, { method: 'PUT', path: '/api/orders/7' }, { method: 'PUT', path: '/api/orders/8' }, { method: 'POST', path: '/api/orders' }
+  ]
   const pool = new Pool(traffic, { connections: 4 })
   t.teardown(() => pool.destroy())
   let running = true
@@ -111,7 +145,12 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
   const client = async (): Promise<void> => {
     while (running) {
       const i = sent++
-      const r = await pool.request({ method: 'GET', path: paths[i % paths.length] as string, headers: { 'x-user-id': `u${i % 200}` } })
+      const { method, path } = requests[i % requests.length] as (typeof requests)[number]
+      const write = method !== 'GET'
+      const r = await pool.request({
+        method, path, body: write ? JSON.stringify({ n: i }) : null,
+        headers: { 'x-user-id': `u${i % 200}`, ...(write ? { 'content-type': 'application/json' } : {}) }
+      })
       await r.body.dump()
       await new Promise((resolve) => setTimeout(resolve, 10))
     }
@@ -152,7 +191,7 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
     const instances = await prom.api<string[]>('label/instance/values', { 'match[]': 'ficus_build_info' })
     t.same(instances, [new URL(adminUrl).host], '$instance lists the replica')
     const routeNames = await prom.api<string[]>('label/route/values', { 'match[]': 'ficus_route_shadow_percent{instance=~".*"}' })
-    t.same(routeNames.sort(), ['default', 'flagged', 'orders'], '$route lists every route, the flagged one too')
+    t.same(routeNames.sort(), ['default', 'flagged', 'orders', 'orders-create'], '$route lists every route, the flagged one too')
     for (const v of DASHBOARD.templating.list.filter((x) => x.type === 'query')) {
       t.match(v.query, /^label_values\((ficus_build_info|ficus_route_shadow_percent\{instance=~"\$instance"\}), (instance|route)\)$/, `${v.name}: a query checked above`)
     }
@@ -177,7 +216,7 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
     }
   })
 
-  await t.test('the queries see what happened: divergences, fallbacks, resets, shadow timeouts, the rollback, the rejected reload, the flag source', async (t) => {
+  await t.test('the queries see what happened: divergences, fallbacks, resets, shadow timeouts, dual writes, the rollback, the rejected reload, the flag source', async (t) => {
     const last = async (expr: string): Promise<Series[]> =>
       (await prom.api<{ result: Series[] }>('query_range', { query: expr, start: String(start / 1000), end: String(end / 1000), step: '1' })).result
     const max = (s: Series[]): number => Math.max(...s.flatMap((x) => x.values.map(([, v]) => Number(v))).filter((v) => !Number.isNaN(v)))
@@ -188,13 +227,32 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
     t.equal(max(await last(`sum(increase(ficus_rollbacks_total{route="orders", trigger="manual"}[${range}]))`)) > 0.5, true, 'the rollback seen by increase()')
     t.equal(max(await last(`sum(increase(ficus_config_reloads_total{outcome="failure"}[${range}]))`)) > 0.5, true, 'the rejected reload seen by increase()')
     t.equal(max(await last('ficus_flag_source_ready')), 1, 'flag source ready')
+    for (const outcome of ['delivered', 'retry']) {
+      t.ok(max(await last(`sum(rate(ficus_sync_deliveries_total{route="orders", outcome="${outcome}"}[${RATE_INTERVAL}]))`)) > 0, `dual writes ${outcome} seen`)
+    }
+    // Order 7's first write is the only one to die (its later ones wait behind it), maybe before the first scrape: the count, not its rate.
+    t.ok(max(await last('sum(ficus_sync_deliveries_total{route="orders", outcome="dead"})')) >= 1, 'the delivery that became a dead letter counted')
+    t.ok(max(await last('max(ficus_sync_dead_letters{route="orders"})')) >= 1, 'the dead letter of order 7 seen')
+    t.ok(max(await last('max(ficus_sync_pending{route="orders"})')) >= 1, 'writes waiting behind orders 7 and 8 seen')
+    t.ok(max(await last('max(ficus_sync_lag_seconds{route="orders"})')) > 0, 'the lag seen')
+    t.ok(max(await last(`histogram_quantile(0.5, sum by (le) (rate(ficus_sync_replication_seconds_bucket{route="orders"}[${RATE_INTERVAL}])))`)) > 0, 'replication latency seen')
+    t.ok(max(await last('max(ficus_idmap_entries{entity="order"})')) >= 1, 'created orders in the id map')
+    t.ok(max(await last(`sum(rate(ficus_sync_fences_total{route="orders", outcome=~"timeout|dead_letter"}[${RATE_INTERVAL}]))`)) > 0, 'requests behind a fence seen')
+    t.ok(max(await last(`sum(rate(ficus_writes_refused_total{route="orders", reason="sync_behind"}[${RATE_INTERVAL}]))`)) > 0, 'writes refused behind a fence seen')
+    t.equal(max(await last(`sum(increase(ficus_sync_unrecorded_total[${range}]))`)), 0, 'no write unrecorded')
   })
 
   await t.test('the shipped alerting rules evaluate on the real data without error', async (t) => {
     const { groups } = await prom.api<{ groups: { name: string; rules: { name: string; health: string; lastError?: string }[] }[] }>('rules')
     const rules = groups.flatMap((g) => g.rules)
-    t.ok(rules.length >= 14, `${rules.length} rules loaded`)
+    t.ok(rules.length >= 25, `${rules.length} rules loaded`)
     for (const r of rules) t.equal(r.health, 'ok', `${r.name}: ${r.lastError ?? ''}`)
+    // The dead letter of order 7 and the writes refused behind the fences are seen by their
+    // alerts (pending: their minutes have not passed); nothing else of the sync group is.
+    const { alerts } = await prom.api<{ alerts: { labels: Record<string, string>; state: string }[] }>('alerts')
+    const sync = alerts.filter((a) => a.labels.alertname?.startsWith('FicusSync') === true)
+    t.same([...new Set(sync.map((a) => a.labels.alertname))].sort(), ['FicusSyncDeadLetters', 'FicusSyncWritesBehind'], 'the sync alerts active')
+    for (const a of sync) t.match(a, { labels: { route: 'orders' }, state: 'pending' }, `${a.labels.alertname} ${a.labels.route} ${a.labels.target ?? ''}: ${a.state}`)
   })
 
   ficus.child.kill('SIGTERM')
