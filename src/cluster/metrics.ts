@@ -27,6 +27,8 @@ const BY_NAME: Readonly<Record<string, Rule>> = {
   ficus_sync_dead_letters: 'max',
   ficus_sync_lag_seconds: 'max',
   ficus_idmap_entries: 'max',
+  // One process that cannot reach the store refuses its dual writes: the lowest says so.
+  ficus_sync_store_up: 'min',
   // A per-process limit, not a quantity.
   process_max_fds: 'max'
 }

@@ -2,7 +2,7 @@ import type { AuditEntry, AuditLog } from '../adapters/audit-log.js'
 import type { FlagSource, FlagSourceStatus } from '../core/flags.js'
 import { UnleashAdminError, type UnleashAdminApi } from '../adapters/unleash-admin.js'
 import type { Logger } from '../adapters/logger.js'
-import { primeRoute, type Metrics } from '../adapters/metrics-registry.js'
+import { primeRoute, primeSyncRoute, type Metrics } from '../adapters/metrics-registry.js'
 import { writeState } from '../adapters/state-file.js'
 import type { Config } from '../config/schema.js'
 import { flagState } from '../core/flag-state.js'
@@ -285,6 +285,7 @@ export class ControlPlane {
       if (share !== null) this.metrics.newPercent.set({ route: r.name }, share)
       this.metrics.shadowPercent.set({ route: r.name }, r.shadow)
       primeRoute(this.metrics, r.name, r.flag !== null)
+      if (r.sync?.mode === 'dual') primeSyncRoute(this.metrics, r.name) // a route a reload made dual too
       this.lastShare.set(r.name, share)
     }
   }

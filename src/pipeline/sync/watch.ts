@@ -67,6 +67,7 @@ export class StoreWatch {
   failed (err: unknown): void {
     if (!this.failing) this.log.error({ err }, 'sync: the store failed a write; dual writes are refused until it answers again')
     this.failing = true
+    this.metrics.syncStoreUp.set(0)
   }
 
   /** The last stats read (null before the first). */
@@ -82,10 +83,12 @@ export class StoreWatch {
       this.since = 0
       if (this.failing) this.log.info('sync: the store answers again; dual writes are taken')
       this.failing = false
+      this.metrics.syncStoreUp.set(1)
       this.gauges(st, ids)
     } catch (err) {
       if (!this.failing) this.log.error({ err }, 'sync: the store does not answer; dual writes are refused until it does')
       this.failing = true
+      this.metrics.syncStoreUp.set(0)
     }
   }
 
