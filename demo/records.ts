@@ -22,14 +22,21 @@ export interface Records {
   readonly server: Server
   /** The records it holds, by id. */
   readonly notes: Map<string, Note>
-  /** Writes applied, in order (method, id), duplicates by Idempotency-Key left out. */
-  readonly applied: { readonly method: string; readonly id: string; readonly key: string | undefined }[]
+  /** Writes applied, in order (method, id, the JSON body sent), duplicates by Idempotency-Key left out. */
+  readonly applied: { readonly method: string; readonly id: string; readonly key: string | undefined; readonly body: Record<string, unknown> }[]
   /** Requests answered from the idempotency cache (a delivery sent again). */
   readonly deduped: () => number
   /** While true, every request gets 503 (the side is down). */
   down: boolean
   /** When set, a status to answer a request with instead of serving it (null: serve it). */
   refuse: ((method: string, path: string) => number | null) | null
+  /**
+   * When set, called for each write once it is applied (and its answer kept for its
+   * Idempotency-Key), before it is answered: the answer waits for the promise it returns
+   * (null: answered at once). Its caller may be gone by then; the write stays applied. Tests
+   * use it to stop a write at a known point (the answer on its way, a delivery in flight).
+   */
+  hold: ((req: IncomingMessage, method: string, id: string) => Promise<void> | null) | null
   close(): Promise<void>
 }
 
@@ -50,7 +57,7 @@ export function recordsApi(side: Side): RecordsApi {
   const seen = new Map<string, { status: number; body: unknown; headers: Record<string, string> }>()
   let created = 0
   let deduped = 0
-  const state: { down: boolean; refuse: Records['refuse'] } = { down: false, refuse: null }
+  const state: { down: boolean; refuse: Records['refuse']; hold: Records['hold'] } = { down: false, refuse: null, hold: null }
 
   const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
     const text = body === undefined ? '' : JSON.stringify(body)
@@ -102,12 +109,14 @@ export function recordsApi(side: Side): RecordsApi {
     }
     const answer = (status: number, out: unknown, headers: Record<string, string> = {}): void => {
       if (key !== undefined) seen.set(`${method} ${path} ${key}`, { status, body: out, headers })
-      send(res, status, out, headers)
+      const held = status < 300 ? state.hold?.(req, method, (out as Note | undefined)?.id ?? id ?? '') ?? null : null
+      if (held === null) send(res, status, out, headers)
+      else void held.then(() => { send(res, status, out, headers) })
     }
     if (method === 'POST' && path === '/api/notes') {
       const note: Note = { ...body, id: idOf(side, ++created) }
       notes.set(note.id, note)
-      applied.push({ method, id: note.id, key })
+      applied.push({ method, id: note.id, key, body })
       answer(201, note, { location: `/api/notes/${encodeURIComponent(note.id)}` })
       return
     }
@@ -123,11 +132,11 @@ export function recordsApi(side: Side): RecordsApi {
     if (method === 'PUT' || method === 'PATCH') {
       const note: Note = method === 'PUT' ? { ...body, id } : { ...existing, ...body, id }
       notes.set(id, note)
-      applied.push({ method, id, key })
+      applied.push({ method, id, key, body })
       answer(200, note)
     } else if (method === 'DELETE') {
       notes.delete(id)
-      applied.push({ method, id, key })
+      applied.push({ method, id, key, body })
       answer(204, undefined)
     } else {
       send(res, 405, { error: `${method} is not allowed here` })
@@ -142,7 +151,9 @@ export function recordsApi(side: Side): RecordsApi {
     get down () { return state.down },
     set down (v: boolean) { state.down = v },
     get refuse () { return state.refuse },
-    set refuse (v: Records['refuse']) { state.refuse = v }
+    set refuse (v: Records['refuse']) { state.refuse = v },
+    get hold () { return state.hold },
+    set hold (v: Records['hold']) { state.hold = v }
   }
 }
 
@@ -170,6 +181,8 @@ export async function startRecords(side: Side, port = 0, host = '127.0.0.1'): Pr
     set down (v: boolean) { api.down = v },
     get refuse () { return api.refuse },
     set refuse (v: Records['refuse']) { api.refuse = v },
+    get hold () { return api.hold },
+    set hold (v: Records['hold']) { api.hold = v },
     close: async () => {
       server.closeAllConnections()
       await new Promise<void>((resolve) => server.close(() => resolve()))

@@ -40,12 +40,17 @@ export class LmdbStore implements SyncStore {
   private readonly keys: Database<Backend, [string, number]>
 
   constructor (path: string, private readonly clock: () => number = Date.now) {
-    this.env = open({ path, overlappingSync: false, compression: false })
+    this.env = open({ path, overlappingSync: false, compression: false, eventTurnBatching: false })
     this.outbox = this.env.openDB<Entry, number>({ name: 'outbox' })
     this.intents = this.env.openDB<[number, number], number>({ name: 'intents' })
     this.meta = this.env.openDB<unknown, string>({ name: 'meta' })
     this.ids = this.env.openDB<[string, Backend], string[]>({ name: 'ids' })
     this.keys = this.env.openDB<Backend, [string, number]>({ name: 'keys' })
+  }
+
+  /** One write transaction, resolved once it is on disk; rejects with the cause when the commit fails. */
+  private async write<T>(run: () => T): Promise<T> {
+    return committed(this.env.transaction(run))
   }
 
   async append (writes: readonly NewWrite[]): Promise<number[]> {
@@ -59,7 +64,7 @@ export class LmdbStore implements SyncStore {
   private async add (writes: readonly NewWrite[], state: 'pending' | 'intent', notBefore: number): Promise<number[]> {
     if (writes.length === 0) return []
     const now = this.clock()
-    return this.env.transaction(() => {
+    return this.write(() => {
       let seq = (this.meta.get('seq') as number | undefined) ?? 0
       const seqs: number[] = []
       for (const w of writes) {
@@ -76,7 +81,7 @@ export class LmdbStore implements SyncStore {
   }
 
   async settle (seq: number, write: NewWrite | null): Promise<boolean> {
-    return this.env.transaction(() => {
+    return this.write(() => {
       const e = this.outbox.get(seq)
       if (e === undefined || e.state !== 'intent') return false
       void this.intents.remove(seq)
@@ -94,7 +99,7 @@ export class LmdbStore implements SyncStore {
   }
 
   async expire (now: number): Promise<Delivery[]> {
-    return this.env.transaction(() => {
+    return this.write(() => {
       const out: Delivery[] = []
       const alive = new Map<number, boolean>()
       for (const { key: seq, value: [expiresAt, pid] } of this.intents.getRange()) {
@@ -113,7 +118,7 @@ export class LmdbStore implements SyncStore {
   }
 
   async claim (now: number, limit: number, leaseMs: number): Promise<Delivery[]> {
-    return this.env.transaction(() => {
+    return this.write(() => {
       const paused = new Set((this.meta.get('paused') as string[] | undefined) ?? [])
       if (paused.has('*')) return []
       const seen = new Set<string>()
@@ -205,11 +210,11 @@ export class LmdbStore implements SyncStore {
   }
 
   async probe (): Promise<void> {
-    await this.meta.put('probe', this.clock())
+    await committed(this.meta.put('probe', this.clock()))
   }
 
   async setPaused (route: string, paused: boolean): Promise<void> {
-    await this.env.transaction(() => {
+    await this.write(() => {
       const now = new Set((this.meta.get('paused') as string[] | undefined) ?? [])
       if (paused) now.add(route)
       else now.delete(route)
@@ -237,7 +242,7 @@ export class LmdbStore implements SyncStore {
   }
 
   async mapIds (entity: string, legacyId: string, newId: string, origin: Backend): Promise<boolean> {
-    return this.env.transaction(() => {
+    return this.write(() => {
       const toNew = this.ids.get([entity, 'legacy', legacyId])
       const toLegacy = this.ids.get([entity, 'new', newId])
       if (toNew?.[0] === newId && toLegacy?.[0] === legacyId) return true // already known
@@ -276,7 +281,7 @@ export class LmdbStore implements SyncStore {
 
   /** Removes an entry, whatever its state; false when there is none. */
   private async drop (seq: number): Promise<boolean> {
-    return this.env.transaction(() => {
+    return this.write(() => {
       const e = this.outbox.get(seq)
       if (e === undefined) return false
       void this.outbox.remove(seq)
@@ -289,7 +294,7 @@ export class LmdbStore implements SyncStore {
 
   /** Rewrites one entry in a write transaction; `change` returns null to leave it. False when there is no such entry, or nothing changed. */
   private async update (seq: number, change: (e: Entry) => Entry | null): Promise<boolean> {
-    return this.env.transaction(() => {
+    return this.write(() => {
       const e = this.outbox.get(seq)
       if (e === undefined) return false
       const next = change(e)
@@ -302,6 +307,26 @@ export class LmdbStore implements SyncStore {
       }
       return true
     })
+  }
+}
+
+/**
+ * Awaits a write of lmdb-js; when its commit failed, handles the promise lmdb-js keeps the
+ * cause in (`commitError`: left unhandled, it ends the process) and rejects with that cause
+ * ("File too large", "No space left on device"…), not lmdb-js's "Commit failed (see
+ * commitError for details)".
+ */
+async function committed<T>(write: Promise<T>): Promise<T> {
+  try {
+    return await write
+  } catch (err) {
+    const commitError = (err as { commitError?: unknown }).commitError
+    if (!(commitError instanceof Promise)) throw err
+    // It is rejected with the cause in the same turn as the write (or never, if LMDB gave none).
+    const cause: unknown = await Promise.race([commitError.then(() => null, (e: unknown) => e), new Promise((resolve) => { setImmediate(resolve, null) })])
+    const code = (cause as { code?: unknown } | null)?.code
+    const message = cause instanceof Error ? cause.message : 'no cause given'
+    throw Object.assign(new Error(`the sync store could not commit a write: ${message}`, { cause: cause ?? err }), code === undefined ? {} : { code })
   }
 }
 

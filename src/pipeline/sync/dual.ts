@@ -189,6 +189,7 @@ export class Dual {
       forward.receive(ex, start)
       return
     }
+    watch.admitted(ex.res)
     forward.receive(ex, (body) => {
       if (body === null) {
         this.record(ex, rule, ids, null, start, null)

@@ -35,12 +35,26 @@ export class StoreWatch {
     this.timer = null
   }
 
-  /** Writes waiting (pending and intents) at the last read, plus those recorded since by this process. */
+  /**
+   * Writes waiting (pending and intents) at the last read, plus those this process recorded
+   * since, plus those it admitted that are still on their way (their intent, the primary,
+   * their settle): admission counts a write from the moment it lets it in, so that writes
+   * admitted together cannot take the outbox past sync.maxPending. (Counted twice for a
+   * moment at most, between a read or a settle and the end of its exchange: refused a little
+   * early, never admitted past the bound, by this process.)
+   */
   get waiting (): number {
-    return this.last === null ? 0 : this.last.pending + this.last.intents + this.since
+    return (this.last === null ? 0 : this.last.pending + this.last.intents + this.since) + this.inFlight
   }
 
   private since = 0
+  private inFlight = 0
+
+  /** This process admitted a write: it counts as waiting until its exchange ends (`res` closes), then as recorded if it was. */
+  admitted (res: { once(event: 'close', listener: () => void): unknown }): void {
+    this.inFlight++
+    res.once('close', () => { this.inFlight-- })
+  }
 
   /** This process recorded a write (admission counts it before the next read). */
   recorded (): void {
