@@ -1,9 +1,7 @@
-import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { startRecords, type Records } from '../../demo/records.js'
-import { admin, samples, summary } from '../helpers/admin.js'
-import { sample, startTestFicus, type TestFicus } from '../helpers/ficus.js'
-import { waitFor } from '../helpers/wait.js'
+import { samples, summary } from '../helpers/admin.js'
+import { caughtUp, dualRig, setNew, type DualRig } from '../helpers/dual-rig.js'
+import { sample, type TestFicus } from '../helpers/ficus.js'
 
 /**
  * compare.ids (docs/shadow.md): on a dual route the two sides give one record different ids
@@ -13,50 +11,20 @@ import { waitFor } from '../helpers/wait.js'
  * Two real records APIs, a real LMDB file, real sockets, shadow: 100.
  */
 
-interface Rig {
-  readonly legacy: Records
-  readonly next: Records
-  readonly f: TestFicus
-}
-
 const IDS = { notes: { 'body.notes[*].id': 'note' }, note: { 'body.id': 'note' } }
 
-async function rig(t: Test, withIds: boolean, top: Record<string, unknown> = {}): Promise<Rig> {
-  const legacy = await startRecords('legacy')
-  const next = await startRecords('new')
-  t.teardown(async () => { await Promise.all([legacy.close(), next.close()]) })
-  const f = await startTestFicus(t, {
-    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
-    store: { kind: 'embedded', path: join(t.testdir(), 'ficus.lmdb') },
-    sync: { retry: { base: '20ms', max: '200ms' } },
-    ...top,
-    routes: [
-      // The list (GET) and creates (POST): a create's id is learned from its answer.
-      { name: 'notes', match: { path: '/api/notes' }, new: 0, shadow: 100, sync: { mode: 'dual', entity: 'note', learn: 'response.body.id' }, ...(withIds ? { compare: { ids: IDS.notes } } : {}) },
-      { name: 'note', match: { path: '/api/notes/:id' }, new: 0, shadow: 100, sync: { mode: 'dual', entity: 'note', key: 'path.id' }, ...(withIds ? { compare: { ids: IDS.note } } : {}) }
-    ]
-  })
-  return { legacy, next, f }
+async function rig(t: Test, withIds: boolean, top: Record<string, unknown> = {}): Promise<DualRig> {
+  return dualRig(t, top, [
+    // The list (GET) and creates (POST): a create's id is learned from its answer.
+    { name: 'notes', match: { path: '/api/notes' }, new: 0, shadow: 100, sync: { mode: 'dual', entity: 'note', learn: 'response.body.id' }, ...(withIds ? { compare: { ids: IDS.notes } } : {}) },
+    { name: 'note', match: { path: '/api/notes/:id' }, new: 0, shadow: 100, sync: { mode: 'dual', entity: 'note', key: 'path.id' }, ...(withIds ? { compare: { ids: IDS.note } } : {}) }
+  ])
 }
 
 const create = async (f: TestFicus, body: unknown): Promise<string> => {
   const r = await f.fetch('/api/notes', { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
   if (r.status !== 201) throw new Error(`create: ${r.status} ${r.text}`)
   return (r.json() as { id: string }).id
-}
-
-async function caughtUp(f: TestFicus): Promise<void> {
-  await waitFor(async () => {
-    const st = await f.running.ficus.sync()?.store.stats()
-    return st !== undefined && st.pending === 0 && st.intents === 0
-  }, { message: 'the outbox did not drain' })
-}
-
-async function setNew(f: TestFicus, percent: number): Promise<void> {
-  for (const name of ['notes', 'note']) {
-    const r = await admin(f, 'PATCH', `/admin/routes/${name}`, { json: { new: percent } })
-    if (r.status !== 200) throw new Error(`PATCH ${name}: ${r.status} ${r.text}`)
-  }
 }
 
 /** GETs each path through Ficus, then waits for their comparisons. */
@@ -81,7 +49,7 @@ t.test('with compare.ids, reads of records created through Ficus match, whicheve
   t.match(await summary(f, 'notes'), { comparisons: { match: 1, diverged: 0, error: 0, skipped: 0 } }, 'and every id of the list')
 
   // new answers, legacy gets the copy: the pairs hold the other way round too.
-  await setNew(f, 100)
+  await setNew(f, 100, ['notes', 'note'])
   const served = await f.fetch(`/api/notes/${a}`)
   t.same([served.headers['x-served-by'], served.json()], ['new', { text: 'first', id: 'n-3e9' }])
   await read(f, ['/api/notes/n-3ea', '/api/notes'])

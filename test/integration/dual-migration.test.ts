@@ -1,9 +1,8 @@
-import { join } from 'node:path'
 import t from 'tap'
 import { Agent, request } from 'undici'
-import { startRecords } from '../../demo/records.js'
 import { admin } from '../helpers/admin.js'
-import { sample, startTestFicus } from '../helpers/ficus.js'
+import { dualRig, NOTES_ROUTES } from '../helpers/dual-rig.js'
+import { sample } from '../helpers/ficus.js'
 import { waitFor } from '../helpers/wait.js'
 
 /**
@@ -30,18 +29,10 @@ function prng(seed: number): () => number {
 }
 
 t.test('a writing route through shadow, canary, half, new primary and a rollback under load: nothing a client wrote is lost, on either side', async (t) => {
-  const legacy = await startRecords('legacy')
-  const next = await startRecords('new')
-  t.teardown(async () => { await Promise.all([legacy.close(), next.close()]) })
-  const f = await startTestFicus(t, {
-    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
-    store: { kind: 'embedded', path: join(t.testdir(), 'ficus.lmdb') },
-    sync: { retry: { base: '10ms', max: '100ms' }, fenceTimeout: '5s' },
-    routes: [
-      { name: 'notes-create', match: { path: '/api/notes', methods: ['POST'] }, new: 0, sync: { mode: 'dual', entity: 'note', learn: 'response.body.id' } },
-      { name: 'notes', match: { path: '/api/notes/:id' }, new: 0, shadow: 100, sync: { mode: 'dual', entity: 'note', key: 'path.id' } }
-    ]
-  })
+  const { legacy, next, f } = await dualRig(t, { sync: { retry: { base: '10ms', max: '100ms' }, fenceTimeout: '5s' } }, [
+    NOTES_ROUTES[0] as Record<string, unknown>,
+    { ...NOTES_ROUTES[1], shadow: 100 }
+  ])
   const agent = new Agent({ connections: CLIENTS })
   t.teardown(async () => agent.close())
 

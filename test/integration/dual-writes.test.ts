@@ -1,8 +1,6 @@
-import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { startRecords, type Records } from '../../demo/records.js'
-import { admin } from '../helpers/admin.js'
-import { sample, startTestFicus, type TestFicus } from '../helpers/ficus.js'
+import { caughtUp, dualRig, setNew, type DualRig } from '../helpers/dual-rig.js'
+import { sample } from '../helpers/ficus.js'
 import { waitFor } from '../helpers/wait.js'
 
 /**
@@ -12,44 +10,12 @@ import { waitFor } from '../helpers/wait.js'
  * from 1000, new gives `n-3e9`), a real LMDB file, real sockets.
  */
 
-interface Rig {
-  readonly legacy: Records
-  readonly next: Records
-  readonly f: TestFicus
-}
-
-async function rig(t: Test, over: { sync?: Record<string, unknown>; routes?: Record<string, unknown> } = {}): Promise<Rig> {
-  const legacy = await startRecords('legacy')
-  const next = await startRecords('new')
-  t.teardown(async () => { await Promise.all([legacy.close(), next.close()]) })
-  const f = await startTestFicus(t, {
-    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
-    store: { kind: 'embedded', path: join(t.testdir(), 'ficus.lmdb') },
-    sync: { retry: { base: '20ms', max: '200ms' }, ...over.sync },
-    routes: [
-      { name: 'notes-create', match: { path: '/api/notes', methods: ['POST'] }, new: 0, sync: { mode: 'dual', entity: 'note', learn: 'response.body.id' }, ...over.routes },
-      { name: 'notes', match: { path: '/api/notes/:id' }, new: 0, sync: { mode: 'dual', entity: 'note', key: 'path.id' }, ...over.routes }
-    ]
-  })
-  return { legacy, next, f }
+async function rig(t: Test, over: { sync?: Record<string, unknown> } = {}): Promise<DualRig> {
+  return dualRig(t, over.sync === undefined ? {} : { sync: over.sync })
 }
 
 const json = (body: unknown): { method: 'POST' | 'PUT' | 'PATCH'; body: string; headers: Record<string, string> } =>
   ({ method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
-
-async function caughtUp(f: TestFicus): Promise<void> {
-  await waitFor(async () => {
-    const st = await f.running.ficus.sync()?.store.stats()
-    return st !== undefined && st.pending === 0 && st.intents === 0
-  }, { message: 'the outbox did not drain' })
-}
-
-async function setNew(f: TestFicus, percent: number): Promise<void> {
-  for (const name of ['notes-create', 'notes']) {
-    const r = await admin(f, 'PATCH', `/admin/routes/${name}`, { json: { new: percent } })
-    if (r.status !== 200) throw new Error(`PATCH ${name}: ${r.status} ${r.text}`)
-  }
-}
 
 t.test('a route moved to new and back: every record a client created reads back, with its last content, on the side that answers, whatever id the client holds', async (t) => {
   const { legacy, next, f } = await rig(t)
