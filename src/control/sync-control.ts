@@ -220,6 +220,7 @@ export class SyncControl {
     if (route !== undefined) this.dualRoute(route)
     const started = performance.now()
     const stop = AbortSignal.any([signal, this.closing.signal])
+    let said = false
     for (;;) {
       const [st, paused] = await this.read(async () => Promise.all([store.stats(), store.paused()]))
       const rows = this.rows(st, paused).filter((r) => route === undefined || r.route === route)
@@ -234,6 +235,8 @@ export class SyncControl {
               .filter((d) => route === undefined || d.route === route).slice(0, DRAIN_DEAD_SHOWN).map((d) => summary(d, this.now()))
         return { drained: pending === 0, route: route ?? null, waitedSeconds: round(waited / 1000), paused: held, pending, deadLetters: dead, intents: st.intents, routes: rows, deadLetterEntries }
       }
+      if (!said) this.o.log.debug({ route: route ?? '*', pending, timeoutMs }, 'sync: a drain waits for writes to be delivered')
+      said = true
       await sleep(Math.min(DRAIN_POLL_MS, timeoutMs - waited), undefined, { signal: stop }).catch(() => undefined)
     }
   }
