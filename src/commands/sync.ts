@@ -146,9 +146,9 @@ export async function idsGetCommand(target: AdminTarget, entity: string, side: s
 
 /** `ficus ids set <entity> --legacy X --new Y [--origin legacy|new] [--reason text]`. */
 export async function idsSetCommand(target: AdminTarget, pair: { entity: string; legacy: string; new: string; origin?: Backend }, reason: string | undefined, asJson: boolean): Promise<string> {
-  const body = await adminCall(target, 'PUT', '/admin/ids', { ...pair, ...(reason === undefined ? {} : { reason }) }) as { pair: IdPairView; created: boolean }
+  const body = await adminCall(target, 'PUT', '/admin/ids', { ...pair, ...(reason === undefined ? {} : { reason }) }) as { pair: IdPairView; created: boolean; warning?: string }
   if (asJson) return json(body)
-  return `${pairText(body.pair)}: ${body.created ? 'set' : 'already in the id map, unchanged'}\n`
+  return `${pairText(body.pair)}: ${body.created ? 'set' : 'already in the id map, unchanged'}\n${body.warning === undefined ? '' : `warning: ${body.warning}\n`}`
 }
 
 function pairText(p: IdPairView): string {

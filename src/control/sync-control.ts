@@ -241,9 +241,9 @@ export class SyncControl {
     }
   }
 
-  /** GET /admin/ids/:entity/:side/:id. */
+  /** GET /admin/ids/:entity/:side/:id (also before any route is dual: a backfill's pairs are set first). */
   async lookup (entity: string, side: Backend, id: string): Promise<IdPairView> {
-    const store = this.store()
+    const store = this.store(false)
     const pair = await this.read(async () => store.lookupId(entity, side, id))
     if (pair === null) throw new ControlError('FICUS_ERR_ID_UNKNOWN', `the id map has no ${side} id ${JSON.stringify(id)} for ${entity}`)
     return side === 'legacy' ? { entity, legacy: id, new: pair.other, origin: pair.origin } : { entity, legacy: pair.other, new: id, origin: pair.origin }
@@ -253,15 +253,19 @@ export class SyncControl {
    * PUT /admin/ids: records that `legacy` and `next` are one record of `entity` (created on
    * `origin`). A pair never changes once set (deliveries were translated with it): one that
    * contradicts the map is refused, naming the pair there. Audited; setting a known pair again
-   * changes nothing (`created: false`).
+   * changes nothing (`created: false`). Also before any route is dual, and for an entity no
+   * dual route names yet (a backfill records its pairs before its routes go dual): the answer
+   * then warns, in case the name is a typo.
    */
-  async setIds (entity: string, legacy: string, next: string, origin: Backend, who: string, reason: string | null): Promise<{ pair: IdPairView; created: boolean }> {
-    const store = this.store()
+  async setIds (entity: string, legacy: string, next: string, origin: Backend, who: string, reason: string | null): Promise<{ pair: IdPairView; created: boolean; warning?: string }> {
+    const store = this.store(false)
     const entities = this.entities()
-    if (!entities.includes(entity)) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', `entity: no dual route writes or rewrites "${entity}" (entities: ${entities.join(', ')})`)
+    const warning = entities.includes(entity)
+      ? undefined
+      : `no dual route writes or rewrites "${entity}" yet (${entities.length === 0 ? 'no route is dual' : `entities: ${entities.join(', ')}`}): check the name if it should`
     const [toNew, toLegacy] = await this.read(async () => Promise.all([store.lookupId(entity, 'legacy', legacy), store.lookupId(entity, 'new', next)]))
     if (toNew?.other === next && toLegacy?.other === legacy) {
-      return { pair: { entity, legacy, new: next, origin: toNew.origin }, created: false }
+      return { pair: { entity, legacy, new: next, origin: toNew.origin }, created: false, ...(warning === undefined ? {} : { warning }) }
     }
     const clash = toNew !== null
       ? `legacy ${legacy} is already paired with new ${toNew.other} (created on ${toNew.origin})`
@@ -273,7 +277,7 @@ export class SyncControl {
       throw new ControlError('FICUS_ERR_ID_CONFLICT', `${entity}: a pair for legacy ${legacy} or new ${next} was learned meanwhile; read it with ficus ids get`)
     }
     this.o.log.info({ entity, legacy, new: next, origin, who, reason }, 'sync: id pair set by hand')
-    return { pair: { entity, legacy, new: next, origin }, created: true }
+    return { pair: { entity, legacy, new: next, origin }, created: true, ...(warning === undefined ? {} : { warning }) }
   }
 
   /** Ends the waits in progress (drains answer with what is left). */
@@ -293,9 +297,13 @@ export class SyncControl {
     return this.o.live.current.routes.filter((r) => r.sync?.mode === 'dual')
   }
 
-  /** The store, opened on first use; FICUS_ERR_SYNC_OFF while no route is dual (nothing to open: an embedded store would be created). */
-  private store (): SyncStore {
-    if (this.dualRoutes().length === 0) {
+  /**
+   * The store, opened on first use. The outbox calls need a dual route (FICUS_ERR_SYNC_OFF
+   * otherwise: there is nothing to read, and an embedded store would be created for nothing);
+   * the id map's do not (`requireDual` false).
+   */
+  private store (requireDual = true): SyncStore {
+    if (requireDual && this.dualRoutes().length === 0) {
       throw new ControlError('FICUS_ERR_SYNC_OFF', 'no route has sync.mode: dual in routes.yaml, so no write is recorded for the other side (docs/sync.md)')
     }
     if (this.handle === null) {
