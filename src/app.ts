@@ -6,6 +6,7 @@ import { Breakers } from './adapters/breakers.js'
 import { DivergenceStore } from './adapters/divergence-store.js'
 import type { Logger } from './adapters/logger.js'
 import type { Metrics } from './adapters/metrics-registry.js'
+import type { ProcessStore } from './adapters/open-store.js'
 import { closeUpstreams, createUpstreams, type Upstream } from './adapters/upstreams.js'
 import type { LiveConfig } from './config/live.js'
 import type { Config } from './config/schema.js'
@@ -60,6 +61,8 @@ export interface TrafficShared {
   readonly health: Health
   /** Unleash's verdicts for flagged routes (a cluster worker's are relayed by the primary). */
   readonly flags: FlagSource | undefined
+  /** The process's handle on the sync store (shared with the admin API in one process), opened when a route is dual. */
+  readonly store: ProcessStore
 }
 
 export interface TrafficParts {
@@ -93,7 +96,7 @@ export interface TrafficParts {
  */
 export async function buildTraffic(config: Config, deps: Deps, shared: TrafficShared): Promise<TrafficParts> {
   const { logger } = deps
-  const { metrics, live, table, health, flags } = shared
+  const { metrics, live, table, health, flags, store } = shared
   const now = deps.now ?? (() => performance.now())
   const { limits } = config
   const upstreams = createUpstreams(config.upstreams)
@@ -115,7 +118,7 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
   let syncStarted: Promise<void> = Promise.resolve()
   const syncRuntime = (): SyncRuntime => {
     if (sync === null) {
-      sync = new SyncRuntime(config, table, upstreams, metrics, logger)
+      sync = new SyncRuntime(config, store, table, upstreams, metrics, logger)
       // A store that cannot be read refuses dual writes (503) until it can; reads go on.
       syncStarted = sync.start().catch((err: unknown) => { logger.error({ err }, 'sync: the store could not be opened') })
     }

@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
-import { AdminCallError, DEFAULT_ADMIN_URL } from './commands/admin-client.js'
+import { AdminCallError, DEFAULT_ADMIN_URL, type AdminTarget } from './commands/admin-client.js'
 import { auditCommand, rollbackCommand, setCommand, statusCommand } from './commands/control.js'
 import { divergencesCommand, resetDivergencesCommand } from './commands/divergences.js'
-import { loadConfig, warningsOf } from './config/load-config.js'
+import {
+  deadLettersCommand, drainCommand, idsGetCommand, idsSetCommand, pauseCommand, replayCommand, showCommand, skipCommand, syncStatusCommand,
+  type Output
+} from './commands/sync.js'
+import { parseDuration } from './config/units.js'
 import { ConfigError, formatProblem } from './config/problems.js'
-import { runFicus } from './main.js'
 import { parseWorkers } from './cluster/workers-option.js'
 import { VERSION } from './version.js'
 
@@ -35,6 +38,28 @@ Commands:
   divergences reset [<route>] [--reason text]
                             Start a route's (or every route's) divergence counts over
                             (audited; the Prometheus counters keep counting)
+
+  Dual writes (routes with sync.mode: dual; docs/sync.md):
+  sync [status]             Per route and side: writes pending, dead letters, how far behind
+                            (lag); writes awaiting their primary, paused routes, the id map
+  sync dead-letters [--limit N]
+                            Writes that could not be delivered, oldest first
+  sync show <seq>           One outbox entry: its write, headers, body, ids, why it waits
+  sync replay <seq> [--reason text]
+                            Deliver a dead letter again (audited)
+  sync skip <seq> [--reason text]
+                            Drop an entry: the other side never gets it (audited)
+  sync pause [<route>] [--reason text]
+  sync resume [<route>] [--reason text]
+                            Hold (or release) delivery of a route, or of all; writes are still
+                            recorded (audited)
+  sync drain [<route>] [--timeout 30s]
+                            Wait until nothing of the route (or any) is left to deliver; exit 1
+                            with what is left at the timeout (dead letters are not waited for)
+  ids get <entity> <legacy|new> <id>
+                            The pair of an id in the id map
+  ids set <entity> --legacy <id> --new <id> [--origin legacy|new] [--reason text]
+                            Set a pair by hand (audited; a pair never changes once set)
 
 Options:
   -c, --config <file>       Config file for start (or FICUS_CONFIG)
@@ -70,6 +95,9 @@ async function cli(argv: string[]): Promise<number> {
         all: { type: 'boolean' },
         limit: { type: 'string' },
         since: { type: 'string' },
+        timeout: { type: 'string' },
+        legacy: { type: 'string' },
+        origin: { type: 'string' },
         'reset-state': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' }
@@ -97,6 +125,8 @@ async function cli(argv: string[]): Promise<number> {
       const workers = w === undefined ? 1 : parseWorkers(w)
       if (typeof workers === 'string') return usage(`${values.workers === undefined ? 'FICUS_WORKERS' : '--workers'} ${workers}`)
       try {
+        // Loaded here, not at the top: the control commands need none of the proxy (seconds of start-up per call on a busy machine).
+        const { runFicus } = await import('./main.js')
         await runFicus(file, process.env, { resetState: values['reset-state'] === true, workers })
       } catch (err) {
         return reportConfigError(err)
@@ -107,6 +137,7 @@ async function cli(argv: string[]): Promise<number> {
       const file = rest[0] ?? values.config
       if (file === undefined) return usage('check needs a file: ficus check routes.yaml')
       try {
+        const { loadConfig, warningsOf } = await import('./config/load-config.js')
         const config = await loadConfig(file)
         const warned = warningsOf(config)
         process.stdout.write(`${file}: OK (${config.routes.length} routes, ${Object.keys(config.upstreams).length} upstreams)${warned.length === 0 ? '' : `, ${warned.length} warning${warned.length === 1 ? '' : 's'}`}\n`)
@@ -116,11 +147,15 @@ async function cli(argv: string[]): Promise<number> {
         return reportConfigError(err)
       }
     }
-    case 'status': case 'set': case 'rollback': case 'audit': case 'divergences': {
+    case 'status': case 'set': case 'rollback': case 'audit': case 'divergences': case 'sync': case 'ids': {
       const target = { url: values['admin-url'] ?? process.env.FICUS_ADMIN_URL ?? DEFAULT_ADMIN_URL, token: values.token ?? process.env.FICUS_ADMIN_TOKEN }
       const json = values.json === true
-      let run: () => Promise<string>
-      if (command === 'status') {
+      let run: () => Promise<string | Output>
+      if (command === 'sync' || command === 'ids') {
+        const parsed = command === 'sync' ? syncCommand(target, rest, values, json) : idsCommand(target, rest, values, json)
+        if (typeof parsed === 'string') return usage(parsed)
+        run = parsed
+      } else if (command === 'status') {
         if (rest.length > 0) return usage(`unexpected argument: ${rest[0]}`)
         run = () => statusCommand(target, json, 1000, (ms) => new Promise((resolve) => setTimeout(resolve, ms)))
       } else if (command === 'set') {
@@ -157,8 +192,9 @@ async function cli(argv: string[]): Promise<number> {
         run = () => divergencesCommand(target, rest[0], json, values.since)
       }
       try {
-        process.stdout.write(await run())
-        return 0
+        const done = await run()
+        process.stdout.write(typeof done === 'string' ? done : done.out)
+        return typeof done === 'string' ? 0 : done.code
       } catch (err) {
         if (!(err instanceof AdminCallError)) throw err
         process.stderr.write(`ficus: ${err.message}\n`)
@@ -170,6 +206,70 @@ async function cli(argv: string[]): Promise<number> {
     default:
       return usage(`unknown command: ${command}`)
   }
+}
+
+type Values = Readonly<Record<string, string | boolean | undefined>>
+type Run = () => Promise<string | Output>
+
+const text = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined)
+
+/** A positive integer, as an outbox seq; null when it is not one. */
+function seqArg(v: string | undefined): number | null {
+  return v !== undefined && /^\d{1,15}$/.test(v) && Number(v) >= 1 ? Number(v) : null
+}
+
+/** `ficus sync …`: the command to run, or what is wrong with the usage. */
+function syncCommand(target: AdminTarget, rest: readonly string[], values: Values, json: boolean): Run | string {
+  const [sub = 'status', ...args] = rest
+  const reason = text(values.reason)
+  const at = (n: number, use: string): string | null => (args.length > n ? `unexpected argument: ${args[n] as string} (${use})` : null)
+  switch (sub) {
+    case 'status':
+      return at(0, 'ficus sync status') ?? (() => syncStatusCommand(target, json))
+    case 'dead-letters': {
+      const limit = Number(text(values.limit) ?? 50)
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) return '--limit must be an integer from 1 to 1000'
+      return at(0, 'ficus sync dead-letters [--limit N]') ?? (() => deadLettersCommand(target, limit, json))
+    }
+    case 'show': case 'replay': case 'skip': {
+      const seq = seqArg(args[0])
+      if (seq === null) return `sync ${sub} needs an entry's seq, a positive integer (ficus sync dead-letters lists them): ficus sync ${sub} <seq>${args[0] === undefined ? '' : ` (got ${args[0]})`}`
+      const extra = at(1, `ficus sync ${sub} <seq>`)
+      if (extra !== null) return extra
+      if (sub === 'show') return () => showCommand(target, String(seq), json)
+      return sub === 'replay' ? () => replayCommand(target, seq, reason, json) : () => skipCommand(target, seq, reason, json)
+    }
+    case 'pause': case 'resume':
+      return at(1, `ficus sync ${sub} [route]`) ?? (() => pauseCommand(target, sub === 'pause', args[0], reason, json))
+    case 'drain': {
+      const timeout = text(values.timeout)
+      const ms = timeout === undefined ? 30_000 : parseDuration(timeout)
+      if (ms === undefined || ms > 15 * 60_000) return '--timeout must be a duration up to 15m, like 30s or 2m'
+      return at(1, 'ficus sync drain [route] [--timeout 30s]') ?? (() => drainCommand(target, args[0], timeout, ms, json))
+    }
+    default:
+      return `unknown sync command: ${sub} (status, dead-letters, show, replay, skip, pause, resume, drain)`
+  }
+}
+
+/** `ficus ids get|set …`: the command to run, or what is wrong with the usage. */
+function idsCommand(target: AdminTarget, rest: readonly string[], values: Values, json: boolean): Run | string {
+  const [sub, ...args] = rest
+  if (sub === 'get') {
+    if (args.length !== 3) return 'ids get needs an entity, a side and an id: ficus ids get <entity> <legacy|new> <id>'
+    const [entity, side, id] = args as [string, string, string]
+    if (side !== 'legacy' && side !== 'new') return `the side must be legacy or new (got ${side})`
+    return () => idsGetCommand(target, entity, side, id, json)
+  }
+  if (sub === 'set') {
+    const legacy = text(values.legacy)
+    const next = text(values.new)
+    const origin = text(values.origin)
+    if (args.length !== 1 || legacy === undefined || next === undefined) return 'ids set needs an entity and both ids: ficus ids set <entity> --legacy <id> --new <id> [--origin legacy|new] [--reason text]'
+    if (origin !== undefined && origin !== 'legacy' && origin !== 'new') return `--origin must be legacy or new (got ${origin})`
+    return () => idsSetCommand(target, { entity: args[0] as string, legacy, new: next, ...(origin === undefined ? {} : { origin }) }, text(values.reason), json)
+  }
+  return `ids needs get or set${sub === undefined ? '' : ` (got ${sub})`}: ficus ids get <entity> <legacy|new> <id> | ficus ids set <entity> --legacy <id> --new <id>`
 }
 
 function usage(message: string): number {

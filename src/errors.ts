@@ -64,6 +64,13 @@ export const CATALOGUE = {
   FICUS_ERR_STATE_WRITE: { status: 503, reason: 'state_write', message: 'The change could not be saved, so it was not made' },
   FICUS_ERR_FLAG_MANAGED: { status: 409, reason: 'flag_managed', message: 'The route\'s share of new is decided by an Unleash flag' },
   FICUS_ERR_FLAG_UPDATE: { status: 502, reason: 'flag_update', message: 'Unleash did not take the change, so it was not made' },
+  // ---- admin API: dual writes (docs/sync.md "Operating dual writes") ----
+  FICUS_ERR_SYNC_OFF: { status: 409, reason: 'sync_off', message: 'Dual writes are not in use there: no route (or not the one named) has sync.mode: dual' },
+  FICUS_ERR_SYNC_STORE: { status: 503, reason: 'sync_store', message: 'The sync store did not answer' },
+  FICUS_ERR_SYNC_NO_ENTRY: { status: 404, reason: 'sync_no_entry', message: 'The outbox has no entry with that seq' },
+  FICUS_ERR_SYNC_ENTRY_STATE: { status: 409, reason: 'sync_entry_state', message: 'The outbox entry is not in a state that allows this' },
+  FICUS_ERR_ID_UNKNOWN: { status: 404, reason: 'id_unknown', message: 'The id map has no pair for that id' },
+  FICUS_ERR_ID_CONFLICT: { status: 409, reason: 'id_conflict', message: 'The pair contradicts one already in the id map, where a pair never changes once set' },
 
   // ---- Ficus itself ----
   FICUS_ERR_DRAINING: { status: 503, reason: 'draining', message: 'Ficus is shutting down: open the connection again' },

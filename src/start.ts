@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net'
 import { AuditLog } from './adapters/audit-log.js'
 import { mergeBreakers } from './adapters/breakers.js'
+import { ProcessStore } from './adapters/open-store.js'
 import type { DivergenceStore } from './adapters/divergence-store.js'
 import { UnleashFlags } from './adapters/flags.js'
 import { createMetrics, type Metrics } from './adapters/metrics-registry.js'
@@ -12,6 +13,7 @@ import type { LiveConfig } from './config/live.js'
 import type { Config } from './config/schema.js'
 import type { BreakerSource, Divergences } from './control/admin-api.js'
 import { ControlPlane } from './control/control-plane.js'
+import { SyncControl } from './control/sync-control.js'
 import type { Health, WorkersReady } from './control/health.js'
 import type { MetricsText } from './control/metrics-endpoint.js'
 import type { FlagSource } from './core/flags.js'
@@ -53,6 +55,8 @@ export interface ControlSide {
   readonly control: ControlPlane
   /** The flags the control plane sees (undefined without an unleash: block). */
   readonly flags: (FlagSource & Syncing) | undefined
+  /** This process's handle on the sync store: the admin API's, and the traffic side's when it runs here. */
+  readonly store: ProcessStore
 }
 
 /** Where traffic is served: in this process, or by a cluster's workers. */
@@ -101,15 +105,19 @@ export async function start(config: Config, deps: Deps, host: TrafficHost): Prom
   const health: Health = { phase: 'starting' }
   const live: LiveConfig = { current: config }
   const { control, audit, flags, seen } = await openControl(config, deps, metrics, host.flagsFor?.bind(host))
-  const side: ControlSide = { config, deps, metrics, live, health, control, flags: seen }
+  const store = new ProcessStore(config.store)
+  const side: ControlSide = { config, deps, metrics, live, health, control, flags: seen, store }
   await host.attach(side)
+  // On this process's handle on the sync store, opened when first needed (a cluster's primary has no traffic side).
+  const sync = new SyncControl({ live, store, audit, log: logger })
   const admin = await buildAdmin(logger, {
     metrics: host.metricsText,
     health,
     ...(host.readiness === undefined ? {} : { workers: host.readiness.bind(host) }),
-    api: { live, table: control.table, divergences: host.divergences, breakers: host.breakers, control, audit },
+    api: { live, table: control.table, divergences: host.divergences, breakers: host.breakers, control, audit, sync },
     close: async () => {
       flags?.stop()
+      await sync.close().catch((err: unknown) => { logger.error({ err }, 'closing the admin API\'s sync store failed') })
       await audit.close()
     }
   })
@@ -199,8 +207,8 @@ class InProcessTraffic implements TrafficHost {
 
   async attach (side: ControlSide): Promise<void> {
     this.side = side
-    const { config, deps, metrics, live, health, control, flags } = side
-    this.parts = await buildTraffic(config, deps, { metrics, live, table: control.table, health, flags })
+    const { config, deps, metrics, live, health, control, flags, store } = side
+    this.parts = await buildTraffic(config, deps, { metrics, live, table: control.table, health, flags, store })
   }
 
   async listen (): Promise<string> {

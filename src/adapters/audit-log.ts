@@ -14,9 +14,13 @@ export interface AuditEntry {
   readonly time: string
   /** Token name, `local` when the admin API has no token, `unauthenticated` for a refusal. */
   readonly who: string
-  /** `reset-divergences`: a route's divergence counts started a new epoch (traffic unchanged). */
-  readonly action: 'set' | 'rollback' | 'refused' | 'reset-state' | 'reset-divergences'
-  /** The route changed, or null (a refusal, a reset). */
+  /**
+   * `reset-divergences`: a route's divergence counts started a new epoch (traffic unchanged).
+   * `sync-*` and `ids-set`: an operator's decision on dual writes (docs/sync.md "Operating
+   * dual writes"): an outbox entry replayed or skipped, delivery paused or resumed, an id pair set.
+   */
+  readonly action: 'set' | 'rollback' | 'refused' | 'reset-state' | 'reset-divergences' | SyncAction
+  /** The route changed, or null (a refusal, a reset, a change of every route's delivery, an id pair). */
   readonly route: string | null
   readonly before?: { readonly new: number; readonly shadow: number }
   readonly after?: { readonly new: number; readonly shadow: number }
@@ -24,6 +28,12 @@ export interface AuditEntry {
   /** For a refusal: the call and the caller's address. */
   readonly detail?: string
 }
+
+/** Decisions on dual writes, audited like changes of traffic (they change what reaches a backend). */
+export type SyncAction = 'sync-replay' | 'sync-skip' | 'sync-pause' | 'sync-resume' | 'ids-set'
+
+/** Actions that change a route's traffic: the route's "last change" in `ficus status`. */
+const TRAFFIC: ReadonlySet<AuditEntry['action']> = new Set(['set', 'rollback'])
 
 /** Rotate past this size (bytes). */
 const AUDIT_MAX_BYTES = 10 * 1024 * 1024
@@ -90,11 +100,11 @@ export class AuditLog {
     return this.recent.slice(-limit).reverse()
   }
 
-  /** The latest entry about `route` still in memory, or null. */
-  lastFor (route: string): AuditEntry | null { // a change of its traffic (a divergence reset is not one)
+  /** The latest change of `route`'s traffic still in memory (a divergence reset or a sync decision is not one), or null. */
+  lastFor (route: string): AuditEntry | null {
     for (let i = this.recent.length - 1; i >= 0; i--) {
       const e = this.recent[i] as AuditEntry
-      if (e.route === route && e.action !== 'reset-divergences') return e
+      if (e.route === route && TRAFFIC.has(e.action)) return e
     }
     return null
   }

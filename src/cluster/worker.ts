@@ -2,6 +2,7 @@ import cluster from 'node:cluster'
 import type { AddressInfo } from 'node:net'
 import { createLogger, type Logger } from '../adapters/logger.js'
 import { createMetrics, type Metrics } from '../adapters/metrics-registry.js'
+import { ProcessStore } from '../adapters/open-store.js'
 import { buildTraffic, type TrafficParts } from '../app.js'
 import type { LiveConfig } from '../config/live.js'
 import { parseConfig } from '../config/load-config.js'
@@ -65,7 +66,8 @@ async function start(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
   const table: RouteTableRef = { current: tableOf(config, m.overrides) }
   const health: Health = { phase: 'starting' }
   const flags = config.unleash === undefined || m.flags === null ? undefined : new RelayedFlags(config.unleash, m.flags, metrics, logger)
-  const parts = await buildTraffic(config, { logger }, { metrics, live, table, health, flags })
+  // The worker's own handle on the sync store (the primary has one for the admin API).
+  const parts = await buildTraffic(config, { logger }, { metrics, live, table, health, flags, store: new ProcessStore(config.store) })
   for (const [route, epoch] of Object.entries(m.epochs)) parts.divergences.adopt(route, epoch)
   serving = { logger, metrics, live, table, health, parts, flags }
   // Reloaded since Ficus started: built as at start (listen, limits, …), then reloaded, as one process would be.

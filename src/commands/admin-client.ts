@@ -25,8 +25,14 @@ export async function adminText(target: AdminTarget, path: string): Promise<stri
   return adminCall(target, 'GET', path, undefined, true) as Promise<string>
 }
 
-/** Calls the admin API with a JSON body (PATCH, POST); `raw` returns the text unparsed. */
-export async function adminCall(target: AdminTarget, method: 'GET' | 'PATCH' | 'POST', path: string, payload?: unknown, raw = false): Promise<unknown> {
+/** How long a call may take to answer, unless told (ms). */
+const CALL_TIMEOUT_MS = 10_000
+
+/**
+ * Calls the admin API with a JSON body (PATCH, POST, PUT); `raw` returns the text unparsed;
+ * `timeoutMs` bounds the wait for the answer (a drain waits longer).
+ */
+export async function adminCall(target: AdminTarget, method: 'GET' | 'PATCH' | 'POST' | 'PUT', path: string, payload?: unknown, raw = false, timeoutMs = CALL_TIMEOUT_MS): Promise<unknown> {
   let url: URL
   try {
     url = new URL(path, target.url)
@@ -38,7 +44,7 @@ export async function adminCall(target: AdminTarget, method: 'GET' | 'PATCH' | '
   if (payload !== undefined) headers['content-type'] = 'application/json'
   let res
   try {
-    res = await request(url, { method, headers, body: payload === undefined ? undefined : JSON.stringify(payload), headersTimeout: 10_000, bodyTimeout: 10_000 })
+    res = await request(url, { method, headers, body: payload === undefined ? undefined : JSON.stringify(payload), headersTimeout: timeoutMs, bodyTimeout: timeoutMs })
   } catch (err) {
     const code = (err as { code?: string }).code ?? (err as Error).message
     throw new AdminCallError(`cannot reach the Ficus admin API at ${url.origin} (${code}); is Ficus running? set --admin-url or FICUS_ADMIN_URL`)

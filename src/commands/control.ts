@@ -5,6 +5,7 @@ import type { FlagSourceStatus } from '../core/flags.js'
 import type { Knob, RouteView } from '../control/route-view.js'
 import { adminCall, adminGet, adminText, type AdminTarget } from './admin-client.js'
 import { rate as percent, table } from './divergences.js'
+import { writesInFlight } from './sync.js'
 
 /**
  * The release manager's commands: `ficus status`, `ficus set`, `ficus rollback`,
@@ -104,11 +105,15 @@ export async function setCommand(target: AdminTarget, route: string, change: { n
   return `${r.name}: new ${share(r.new)} (${flag !== null && !flag.bypassed ? `flag ${flag.name}` : r.new.source}), shadow ${r.shadow.value} % (${r.shadow.source})\n`
 }
 
-/** `ficus rollback <route> | --all [--reason …]`. */
+/**
+ * `ficus rollback <route> | --all [--reason …]`; when a rolled-back route has dual writes,
+ * how many are still on their way to each side and how far behind it is (`sync` in --json).
+ */
 export async function rollbackCommand(target: AdminTarget, route: string | undefined, reason: string | undefined, json: boolean): Promise<string> {
   const { routes } = await adminCall(target, 'POST', '/admin/rollback', { ...(route === undefined ? {} : { route }), ...(reason === undefined ? {} : { reason }) }) as { routes: RouteView[] }
-  if (json) return JSON.stringify({ routes }, null, 2) + '\n'
-  return routes.map((r) => `${r.name}: rolled back, new ${r.new.value} %\n`).join('')
+  const inFlight = await writesInFlight(target, routes.map((r) => r.name))
+  if (json) return JSON.stringify({ routes, ...(inFlight.status === null ? {} : { sync: inFlight.status }) }, null, 2) + '\n'
+  return routes.map((r) => `${r.name}: rolled back, new ${r.new.value} %\n`).join('') + inFlight.text
 }
 
 /** `ficus audit [--limit N]`. */

@@ -10,6 +10,8 @@ import type { AdminToken } from '../config/schema.js'
 import { parseDuration } from '../config/units.js'
 import { ControlError, type ControlPlane } from './control-plane.js'
 import { withDivergence } from './route-view.js'
+import { syncRoutes } from './sync-api.js'
+import type { SyncControl } from './sync-control.js'
 import { declaresBody } from '../core/forward-headers.js'
 import { parsePatch, parseRollback } from '../core/overrides.js'
 import { CATALOGUE, type ErrorCode } from '../errors.js'
@@ -24,6 +26,8 @@ export interface AdminOptions {
   readonly breakers: BreakerSource
   readonly control: ControlPlane
   readonly audit: AuditLog
+  /** Dual writes: the outbox and the id map (`/admin/sync…`, `/admin/ids…`). */
+  readonly sync: SyncControl
 }
 
 /**
@@ -184,6 +188,9 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
       const epochs = await divergences.newEpoch(names, 'reset', reason)
       return { routes: names.map((name, i) => ({ route: name, epoch: epochs[i] })) }
     })
+
+    // Dual writes: the outbox and the id map (sync-api.ts).
+    syncRoutes(api, opts.sync)
   }, { prefix: '/admin' })
 }
 

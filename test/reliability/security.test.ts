@@ -66,17 +66,23 @@ const auditFileOf = (state: string): string => state.replace(/\.json$/, '.audit.
 
 /* ---------------------------------------------------------------------------------------- */
 
-// Every endpoint of src/plugins/admin.ts, the HEAD fastify adds to each GET, and paths that do not exist.
+// Endpoints of src/control/admin-api.ts and sync-api.ts, the HEAD fastify adds to each GET, and paths that do not exist.
 const ENDPOINTS: readonly { method: string; path: string; body?: string }[] = [
   { method: 'GET', path: '/admin/routes' },
   { method: 'HEAD', path: '/admin/routes' },
   { method: 'GET', path: '/admin/audit' },
   { method: 'GET', path: '/admin/divergences' },
   { method: 'GET', path: '/admin/divergences/summary' },
+  { method: 'GET', path: '/admin/sync' },
+  { method: 'GET', path: '/admin/sync/entries/1' },
+  { method: 'GET', path: '/admin/ids/order/legacy/1' },
   { method: 'PATCH', path: '/admin/routes/orders', body: '{"new": 100, "reason": "intruder"}' },
   { method: 'POST', path: '/admin/rollback', body: '{"route": "rest", "reason": "intruder"}' },
   { method: 'POST', path: '/admin/rollback' },
   { method: 'POST', path: '/admin/divergences/reset', body: '{"reason": "intruder"}' },
+  { method: 'POST', path: '/admin/sync/skip', body: '{"seq": 1, "reason": "intruder"}' },
+  { method: 'POST', path: '/admin/sync/pause', body: '{}' },
+  { method: 'PUT', path: '/admin/ids', body: '{"entity": "order", "legacy": "1", "new": "2"}' },
   { method: 'GET', path: '/admin/nothing' },
   { method: 'DELETE', path: '/admin/routes/orders' }
 ]
@@ -182,7 +188,9 @@ t.test('with admin.token, scrapers and probes need no token, and a stale one doe
 const CHANGES = [
   { method: 'PATCH', path: '/admin/routes/orders', body: '{"new": 100, "reason": "csrf"}' },
   { method: 'POST', path: '/admin/rollback', body: '{"route": "rest", "reason": "csrf"}' },
-  { method: 'PUT', path: '/admin/routes/orders', body: '{"new": 100}' }
+  { method: 'PUT', path: '/admin/routes/orders', body: '{"new": 100}' },
+  { method: 'POST', path: '/admin/sync/pause', body: '{"reason": "csrf"}' },
+  { method: 'PUT', path: '/admin/ids', body: '{"entity": "order", "legacy": "1", "new": "2"}' }
 ]
 
 /** After refused bodies: nothing changed, no state written, nothing audited but refusals, traffic as before. */

@@ -1,6 +1,6 @@
 import type { Logger } from '../../adapters/logger.js'
 import { primeSyncRoute, type Metrics } from '../../adapters/metrics-registry.js'
-import { openStore } from '../../adapters/open-store.js'
+import type { ProcessStore } from '../../adapters/open-store.js'
 import type { SyncStore } from '../../adapters/sync-store.js'
 import type { Upstream } from '../../adapters/upstreams.js'
 import type { Config } from '../../config/schema.js'
@@ -21,9 +21,9 @@ export class SyncRuntime {
   readonly dual: Dual
   readonly deliverer: Deliverer
 
-  constructor (config: Config, table: RouteTableRef, upstreams: ReadonlyMap<string, Upstream>, metrics: Metrics, log: Logger) {
+  constructor (config: Config, private readonly handle: ProcessStore, table: RouteTableRef, upstreams: ReadonlyMap<string, Upstream>, metrics: Metrics, log: Logger) {
     const { sync } = config
-    this.store = openStore(config.store)
+    this.store = handle.acquire()
     this.watch = new StoreWatch(this.store, metrics, log, Date.now)
     this.deliverer = new Deliverer({
       store: this.store,
@@ -66,11 +66,11 @@ export class SyncRuntime {
     this.deliverer.start()
   }
 
-  /** Stops delivering (deliveries in flight finish), then closes the store. */
+  /** Stops delivering (deliveries in flight finish), then lets go of the store (the process's last user closes it). */
   async close (): Promise<void> {
     this.watch.stop()
     await this.deliverer.stop()
-    await this.store.close()
+    await this.handle.release()
   }
 }
 
