@@ -105,7 +105,11 @@ function buildSync(y: Settings['sync']): SyncConfig {
     maxIdWaitMs: ms(y.maxIdWait),
     maxBodyBytes: bytes(y.maxBody),
     unmappedIds: y.unmappedIds,
-    auth: y.auth.mode === 'service' ? { mode: 'service', header: (y.auth.header ?? 'authorization').toLowerCase(), value: y.auth.value } : { mode: 'none' }
+    auth: y.auth.mode === 'service'
+      ? { mode: 'service', header: (y.auth.header ?? 'authorization').toLowerCase(), value: y.auth.value }
+      : y.auth.mode === 'passthrough'
+        ? { mode: 'passthrough', headers: (y.auth.headers ?? ['authorization']).map((h) => h.toLowerCase()), key: y.auth.key }
+        : { mode: 'none' }
   }
 }
 

@@ -65,6 +65,9 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
   if (listen.port === admin.port && listen.port !== 0) report(['admin', 'port'], `must differ from listen.port (${listen.port})`)
 
   checkUnleash(data, report)
+  if (isObject(data.sync) && isObject(data.sync.auth) && data.sync.auth.mode === 'passthrough' && typeof data.sync.auth.key === 'string' && !isKey32(data.sync.auth.key)) {
+    report(['sync', 'auth', 'key'], 'must be 32 bytes in base64 (openssl rand -base64 32): the key clients\' credentials are encrypted with in the store')
+  }
   if (isObject(data.store)) {
     const st = data.store
     if (st.kind === 'postgres' && st.path !== undefined) report(['store', 'path'], 'is for kind: embedded; a postgres store has a url')
@@ -125,6 +128,11 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
     }
   })
   for (const p of checkRoutes(rules)) report(['routes', index[p.index] as number, p.field], p.message.replace(/routes\[(\d+)\]/g, (_, j: string) => `routes[${index[Number(j)]}]`))
+}
+
+/** Whether `text` is 32 bytes in base64 (an AES-256 key, as adapters/sealed.ts takes it). */
+function isKey32(text: string): boolean {
+  return /^[A-Za-z0-9+/]{43}=?$/.test(text) && Buffer.from(text, 'base64').length === 32
 }
 
 /** A route's sync: beyond its schema: its params exist, a dual route has a key, mirror and shadowWrites agree. */

@@ -124,8 +124,9 @@ export const SyncSchema = Type.Object({
   unmappedIds: Type.Optional(msg(Type.Union([Type.Literal('wait'), Type.Literal('same')]), 'must be wait or same')),
   auth: Type.Optional(msg(Type.Union([
     Type.Object({ mode: Type.Literal('none') }, { additionalProperties: false }),
-    Type.Object({ mode: Type.Literal('service'), header: Type.Optional(HeaderName), value: Type.String({ minLength: 1 }) }, { additionalProperties: false })
-  ]), 'must be { mode: none } or { mode: service, header: authorization, value: ${SYNC_TOKEN} }'))
+    Type.Object({ mode: Type.Literal('service'), header: Type.Optional(HeaderName), value: Type.String({ minLength: 1 }) }, { additionalProperties: false }),
+    Type.Object({ mode: Type.Literal('passthrough'), headers: Type.Optional(Type.Array(HeaderName, { minItems: 1, uniqueItems: true })), key: Type.String({ minLength: 1 }) }, { additionalProperties: false })
+  ]), 'must be { mode: none }, { mode: service, header: authorization, value: ${SYNC_TOKEN} } or { mode: passthrough, key: ${FICUS_SYNC_KEY} }'))
 }, { additionalProperties: false })
 
 export const RouteSchema = Type.Object({
@@ -331,7 +332,11 @@ export interface SyncConfig {
   readonly maxBodyBytes: number
   /** An id the map does not know at delivery: wait for it (then a dead letter), or take it as the same on both sides. */
   readonly unmappedIds: 'wait' | 'same'
-  readonly auth: { readonly mode: 'none' } | { readonly mode: 'service'; readonly header: string; readonly value: string }
+  readonly auth:
+    | { readonly mode: 'none' }
+    | { readonly mode: 'service'; readonly header: string; readonly value: string }
+    /** The client's own credential headers, kept encrypted at rest under `key` (base64 of 32 bytes), sent with the delivery. */
+    | { readonly mode: 'passthrough'; readonly headers: readonly string[]; readonly key: string }
 }
 
 export interface UnleashConfig {

@@ -162,3 +162,22 @@ t.test('a fence that times out: a read is served anyway (counted), a write is re
   await caughtUp(f)
   t.same(next.notes.get('n-3e9'), { v: 3, id: 'n-3e9' }, 'and new gets v3 after v2, in order')
 })
+
+t.test('sync.auth passthrough: the client\'s own credential reaches the other side, kept sealed in the store; other credentials are never stored', async (t) => {
+  const key = 'q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA='
+  const { next, f } = await rig(t, { sync: { auth: { mode: 'passthrough', headers: ['authorization'], key } } })
+  const seen: Record<string, string | string[] | undefined>[] = []
+  next.server.prependListener('request', (req) => { seen.push(req.headers) })
+  const store = f.running.ficus.sync()!.store
+  await store.setPaused('*', true) // hold the write in the store to look at it
+  t.equal((await f.fetch('/api/notes', { ...json({ text: 'x' }), headers: { 'content-type': 'application/json', authorization: 'Bearer user-secret', 'x-api-key': 'k-123' } })).status, 201)
+  const entry = await store.get(1) // the store's first entry: this create
+  t.match(entry, { route: 'notes-create', state: 'pending' })
+  const stored = Object.fromEntries(entry!.headers)
+  t.match(stored.authorization, /^sealed:v1:/, 'sealed at rest')
+  t.notMatch(JSON.stringify(entry!.headers), /user-secret|k-123/, 'neither credential is in the store in clear')
+  await store.setPaused('*', false)
+  await waitFor(() => seen.length === 1, { message: 'the create was not delivered' })
+  t.equal(seen[0]?.authorization, 'Bearer user-secret', 'opened for the delivery')
+  t.equal(seen[0]?.['x-api-key'], undefined, 'a credential header not listed in sync.auth.headers is not stored at all')
+})

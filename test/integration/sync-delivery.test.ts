@@ -39,7 +39,8 @@ async function rig(t: Test, handler: Handler) {
     onVerdict: (x, v) => { verdicts.push([x, v]) },
     unmappedIds: 'wait',
     maxIdWaitMs: 60_000,
-    extraHeaders: []
+    extraHeaders: [],
+    sealKey: null
   })
   t.teardown(async () => {
     await d.stop()

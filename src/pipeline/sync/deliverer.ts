@@ -1,6 +1,7 @@
 import type { Pool } from 'undici'
 import type { Logger } from '../../adapters/logger.js'
 import type { Delivery, SyncStore, WritePlan } from '../../adapters/sync-store.js'
+import { unseal } from '../../adapters/sealed.js'
 import { createPool } from '../../adapters/undici.js'
 import type { UpstreamConfig } from '../../config/schema.js'
 import { retryAfterMs, verdict, type RetryPolicy, type Verdict } from '../../core/delivery.js'
@@ -42,6 +43,8 @@ export interface DelivererOptions {
   readonly maxIdWaitMs: number
   /** Headers every delivery carries (sync.auth: a service credential). */
   readonly extraHeaders: readonly (readonly [string, string])[]
+  /** sync.auth passthrough: the key a write's sealed credentials open with; null: none are kept. */
+  readonly sealKey: Buffer | null
   /** Told when an id was not in the map (the delivery waits for it). */
   readonly onIdMiss?: (d: Delivery) => void
 }
@@ -138,7 +141,7 @@ export class Deliverer {
         await this.o.store.retry(d.seq, this.o.now() + this.o.retry.maxMs, `no upstream plays ${d.target} for route ${d.route}`)
         return
       }
-      const prepared = await this.prepare(d)
+      const prepared = this.unsealed(d) ?? await this.prepare(d)
       let v: Verdict
       if ('dead' in prepared) {
         v = { kind: 'dead', reason: prepared.dead }
@@ -164,6 +167,20 @@ export class Deliverer {
     } finally {
       this.inFlight--
     }
+  }
+
+  /** A write whose sealed credentials do not open (another sync.auth.key, or altered): why, as a dead letter; null when they open or it has none. */
+  private unsealed (d: Delivery): { dead: string } | null {
+    for (const [name, value] of d.headers) {
+      if (!value.startsWith('sealed:')) continue
+      if (this.o.sealKey === null) return { dead: `credential_sealed: its ${name} header is sealed, and sync.auth passes no key now` }
+      try {
+        unseal(this.o.sealKey, value)
+      } catch {
+        return { dead: `credential_unreadable: its ${name} header does not open with sync.auth.key (changed since it was recorded?)` }
+      }
+    }
+    return null
   }
 
   /** The write with its ids translated for the target through the id map. */
@@ -219,7 +236,7 @@ export class Deliverer {
 
   private async send (d: Delivery, upstream: UpstreamConfig, w: { path: string; body: Buffer | null }): Promise<{ status: number; retryAfterMs?: number; location?: string; body?: Buffer } | { failed: string }> {
     const headers: string[] = []
-    for (const [n, v] of d.headers) headers.push(n, v)
+    for (const [n, v] of d.headers) headers.push(n, v.startsWith('sealed:') && this.o.sealKey !== null ? unseal(this.o.sealKey, v) : v)
     for (const [n, v] of this.o.extraHeaders) headers.push(n, v)
     headers.push('idempotency-key', `ficus-${d.route}-${d.seq}`, 'x-ficus-sync', '1')
     try {

@@ -1,5 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises'
 import type { Logger } from '../../adapters/logger.js'
+import { seal } from '../../adapters/sealed.js'
 import type { Metrics } from '../../adapters/metrics-registry.js'
 import type { IdRef, NewWrite, SyncStore, WritePlan } from '../../adapters/sync-store.js'
 import type { SyncConfig } from '../../config/schema.js'
@@ -35,8 +36,12 @@ import type { StoreWatch } from './watch.js'
 /** How often a fence asks the store whether the record's writes arrived (ms). */
 const FENCE_POLL_MS = 10
 
-/** Headers a stored write never keeps: credentials (sync.auth decides what a delivery carries), framing, and Ficus's own. */
-const NOT_STORED = new Set(['authorization', 'proxy-authorization', 'cookie', 'content-length', 'transfer-encoding', 'expect', 'x-ficus-sync', 'idempotency-key'])
+/**
+ * Headers a stored write never keeps as they are: credentials (kept only sealed, when
+ * sync.auth passes the client's own through: adapters/sealed.ts), framing, and Ficus's own.
+ */
+const CREDENTIALS = new Set(['authorization', 'proxy-authorization', 'cookie', 'x-api-key', 'api-key', 'x-auth-token', 'x-access-token'])
+const NOT_STORED = new Set(['content-length', 'transfer-encoding', 'expect', 'x-ficus-sync', 'idempotency-key', 'host'])
 
 export interface DualOptions {
   readonly store: SyncStore
@@ -50,6 +55,8 @@ export interface DualOptions {
   readonly wallNow: () => number
   /** A write was recorded: deliver it soon. */
   readonly recorded: () => void
+  /** sync.auth passthrough: the client's credential headers to keep, and the key they are sealed with; null: none is kept. */
+  readonly passthrough: { readonly headers: ReadonlySet<string>; readonly key: Buffer } | null
 }
 
 const other = (side: Backend): Backend => (side === 'legacy' ? 'new' : 'legacy')
@@ -290,9 +297,12 @@ class DualWrite implements ResponseHold {
     }
     const headers: [string, string][] = []
     const h = ex.upstreamHeaders
+    const pass = this.o.passthrough
     for (let i = 0; i < h.length; i += 2) {
       const name = (h[i] as string).toLowerCase()
-      if (!NOT_STORED.has(name) && name !== 'host') headers.push([name, h[i + 1] as string])
+      if (NOT_STORED.has(name)) continue
+      if (pass !== null && pass.headers.has(name)) headers.push([name, seal(pass.key, h[i + 1] as string)])
+      else if (!CREDENTIALS.has(name)) headers.push([name, h[i + 1] as string])
     }
     return { route: ex.rule!.name, key, target: other(source), method: ex.method, path, headers, body: this.body, plan }
   }

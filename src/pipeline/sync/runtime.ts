@@ -1,4 +1,5 @@
 import type { Logger } from '../../adapters/logger.js'
+import { sealKey } from '../../adapters/sealed.js'
 import { primeSyncRoute, type Metrics } from '../../adapters/metrics-registry.js'
 import type { ProcessStore } from '../../adapters/open-store.js'
 import type { SyncStore } from '../../adapters/sync-store.js'
@@ -23,6 +24,8 @@ export class SyncRuntime {
 
   constructor (config: Config, private readonly handle: ProcessStore, table: RouteTableRef, upstreams: ReadonlyMap<string, Upstream>, metrics: Metrics, log: Logger) {
     const { sync } = config
+    // sync.auth passthrough: clients' credentials are kept sealed under this key (checked at load).
+    const key = sync.auth.mode === 'passthrough' ? sealKey(sync.auth.key) : null
     this.store = handle.acquire()
     this.watch = new StoreWatch(this.store, metrics, log, Date.now)
     this.deliverer = new Deliverer({
@@ -41,6 +44,7 @@ export class SyncRuntime {
       unmappedIds: sync.unmappedIds,
       maxIdWaitMs: sync.maxIdWaitMs,
       extraHeaders: sync.auth.mode === 'service' ? [[sync.auth.header, sync.auth.value]] : [],
+      sealKey: key,
       onVerdict: (d, v) => {
         const labels = { route: d.route, target: d.target }
         metrics.syncDeliveries.inc({ ...labels, outcome: v.kind })
@@ -56,7 +60,8 @@ export class SyncRuntime {
       metrics,
       log,
       wallNow: Date.now,
-      recorded: () => { this.deliverer.kick() }
+      recorded: () => { this.deliverer.kick() },
+      passthrough: key === null || sync.auth.mode !== 'passthrough' ? null : { headers: new Set(sync.auth.headers), key }
     })
     for (const r of config.routes) if (r.sync?.mode === 'dual') primeSyncRoute(metrics, r.name)
   }
