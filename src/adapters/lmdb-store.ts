@@ -17,7 +17,13 @@ import type { Delivery, IdPair, NewWrite, RouteStats, StoreStats, SyncStore } fr
  * gone is known at once, without waiting for its expiry); `meta`: 'seq' → the last seq, 'n:<state>'
  * → entries in that state (so stats read no entry), 'paused' → the paused routes; `ids`
  * [entity, side, id] → [the other side's id, the side that created the entity]; `keys` [key,
- * seq] → the entry's target (the entries of one entity key, for a fence).
+ * seq] → the entry's target (the entries of one entity key, oldest first: its head, and a
+ * fence's count); `queue` [due, seq] → key: the head of every key whose head is pending, by
+ * when it is due (its retry time or the end of its claim), and `heads` key → its place in
+ * `queue`; `dead` seq → 1 (the dead letters). A claim reads only `queue` from its start, so
+ * neither a record's long backlog behind a dead letter nor other records backing off keep
+ * it from what is due. `put` keeps all of these in step with `outbox`, in the same
+ * transaction.
  */
 
 /** A Delivery as stored (its seq is the key), with its claim. */
@@ -26,8 +32,11 @@ interface Entry extends Omit<Delivery, 'seq'> {
   readonly leasedUntil: number
 }
 
-/** Entries a claim looks at, at most, per call (the rest wait for the next call). */
+/** Due heads a claim looks at, at most, per call (the rest wait for the next call). */
 const CLAIM_SCAN = 10_000
+const MAX_SEQ = Number.MAX_SAFE_INTEGER
+/** Where a paused route's heads wait in the queue (never due), until it is resumed. */
+const PAUSED_DUE = Number.MAX_SAFE_INTEGER
 
 type State = Entry['state']
 
@@ -38,6 +47,9 @@ export class LmdbStore implements SyncStore {
   private readonly meta: Database<unknown, string>
   private readonly ids: Database<[string, Backend], string[]>
   private readonly keys: Database<Backend, [string, number]>
+  private readonly queue: Database<string, [number, number]>
+  private readonly heads: Database<[number, number], string>
+  private readonly deadIndex: Database<number, number>
 
   constructor (path: string, private readonly clock: () => number = Date.now) {
     this.env = open({ path, overlappingSync: false, compression: false, eventTurnBatching: false })
@@ -46,6 +58,9 @@ export class LmdbStore implements SyncStore {
     this.meta = this.env.openDB<unknown, string>({ name: 'meta' })
     this.ids = this.env.openDB<[string, Backend], string[]>({ name: 'ids' })
     this.keys = this.env.openDB<Backend, [string, number]>({ name: 'keys' })
+    this.queue = this.env.openDB<string, [number, number]>({ name: 'queue' })
+    this.heads = this.env.openDB<[number, number], string>({ name: 'heads' })
+    this.deadIndex = this.env.openDB<number, number>({ name: 'dead' })
   }
 
   /** One write transaction, resolved once it is on disk; rejects with the cause when the commit fails. */
@@ -69,13 +84,10 @@ export class LmdbStore implements SyncStore {
       const seqs: number[] = []
       for (const w of writes) {
         seq++
-        void this.outbox.put(seq, entryOf(w, now, state, notBefore))
-        void this.keys.put([w.key, seq], w.target)
-        if (state === 'intent') void this.intents.put(seq, [notBefore, process.pid])
+        this.put(seq, undefined, entryOf(w, now, state, notBefore))
         seqs.push(seq)
       }
       void this.meta.put('seq', seq)
-      for (const w of writes) this.count(state, 1, w)
       return seqs
     })
   }
@@ -84,16 +96,7 @@ export class LmdbStore implements SyncStore {
     return this.write(() => {
       const e = this.outbox.get(seq)
       if (e === undefined || e.state !== 'intent') return false
-      void this.intents.remove(seq)
-      this.count('intent', -1, e)
-      void this.keys.remove([e.key, seq])
-      if (write === null) {
-        void this.outbox.remove(seq)
-      } else {
-        void this.outbox.put(seq, entryOf(write, e.createdAt, 'pending', 0))
-        void this.keys.put([write.key, seq], write.target)
-        this.count('pending', 1, write)
-      }
+      this.put(seq, e, write === null ? undefined : entryOf(write, e.createdAt, 'pending', 0))
       return true
     })
   }
@@ -102,15 +105,15 @@ export class LmdbStore implements SyncStore {
     return this.write(() => {
       const out: Delivery[] = []
       const alive = new Map<number, boolean>()
-      for (const { key: seq, value: [expiresAt, pid] } of this.intents.getRange()) {
-        if (expiresAt > now && isAlive(pid, alive)) continue
-        void this.intents.remove(seq)
+      const gone = [...this.intents.getRange()].filter(({ value: [expiresAt, pid] }) => expiresAt <= now || !isAlive(pid, alive))
+      for (const { key: seq } of gone) {
         const e = this.outbox.get(seq)
-        if (e === undefined || e.state !== 'intent') continue
+        if (e === undefined || e.state !== 'intent') {
+          void this.intents.remove(seq)
+          continue
+        }
         const dead: Entry = { ...e, state: 'dead', reason: 'outcome_unknown', leasedUntil: 0 }
-        void this.outbox.put(seq, dead)
-        this.count('intent', -1, e)
-        this.count('dead', 1, e)
+        this.put(seq, e, dead)
         out.push(toDelivery(seq, dead))
       }
       return out
@@ -121,19 +124,18 @@ export class LmdbStore implements SyncStore {
     return this.write(() => {
       const paused = new Set((this.meta.get('paused') as string[] | undefined) ?? [])
       if (paused.has('*')) return []
-      const seen = new Set<string>()
+      // The due heads first (read before any is moved: a claim moves its entry later in the queue).
+      const due = [...this.queue.getRange({ start: [0, 0], end: [now, MAX_SEQ], limit: CLAIM_SCAN })].map(({ key }) => key)
       const out: Delivery[] = []
-      let scanned = 0
-      for (const { key: seq, value } of this.outbox.getRange()) {
-        if (out.length >= limit || ++scanned > CLAIM_SCAN) break
-        if (seen.has(value.key)) continue // an older entry of this key comes first
-        seen.add(value.key)
-        if (value.state !== 'pending' || value.leasedUntil > now || value.notBefore > now || paused.has(value.route)) continue // blocks its key
-        const claimed: Entry = { ...value, attempts: value.attempts + 1, leasedUntil: now + leaseMs }
-        void this.outbox.put(seq, claimed)
+      for (const [, seq] of due) {
+        if (out.length >= limit) break
+        const e = this.outbox.get(seq)
+        if (e === undefined || e.state !== 'pending' || paused.has(e.route)) continue
+        const claimed: Entry = { ...e, attempts: e.attempts + 1, leasedUntil: now + leaseMs }
+        this.put(seq, e, claimed)
         out.push(toDelivery(seq, claimed))
       }
-      return out
+      return out.sort((a, b) => a.seq - b.seq)
     })
   }
 
@@ -176,10 +178,9 @@ export class LmdbStore implements SyncStore {
 
   async deadLetters (limit: number): Promise<Delivery[]> {
     const out: Delivery[] = []
-    if (this.n('dead') === 0) return out
-    for (const { key, value } of this.outbox.getRange()) {
-      if (out.length >= limit) break
-      if (value.state === 'dead') out.push(toDelivery(key, value))
+    for (const { key: seq } of this.deadIndex.getRange({ limit })) {
+      const e = this.outbox.get(seq)
+      if (e !== undefined) out.push(toDelivery(seq, e))
     }
     return out
   }
@@ -219,6 +220,12 @@ export class LmdbStore implements SyncStore {
       if (paused) now.add(route)
       else now.delete(route)
       void this.meta.put('paused', [...now].sort())
+      if (route === '*') return // a claim takes nothing while everything is paused: nothing to move
+      // A paused route's heads wait at the far end of the queue, out of the way of the others; resumed, they take their place again.
+      const moved = paused
+        ? [...this.queue.getRange({ end: [PAUSED_DUE, 0] })].filter(({ key: [, seq] }) => this.outbox.get(seq)?.route === route)
+        : [...this.queue.getRange({ start: [PAUSED_DUE, 0] })]
+      for (const { value: key } of moved) this.requeue(key)
     })
   }
 
@@ -284,10 +291,7 @@ export class LmdbStore implements SyncStore {
     return this.write(() => {
       const e = this.outbox.get(seq)
       if (e === undefined) return false
-      void this.outbox.remove(seq)
-      void this.keys.remove([e.key, seq])
-      if (e.state === 'intent') void this.intents.remove(seq)
-      this.count(e.state, -1, e)
+      this.put(seq, e, undefined)
       return true
     })
   }
@@ -299,14 +303,55 @@ export class LmdbStore implements SyncStore {
       if (e === undefined) return false
       const next = change(e)
       if (next === null) return false
-      void this.outbox.put(seq, next)
-      if (next.state !== e.state) {
-        if (e.state === 'intent') void this.intents.remove(seq)
-        this.count(e.state, -1, e)
-        this.count(next.state, 1, next)
-      }
+      this.put(seq, e, next)
       return true
     })
+  }
+
+  /**
+   * Within a write transaction: entry `seq` goes from `before` to `after` (undefined: absent),
+   * and every index and count follows: the key's entries, intents, dead letters, the counts
+   * per state and route, and the queue of due heads of the keys it was and is in.
+   */
+  private put (seq: number, before: Entry | undefined, after: Entry | undefined): void {
+    if (after === undefined) void this.outbox.remove(seq)
+    else void this.outbox.put(seq, after)
+    if (before !== undefined && (after === undefined || after.key !== before.key)) void this.keys.remove([before.key, seq])
+    if (after !== undefined && (before === undefined || after.key !== before.key || after.target !== before.target)) void this.keys.put([after.key, seq], after.target)
+    if (before?.state === 'intent' && after?.state !== 'intent') void this.intents.remove(seq)
+    if (after?.state === 'intent' && before?.state !== 'intent') void this.intents.put(seq, [after.notBefore, process.pid])
+    if (before?.state === 'dead' && after?.state !== 'dead') void this.deadIndex.remove(seq)
+    if (after?.state === 'dead' && before?.state !== 'dead') void this.deadIndex.put(seq, 1)
+    if (before?.state !== after?.state || before?.route !== after?.route || before?.target !== after?.target) {
+      if (before !== undefined) this.count(before.state, -1, before)
+      if (after !== undefined) this.count(after.state, 1, after)
+    }
+    if (before !== undefined) this.requeue(before.key)
+    if (after !== undefined && after.key !== before?.key) this.requeue(after.key)
+  }
+
+  /**
+   * Puts `key`'s head (its oldest entry) in the queue when it is pending: at its due time, or
+   * at the far end while its route is paused; and nowhere else.
+   */
+  private requeue (key: string): void {
+    let want: [number, number] | undefined
+    for (const { key: [, seq] } of this.keys.getRange({ start: [key, 0], end: [key, MAX_SEQ], limit: 1 })) {
+      const head = this.outbox.get(seq)
+      if (head?.state !== 'pending') continue
+      const paused = ((this.meta.get('paused') as string[] | undefined) ?? []).includes(head.route)
+      want = [paused ? PAUSED_DUE : Math.max(head.notBefore, head.leasedUntil), seq]
+    }
+    const queued = this.heads.get(key)
+    if (queued !== undefined && want !== undefined && queued[0] === want[0] && queued[1] === want[1]) return
+    if (queued !== undefined) {
+      void this.queue.remove(queued)
+      void this.heads.remove(key)
+    }
+    if (want !== undefined) {
+      void this.queue.put(want, key)
+      void this.heads.put(key, want)
+    }
   }
 }
 

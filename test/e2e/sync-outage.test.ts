@@ -21,7 +21,8 @@ t.test('new down under a bounded load: the backlog fills sync.maxPending, then w
   const { legacy, next } = pair
   const MAX = 20
   const WRITERS = 4
-  const f = await startTestFicus(t, dualDoc(pair, { kind: 'embedded', path: join(t.testdir(), 'ficus.lmdb') }, { maxPending: MAX }))
+  // No attempt limit: new is down for seconds, and a write that ran out of attempts would be a dead letter, not the backlog this measures.
+  const f = await startTestFicus(t, dualDoc(pair, { kind: 'embedded', path: join(t.testdir(), 'ficus.lmdb') }, { maxPending: MAX, retry: { base: '20ms', max: '200ms', maxAttempts: 1000000 } }))
   const store = f.running.ficus.sync()!.store
   const notes: string[] = []
   for (let w = 0; w < WRITERS; w++) {
@@ -69,7 +70,9 @@ t.test('new down under a bounded load: the backlog fills sync.maxPending, then w
   t.ok(shown * 1000 >= before - acked - 1500, `and no less than its age at the last read, a second (and some slack) ago: ${(before - acked - 1500) / 1000} s`)
   const oldest = (await store.stats()).routes.find((x) => x.route === 'notes' && x.target === 'new')?.oldestPending ?? 0
   t.ok(oldest >= sent && oldest <= acked, 'the store\'s oldest waiting write of the route is that first one')
-  await waitFor(async () => sample(await f.scrape(), 'ficus_sync_pending', { route: 'notes', target: 'new' }) === accepted, { message: `the pending gauge did not show the ${accepted} writes waiting` })
+  let scraped = ''
+  await waitFor(async () => sample(scraped = await f.scrape(), 'ficus_sync_pending', { route: 'notes', target: 'new' }) === accepted,
+    { message: () => `the pending gauge did not show the ${accepted} writes waiting: ${scraped.split('\n').filter((l) => l.startsWith('ficus_sync_pending')).join(' ; ')}` })
 
   next.down = false
   await until(async () => store.stats(), (s) => s.pending === 0 && s.intents === 0 && s.dead === 0, 'the backlog did not drain once new was back')

@@ -266,6 +266,32 @@ t.test('lmdb: two processes append to one file at once: every write is there onc
   t.same(JSON.parse(d?.body?.toString() ?? '{}'), { who: acked[0]?.[1], i: Number(acked[0]?.[2]) })
 })
 
+t.test('lmdb: a claim finds what is due whatever waits ahead of it: a long backlog behind a dead letter, many records backing off, a paused route', async (t) => {
+  const s = new LmdbStore(join(t.testdir(), 'ficus.lmdb'))
+  t.teardown(async () => s.close())
+  /** Claims until nothing more is due at `now` (one claim takes 10,000 at most). */
+  const claimAll = async (now: number): Promise<number> => {
+    let n = 0
+    for (let got = await s.claim(now, 20_000, 1e9); got.length > 0; got = await s.claim(now, 20_000, 1e9)) n += got.length
+    return n
+  }
+  // More entries than a claim looks at (10,000), all ahead of the one that is due.
+  const [poison] = await s.append([write('stuck', 0)]) as [number]
+  await s.deadLetter(poison, 'status_422')
+  await s.append(Array.from({ length: 10_001 }, (_, i) => write('stuck', i + 1)))
+  const backingOff = await s.append(Array.from({ length: 10_001 }, (_, i) => write(`slow-${i}`, i)))
+  t.equal(await claimAll(1_000), 10_001, 'each record backing off was claimed once')
+  for (const seq of backingOff) await s.retry(seq, 9_000, 'status_503')
+  await s.append(Array.from({ length: 10_001 }, (_, i) => write(`paused-${i}`, i, { route: 'users' })))
+  await s.setPaused('users', true)
+  const [due] = await s.append([write('fine', 1)]) as [number]
+  t.same((await s.claim(2_000, 10, 1e9)).map((d) => d.seq), [due], 'the one due write is claimed at once')
+  t.equal((await s.deadLetters(5))[0]?.seq, poison, 'dead letters are found without reading the outbox')
+  await s.setPaused('users', false)
+  t.equal(await claimAll(4_000), 10_001, 'the paused route\'s writes, due again once resumed')
+  t.equal(await claimAll(9_000), 10_001, 'the retries at their time')
+})
+
 t.test('lmdb: the intents of a process that is gone are dead letters at once, not at their expiry', async (t) => {
   const path = join(t.testdir(), 'ficus.lmdb')
   const w = run(t, WRITER, [path, 'gone', '2', 'intent'])
