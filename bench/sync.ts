@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Pool, request } from 'undici'
 import { startRecords, type Records } from '../demo/records.js'
+import { LmdbStore } from '../src/adapters/lmdb-store.js'
 import { startFicusProcess } from './ficus-process.js'
 
 /**
@@ -21,6 +22,9 @@ import { startFicusProcess } from './ficus-process.js'
  * 3. Delivery throughput: new down, `--backlog` writes recorded, new back: deliveries per
  *    second until the outbox is empty (target: ≥ 2,000/s from one process).
  * 4. Memory with the other side down: Ficus's heap and RSS before and after the backlog.
+ * 5. The floor: one durable LMDB commit (an append of one write, fsynced) on the same disk,
+ *    measured in this process: a dual write makes two of them on the client's path (its
+ *    intent, then its settlement), so twice this is what `ack: durable` cannot go below.
  * `--json` prints the results as JSON.
  */
 const { values: opt } = parseArgs({
@@ -186,6 +190,16 @@ async function main (): Promise<void> {
     await drained()
     const deliverMs = performance.now() - t0
 
+    // The floor: durable commits of one write each, one at a time, on the same disk.
+    const floorStore = new LmdbStore(join(dir, 'floor.lmdb'))
+    const commits: number[] = []
+    for (let i = 0; i < 1000; i++) {
+      const t1 = performance.now()
+      await floorStore.append([{ route: 'notes', key: `note:${i % 50}`, target: 'new', method: 'PUT', path: '/api/notes/1', headers: [['content-type', 'application/json']], body: Buffer.from(body(i)), plan: null }])
+      if (i >= 100) commits.push(performance.now() - t1)
+    }
+    await floorStore.close()
+
     const result = {
       writes: {
         rate: Number(opt.rate),
@@ -195,6 +209,7 @@ async function main (): Promise<void> {
       },
       reads: Object.fromEntries(Object.entries(r).map(([k, x]) => [k, { perSecond: (x.n * 1000) / x.ms, p50: pct(x.lat, 0.5), p99: pct(x.lat, 0.99) }])),
       delivery: { backlog, seconds: deliverMs / 1000, perSecond: backlog / (deliverMs / 1000) },
+      commit: { p50: pct(commits, 0.5), p99: pct(commits, 0.99) },
       memory: { heapBeforeMiB: heap0 / 2 ** 20, heapWithBacklogMiB: heap1 / 2 ** 20, rssBeforeMiB: rss0 / 2 ** 20, rssWithBacklogMiB: rss1 / 2 ** 20 }
     }
     if (opt.json) {
@@ -202,7 +217,7 @@ async function main (): Promise<void> {
       return
     }
     const f = (x: number): string => x.toFixed(2)
-    const { writes, reads: rd, delivery, memory } = result
+    const { writes, reads: rd, delivery, memory, commit } = result
     process.stdout.write([
       `Writes, PUT at ${writes.rate}/s (open loop, ack ${writes.ack}; ${writes.plain.n} + ${writes.dual.n} measured)`,
       '| route | p50 ms | p99 ms |',
@@ -210,6 +225,7 @@ async function main (): Promise<void> {
       `| plain (no sync) | ${f(writes.plain.p50)} | ${f(writes.plain.p99)} |`,
       `| dual | ${f(writes.dual.p50)} | ${f(writes.dual.p99)} |`,
       `| added by dual | ${f(writes.dual.p50 - writes.plain.p50)} | ${f(writes.dual.p99 - writes.plain.p99)} |`,
+      `| floor: two durable LMDB commits (one: p50 ${f(commit.p50)}, p99 ${f(commit.p99)}) | ${f(2 * commit.p50)} | ${f(2 * commit.p99)} |`,
       '',
       `Reads, GET, ${opt.concurrency} clients in a loop`,
       '| route | req/s | p50 ms | p99 ms |',
