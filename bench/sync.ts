@@ -21,7 +21,9 @@ import { startFicusProcess } from './ficus-process.js'
  *    alternating: throughput and p50/p99 (target: within 5 %).
  * 3. Delivery throughput: new down, `--backlog` writes recorded, new back: deliveries per
  *    second until the outbox is empty (target: ≥ 2,000/s from one process).
- * 4. Memory with the other side down: Ficus's heap and RSS before and after the backlog.
+ * 4. Memory with the other side down: the dual Ficus runs with its heap capped
+ *    (`--heap-mib`, 64: `--max-old-space-size`), so a backlog held in memory would end it;
+ *    its heap and RSS are read before and after the backlog.
  * 5. The floor: one durable LMDB commit (an append of one write, fsynced) on the same disk,
  *    measured in this process: a dual write makes two of them on the client's path (its
  *    intent, then its settlement), so twice this is what `ack: durable` cannot go below.
@@ -36,6 +38,7 @@ const { values: opt } = parseArgs({
     backlog: { type: 'string', default: '20000' },
     notes: { type: 'string', default: '200' },
     ack: { type: 'string', default: 'durable' },
+    'heap-mib': { type: 'string', default: '64' },
     json: { type: 'boolean', default: false }
   }
 })
@@ -62,7 +65,8 @@ async function startFicus (dir: string, name: string, legacy: Records, next: Rec
     `  - { name: notes-create, match: { path: /api/notes, methods: [POST] }, new: 0${create} }`,
     `  - { name: notes, match: { path: /api/notes/:id }, new: 0${sync} }`
   ].join('\n'))
-  const p = await startFicusProcess(file, () => {}, { ...process.env, FICUS_LOG_LEVEL: 'info' })
+  const heap = dual ? { NODE_OPTIONS: `--max-old-space-size=${Number(opt['heap-mib'])}` } : {}
+  const p = await startFicusProcess(file, () => {}, { ...process.env, FICUS_LOG_LEVEL: 'info', ...heap })
   return { child: p.child, url: p.traffic, admin: p.admin, pool: new Pool(p.traffic, { connections: Number(opt.concurrency) * 2 }) }
 }
 
@@ -234,7 +238,7 @@ async function main (): Promise<void> {
       `| dual / plain | ${((rd.dual!.perSecond / rd.plain!.perSecond) * 100).toFixed(1)} % | | |`,
       '',
       `Delivery: ${delivery.backlog} writes recorded while new was down, delivered in ${delivery.seconds.toFixed(2)} s: ${delivery.perSecond.toFixed(0)} deliveries/s`,
-      `Memory of the dual Ficus: heap ${memory.heapBeforeMiB.toFixed(1)} → ${memory.heapWithBacklogMiB.toFixed(1)} MiB, RSS ${memory.rssBeforeMiB.toFixed(1)} → ${memory.rssWithBacklogMiB.toFixed(1)} MiB with ${delivery.backlog} writes pending`,
+      `Memory of the dual Ficus (heap capped at ${opt['heap-mib']} MiB): heap ${memory.heapBeforeMiB.toFixed(1)} → ${memory.heapWithBacklogMiB.toFixed(1)} MiB, RSS ${memory.rssBeforeMiB.toFixed(1)} → ${memory.rssWithBacklogMiB.toFixed(1)} MiB with ${delivery.backlog} writes pending, and it ran on`,
       ''
     ].join('\n'))
   } finally {

@@ -234,6 +234,10 @@ export class LmdbStore implements SyncStore {
   }
 
   async lookupId (entity: string, side: Backend, id: string): Promise<IdPair | null> {
+    return this.lookupIdSync(entity, side, id)
+  }
+
+  readonly lookupIdSync = (entity: string, side: Backend, id: string): IdPair | null => {
     const v = this.ids.get([entity, side, id])
     return v === undefined ? null : { other: v[0], origin: v[1] }
   }

@@ -147,6 +147,8 @@ export interface SyncStore {
 
   /** What the id map knows of `side`'s id `id` for `entity`: its counterpart and the entity's origin; null when nothing. */
   lookupId(entity: string, side: Backend, id: string): Promise<IdPair | null>
+  /** The same, at once, for a store that reads without waiting (LMDB: memory-mapped); absent otherwise. Throws when the store cannot be read. */
+  readonly lookupIdSync?: (entity: string, side: Backend, id: string) => IdPair | null
   /**
    * lookupId for several of `side`'s ids of one entity at once (one query, not one per id:
    * a shadow comparison asks about every id of an answer): the ids the map knows, each with

@@ -71,17 +71,38 @@ export class Dual {
    */
   serve (ex: Exchange, forward: Forwarder, start: (body: BodyGuard | null) => void, internal: (err: unknown) => void): void {
     const rule = ex.rule!.sync as SyncRule
-    void this.translate(ex, rule).then(async (found) => {
-      let ids = found
+    const go = (ids: ResolvedId[] | null): void => {
       if (ids === null) return
       const read = SAFE_METHODS.has(ex.method)
-      const fenced = await this.fence(ex, rule, ids, read)
-      if (fenced === 'refused') return
-      // The writes it waited for may have taught the map this record's id on this side (its create).
-      if (fenced === 'waited' && (ids = await this.translate(ex, rule)) === null) return
-      if (read) forward.receive(ex, start)
-      else this.write(ex, rule, ids, forward, start)
-    }).catch(internal)
+      const next = (found: ResolvedId[]): void => {
+        if (read) forward.receive(ex, start)
+        else this.write(ex, rule, found, forward, start)
+      }
+      // No fence to ask about: on at once, in this turn (the usual case of a read).
+      if (!this.fenced(ex, rule, ids)) {
+        next(ids)
+        return
+      }
+      void this.fence(ex, rule, ids, read).then(async (fenced) => {
+        if (fenced === 'refused') return
+        // The writes it waited for may have taught the map this record's id on this side (its create).
+        const found = fenced === 'waited' ? this.apply(ex, rule, await this.lookup(ex, rule)) : ids
+        if (found !== null) next(found)
+      }).catch(internal)
+    }
+    try {
+      const looked = this.lookup(ex, rule)
+      if (Array.isArray(looked)) go(this.apply(ex, rule, looked))
+      else looked.then((r) => { go(this.apply(ex, rule, r)) }).catch(internal)
+    } catch (err) {
+      internal(err)
+    }
+  }
+
+  /** Whether this request may have to wait at a fence: it names a record, and its side may lack some of that record's writes. */
+  private fenced (ex: Exchange, rule: SyncRule, ids: readonly ResolvedId[]): boolean {
+    const i = rule.key === null ? -1 : rule.pathIds.indexOf(rule.key)
+    return ids[i] !== undefined && this.o.watch.mayBeBehind(ex.decision!.primary)
   }
 
   /**
@@ -93,10 +114,9 @@ export class Dual {
    * for that side. Says whether the request goes on at once, goes on after waiting, or was refused.
    */
   private async fence (ex: Exchange, rule: SyncRule, ids: readonly ResolvedId[], read: boolean): Promise<'go' | 'waited' | 'refused'> {
-    const i = rule.key === null ? -1 : rule.pathIds.indexOf(rule.key)
-    const id = ids[i]
+    const id = ids[rule.key === null ? -1 : rule.pathIds.indexOf(rule.key)]
     const side = ex.decision!.primary
-    if (id === undefined || !this.o.watch.mayBeBehind(side)) return 'go'
+    if (id === undefined) return 'go'
     const key = entityKey(rule.entity, canonicalId(id))
     const route = ex.rule!.name
     const deadline = this.o.wallNow() + this.o.sync.fenceTimeoutMs
@@ -134,26 +154,42 @@ export class Dual {
   }
 
   /**
-   * Looks up the path ids the route names; sets the exchange's target per side. Returns the
-   * ids resolved, or null when the request was refused (answered here).
+   * What the id map knows of each path id the route names: at once when the store reads
+   * synchronously (LMDB: memory-mapped), else a promise. A store that cannot be read gives
+   * every id as unmapped (reads go as the client sent them; writes are refused by admission).
    */
-  private async translate (ex: Exchange, rule: SyncRule): Promise<ResolvedId[] | null> {
-    if (rule.pathIds.length === 0) return []
+  private lookup (ex: Exchange, rule: SyncRule): ResolvedId[] | Promise<ResolvedId[]> {
+    const { store } = this.o
     const segs = pathSegments(ex.target)
-    const resolved: ResolvedId[] = []
-    try {
-      for (const p of rule.pathIds) {
-        const raw = segs[p.segment]
-        if (raw === undefined) return []
-        const x = segmentId(raw)
-        const [asLegacy, asNew] = await Promise.all([this.o.store.lookupId(p.entity, 'legacy', x), this.o.store.lookupId(p.entity, 'new', x)])
-        resolved.push(resolveId(x, asLegacy, asNew))
-      }
-    } catch (err) {
-      // The id map cannot be read: reads go as the client sent them; writes are refused below.
-      this.o.watch.failed(err)
-      return rule.pathIds.map((p) => ({ kind: 'unmapped' as const, id: segmentId(segs[p.segment] ?? '') }))
+    const xs: { entity: string; id: string }[] = []
+    for (const p of rule.pathIds) {
+      const raw = segs[p.segment]
+      if (raw === undefined) return []
+      xs.push({ entity: p.entity, id: segmentId(raw) })
     }
+    const unmapped = (err: unknown): ResolvedId[] => {
+      this.o.watch.failed(err)
+      return xs.map(({ id }) => ({ kind: 'unmapped' as const, id }))
+    }
+    if (store.lookupIdSync !== undefined) {
+      try {
+        return xs.map(({ entity, id }) => resolveId(id, store.lookupIdSync!(entity, 'legacy', id), store.lookupIdSync!(entity, 'new', id)))
+      } catch (err) {
+        return unmapped(err)
+      }
+    }
+    return Promise.all(xs.map(async ({ entity, id }) => {
+      const [asLegacy, asNew] = await Promise.all([store.lookupId(entity, 'legacy', id), store.lookupId(entity, 'new', id)])
+      return resolveId(id, asLegacy, asNew)
+    })).catch(unmapped)
+  }
+
+  /**
+   * Sets the exchange's target per side from the ids resolved. Returns them, or null when
+   * the request was refused (answered here: an id that names a record on each side).
+   */
+  private apply (ex: Exchange, rule: SyncRule, resolved: ResolvedId[]): ResolvedId[] | null {
+    if (resolved.length === 0) return resolved
     if (resolved.some((r) => r.kind === 'ambiguous')) {
       this.o.metrics.idmapMisses.inc({ route: ex.rule!.name, where: 'ambiguous' })
       const err = ficusError('FICUS_ERR_ID_AMBIGUOUS')
