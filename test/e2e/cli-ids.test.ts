@@ -1,5 +1,5 @@
-import t, { type Test } from 'tap'
-import { caughtUp, dualRig, wrote, type DualOptions } from '../helpers/dual.js'
+import t from 'tap'
+import { caughtUp, operatedRig, OPS_TOKEN, wrote } from '../helpers/dual.js'
 import { startTestFicus } from '../helpers/ficus.js'
 import { CLI, run } from '../helpers/spawn.js'
 import { startUpstream } from '../helpers/upstream.js'
@@ -10,18 +10,8 @@ import { startUpstream } from '../helpers/upstream.js'
  * running Ficus with dual writes between two real records APIs on a real LMDB file.
  */
 
-const TOKEN = 'tok-ops'
-
-async function operated(t: Test, o: DualOptions = {}) {
-  const rig = await dualRig(t, { ...o, admin: { host: '127.0.0.1', port: 0, tokens: { ops: TOKEN } } })
-  const env = { FICUS_ADMIN_URL: rig.f.adminUrl, FICUS_ADMIN_TOKEN: TOKEN }
-  const cli = async (...args: string[]): Promise<{ code: number | null; out: string; err: string }> => {
-    const p = run(t, CLI, args, env)
-    const code = await p.exitCode()
-    return { code, out: p.stdout, err: p.stderr }
-  }
-  return { ...rig, cli }
-}
+const TOKEN = OPS_TOKEN
+const operated = operatedRig
 
 t.test('ficus ids get and set; a conflicting pair is refused', async (t) => {
   const { f, cli } = await operated(t)

@@ -1,7 +1,6 @@
 import t, { type Test } from 'tap'
 import { admin, audit } from '../helpers/admin.js'
-import { caughtUp, dualRig, wrote, type DualOptions } from '../helpers/dual.js'
-import { CLI, run } from '../helpers/spawn.js'
+import { caughtUp, operatedRig, OPS_TOKEN, wrote, type DualOptions } from '../helpers/dual.js'
 import { waitFor } from '../helpers/wait.js'
 
 /**
@@ -11,20 +10,14 @@ import { waitFor } from '../helpers/wait.js'
  * cli-ids.test.ts.
  */
 
-const TOKEN = 'tok-ops'
+const TOKEN = OPS_TOKEN
 
 async function operated(t: Test, o: DualOptions = {}) {
-  const rig = await dualRig(t, { ...o, admin: { host: '127.0.0.1', port: 0, tokens: { ops: TOKEN } } })
-  const env = { FICUS_ADMIN_URL: rig.f.adminUrl, FICUS_ADMIN_TOKEN: TOKEN }
-  const cli = async (...args: string[]): Promise<{ code: number | null; out: string; err: string }> => {
-    const p = run(t, CLI, args, env)
-    const code = await p.exitCode()
-    return { code, out: p.stdout, err: p.stderr }
-  }
+  const rig = await operatedRig(t, o)
   const deadLetters = async (n: number): Promise<void> => {
     await waitFor(async () => (await admin(rig.f, 'GET', '/admin/sync', { token: TOKEN })).body.deadLetters === n, { message: `not ${n} dead letters` })
   }
-  return { ...rig, cli, deadLetters }
+  return { ...rig, deadLetters }
 }
 
 const cells = (out: string): string[][] => out.trimEnd().split('\n').map((l) => l.split(/\s{2,}/))

@@ -3,6 +3,7 @@ import type { Test } from 'tap'
 import { startRecords, type Records } from '../../demo/records.js'
 import { admin } from './admin.js'
 import { startTestFicus, type TestFicus } from './ficus.js'
+import { CLI, run } from './spawn.js'
 import { waitFor } from './wait.js'
 
 /**
@@ -65,4 +66,22 @@ export async function caughtUp(f: TestFicus, token?: string): Promise<void> {
     const r = await admin(f, 'GET', '/admin/sync', token === undefined ? {} : { token })
     return r.status === 200 && r.body.pending === 0 && r.body.intents === 0
   }, { message: 'the outbox did not drain' })
+}
+
+/** The admin token of an operated rig. */
+export const OPS_TOKEN = 'tok-ops'
+
+/** What the built CLI printed and how it exited. */
+export interface CliRun { readonly code: number | null; readonly out: string; readonly err: string }
+
+/** A dual rig whose admin API takes OPS_TOKEN, and `cli(...)`: the built CLI run as a process against it, as an operator runs it. */
+export async function operatedRig(t: Test, o: DualOptions = {}): Promise<DualRig & { cli: (...args: string[]) => Promise<CliRun> }> {
+  const rig = await dualRig(t, { ...o, admin: { host: '127.0.0.1', port: 0, tokens: { ops: OPS_TOKEN } } })
+  const env = { FICUS_ADMIN_URL: rig.f.adminUrl, FICUS_ADMIN_TOKEN: OPS_TOKEN }
+  const cli = async (...args: string[]): Promise<CliRun> => {
+    const p = run(t, CLI, args, env)
+    const code = await p.exitCode()
+    return { code, out: p.stdout, err: p.stderr }
+  }
+  return { ...rig, cli }
 }
