@@ -110,12 +110,10 @@ async function dualWrites(proxy: string, ficus: Running, say: (line: string) => 
     }
   }
   const sync = ficus.ficus.sync()
+  // POST /admin/sync/drain answers once every write has reached the other side (ficus sync drain).
   const caughtUp = async (): Promise<void> => {
-    for (let i = 0; i < 200; i++) {
-      const st = await sync?.store.stats()
-      if (st !== undefined && st.pending === 0 && st.intents === 0) return
-      await new Promise((resolve) => setTimeout(resolve, 10))
-    }
+    const r = await request(`${ficus.adminUrl}/admin/sync/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeout: '10s' }) })
+    await r.body.dump()
   }
   const otherId = async (side: 'legacy' | 'new', id: string): Promise<string> => (await sync?.store.lookupId('note', side, id))?.other ?? '?'
   const a = await call('POST', '/api/notes', { text: 'written on legacy' })

@@ -1,14 +1,12 @@
 import { dirname, resolve } from 'node:path'
 import { compileCompare } from '../core/compare-rules.js'
+import { SAFE_METHODS } from '../core/decide.js'
 import { parsePattern } from '../core/path-pattern.js'
 import { compileSync, type SyncRule } from '../core/sync.js'
 import type { FallbackPolicy, NewTimeout, PathPattern, RouteRule, StickySpec } from '../core/types.js'
 import { DEFAULT_ROUTE, fallbackSettings, isObject, type FallbackSettings, type Settings } from './defaults.js'
 import type { AdminToken, Config, RawConfig, RawRoute, StoreConfig, SyncConfig, UnleashConfig, UpstreamConfig } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
-
-/** Methods that only read: a dual route of these alone needs no key (its reads use the id map). */
-const READ_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 /**
  * A valid routes.yaml, defaults filled in (withDefaults), → the Config the rest of Ficus
@@ -151,7 +149,7 @@ function toRule(r: RawRoute, pattern: PathPattern, sticky: readonly StickySpec[]
     flag: r.flag ?? null,
     shadow: r.shadow ?? 0,
     shadowWrites: r.shadowWrites ?? r.sync?.mode === 'mirror',
-    sync: compileSync(r.sync, pattern, r.match.methods !== undefined && r.match.methods.every((m) => READ_METHODS.has(m))) as SyncRule | null, // crossCheck reported any problem
+    sync: compileSync(r.sync, pattern, r.match.methods !== undefined && r.match.methods.every((m) => SAFE_METHODS.has(m))) as SyncRule | null, // crossCheck reported any problem
     compare: compileCompare(r.compare),
     sticky: r.sticky === undefined ? sticky : parseSticky(r.sticky),
     backends: r.backends ?? backends,

@@ -1,5 +1,6 @@
 import { checkRoutes, type RouteShape } from '../core/check-routes.js'
 import { compileCompare } from '../core/compare-rules.js'
+import { SAFE_METHODS } from '../core/decide.js'
 import { parsePattern } from '../core/path-pattern.js'
 import { plainHeaderName } from '../core/strictness.js'
 import { compileSync, type RawSync } from '../core/sync.js'
@@ -139,14 +140,14 @@ function isKey32(text: string): boolean {
 function checkRouteSync(r: Record<string, unknown>, pattern: Exclude<ReturnType<typeof parsePattern>, string>, i: number, report: Report, warn: Report): void {
   const y = r.sync as RawSync
   const methods = isObject(r.match) && Array.isArray(r.match.methods) ? r.match.methods as string[] : null
-  const compiled = compileSync(y, pattern, methods !== null && methods.every((m) => READS.has(m)))
+  const compiled = compileSync(y, pattern, methods !== null && methods.every((m) => SAFE_METHODS.has(m)))
   if (compiled !== null && 'problems' in compiled) {
     for (const [where, message] of compiled.problems) report(['routes', i, 'sync', ...where.split('.')], message)
   }
   if (r.shadowWrites !== undefined && y.mode !== undefined && y.mode !== 'off') {
     report(['routes', i, 'shadowWrites'], `and sync.mode: ${y.mode} both say what happens to writes: keep sync (shadowWrites: true is sync: { mode: mirror })`)
   }
-  if (y.mode === 'dual' && methods !== null && methods.every((m) => READS.has(m)) && (y.learn !== undefined)) {
+  if (y.mode === 'dual' && methods !== null && methods.every((m) => SAFE_METHODS.has(m)) && (y.learn !== undefined)) {
     warn(['routes', i, 'sync', 'learn'], `has no effect: the route matches only reads (${methods.join(', ')}), and a create is a write`)
   }
 }
@@ -213,13 +214,10 @@ function checkSticky(sticky: unknown, path: Path, report: Report): void {
   }
 }
 
-/** Methods that are shadowed without shadowWrites. */
-const READS: ReadonlySet<unknown> = new Set(['GET', 'HEAD', 'OPTIONS'])
-
 /** Settings of one route that are valid but cannot apply. */
 function warnRoute(r: Record<string, unknown>, i: number, warn: Report): void {
   const methods = isObject(r.match) && Array.isArray(r.match.methods) ? r.match.methods : null
-  if (r.shadowWrites === true && methods !== null && methods.every((m) => READS.has(m))) {
+  if (r.shadowWrites === true && methods !== null && methods.every((m) => SAFE_METHODS.has(m as string))) {
     warn(['routes', i, 'shadowWrites'], `has no effect: the route matches only reads (${methods.join(', ')}), which are shadowed anyway`)
   }
   if (!isObject(r.compare)) return

@@ -141,7 +141,8 @@ export class Deliverer {
         await this.o.store.retry(d.seq, this.o.now() + this.o.retry.maxMs, `no upstream plays ${d.target} for route ${d.route}`)
         return
       }
-      const prepared = this.unsealed(d) ?? await this.prepare(d)
+      const headers = this.headersOf(d)
+      const prepared = 'dead' in headers ? headers : await this.prepare(d)
       let v: Verdict
       if ('dead' in prepared) {
         v = { kind: 'dead', reason: prepared.dead }
@@ -150,7 +151,7 @@ export class Deliverer {
         this.o.onIdMiss?.(d)
         v = { kind: 'retry', afterMs: Math.min(this.o.retry.maxMs, Math.max(this.o.retry.baseMs, 1000)), reason: prepared.wait }
       } else {
-        const result = await this.send(d, upstream, prepared)
+        const result = await this.send(d, upstream, prepared, (headers as { list: string[] }).list)
         v = verdict(result, d.attempts, this.o.now() - d.createdAt, this.o.retry, this.o.random())
         if (v.kind === 'delivered' && d.plan?.learn != null && 'status' in result) v = await this.learn(d, d.plan, result)
       }
@@ -169,18 +170,27 @@ export class Deliverer {
     }
   }
 
-  /** A write whose sealed credentials do not open (another sync.auth.key, or altered): why, as a dead letter; null when they open or it has none. */
-  private unsealed (d: Delivery): { dead: string } | null {
+  /**
+   * The delivery's request headers, its sealed credentials opened (each once), or why it
+   * cannot be sent (another sync.auth.key, or altered: a dead letter, never sent without it).
+   */
+  private headersOf (d: Delivery): { list: string[] } | { dead: string } {
+    const list: string[] = []
     for (const [name, value] of d.headers) {
-      if (!value.startsWith('sealed:')) continue
+      if (!value.startsWith('sealed:')) {
+        list.push(name, value)
+        continue
+      }
       if (this.o.sealKey === null) return { dead: `credential_sealed: its ${name} header is sealed, and sync.auth passes no key now` }
       try {
-        unseal(this.o.sealKey, value)
+        list.push(name, unseal(this.o.sealKey, value))
       } catch {
         return { dead: `credential_unreadable: its ${name} header does not open with sync.auth.key (changed since it was recorded?)` }
       }
     }
-    return null
+    for (const [n, v] of this.o.extraHeaders) list.push(n, v)
+    list.push('idempotency-key', `ficus-${d.route}-${d.seq}`, 'x-ficus-sync', '1')
+    return { list }
   }
 
   /** The write with its ids translated for the target through the id map. */
@@ -234,11 +244,7 @@ export class Deliverer {
     return { kind: 'delivered' }
   }
 
-  private async send (d: Delivery, upstream: UpstreamConfig, w: { path: string; body: Buffer | null }): Promise<{ status: number; retryAfterMs?: number; location?: string; body?: Buffer } | { failed: string }> {
-    const headers: string[] = []
-    for (const [n, v] of d.headers) headers.push(n, v.startsWith('sealed:') && this.o.sealKey !== null ? unseal(this.o.sealKey, v) : v)
-    for (const [n, v] of this.o.extraHeaders) headers.push(n, v)
-    headers.push('idempotency-key', `ficus-${d.route}-${d.seq}`, 'x-ficus-sync', '1')
+  private async send (d: Delivery, upstream: UpstreamConfig, w: { path: string; body: Buffer | null }, headers: string[]): Promise<{ status: number; retryAfterMs?: number; location?: string; body?: Buffer } | { failed: string }> {
     try {
       const r = await this.poolFor(upstream).request({ path: w.path, method: d.method, headers, body: w.body ?? undefined })
       let body: Buffer | undefined
