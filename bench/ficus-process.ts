@@ -17,7 +17,7 @@ export interface FicusProcess {
  * exits first. Its stderr is the bench's.
  */
 export async function startFicusProcess (file: string, onLine: (line: Record<string, unknown>) => void = () => {}, env: NodeJS.ProcessEnv = process.env): Promise<FicusProcess> {
-  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'], env })
+  const child = spawn(process.execPath, [...(process.env.FICUS_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''), CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'], env })
   const urls = await new Promise<{ traffic: string; admin: string }>((resolve, reject) => {
     let buffered = ''
     child.stdout.on('data', (d: Buffer) => {

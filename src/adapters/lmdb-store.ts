@@ -120,8 +120,15 @@ export class LmdbStore implements SyncStore {
     })
   }
 
-  async claim (now: number, limit: number, leaseMs: number): Promise<Delivery[]> {
+  async claim (now: number, limit: number, leaseMs: number, delivered: readonly number[] = []): Promise<Delivery[]> {
+    // Nothing to drop and nothing due: answered from a read, without a write transaction (a deliverer asks after every write).
+    if (delivered.length === 0 && (limit <= 0 || this.queue.getKeysCount({ start: [0, 0], end: [now, MAX_SEQ], limit: 1 }) === 0)) return []
     return this.write(() => {
+      for (const seq of delivered) {
+        const e = this.outbox.get(seq)
+        if (e !== undefined) this.put(seq, e, undefined)
+      }
+      if (limit <= 0) return []
       const paused = new Set((this.meta.get('paused') as string[] | undefined) ?? [])
       if (paused.has('*')) return []
       // The due heads first (read before any is moved: a claim moves its entry later in the queue).

@@ -156,8 +156,10 @@ export class PgStore implements SyncStore {
     return r.rows.map(toDelivery).sort((a, b) => a.seq - b.seq)
   }
 
-  async claim (now: number, limit: number, leaseMs: number): Promise<Delivery[]> {
+  async claim (now: number, limit: number, leaseMs: number, delivered: readonly number[] = []): Promise<Delivery[]> {
     return this.tx(async (c) => {
+      if (delivered.length > 0) await c.query('DELETE FROM ficus_outbox WHERE seq = ANY($1::bigint[])', [delivered])
+      if (limit <= 0) return []
       const r = await c.query<Row>(
         `WITH heads AS (
            SELECT DISTINCT ON (key) seq, state, leased_until, not_before FROM ficus_outbox ORDER BY key, seq

@@ -119,8 +119,11 @@ export interface SyncStore {
    * until `now + leaseMs`; a claimer that died leaves it to be claimed again after that). A
    * dead letter blocks its key: nothing after it is claimed until it is replayed or skipped,
    * and so does an intent. Entries of a paused route (or all, when `*` is paused) wait.
+   * `delivered` (entries this caller claimed and their targets took) are dropped first, in
+   * the same transaction, as `delivered` would: a deliverer commits its acknowledgements and
+   * its next claim at once (one commit, not one per delivery, on the disk users' writes wait for).
    */
-  claim(now: number, limit: number, leaseMs: number): Promise<Delivery[]>
+  claim(now: number, limit: number, leaseMs: number, delivered?: readonly number[]): Promise<Delivery[]>
   /** The target took it: the entry is gone, and the next one of its key becomes claimable. */
   delivered(seq: number): Promise<void>
   /** The attempt failed and may be retried from `notBefore` (ms since the epoch). */

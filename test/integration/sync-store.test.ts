@@ -52,6 +52,19 @@ function contract(name: string, open: Open): void {
     t.same((await s.claim(1_600, 1, 500)), [], 'limit respected (and nothing left)')
   })
 
+  t.test(`${name}: a claim drops the entries its caller delivered first, in the same transaction: their keys' next writes are claimed with it`, async (t) => {
+    const s = await open(t)
+    const [a1, b1, a2, b2, c1] = await s.append([write('a', 1), write('b', 1), write('a', 2), write('b', 2), write('c', 1)]) as [number, number, number, number, number]
+    t.same((await s.claim(1_000, 2, 500)).map((d) => d.seq), [a1, b1])
+    t.same((await s.claim(1_100, 10, 500, [a1, b1])).map((d) => d.seq), [a2, b2, c1], 'a1 and b1 gone: a2 and b2 are their keys\' heads, claimed at once')
+    t.equal(await s.get(a1), null, 'a1 is gone')
+    t.equal(await s.get(b1), null, 'b1 is gone')
+    t.same(await s.claim(1_200, 0, 500, [a2]), [], 'a limit of 0 only drops')
+    t.equal(await s.get(a2), null, 'a2 is gone')
+    t.same(await s.claim(1_300, 10, 500, [a2, 999_999]), [], 'dropping one already gone, or never there, is no error')
+    t.same((await s.stats()).routes.map((r) => r.pending), [2], 'b2 and c1 wait, leased')
+  })
+
   t.test(`${name}: a retry waits for its time; a dead letter blocks only its own key until replayed or skipped`, async (t) => {
     const s = await open(t)
     const [a1, b1, a2, b2] = await s.append([write('a', 1), write('b', 1), write('a', 2), write('b', 2)]) as [number, number, number, number]

@@ -66,6 +66,13 @@ export class Deliverer {
   private ticking: Promise<void> | null = null
   private again = false
   private readonly active = new Set<Promise<void>>()
+  /**
+   * Deliveries their targets took, not yet dropped from the store: the next claim drops them
+   * in its own transaction. One commit acknowledges every delivery that ended meanwhile and
+   * claims their successors, instead of two commits per delivery taking the store's one
+   * write lock (and the disk) from the users' writes waiting on it.
+   */
+  private acks: { readonly seq: number; readonly done: () => void; readonly failed: (err: unknown) => void }[] = []
 
   constructor (private readonly o: DelivererOptions) {}
 
@@ -76,7 +83,7 @@ export class Deliverer {
 
   /** Looks for due entries now (an append happened). */
   kick (): void {
-    if (!this.running) return
+    if (!this.running && this.acks.length === 0) return
     if (this.ticking !== null) {
       this.again = true
       return
@@ -95,7 +102,7 @@ export class Deliverer {
     this.running = false
     if (this.timer !== null) clearTimeout(this.timer)
     await this.ticking
-    await Promise.all([...this.active])
+    await Promise.all([...this.active]) // the last ones' acknowledgements are committed by the ticks they kick
     await Promise.all([...this.pools.values()].map(async (p) => p.close()))
   }
 
@@ -104,9 +111,10 @@ export class Deliverer {
   private async tick (): Promise<void> {
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = null
+    const acks = this.acks.splice(0)
     try {
       const now = this.o.now()
-      if (now - this.lastExpire >= EXPIRE_EVERY_MS) {
+      if (this.running && now - this.lastExpire >= EXPIRE_EVERY_MS) {
         this.lastExpire = now
         for (const d of await this.o.store.expire(now)) {
           this.o.log.error({ seq: d.seq, route: d.route, key: d.key, method: d.method, path: d.path },
@@ -114,9 +122,12 @@ export class Deliverer {
           this.o.onVerdict?.(d, { kind: 'dead', reason: 'outcome_unknown' })
         }
       }
-      const room = this.o.concurrency - this.inFlight
-      if (room > 0) {
-        for (const d of await this.o.store.claim(this.o.now(), room, this.o.leaseMs)) {
+      // A delivery waiting for its acknowledgement no longer needs its slot.
+      const room = this.running ? this.o.concurrency - (this.inFlight - acks.length) : 0
+      if (room > 0 || acks.length > 0) {
+        const claimed = await this.o.store.claim(this.o.now(), Math.max(0, room), this.o.leaseMs, acks.map((a) => a.seq))
+        for (const a of acks) a.done()
+        for (const d of claimed) {
           const p = this.deliver(d).finally(() => {
             this.active.delete(p)
             this.kick() // a slot is free, and the key's next write may be due
@@ -125,12 +136,20 @@ export class Deliverer {
         }
       }
     } catch (err) {
+      for (const a of acks) a.failed(err)
       this.o.log.error({ err }, 'sync: claiming from the store failed; trying again')
     }
     if (this.running) {
       this.timer = setTimeout(() => this.kick(), this.o.pollMs)
       this.timer.unref()
     }
+  }
+
+  /** Resolves once the store dropped the delivered entry (committed with the next claim). */
+  private async acknowledge (seq: number): Promise<void> {
+    const done = new Promise<void>((resolve, reject) => { this.acks.push({ seq, done: resolve, failed: reject }) })
+    this.kick()
+    await done
   }
 
   private async deliver (d: Delivery): Promise<void> {
@@ -155,7 +174,7 @@ export class Deliverer {
         v = verdict(result, d.attempts, this.o.now() - d.createdAt, this.o.retry, this.o.random())
         if (v.kind === 'delivered' && d.plan?.learn != null && 'status' in result) v = await this.learn(d, d.plan, result)
       }
-      if (v.kind === 'delivered') await this.o.store.delivered(d.seq)
+      if (v.kind === 'delivered') await this.acknowledge(d.seq)
       else if (v.kind === 'retry') await this.o.store.retry(d.seq, this.o.now() + v.afterMs, v.reason)
       else {
         await this.o.store.deadLetter(d.seq, v.reason)

@@ -27,8 +27,10 @@ import type { StoreWatch } from './watch.js'
  *   crash in between leaves a dead letter, `outcome_unknown`, never a silent loss); its 2xx
  *   answer is held until the write, with the ids it carries and a created id, is recorded for
  *   the other side (`ack: durable`: on disk first).
- * Cost on the hot path: nothing on a route without sync; on a dual route, an id map read per
- * path id (LMDB: a memory-mapped read, no system call), and per write two store commits (the
+ * Cost on the hot path: nothing on a route without sync; on a dual route, per path id two id
+ * map reads (LMDB: memory-mapped, no system call; not cached: a pair never changes, but an id
+ * known on one side may become another record's id on the other, and then it is ambiguous),
+ * and the path rebuilt for a side whose id differs; per write two store commits (the
  * intent and its settlement: group-committed with concurrent writes) and the answer's bytes
  * held until the second one (bench/sync.ts measures it).
  */
@@ -197,15 +199,19 @@ export class Dual {
       sendError(ex.res, err, ex.requestId, !ex.req.complete)
       return null
     }
+    const segs = pathSegments(ex.target)
     const targetFor = (side: Backend): string | null => {
-      const replace = new Map<number, string>()
+      let replace: Map<number, string> | null = null
       for (let i = 0; i < resolved.length; i++) {
         const r = resolved[i] as ResolvedId
         // An id the map does not know goes as it is to the side it came from; to the other only if ids are shared.
         if (r.kind === 'unmapped' && side !== ex.decision!.primary && this.o.sync.unmappedIds === 'wait') return null
-        replace.set((rule.pathIds[i] as { segment: number }).segment, idOn(r, side))
+        const { segment } = rule.pathIds[i] as { segment: number }
+        const id = idOn(r, side)
+        // The path is rebuilt only when an id differs from the client's on this side.
+        if (id !== segmentId(segs[segment] as string)) (replace ??= new Map()).set(segment, id)
       }
-      return replaceSegments(ex.target, replace)
+      return replace === null ? ex.target : replaceSegments(ex.target, replace)
     }
     // The primary always gets a target: an id the map does not know goes as the client sent it.
     const primary = ex.decision!.primary
