@@ -35,6 +35,11 @@ Commands:
                             How often shadowed responses differ, per route, since the route's
                             compare rules last changed (or since --since, within the last
                             hour); with a route, the fields that differ most
+  verify <job> [--mode count|checksum|sample|full] [--sample N --seed S] [--ids file]
+         [--resume] [--json report.json] [--max-mismatch-rate R]
+                            Prove the two systems hold the same records, through their
+                            own APIs (routes.yaml verify:; ficus verify --help); exit 0
+                            parity, 1 differences, 2 incomplete, 3 usage
   divergences reset [<route>] [--reason text]
                             Start a route's (or every route's) divergence counts over
                             (audited; the Prometheus counters keep counting)
@@ -77,6 +82,8 @@ Environment:
 
 /** Exit codes: 0 ok, 1 invalid config, failed start or failed admin call, 2 wrong usage. */
 async function cli(argv: string[]): Promise<number> {
+  // `verify` talks to the upstreams, not to a running Ficus, and has options of its own (--json <file>).
+  if (argv[0] === 'verify') return verify(argv.slice(1))
   let parsed
   try {
     parsed = parseArgs({
@@ -270,6 +277,31 @@ function idsCommand(target: AdminTarget, rest: readonly string[], values: Values
     return () => idsSetCommand(target, { entity: args[0] as string, legacy, new: next, ...(origin === undefined ? {} : { origin }) }, text(values.reason), json)
   }
   return `ids needs get or set${sub === undefined ? '' : ` (got ${sub})`}: ficus ids get <entity> <legacy|new> <id> | ficus ids set <entity> --legacy <id> --new <id>`
+}
+
+/** `ficus verify`: the first Ctrl-C (or SIGTERM) stops the run and saves its progress; a second one ends at once. */
+async function verify(argv: string[]): Promise<number> {
+  const { verifyCommand } = await import('./commands/verify.js')
+  const stop = new AbortController()
+  const onSignal = (): void => {
+    if (stop.signal.aborted) process.exit(130)
+    process.stderr.write('\nficus verify: stopping; saving progress (Ctrl-C again to quit at once)\n')
+    stop.abort(new Error('stopped'))
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    return await verifyCommand(argv, {
+      out: (t) => { process.stdout.write(t) },
+      err: (t) => { process.stderr.write(t) },
+      tty: process.stderr.isTTY,
+      env: process.env,
+      signal: stop.signal
+    })
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
 }
 
 function usage(message: string): number {

@@ -7,6 +7,7 @@ import type { FallbackPolicy, NewTimeout, PathPattern, RouteRule, StickySpec } f
 import { DEFAULT_ROUTE, fallbackSettings, isObject, type FallbackSettings, type Settings } from './defaults.js'
 import type { AdminToken, Config, RawConfig, RawRoute, StoreConfig, SyncConfig, UnleashConfig, UpstreamConfig } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
+import { buildVerify } from './verify.js'
 
 /**
  * A valid routes.yaml, defaults filled in (withDefaults), → the Config the rest of Ficus
@@ -80,7 +81,8 @@ export function build(s: Settings, file: string): Config {
     log: { level: s.log.level },
     unleash: s.unleash === undefined ? undefined : buildUnleash(s.unleash, file, s.state),
     store: buildStore(s, file),
-    sync: buildSync(s.sync)
+    sync: buildSync(s.sync),
+    verify: buildVerify(s.verify, routes, upstreams)
   }
 }
 

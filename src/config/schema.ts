@@ -1,5 +1,6 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { METHODS } from 'node:http'
+import { VerifyJobSchema, type VerifyJob } from './verify-schema.js'
 
 /**
  * The schema of routes.yaml, version 1 (README.md "Configuration"). Unknown keys are errors
@@ -218,6 +219,8 @@ export const ConfigSchema = Type.Object({
   }, { additionalProperties: false })),
   store: Type.Optional(StoreSchema),
   sync: Type.Optional(SyncSchema),
+  /** `ficus verify` jobs (config/verify.ts, docs/verify.md). */
+  verify: Type.Optional(Type.Record(Name, VerifyJobSchema, { additionalProperties: false })),
   log: Type.Optional(Type.Object({
     level: Type.Optional(msg(Type.String({ enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }),
       'must be one of fatal, error, warn, info, debug, trace, silent'))
@@ -312,6 +315,8 @@ export interface Config {
   /** Where dual writes and the id map are kept (opened only when a route is dual). */
   readonly store: StoreConfig
   readonly sync: SyncConfig
+  /** `ficus verify` jobs by name (config/verify.ts). */
+  readonly verify: Readonly<Record<string, VerifyJob>>
 }
 
 export type StoreConfig =
