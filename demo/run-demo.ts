@@ -67,7 +67,10 @@ async function main(): Promise<void> {
   say('  (orders also reorders its items and changes meta: the route\'s compare rules leave those out)')
   say()
   say('Dual writes on /api/notes: each side gives its own ids; every write reaches both (docs/sync.md).')
-  await dualWrites(proxy, ficus, say)
+  const newId = await dualWrites(proxy, ficus, say)
+  say()
+  say('Verify (docs/verify.md): one note edited on new behind Ficus\'s back; the job compares every note through the id map:')
+  await verifyNotes(ficus, next.url, newId, say)
   say()
   say('Try:')
   say(`  curl -si ${proxy}/api/orders/1 -H 'x-user-id: alice'     # x-ficus-backend: who answered`)
@@ -76,6 +79,7 @@ async function main(): Promise<void> {
   say(`  curl -s '${ficus.adminUrl}/admin/divergences?route=orders&limit=1'   # one redacted sample`)
   say(`  curl -s  ${ficus.adminUrl}/metrics | grep '^ficus_'`)
   say(`  curl -s ${proxy}/api/notes -H 'content-type: application/json' -d '{"text":"hi"}'   # then GET it by the id you got`)
+  say(`  curl -s -XPOST ${ficus.adminUrl}/admin/verify/notes/run -H 'content-type: application/json' -d '{}'; curl -s ${ficus.adminUrl}/admin/verify/notes`)
   say('  npx ficus check routes.yaml')
   say('Ctrl-C stops the demo.')
   process.stdout.write(out.join('\n') + '\n')
@@ -97,7 +101,7 @@ async function main(): Promise<void> {
  * A note written while legacy answers, the routes moved to new, a note written there, then a
  * rollback: every id a client was given reads back, on whichever side answers.
  */
-async function dualWrites(proxy: string, ficus: Running, say: (line: string) => void): Promise<void> {
+async function dualWrites(proxy: string, ficus: Running, say: (line: string) => void): Promise<string> {
   const call = async (method: string, path: string, body?: unknown): Promise<{ who: string; json: Record<string, unknown> }> => {
     const r = await request(proxy + path, { method: method as 'GET', headers: { 'content-type': 'application/json', 'x-user-id': 'demo' }, body: body === undefined ? undefined : JSON.stringify(body) })
     const text = await r.body.text()
@@ -130,6 +134,32 @@ async function dualWrites(proxy: string, ficus: Running, say: (line: string) => 
   await setNew(0)
   const back = await call('GET', `/api/notes/${bId}`)
   say(`  rollback: GET /api/notes/${bId} → ${back.who} answers ${JSON.stringify(back.json)}: nothing written on new is lost`)
+  return otherId('legacy', aId)
+}
+
+/**
+ * A note edited on new behind Ficus's back (a migration script, a bug): `verify notes`, run by
+ * Ficus through its admin API, lists both sides, pairs their ids through the id map, and
+ * finds it (docs/verify.md).
+ */
+async function verifyNotes(ficus: Running, newUrl: string, newId: string, say: (line: string) => void): Promise<void> {
+  const edit = await request(`${newUrl}/api/notes/${newId}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ text: 'edited on new only' }) })
+  await edit.body.dump()
+  const run = await request(`${ficus.adminUrl}/admin/verify/notes/run`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ reason: 'demo' }) })
+  await run.body.dump()
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    const r = await request(`${ficus.adminUrl}/admin/verify/notes`)
+    const job = await r.body.json() as { running: unknown; report: { listed: { legacy: number; new: number }; counts: Record<string, number>; records: { legacyId: string; newId: string; outcome: string; fields?: { path: string; kind: string }[] }[] } | null }
+    if (job.running === null && job.report !== null) {
+      const { listed, counts, records } = job.report
+      const found = records.map((x) => `${x.legacyId} (new ${x.newId}) ${(x.fields ?? []).map((f) => `${f.path} ${f.kind}`).join(', ')}`).join('; ')
+      say(`  ${listed.legacy} notes on legacy, ${listed.new} on new: ${counts.matched} matched, ${counts.mismatched} mismatched: ${found}`)
+      return
+    }
+    if (Date.now() > deadline) throw new Error('the demo\'s verify run did not end within 10 s')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
 }
 
 function indent(text: string): string {

@@ -339,6 +339,32 @@ export function dashboard(): Dashboard {
     queries: [{ expr: `sum by (route, outcome) (rate(ficus_sync_fences_total{${SEL}}${RATE}))`, legend: '{{route}}: {{outcome}}' }]
   }))
 
+  // ---- Verify: jobs run by Ficus (docs/verify.md). Set by the process that runs the admin API
+  // when a run ends; the last result is the exit code of `ficus verify`.
+  b.withRow(new RowBuilder('Verify'))
+  b.withPanel(stat({
+    title: 'Verify: last result',
+    description: 'The last run of each verify job run by Ficus (on its schedule, or POST /admin/verify/<job>/run): parity (every record equal under the route\'s rules), differences (records mismatched or missing on a side: GET /admin/verify/<job> has the report; alert FicusVerifyDifferences), incomplete (a side kept failing, the run was stopped, or records were unmapped or still being written: alert FicusVerifyIncomplete). A ramp to 100 % wants a recent parity.',
+    unit: 'short', width: 8, height: 6, steps: [[1, 'red'], [2, 'orange']],
+    noValue: 'no verify run yet',
+    mappings: [{ type: MappingType.ValueToText, options: { 0: { text: 'parity', color: 'green', index: 0 }, 1: { text: 'differences', color: 'red', index: 1 }, 2: { text: 'incomplete', color: 'orange', index: 2 } } }],
+    queries: [{ expr: `max by (job) (ficus_verify_last_result{${INST}})`, legend: '{{job}}' }]
+  }))
+  b.withPanel(stat({
+    title: 'Verify: since the last run ended',
+    description: 'Time since each job\'s last run ended, whatever its result. Longer than its schedule means runs do not finish (a run of millions of records at the job\'s rate takes hours: see the progress at GET /admin/verify/<job>).',
+    unit: 's', width: 8, height: 6, steps: [],
+    noValue: 'no verify run yet',
+    queries: [{ expr: `time() - max by (job) (ficus_verify_last_completed_timestamp_seconds{${INST}})`, legend: '{{job}}' }]
+  }))
+  b.withPanel(stat({
+    title: 'Verify: records by outcome (time range)',
+    description: 'Records the runs that ended in the time range checked, per job and outcome: matched, mismatched, missing_in_legacy, missing_in_new, unmapped (no pair in the id map: nothing can be said yet), in_flight (dual writes still on their way after the job\'s settle).',
+    unit: 'short', width: 8, height: 6, steps: [],
+    noValue: 'no verify run in the range',
+    queries: [{ expr: `sum by (job, outcome) (round(increase(ficus_verify_records_total{${INST}}[$__range])))`, legend: '{{job}}: {{outcome}}' }]
+  }))
+
   // ---- Upgrades (WebSocket): tunnels live for minutes to hours, so they are counted apart from requests
   b.withRow(new RowBuilder('Upgrades (WebSocket)'))
   b.withPanel(timeseries({

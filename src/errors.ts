@@ -71,6 +71,9 @@ export const CATALOGUE = {
   FICUS_ERR_SYNC_ENTRY_STATE: { status: 409, reason: 'sync_entry_state', message: 'The outbox entry is not in a state that allows this' },
   FICUS_ERR_ID_UNKNOWN: { status: 404, reason: 'id_unknown', message: 'The id map has no pair for that id' },
   FICUS_ERR_ID_CONFLICT: { status: 409, reason: 'id_conflict', message: 'The pair contradicts one already in the id map, where a pair never changes once set' },
+  FICUS_ERR_VERIFY_UNKNOWN_JOB: { status: 404, reason: 'verify_unknown_job', message: 'routes.yaml has no verify job by that name' },
+  FICUS_ERR_VERIFY_RUNNING: { status: 409, reason: 'verify_running', message: 'A run of that verify job is in progress' },
+  FICUS_ERR_VERIFY_NOT_RUNNING: { status: 409, reason: 'verify_not_running', message: 'No run of that verify job is in progress' },
 
   // ---- Ficus itself ----
   FICUS_ERR_DRAINING: { status: 503, reason: 'draining', message: 'Ficus is shutting down: open the connection again' },

@@ -14,6 +14,7 @@ import type { Config } from './config/schema.js'
 import type { BreakerSource, Divergences } from './control/admin-api.js'
 import { ControlPlane } from './control/control-plane.js'
 import { SyncControl } from './control/sync-control.js'
+import { VerifyControl } from './control/verify-control.js'
 import type { Health, WorkersReady } from './control/health.js'
 import type { MetricsText } from './control/metrics-endpoint.js'
 import type { FlagSource } from './core/flags.js'
@@ -110,13 +111,17 @@ export async function start(config: Config, deps: Deps, host: TrafficHost): Prom
   await host.attach(side)
   // On this process's handle on the sync store, opened when first needed (a cluster's primary has no traffic side).
   const sync = new SyncControl({ live, store, audit, log: logger })
+  // Verify jobs run by Ficus: on their schedule, and through the admin API.
+  const verify = new VerifyControl({ live, store, audit, log: logger, metrics })
+  verify.start()
   const admin = await buildAdmin(logger, {
     metrics: host.metricsText,
     health,
     ...(host.readiness === undefined ? {} : { workers: host.readiness.bind(host) }),
-    api: { live, table: control.table, divergences: host.divergences, breakers: host.breakers, control, audit, sync },
+    api: { live, table: control.table, divergences: host.divergences, breakers: host.breakers, control, audit, sync, verify },
     close: async () => {
       flags?.stop()
+      await verify.close().catch((err: unknown) => { logger.error({ err }, 'stopping the verify runs failed') })
       await sync.close().catch((err: unknown) => { logger.error({ err }, 'closing the admin API\'s sync store failed') })
       await audit.close()
     }

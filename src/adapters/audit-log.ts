@@ -19,7 +19,7 @@ export interface AuditEntry {
    * `sync-*` and `ids-set`: an operator's decision on dual writes (docs/sync.md "Operating
    * dual writes"): an outbox entry replayed or skipped, delivery paused or resumed, an id pair set.
    */
-  readonly action: 'set' | 'rollback' | 'refused' | 'reset-state' | 'reset-divergences' | SyncAction
+  readonly action: 'set' | 'rollback' | 'refused' | 'reset-state' | 'reset-divergences' | SyncAction | VerifyAction
   /** The route changed, or null (a refusal, a reset, a change of every route's delivery, an id pair). */
   readonly route: string | null
   readonly before?: { readonly new: number; readonly shadow: number }
@@ -28,6 +28,9 @@ export interface AuditEntry {
   /** For a refusal: the call and the caller's address. */
   readonly detail?: string
 }
+
+/** A `ficus verify` job started or stopped through the admin API (it reads both systems: who asked, and why). */
+export type VerifyAction = 'verify-run' | 'verify-stop'
 
 /** Decisions on dual writes, audited like changes of traffic (they change what reaches a backend). */
 export type SyncAction = 'sync-replay' | 'sync-skip' | 'sync-pause' | 'sync-resume' | 'ids-set'

@@ -136,6 +136,16 @@ export function createMetrics(register: Registry = new Registry()) {
     idmapMisses: counter('ficus_idmap_misses_total',
       'Ids the map did not know when it was asked, by route and where: delivery (the delivery waits, then is a dead letter), shadow (the shadow read is skipped), ambiguous (a 409 to the client)',
       ['route', 'where']),
+    // ficus verify jobs run by Ficus (docs/verify.md): set when a run ends.
+    verifyRecords: counter('ficus_verify_records_total',
+      'Records checked by verify jobs run by Ficus, by job and outcome: matched, mismatched, missing_in_legacy, missing_in_new, unmapped, in_flight',
+      ['job', 'outcome']),
+    verifyLastResult: gauge('ficus_verify_last_result',
+      'The last run of a verify job, as ficus verify exits: 0 parity, 1 differences, 2 incomplete (a side kept failing, stopped, or records unmapped or in flight)',
+      ['job']),
+    verifyLastCompleted: gauge('ficus_verify_last_completed_timestamp_seconds',
+      'When the last run of a verify job ended, whatever its result (seconds since the epoch)',
+      ['job']),
     buildInfo: gauge('ficus_build_info',
       'Always 1; the version label says which Ficus is running',
       ['version'])

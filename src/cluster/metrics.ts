@@ -19,6 +19,9 @@ const BY_NAME: Readonly<Record<string, Rule>> = {
   ficus_route_new_percent: 'primary',
   ficus_route_shadow_percent: 'primary',
   ficus_flag_source_ready: 'primary',
+  // Verify jobs run by Ficus run in the primary (the admin API's process).
+  ficus_verify_last_result: 'primary',
+  ficus_verify_last_completed_timestamp_seconds: 'primary',
   // When the instance started, and which Node runs it.
   process_start_time_seconds: 'primary',
   nodejs_version_info: 'primary',

@@ -124,7 +124,7 @@ export async function verifyCommand (argv: readonly string[], io: VerifyIo): Pro
 
   let store: SyncStore | null = null
   let idMap: VerifyIdMap | null = null
-  if (job.mapped) {
+  if (job.dual) {
     store = openStore(config.store)
     const s = store
     idMap = {

@@ -82,7 +82,7 @@ export function build(s: Settings, file: string): Config {
     unleash: s.unleash === undefined ? undefined : buildUnleash(s.unleash, file, s.state),
     store: buildStore(s, file),
     sync: buildSync(s.sync),
-    verify: buildVerify(s.verify, routes, upstreams)
+    verify: buildVerify(s.verify, routes, upstreams, s.sync.unmappedIds)
   }
 }
 

@@ -41,6 +41,12 @@ export const VerifyJobSchema = Type.Object({
   rate: Type.Optional(Type.String({ pattern: '^[1-9][0-9]*/s$', 'x-message': 'must be requests per second like 50/s' })),
   settle: Type.Optional(Type.String({ format: 'duration', 'x-message': 'must be a duration like 30s' })),
   maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+  /** Runs by Ficus itself: every `every`, in `mode` (a sample of `sample` records, seeded by the run's time). */
+  schedule: Type.Optional(Type.Object({
+    every: Type.String({ format: 'duration', 'x-message': 'must be a duration like 6h or 30m' }),
+    mode: Type.Optional(Type.Union([Type.Literal('count'), Type.Literal('checksum'), Type.Literal('sample'), Type.Literal('full')], { 'x-message': 'must be count, checksum, sample or full' })),
+    sample: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000_000 }))
+  }, { additionalProperties: false })),
   timeout: Type.Optional(Type.String({ format: 'duration', 'x-message': 'must be a duration like 10s' }))
 }, { additionalProperties: false })
 
@@ -68,7 +74,9 @@ export interface VerifyJob {
   readonly route: string
   /** The entity of the route's id map; null: ids compare as they are (the route is not dual). */
   readonly entity: string | null
-  /** Whether ids differ per side (the route is dual and its `sync.unmappedIds` is `wait`): a record is found on the other side through the id map. */
+  /** The route is dual: its writes may still be on their way to a side (the outbox), and its store is read. */
+  readonly dual: boolean
+  /** Whether ids differ per side (the route is dual and `sync.unmappedIds` is `wait`): a record is found on the other side through the id map. */
   readonly mapped: boolean
   /** The route's compare rules, with the record's own id at its id path when ids are mapped. */
   readonly compare: CompareRules
@@ -82,6 +90,11 @@ export interface VerifyJob {
   readonly settleMs: number
   readonly maxAttempts: number
   readonly timeoutMs: number
+  /** Ficus runs the job itself this often (ms); null: on demand only (ficus verify, the admin API). */
+  readonly scheduleMs: number | null
+  /** The mode of scheduled runs, and a scheduled sample's size. */
+  readonly scheduleMode: 'count' | 'checksum' | 'sample' | 'full'
+  readonly scheduleSample: number
   /** A fingerprint of what decides the job's results: `--resume` refuses a saved run when it changed. */
   readonly fingerprint: string
 }

@@ -54,11 +54,16 @@ export function checkVerify (verify: unknown, routes: unknown, report: Report): 
       if (spec.offsetParam !== undefined && spec.next !== undefined) report(where, `offsetParam pages by counting records: next is not read (${side}); remove one`)
     }
     if (typeof job.settle === 'string' && parseDuration(job.settle) === undefined) report(at('settle'), 'must be a duration like 30s')
+    if (isObject(job.schedule) && typeof job.schedule.every === 'string') {
+      const every = parseDuration(job.schedule.every)
+      if (every !== undefined && every < 60_000) report(at('schedule', 'every'), 'must be at least 1m: a job reads every record of both systems each time')
+      if ((job.schedule.mode === 'sample' || job.schedule.mode === 'full') && job.get === undefined) report(at('schedule', 'mode'), `${job.schedule.mode} fetches records by id: the job needs get (like /api/orders/:id)`)
+    }
   }
 }
 
 /** The jobs as the rest of Ficus reads them (after every check passed). */
-export function buildVerify (raw: unknown, routes: readonly RouteRule[], upstreams: Readonly<Record<string, UpstreamConfig>>): Record<string, VerifyJob> {
+export function buildVerify (raw: unknown, routes: readonly RouteRule[], upstreams: Readonly<Record<string, UpstreamConfig>>, unmappedIds: 'wait' | 'same'): Record<string, VerifyJob> {
   const out: Record<string, VerifyJob> = {}
   if (!isObject(raw)) return out
   for (const [name, value] of Object.entries(raw)) {
@@ -67,7 +72,8 @@ export function buildVerify (raw: unknown, routes: readonly RouteRule[], upstrea
     const sync = route.sync !== null && route.sync.mode === 'dual' ? route.sync : null
     const entity = job.entity ?? sync?.entity ?? null
     const list = { legacy: listSpec(job, 'legacy'), new: listSpec(job, 'new') }
-    const mapped = sync !== null && entity !== null
+    // With `sync.unmappedIds: same` the sides share ids (a backfill kept them): a record is found by its own id.
+    const mapped = sync !== null && entity !== null && unmappedIds === 'wait'
     const rules = route.compare.rules
     // The record's own id is an id of the entity: new's is compared through the map like any other.
     const idRule = mapped ? { path: parseRulePath(`body.${list.legacy.id.join('.')}`) as RulePath, entity: entity } : null
@@ -77,6 +83,7 @@ export function buildVerify (raw: unknown, routes: readonly RouteRule[], upstrea
       name,
       route: route.name,
       entity,
+      dual: sync !== null,
       mapped,
       compare,
       list,
@@ -87,7 +94,10 @@ export function buildVerify (raw: unknown, routes: readonly RouteRule[], upstrea
       ratePerSecond: Number((job.rate ?? VERIFY_DEFAULTS.rate).slice(0, -2)),
       settleMs: parseDuration(settle) as number,
       maxAttempts: job.maxAttempts ?? VERIFY_DEFAULTS.maxAttempts,
-      timeoutMs: parseDuration(job.timeout ?? VERIFY_DEFAULTS.timeout) as number
+      timeoutMs: parseDuration(job.timeout ?? VERIFY_DEFAULTS.timeout) as number,
+      scheduleMs: job.schedule === undefined ? null : parseDuration(job.schedule.every) as number,
+      scheduleMode: job.schedule?.mode ?? 'checksum',
+      scheduleSample: job.schedule?.sample ?? 1000
     }
     // What decides which records a run sees and how it judges them (not its pace, nor credentials).
     const decisive = { list, get: built.get, entity, mapped, route: route.name, compare: route.compare.source, origins: [built.upstreams.legacy.origin, built.upstreams.new.origin] }

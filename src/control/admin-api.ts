@@ -12,6 +12,8 @@ import { ControlError, type ControlPlane } from './control-plane.js'
 import { withDivergence } from './route-view.js'
 import { syncRoutes } from './sync-api.js'
 import type { SyncControl } from './sync-control.js'
+import { verifyRoutes } from './verify-api.js'
+import type { VerifyControl } from './verify-control.js'
 import { declaresBody } from '../core/forward-headers.js'
 import { parsePatch, parseRollback } from '../core/overrides.js'
 import { CATALOGUE, type ErrorCode } from '../errors.js'
@@ -28,6 +30,8 @@ export interface AdminOptions {
   readonly audit: AuditLog
   /** Dual writes: the outbox and the id map (`/admin/sync…`, `/admin/ids…`). */
   readonly sync: SyncControl
+  /** Verify jobs run by Ficus (`/admin/verify…`). */
+  readonly verify: VerifyControl
 }
 
 /**
@@ -191,6 +195,8 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
 
     // Dual writes: the outbox and the id map (sync-api.ts).
     syncRoutes(api, opts.sync)
+    // Verify jobs run by Ficus (verify-api.ts).
+    verifyRoutes(api, opts.verify)
   }, { prefix: '/admin' })
 }
 

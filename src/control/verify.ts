@@ -373,7 +373,7 @@ class Run {
     const id = legacyId ?? key.replace(/^new:/, '')
     // Writes are keyed by the id their creator gave: try both of the record's ids.
     const ids = new Set([id])
-    const pair = (await this.pairs(job.entity, legacyId === null ? 'new' : 'legacy', [id])).get(id)
+    const pair = job.mapped ? (await this.pairs(job.entity, legacyId === null ? 'new' : 'legacy', [id])).get(id) : undefined
     if (pair !== undefined) ids.add(pair.other)
     for (const x of ids) if (await idMap.inFlight(entityKey(job.entity, x)) > 0) return true
     return false

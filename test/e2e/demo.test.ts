@@ -47,6 +47,8 @@ t.test('npm run demo: sample backends, Ficus, a traffic summary, and a proxy to 
   t.match(out, /routes moved to new: GET \/api\/notes\/1000 → new answers \{"text":"written on legacy","id":"n-3e9"\}/)
   t.match(out, /POST \/api\/notes\s+new\s+→ id n-3ea; legacy holds it as 1001/)
   t.match(out, /rollback: GET \/api\/notes\/n-3ea → legacy answers \{"text":"written on new","id":"1001"\}/)
+  // Verify: the note edited on new alone is found, through the id map; the other matches.
+  t.match(out, /2 notes on legacy, 2 on new: 1 matched, 1 mismatched: 1000 \(new n-3e9\) body\.text changed/)
   // The printed create, with the real curl: then the id it gave reads back.
   const create = /^\s+(curl -s \S+\/api\/notes -H .*-d '\{"text":"hi"\}')/m.exec(out)?.[1] as string
   const made = JSON.parse((await promisify(execFile)('/bin/sh', ['-c', create])).stdout) as { id: string }

@@ -16,6 +16,8 @@ export interface CatalogOptions {
   readonly paging: 'cursor' | 'offset' | 'link'
   readonly pageSize: number
   readonly order?: 'asc' | 'desc'
+  /** Each list page is answered this much later (a run a test can stop halfway). */
+  readonly pageDelayMs?: number
 }
 
 export interface Catalog {
@@ -69,6 +71,11 @@ export async function startCatalog (records: readonly Rec[], o: CatalogOptions):
     }
     if (url.pathname !== '/api/items') {
       send(res, 404, { error: 'no such path' })
+      return
+    }
+    if ((o.pageDelayMs ?? 0) > 0 && req.headers['x-delayed'] === undefined) {
+      req.headers['x-delayed'] = '1'
+      setTimeout(() => { server.emit('request', req, res) }, o.pageDelayMs)
       return
     }
     state.beforeList?.(state.seen.lists)

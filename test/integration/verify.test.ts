@@ -3,7 +3,8 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { LmdbStore } from '../../src/adapters/lmdb-store.js'
 import { verifyCommand } from '../../src/commands/verify.js'
-import type { VerifyReport } from '../../src/control/verify.js'
+import { parseConfig } from '../../src/config/load-config.js'
+import { runVerify, type VerifyReport } from '../../src/control/verify.js'
 import { startCatalog, type Catalog, type CatalogOptions, type Rec } from '../helpers/catalog.js'
 
 /**
@@ -40,8 +41,11 @@ async function sides (t: Test, legacy: readonly Rec[], next: readonly Rec[], lo:
   return { legacy: l, next: n }
 }
 
-/** A routes.yaml with one route and one verify job over the two sides; `job` adds to (or replaces) the job's keys. */
-function config (t: Test, s: Sides, job: string, extra = ''): string {
+/**
+ * A routes.yaml with one route and one verify job over the two sides; `more` adds top-level
+ * keys (`store:`, `sync:`), keys of the route (`sync:`), and compare rules.
+ */
+function config (t: Test, s: Sides, job: string, more: { top?: string; route?: string; compare?: string } = {}): string {
   const file = join(dirOf(t), 'routes.yaml')
   writeFileSync(file, `version: 1
 sticky: header:x-user-id
@@ -49,15 +53,17 @@ state: ${join(dirOf(t), 'state.json')}
 upstreams:
   legacy: { url: ${s.legacy.url} }
   new: { url: ${s.next.url} }
-${extra}
+${more.top ?? ''}
 routes:
   - name: items
     match: { path: /api/items/:id }
     new: 0
+${more.route ?? ''}
     compare:
       ignore: [body.updated_at]
       treatAsEqual: [string-number]
       arrays: { body.tags: unordered }
+${more.compare ?? ''}
 verify:
   items:
     route: items
@@ -242,28 +248,11 @@ t.test('a dual route: ids through its id map; a record whose ids have no pair is
   const store = new LmdbStore(storePath)
   for (const r of legacy) if (r.id !== '1007') await store.mapIds('item', String(r.id), newId(String(r.id)), 'legacy')
   await store.close()
-  const file = join(dirOf(t), 'routes.yaml')
-  writeFileSync(file, `version: 1
-sticky: header:x-user-id
-upstreams:
-  legacy: { url: ${s.legacy.url} }
-  new: { url: ${s.next.url} }
-store: { kind: embedded, path: ${storePath} }
-routes:
-  - name: items
-    match: { path: /api/items/:id }
-    new: 0
-    sync: { mode: dual, entity: item, key: path.id }
-    compare:
-      ignore: [body.updated_at]
-      treatAsEqual: [string-number]
-      arrays: { body.tags: unordered }
-      ids: { body.owner: item }
-verify:
-  items:
-    route: items
-${CURSOR_BOTH}
-`)
+  const file = config(t, s, CURSOR_BOTH, {
+    top: `store: { kind: embedded, path: ${storePath} }`,
+    route: '    sync: { mode: dual, entity: item, key: path.id }',
+    compare: '      ids: { body.owner: item }'
+  })
   const { code, report, out } = await verify(t, file)
   t.equal(code, 2, `unmapped records make the run incomplete, not different\n${out}`)
   t.same(report.counts, { matched: 498, mismatched: 0, missing_in_legacy: 0, missing_in_new: 0, unmapped: 3, in_flight: 0 },
@@ -290,4 +279,52 @@ t.test('usage: unknown job, bad options, --resume of nothing, a changed job: exi
   t.equal((await run(['items', '--config', file, '--dir', dir])).code, 0)
   writeFileSync(file, readFileSync(file, 'utf8').replace("query: { limit: '100' }", "query: { limit: '5' }"))
   t.match(await run(['items', '--config', file, '--dir', dir, '--resume']), { code: 3, err: /the job "items" changed since the run was saved/ })
+})
+
+t.test('a record with dual writes still on their way is checked again once they land, not reported as a difference; one that never lands is in_flight (incomplete)', async (t) => {
+  const legacy = Array.from({ length: 200 }, (_, i) => record(i))
+  // Legacy took an update of 1005 that the outbox has not delivered to new yet.
+  legacy[5] = record(5, { title: 'renamed on legacy' })
+  const next = legacy.map((r) => (r.id === '1005' ? copy(record(5)) : copy(r)))
+  const s = await sides(t, legacy, next, { paging: 'cursor', pageSize: 100 }, { paging: 'cursor', pageSize: 100 })
+  const storePath = join(dirOf(t), 'ficus.lmdb')
+  const store = new LmdbStore(storePath)
+  t.teardown(async () => { await store.close() })
+  const [seq] = await store.append([{ route: 'items', key: 'item:1005', target: 'new', method: 'PUT', path: '/api/items/1005', headers: [], body: Buffer.from('{}'), plan: null }])
+  const file = config(t, s, `${CURSOR_BOTH}
+    settle: 400ms`, {
+    top: `store: { kind: embedded, path: ${storePath} }\nsync: { unmappedIds: same }`,
+    route: '    sync: { mode: dual, entity: item, key: path.id }'
+  })
+  const stuck = await verify(t, file)
+  t.equal(stuck.code, 2, stuck.out)
+  t.same(stuck.report.records.map((r) => [r.id, r.outcome]), [['1005', 'in_flight']], 'still on its way after settle: neither matched nor mismatched')
+  t.equal(stuck.report.counts.matched, 199)
+
+  // Now the write lands while the run waits for it: the record is fetched again and matches.
+  let asked = 0
+  const job = parseConfig(readFileSync(file, 'utf8').replace('settle: 400ms', 'settle: 20s'), file, {}).verify.items!
+  const report = await runVerify({
+    job,
+    mode: 'checksum',
+    dir: join(dirOf(t), 'landed'),
+    resume: false,
+    signal: new AbortController().signal,
+    idMap: {
+      lookup: async (entity, side, ids) => store.lookupIds(entity, side, ids),
+      inFlight: async (key) => {
+        const { pending } = await store.waitingFor(key, 'new')
+        // The second time the run asks (it is waiting for the write), the deliverer's work is done.
+        if (key === 'item:1005' && ++asked === 2) {
+          s.next.records.set('1005', copy(legacy[5] as Rec))
+          await store.delivered(seq as number)
+        }
+        return pending
+      }
+    }
+  })
+  t.equal(report.verdict, 'parity', JSON.stringify(report.records))
+  t.same(report.counts, { matched: 200, mismatched: 0, missing_in_legacy: 0, missing_in_new: 0, unmapped: 0, in_flight: 0 })
+  t.ok(s.next.seen.gets >= 1 && s.legacy.seen.gets >= 1, 'the record was fetched again from both sides')
+  t.ok(report.seconds < 15, 'it did not wait for the whole settle once the write landed')
 })

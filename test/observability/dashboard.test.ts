@@ -36,7 +36,7 @@ t.test('the committed JSON is the generated one (npm run dashboard writes it)', 
 
 t.test('rows of the migration, and a route variable that takes several routes or all', async (t) => {
   const rows = d.panels.filter((p) => p.type === 'row').map((p) => p.title)
-  t.same(rows, ['Migration progress', 'Traffic', 'Latency', 'Divergence', 'Data sync', 'Upgrades (WebSocket)', 'Control plane', 'Process'])
+  t.same(rows, ['Migration progress', 'Traffic', 'Latency', 'Divergence', 'Data sync', 'Verify', 'Upgrades (WebSocket)', 'Control plane', 'Process'])
   const v = Object.fromEntries(d.templating.list.map((x) => [x.name, x]))
   t.match(v.datasource, { type: 'datasource', query: 'prometheus' })
   t.match(v.route, { type: 'query', multi: true, includeAll: true, allValue: '.*' })

@@ -73,13 +73,19 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
   }
   const legacyWrites = writes('legacy')
   const newWrites = writes('new')
+  // What a verify job lists (docs/verify.md): two records, the second one different on new.
+  const catalog = (side: 'legacy' | 'new', res: ServerResponse): void => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ items: [{ id: '1', name: 'a' }, { id: '2', name: side === 'legacy' ? 'b' : 'B' }] }))
+  }
   const legacy = await startUpstream(t, 'legacy', (req, res) => {
     if (legacyWrites(req, res)) return
+    if (req.url === '/catalog') return void catalog('legacy', res)
     if (req.url === '/api/orders/broken') return void res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"boom"}')
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ url: req.url, customer_name: 'Ada', amount: '12.50' }))
   })
   const next = await startUpstream(t, 'new', (req, res) => {
     if (newWrites(req, res)) return
+    if (req.url === '/catalog') return void catalog('new', res)
     const answer = (status: number, body: unknown): void => { res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body)) }
     switch (req.url) {
       case '/api/orders/fail': return answer(503, { error: 'overloaded' })
@@ -115,6 +121,7 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
     '  - { name: orders-create, match: { path: /api/orders, methods: [POST] }, new: 50, sync: { mode: dual, entity: order, learn: response.body.id } }',
     '  - { name: orders, match: { path: "/api/orders/:id" }, new: 50, shadow: 100, sync: { mode: dual, entity: order, key: path.id } }',
     '  - { name: flagged, match: { path: "/flagged/*" }, flag: flagged-new }',
+    'verify: { catalog: { route: orders, list: { path: /catalog, items: body.items, id: id } } }',
     ''
   ].join('\n')
   await writeFile(file, routes('first'))
@@ -158,6 +165,9 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
   const start = Date.now()
   const load = Promise.all(Array.from({ length: 4 }, client))
 
+  // A verify job run through the admin API: one record matched, one mismatched.
+  t.equal((await admin(adminUrl, 'POST', '/admin/verify/catalog/run', { json: { reason: 'observability test' } })).status, 202)
+  await waitFor(async () => (await admin(adminUrl, 'GET', '/admin/verify/catalog')).body.last !== null, { message: 'the verify run did not end' })
   await prom.scrapedSince(start + 2_000) // a few seconds of traffic in the TSDB
   // The control plane acts: a reload that applies, one that is rejected, the file fixed, a rollback.
   await writeFile(file, routes('second'))
