@@ -22,25 +22,34 @@ const { values: opt } = parseArgs({
     page: { type: 'string', default: '500' },
     rounds: { type: 'string', default: '5' },
     concurrency: { type: 'string', default: '4' },
+    static: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false }
   }
 })
 const N = Number(opt.records)
 const PAGE = Number(opt.page)
 
-/** A records API with cursor paging, its pages made once (the bench measures Ficus, not this server's JSON). */
+/**
+ * A records API with cursor paging. By default it writes each page's JSON when asked, as any
+ * API does from its records; `--static` serves pages serialised once at start (an API at
+ * the speed of a file server: the bench then measures Ficus against almost nothing).
+ */
 async function api (order: 'asc' | 'desc'): Promise<{ url: string; server: Server }> {
   const records = Array.from({ length: N }, (_, i) => ({ id: String(100000 + i), title: `item ${i}`, price: `${i}.50`, tags: ['a', 'b'], owner: { name: 'Ada', tier: 'gold' }, updated_at: '2026-12-07T10:00:00Z' }))
   if (order === 'desc') records.reverse()
-  const pages = new Map<string, Buffer>()
+  const pages = new Map<string, () => Buffer>()
   for (let at = 0; at < N; at += PAGE) {
-    const items = records.slice(at, at + PAGE)
+    const page = (): Buffer => {
+      const items = records.slice(at, at + PAGE)
+      return Buffer.from(JSON.stringify({ items, next_cursor: at + PAGE < N ? items.at(-1)?.id : null, total: N }))
+    }
     const cursor = at === 0 ? '' : String(records[at - 1]?.id)
-    pages.set(cursor, Buffer.from(JSON.stringify({ items, next_cursor: at + PAGE < N ? items.at(-1)?.id : null, total: N })))
+    const once = opt.static ? page() : null
+    pages.set(cursor, once === null ? page : () => once)
   }
   const server = createServer((req, res) => {
     const u = new URL(req.url ?? '/', 'http://x')
-    const body = pages.get(u.searchParams.get('cursor') ?? '') ?? Buffer.from('{"items":[],"next_cursor":null}')
+    const body = pages.get(u.searchParams.get('cursor') ?? '')?.() ?? Buffer.from('{"items":[],"next_cursor":null}')
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length })
     res.end(body)
   })
@@ -134,7 +143,7 @@ verify:
     return
   }
   process.stdout.write([
-    `ficus verify --mode checksum, ${N.toLocaleString('en-US')} records a side in pages of ${PAGE}, the sides in opposite orders, concurrency ${opt.concurrency}, ${opt.rounds} rounds`,
+    `ficus verify --mode checksum, ${N.toLocaleString('en-US')} records a side in pages of ${PAGE} (${opt.static ? 'served from memory' : 'serialised per request'}), the sides in opposite orders, concurrency ${opt.concurrency}, ${opt.rounds} rounds`,
     '| | records/s (median) |',
     '|---|---|',
     `| the APIs' own listing (both sides at once, each page parsed) | ${result.listPerSecond.toFixed(0)} |`,

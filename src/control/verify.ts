@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { hash as digest } from 'node:crypto'
 import { uniformInt } from 'pure-rand/distribution/uniformInt'
 import { xoroshiro128plus, xoroshiro128plusFromState } from 'pure-rand/generator/xoroshiro128plus'
 import type { IdPair } from '../adapters/sync-store.js'
@@ -102,7 +102,7 @@ export class Incomplete extends Error {}
 /** `--resume` of a run whose job or options changed. */
 export class ResumeRefused extends Error {}
 
-const hash = (text: string): string => createHash('sha256').update(text).digest('base64url').slice(0, 22)
+const hash = (text: string): string => digest('sha256', text, 'base64url').slice(0, 22)
 
 export async function runVerify (o: VerifyOptions): Promise<VerifyReport> {
   const run = new Run(o)
@@ -317,6 +317,7 @@ class Run {
       await this.scratch.commit(() => {
         for (const [key, w] of waits) void this.scratch.waiting.put(key, w)
         for (const [key, found] of decisions) this.decide(key, found)
+        this.saveCounts()
         void this.scratch.meta.put(`side:${side}`, st)
       })
     })
@@ -383,7 +384,7 @@ class Run {
   private decide (key: string, found: Found | null): void {
     const outcome = (found?.recheck !== undefined ? null : found?.outcome ?? 'matched') as Outcome | null
     if (found !== null) void this.scratch.found.put(key, found)
-    else void this.scratch.found.remove(key)
+    else if (this.scratch.found.doesExist(key)) void this.scratch.found.remove(key) // a record checked again, now equal
     void this.scratch.waiting.remove(key)
     if (outcome !== null) {
       void this.scratch.decided.put(key, outcome)
@@ -395,6 +396,10 @@ class Run {
     } else {
       void this.scratch.decided.put(key, 'recheck')
     }
+  }
+
+  /** The counts as they are now, in the commit of the decisions they count (once per commit, not per record). */
+  private saveCounts (): void {
     void this.scratch.meta.put('counts', this.counts)
     void this.scratch.meta.put('fields', this.fields)
   }
@@ -463,7 +468,10 @@ class Run {
 
   /** Commits one decision. */
   private async settle (key: string, found: Found | null): Promise<void> {
-    await this.scratch.commit(() => { this.decide(key, found) })
+    await this.scratch.commit(() => {
+      this.decide(key, found)
+      this.saveCounts()
+    })
     this.progress()
   }
 

@@ -3,7 +3,7 @@ import type { CompareRules } from './compare-rules.js'
 import { Collector, type Difference } from './difference.js'
 import { diffJson } from './json-diff.js'
 import { mapPaths } from './path-map.js'
-import { matchesBody, type Seg } from './rule-path.js'
+import { matchesBody, type RulePath, type Seg } from './rule-path.js'
 import { percent, upperBound } from './stats.js'
 import { idText } from './sync.js'
 
@@ -36,10 +36,11 @@ const NUMERIC = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/
  * record already moved to legacy's paths (`compare.paths`: toLegacyPaths).
  */
 export function canonical (doc: unknown, rules: CompareRules, legacyIdOf?: (entity: string, id: string) => string | undefined): string {
+  const { ignore, ids, arrays } = prepared(rules)
   const path: Seg[] = []
   const walk = (v: unknown, depth: number): string | undefined => {
-    if (path.length > 0 && rules.ignore.some((r) => matchesBody(r, path))) return undefined
-    const idRule = path.length > 0 ? rules.ids.find((r) => matchesBody(r.path, path)) : undefined
+    if (path.length > 0 && ignore.some((r) => fits(r, path) && matchesBody(r, path))) return undefined
+    const idRule = path.length > 0 ? ids.find((r) => fits(r.path, path) && matchesBody(r.path, path)) : undefined
     if (idRule !== undefined) {
       const id = idText(v)
       if (id !== null) return JSON.stringify(legacyIdOf?.(idRule.entity, id) ?? id)
@@ -55,7 +56,7 @@ export function canonical (doc: unknown, rules: CompareRules, legacyIdOf?: (enti
         items.push(walk(v[i], depth + 1) ?? 'null')
         path.pop()
       }
-      if (rules.arrays.some((a) => matchesBody(a.path, path))) items.sort()
+      if (arrays.some((a) => fits(a.path, path) && matchesBody(a.path, path))) items.sort()
       return `[${items.join(',')}]`
     }
     const o = v as Record<string, unknown>
@@ -70,6 +71,24 @@ export function canonical (doc: unknown, rules: CompareRules, legacyIdOf?: (enti
     return `{${parts.join(',')}}`
   }
   return walk(doc, 0) ?? ''
+}
+
+/** A body rule can match a path of this depth: as deep as its segments, or (each `**` taking zero or more) at least as deep as the rest. */
+function fits (rule: RulePath, path: readonly Seg[]): boolean {
+  let deep = 0
+  for (const x of rule.segs) if (x.t === 'deep') deep++
+  return deep === 0 ? rule.segs.length === path.length : path.length >= rule.segs.length - deep
+}
+
+/** The rules canonical() reads, body rules only (the others never match a record's field). */
+const PREPARED = new WeakMap<CompareRules, { ignore: RulePath[]; ids: CompareRules['ids'][number][]; arrays: CompareRules['arrays'][number][] }>()
+function prepared (rules: CompareRules): { ignore: RulePath[]; ids: CompareRules['ids'][number][]; arrays: CompareRules['arrays'][number][] } {
+  let p = PREPARED.get(rules)
+  if (p === undefined) {
+    p = { ignore: rules.ignore.filter((r) => r.root === 'body'), ids: rules.ids.filter((r) => r.path.root === 'body'), arrays: rules.arrays.filter((a) => a.path.root === 'body') }
+    PREPARED.set(rules, p)
+  }
+  return p
 }
 
 /** New's record with its fields moved to where legacy has them (`compare.paths`); a copy, `doc` is not changed. */

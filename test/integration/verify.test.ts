@@ -328,3 +328,38 @@ t.test('a record with dual writes still on their way is checked again once they 
   t.ok(s.next.seen.gets >= 1 && s.legacy.seen.gets >= 1, 'the record was fetched again from both sides')
   t.ok(report.seconds < 15, 'it did not wait for the whole settle once the write landed')
 })
+
+t.test('on a terminal, a progress bar on stderr: records per second, how far along, what matched and differs so far; the table on stdout', async (t) => {
+  const legacy = Array.from({ length: 600 }, (_, i) => record(i))
+  const s = await sides(t, legacy, legacy.map((r) => copy(r)), { paging: 'cursor', pageSize: 50, pageDelayMs: 60 }, { paging: 'cursor', pageSize: 50, pageDelayMs: 60 })
+  const file = config(t, s, CURSOR_BOTH.replace("limit: '100'", "limit: '50'"))
+  let out = ''
+  let err = ''
+  const code = await verifyCommand(['items', '--config', file], { out: (x) => { out += x }, err: (x) => { err += x }, tty: true, env: {}, signal: new AbortController().signal })
+  t.equal(code, 0, out + err)
+  const frames = err.split('\r\u001b[2K').filter((f) => f !== '')
+  t.ok(frames.length >= 2, `the bar was redrawn (${frames.length} frames)`)
+  t.match(frames[0], /^listing · legacy [\d,]+, new [\d,]+ · [\d,]+ records\/s · matched [\d,]+, differ 0$/, 'before both totals are known: no bar')
+  t.ok(frames.some((f) => /^listing \[[#.]{20}\] \d+ % · legacy [\d,]+, new [\d,]+ · [\d,]+ records\/s · ETA \S+ · matched [\d,]+, differ 0$/.test(f)),
+    `once they are: a bar, how far, and when it ends (${frames.at(-1) ?? ''})`)
+  t.notMatch(out, /\r|listing/, 'stdout has the table only')
+  t.match(out, /matched\s+600/)
+})
+
+t.test('ids of another type on each side (1000 and "1000") meet by id and compare equal under string-number; a side that pages by link', async (t) => {
+  const legacy = Array.from({ length: 250 }, (_, i) => ({ ...record(i), id: 1000 + i }))
+  const next = legacy.map((r) => copy({ ...r, id: String(r.id) }))
+  const s = await sides(t, legacy, next, { paging: 'offset', pageSize: 100 }, { paging: 'link', pageSize: 60 })
+  const file = config(t, s, `    list:
+      path: /api/items
+      id: id
+      query: { limit: '100' }
+      legacy: { items: body.items, offsetParam: offset, total: body.total }
+      new: { items: body.data, next: body.links.next, query: { limit: '60' } }
+    get: /api/items/:id
+    rate: 10000/s`)
+  const { code, report, out } = await verify(t, file)
+  t.equal(code, 0, out)
+  t.same(report.counts, { matched: 250, mismatched: 0, missing_in_legacy: 0, missing_in_new: 0, unmapped: 0, in_flight: 0 })
+  t.equal(s.next.seen.lists, 5, 'new followed its links: 5 pages of 60')
+})
