@@ -91,6 +91,15 @@ t.test('a run is stopped through the admin API, and by the shutdown: incomplete,
   t.equal(stopped.status, 200, stopped.text)
   t.match(stopped.body, { running: null, last: { verdict: 'incomplete', problems: [/stopped before the end/] } })
   t.equal(sample(await f.scrape(), 'ficus_verify_last_result', { job: 'items' }), 2)
+  // A run in progress when Ficus stops: stopped with it, not waited for to its end.
+  t.equal((await admin(f, 'POST', '/admin/verify/items/run', { json: {} })).status, 202)
+  const before = sample(await f.scrape(), 'ficus_verify_last_completed_timestamp_seconds', { job: 'items' }) ?? 0
+  const t0 = Date.now()
+  await f.running.stop()
+  t.ok(Date.now() - t0 < 10_000, 'the shutdown did not wait for the run (3,000 records a side at 50 ms a page)')
+  const after = sample(await f.metrics.register.metrics(), 'ficus_verify_last_completed_timestamp_seconds', { job: 'items' }) ?? 0
+  t.ok(after > before, `the run stopped by the shutdown ended, and counted as ended (${before} → ${after})`)
+  t.equal(sample(await f.metrics.register.metrics(), 'ficus_verify_last_result', { job: 'items' }), 2, 'incomplete')
 })
 
 t.test('a job with a schedule runs by itself when it is due', async (t) => {
