@@ -7,6 +7,7 @@ import type { FallbackPolicy, NewTimeout, PathPattern, RouteRule, StickySpec } f
 import { DEFAULT_ROUTE, fallbackSettings, isObject, type FallbackSettings, type Settings } from './defaults.js'
 import type { AdminToken, Config, RawConfig, RawRoute, StoreConfig, SyncConfig, UnleashConfig, UpstreamConfig } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
+import { buildRamp } from './ramp.js'
 import { buildVerify } from './verify.js'
 
 /**
@@ -82,7 +83,8 @@ export function build(s: Settings, file: string): Config {
     unleash: s.unleash === undefined ? undefined : buildUnleash(s.unleash, file, s.state),
     store: buildStore(s, file),
     sync: buildSync(s.sync),
-    verify: buildVerify(s.verify, routes, upstreams, s.sync.unmappedIds)
+    verify: buildVerify(s.verify, routes, upstreams, s.sync.unmappedIds),
+    ramp: { plans: buildRamp(s.ramp), routes: Object.fromEntries(s.routes.filter((r) => r.ramp !== undefined).map((r) => [r.name, r.ramp as string])) }
   }
 }
 

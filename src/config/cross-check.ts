@@ -4,6 +4,7 @@ import { SAFE_METHODS } from '../core/decide.js'
 import { parsePattern } from '../core/path-pattern.js'
 import { plainHeaderName } from '../core/strictness.js'
 import { compileSync, type RawSync } from '../core/sync.js'
+import { checkRamp } from './ramp.js'
 import { checkVerify } from './verify.js'
 import { adminTokens, tokenEnvironment } from './build.js'
 import { DEFAULT_ROUTE, isObject, type Settings } from './defaults.js'
@@ -68,6 +69,7 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
 
   checkUnleash(data, report)
   checkVerify(data.verify, data.routes, report)
+  checkRamp(data, report, warn)
   if (isObject(data.sync) && isObject(data.sync.auth) && data.sync.auth.mode === 'passthrough' && typeof data.sync.auth.key === 'string' && !isKey32(data.sync.auth.key)) {
     report(['sync', 'auth', 'key'], 'must be 32 bytes in base64 (openssl rand -base64 32): the key clients\' credentials are encrypted with in the store')
   }

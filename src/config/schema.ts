@@ -1,5 +1,6 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { METHODS } from 'node:http'
+import { RampSchema, type RampPlan } from './ramp-schema.js'
 import { VerifyJobSchema, type VerifyJob } from './verify-schema.js'
 
 /**
@@ -149,7 +150,9 @@ export const RouteSchema = Type.Object({
   compare: Type.Optional(CompareSchema),
   sticky: Type.Optional(Sticky),
   backends: Type.Optional(Backends),
-  fallback: Type.Optional(FallbackSchema)
+  fallback: Type.Optional(FallbackSchema),
+  /** A ramp plan of `ramp.plans` that drives this route's share of new (docs/ramp.md). */
+  ramp: Type.Optional(Name)
 }, { additionalProperties: false })
 
 export const ConfigSchema = Type.Object({
@@ -219,6 +222,8 @@ export const ConfigSchema = Type.Object({
   }, { additionalProperties: false })),
   store: Type.Optional(StoreSchema),
   sync: Type.Optional(SyncSchema),
+  /** Ramp plans (config/ramp.ts, docs/ramp.md). */
+  ramp: Type.Optional(RampSchema),
   /** `ficus verify` jobs (config/verify.ts, docs/verify.md). */
   verify: Type.Optional(Type.Record(Name, VerifyJobSchema, { additionalProperties: false })),
   log: Type.Optional(Type.Object({
@@ -317,6 +322,8 @@ export interface Config {
   readonly sync: SyncConfig
   /** `ficus verify` jobs by name (config/verify.ts). */
   readonly verify: Readonly<Record<string, VerifyJob>>
+  /** Ramp plans by name, and the plan each route with `ramp:` follows (config/ramp.ts). */
+  readonly ramp: { readonly plans: Readonly<Record<string, RampPlan>>; readonly routes: Readonly<Record<string, string>> }
 }
 
 export type StoreConfig =
