@@ -112,22 +112,37 @@ export class VerifyHttp {
     }
   }
 
-  /** Waits for a free slot, the side's pause to end, and a token of the rate. */
+  /**
+   * Waits for a free slot, the side's pause to end, and a token of the rate. A waiter woken
+   * for a free slot that does not take it (its side is paused, no token yet) wakes the next
+   * one, so that a slot never stays free while requests of the other side wait.
+   */
   private async slot (side: Backend, signal?: AbortSignal): Promise<void> {
+    let woken = false
+    const passOn = (): void => {
+      if (woken) this.wakeNext()
+      woken = false
+    }
     for (;;) {
       if (this.closed) throw new Error('verify: the client is closed')
-      signal?.throwIfAborted()
+      if (signal?.aborted === true) {
+        passOn()
+        signal.throwIfAborted()
+      }
       const pause = this.pausedUntil[side] - this.now()
       if (pause > 0) {
+        passOn()
         await sleep(pause, signal)
         continue
       }
       if (this.active >= this.o.concurrency) {
-        await new Promise<void>((resolve) => { this.waiting.push(resolve) })
+        await this.queued(signal)
+        woken = true
         continue
       }
       this.refill()
       if (this.tokens < 1) {
+        passOn()
         await sleep(Math.ceil(((1 - this.tokens) * 1000) / this.o.ratePerSecond), signal)
         continue
       }
@@ -135,6 +150,24 @@ export class VerifyHttp {
       this.active++
       return
     }
+  }
+
+  /** Waits to be woken by a released slot (or the signal). */
+  private async queued (signal?: AbortSignal): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        signal?.removeEventListener('abort', done)
+        const i = this.waiting.indexOf(done)
+        if (i >= 0) this.waiting.splice(i, 1)
+        resolve()
+      }
+      this.waiting.push(done)
+      signal?.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  private wakeNext (): void {
+    if (this.active < this.o.concurrency) this.waiting[0]?.()
   }
 
   private refill (): void {
@@ -145,12 +178,12 @@ export class VerifyHttp {
 
   private release (): void {
     this.active--
-    this.waiting.shift()?.()
+    this.wakeNext()
   }
 
   async close (): Promise<void> {
     this.closed = true
-    for (const w of this.waiting.splice(0)) w()
+    for (const w of [...this.waiting]) w()
     await Promise.all([this.pools.legacy.close(), this.pools.new.close()])
   }
 }

@@ -37,6 +37,9 @@ export interface Found {
   readonly since?: number
 }
 
+/** The run's file in its directory (and LMDB's `-lock` beside it). */
+const FILE = 'verify-run.lmdb'
+
 export class VerifyScratch {
   private readonly env: RootDatabase
   readonly waiting: Database<Waiting, string>
@@ -47,9 +50,10 @@ export class VerifyScratch {
 
   /** Opens the run's file in `dir`; `fresh` starts over (a run without --resume). */
   constructor (readonly dir: string, fresh: boolean) {
-    if (fresh) rmSync(dir, { recursive: true, force: true })
     mkdirSync(dir, { recursive: true })
-    this.env = open({ path: `${dir}/run.lmdb`, compression: false, eventTurnBatching: false })
+    // Its own files only: the directory may be anyone's (--dir .).
+    if (fresh) for (const f of [FILE, `${FILE}-lock`]) rmSync(`${dir}/${f}`, { force: true })
+    this.env = open({ path: `${dir}/${FILE}`, compression: false, eventTurnBatching: false })
     this.waiting = this.env.openDB<Waiting, string>({ name: 'waiting' })
     this.found = this.env.openDB<Found, string>({ name: 'found' })
     this.decided = this.env.openDB<string, string>({ name: 'decided' })

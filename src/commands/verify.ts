@@ -125,7 +125,12 @@ export async function verifyCommand (argv: readonly string[], io: VerifyIo): Pro
   let store: SyncStore | null = null
   let idMap: VerifyIdMap | null = null
   if (job.dual) {
-    store = openStore(config.store)
+    try {
+      store = openStore(config.store)
+    } catch (err) {
+      io.err(`ficus verify: the route ${job.route} is dual and its store (the id map, the writes in flight) cannot be opened: ${(err as Error).message}\n`)
+      return EXIT.incomplete
+    }
     const s = store
     idMap = {
       lookup: async (entity, side, list) => s.lookupIds(entity, side, list),
@@ -151,19 +156,25 @@ export async function verifyCommand (argv: readonly string[], io: VerifyIo): Pro
   } catch (err) {
     progress.end()
     if (err instanceof ResumeRefused) return usage(io, err.message)
-    if (err instanceof Incomplete) {
-      io.err(`ficus verify: ${err.message}\n`)
-      return EXIT.incomplete
-    }
-    throw err
+    // Anything else (the store, the disk, the scratch file) ends the run without a verdict: incomplete, never "differences".
+    io.err(`ficus verify: ${err instanceof Incomplete ? '' : 'the run failed: '}${(err as Error).message}\n`)
+    return EXIT.incomplete
   } finally {
-    await store?.close()
+    await store?.close().catch(() => {})
   }
   progress.end()
   if (v.json !== undefined) {
     const text = `${JSON.stringify(report, null, 2)}\n`
     if (v.json === '-') io.out(text)
-    else await writeFile(v.json, text)
+    else {
+      try {
+        await writeFile(v.json, text)
+      } catch (err) {
+        io.out(table(report, dir))
+        io.err(`ficus verify: the report could not be written to ${v.json}: ${(err as Error).message}\n`)
+        return EXIT.incomplete
+      }
+    }
   }
   if (v.json !== '-') io.out(table(report, dir))
   return EXIT[report.verdict]

@@ -34,7 +34,8 @@ export function verifyRoutes (api: FastifyInstance, verify: VerifyControl): void
     if ((n !== undefined || seed !== undefined) && mode !== 'sample') problems.push('sample and seed are for mode "sample"')
     const reason = reasonOf(b, problems)
     if (problems.length > 0) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', problems.join('; '))
-    const req: RunRequest = { mode, sample: mode === 'sample' ? { n: n ?? 1000, seed: seed ?? 1 } : undefined }
+    // Without a seed, each sample draws other records: seeded by the time (the audit and the report say which).
+    const req: RunRequest = { mode, sample: mode === 'sample' ? { n: n ?? 1000, seed: seed ?? Math.floor(Date.now() / 1000) % 2_147_483_647 } : undefined }
     const status = await verify.run((request.params as { job: string }).job, req, request.adminCaller, reason)
     return reply.code(202).send(status)
   })

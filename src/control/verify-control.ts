@@ -141,8 +141,20 @@ export class VerifyControl {
     const job = this.known(name)
     if (this.running.has(name)) throw new ControlError('FICUS_ERR_VERIFY_RUNNING', `a run of ${name} is in progress (started ${new Date((this.running.get(name) as Running).startedAt).toISOString()}): wait for it, or stop it (POST /admin/verify/${name}/stop)`)
     if (this.closed) throw new ControlError('FICUS_ERR_DRAINING', 'Ficus is shutting down')
-    await this.audited({ time: new Date(this.now()).toISOString(), who, action: 'verify-run', route: job.route, reason, detail: `${name} --mode ${req.mode}${req.sample === undefined ? '' : ` --sample ${req.sample.n} --seed ${req.sample.seed}`}` })
-    this.launch(job, req, who)
+    // The job is taken before the audit is awaited: a second call, or the scheduler, meanwhile finds it running.
+    const reserved: Running = { stop: new AbortController(), done: Promise.resolve(), startedAt: this.now(), mode: req.mode, by: who, progress: null }
+    this.running.set(name, reserved)
+    try {
+      await this.audited({ time: new Date(this.now()).toISOString(), who, action: 'verify-run', route: job.route, reason, detail: `${name} --mode ${req.mode}${req.sample === undefined ? '' : ` --sample ${req.sample.n} --seed ${req.sample.seed}`}` })
+    } catch (err) {
+      this.running.delete(name)
+      throw err
+    }
+    if (this.closed) {
+      this.running.delete(name)
+      throw new ControlError('FICUS_ERR_DRAINING', 'Ficus is shutting down')
+    }
+    this.launch(job, req, who, reserved)
     return this.statusOf(job)
   }
 
@@ -157,17 +169,42 @@ export class VerifyControl {
     return this.statusOf(job)
   }
 
-  private launch (job: VerifyJob, req: RunRequest, by: string): void {
-    const stop = new AbortController()
-    const state: Running = { stop, done: Promise.resolve(), startedAt: this.now(), mode: req.mode, by, progress: null }
+  private launch (job: VerifyJob, req: RunRequest, by: string, reserved?: Running): void {
+    const state: Running = reserved ?? { stop: new AbortController(), done: Promise.resolve(), startedAt: this.now(), mode: req.mode, by, progress: null }
     const done = this.execute(job, req, state).catch((err: unknown) => {
+      // Whatever failed (the store, the disk), the run ended without a result: incomplete, and not due again at the next tick.
       this.o.log.error({ err, job: job.name }, `verify: the run of ${job.name} failed`)
-    }).finally(() => { this.running.delete(job.name) })
+      this.ended(job, req, state, null, `the run failed: ${(err as Error).message}`)
+    }).finally(() => {
+      if (this.running.get(job.name) === state) this.running.delete(job.name)
+    })
     this.running.set(job.name, Object.assign(state, { done }))
   }
 
+  /** A run that ended: its metrics, and what GET /admin/verify shows of it (a report, or why there is none). */
+  private ended (job: VerifyJob, req: RunRequest, state: Running, report: VerifyReport | null, failure: string | null): void {
+    const { metrics } = this.o
+    const verdict = report?.verdict ?? 'incomplete'
+    if (report !== null) for (const outcome of OUTCOMES) if (report.counts[outcome] > 0) metrics.verifyRecords.inc({ job: job.name, outcome }, report.counts[outcome])
+    metrics.verifyLastResult.set({ job: job.name }, EXIT[verdict])
+    metrics.verifyLastCompleted.set({ job: job.name }, this.now() / 1000)
+    const empty = { matched: 0, mismatched: 0, missing_in_legacy: 0, missing_in_new: 0, unmapped: 0, in_flight: 0 }
+    this.last.set(job.name, {
+      verdict,
+      finishedAt: new Date(this.now()).toISOString(),
+      mode: req.mode,
+      by: state.by,
+      counts: report?.counts ?? empty,
+      totals: report?.totals ?? { legacy: null, new: null },
+      seconds: report?.seconds ?? (this.now() - state.startedAt) / 1000,
+      statement: report?.statement ?? null,
+      problems: failure === null ? report?.problems ?? [] : [failure],
+      report: report as VerifyReport
+    })
+  }
+
   private async execute (job: VerifyJob, req: RunRequest, state: Running): Promise<void> {
-    const { metrics, log } = this.o
+    const { log } = this.o
     let store: SyncStore | null = null
     let idMap: VerifyIdMap | null = null
     if (job.dual) {
@@ -195,26 +232,12 @@ export class VerifyControl {
     } catch (err) {
       if (!(err instanceof Incomplete) && !(err instanceof ResumeRefused)) throw err
       log.error({ job: job.name, err }, `verify: ${job.name} could not run: ${err.message}`)
-      metrics.verifyLastResult.set({ job: job.name }, EXIT.incomplete)
+      this.ended(job, req, state, null, err.message)
       return
     } finally {
       if (store !== null) await this.o.store.release()
     }
-    for (const outcome of OUTCOMES) if (report.counts[outcome] > 0) metrics.verifyRecords.inc({ job: job.name, outcome }, report.counts[outcome])
-    metrics.verifyLastResult.set({ job: job.name }, EXIT[report.verdict])
-    metrics.verifyLastCompleted.set({ job: job.name }, this.now() / 1000)
-    this.last.set(job.name, {
-      verdict: report.verdict,
-      finishedAt: new Date(this.now()).toISOString(),
-      mode: req.mode,
-      by: state.by,
-      counts: report.counts,
-      totals: report.totals,
-      seconds: report.seconds,
-      statement: report.statement,
-      problems: report.problems,
-      report
-    })
+    this.ended(job, req, state, report, null)
     const line = `verify: ${job.name} ended: ${report.verdict} (${report.counts.matched} matched, ${report.counts.mismatched} mismatched, ${report.counts.missing_in_legacy + report.counts.missing_in_new} missing, ${report.counts.unmapped} unmapped, ${report.counts.in_flight} in flight)`
     if (report.verdict === 'parity') log.info({ job: job.name, counts: report.counts }, line)
     else log.warn({ job: job.name, counts: report.counts, problems: report.problems }, line)

@@ -1,4 +1,5 @@
 import { hash as digest } from 'node:crypto'
+import { setMaxListeners } from 'node:events'
 import { uniformInt } from 'pure-rand/distribution/uniformInt'
 import { xoroshiro128plus, xoroshiro128plusFromState } from 'pure-rand/generator/xoroshiro128plus'
 import type { IdPair } from '../adapters/sync-store.js'
@@ -9,7 +10,7 @@ import { idEntityAt, type IdQuery } from '../core/compare-ids.js'
 import { entityKey, idText } from '../core/sync.js'
 import type { Backend } from '../core/types.js'
 import {
-  canonical, idsOf, OUTCOMES, pairsOf, recordDifferences, Reservoir, sampleStatement, toLegacyPaths, verdict, zeroCounts,
+  canonical, idsOf, type IdForm, OUTCOMES, pairsOf, recordDifferences, Reservoir, sampleStatement, toLegacyPaths, verdict, zeroCounts,
   type Counts, type Mode, type Outcome
 } from '../core/verify.js'
 
@@ -63,6 +64,8 @@ export interface VerifyReport {
   readonly totals: { readonly legacy: number | null; readonly new: number | null }
   readonly listed: { readonly legacy: number; readonly new: number }
   readonly counts: Counts
+  /** Records on neither side when fetched by id: deleted from both during the run, or named by --ids and on no side. Not counted. */
+  readonly gone: number
   readonly fields: readonly { readonly path: string; readonly kind: string; readonly count: number }[]
   readonly records: readonly { readonly id: string; readonly legacyId: string | null; readonly newId: string | null; readonly outcome: Outcome; readonly fields?: readonly { readonly path: string; readonly kind: string }[] }[]
   readonly recordsLeftOut: number
@@ -99,6 +102,13 @@ const FIRST: SideState = { next: null, offset: 0, done: false, listed: 0, total:
 /** The run could not finish: a side kept failing, an answer could not be read, or it was stopped. */
 export class Incomplete extends Error {}
 
+/** Why a side stopped when the other gave up (not a cause of its own). */
+class OtherSideStopped extends Error {
+  constructor () {
+    super('stopped: the other side gave up')
+  }
+}
+
 /** `--resume` of a run whose job or options changed. */
 export class ResumeRefused extends Error {}
 
@@ -120,28 +130,42 @@ class Run {
   private readonly started: number
   private readonly problems: string[] = []
   private counts: Counts
+  /** Records on neither side when fetched by id (deleted from both during the run; an id no side has). */
+  private gone: number
   private fields: Record<string, number>
   private checked = 0
   private toCheck: number | null = null
   private phase: Progress['phase'] = 'list'
+  /** Stops the other side when one side gives up, and everything when the caller stops the run. */
+  private readonly inner = new AbortController()
+  private readonly signal: AbortSignal
   /** Merges of pages, one at a time (the two sides list at once). */
   private merging: Promise<void> = Promise.resolve()
 
   constructor (private readonly o: VerifyOptions) {
     this.now = o.now ?? Date.now
+    this.signal = AbortSignal.any([o.signal, this.inner.signal])
+    // Every request in flight and every waiter for a slot listens to it (concurrency is up to 256).
+    setMaxListeners(2 * 256 + 16, this.signal)
     const meta: RunMeta = { fingerprint: o.job.fingerprint, mode: o.mode, sample: o.sample ?? null, ids: o.ids === undefined ? null : hash(o.ids.join('\n')), startedAt: this.now() }
     this.scratch = new VerifyScratch(o.dir, !o.resume)
     const saved = this.scratch.get<RunMeta>('run')
+    const refuse: (why: string) => never = (why) => {
+      void this.scratch.close()
+      throw new ResumeRefused(why)
+    }
     if (o.resume) {
-      if (saved === undefined) throw new ResumeRefused(`nothing to resume in ${o.dir}: run without --resume`)
-      if (saved.fingerprint !== meta.fingerprint) throw new ResumeRefused(`the job "${o.job.name}" changed since the run was saved (its list, get, route, rules or upstreams): run it again without --resume`)
+      if (saved === undefined) refuse(`nothing to resume in ${o.dir}: run without --resume`)
+      if (saved.fingerprint !== meta.fingerprint) refuse(`the job "${o.job.name}" changed since the run was saved (its list, get, route, rules or upstreams): run it again without --resume`)
       if (saved.mode !== meta.mode || JSON.stringify(saved.sample) !== JSON.stringify(meta.sample) || saved.ids !== meta.ids) {
-        throw new ResumeRefused(`the saved run was --mode ${saved.mode}${saved.sample === null ? '' : ` --sample ${saved.sample.n} --seed ${saved.sample.seed}`}${saved.ids === null ? '' : ' with --ids'}: resume it with the same options`)
+        refuse(`the saved run was --mode ${saved.mode}${saved.sample === null ? '' : ` --sample ${saved.sample.n} --seed ${saved.sample.seed}`}${saved.ids === null ? '' : ' with --ids'}: resume it with the same options`)
       }
     }
     this.started = saved?.startedAt ?? meta.startedAt
     if (saved === undefined) void this.scratch.meta.put('run', meta)
     this.counts = this.scratch.get<Counts>('counts') ?? zeroCounts()
+    this.gone = this.scratch.get<number>('gone') ?? 0
+    this.problems.push(...(this.scratch.get<string[]>('problems') ?? [])) // what a stopped run had found wrong stays wrong
     this.fields = this.scratch.get<Record<string, number>>('fields') ?? {}
     this.http = new VerifyHttp({ ...o.job, ...(o.onRetry === undefined ? {} : { onRetry: o.onRetry }), now: this.now })
   }
@@ -158,10 +182,8 @@ class Run {
       else if (this.o.ids !== undefined) await this.checkIds(this.o.ids)
       else if (mode === 'sample') await this.sample()
       else {
-        // Both sides to their end (or their first failure): neither is left writing while the run reports and closes.
-        const listed = await Promise.allSettled([this.list('legacy'), this.list('new')])
-        for (const r of listed) if (r.status === 'rejected') throw r.reason
-        
+        await this.both((side) => this.list(side))
+
         await this.leftovers()
         await this.rechecks()
       }
@@ -172,6 +194,20 @@ class Run {
       else throw err
     }
     return this.report()
+  }
+
+  /**
+   * Runs `work` for both sides at once; when one fails, the other is stopped, and both have
+   * ended (neither left writing while the run reports and closes) before the first failure is thrown.
+   */
+  private async both (work: (side: Backend) => Promise<void>): Promise<void> {
+    const ended = await Promise.allSettled((['legacy', 'new'] as const).map(async (side) => work(side).catch((err: unknown) => {
+      this.inner.abort(new OtherSideStopped())
+      throw err
+    })))
+    const failures = ended.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown)
+    const cause = failures.find((e) => !(e instanceof OtherSideStopped)) ?? failures[0]
+    if (cause !== undefined) throw cause instanceof Error ? cause : new Error('a side of the run failed', { cause })
   }
 
   private side (side: Backend): SideState {
@@ -200,7 +236,7 @@ class Run {
 
   /** One page of a side's listing: its records, where the next one is, the total. */
   private async page (side: Backend, at: string): Promise<{ items: unknown[]; body: unknown }> {
-    const r = await this.http.get(side, at, this.o.signal)
+    const r = await this.http.get(side, at, this.signal)
     if (r.status !== 200) throw new Incomplete(`${side} answered ${r.status} to GET ${at}: the listing cannot go on`)
     const body = json(r)
     if (body === undefined) throw new Incomplete(`${side} answered GET ${at} with something that is not JSON`)
@@ -215,7 +251,7 @@ class Run {
     const spec = this.o.job.list[side]
     let st = this.side(side)
     while (!st.done) {
-      this.o.signal.throwIfAborted()
+      this.signal.throwIfAborted()
       const at = st.next ?? this.firstPage(spec, spec.paging.kind === 'offset' ? [spec.paging.param, '0'] : undefined)
       const { items, body } = await this.page(side, at)
       const totalValue = spec.total === null ? undefined : valueAt(body, spec.total)
@@ -228,7 +264,10 @@ class Run {
         if (c !== null && items.length > 0) next = this.firstPage(spec, [p.param, c])
       } else if (p.kind === 'link') {
         const l = valueAt(body, p.next)
-        if (typeof l === 'string' && l !== '' && items.length > 0) next = l.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]*/i, '')
+        if (typeof l === 'string' && l !== '' && items.length > 0) {
+          const u = new URL(l, `http://upstream${at}`) // absolute, or relative to the page it came with
+          next = u.pathname + u.search
+        }
       } else if (p.kind === 'offset') {
         offset += items.length
         if (items.length > 0) next = this.firstPage(spec, [p.param, String(offset)])
@@ -244,7 +283,7 @@ class Run {
   /** `--mode count`: each side's total (the first page's `total`, or its listing counted). */
   private async count (): Promise<void> {
     this.phase = 'count'
-    await Promise.all((['legacy', 'new'] as const).map(async (side) => {
+    await this.both(async (side) => {
       const spec = this.o.job.list[side]
       if (spec.total !== null && !this.side(side).done) {
         const at = this.firstPage(spec, spec.paging.kind === 'offset' ? [spec.paging.param, '0'] : undefined)
@@ -258,7 +297,7 @@ class Run {
       await this.list(side, async (_items, st) => {
         await this.scratch.commit(() => { void this.scratch.meta.put(`side:${side}`, st.done ? { ...st, total: st.listed } : st) })
       })
-    }))
+    })
   }
 
   /* ---------- merging ---------- */
@@ -293,19 +332,21 @@ class Run {
     if (withoutId > 0) this.problems.push(`${side}: ${withoutId} listed record(s) without an id at ${spec.id.join('.')} (list.id)`)
     const own = job.mapped ? await this.pairs(job.entity as string, side, recs.map((r) => r.id)) : new Map<string, IdPair>()
     const moved = side === 'new' ? recs.map((r) => toLegacyPaths(r.doc, rules)) : recs.map((r) => r.doc)
-    const legacyIdOf = side === 'new' && job.mapped ? await this.legacyIdsOf(moved) : undefined
+    const form: IdForm | undefined = !job.mapped ? undefined : side === 'legacy' ? { side: 'legacy' } : { side: 'new', legacyIdOf: await this.legacyIdsOf(moved) }
     const entries = recs.map((r, i): [string, Waiting] => {
       const pair = own.get(r.id)
       const unpaired = job.mapped && pair === undefined
       const key = !job.mapped || side === 'legacy' ? r.id : pair === undefined ? `new:${r.id}` : pair.other
-      return [key, { side, id: r.id, hash: hash(canonical(moved[i], rules, legacyIdOf)), doc: JSON.stringify(r.doc), unpaired }]
+      return [key, { side, id: r.id, hash: hash(canonical(moved[i], rules, form)), doc: JSON.stringify(r.doc), unpaired }]
     })
     // One page at a time (the other side may be merging a page of its own).
     const turn = this.merging.then(async () => {
       const decisions: [string, Found | null][] = []
       const waits: [string, Waiting][] = []
+      const seen = new Set<string>() // a key twice in one page: its second sighting is the first's
       for (const [key, w] of entries) {
-        if (this.scratch.decided.get(key) !== undefined) continue // listed again (offset paging under inserts)
+        if (seen.has(key) || this.scratch.decided.get(key) !== undefined) continue // listed again (offset paging under inserts)
+        seen.add(key)
         const other = this.scratch.waiting.get(key)
         if (other === undefined || other.side === side) {
           waits.push([key, w])
@@ -318,6 +359,7 @@ class Run {
         for (const [key, w] of waits) void this.scratch.waiting.put(key, w)
         for (const [key, found] of decisions) this.decide(key, found)
         this.saveCounts()
+        void this.scratch.meta.put('problems', this.problems)
         void this.scratch.meta.put(`side:${side}`, st)
       })
     })
@@ -382,6 +424,13 @@ class Run {
 
   /** Records a decision inside a commit: counted once, kept for the report when it is not a match. */
   private decide (key: string, found: Found | null): void {
+    if (found?.outcome === 'gone') {
+      void this.scratch.decided.put(key, 'gone')
+      void this.scratch.waiting.remove(key)
+      if (this.scratch.found.doesExist(key)) void this.scratch.found.remove(key)
+      this.gone++
+      return
+    }
     const outcome = (found?.recheck !== undefined ? null : found?.outcome ?? 'matched') as Outcome | null
     if (found !== null) void this.scratch.found.put(key, found)
     else if (this.scratch.found.doesExist(key)) void this.scratch.found.remove(key) // a record checked again, now equal
@@ -400,6 +449,7 @@ class Run {
 
   /** The counts as they are now, in the commit of the decisions they count (once per commit, not per record). */
   private saveCounts (): void {
+    void this.scratch.meta.put('gone', this.gone)
     void this.scratch.meta.put('counts', this.counts)
     void this.scratch.meta.put('fields', this.fields)
   }
@@ -410,11 +460,38 @@ class Run {
   private async leftovers (): Promise<void> {
     this.phase = 'recheck'
     const { job } = this.o
-    const keys = [...this.scratch.waiting.getKeys()]
+    const { waiting, decided } = this.scratch
+    if (job.mapped) {
+      // New's records listed before the map knew their pair: the pair learned since joins each to legacy's record.
+      const late = [...waiting.getKeys({ start: 'new:', end: 'new;' })]
+      await pool(late, job.concurrency, async (key) => {
+        this.signal.throwIfAborted()
+        const w = waiting.get(key)
+        if (w === undefined) return
+        const pair = (await this.pairs(job.entity as string, 'new', [w.id])).get(w.id)
+        if (pair === undefined) return // still unmapped: the pass below says so
+        const target = pair.other
+        if (decided.get(target) !== undefined) {
+          await this.scratch.commit(() => { void waiting.remove(key) })
+          return
+        }
+        const l = waiting.get(target)
+        const found = l !== undefined && l.side === 'legacy' ? await this.judge(target, l, w) : undefined
+        await this.scratch.commit(() => {
+          void waiting.remove(key)
+          if (found === undefined) void waiting.put(target, { ...w, unpaired: false }) // legacy did not list it: checked by id below
+          else {
+            this.decide(target, found)
+            this.saveCounts()
+          }
+        })
+      })
+    }
+    const keys = [...waiting.getKeys()]
     this.toCheck = keys.length
     await pool(keys, job.concurrency, async (key) => {
-      this.o.signal.throwIfAborted()
-      const w = this.scratch.waiting.get(key)
+      this.signal.throwIfAborted()
+      const w = waiting.get(key)
       if (w === undefined) return
       let legacyId: string | null = w.side === 'legacy' ? w.id : null
       let newId: string | null = w.side === 'new' ? w.id : null
@@ -447,17 +524,23 @@ class Run {
       return { ...base, outcome: listed, ...(listedFields === undefined ? {} : { fields: listedFields }) }
     }
     const path = (id: string): string => (job.get as string).replace(':id', encodeURIComponent(id))
-    const [l, n] = await Promise.all([this.http.get('legacy', path(legacyId), this.o.signal), this.http.get('new', path(newId), this.o.signal)])
+    const [l, n] = await Promise.all([this.http.get('legacy', path(legacyId), this.signal), this.http.get('new', path(newId), this.signal)])
     this.checked++
-    if (l.status === 404 && n.status === 404) return null // gone from both meanwhile: they agree
-    const outcome: Outcome | null = l.status === 404 ? 'missing_in_legacy' : n.status === 404 ? 'missing_in_new' : null
+    // On neither side: deleted from both meanwhile (they agree), or an id no side has (--ids): not a record to count.
+    if (l.status === 404 && n.status === 404) return { ...base, outcome: 'gone' }
+    // Missing only where the other side shows the record: a 404 against a 401 proves nothing.
+    const outcome: Outcome | null = l.status === 404 && n.status === 200 ? 'missing_in_legacy' : n.status === 404 && l.status === 200 ? 'missing_in_new' : null
     if (outcome === null && (l.status !== 200 || n.status !== 200)) {
-      this.problems.push(`GET ${path(legacyId)} on legacy answered ${l.status}, GET ${path(newId)} on new ${n.status}: record ${legacyId} was not compared`)
-      throw new Incomplete(this.problems.at(-1))
+      throw new Incomplete(`GET ${path(legacyId)} on legacy answered ${l.status}, GET ${path(newId)} on new ${n.status}: record ${legacyId} could not be compared`)
     }
     let fields: { path: string; kind: string }[] = []
     if (outcome === null) {
-      const d = await this.differences(json(l), json(n))
+      const a = json(l)
+      const b = json(n)
+      if (a === undefined || b === undefined) {
+        throw new Incomplete(`GET ${path(a === undefined ? legacyId : newId)} on ${a === undefined ? 'legacy' : 'new'} answered 200 with something that is not JSON: is the job's get (${job.get}) the record's path?`)
+      }
+      const d = await this.differences(a, b)
       fields = d.fields
       if (fields.length === 0) return null
       if (d.unmapped) return { ...base, outcome: 'unmapped', fields }
@@ -471,6 +554,7 @@ class Run {
     await this.scratch.commit(() => {
       this.decide(key, found)
       this.saveCounts()
+      void this.scratch.meta.put('problems', this.problems)
     })
     this.progress()
   }
@@ -484,7 +568,12 @@ class Run {
       this.toCheck = due.length
       let waitMs = 0
       await pool(due, job.concurrency, async ({ key, value: f }) => {
-        this.o.signal.throwIfAborted()
+        this.signal.throwIfAborted()
+        if (job.get === null) {
+          // Nothing to fetch it again with: it stays in flight (the run is incomplete), never a difference seen mid-write.
+          await this.settle(key, { key, legacyId: f.legacyId, newId: f.newId, outcome: 'in_flight' })
+          return
+        }
         if (f.recheck === 'in_flight') {
           const age = this.now() - (f.since ?? 0)
           if (age < job.settleMs) {
@@ -505,7 +594,7 @@ class Run {
           await this.settle(key, again?.recheck === 'in_flight' ? { ...again, since: f.since ?? again.since } : again)
         }
       })
-      if (waitMs > 0) await sleep(waitMs, this.o.signal)
+      if (waitMs > 0) await sleep(waitMs, this.signal)
     }
   }
 
@@ -541,9 +630,10 @@ class Run {
     const { job } = this.o
     if (job.get === null) throw new Incomplete(`the job "${job.name}" has no get: --mode sample and --ids fetch records one by one`)
     this.phase = 'recheck'
-    this.toCheck = ids.length
-    await pool(ids, job.concurrency, async (given) => {
-      this.o.signal.throwIfAborted()
+    const unique = [...new Set(ids)] // a record named (or drawn) twice is checked once
+    this.toCheck = unique.length
+    await pool(unique, job.concurrency, async (given) => {
+      this.signal.throwIfAborted()
       const side: Backend = given.startsWith('new:') ? 'new' : 'legacy'
       const id = side === 'new' ? given.slice(4) : given
       const key = side === 'new' ? `new:${id}` : id
@@ -558,7 +648,9 @@ class Run {
         other = pair.other
       }
       const [legacyId, newId] = side === 'legacy' ? [id, other] : [other, id]
-      await this.settle(key, await this.byId(key, legacyId, newId, 'matched'))
+      const found = await this.byId(key, legacyId, newId, 'matched')
+      if (found?.outcome === 'gone') this.problems.push(`${given}: on neither side (fetched by id): not counted`)
+      await this.settle(key, found)
     })
     await this.rechecks()
   }
@@ -593,6 +685,7 @@ class Run {
       totals,
       listed: { legacy: legacy.listed, new: next.listed },
       counts: this.counts,
+      gone: this.gone,
       fields,
       records,
       recordsLeftOut: left,

@@ -24,39 +24,44 @@ export const MODES: readonly Mode[] = ['count', 'checksum', 'sample', 'full']
 /** Nesting deeper than this is kept as it is (hostile records cannot exhaust the stack). */
 const MAX_DEPTH = 64
 
-const NUMERIC = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/
+/**
+ * How canonical() writes the ids at `compare.ids` paths (a dual route's id map): legacy's as
+ * `id:<text>`, new's as `id:<legacy's id>` when the map pairs it (`legacyIdOf`). Two such
+ * values are then equal exactly when the comparison pairs them. An id of new the map does not
+ * know is written as its JSON, which never equals legacy's form: the comparison decides.
+ */
+export type IdForm = { readonly side: 'legacy' } | { readonly side: 'new'; readonly legacyIdOf: (entity: string, id: string) => string | undefined }
 
 /**
- * The canonical text of a record: keys sorted, ignored fields left out, arrays the rules call
- * unordered (or keyed) sorted, ids at `compare.ids` paths as text and, on new's side, as
- * legacy's id of the same record (`legacyIdOf`: the id map's answers), `null` fields left out
- * with `treatAsEqual: null-missing`, numeric strings as numbers with `string-number`. Two
- * records with the same text are equal under the rules; two with different texts may still be
- * (a numeric tolerance, an id not mapped yet): recordDifferences decides those. `doc` is new's
+ * The canonical text of a record, a fast path of the comparison: keys sorted, ignored fields
+ * left out, `null` fields left out with `treatAsEqual: null-missing`, and ids through the id
+ * map (`ids`: IdForm). It only ever makes equal what the comparison (recordDifferences) also
+ * finds equal; what it cannot judge that way stays as it is, and the comparison decides:
+ * numbers within a tolerance, `string-number` ("12.50" against 12.5), arrays the rules call
+ * unordered or keyed (written in order, whole, no rule applied inside them). `doc` is new's
  * record already moved to legacy's paths (`compare.paths`: toLegacyPaths).
  */
-export function canonical (doc: unknown, rules: CompareRules, legacyIdOf?: (entity: string, id: string) => string | undefined): string {
-  const { ignore, ids, arrays } = prepared(rules)
+export function canonical (doc: unknown, rules: CompareRules, ids?: IdForm): string {
+  const { ignore, ids: idRules, arrays } = prepared(rules)
   const path: Seg[] = []
   const walk = (v: unknown, depth: number): string | undefined => {
     if (path.length > 0 && ignore.some((r) => fits(r, path) && matchesBody(r, path))) return undefined
-    const idRule = path.length > 0 ? ids.find((r) => fits(r.path, path) && matchesBody(r.path, path)) : undefined
+    const idRule = ids !== undefined && path.length > 0 ? idRules.find((r) => fits(r.path, path) && matchesBody(r.path, path)) : undefined
     if (idRule !== undefined) {
       const id = idText(v)
-      if (id !== null) return JSON.stringify(legacyIdOf?.(idRule.entity, id) ?? id)
+      const legacy = id === null ? undefined : ids?.side === 'legacy' ? id : ids?.legacyIdOf(idRule.entity, id)
+      if (legacy !== undefined) return JSON.stringify(`id:${legacy}`)
     }
-    if (v === null || typeof v !== 'object' || depth >= MAX_DEPTH) {
-      if (rules.stringNumbers && typeof v === 'string' && NUMERIC.test(v)) return JSON.stringify(Number(v))
-      return v === undefined ? undefined : JSON.stringify(v)
-    }
+    if (v === null || typeof v !== 'object' || depth >= MAX_DEPTH) return v === undefined ? undefined : strict(v)
     if (Array.isArray(v)) {
+      // Paired by the rules (unordered, keyed): exactly as it is, or the comparison decides.
+      if (arrays.some((a) => fits(a.path, path) && matchesBody(a.path, path))) return strict(v)
       const items: string[] = []
       for (let i = 0; i < v.length; i++) {
         path.push(i)
         items.push(walk(v[i], depth + 1) ?? 'null')
         path.pop()
       }
-      if (arrays.some((a) => fits(a.path, path) && matchesBody(a.path, path))) items.sort()
       return `[${items.join(',')}]`
     }
     const o = v as Record<string, unknown>
@@ -71,6 +76,14 @@ export function canonical (doc: unknown, rules: CompareRules, legacyIdOf?: (enti
     return `{${parts.join(',')}}`
   }
   return walk(doc, 0) ?? ''
+}
+
+/** A value as JSON with its keys sorted, no rule applied. */
+function strict (v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null'
+  return JSON.stringify(v, (_k, x: unknown) => (x !== null && typeof x === 'object' && !Array.isArray(x)
+    ? Object.fromEntries(Object.keys(x).sort().map((k) => [k, (x as Record<string, unknown>)[k]]))
+    : x))
 }
 
 /** A body rule can match a path of this depth: as deep as its segments, or (each `**` taking zero or more) at least as deep as the rest. */

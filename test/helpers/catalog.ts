@@ -26,7 +26,7 @@ export interface Catalog {
   /** GET requests served (lists and records), and refused. */
   readonly seen: { lists: number; gets: number; refused: number }
   /** When set, an answer to give instead of serving the request (null: serve it). */
-  refuse: ((req: IncomingMessage) => { status: number; headers?: Record<string, string> } | null) | null
+  refuse: ((req: IncomingMessage) => { status: number; headers?: Record<string, string>; body?: string } | null) | null
   /** Called before each list page is answered (a test inserts or deletes records mid-run). */
   beforeList: ((page: number) => void) | null
   close(): Promise<void>
@@ -58,7 +58,8 @@ export async function startCatalog (records: readonly Rec[], o: CatalogOptions):
     const refused = state.refuse?.(req) ?? null
     if (refused !== null) {
       state.seen.refused++
-      send(res, refused.status, { error: 'refused by the test' }, refused.headers)
+      if (refused.body !== undefined) res.writeHead(refused.status, refused.headers).end(refused.body)
+      else send(res, refused.status, { error: 'refused by the test' }, refused.headers)
       return
     }
     const one = /^\/api\/items\/([^/]+)$/.exec(url.pathname)

@@ -363,3 +363,46 @@ t.test('ids of another type on each side (1000 and "1000") meet by id and compar
   t.same(report.counts, { matched: 250, mismatched: 0, missing_in_legacy: 0, missing_in_new: 0, unmapped: 0, in_flight: 0 })
   t.equal(s.next.seen.lists, 5, 'new followed its links: 5 pages of 60')
 })
+
+t.test('a pair the id map learns while the run lists joins new\'s record to legacy\'s: counted once, not missing on both sides', async (t) => {
+  const legacy = Array.from({ length: 300 }, (_, i) => record(i))
+  const newId = (id: string): string => `n-${Number(id).toString(16)}`
+  const next = legacy.map((r) => copy(r, { id: newId(String(r.id)) }))
+  // New lists at once; legacy slowly, and the pair of 1150 is learned while it does (its create delivered meanwhile).
+  const s = await sides(t, legacy, next, { paging: 'cursor', pageSize: 100, pageDelayMs: 100 }, { paging: 'cursor', pageSize: 100 })
+  const storePath = join(dirOf(t), 'ficus.lmdb')
+  const store = new LmdbStore(storePath)
+  t.teardown(async () => { await store.close() })
+  for (const r of legacy) if (r.id !== '1150') await store.mapIds('item', String(r.id), newId(String(r.id)), 'legacy')
+  s.legacy.beforeList = (page) => {
+    if (page === 2) void store.mapIds('item', '1150', newId('1150'), 'legacy')
+  }
+  const file = config(t, s, CURSOR_BOTH, { top: `store: { kind: embedded, path: ${storePath} }`, route: '    sync: { mode: dual, entity: item, key: path.id }' })
+  const { code, report, out } = await verify(t, file)
+  t.equal(code, 0, out)
+  t.same(report.counts, { matched: 300, mismatched: 0, missing_in_legacy: 0, missing_in_new: 0, unmapped: 0, in_flight: 0 })
+})
+
+t.test('--ids naming a record twice checks it once; a 200 that is not JSON makes the run incomplete, not a match; --dir is left as it was but for the run\'s own file', async (t) => {
+  const legacy = Array.from({ length: 20 }, (_, i) => record(i))
+  const s = await sides(t, legacy, legacy.map((r) => copy(r)), { paging: 'cursor', pageSize: 100 }, { paging: 'cursor', pageSize: 100 })
+  const file = config(t, s, CURSOR_BOTH)
+  const ids = join(dirOf(t), 'ids.txt')
+  writeFileSync(ids, '1003\n1003\n1004\n# a comment\n')
+  const twice = await verify(t, file, ['--ids', ids])
+  t.equal(twice.code, 0, twice.out)
+  t.equal(twice.report.counts.matched, 2, '1003 once, 1004 once')
+  // A get that lands on an HTML page (a wrong path on a host that serves an app everywhere).
+  s.next.refuse = (req) => (req.url?.startsWith('/api/items/') === true ? { status: 200, headers: { 'content-type': 'text/html' }, body: '<html>app</html>' } : null)
+  const html = await verify(t, file, ['--ids', ids])
+  t.equal(html.code, 2, html.out)
+  t.match(html.report.problems.join('\n'), /answered 200 with something that is not JSON: is the job's get/)
+  s.next.refuse = null
+  // --dir: a directory of someone else's.
+  const mine = join(dirOf(t), 'work')
+  mkdirSync(mine, { recursive: true })
+  writeFileSync(join(mine, 'keep.txt'), 'not verify\'s')
+  const inDir = await verify(t, file, ['--dir', mine])
+  t.equal(inDir.code, 0, inDir.out)
+  t.equal(readFileSync(join(mine, 'keep.txt'), 'utf8'), 'not verify\'s', 'a run without --resume starts over in its own file only')
+})

@@ -1,9 +1,10 @@
+import fc from 'fast-check'
 import t from 'tap'
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus'
 import { uniformInt } from 'pure-rand/distribution/uniformInt'
 import { compileCompare, type CompareConfig } from '../../src/core/compare-rules.js'
 import { binomialCdf, percent, upperBound } from '../../src/core/stats.js'
-import { canonical, recordDifferences, Reservoir, sampleStatement, toLegacyPaths, verdict, zeroCounts, type Counts } from '../../src/core/verify.js'
+import { canonical, pairsOf, recordDifferences, Reservoir, sampleStatement, toLegacyPaths, verdict, zeroCounts, type Counts } from '../../src/core/verify.js'
 
 /** The pure part of `ficus verify` (core/verify.ts, core/stats.ts). */
 
@@ -55,9 +56,15 @@ t.test('canonical: equal under the rules gives the same text; a real difference 
   const legacy = { id: 1, b: 1, a: { y: 2, x: 1 }, tags: ['a', 'b'], price: '12.50', updated_at: 'x', gone: null, owner: 26 }
   const next = { a: { x: 1, y: 2 }, b: 1, id: 1, tags: ['b', 'a'], price: 12.5, updated_at: 'y', owner: '909e' }
   const legacyOf = (entity: string, id: string): string | undefined => (entity === 'user' && id === '909e' ? '26' : undefined)
-  t.equal(canonical(legacy, r), canonical(next, r, legacyOf), 'key order, ignored field, unordered array, string-number, null-missing, an id through the map')
-  t.not(canonical(legacy, r), canonical({ ...next, b: 2 }, r, legacyOf), 'a changed field')
-  t.not(canonical(legacy, r), canonical(next, r), 'an id the map does not know')
+  const L = { side: 'legacy' } as const
+  const N = { side: 'new', legacyIdOf: legacyOf } as const
+  const same = { ...next, tags: ['a', 'b'], price: '12.50' }
+  t.equal(canonical(legacy, r, L), canonical(same, r, N), 'key order, an ignored field, null-missing, an id through the map')
+  t.not(canonical(legacy, r, L), canonical({ ...same, b: 2 }, r, N), 'a changed field')
+  t.not(canonical(legacy, r, L), canonical(same, r, { side: 'new', legacyIdOf: () => undefined }), 'an id the map does not know: the comparison decides')
+  t.not(canonical(legacy, r, L), canonical({ ...same, tags: ['b', 'a'] }, r, N), 'an unordered array in another order: the comparison decides (it pairs them)')
+  t.not(canonical(legacy, r, L), canonical({ ...same, price: 12.5 }, r, N), 'string-number: the comparison decides')
+  t.same(recordDifferences(legacy, { ...same, tags: ['b', 'a'], price: 12.5 }, r, pairsOf([['user', '26', '909e']])).differences, [], 'and it finds them equal')
   t.not(canonical({ tags: ['a', 'b'] }, rules()), canonical({ tags: ['b', 'a'] }, rules()), 'arrays keep their order unless the rules say otherwise')
   const deep: Record<string, unknown> = {}
   let at = deep
@@ -89,4 +96,23 @@ t.test('Reservoir: the same seed picks the same records; every record is equally
   const hits = new Array<number>(100).fill(0)
   for (let s = 1; s <= 2000; s++) for (const x of pick(s, 10, 100)) hits[x] = (hits[x] as number) + 1
   t.ok(Math.min(...hits) > 140 && Math.max(...hits) < 260, `each record drawn 140-260 times of an expected 200 (got ${Math.min(...hits)}-${Math.max(...hits)})`)
+})
+
+t.test('canonical never makes equal what the comparison finds different (property, and the cases a review found)', async (t) => {
+  const r = rules({ ignore: ['body.meta'], arrays: { 'body.tags': 'unordered', 'body.items': { key: 'sku' } }, treatAsEqual: ['string-number', 'null-missing'], numbers: { tolerance: 0.01 } })
+  const differs = (a: unknown, b: unknown): boolean => recordDifferences(a, b, r).differences.length > 0
+  for (const [a, b] of [
+    [{ p: '1.50' }, { p: '1.5' }], [{ p: '-0' }, { p: '0' }], [{ p: '12345678901234567890' }, { p: '12345678901234567891' }],
+    [{ p: '1e400' }, { p: null }], [{ items: [{ sku: 'a', v: 1 }, { sku: 'a', v: 2 }] }, { items: [{ sku: 'a', v: 2 }, { sku: 'a', v: 1 }] }]
+  ] as const) {
+    if (differs(a, b)) t.not(canonical(a, r), canonical(b, r), `${JSON.stringify(a)} against ${JSON.stringify(b)}`)
+  }
+  const value = fc.letrec((tie) => ({
+    v: fc.oneof({ depthSize: 'small' }, fc.constantFrom(null, 0, 1, 1.5, '1.50', '1.5', 'a', true), fc.array(tie('v'), { maxLength: 3 }), fc.dictionary(fc.constantFrom('a', 'b', 'meta', 'tags', 'items', 'sku', 'p'), tie('v'), { maxKeys: 4 }))
+  })).v
+  fc.assert(fc.property(value, value, (a, b) => !(canonical(a, r) === canonical(b, r) && differs(a, b))), { numRuns: 3000 })
+  // Ids: legacy 7 and new "7" are one id only when the map pairs them.
+  const ids = rules({ ids: { 'body.owner': 'user' } })
+  t.not(canonical({ owner: 7 }, ids, { side: 'legacy' }), canonical({ owner: '7' }, ids, { side: 'new', legacyIdOf: () => undefined }), 'not paired: the comparison decides (a type difference)')
+  t.equal(canonical({ owner: 7 }, ids, { side: 'legacy' }), canonical({ owner: 'x9' }, ids, { side: 'new', legacyIdOf: (_e, id) => (id === 'x9' ? '7' : undefined) }), 'paired: one id')
 })
