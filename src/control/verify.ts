@@ -424,11 +424,11 @@ class Run {
 
   /** Records a decision inside a commit: counted once, kept for the report when it is not a match. */
   private decide (key: string, found: Found | null): void {
-    if (found?.outcome === 'gone') {
-      void this.scratch.decided.put(key, 'gone')
+    if (found?.outcome === 'gone' || found?.outcome === 'merged') {
+      void this.scratch.decided.put(key, found.outcome)
       void this.scratch.waiting.remove(key)
       if (this.scratch.found.doesExist(key)) void this.scratch.found.remove(key)
-      this.gone++
+      if (found.outcome === 'gone') this.gone++
       return
     }
     const outcome = (found?.recheck !== undefined ? null : found?.outcome ?? 'matched') as Outcome | null
@@ -499,7 +499,9 @@ class Run {
         // The pair may have been learned since the page was listed.
         const pair = (await this.pairs(job.entity as string, w.side, [w.id])).get(w.id)
         if (pair === undefined) {
-          await this.settle(key, { key, legacyId, newId, outcome: 'unmapped' })
+          // Its create may still be on its way to the other side (the pair is learned when it lands): in flight, checked again after settle.
+          const moving = await this.inFlight(key, legacyId)
+          await this.settle(key, moving ? { key, legacyId, newId, outcome: 'in_flight', recheck: 'in_flight', since: this.now() } : { key, legacyId, newId, outcome: 'unmapped' })
           return
         }
         if (w.side === 'legacy') newId = pair.other
@@ -586,7 +588,24 @@ class Run {
             return
           }
         }
-        const again = await this.byId(key, f.legacyId ?? '', f.newId ?? '', 'mismatched', f.fields)
+        let { legacyId, newId } = f
+        if (legacyId === null || newId === null) {
+          // On one side only, its create on its way: the pair may be known now that it landed.
+          const side: Backend = legacyId === null ? 'new' : 'legacy'
+          const id = (legacyId ?? newId) as string
+          const pair = job.mapped ? (await this.pairs(job.entity as string, side, [id])).get(id) : undefined
+          if (pair === undefined) {
+            await this.settle(key, { key, legacyId, newId, outcome: 'unmapped' })
+            return
+          }
+          if (side === 'new') legacyId = pair.other
+          else newId = pair.other
+          if (key !== legacyId && this.scratch.decided.get(legacyId as string) !== undefined) {
+            await this.settle(key, { key, legacyId, newId, outcome: 'merged' }) // its other side's entry was that record: counted there
+            return
+          }
+        }
+        const again = await this.byId(key, legacyId as string, newId as string, 'mismatched', f.fields)
         // Still moving after `settle`, or in flight again: judged as it is now, without another wait.
         if (again?.recheck === 'in_flight' && f.recheck === 'in_flight' && this.now() - (f.since ?? 0) >= job.settleMs) {
           await this.settle(key, { ...again, recheck: undefined })
@@ -673,7 +692,8 @@ class Run {
       const outcome = (OUTCOMES.includes(f.outcome as Outcome) ? f.outcome : 'in_flight') as Outcome
       records.push({ id: f.legacyId ?? `new:${f.newId ?? ''}`, legacyId: f.legacyId, newId: f.newId, outcome, ...(f.fields === undefined ? {} : { fields: f.fields }) })
     }
-    const pending = records.filter((r) => this.scratch.found.get(r.legacyId ?? `new:${r.newId ?? ''}`)?.recheck !== undefined).length
+    let pending = 0
+    for (const { value: f } of this.scratch.found.getRange()) if (f.recheck !== undefined) pending++
     const complete = this.problems.length === 0 && pending === 0 && (mode === 'count' ? legacy.done && next.done : mode === 'sample' || this.o.ids !== undefined || (legacy.done && next.done))
     const fields = Object.entries(this.fields).map(([k, count]) => {
       const [path, kind] = k.split('\0') as [string, string]
