@@ -108,6 +108,7 @@ export interface Confidence {
   readonly rollback: number
 }
 
+const n0 = (x: number): string => Math.round(x).toLocaleString('en-US')
 const pct = (x: number): string => `${(x * 100).toFixed(x < 0.01 && x > 0 ? 2 : 1)} %`
 
 /**
@@ -121,11 +122,11 @@ export function shareGate(gate: string, what: string, k: number, n: number, max:
   const rate = k / n
   const up = wilson(k, n, zOf(c.advance)).upper
   const low = wilson(k, n, zOf(c.rollback)).lower
-  if (low > max) return { ...base, verdict: 'fail', observed: rate, bound: low, needs: null, why: `${pct(rate)} of ${n} ${what}: even its lower bound (${pct(low)}, ${c.rollback * 100} %) is over ${pct(max)}` }
-  if (up <= max) return { ...base, verdict: 'pass', observed: rate, bound: up, needs: null, why: `${pct(rate)} of ${n} ${what}: its upper bound (${pct(up)}, ${c.advance * 100} %) is under ${pct(max)}` }
+  if (low > max) return { ...base, verdict: 'fail', observed: rate, bound: low, needs: null, why: `${pct(rate)} of ${n0(n)} ${what}: even its lower bound (${pct(low)}, ${c.rollback * 100} %) is over ${pct(max)}` }
+  if (up <= max) return { ...base, verdict: 'pass', observed: rate, bound: up, needs: null, why: `${pct(rate)} of ${n0(n)} ${what}: its upper bound (${pct(up)}, ${c.advance * 100} %) is under ${pct(max)}` }
   const total = samplesFor(rate, max, zOf(c.advance))
   const needs = total === null ? null : Math.max(1, total - n)
-  return { ...base, verdict: 'hold', observed: rate, bound: up, needs, why: `${pct(rate)} of ${n} ${what}: its upper bound (${pct(up)}) is over ${pct(max)}${needs === null ? '; at this rate it never passes' : `; about ${needs} more would show it is under`}` }
+  return { ...base, verdict: 'hold', observed: rate, bound: up, needs, why: `${pct(rate)} of ${n0(n)} ${what}: its upper bound (${pct(up)}) is over ${pct(max)}${needs === null ? '; at this rate it never passes' : `; about ${n0(needs)} more would show it is under`}` }
 }
 
 /**
@@ -141,7 +142,7 @@ export function errorsGate(newFailed: number, newTotal: number, legacyFailed: nu
   const d = newFailed / newTotal - legacyFailed / legacyTotal
   const up = differenceInterval(newFailed, newTotal, legacyFailed, legacyTotal, zOf(c.advance)).upper
   const low = differenceInterval(newFailed, newTotal, legacyFailed, legacyTotal, zOf(c.rollback)).lower
-  const rates = `new ${pct(newFailed / newTotal)} of ${newTotal}, legacy ${pct(legacyFailed / legacyTotal)} of ${legacyTotal}`
+  const rates = `new ${pct(newFailed / newTotal)} of ${n0(newTotal)}, legacy ${pct(legacyFailed / legacyTotal)} of ${n0(legacyTotal)}`
   if (low > maxIncrease) return { ...base, verdict: 'fail', observed: d, bound: low, needs: null, why: `errors: ${rates}; new is worse by at least ${pct(low)} (${c.rollback * 100} %), more than ${pct(maxIncrease)}` }
   if (up <= maxIncrease) return { ...base, verdict: 'pass', observed: d, bound: up, needs: null, why: `errors: ${rates}; new is worse by at most ${pct(Math.max(0, up))} (${c.advance * 100} %), within ${pct(maxIncrease)}` }
   return { ...base, verdict: 'hold', observed: d, bound: up, needs: null, why: `errors: ${rates}; new may be worse by up to ${pct(up)}, over ${pct(maxIncrease)}: more requests will tell` }
@@ -184,4 +185,43 @@ export function stepVerdict(step: StepState, gates: readonly GateResult[]): { re
   if (step.requests < step.minRequests) missing.push(`${step.requests} requests on new of the ${step.minRequests} the step needs`)
   for (const g of gates) if (g.verdict === 'hold') missing.push(g.why)
   return { action: missing.length === 0 ? 'advance' : 'hold', missing }
+}
+
+export interface Explained {
+  readonly route: string
+  /** 0-based index of the step the route is in, and how many the plan has. */
+  readonly step: number
+  readonly steps: number
+  readonly percent: number
+  readonly state: StepState
+  /** Requests on new per minute lately (for "how long"); null when unknown. */
+  readonly perMinute: number | null
+  readonly gates: readonly GateResult[]
+}
+
+const minutes = (ms: number): string => (ms < 60_000 ? `${Math.ceil(ms / 1000)} s` : `${Math.ceil(ms / 60_000)} min`)
+
+/**
+ * A ramp's state as a person explains it (`ficus ramp status`): the step, what it has held and
+ * seen, each gate's verdict with its numbers, what is missing, and the verdict.
+ */
+export function explain (e: Explained): string {
+  const { state: s } = e
+  const lines = [`${e.route}: step ${e.step + 1} of ${e.steps} (new ${e.percent} %), held ${minutes(s.heldMs)} of ${minutes(s.holdMs)}, ${n0(s.requests)} of ${n0(s.minRequests)} requests on new`]
+  for (const g of e.gates) lines.push(`  ${g.gate.padEnd(11)} ${g.verdict.padEnd(4)}  ${g.why}`)
+  const v = stepVerdict(s, e.gates)
+  if (v.action === 'fail') {
+    lines.push(`  verdict: fail: ${e.gates.filter((g) => g.verdict === 'fail').map((g) => g.gate).join(', ')}`)
+  } else if (v.action === 'advance') {
+    lines.push(`  verdict: advance${e.step + 1 < e.steps ? ` to step ${e.step + 2}` : ': the ramp is complete'}`)
+  } else {
+    const wants: string[] = []
+    const more = s.minRequests - s.requests
+    if (more > 0) wants.push(`~${n0(more)} more requests on new${e.perMinute !== null && e.perMinute > 0 ? ` (~${minutes((more / e.perMinute) * 60_000)} at the current ${n0(e.perMinute)}/min)` : ''}`)
+    if (s.heldMs < s.holdMs) wants.push(`${minutes(s.holdMs - s.heldMs)} more of the hold`)
+    const holding = e.gates.filter((g) => g.verdict === 'hold').map((g) => g.gate)
+    if (holding.length > 0) wants.push(`${holding.join(', ')} to show ${holding.length === 1 ? 'it holds' : 'they hold'}`)
+    lines.push(`  verdict: hold: needs ${wants.join('; ')}`)
+  }
+  return lines.join('\n')
 }

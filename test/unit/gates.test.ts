@@ -1,6 +1,6 @@
 import t from 'tap'
 import {
-  differenceInterval, errorsGate, limitGate, normalQuantile, samplesFor, shareGate, stepVerdict, tripped, wilson, zOf
+  differenceInterval, errorsGate, explain, limitGate, normalQuantile, samplesFor, shareGate, stepVerdict, tripped, wilson, zOf
 } from '../../src/core/gates.js'
 
 /** The ramp's gate statistics (core/gates.ts), against published values. */
@@ -70,4 +70,16 @@ t.test('limitGate, tripped, stepVerdict', async (t) => {
   t.match(stepVerdict({ ...step, requests: 10 }, [pass]), { action: 'hold', missing: ['10 requests on new of the 300 the step needs'] })
   t.match(stepVerdict(step, [pass, hold]), { action: 'hold', missing: [/about \d+ more/] })
   t.match(stepVerdict({ ...step, heldMs: 0 }, [pass, fail]), { action: 'fail' }, 'a failing gate does not wait for the hold')
+})
+
+t.test('explain: reads like a person explaining the step, each gate with its numbers, and what is missing', async (t) => {
+  const gates = [shareGate('divergence', 'comparisons', 2, 812, 0.02, C), errorsGate(12, 1240, 99, 11000, 0.005, C)]
+  const text = explain({ route: 'orders', step: 2, steps: 6, percent: 10, perMinute: 80, state: { heldMs: 12 * 60_000, holdMs: 30 * 60_000, requests: 1240, minRequests: 2500 }, gates })
+  t.equal(text.split('\n')[0], 'orders: step 3 of 6 (new 10 %), held 12 min of 30 min, 1,240 of 2,500 requests on new')
+  t.match(text, /^ {2}divergence +pass {2}0\.25 % of 812 comparisons: its upper bound \(\d\.\d+ %, 95 %\) is under 2\.0 %$/m)
+  t.match(text, /^ {2}errors +hold {2}errors: new 0\.97 % of 1,240, legacy 0\.90 % of 11,000/m)
+  t.match(text, /verdict: hold: needs ~1,260 more requests on new \(~16 min at the current 80\/min\); 18 min more of the hold; errors to show it holds$/)
+  const done = explain({ route: 'orders', step: 5, steps: 6, percent: 100, perMinute: null, state: { heldMs: 1, holdMs: 0, requests: 0, minRequests: 0 }, gates: [shareGate('divergence', 'comparisons', 0, 500, 0.02, C)] })
+  t.match(done, /verdict: advance: the ramp is complete$/)
+  t.match(explain({ route: 'o', step: 0, steps: 2, percent: 1, perMinute: null, state: { heldMs: 0, holdMs: 0, requests: 0, minRequests: 0 }, gates: [shareGate('divergence', 'comparisons', 50, 200, 0.02, C)] }), /verdict: fail: divergence$/)
 })
