@@ -63,6 +63,11 @@ export class LmdbStore implements SyncStore {
     this.deadIndex = this.env.openDB<number, number>({ name: 'dead' })
   }
 
+  /** The paused routes (`*`: all), as the store holds them now. */
+  private pausedNow (): string[] {
+    return (this.meta.get('paused') as string[] | undefined) ?? []
+  }
+
   /** One write transaction, resolved once it is on disk; rejects with the cause when the commit fails. */
   private async write<T>(run: () => T): Promise<T> {
     return committed(this.env.transaction(run))
@@ -129,7 +134,7 @@ export class LmdbStore implements SyncStore {
         if (e !== undefined) this.put(seq, e, undefined)
       }
       if (limit <= 0) return []
-      const paused = new Set((this.meta.get('paused') as string[] | undefined) ?? [])
+      const paused = new Set(this.pausedNow())
       if (paused.has('*')) return []
       // The due heads first (read before any is moved: a claim moves its entry later in the queue).
       const due = [...this.queue.getRange({ start: [0, 0], end: [now, MAX_SEQ], limit: CLAIM_SCAN })].map(({ key }) => key)
@@ -223,7 +228,7 @@ export class LmdbStore implements SyncStore {
 
   async setPaused (route: string, paused: boolean): Promise<void> {
     await this.write(() => {
-      const now = new Set((this.meta.get('paused') as string[] | undefined) ?? [])
+      const now = new Set(this.pausedNow())
       if (paused) now.add(route)
       else now.delete(route)
       void this.meta.put('paused', [...now].sort())
@@ -237,7 +242,7 @@ export class LmdbStore implements SyncStore {
   }
 
   async paused (): Promise<string[]> {
-    return (this.meta.get('paused') as string[] | undefined) ?? []
+    return this.pausedNow()
   }
 
   async lookupId (entity: string, side: Backend, id: string): Promise<IdPair | null> {
@@ -253,8 +258,8 @@ export class LmdbStore implements SyncStore {
     // Memory-mapped reads: no system call per id.
     const out = new Map<string, IdPair>()
     for (const id of ids) {
-      const v = this.ids.get([entity, side, id])
-      if (v !== undefined) out.set(id, { other: v[0], origin: v[1] })
+      const pair = this.lookupIdSync(entity, side, id)
+      if (pair !== null) out.set(id, pair)
     }
     return out
   }
@@ -350,7 +355,7 @@ export class LmdbStore implements SyncStore {
     for (const { key: [, seq] } of this.keys.getRange({ start: [key, 0], end: [key, MAX_SEQ], limit: 1 })) {
       const head = this.outbox.get(seq)
       if (head?.state !== 'pending') continue
-      const paused = ((this.meta.get('paused') as string[] | undefined) ?? []).includes(head.route)
+      const paused = this.pausedNow().includes(head.route)
       want = [paused ? PAUSED_DUE : Math.max(head.notBefore, head.leasedUntil), seq]
     }
     const queued = this.heads.get(key)

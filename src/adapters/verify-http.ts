@@ -190,6 +190,7 @@ export class VerifyHttp {
 
 /** Waits `ms`, or rejects with the signal's reason when it is aborted first. */
 export async function sleep (ms: number, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted() // an abort before the wait fires no event
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => { signal?.removeEventListener('abort', abort); resolve() }, ms)
     const abort = (): void => { clearTimeout(t); reject(signal?.reason as Error) }

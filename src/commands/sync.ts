@@ -19,7 +19,7 @@ export interface Output {
 const json = (body: unknown): string => JSON.stringify(body, null, 2) + '\n'
 
 /** `12.3 s`. */
-export function seconds(s: number): string {
+function seconds(s: number): string {
   return `${s.toFixed(1)} s`
 }
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { parseDuration } from '../config/units.js'
 import type { Backend } from '../core/types.js'
-import { ControlError } from './control-plane.js'
+import { bad, fields, reasonOf, type Body } from './admin-body.js'
 import type { SyncControl } from './sync-control.js'
 
 /**
@@ -11,8 +11,6 @@ import type { SyncControl } from './sync-control.js'
  * checked here, each problem said; what they do is SyncControl's.
  */
 
-/** Longest reason kept with a decision (characters), as for the other changes. */
-const MAX_REASON = 500
 /** Longest id accepted (characters). */
 const MAX_ID = 512
 /** Entries one call lists at most. */
@@ -21,8 +19,6 @@ const MAX_LIMIT = 1000
 const DRAIN_DEFAULT_MS = 30_000
 const MAX_DRAIN_MS = 15 * 60_000
 const ENTITY = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/
-
-type Body = Record<string, unknown>
 
 export function syncRoutes(api: FastifyInstance, sync: SyncControl): void {
   // A drain in progress must not hold the admin listener open at shutdown: it answers with what is left.
@@ -102,28 +98,10 @@ export function syncRoutes(api: FastifyInstance, sync: SyncControl): void {
       else if (String(v) === '' || String(v).length > MAX_ID) problems.push(`${side}: must be 1 to ${MAX_ID} characters`)
     }
     if (b.origin !== undefined && b.origin !== 'legacy' && b.origin !== 'new') problems.push('origin: must be legacy or new (the side that created the record; default legacy)')
-    let reason: string | null = null
-    try {
-      reason = reasonOf(b)
-    } catch (err) {
-      problems.push((err as ControlError).detail)
-    }
+    const reason = reasonOf(b, problems)
     if (problems.length > 0) throw bad(problems.join('; '))
     return sync.setIds(b.entity as string, String(b.legacy), String(b.new), (b.origin as Backend | undefined) ?? 'legacy', request.adminCaller, reason)
   })
-}
-
-function bad(detail: string): ControlError {
-  return new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', detail)
-}
-
-/** The body as an object with only `allowed` keys; every unknown key said. */
-function fields(body: unknown, allowed: readonly string[], shape: string): Body {
-  if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) throw bad(`the body must be a JSON object: ${shape}`)
-  const b = body as Body
-  const unknown = Object.keys(b).filter((k) => !allowed.includes(k))
-  if (unknown.length > 0) throw bad(`${unknown.map((k) => `unknown field "${k}"`).join('; ')} (expected ${shape})`)
-  return b
 }
 
 /** An outbox entry's seq: a positive integer (a JSON number, or the digits of a path segment). */
@@ -139,13 +117,6 @@ function routeOf(b: Body): string | undefined {
   if (b.route === undefined) return undefined
   if (typeof b.route !== 'string' || b.route === '' || b.route === '*') throw bad('route: must be a route name (leave it out for every route)')
   return b.route
-}
-
-function reasonOf(b: Body): string | null {
-  const r = b.reason
-  if (r === undefined || r === null) return null
-  if (typeof r !== 'string' || r.length > MAX_REASON) throw bad(`reason: must be text of at most ${MAX_REASON} characters`)
-  return r
 }
 
 function sideOf(v: string, name: string): Backend {

@@ -1,11 +1,12 @@
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { AuditEntry, AuditLog, SyncAction } from '../adapters/audit-log.js'
+import type { AuditLog, SyncAction } from '../adapters/audit-log.js'
 import type { Logger } from '../adapters/logger.js'
 import type { ProcessStore } from '../adapters/open-store.js'
 import type { Delivery, IdRef, StoreStats, SyncStore } from '../adapters/sync-store.js'
 import type { LiveConfig } from '../config/live.js'
 import type { Backend, RouteRule } from '../core/types.js'
+import { auditFirst } from './admin-body.js'
 import { ControlError } from './control-plane.js'
 
 /**
@@ -343,12 +344,12 @@ export class SyncControl {
     const now = this.now()
     const all = paused.includes('*')
     const byKey = new Map(st.routes.map((r) => [`${r.route}\t${r.target}`, r]))
-    const names = [...this.dualRoutes().map((r) => r.name), ...st.routes.map((r) => r.route)]
+    const dual = new Set(this.dualRoutes().map((r) => r.name))
     const out: SyncRouteStatus[] = []
-    for (const route of new Set(names)) {
+    for (const route of new Set([...dual, ...st.routes.map((r) => r.route)])) {
       for (const target of SIDES) {
         const s = byKey.get(`${route}\t${target}`)
-        if (s === undefined && !this.dualRoutes().some((r) => r.name === route)) continue
+        if (s === undefined && !dual.has(route)) continue
         const oldest = s?.oldestPending ?? null
         out.push({
           route,
@@ -383,13 +384,7 @@ export class SyncControl {
 
   /** Audits a decision before it is made: an audit log that cannot be written refuses it. */
   private async audited (action: SyncAction, route: string | null, detail: string, who: string, reason: string | null): Promise<void> {
-    const entry: AuditEntry = { time: new Date(this.now()).toISOString(), who, action, route, reason, detail }
-    try {
-      await this.o.audit.append(entry)
-    } catch (err) {
-      this.o.log.error({ err, entry }, 'could not write the audit log; the sync change was not made')
-      throw new ControlError('FICUS_ERR_STATE_WRITE', 'the audit log could not be written; nothing was changed')
-    }
+    await auditFirst(this.o.audit, this.o.log, { time: new Date(this.now()).toISOString(), who, action, route, reason, detail }, 'the sync change')
   }
 
   /** A read of the store; its failure is FICUS_ERR_SYNC_STORE. */

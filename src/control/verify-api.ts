@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { MODES, type Mode } from '../core/verify.js'
-import { ControlError } from './control-plane.js'
+import { bad, fields, reasonOf } from './admin-body.js'
 import type { RunRequest, VerifyControl } from './verify-control.js'
 
 /**
@@ -10,8 +10,6 @@ import type { RunRequest, VerifyControl } from './verify-control.js'
  * last run's whole report), `POST /admin/verify/<job>/run` and `…/stop` (audited).
  */
 
-const MAX_REASON = 500
-
 export function verifyRoutes (api: FastifyInstance, verify: VerifyControl): void {
   api.get('/verify', async () => verify.status())
 
@@ -19,7 +17,7 @@ export function verifyRoutes (api: FastifyInstance, verify: VerifyControl): void
 
   /** `{ mode?, sample?, seed?, reason? }`: a run now (202 while it runs; its result at GET /admin/verify/<job>). */
   api.post('/verify/:job/run', async (request: FastifyRequest, reply) => {
-    const b = body(request.body, ['mode', 'sample', 'seed', 'reason'], '{ "mode"?: "count"|"checksum"|"sample"|"full", "sample"?: N, "seed"?: S, "reason"?: text }')
+    const b = fields(request.body ?? {}, ['mode', 'sample', 'seed', 'reason'], '{ "mode"?: "count"|"checksum"|"sample"|"full", "sample"?: N, "seed"?: S, "reason"?: text }')
     const problems: string[] = []
     const mode = (b.mode ?? 'checksum') as Mode
     if (!MODES.includes(mode)) problems.push(`mode: must be one of ${MODES.join(', ')} (got ${JSON.stringify(b.mode)})`)
@@ -33,37 +31,15 @@ export function verifyRoutes (api: FastifyInstance, verify: VerifyControl): void
     const seed = int(b.seed, 'seed', 2_147_483_647)
     if ((n !== undefined || seed !== undefined) && mode !== 'sample') problems.push('sample and seed are for mode "sample"')
     const reason = reasonOf(b, problems)
-    if (problems.length > 0) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', problems.join('; '))
-    // Without a seed, each sample draws other records: seeded by the time (the audit and the report say which).
-    const req: RunRequest = { mode, sample: mode === 'sample' ? { n: n ?? 1000, seed: seed ?? Math.floor(Date.now() / 1000) % 2_147_483_647 } : undefined }
+    if (problems.length > 0) throw bad(problems.join('; '))
+    const req: RunRequest = { mode, sample: mode === 'sample' ? { n: n ?? 1000, seed } : undefined }
     const status = await verify.run((request.params as { job: string }).job, req, request.adminCaller, reason)
     return reply.code(202).send(status)
   })
 
   /** `{ reason? }`: the run stops (incomplete, its progress saved). */
   api.post('/verify/:job/stop', async (request: FastifyRequest) => {
-    const b = body(request.body ?? {}, ['reason'], '{ "reason"?: text }')
-    const problems: string[] = []
-    const reason = reasonOf(b, problems)
-    if (problems.length > 0) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', problems.join('; '))
-    return verify.stop((request.params as { job: string }).job, request.adminCaller, reason)
+    const b = fields(request.body ?? {}, ['reason'], '{ "reason"?: text }')
+    return verify.stop((request.params as { job: string }).job, request.adminCaller, reasonOf(b))
   })
-}
-
-function body (raw: unknown, allowed: readonly string[], shape: string): Record<string, unknown> {
-  const b = raw ?? {}
-  if (typeof b !== 'object' || Array.isArray(b)) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', `the body must be a JSON object: ${shape}`)
-  const unknown = Object.keys(b).filter((k) => !allowed.includes(k))
-  if (unknown.length > 0) throw new ControlError('FICUS_ERR_BAD_ADMIN_REQUEST', `${unknown.map((k) => `unknown field "${k}"`).join('; ')} (${shape})`)
-  return b as Record<string, unknown>
-}
-
-function reasonOf (b: Record<string, unknown>, problems: string[]): string | null {
-  const r = b.reason
-  if (r === undefined || r === null) return null
-  if (typeof r !== 'string' || r.length > MAX_REASON) {
-    problems.push(`reason: must be text of at most ${MAX_REASON} characters`)
-    return null
-  }
-  return r
 }

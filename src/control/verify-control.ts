@@ -1,5 +1,5 @@
 import { dirname, resolve } from 'node:path'
-import type { AuditEntry, AuditLog } from '../adapters/audit-log.js'
+import type { AuditLog } from '../adapters/audit-log.js'
 import type { Logger } from '../adapters/logger.js'
 import type { Metrics } from '../adapters/metrics-registry.js'
 import type { ProcessStore } from '../adapters/open-store.js'
@@ -7,6 +7,7 @@ import type { SyncStore } from '../adapters/sync-store.js'
 import type { LiveConfig } from '../config/live.js'
 import type { VerifyJob } from '../config/verify-schema.js'
 import { EXIT, OUTCOMES, type Mode } from '../core/verify.js'
+import { auditFirst } from './admin-body.js'
 import { ControlError } from './control-plane.js'
 import { Incomplete, ResumeRefused, runVerify, type Progress, type VerifyIdMap, type VerifyReport } from './verify.js'
 
@@ -30,7 +31,8 @@ export interface VerifyControlOptions {
 
 export interface RunRequest {
   readonly mode: Mode
-  readonly sample?: { readonly n: number; readonly seed: number } | undefined
+  /** A sample's size, and its seed (none: the run's time, so that each run draws other records). */
+  readonly sample?: { readonly n: number; readonly seed?: number | undefined } | undefined
 }
 
 /** A job as GET /admin/verify shows it. */
@@ -53,8 +55,6 @@ export interface LastRun {
   readonly seconds: number
   readonly statement: string | null
   readonly problems: readonly string[]
-  /** The whole report (GET /admin/verify/<job>). */
-  readonly report: VerifyReport
 }
 
 interface Running {
@@ -72,6 +72,8 @@ const TICK_MS = 1000
 export class VerifyControl {
   private readonly running = new Map<string, Running>()
   private readonly last = new Map<string, LastRun>()
+  /** The last run's whole report (GET /admin/verify/<job>); null when it ended without one. */
+  private readonly reports = new Map<string, VerifyReport | null>()
   private readonly since: number
   private timer: NodeJS.Timeout | null = null
   private closed = false
@@ -94,15 +96,15 @@ export class VerifyControl {
     this.timer.unref()
   }
 
-  private tick (): void {
+  /** Starts the runs that are due (every second, from start(); a test may call it). */
+  tick (): void {
     for (const job of Object.values(this.jobs())) {
       if (job.scheduleMs === null || this.running.has(job.name)) continue
       const last = this.last.get(job.name)
       const from = last === undefined ? this.since : Date.parse(last.finishedAt)
       if (this.now() - from < job.scheduleMs) continue
-      // A scheduled sample draws other records each time: its seed is the run's time.
-      const sample = job.scheduleMode === 'sample' ? { n: job.scheduleSample, seed: Math.floor(this.now() / 1000) % 2_147_483_647 } : undefined
-      this.launch(job, { mode: job.scheduleMode, sample }, 'schedule')
+      const req: RunRequest = { mode: job.scheduleMode, sample: job.scheduleMode === 'sample' ? { n: job.scheduleSample } : undefined }
+      this.launch(job, this.seeded(req), this.reserve(job.name, req, 'schedule'))
     }
   }
 
@@ -112,7 +114,7 @@ export class VerifyControl {
 
   job (name: string): JobStatus & { readonly report: VerifyReport | null } {
     const job = this.known(name)
-    return { ...this.statusOf(job), report: this.last.get(name)?.report ?? null }
+    return { ...this.statusOf(job), report: this.reports.get(name) ?? null }
   }
 
   private statusOf (job: VerifyJob): JobStatus {
@@ -123,7 +125,7 @@ export class VerifyControl {
       route: job.route,
       scheduleSeconds: job.scheduleMs === null ? null : job.scheduleMs / 1000,
       running: r === undefined ? null : { startedAt: new Date(r.startedAt).toISOString(), mode: r.mode, by: r.by, progress: r.progress },
-      last: last === undefined ? null : { ...last, report: undefined as unknown as VerifyReport }
+      last: last ?? null
     }
   }
 
@@ -142,10 +144,10 @@ export class VerifyControl {
     if (this.running.has(name)) throw new ControlError('FICUS_ERR_VERIFY_RUNNING', `a run of ${name} is in progress (started ${new Date((this.running.get(name) as Running).startedAt).toISOString()}): wait for it, or stop it (POST /admin/verify/${name}/stop)`)
     if (this.closed) throw new ControlError('FICUS_ERR_DRAINING', 'Ficus is shutting down')
     // The job is taken before the audit is awaited: a second call, or the scheduler, meanwhile finds it running.
-    const reserved: Running = { stop: new AbortController(), done: Promise.resolve(), startedAt: this.now(), mode: req.mode, by: who, progress: null }
-    this.running.set(name, reserved)
+    const seeded = this.seeded(req)
+    const reserved = this.reserve(name, seeded, who)
     try {
-      await this.audited({ time: new Date(this.now()).toISOString(), who, action: 'verify-run', route: job.route, reason, detail: `${name} --mode ${req.mode}${req.sample === undefined ? '' : ` --sample ${req.sample.n} --seed ${req.sample.seed}`}` })
+      await auditFirst(this.o.audit, this.o.log, { time: new Date(this.now()).toISOString(), who, action: 'verify-run', route: job.route, reason, detail: `${name} --mode ${seeded.mode}${seeded.sample === undefined ? '' : ` --sample ${seeded.sample.n} --seed ${seeded.sample.seed ?? ''}`}` }, 'the verify run')
     } catch (err) {
       this.running.delete(name)
       throw err
@@ -154,7 +156,7 @@ export class VerifyControl {
       this.running.delete(name)
       throw new ControlError('FICUS_ERR_DRAINING', 'Ficus is shutting down')
     }
-    this.launch(job, req, who, reserved)
+    this.launch(job, seeded, reserved)
     return this.statusOf(job)
   }
 
@@ -163,14 +165,26 @@ export class VerifyControl {
     const job = this.known(name)
     const r = this.running.get(name)
     if (r === undefined) throw new ControlError('FICUS_ERR_VERIFY_NOT_RUNNING', `no run of ${name} is in progress`)
-    await this.audited({ time: new Date(this.now()).toISOString(), who, action: 'verify-stop', route: job.route, reason, detail: name })
+    await auditFirst(this.o.audit, this.o.log, { time: new Date(this.now()).toISOString(), who, action: 'verify-stop', route: job.route, reason, detail: name }, 'the verify stop')
     r.stop.abort(new Error('stopped through the admin API'))
     await r.done
     return this.statusOf(job)
   }
 
-  private launch (job: VerifyJob, req: RunRequest, by: string, reserved?: Running): void {
-    const state: Running = reserved ?? { stop: new AbortController(), done: Promise.resolve(), startedAt: this.now(), mode: req.mode, by, progress: null }
+  /** The request with its sample's seed: the one asked for, or the run's time (each run draws other records). */
+  private seeded (req: RunRequest): RunRequest {
+    if (req.sample === undefined || req.sample.seed !== undefined) return req
+    return { ...req, sample: { n: req.sample.n, seed: Math.floor(this.now() / 1000) % 2_147_483_647 } }
+  }
+
+  /** Takes the job for a run (one at a time): what GET /admin/verify shows while it runs. */
+  private reserve (name: string, req: RunRequest, by: string): Running {
+    const state: Running = { stop: new AbortController(), done: Promise.resolve(), startedAt: this.now(), mode: req.mode, by, progress: null }
+    this.running.set(name, state)
+    return state
+  }
+
+  private launch (job: VerifyJob, req: RunRequest, state: Running): void {
     const done = this.execute(job, req, state).catch((err: unknown) => {
       // Whatever failed (the store, the disk), the run ended without a result: incomplete, and not due again at the next tick.
       this.o.log.error({ err, job: job.name }, `verify: the run of ${job.name} failed`)
@@ -198,9 +212,9 @@ export class VerifyControl {
       totals: report?.totals ?? { legacy: null, new: null },
       seconds: report?.seconds ?? (this.now() - state.startedAt) / 1000,
       statement: report?.statement ?? null,
-      problems: failure === null ? report?.problems ?? [] : [failure],
-      report: report as VerifyReport
+      problems: failure === null ? report?.problems ?? [] : [failure]
     })
+    this.reports.set(job.name, report)
   }
 
   private async execute (job: VerifyJob, req: RunRequest, state: Running): Promise<void> {
@@ -221,7 +235,7 @@ export class VerifyControl {
       report = await runVerify({
         job,
         mode: req.mode,
-        sample: req.sample,
+        sample: req.sample === undefined ? undefined : { n: req.sample.n, seed: req.sample.seed ?? 1 }, // seeded() gave it one
         dir: this.dirOf(job.name),
         resume: false,
         idMap,
@@ -248,15 +262,6 @@ export class VerifyControl {
     const c = this.o.live.current
     const base = c.state === undefined ? dirname(resolve(c.file)) : dirname(c.state)
     return resolve(base, '.ficus-verify', 'by-ficus', job)
-  }
-
-  private async audited (entry: AuditEntry): Promise<void> {
-    try {
-      await this.o.audit.append(entry)
-    } catch (err) {
-      this.o.log.error({ err, entry }, 'could not write the audit log; the verify run was not started or stopped')
-      throw new ControlError('FICUS_ERR_STATE_WRITE', 'the audit log could not be written; nothing was changed')
-    }
   }
 
   /** Stops every run (each ends incomplete) and the scheduler. */

@@ -6,7 +6,7 @@ import type { IdPair } from '../adapters/sync-store.js'
 import { GaveUp, sleep, VerifyHttp, type Fetched } from '../adapters/verify-http.js'
 import { VerifyScratch, type Found, type Waiting } from '../adapters/verify-scratch.js'
 import type { ListSpec, VerifyJob } from '../config/verify-schema.js'
-import { idEntityAt, type IdQuery } from '../core/compare-ids.js'
+import { groupByEntity, idEntityAt } from '../core/compare-ids.js'
 import { entityKey, idText } from '../core/sync.js'
 import type { Backend } from '../core/types.js'
 import {
@@ -305,15 +305,15 @@ class Run {
   /** What the id map says of `ids` of `side` (empty when ids are not mapped). */
   private async pairs (entity: string, side: Backend, ids: readonly string[]): Promise<ReadonlyMap<string, IdPair>> {
     if (this.o.idMap === null || ids.length === 0) return new Map()
-    return this.o.idMap.lookup(entity, side, [...new Set(ids)])
+    return this.o.idMap.lookup(entity, side, ids)
   }
 
   /** New's ids at the rules' id paths, looked up: a function giving legacy's id of each. */
   private async legacyIdsOf (docs: readonly unknown[]): Promise<(entity: string, id: string) => string | undefined> {
-    const byEntity = new Map<string, string[]>()
-    for (const d of docs) for (const q of idsOf(d, this.o.job.compare)) byEntity.set(q.entity, [...(byEntity.get(q.entity) ?? []), q.id])
     const found = new Map<string, string>()
-    for (const [entity, ids] of byEntity) for (const [id, p] of await this.pairs(entity, 'new', ids)) found.set(`${entity}\0${id}`, p.other)
+    for (const [entity, ids] of groupByEntity(docs.flatMap((d) => idsOf(d, this.o.job.compare)))) {
+      for (const [id, p] of await this.pairs(entity, 'new', ids)) found.set(`${entity}\0${id}`, p.other)
+    }
     return (entity, id) => found.get(`${entity}\0${id}`)
   }
 
@@ -389,10 +389,8 @@ class Run {
     const found: [string, string, string][] = []
     const known = new Set<string>()
     if (job.mapped) {
-      const byEntity = new Map<string, IdQuery[]>()
-      for (const q of idsOf(legacy, job.compare)) byEntity.set(q.entity, [...(byEntity.get(q.entity) ?? []), q])
-      for (const [entity, qs] of byEntity) {
-        for (const [id, p] of await this.pairs(entity, 'legacy', qs.map((q) => q.id))) {
+      for (const [entity, ids] of groupByEntity(idsOf(legacy, job.compare))) {
+        for (const [id, p] of await this.pairs(entity, 'legacy', ids)) {
           found.push([entity, id, p.other])
           known.add(`${entity}\0${id}`)
         }

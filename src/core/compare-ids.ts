@@ -53,6 +53,17 @@ export interface IdQuery {
   readonly id: string
 }
 
+/** Ids to look up, grouped by entity (one id map read per entity), each id once. */
+export function groupByEntity (ids: Iterable<IdQuery>): Map<string, string[]> {
+  const sets = new Map<string, Set<string>>()
+  for (const q of ids) {
+    const set = sets.get(q.entity)
+    if (set === undefined) sets.set(q.entity, new Set([q.id]))
+    else set.add(q.id)
+  }
+  return new Map([...sets].map(([entity, set]) => [entity, [...set]]))
+}
+
 /**
  * The ids at the rules' paths in a parsed body (strings and numbers, as text), each once
  * per entity, in the order found; null when there are more than `max`.

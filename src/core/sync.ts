@@ -66,6 +66,7 @@ export function compileSync(raw: RawSync | undefined, pattern: PathPattern, read
   if (raw.mode === 'dual' && raw.key === undefined && raw.learn === undefined && !readOnly) {
     problems.push(['key', 'a dual route needs key: path.<param> (the entity its writes change) or learn: (where a create\'s answer gives the new id)'])
   }
+  // The key first: pipeline/sync/dual.ts reads the key's id as the first path id.
   const pathIds: PathId[] = key === null ? [] : [key]
   for (const [param, ent] of Object.entries(raw.rewrite?.path ?? {})) {
     if (key !== null && param === key.param) {

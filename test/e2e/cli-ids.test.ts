@@ -10,13 +10,11 @@ import { startUpstream } from '../helpers/upstream.js'
  * running Ficus with dual writes between two real records APIs on a real LMDB file.
  */
 
-const TOKEN = OPS_TOKEN
-const operated = operatedRig
 
 t.test('ficus ids get and set; a conflicting pair is refused', async (t) => {
-  const { f, cli } = await operated(t)
+  const { f, cli } = await operatedRig(t)
   await wrote(f, '/api/notes', { n: 'a' })
-  await caughtUp(f, TOKEN)
+  await caughtUp(f, OPS_TOKEN)
   t.same(await cli('ids', 'get', 'note', 'legacy', '1000'), { code: 0, out: 'note: legacy 1000 ↔ new n-3e9 (created on legacy)\n', err: '' })
   t.same(await cli('ids', 'set', 'note', '--legacy', '77', '--new', 'n-77', '--origin', 'new', '--reason', 'made before Ficus'), { code: 0, out: 'note: legacy 77 ↔ new n-77 (created on new): set\n', err: '' })
   const conflict = await cli('ids', 'set', 'note', '--legacy', '1000', '--new', 'n-1')
@@ -28,7 +26,7 @@ t.test('ficus ids get and set; a conflicting pair is refused', async (t) => {
 })
 
 t.test('ficus rollback says how many writes are still on their way to each side, and how far behind it is', async (t) => {
-  const { legacy, f, cli } = await operated(t, { new: 100 })
+  const { legacy, f, cli } = await operatedRig(t, { new: 100 })
   legacy.down = true
   const made = await wrote(f, '/api/notes', { n: 'a' })
   await wrote(f, `/api/notes/${String(made.id)}`, { n: 'a2' }, 'PUT')
@@ -36,7 +34,7 @@ t.test('ficus rollback says how many writes are still on their way to each side,
   t.equal(r.code, 0, r.err)
   t.match(r.out, /^notes: rolled back, new 0 %\n {2}notes: writes still on their way: 1 to legacy \(\d+\.\d s behind\), 0 to new\n {2}ficus sync drain \[route\] waits until they are delivered; ficus sync dead-letters lists what waits for an operator\n$/)
   legacy.down = false
-  await caughtUp(f, TOKEN)
+  await caughtUp(f, OPS_TOKEN)
   const after = await cli('rollback', 'notes-create')
   t.equal(after.out, 'notes-create: rolled back, new 0 %\n  notes-create: no write on its way to either side\n', 'nothing left: no hint')
 })
@@ -59,13 +57,13 @@ t.test('wrong usage exits 2; sync not in use, or no token, exits 1 saying so', a
 
   const legacy = await startUpstream(t, 'legacy')
   const f = await startTestFicus(t, {
-    admin: { host: '127.0.0.1', port: 0, tokens: { ops: TOKEN } },
+    admin: { host: '127.0.0.1', port: 0, tokens: { ops: OPS_TOKEN } },
     upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } },
     routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0 }]
   })
-  const off = run(t, CLI, ['sync', 'status'], { FICUS_ADMIN_URL: f.adminUrl, FICUS_ADMIN_TOKEN: TOKEN })
+  const off = run(t, CLI, ['sync', 'status'], { FICUS_ADMIN_URL: f.adminUrl, FICUS_ADMIN_TOKEN: OPS_TOKEN })
   const noToken = run(t, CLI, ['ids', 'get', 'note', 'legacy', '1'], { FICUS_ADMIN_URL: f.adminUrl, FICUS_ADMIN_TOKEN: '' })
-  const rollback = run(t, CLI, ['rollback', 'orders'], { FICUS_ADMIN_URL: f.adminUrl, FICUS_ADMIN_TOKEN: TOKEN })
+  const rollback = run(t, CLI, ['rollback', 'orders'], { FICUS_ADMIN_URL: f.adminUrl, FICUS_ADMIN_TOKEN: OPS_TOKEN })
   t.equal(await off.exitCode(), 1)
   t.equal(off.stderr, 'ficus: Dual writes are not in use there: no route (or not the one named) has sync.mode: dual: no route has sync.mode: dual in routes.yaml, so no write is recorded for the other side (docs/sync.md) [FICUS_ERR_SYNC_OFF]\n')
   t.equal(await noToken.exitCode(), 1)

@@ -10,12 +10,10 @@ import { waitFor } from '../helpers/wait.js'
  * cli-ids.test.ts.
  */
 
-const TOKEN = OPS_TOKEN
-
 async function operated(t: Test, o: DualOptions = {}) {
   const rig = await operatedRig(t, o)
   const deadLetters = async (n: number): Promise<void> => {
-    await waitFor(async () => (await admin(rig.f, 'GET', '/admin/sync', { token: TOKEN })).body.deadLetters === n, { message: `not ${n} dead letters` })
+    await waitFor(async () => (await admin(rig.f, 'GET', '/admin/sync', { token: OPS_TOKEN })).body.deadLetters === n, { message: `not ${n} dead letters` })
   }
   return { ...rig, deadLetters }
 }
@@ -41,7 +39,7 @@ t.test('ficus sync status, dead-letters, show, replay and skip, as an operator r
   t.match(summary, new RegExp(`^pending: 2, dead letters: 0, intents: 0 \\(writes whose primary has not answered yet\\)\nbehind: legacy 0\\.0 s, new \\d+\\.\\d s\npaused: none\nid map: empty\nstore: embedded ${storePath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\n$`))
 
   next.down = false
-  await caughtUp(f, TOKEN)
+  await caughtUp(f, OPS_TOKEN)
   let refusals = 0
   next.refuse = (method) => (method === 'PATCH' && refusals++ < 2 ? 422 : null)
   await wrote(f, '/api/notes/1000', { n: 'a3' }, 'PATCH')
@@ -75,13 +73,13 @@ t.test('ficus sync status, dead-letters, show, replay and skip, as an operator r
   t.same(replay, { code: 0, out: `entry ${seq} (PATCH /api/notes/1000 to new) replayed: pending, delivered next, then the later writes of note:1000\n`, err: '' })
   // Refused once more: a dead letter again, which is skipped this time.
   await deadLetters(1)
-  t.match((await admin(f, 'GET', '/admin/sync/dead-letters', { token: TOKEN })).body.deadLetters, [{ seq: Number(seq), attempts: 1 }], 'the replayed write, refused again')
+  t.match((await admin(f, 'GET', '/admin/sync/dead-letters', { token: OPS_TOKEN })).body.deadLetters, [{ seq: Number(seq), attempts: 1 }], 'the replayed write, refused again')
   const skip = await cli('sync', 'skip', seq, '--reason', 'not needed on new')
   t.same(skip, { code: 0, out: `entry ${seq} (PATCH /api/notes/1000 to new) skipped: new will not get it; the later writes of note:1000 go on\n`, err: '' })
   const gone = await cli('sync', 'show', seq)
   t.equal(gone.code, 1)
   t.match(gone.err, new RegExp(`^ficus: The outbox has no entry with that seq: no outbox entry ${seq}: it was delivered or skipped, or never existed .*\\[FICUS_ERR_SYNC_NO_ENTRY\\]\n$`))
-  t.match((await audit(f, '?limit=2', { token: TOKEN })), [
+  t.match((await audit(f, '?limit=2', { token: OPS_TOKEN })), [
     { who: 'ops', action: 'sync-skip', route: 'notes', reason: 'not needed on new' },
     { who: 'ops', action: 'sync-replay', route: 'notes', reason: 'new takes it now' }
   ], 'both audited, naming the token')
@@ -90,7 +88,7 @@ t.test('ficus sync status, dead-letters, show, replay and skip, as an operator r
 t.test('ficus sync pause, resume and drain', async (t) => {
   const { next, f, cli } = await operated(t)
   await wrote(f, '/api/notes', { n: 'a' })
-  await caughtUp(f, TOKEN)
+  await caughtUp(f, OPS_TOKEN)
   t.same(await cli('sync', 'pause', 'notes', '--reason', 'reindex'), { code: 0, out: 'delivery of notes paused: its writes are still recorded, and wait (paused: notes)\n', err: '' })
   await wrote(f, '/api/notes/1000', { n: 'a2' }, 'PUT')
   const held = await cli('sync', 'drain', 'notes', '--timeout', '20s')

@@ -148,6 +148,9 @@ t.test('a paused route\'s writes are recorded and wait; other routes deliver; re
   await admin(f, 'POST', '/admin/sync/pause', { json: { route: 'notes-create' } })
   await wrote(f, '/api/notes', { n: 'c' })
   t.match((await admin(f, 'GET', '/admin/sync')).body, { pending: 1, routes: [{ paused: true }, { paused: true }, { paused: true }, { paused: true }] })
+  // A drain answers at once for paused routes, with the write still held: it was not delivered.
+  t.match((await admin(f, 'POST', '/admin/sync/drain', { json: { timeout: '10s' } })).body, { drained: false, paused: true, pending: 1 })
+  t.notOk(next.notes.has('n-3eb'), 'not delivered while every route is paused')
   t.match(await admin(f, 'POST', '/admin/sync/resume', { json: {} }), { body: { paused: [] } })
   await caughtUp(f)
   t.ok(next.notes.has('n-3eb'), 'delivered once every route resumed')

@@ -4,7 +4,7 @@ import type { Logger } from '../../adapters/logger.js'
 import type { Metrics } from '../../adapters/metrics-registry.js'
 import type { SyncStore } from '../../adapters/sync-store.js'
 import { compare, idsToLookUp, type ComparedSide, type Comparison, type IdsWanted, type Translation } from '../../core/compare.js'
-import { IdPairs, type IdQuery } from '../../core/compare-ids.js'
+import { groupByEntity, IdPairs, type IdQuery } from '../../core/compare-ids.js'
 import type { CompareRules } from '../../core/compare-rules.js'
 import type { Difference } from '../../core/difference.js'
 import { showDifference, showTarget } from '../../core/redact.js'
@@ -142,12 +142,7 @@ export class Verdicts {
    * when a read fails or the map has not answered within `timeoutMs`.
    */
   private async translate (map: IdMap, ids: readonly IdQuery[], timeoutMs: number): Promise<IdPairs> {
-    const byEntity = new Map<string, string[]>()
-    for (const q of ids) {
-      const list = byEntity.get(q.entity)
-      if (list === undefined) byEntity.set(q.entity, [q.id])
-      else list.push(q.id)
-    }
+    const byEntity = groupByEntity(ids)
     let timer: NodeJS.Timeout | undefined
     const late = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => { reject(new Error(`the id map did not answer within shadow.timeout (${timeoutMs} ms)`)) }, timeoutMs)

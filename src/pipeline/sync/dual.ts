@@ -63,6 +63,9 @@ export interface DualOptions {
 
 const other = (side: Backend): Backend => (side === 'legacy' ? 'new' : 'legacy')
 
+/** The resolved id of the route's key (`key: path.<param>`): compileSync puts it first among the path ids; undefined without one. */
+const keyId = (rule: SyncRule, ids: readonly ResolvedId[]): ResolvedId | undefined => (rule.key === null ? undefined : ids[0])
+
 export class Dual {
   constructor (private readonly o: DualOptions) {}
 
@@ -103,8 +106,7 @@ export class Dual {
 
   /** Whether this request may have to wait at a fence: it names a record, and its side may lack some of that record's writes. */
   private fenced (ex: Exchange, rule: SyncRule, ids: readonly ResolvedId[]): boolean {
-    const i = rule.key === null ? -1 : rule.pathIds.indexOf(rule.key)
-    return ids[i] !== undefined && this.o.watch.mayBeBehind(ex.decision!.primary)
+    return keyId(rule, ids) !== undefined && this.o.watch.mayBeBehind(ex.decision!.primary)
   }
 
   /**
@@ -116,7 +118,7 @@ export class Dual {
    * for that side. Says whether the request goes on at once, goes on after waiting, or was refused.
    */
   private async fence (ex: Exchange, rule: SyncRule, ids: readonly ResolvedId[], read: boolean): Promise<'go' | 'waited' | 'refused'> {
-    const id = ids[rule.key === null ? -1 : rule.pathIds.indexOf(rule.key)]
+    const id = keyId(rule, ids)
     const side = ex.decision!.primary
     if (id === undefined) return 'go'
     const key = entityKey(rule.entity, canonicalId(id))
@@ -311,8 +313,8 @@ class DualWrite implements ResponseHold {
 
   /** The entity key: the path id's one name, or a create's id as its creator gave it. */
   private key (created: string | null): string | null {
-    const i = this.rule.key === null ? -1 : this.rule.pathIds.indexOf(this.rule.key)
-    if (i >= 0) return entityKey(this.rule.entity, canonicalId(this.ids[i] as ResolvedId))
+    const id = keyId(this.rule, this.ids)
+    if (id !== undefined) return entityKey(this.rule.entity, canonicalId(id))
     return created === null ? null : entityKey(this.rule.entity, created)
   }
 
