@@ -36,9 +36,8 @@ const PAGE = 100
 
 async function setup (t: Test): Promise<{ file: string; dir: string; lists: () => number }> {
   const records: Rec[] = Array.from({ length: N }, (_, i) => ({ id: String(1000 + i), title: `item ${i}` }))
-  const legacy = await startCatalog(records, { paging: 'cursor', pageSize: PAGE, pageDelayMs: 20 })
-  const next = await startCatalog(records, { paging: 'cursor', pageSize: PAGE, order: 'desc', pageDelayMs: 20 })
-  t.teardown(async () => { await Promise.all([legacy.close(), next.close()]) })
+  const legacy = await startCatalog(t, records, { paging: 'cursor', pageSize: PAGE, pageDelayMs: 20 })
+  const next = await startCatalog(t, records, { paging: 'cursor', pageSize: PAGE, order: 'desc', pageDelayMs: 20 })
   const dir = t.testdir()
   mkdirSync(dir, { recursive: true })
   const file = routesYaml(dir, legacy.url, next.url, PAGE, '    get: /api/items/:id\n')
@@ -75,9 +74,8 @@ for (const signal of ['SIGKILL', 'SIGINT'] as const) {
 t.test('100,000 records a side, listed in opposite orders, with the heap capped at 48 MiB: the records wait on disk, not in memory', async (t) => {
   const n = 100_000
   const records: Rec[] = Array.from({ length: n }, (_, i) => ({ id: String(100000 + i), title: `item ${i}`, tags: ['a', 'b'] }))
-  const legacy = await startCatalog(records, { paging: 'cursor', pageSize: 1000 })
-  const next = await startCatalog(records, { paging: 'cursor', pageSize: 1000, order: 'desc' })
-  t.teardown(async () => { await Promise.all([legacy.close(), next.close()]) })
+  const legacy = await startCatalog(t, records, { paging: 'cursor', pageSize: 1000 })
+  const next = await startCatalog(t, records, { paging: 'cursor', pageSize: 1000, order: 'desc' })
   const dir = t.testdir()
   mkdirSync(dir, { recursive: true })
   const file = routesYaml(dir, legacy.url, next.url, 1000)

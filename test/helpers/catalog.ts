@@ -1,9 +1,9 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { startUpstream } from './upstream.js'
 
 /**
  * A records API to verify against (test/integration/verify.test.ts): a real HTTP server on
- * 127.0.0.1, port 0, listing its records a page at a time the way real APIs do, each side its
+ * 127.0.0.1, port 0 (test/helpers/upstream.ts, closed at the test's end), listing its records a page at a time the way real APIs do, each side its
  * own way: by cursor (`?limit&cursor`, `{ items, next_cursor, total }`), by offset
  * (`?limit&offset`, `{ items, total }`) or by link (`{ data, links: { next } }`), in
  * ascending or descending id order; and one record at `/api/items/:id`. Tests change its
@@ -29,7 +29,6 @@ export interface Catalog {
   refuse: ((req: IncomingMessage) => { status: number; headers?: Record<string, string>; body?: string } | null) | null
   /** Called before each list page is answered (a test inserts or deletes records mid-run). */
   beforeList: ((page: number) => void) | null
-  close(): Promise<void>
 }
 
 const byId = (a: Rec, b: Rec): number => {
@@ -38,47 +37,15 @@ const byId = (a: Rec, b: Rec): number => {
   return /^\d+$/.test(x) && /^\d+$/.test(y) ? Number(x) - Number(y) : x < y ? -1 : x > y ? 1 : 0
 }
 
-export async function startCatalog (records: readonly Rec[], o: CatalogOptions): Promise<Catalog> {
+export async function startCatalog (t: { teardown(fn: () => unknown): void }, records: readonly Rec[], o: CatalogOptions): Promise<Catalog> {
   const map = new Map<string, Rec>(records.map((r) => [String(r.id), r]))
-  const state: Catalog = {
-    url: '',
-    records: map,
-    seen: { lists: 0, gets: 0, refused: 0 },
-    refuse: null,
-    beforeList: null,
-    close: async () => {}
-  }
-  const send = (res: import('node:http').ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
+  const state: { -readonly [K in keyof Catalog]: Catalog[K] } = { url: '', records: map, seen: { lists: 0, gets: 0, refused: 0 }, refuse: null, beforeList: null }
+  const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
     const text = JSON.stringify(body)
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers })
     res.end(text)
   }
-  const server: Server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x')
-    const refused = state.refuse?.(req) ?? null
-    if (refused !== null) {
-      state.seen.refused++
-      if (refused.body !== undefined) res.writeHead(refused.status, refused.headers).end(refused.body)
-      else send(res, refused.status, { error: 'refused by the test' }, refused.headers)
-      return
-    }
-    const one = /^\/api\/items\/([^/]+)$/.exec(url.pathname)
-    if (one !== null) {
-      state.seen.gets++
-      const r = map.get(decodeURIComponent(one[1] as string))
-      if (r === undefined) send(res, 404, { error: 'not found' })
-      else send(res, 200, r)
-      return
-    }
-    if (url.pathname !== '/api/items') {
-      send(res, 404, { error: 'no such path' })
-      return
-    }
-    if ((o.pageDelayMs ?? 0) > 0 && req.headers['x-delayed'] === undefined) {
-      req.headers['x-delayed'] = '1'
-      setTimeout(() => { server.emit('request', req, res) }, o.pageDelayMs)
-      return
-    }
+  const list = (url: URL, res: ServerResponse): void => {
     state.beforeList?.(state.seen.lists)
     state.seen.lists++
     const limit = Number(url.searchParams.get('limit') ?? o.pageSize)
@@ -106,15 +73,28 @@ export async function startCatalog (records: readonly Rec[], o: CatalogOptions):
     const items = sorted.slice(from, from + limit)
     const last = items.at(-1)
     send(res, 200, { items, next_cursor: from + limit < sorted.length && last !== undefined ? String(last.id) : null, total: sorted.length })
-  })
-  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
-  const { port } = server.address() as AddressInfo
-  Object.assign(state, {
-    url: `http://127.0.0.1:${port}`,
-    close: async () => {
-      server.closeAllConnections()
-      await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+  }
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    const url = new URL(req.url ?? '/', 'http://x')
+    const refused = state.refuse?.(req) ?? null
+    if (refused !== null) {
+      state.seen.refused++
+      if (refused.body !== undefined) res.writeHead(refused.status, refused.headers).end(refused.body)
+      else send(res, refused.status, { error: 'refused by the test' }, refused.headers)
+      return
     }
-  })
+    const one = /^\/api\/items\/([^/]+)$/.exec(url.pathname)
+    if (one !== null) {
+      state.seen.gets++
+      const r = map.get(decodeURIComponent(one[1] as string))
+      if (r === undefined) send(res, 404, { error: 'not found' })
+      else send(res, 200, r)
+      return
+    }
+    if (url.pathname !== '/api/items') send(res, 404, { error: 'no such path' })
+    else if ((o.pageDelayMs ?? 0) > 0) setTimeout(() => { list(url, res) }, o.pageDelayMs)
+    else list(url, res)
+  }
+  state.url = (await startUpstream(t, 'catalog', handler)).url
   return state
 }

@@ -22,9 +22,8 @@ const record = (i: number, over: Partial<Rec> = {}): Rec => ({ id: String(1000 +
 
 async function catalogs (t: Test, n: number, changed: number[] = [], pageDelayMs = 0): Promise<{ legacy: string; next: string }> {
   const legacy = Array.from({ length: n }, (_, i) => record(i))
-  const l = await startCatalog(legacy, { paging: 'cursor', pageSize: 50, pageDelayMs })
-  const x = await startCatalog(legacy.map((r, i) => (changed.includes(i) ? { ...r, title: 'changed' } : r)), { paging: 'cursor', pageSize: 50, pageDelayMs })
-  t.teardown(async () => { await Promise.all([l.close(), x.close()]) })
+  const l = await startCatalog(t, legacy, { paging: 'cursor', pageSize: 50, pageDelayMs })
+  const x = await startCatalog(t, legacy.map((r, i) => (changed.includes(i) ? { ...r, title: 'changed' } : r)), { paging: 'cursor', pageSize: 50, pageDelayMs })
   return { legacy: l.url, next: x.url }
 }
 

@@ -35,9 +35,8 @@ function dirOf (t: Test): string {
 }
 
 async function sides (t: Test, legacy: readonly Rec[], next: readonly Rec[], lo: CatalogOptions, no: CatalogOptions): Promise<Sides> {
-  const l = await startCatalog(legacy, lo)
-  const n = await startCatalog(next, no)
-  t.teardown(async () => { await Promise.all([l.close(), n.close()]) })
+  const l = await startCatalog(t, legacy, lo)
+  const n = await startCatalog(t, next, no)
   return { legacy: l, next: n }
 }
 
