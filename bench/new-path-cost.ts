@@ -16,7 +16,8 @@ const rule: RouteRule = {
   name: 'orders', methods: null, pattern: { source: '/*', segments: [], prefix: true }, new: 100, flag: null, shadow: 0,
   shadowWrites: false, sync: null, compare: compileCompare(undefined), sticky: [{ kind: 'header', name: 'x-user-id' }],
   backends: { legacy: 'legacy', new: 'new' },
-  fallback: { newTimeout: { share: 0.5 }, ejectedWrites: 'refuse', breaker: { consecutiveFailures: 5, failureRate: 0.5, minRequests: 20, windowMs: 10_000, ejectionMs: 5_000, maxEjectionMs: 15_000, probes: 1 } }
+  fallback: { newTimeout: { share: 0.5 }, ejectedWrites: 'refuse', breaker: { consecutiveFailures: 5, failureRate: 0.5, minRequests: 20, windowMs: 10_000, ejectionMs: 5_000, maxEjectionMs: 15_000, probes: 1 } },
+  slowerByMs: 20
 }
 const breakers = new Breakers(createMetrics(), createLogger('silent'), () => performance.now())
 const N = 2_000_000

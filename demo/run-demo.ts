@@ -72,6 +72,9 @@ async function main(): Promise<void> {
   say('Verify (docs/verify.md): one note edited on new behind Ficus\'s back; the job compares every note through the id map:')
   await verifyNotes(ficus, next.url, newId, say)
   say()
+  say('Ramp (docs/ramp.md): ficus ramp start reports; new\'s reports are ten times slower than legacy\'s:')
+  await rampReports(ficus, say)
+  say()
   say('Try:')
   say(`  curl -si ${proxy}/api/orders/1 -H 'x-user-id: alice'     # x-ficus-backend: who answered`)
   say(`  for i in $(seq 50); do curl -s ${proxy}/api/orders/2 -H "x-user-id: u$i" >/dev/null; done`)
@@ -80,6 +83,7 @@ async function main(): Promise<void> {
   say(`  curl -s  ${ficus.adminUrl}/metrics | grep '^ficus_'`)
   say(`  curl -s ${proxy}/api/notes -H 'content-type: application/json' -d '{"text":"hi"}'   # then GET it by the id you got`)
   say(`  curl -s -XPOST ${ficus.adminUrl}/admin/verify/notes/run -H 'content-type: application/json' -d '{}'; curl -s ${ficus.adminUrl}/admin/verify/notes`)
+  say(`  npx ficus ramp status --admin-url ${ficus.adminUrl}`)
   say('  npx ficus check routes.yaml')
   say('Ctrl-C stops the demo.')
   process.stdout.write(out.join('\n') + '\n')
@@ -95,6 +99,30 @@ async function main(): Promise<void> {
   }
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
+}
+
+/**
+ * The reports route's ramp, started: sample traffic, then the latency gate (the same requests'
+ * times on both sides) fails and the route is rolled back, with the ramp's reason.
+ */
+async function rampReports(ficus: Running, say: (line: string) => void): Promise<void> {
+  const post = await request(`${ficus.adminUrl}/admin/ramp/reports/start`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ reason: 'demo' }) })
+  await post.body.dump()
+  const deadline = Date.now() + 15_000
+  let user = 0
+  for (;;) {
+    await Promise.all(Array.from({ length: 10 }, async () => {
+      const r = await request(`${ficus.trafficUrl}/api/reports/daily`, { headers: { 'x-user-id': `ramp-${++user}` } })
+      await r.body.dump()
+    }))
+    const v = await (await request(`${ficus.adminUrl}/admin/ramp/reports`)).body.json() as { phase: string; history: { action: string; reason: string | null }[] }
+    if (v.phase === 'rolled_back') {
+      say(`  step 1 (new 5 %), ${user} requests later: ${v.history.at(-1)?.reason ?? ''}`)
+      say('  → rolled back to new 0 % (ficus_rollbacks_total{trigger="ramp"}); the audit log has each gate\'s numbers')
+      return
+    }
+    if (Date.now() > deadline) throw new Error(`the demo's ramp did not roll back within 15 s (it is ${v.phase})`)
+  }
 }
 
 /**

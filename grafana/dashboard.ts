@@ -15,8 +15,9 @@ import {
 } from '@grafana/grafana-foundation-sdk/dashboard'
 import { DataqueryBuilder } from '@grafana/grafana-foundation-sdk/prometheus'
 import { PanelBuilder as StatPanel } from '@grafana/grafana-foundation-sdk/stat'
+import { PanelBuilder as StateTimelinePanel } from '@grafana/grafana-foundation-sdk/statetimeline'
 import { PanelBuilder as TimeseriesPanel } from '@grafana/grafana-foundation-sdk/timeseries'
-import { BigValueGraphMode, LegendDisplayMode, LegendPlacement, ReduceDataOptionsBuilder, SortOrder, TooltipDisplayMode, VizLegendOptionsBuilder, VizTooltipOptionsBuilder } from '@grafana/grafana-foundation-sdk/common'
+import { BigValueGraphMode, LegendDisplayMode, LegendPlacement, ReduceDataOptionsBuilder, SortOrder, TooltipDisplayMode, VisibilityMode, VizLegendOptionsBuilder, VizTooltipOptionsBuilder } from '@grafana/grafana-foundation-sdk/common'
 
 export const DASHBOARD_UID = 'ficus-migration'
 
@@ -80,15 +81,37 @@ function panel<B extends PanelBase>(b: B, p: PanelSpec, width: number, height: n
   return b
 }
 
-function timeseries(p: PanelSpec): TimeseriesPanel {
-  return panel(new TimeseriesPanel(), p, 8, 8)
+interface Override { matcher: MatcherConfig; properties: DynamicConfigValue[] }
+
+function timeseries(p: PanelSpec & { overrides?: Override[] }): TimeseriesPanel {
+  let b = panel(new TimeseriesPanel(), p, 8, 8)
     .lineWidth(1)
     .fillOpacity(p.stacked === true ? 30 : 10)
     .tooltip(new VizTooltipOptionsBuilder().mode(TooltipDisplayMode.Multi).sort(SortOrder.Descending))
     .legend(new VizLegendOptionsBuilder().displayMode(LegendDisplayMode.Table).placement(LegendPlacement.Bottom).showLegend(true).calcs(['mean', 'max', 'lastNotNull']))
+  for (const o of p.overrides ?? []) b = b.withOverride(o)
+  return b
 }
 
-function stat(p: PanelSpec & { mappings?: ValueMapping[]; noValue?: string; overrides?: { matcher: MatcherConfig; properties: DynamicConfigValue[] }[] }): StatPanel {
+/** Series whose legend ends with `suffix` (e.g. "threshold"): a dashed line without fill, drawn over what it bounds. */
+const dashed = (suffix: string): Override => ({
+  matcher: { id: 'byRegexp', options: `/${suffix}$/` },
+  properties: [{ id: 'custom.lineStyle', value: { fill: 'dash', dash: [10, 10] } }, { id: 'custom.fillOpacity', value: 0 }]
+})
+
+/** A state per series over time (a phase, a verdict): each value named and coloured by `mappings`. */
+function timeline(p: PanelSpec & { mappings: ValueMapping[] }): StateTimelinePanel {
+  return panel(new StateTimelinePanel(), p, 8, 8)
+    .mappings(p.mappings)
+    .showValue(VisibilityMode.Auto)
+    .mergeValues(true)
+    .rowHeight(0.8)
+    .fillOpacity(80)
+    .lineWidth(0)
+    .legend(new VizLegendOptionsBuilder().displayMode(LegendDisplayMode.List).placement(LegendPlacement.Bottom).showLegend(true))
+}
+
+function stat(p: PanelSpec & { mappings?: ValueMapping[]; noValue?: string; overrides?: Override[] }): StatPanel {
   let b = panel(new StatPanel(), p, 6, 5)
     .graphMode(BigValueGraphMode.None)
     .reduceOptions(new ReduceDataOptionsBuilder().calcs(['lastNotNull']).values(false))
@@ -105,6 +128,11 @@ const quantiles = (q: number, selector: string, by: string, suffix = ''): Query 
 
 /** `sum by (route) (rate(X))`, or 0 for a route that has the denominator's traffic but no X (a missing series is not 0). */
 const orZero = (num: string, den: string): string => `(${num} or (${den}) * 0)`
+
+/** The phases of ficus_ramp_state as the phase timeline codes them (0, 1, …), with their colours. */
+const RAMP_PHASES: readonly (readonly [string, string])[] = [
+  ['none', 'text'], ['running', 'blue'], ['holding', 'yellow'], ['paused', 'orange'], ['completed', 'green'], ['rolled back', 'red'], ['aborted', 'purple']
+]
 
 export function dashboard(): Dashboard {
   const primary = `${SEL}, role="primary"`
@@ -174,6 +202,90 @@ export function dashboard(): Dashboard {
     description: 'Shadowed requests whose two answers were compared (match or diverged), per route. Skipped and failed copies are in the Divergence row.',
     unit: 'reqps', min: 0, width: 24,
     queries: [{ expr: compared, legend: '{{route}}' }]
+  }))
+
+  // ---- Ramp (docs/ramp.md): every replica sets the step and phase from the ramps' records in
+  // the shared store (the same on each: highest over the replicas, never summed); the replica
+  // that drives judges the gates. Gate gauges keep their last value once the ramp stops
+  // running or holding, and on a replica that stopped driving: the gate panels show them only
+  // while the ramp runs or holds.
+  const driven = `and on (instance, route) (ficus_ramp_state{${SEL}, state=~"running|holding"} == 1)`
+  /** Each gate of `gates` as last judged, observed and threshold, while its ramp runs or holds. */
+  const gate = (gates: string, label: string): Query[] => [
+    { expr: `max by (route, gate) (ficus_ramp_gate_observed{${SEL}, gate=~"${gates}"} ${driven})`, legend: `{{route}} ${label}` },
+    { expr: `max by (route, gate) (ficus_ramp_gate_threshold{${SEL}, gate=~"${gates}"} ${driven})`, legend: `{{route}} ${label} threshold` }
+  ]
+  b.withRow(new RowBuilder('Ramp'))
+  b.withPanel(timeseries({
+    title: 'Ramp: step vs new in effect',
+    description: 'Per route with a ramp: the share of new its ramp asks for now (dashed: the step\'s, 0 after a rollback or abort) and the share in effect (lowest over the replicas). They differ while a replica has not applied the step yet, after a person changed the route by hand (`ficus set`, `ficus rollback`, the flag in Unleash: the ramp paused, the step stays), and on a flagged route whose strategies decide per user (no "in effect" series). Marks on every graph: the ramp\'s transitions.',
+    unit: 'percent', min: 0, max: 100, width: 8,
+    overrides: [dashed('ramp step')],
+    queries: [
+      { expr: `max by (route) (ficus_ramp_step_percent{${SEL}})`, legend: '{{route}}: ramp step' },
+      { expr: `min by (route) (ficus_route_new_percent{${SEL}} and on (instance, route) ficus_ramp_state{${SEL}, state="none"})`, legend: '{{route}}: new in effect' }
+    ]
+  }))
+  b.withPanel(timeline({
+    title: 'Ramp: phase',
+    description: 'The phase of each route\'s ramp: running (advances when its gates pass), holding (`ficus ramp hold`: judged, may fail, does not advance), paused (a person\'s change, a failed gate with onFail: pause, or a changed plan: someone must decide; alert FicusRampPaused), completed (new 100 %), rolled back (a gate failed or the trip-wire fired: new 0 %; alert FicusRampRolledBack), aborted (`ficus ramp abort`), none (a plan, not started). `ficus ramp status <route>` says why.',
+    unit: 'none', width: 8, steps: [],
+    mappings: [{
+      type: MappingType.ValueToText,
+      options: Object.fromEntries(RAMP_PHASES.map(([text, color], i) => [String(i), { text, color, index: i }]))
+    }],
+    queries: [{
+      expr: `max by (route) (${RAMP_PHASES.slice(1).map(([phase], i) => `${i + 1} * ficus_ramp_state{${SEL}, state="${phase.replace(' ', '_')}"}`).join(' or ')})`,
+      legend: '{{route}}'
+    }]
+  }))
+  b.withPanel(timeline({
+    title: 'Ramp: gate verdicts',
+    description: 'Each gate\'s verdict at the driver\'s last evaluation, while the ramp runs or holds: pass, hold (not enough data for its confidence bound, or between pass and fail: no data is never a pass), fail (the ramp rolls back, or pauses with onFail: pause). The step advances when every gate passes and its hold and minRequests are met. The lowest over the replicas.',
+    unit: 'none', width: 8, steps: [],
+    mappings: [{ type: MappingType.ValueToText, options: { '-1': { text: 'fail', color: 'red', index: 0 }, 0: { text: 'hold', color: 'yellow', index: 1 }, 1: { text: 'pass', color: 'green', index: 2 } } }],
+    queries: [{ expr: `min by (route, gate) (ficus_ramp_gate_verdict{${SEL}} ${driven})`, legend: '{{route}} {{gate}}' }]
+  }))
+  b.withPanel(timeseries({
+    title: 'Ramp gates: shares, observed vs threshold',
+    description: 'What each gate of a share saw over the ramp\'s window, against its threshold (dashed): divergence (diverged among compared shadowed requests; divergence.max), errors (new\'s error rate minus legacy\'s, fallbacks counting as new\'s; errors.maxIncrease), latency_slower (paired requests where new was slower by more than latency.slowerBy; latency.maxShare), verify (records that differed in the last verify run, judged only before a step that requires it; verify.maxMismatchRate). A gate passes on the bound of its confidence interval, not on the value: a value under the line may still hold for want of data. No line: no data yet.',
+    unit: 'percentunit', width: 8, steps: [],
+    overrides: [dashed('threshold')],
+    queries: gate('divergence|errors|latency_slower|verify', '{{gate}}')
+  }))
+  b.withPanel(timeseries({
+    title: 'Ramp gates: latency p99, new minus legacy',
+    description: 'new\'s p99 minus legacy\'s over the ramp\'s window, on the answers each gave to clients, against latency.p99Delta (dashed). No line until each side has 100 answers in the window (a p99 needs them); at new 100 % legacy has none.',
+    unit: 'ms', width: 8, steps: [],
+    overrides: [dashed('threshold')],
+    queries: gate('latency_p99', 'p99 delta')
+  }))
+  b.withPanel(timeseries({
+    title: 'Ramp gates: dual writes',
+    description: 'On a dual route: the sync lag (the oldest write not delivered to either side, in seconds) and its dead letters (right axis), against sync.maxLag and sync.maxDeadLetters (dashed). Over the threshold the gate fails at once (no statistics). The Data sync row has the detail.',
+    unit: 's', min: 0, width: 8, steps: [],
+    overrides: [dashed('threshold'), {
+      matcher: { id: 'byRegexp', options: '/dead letters/' },
+      properties: [{ id: 'unit', value: 'short' }, { id: 'custom.axisPlacement', value: 'right' }]
+    }],
+    queries: [...gate('sync_lag', 'lag'), ...gate('sync_dead_letters', 'dead letters')]
+  }))
+  b.withPanel(timeseries({
+    title: 'Paired requests where new was slower',
+    description: 'Per shadowed route, the share of compared requests (both sides answered) where new took longer than legacy by more than the route\'s ramp latency.slowerBy (20 ms without one): the same request on both sides, whatever the load. What the latency_slower gate judges; on a route without a ramp, the same evidence before one starts.',
+    unit: 'percentunit', min: 0, max: 1, width: 12, steps: [[0.05, 'orange'], [0.2, 'red']],
+    queries: [{
+      expr: `sum by (route) (rate(ficus_shadow_pairs_total{${SEL}, new="slower"}${RATE})) / sum by (route) (rate(ficus_shadow_pairs_total{${SEL}}${RATE}))`,
+      legend: '{{route}}'
+    }]
+  }))
+  b.withPanel(stat({
+    title: 'Ramp transitions in the time range',
+    description: 'Transitions of the ramps, by route, the phase they led to and why: start, advance (the gates passed, or `ficus ramp advance --force`), fail (a gate failed: rolled back, or paused with onFail: pause), trip (new failed most of a few requests on a replica: rolled back at once), manual (a person changed the route by hand, or its plan changed: paused), pause, resume, hold, abort. Counted by the replica that made them. The audit log has each, with its gates.',
+    unit: 'short', width: 12, height: 8, steps: [],
+    noValue: 'no ramp transition in the range',
+    overrides: [{ matcher: { id: 'byRegexp', options: '/rolled_back/' }, properties: [{ id: 'color', value: { mode: 'fixed', fixedColor: 'red' } }] }],
+    queries: [{ expr: `sum by (route, to, reason) (round(increase(ficus_ramp_transitions_total{${SEL}}[$__range])))`, legend: '{{route}} → {{to}} ({{reason}})' }]
   }))
 
   // ---- Traffic
@@ -396,7 +508,7 @@ export function dashboard(): Dashboard {
   b.withRow(new RowBuilder('Control plane'))
   b.withPanel(stat({
     title: 'Rollbacks in the time range',
-    description: 'Rollbacks to new: 0, by route and trigger (manual: `ficus rollback` or the admin API; flag: the route\'s Unleash flag went to 0 % or off). Also drawn as annotations on every time series.',
+    description: 'Rollbacks to new: 0, by route and trigger (manual: `ficus rollback` or the admin API; flag: the route\'s Unleash flag went to 0 % or off; ramp: the route\'s ramp failed a gate, tripped or was aborted). Also drawn as annotations on every time series.',
     unit: 'short', width: 6, steps: [[1, 'orange']],
     queries: [{ expr: `sum by (route, trigger) (round(increase(ficus_rollbacks_total{${SEL}}[$__range])))`, legend: '{{route}} ({{trigger}})' }]
   }))
@@ -468,7 +580,13 @@ export function dashboard(): Dashboard {
       list: [
         { builtIn: 1, datasource: { type: 'grafana', uid: '-- Grafana --' }, enable: true, hide: true, iconColor: 'rgba(0, 211, 255, 1)', name: 'Annotations & Alerts', type: 'dashboard' },
         annotation('Rollbacks', 'red', `sum by (route, trigger) (increase(ficus_rollbacks_total{${SEL}}${RATE})) > 0`, 'Rollback: {{route}} ({{trigger}})', 'route,trigger'),
-        annotation('Config reloads', 'blue', `sum by (outcome) (increase(ficus_config_reloads_total{${INST}}${RATE})) > 0`, 'Config reload: {{outcome}}', 'outcome')
+        annotation('Config reloads', 'blue', `sum by (outcome) (increase(ficus_config_reloads_total{${INST}}${RATE})) > 0`, 'Config reload: {{outcome}}', 'outcome'),
+        // From the gauges every replica sets from the store (a ramp's first transition flips its
+        // phase from none, which increase() of a counter that appears at 1 would miss): a change
+        // of phase or of step, titled with the phase it led to.
+        annotation('Ramp transitions', 'orange',
+          `max by (route, state) (ficus_ramp_state{${SEL}} == 1 and on (instance, route) (changes(ficus_ramp_state{${SEL}}${RATE}) > 0 or changes(ficus_ramp_step_percent{${SEL}}${RATE}) > 0))`,
+          'Ramp: {{route}} {{state}}', 'route,state')
       ]
     }
   }

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util'
 import { AdminCallError, DEFAULT_ADMIN_URL, type AdminTarget } from './commands/admin-client.js'
 import { auditCommand, rollbackCommand, setCommand, statusCommand } from './commands/control.js'
 import { divergencesCommand, resetDivergencesCommand } from './commands/divergences.js'
+import { RAMP_COMMANDS, rampActCommand, rampStatusCommand, type RampCommand } from './commands/ramp.js'
 import {
   deadLettersCommand, drainCommand, idsGetCommand, idsSetCommand, pauseCommand, replayCommand, showCommand, skipCommand, syncStatusCommand,
   type Output
@@ -66,12 +67,23 @@ Commands:
   ids set <entity> --legacy <id> --new <id> [--origin legacy|new] [--reason text]
                             Set a pair by hand (audited; a pair never changes once set)
 
+  Ramps (routes with ramp: <plan>; docs/ramp.md):
+  ramp [status] [<route>]   Each ramp's step, its gates and what it waits for; with a route,
+                            its last decisions too
+  ramp start|pause|resume|hold|abort <route> [--reason text]
+                            Start a route's ramp at its first step, pause it (its share of new
+                            stays), resume it, hold it at its step though its gates pass, or
+                            abort it (new 0 %); audited
+  ramp advance <route> --force [--reason text]
+                            Move to the next step now, past the gates (audited)
+
 Options:
   -c, --config <file>       Config file for start (or FICUS_CONFIG)
   -w, --workers <N|auto>    Traffic worker processes for start (or FICUS_WORKERS; default 1)
       --admin-url <url>     Admin API of a running Ficus (or FICUS_ADMIN_URL; default ${DEFAULT_ADMIN_URL})
       --token <token>       Admin token (or FICUS_ADMIN_TOKEN)
       --json                Machine-readable output (the admin API's answer)
+      --force               ramp advance: skip the gates
   -h, --help                This help
   -v, --version             Print the version
 
@@ -99,6 +111,7 @@ async function cli(argv: string[]): Promise<number> {
         shadow: { type: 'string' },
         clear: { type: 'boolean' },
         reason: { type: 'string' },
+        force: { type: 'boolean' },
         all: { type: 'boolean' },
         limit: { type: 'string' },
         since: { type: 'string' },
@@ -154,12 +167,12 @@ async function cli(argv: string[]): Promise<number> {
         return reportConfigError(err)
       }
     }
-    case 'status': case 'set': case 'rollback': case 'audit': case 'divergences': case 'sync': case 'ids': {
+    case 'status': case 'set': case 'rollback': case 'audit': case 'divergences': case 'sync': case 'ids': case 'ramp': {
       const target = { url: values['admin-url'] ?? process.env.FICUS_ADMIN_URL ?? DEFAULT_ADMIN_URL, token: values.token ?? process.env.FICUS_ADMIN_TOKEN }
       const json = values.json === true
       let run: () => Promise<string | Output>
-      if (command === 'sync' || command === 'ids') {
-        const parsed = command === 'sync' ? syncCommand(target, rest, values, json) : idsCommand(target, rest, values, json)
+      if (command === 'sync' || command === 'ids' || command === 'ramp') {
+        const parsed = command === 'sync' ? syncCommand(target, rest, values, json) : command === 'ids' ? idsCommand(target, rest, values, json) : rampCommand(target, rest, values, json)
         if (typeof parsed === 'string') return usage(parsed)
         run = parsed
       } else if (command === 'status') {
@@ -277,6 +290,22 @@ function idsCommand(target: AdminTarget, rest: readonly string[], values: Values
     return () => idsSetCommand(target, { entity: args[0] as string, legacy, new: next, ...(origin === undefined ? {} : { origin }) }, text(values.reason), json)
   }
   return `ids needs get or set${sub === undefined ? '' : ` (got ${sub})`}: ficus ids get <entity> <legacy|new> <id> | ficus ids set <entity> --legacy <id> --new <id>`
+}
+
+/** `ficus ramp [status] [route]` and `ficus ramp <command> <route>`: the command to run, or what is wrong with the usage. */
+function rampCommand(target: AdminTarget, rest: readonly string[], values: Values, json: boolean): Run | string {
+  const [sub = 'status', ...args] = rest
+  const force = values.force === true
+  if (force && sub !== 'advance') return '--force is only for ficus ramp advance <route> --force'
+  if (sub === 'status') {
+    if (args.length > 1) return `unexpected argument: ${args[1] as string} (ficus ramp status [route])`
+    return () => rampStatusCommand(target, args[0], json)
+  }
+  if (!(RAMP_COMMANDS as readonly string[]).includes(sub)) return `unknown ramp command: ${sub} (status, ${RAMP_COMMANDS.join(', ')})`
+  const use = `ficus ramp ${sub} <route>${sub === 'advance' ? ' --force' : ''} [--reason text]`
+  if (args.length !== 1) return args.length === 0 ? `ramp ${sub} needs a route: ${use}` : `unexpected argument: ${args[1] as string} (${use})`
+  if (sub === 'advance' && !force) return `ramp advance needs --force: a ramp advances by itself when its gates pass; --force skips them (${use})`
+  return () => rampActCommand(target, sub as RampCommand, args[0] as string, text(values.reason), json)
 }
 
 /** `ficus verify`: the first Ctrl-C (or SIGTERM) stops the run and saves its progress; a second one ends at once. */

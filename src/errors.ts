@@ -74,6 +74,10 @@ export const CATALOGUE = {
   FICUS_ERR_VERIFY_UNKNOWN_JOB: { status: 404, reason: 'verify_unknown_job', message: 'routes.yaml has no verify job by that name' },
   FICUS_ERR_VERIFY_RUNNING: { status: 409, reason: 'verify_running', message: 'A run of that verify job is in progress' },
   FICUS_ERR_VERIFY_NOT_RUNNING: { status: 409, reason: 'verify_not_running', message: 'No run of that verify job is in progress' },
+  // ---- admin API: the ramp (docs/ramp.md) ----
+  FICUS_ERR_RAMP_NO_PLAN: { status: 409, reason: 'ramp_no_plan', message: 'The route has no ramp plan in routes.yaml (ramp: <plan>)' },
+  FICUS_ERR_RAMP_STATE: { status: 409, reason: 'ramp_state', message: 'The ramp is not in a state that allows this' },
+  FICUS_ERR_RAMP_STORE: { status: 503, reason: 'ramp_store', message: 'The store that holds the ramps did not answer, so nothing was changed' },
 
   // ---- Ficus itself ----
   FICUS_ERR_DRAINING: { status: 503, reason: 'draining', message: 'Ficus is shutting down: open the connection again' },

@@ -15,6 +15,7 @@ import type { BreakerSource, Divergences } from './control/admin-api.js'
 import { ControlPlane } from './control/control-plane.js'
 import { SyncControl } from './control/sync-control.js'
 import { VerifyControl } from './control/verify-control.js'
+import { RampControl } from './control/ramp-control.js'
 import type { Health, WorkersReady } from './control/health.js'
 import type { MetricsText } from './control/metrics-endpoint.js'
 import type { FlagSource } from './core/flags.js'
@@ -114,14 +115,18 @@ export async function start(config: Config, deps: Deps, host: TrafficHost): Prom
   // Verify jobs run by Ficus: on their schedule, and through the admin API.
   const verify = new VerifyControl({ live, store, audit, log: logger, metrics })
   verify.start()
+  // Ramps: every replica follows them and watches its trip-wire; the one holding the lease drives.
+  const ramp = new RampControl({ live, control, store, audit, log: logger, metrics, source: host.metricsText, flags: seen, verify: (job) => verify.fact(job) })
+  ramp.start()
   const admin = await buildAdmin(logger, {
     metrics: host.metricsText,
     health,
     ...(host.readiness === undefined ? {} : { workers: host.readiness.bind(host) }),
-    api: { live, table: control.table, divergences: host.divergences, breakers: host.breakers, control, audit, sync, verify },
+    api: { live, table: control.table, divergences: host.divergences, breakers: host.breakers, control, audit, sync, verify, ramp },
     close: async () => {
       flags?.stop()
       await verify.close().catch((err: unknown) => { logger.error({ err }, 'stopping the verify runs failed') })
+      await ramp.close().catch((err: unknown) => { logger.error({ err }, 'stopping the ramp controller failed') })
       await sync.close().catch((err: unknown) => { logger.error({ err }, 'closing the admin API\'s sync store failed') })
       await audit.close()
     }

@@ -19,7 +19,7 @@ export interface AuditEntry {
    * `sync-*` and `ids-set`: an operator's decision on dual writes (docs/sync.md "Operating
    * dual writes"): an outbox entry replayed or skipped, delivery paused or resumed, an id pair set.
    */
-  readonly action: 'set' | 'rollback' | 'refused' | 'reset-state' | 'reset-divergences' | SyncAction | VerifyAction
+  readonly action: 'set' | 'rollback' | 'refused' | 'reset-state' | 'reset-divergences' | SyncAction | VerifyAction | RampAuditAction
   /** The route changed, or null (a refusal, a reset, a change of every route's delivery, an id pair). */
   readonly route: string | null
   readonly before?: { readonly new: number; readonly shadow: number }
@@ -27,6 +27,21 @@ export interface AuditEntry {
   readonly reason: string | null
   /** For a refusal: the call and the caller's address. */
   readonly detail?: string
+  /** A ramp's transition: the gates it rested on, as evaluated then. */
+  readonly gates?: readonly AuditedGate[]
+}
+
+/** A ramp's transition (docs/ramp.md): its command or decision. */
+export type RampAuditAction = 'ramp-start' | 'ramp-pause' | 'ramp-resume' | 'ramp-hold' | 'ramp-advance' | 'ramp-abort' | 'ramp-fail' | 'ramp-trip' | 'ramp-manual'
+
+/** A gate's verdict as the audit log keeps it. */
+export interface AuditedGate {
+  readonly gate: string
+  readonly verdict: 'pass' | 'hold' | 'fail'
+  readonly observed: number | null
+  readonly threshold: number
+  readonly n: number
+  readonly why: string
 }
 
 /** A `ficus verify` job started or stopped through the admin API (it reads both systems: who asked, and why). */

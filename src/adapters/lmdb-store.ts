@@ -1,6 +1,6 @@
 import { open, type Database, type RootDatabase } from 'lmdb'
 import type { Backend } from '../core/types.js'
-import type { Delivery, IdPair, NewWrite, RouteStats, StoreStats, SyncStore } from './sync-store.js'
+import type { Delivery, IdPair, NewWrite, RouteStats, StoreStats, StoredRamp, SyncStore } from './sync-store.js'
 
 /**
  * The embedded sync store (`store: { kind: embedded, path }`), on LMDB: one file that every
@@ -280,6 +280,43 @@ export class LmdbStore implements SyncStore {
 
   async idCounts (): Promise<Record<string, number>> {
     return { ...((this.meta.get('ids') as Record<string, number> | undefined) ?? {}) }
+  }
+
+  async ramps (): Promise<StoredRamp[]> {
+    const out: StoredRamp[] = []
+    for (const { key, value } of this.meta.getRange({ start: 'ramp:', end: 'ramp;' })) {
+      const v = value as { version: number; value: unknown }
+      out.push({ route: key.slice('ramp:'.length), version: v.version, value: v.value })
+    }
+    return out
+  }
+
+  async putRamp (route: string, value: unknown, expected: number): Promise<number | null> {
+    return this.write(() => {
+      const at = `ramp:${route}`
+      const version = (this.meta.get(at) as { version: number } | undefined)?.version ?? 0
+      if (version !== expected) return null
+      void this.meta.put(at, { version: version + 1, value })
+      return version + 1
+    })
+  }
+
+  async lease (name: string, owner: string, ttlMs: number): Promise<string> {
+    return this.write(() => {
+      const at = `lease:${name}`
+      const now = this.clock()
+      const held = this.meta.get(at) as { owner: string; until: number } | undefined
+      if (held !== undefined && held.owner !== owner && held.until > now) return held.owner
+      void this.meta.put(at, { owner, until: now + ttlMs })
+      return owner
+    })
+  }
+
+  async unlease (name: string, owner: string): Promise<void> {
+    await this.write(() => {
+      const at = `lease:${name}`
+      if ((this.meta.get(at) as { owner: string } | undefined)?.owner === owner) void this.meta.remove(at)
+    })
   }
 
   async close (): Promise<void> {

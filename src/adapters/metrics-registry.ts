@@ -62,11 +62,14 @@ export function createMetrics(register: Registry = new Registry()) {
     divergences: counter('ficus_divergences_total',
       'Diverged comparisons by the part of the response that differed (status, header, body); one comparison counts once per part',
       ['route', 'kind']),
+    shadowPairs: counter('ficus_shadow_pairs_total',
+      'Compared shadowed requests with both sides\' times, by whether new answered slower than legacy by more than the route\'s ramp latency.slowerBy (20 ms without one): new="slower" or "not_slower"',
+      ['route', 'new']),
     shadowDropped: counter('ficus_shadow_dropped_total',
       'Shadow exchanges cut by a bound (concurrency, timeout, body_too_large); the primary response is never affected',
       ['route', 'reason']),
     rollbacks: counter('ficus_rollbacks_total',
-      'Rollbacks to new: 0, per route, by trigger (manual: admin API or CLI; flag: the route\'s Unleash flag went to 0 % or off)',
+      'Rollbacks to new: 0, per route, by trigger (manual: admin API or CLI; flag: the route\'s Unleash flag went to 0 % or off; ramp: the route\'s ramp failed a gate, tripped or was aborted)',
       ['route', 'trigger']),
     configReloads: counter('ficus_config_reloads_total',
       'routes.yaml reloads (SIGHUP or file change) by outcome: success, or failure (the running config stayed)',
@@ -146,6 +149,25 @@ export function createMetrics(register: Registry = new Registry()) {
     verifyLastCompleted: gauge('ficus_verify_last_completed_timestamp_seconds',
       'When the last run of a verify job ended, whatever its result (seconds since the epoch)',
       ['job']),
+    // The ramp (docs/ramp.md): set by the ramp controller of each replica from the shared store; gates by the replica that drives.
+    rampStepPercent: gauge('ficus_ramp_step_percent',
+      'The share of new the route\'s ramp asks for now (its step\'s; 0 after a rollback or abort), per route with a ramp',
+      ['route']),
+    rampState: gauge('ficus_ramp_state',
+      'The phase of the route\'s ramp: 1 for the current one (running, holding, paused, completed, rolled_back, aborted, none)',
+      ['route', 'state']),
+    rampGateObserved: gauge('ficus_ramp_gate_observed',
+      'What each gate of the route\'s ramp saw at its last evaluation (shares as fractions, latency in ms, lag in s, dead letters); absent while it has no data',
+      ['route', 'gate']),
+    rampGateThreshold: gauge('ficus_ramp_gate_threshold',
+      'Each gate\'s threshold, in the unit of ficus_ramp_gate_observed',
+      ['route', 'gate']),
+    rampGateVerdict: gauge('ficus_ramp_gate_verdict',
+      'Each gate\'s verdict at its last evaluation: 1 pass, 0 hold, -1 fail',
+      ['route', 'gate']),
+    rampTransitions: counter('ficus_ramp_transitions_total',
+      'Transitions of ramps, by route, the phase they led to (running, holding, paused, completed, rolled_back, aborted) and why (start, advance, fail, trip, manual, pause, resume, hold, abort)',
+      ['route', 'to', 'reason']),
     buildInfo: gauge('ficus_build_info',
       'Always 1; the version label says which Ficus is running',
       ['version'])
@@ -163,10 +185,15 @@ export type Metrics = ReturnType<typeof createMetrics>
  * a route that has had no rollback should say 0, not "no data". Idempotent (adds 0): called
  * for every route whenever the route table is built.
  */
-export function primeRoute(m: Metrics, route: string, flagged: boolean): void {
+export function primeRoute(m: Metrics, route: string, flagged: boolean, ramped = false): void {
   m.rollbacks.inc({ route, trigger: 'manual' }, 0)
+  if (ramped) {
+    m.rollbacks.inc({ route, trigger: 'ramp' }, 0)
+    for (const [to, reason] of RAMP_TRANSITIONS) m.rampTransitions.inc({ route, to, reason }, 0)
+  }
   if (flagged) m.rollbacks.inc({ route, trigger: 'flag' }, 0)
   for (const outcome of COMPARISON_OUTCOMES) m.comparisons.inc({ route, outcome }, 0)
+  for (const n of ['slower', 'not_slower']) m.shadowPairs.inc({ route, new: n }, 0)
   for (const kind of DIVERGENCE_KINDS) m.divergences.inc({ route, kind }, 0)
   for (const reason of SHADOW_DROP_REASONS) m.shadowDropped.inc({ route, reason }, 0)
   for (const reason of FALLBACK_REASONS) m.fallbacks.inc({ route, reason }, 0)
@@ -203,6 +230,9 @@ export function flagSource(m: Metrics): void {
   for (const kind of ['fetch', 'metrics', 'other']) m.flagErrors.inc({ kind }, 0)
 }
 
+/** The transitions a ramp can make (phase after, why): its series exist at 0 on a route with a plan. */
+const RAMP_TRANSITIONS = [['running', 'start'], ['running', 'advance'], ['running', 'resume'], ['holding', 'hold'], ['paused', 'pause'], ['paused', 'manual'],
+  ['paused', 'fail'], ['completed', 'advance'], ['rolled_back', 'fail'], ['rolled_back', 'trip'], ['aborted', 'abort']] as const
 const COMPARISON_OUTCOMES = ['match', 'diverged', 'error', 'skipped'] as const satisfies readonly ComparisonOutcome[]
 const DIVERGENCE_KINDS = ['status', 'header', 'body'] as const satisfies readonly Area[]
 const SHADOW_DROP_REASONS = ['concurrency', 'timeout', 'body_too_large'] as const

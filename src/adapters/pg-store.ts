@@ -1,6 +1,6 @@
 import pg from 'pg'
 import type { Backend } from '../core/types.js'
-import type { Delivery, IdPair, NewWrite, RouteStats, StoreStats, SyncStore, WritePlan } from './sync-store.js'
+import type { Delivery, IdPair, NewWrite, RouteStats, StoreStats, StoredRamp, SyncStore, WritePlan } from './sync-store.js'
 
 /**
  * The fleet's sync store (`store: { kind: postgres, url }`): several Ficus replicas share one
@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS ficus_ids (
   origin text NOT NULL,
   PRIMARY KEY (entity, side, id)
 );
-CREATE TABLE IF NOT EXISTS ficus_sync_paused (route text PRIMARY KEY);`
+CREATE TABLE IF NOT EXISTS ficus_sync_paused (route text PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS ficus_ramp (route text PRIMARY KEY, version bigint NOT NULL, value jsonb NOT NULL);
+CREATE TABLE IF NOT EXISTS ficus_lease (name text PRIMARY KEY, owner text NOT NULL, until_ms bigint NOT NULL);`
 
 interface Row {
   seq: string
@@ -303,6 +305,38 @@ export class PgStore implements SyncStore {
       await c.query('INSERT INTO ficus_ids (entity, side, id, other, origin) VALUES ($1, \'legacy\', $2, $3, $4), ($1, \'new\', $3, $2, $4)', [entity, legacyId, newId, origin])
       return true
     })
+  }
+
+  async ramps (): Promise<StoredRamp[]> {
+    await this.schema()
+    const r = await this.pool.query<{ route: string; version: string; value: unknown }>('SELECT route, version, value FROM ficus_ramp ORDER BY route')
+    return r.rows.map((x) => ({ route: x.route, version: Number(x.version), value: x.value }))
+  }
+
+  async putRamp (route: string, value: unknown, expected: number): Promise<number | null> {
+    await this.schema()
+    const json = JSON.stringify(value)
+    const r = expected === 0
+      ? await this.pool.query<{ version: string }>('INSERT INTO ficus_ramp (route, version, value) VALUES ($1, 1, $2) ON CONFLICT DO NOTHING RETURNING version', [route, json])
+      : await this.pool.query<{ version: string }>('UPDATE ficus_ramp SET version = version + 1, value = $2 WHERE route = $1 AND version = $3 RETURNING version', [route, json, expected])
+    const row = r.rows[0]
+    return row === undefined ? null : Number(row.version)
+  }
+
+  async lease (name: string, owner: string, ttlMs: number): Promise<string> {
+    await this.schema()
+    // The database's clock, one for every replica.
+    const now = 'floor(extract(epoch from clock_timestamp()) * 1000)::bigint'
+    await this.pool.query(`INSERT INTO ficus_lease (name, owner, until_ms) VALUES ($1, $2, ${now} + $3)
+      ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, until_ms = EXCLUDED.until_ms
+      WHERE ficus_lease.owner = EXCLUDED.owner OR ficus_lease.until_ms <= ${now}`, [name, owner, ttlMs])
+    const r = await this.pool.query<{ owner: string }>('SELECT owner FROM ficus_lease WHERE name = $1', [name])
+    return r.rows[0]?.owner ?? owner
+  }
+
+  async unlease (name: string, owner: string): Promise<void> {
+    await this.schema()
+    await this.pool.query('DELETE FROM ficus_lease WHERE name = $1 AND owner = $2', [name, owner])
   }
 
   async close (): Promise<void> {

@@ -166,5 +166,28 @@ export interface SyncStore {
   /** Pairs in the id map, per entity. */
   idCounts(): Promise<Record<string, number>>
 
+  /** The ramps' records (docs/ramp.md), each with its version (raised by every write): every replica reads them. */
+  ramps(): Promise<StoredRamp[]>
+  /**
+   * Writes a ramp's record if its version is still `expected` (0: there is none yet); durable
+   * once resolved. The new version, or null when another writer changed it first (nothing written).
+   */
+  putRamp(route: string, value: unknown, expected: number): Promise<number | null>
+  /**
+   * Takes or renews the lease `name` for `owner`, for `ttlMs` from now, when it is free,
+   * expired or already `owner`'s; resolves with who holds it afterwards. Time is the store's
+   * (PostgreSQL's clock for a fleet: replicas' clocks may differ).
+   */
+  lease(name: string, owner: string, ttlMs: number): Promise<string>
+  /** Gives the lease up, if `owner` holds it (a replica stopping hands over at once). */
+  unlease(name: string, owner: string): Promise<void>
+
   close(): Promise<void>
+}
+
+/** A ramp's record as the store keeps it. */
+export interface StoredRamp {
+  readonly route: string
+  readonly version: number
+  readonly value: unknown
 }

@@ -19,6 +19,12 @@ const BY_NAME: Readonly<Record<string, Rule>> = {
   ficus_route_new_percent: 'primary',
   ficus_route_shadow_percent: 'primary',
   ficus_flag_source_ready: 'primary',
+  // The ramp controller runs in the primary (the admin API's process).
+  ficus_ramp_step_percent: 'primary',
+  ficus_ramp_state: 'primary',
+  ficus_ramp_gate_observed: 'primary',
+  ficus_ramp_gate_threshold: 'primary',
+  ficus_ramp_gate_verdict: 'primary',
   // Verify jobs run by Ficus run in the primary (the admin API's process).
   ficus_verify_last_result: 'primary',
   ficus_verify_last_completed_timestamp_seconds: 'primary',
@@ -82,11 +88,20 @@ export class ClusterMetrics implements MetricsText {
   }
 
   async metrics (): Promise<string> {
+    return (await this.aggregate()).metrics()
+  }
+
+  /** The same, as prom-client's JSON (what the ramp controller reads). */
+  async getMetricsAsJSON (): Promise<MetricsJson> {
+    return (await this.aggregate()).getMetricsAsJSON()
+  }
+
+  private async aggregate (): Promise<Registry> {
     const [own, answers] = await Promise.all([this.primary.getMetricsAsJSON(), this.collect()])
     for (const [id, json] of answers) if (json !== null && this.alive(id)) this.last.set(id, json)
     if (this.retired.length > 1) this.retired = [await AggregatorRegistry.aggregate(this.retired.map((r) => prepare(r, false))).getMetricsAsJSON()]
     const lists = [prepare(own, true), ...this.retired.map((r) => prepare(r, false)), ...[...this.last.values()].map((w) => prepare(w, false))]
-    return AggregatorRegistry.aggregate(lists).metrics()
+    return AggregatorRegistry.aggregate(lists)
   }
 
   /**

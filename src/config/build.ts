@@ -7,7 +7,7 @@ import type { FallbackPolicy, NewTimeout, PathPattern, RouteRule, StickySpec } f
 import { DEFAULT_ROUTE, fallbackSettings, isObject, type FallbackSettings, type Settings } from './defaults.js'
 import type { AdminToken, Config, RawConfig, RawRoute, StoreConfig, SyncConfig, UnleashConfig, UpstreamConfig } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
-import { buildRamp } from './ramp.js'
+import { buildRamp, RAMP_DEFAULTS } from './ramp.js'
 import { buildVerify } from './verify.js'
 
 /**
@@ -33,7 +33,8 @@ export function build(s: Settings, file: string): Config {
     }
   }
   const sticky = parseSticky(s.sticky)
-  const routes = s.routes.map((r) => toRule(r, parsePattern(r.match.path) as PathPattern, sticky, s.backends, s.fallback))
+  const plans = buildRamp(s.ramp)
+  const routes = s.routes.map((r) => toRule(r, parsePattern(r.match.path) as PathPattern, sticky, s.backends, s.fallback, r.ramp === undefined ? SLOWER_BY_MS : plans[r.ramp]?.gates.latency?.slowerByMs ?? SLOWER_BY_MS))
   const defaultRoute: RouteRule = {
     name: DEFAULT_ROUTE,
     methods: null,
@@ -46,7 +47,8 @@ export function build(s: Settings, file: string): Config {
     compare: compileCompare(undefined),
     sticky,
     backends: s.backends,
-    fallback: fallbackPolicy(s.fallback)
+    fallback: fallbackPolicy(s.fallback),
+    slowerByMs: SLOWER_BY_MS
   }
   const { limits, shadow } = s
   return {
@@ -84,7 +86,7 @@ export function build(s: Settings, file: string): Config {
     store: buildStore(s, file),
     sync: buildSync(s.sync),
     verify: buildVerify(s.verify, routes, upstreams, s.sync.unmappedIds),
-    ramp: { plans: buildRamp(s.ramp), routes: Object.fromEntries(s.routes.filter((r) => r.ramp !== undefined).map((r) => [r.name, r.ramp as string])) }
+    ramp: { plans, routes: Object.fromEntries(s.routes.filter((r) => r.ramp !== undefined).map((r) => [r.name, r.ramp as string])), evaluateEveryMs: parseDuration(s.ramp?.evaluateEvery ?? RAMP_DEFAULTS.evaluateEvery) as number }
   }
 }
 
@@ -144,7 +146,10 @@ function buildUnleash(u: NonNullable<Settings['unleash']>, file: string, state: 
   }
 }
 
-function toRule(r: RawRoute, pattern: PathPattern, sticky: readonly StickySpec[], backends: Settings['backends'], fallback: FallbackSettings): RouteRule {
+/** What counts as new answering slower than legacy, without a ramp plan that says (ms). */
+const SLOWER_BY_MS = 20
+
+function toRule(r: RawRoute, pattern: PathPattern, sticky: readonly StickySpec[], backends: Settings['backends'], fallback: FallbackSettings, slowerByMs: number): RouteRule {
   return {
     name: r.name,
     methods: r.match.methods === undefined ? null : new Set(r.match.methods),
@@ -157,7 +162,8 @@ function toRule(r: RawRoute, pattern: PathPattern, sticky: readonly StickySpec[]
     compare: compileCompare(r.compare),
     sticky: r.sticky === undefined ? sticky : parseSticky(r.sticky),
     backends: r.backends ?? backends,
-    fallback: fallbackPolicy(fallbackSettings(fallback, r.fallback))
+    fallback: fallbackPolicy(fallbackSettings(fallback, r.fallback)),
+    slowerByMs
   }
 }
 

@@ -69,7 +69,7 @@ export function crossCheck(data: Partial<RawConfig>, settings: Settings, report:
 
   checkUnleash(data, report)
   checkVerify(data.verify, data.routes, report)
-  checkRamp(data, report, warn)
+  checkRamp(data, report)
   if (isObject(data.sync) && isObject(data.sync.auth) && data.sync.auth.mode === 'passthrough' && typeof data.sync.auth.key === 'string' && !isKey32(data.sync.auth.key)) {
     report(['sync', 'auth', 'key'], 'must be 32 bytes in base64 (openssl rand -base64 32): the key clients\' credentials are encrypted with in the store')
   }

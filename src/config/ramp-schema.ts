@@ -39,33 +39,12 @@ export const RampPlanSchema = Type.Object({
 }, { additionalProperties: false })
 
 export const RampSchema = Type.Object({
+  /** How often each replica reads its counters and the ramps' records, and the driver judges the gates (default 5s). */
+  evaluateEvery: Type.Optional(Duration),
   plans: Type.Record(Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,62}$' }), RampPlanSchema, { minProperties: 1, additionalProperties: false })
 }, { additionalProperties: false })
 
 export type RawRamp = Static<typeof RampSchema>
 export type RawRampPlan = Static<typeof RampPlanSchema>
 
-export interface RampStep {
-  readonly new: number
-  readonly holdMs: number
-  readonly minRequests: number
-  readonly requireVerify: boolean
-}
-
-/** A ramp plan as the rest of Ficus reads it: durations in ms, shares as fractions. */
-export interface RampPlan {
-  readonly name: string
-  readonly steps: readonly RampStep[]
-  readonly windowMs: number
-  readonly confidence: { readonly advance: number; readonly rollback: number }
-  readonly gates: {
-    readonly divergence: { readonly max: number } | null
-    /** new's error rate minus legacy's, as a fraction (0.5pp = 0.005). */
-    readonly errors: { readonly maxIncrease: number } | null
-    readonly latency: { readonly p99DeltaMs: number | null; readonly slowerByMs: number; readonly maxShare: number | null } | null
-    readonly sync: { readonly maxLagS: number; readonly maxDeadLetters: number } | null
-    readonly verify: { readonly job: string; readonly maxAgeMs: number; readonly maxMismatchRate: number } | null
-  }
-  readonly tripwire: { readonly failureShare: number; readonly minRequests: number }
-  readonly onFail: 'rollback' | 'pause'
-}
+export type { RampPlan, RampStep } from '../core/ramp.js'

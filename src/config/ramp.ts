@@ -10,6 +10,7 @@ import { parseDuration } from './units.js'
  */
 
 export const RAMP_DEFAULTS = {
+  evaluateEvery: '5s',
   window: '5m',
   confidence: { advance: 0.95, rollback: 0.99 },
   hold: '0s',
@@ -27,7 +28,7 @@ type Report = (path: Path, message: string) => void
 const share = (text: string): number => Number(text.replace(/(%|pp)$/, '')) / 100
 
 /** Cross-checks: steps climb to 100, what a step requires is configured, plans and jobs named exist, the routes that use them can. */
-export function checkRamp (data: { ramp?: unknown; routes?: unknown; verify?: unknown }, report: Report, warn: Report = () => {}): void {
+export function checkRamp (data: { ramp?: unknown; routes?: unknown; verify?: unknown; unleash?: unknown }, report: Report): void {
   const plans = isObject(data.ramp) && isObject(data.ramp.plans) ? data.ramp.plans : {}
   const jobs = isObject(data.verify) ? Object.keys(data.verify) : []
   for (const [name, plan] of Object.entries(plans)) {
@@ -66,8 +67,9 @@ export function checkRamp (data: { ramp?: unknown; routes?: unknown; verify?: un
       report(['routes', i, 'ramp'], `no ramp plan named "${r.ramp}" (${names.length === 0 ? 'routes.yaml has no ramp: block' : `plans: ${names.join(', ')}`})`)
       return
     }
-    // The controller that drives the plans comes in a later step of issue #22; until then a plan is only checked.
-    warn(['routes', i, 'ramp'], 'is checked but not driven yet: this version of Ficus does not move routes by itself; move them with ficus set (docs/ramp.md)')
+    if (typeof r.flag === 'string' && !(isObject(data.unleash) && isObject(data.unleash.admin))) {
+      report(['routes', i, 'ramp'], `the route takes its share of new from the Unleash flag "${r.flag}": its ramp sets the flag's rollout through Unleash's admin API, so unleash.admin (url and token) is needed`)
+    }
     const gates = isObject(plan.gates) ? plan.gates : {}
     if (isObject(gates.sync) && !(isObject(r.sync) && r.sync.mode === 'dual')) {
       report(['routes', i, 'ramp'], `plan "${r.ramp}" has a sync gate, and the route's writes are not dual (sync: { mode: dual }): nothing to gate on`)

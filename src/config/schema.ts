@@ -323,7 +323,7 @@ export interface Config {
   /** `ficus verify` jobs by name (config/verify.ts). */
   readonly verify: Readonly<Record<string, VerifyJob>>
   /** Ramp plans by name, and the plan each route with `ramp:` follows (config/ramp.ts). */
-  readonly ramp: { readonly plans: Readonly<Record<string, RampPlan>>; readonly routes: Readonly<Record<string, string>> }
+  readonly ramp: { readonly plans: Readonly<Record<string, RampPlan>>; readonly routes: Readonly<Record<string, string>>; /** ms */ readonly evaluateEveryMs: number }
 }
 
 export type StoreConfig =

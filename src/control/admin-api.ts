@@ -12,6 +12,8 @@ import { ControlError, type ControlPlane } from './control-plane.js'
 import { withDivergence } from './route-view.js'
 import { syncRoutes } from './sync-api.js'
 import type { SyncControl } from './sync-control.js'
+import { rampRoutes } from './ramp-api.js'
+import type { RampControl } from './ramp-control.js'
 import { verifyRoutes } from './verify-api.js'
 import type { VerifyControl } from './verify-control.js'
 import { declaresBody } from '../core/forward-headers.js'
@@ -32,6 +34,8 @@ export interface AdminOptions {
   readonly sync: SyncControl
   /** Verify jobs run by Ficus (`/admin/verify…`). */
   readonly verify: VerifyControl
+  /** Ramps (`/admin/ramp…`). */
+  readonly ramp: RampControl
 }
 
 /**
@@ -197,6 +201,8 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
     syncRoutes(api, opts.sync)
     // Verify jobs run by Ficus (verify-api.ts).
     verifyRoutes(api, opts.verify)
+    // Ramps (ramp-api.ts).
+    rampRoutes(api, opts.ramp)
   }, { prefix: '/admin' })
 }
 

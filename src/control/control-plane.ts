@@ -27,6 +27,14 @@ export class ControlError extends Error {
  */
 export type Publish = (config: Config, overrides: Overrides) => Promise<void>
 
+/** A change of a route's knobs this control plane made (a set, a rollback, a flag's rollout through Unleash), after it took effect. */
+export interface RouteChange {
+  readonly route: string
+  readonly who: string
+  readonly action: 'set' | 'rollback'
+  readonly after: { readonly new: number; readonly shadow: number }
+}
+
 /** The fleet's flags, when routes.yaml has an unleash: block. */
 export interface Fleet {
   readonly flags?: FlagSource
@@ -51,6 +59,7 @@ export class ControlPlane {
   /** The routes requests see (routes.yaml with the overrides on top); built here, swapped whole on every change. */
   readonly table: RouteTableRef
   private publish: Publish | null = null
+  private readonly changeListeners: ((c: RouteChange) => void)[] = []
 
   constructor (
     private config: Config,
@@ -86,6 +95,21 @@ export class ControlPlane {
   /** The runtime overrides in effect (what a new cluster worker starts from). */
   get currentOverrides (): Overrides {
     return this.overrides
+  }
+
+  /** Calls `fn` after each change of a route this control plane made (the ramp pauses when a person changes its route). */
+  onChange (fn: (c: RouteChange) => void): void {
+    this.changeListeners.push(fn)
+  }
+
+  private changed (c: RouteChange): void {
+    for (const fn of this.changeListeners) {
+      try {
+        fn(c)
+      } catch (err) {
+        this.log.error({ err, route: c.route }, 'a listener of route changes failed')
+      }
+    }
   }
 
   /** Sets the hook awaited after every swap, before a change is acknowledged (one; cluster mode). */
@@ -141,6 +165,17 @@ export class ControlPlane {
     return this.view(this.known(name))
   }
 
+  /**
+   * A flagged route's rollout in Unleash, set even while this replica has it rolled back
+   * (the ramp's rollback: the local override stops new here at once, the flag stops it on
+   * every replica).
+   */
+  async setFlagShare (name: string, share: number, who: string, reason: string | null): Promise<void> {
+    const rule = this.known(name)
+    if (rule.flag === null) throw new ControlError('FICUS_ERR_FLAG_MANAGED', `route "${name}" has no flag`)
+    await this.setFlag(rule, rule.flag, share, who, reason)
+  }
+
   /** `new` on a flagged route: the flag's rollout in Unleash, audited here. */
   private async setFlag (rule: RouteRule, flag: string, share: number, who: string, reason: string | null): Promise<void> {
     const admin = this.fleet.admin
@@ -161,17 +196,18 @@ export class ControlPlane {
     this.log.info({ route: rule.name, who, flag, before: done.before, after: share, turnedOn: done.turnedOn, reason }, 'flag rollout changed in Unleash')
     // Unleash has the change: failing to audit it must not report "nothing changed".
     await this.audit.appendAll([entry]).catch((err: unknown) => { this.log.error({ err, entry }, 'could not write the audit log for a change made in Unleash') })
+    this.changed({ route: rule.name, who, action: 'set', after: { new: share, shadow } })
   }
 
-  /** POST /admin/rollback: `new: 0` for one route or all. Idempotent. */
-  async rollback (route: string | undefined, reason: string | null, who: string): Promise<RouteView[]> {
+  /** POST /admin/rollback: `new: 0` for one route or all. Idempotent. `trigger`: who decided, for ficus_rollbacks_total (ramp: the ramp controller). */
+  async rollback (route: string | undefined, reason: string | null, who: string, trigger: 'manual' | 'ramp' = 'manual'): Promise<RouteView[]> {
     return this.serial(async () => {
       const rules = route === undefined ? [...this.config.routes, this.config.defaultRoute] : [this.known(route)]
       const change = { at: this.now().toISOString(), by: who, reason }
       const next: Record<string, RouteOverride | undefined> = { ...this.overrides }
       for (const r of rules) next[r.name] = applyPatch(this.overrides[r.name], { new: 0 }, change)
       await this.commit(next, rules.map((r) => r.name), 'rollback', who, reason)
-      for (const r of rules) this.metrics.rollbacks.inc({ route: r.name, trigger: 'manual' })
+      for (const r of rules) this.metrics.rollbacks.inc({ route: r.name, trigger })
       return rules.map((r) => this.view(r))
     })
   }
@@ -249,6 +285,7 @@ export class ControlPlane {
     this.swap(clean)
     await this.published()
     for (const e of entries) this.log.info({ route: e.route, who, action, before: e.before, after: e.after, reason }, 'route changed')
+    for (const e of entries) this.changed({ route: e.route as string, who, action, after: e.after as { new: number; shadow: number } })
   }
 
   /** Builds the table from routes.yaml and the overrides, in one assignment. */
@@ -284,7 +321,7 @@ export class ControlPlane {
       // A flag whose strategies decide per user has no single number: no series (documented).
       if (share !== null) this.metrics.newPercent.set({ route: r.name }, share)
       this.metrics.shadowPercent.set({ route: r.name }, r.shadow)
-      primeRoute(this.metrics, r.name, r.flag !== null)
+      primeRoute(this.metrics, r.name, r.flag !== null, this.config.ramp.routes[r.name] !== undefined)
       if (r.sync?.mode === 'dual') primeSyncRoute(this.metrics, r.name) // a route a reload made dual too
       this.lastShare.set(r.name, share)
     }

@@ -6,6 +6,7 @@ import type { ProcessStore } from '../adapters/open-store.js'
 import type { SyncStore } from '../adapters/sync-store.js'
 import type { LiveConfig } from '../config/live.js'
 import type { VerifyJob } from '../config/verify-schema.js'
+import type { VerifyFact } from '../core/ramp.js'
 import { EXIT, OUTCOMES, type Mode } from '../core/verify.js'
 import { auditFirst } from './admin-body.js'
 import { ControlError } from './control-plane.js'
@@ -106,6 +107,15 @@ export class VerifyControl {
       const req: RunRequest = { mode: job.scheduleMode, sample: job.scheduleMode === 'sample' ? { n: job.scheduleSample } : undefined }
       this.launch(job, this.seeded(req), this.reserve(job.name, req, 'schedule'))
     }
+  }
+
+  /** The last run of a job as the ramp's verify gate reads it (null: none since Ficus started). */
+  fact (job: string): VerifyFact | null {
+    const last = this.last.get(job)
+    if (last === undefined) return null
+    const c = last.counts
+    const checked = c.matched + c.mismatched + c.missing_in_legacy + c.missing_in_new + c.unmapped + c.in_flight
+    return { result: EXIT[last.verdict], completedAt: Date.parse(last.finishedAt), mismatchRate: checked === 0 ? 0 : (c.mismatched + c.missing_in_legacy + c.missing_in_new) / checked, checked }
   }
 
   status (): { jobs: JobStatus[] } {

@@ -207,8 +207,10 @@ const minutes = (ms: number): string => (ms < 60_000 ? `${Math.ceil(ms / 1000)} 
  */
 export function explain (e: Explained): string {
   const { state: s } = e
-  const lines = [`${e.route}: step ${e.step + 1} of ${e.steps} (new ${e.percent} %), held ${minutes(s.heldMs)} of ${minutes(s.holdMs)}, ${n0(s.requests)} of ${n0(s.minRequests)} requests on new`]
-  for (const g of e.gates) lines.push(`  ${g.gate.padEnd(11)} ${g.verdict.padEnd(4)}  ${g.why}`)
+  const requests = s.minRequests > 0 ? `${n0(s.requests)} of ${n0(s.minRequests)} requests on new` : `${n0(s.requests)} requests on new`
+  const lines = [`${e.route}: step ${e.step + 1} of ${e.steps} (new ${e.percent} %), held ${minutes(s.heldMs)} of ${minutes(s.holdMs)}, ${requests}`]
+  const width = Math.max(10, ...e.gates.map((g) => g.gate.length))
+  for (const g of e.gates) lines.push(`  ${g.gate.padEnd(width)} ${g.verdict.padEnd(4)}  ${g.why}`)
   const v = stepVerdict(s, e.gates)
   if (v.action === 'fail') {
     lines.push(`  verdict: fail: ${e.gates.filter((g) => g.verdict === 'fail').map((g) => g.gate).join(', ')}`)

@@ -54,6 +54,12 @@ export interface RouteRule {
   /** Upstream name that plays each role for this route. */
   readonly backends: { readonly legacy: string; readonly new: string }
   readonly fallback: FallbackPolicy
+  /**
+   * A shadowed request whose answer from new took longer than legacy's by more than this (ms)
+   * counts as `new="slower"` in ficus_shadow_pairs_total: the route's ramp plan's
+   * `gates.latency.slowerBy`, 20 ms without one.
+   */
+  readonly slowerByMs: number
 }
 
 /** The circuit breaker of new on a route (core/breaker.ts), from `fallback.breaker`. */

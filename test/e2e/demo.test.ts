@@ -49,6 +49,12 @@ t.test('npm run demo: sample backends, Ficus, a traffic summary, and a proxy to 
   t.match(out, /rollback: GET \/api\/notes\/n-3ea → legacy answers \{"text":"written on new","id":"1001"\}/)
   // Verify: the note edited on new alone is found, through the id map; the other matches.
   t.match(out, /2 notes on legacy, 2 on new: 1 matched, 1 mismatched: 1000 \(new n-3e9\) body\.text changed/)
+  // The ramp: new's slow reports fail the paired latency gate, and the route is rolled back.
+  t.match(out, /step 1 \(new 5 %\), \d+ requests later: gates failed at step 1 \(new 5 %\): 100\.0 % of \d+ paired requests had new slower by more than 50 ms/)
+  t.match(await admin(adminUrl, 'GET', '/admin/ramp/reports'), { status: 200, body: { phase: 'rolled_back', percent: 0 } })
+  const status = run(t, CLI, ['ramp', 'status', 'reports', '--admin-url', adminUrl])
+  t.equal(await status.exitCode(), 0, status.stderr)
+  t.match(status.stdout, /reports: ROLLED BACK to new 0 % at step 1 of 3/)
   // The printed create, with the real curl: then the id it gave reads back.
   const create = /^\s+(curl -s \S+\/api\/notes -H .*-d '\{"text":"hi"\}')/m.exec(out)?.[1] as string
   const made = JSON.parse((await promisify(execFile)('/bin/sh', ['-c', create])).stdout) as { id: string }

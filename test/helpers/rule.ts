@@ -16,6 +16,7 @@ export function rule(over: Partial<RouteRule> = {}): RouteRule {
     sticky: [{ kind: 'header', name: 'x-user-id' }],
     backends: { legacy: 'legacy', new: 'new' },
     fallback: { newTimeout: { share: 0.5 }, ejectedWrites: 'refuse', breaker: null },
+    slowerByMs: 20,
     ...over
   }
 }

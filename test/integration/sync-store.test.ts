@@ -5,6 +5,7 @@ import { PgStore } from '../../src/adapters/pg-store.js'
 import type { NewWrite, SyncStore } from '../../src/adapters/sync-store.js'
 import { startPostgres } from '../helpers/postgres.js'
 import { ROOT, run } from '../helpers/spawn.js'
+import { waitFor } from '../helpers/wait.js'
 
 /**
  * The sync store's contract (src/adapters/sync-store.ts), run against both implementations:
@@ -191,6 +192,25 @@ function contract(name: string, open: Open): void {
     await s.setPaused('orders', false)
     t.same(await s.paused(), [])
     t.same((await s.claim(3_000, 10, 100)).map((d) => d.seq), [a, b], 'resumed (b\'s lease ran out)')
+  })
+
+  t.test(`${name}: a ramp's record is written only over the version read; one holder of a lease at a time, until it lets go or its time runs out`, async (t) => {
+    const s = await open(t)
+    t.same(await s.ramps(), [])
+    t.equal(await s.putRamp('orders', { step: 0 }, 0), 1)
+    t.equal(await s.putRamp('orders', { step: 9 }, 0), null, 'a second first write loses')
+    t.equal(await s.putRamp('orders', { step: 1 }, 1), 2)
+    t.equal(await s.putRamp('orders', { step: 2 }, 1), null, 'a write over a version another replaced loses')
+    t.equal(await s.putRamp('users', { step: 0 }, 0), 1)
+    t.same(await s.ramps(), [{ route: 'orders', version: 2, value: { step: 1 } }, { route: 'users', version: 1, value: { step: 0 } }])
+    t.equal(await s.lease('ramp', 'a', 60_000), 'a')
+    t.equal(await s.lease('ramp', 'b', 60_000), 'a', 'held: b does not get it')
+    t.equal(await s.lease('ramp', 'a', 60_000), 'a', 'renewed by its holder')
+    await s.unlease('ramp', 'b')
+    t.equal(await s.lease('ramp', 'b', 60_000), 'a', 'only the holder lets go')
+    await s.unlease('ramp', 'a')
+    t.equal(await s.lease('ramp', 'b', 300), 'b', 'let go: the next takes it')
+    await waitFor(async () => (await s.lease('ramp', 'a', 60_000)) === 'a', { timeoutMs: 5_000, message: 'b\'s lease of 300 ms did not run out' })
   })
 }
 

@@ -36,7 +36,7 @@ t.test('the committed JSON is the generated one (npm run dashboard writes it)', 
 
 t.test('rows of the migration, and a route variable that takes several routes or all', async (t) => {
   const rows = d.panels.filter((p) => p.type === 'row').map((p) => p.title)
-  t.same(rows, ['Migration progress', 'Traffic', 'Latency', 'Divergence', 'Data sync', 'Verify', 'Upgrades (WebSocket)', 'Control plane', 'Process'])
+  t.same(rows, ['Migration progress', 'Ramp', 'Traffic', 'Latency', 'Divergence', 'Data sync', 'Verify', 'Upgrades (WebSocket)', 'Control plane', 'Process'])
   const v = Object.fromEntries(d.templating.list.map((x) => [x.name, x]))
   t.match(v.datasource, { type: 'datasource', query: 'prometheus' })
   t.match(v.route, { type: 'query', multi: true, includeAll: true, allValue: '.*' })
@@ -102,7 +102,36 @@ t.test('data sync: the store\'s gauges are the highest over the replicas, never 
 
 t.test('control plane events are annotations too', async (t) => {
   const names = d.annotations.list.filter((a) => a.builtIn === undefined).map((a) => a.name)
-  t.same(names, ['Rollbacks', 'Config reloads'])
+  t.same(names, ['Rollbacks', 'Config reloads', 'Ramp transitions'])
+  // A ramp's first transition is in a counter series that appears at 1 (increase() misses it): the mark reads the phase and step gauges.
+  const ramp = d.annotations.list.find((a) => a.name === 'Ramp transitions')
+  t.match(ramp?.expr, /changes\(ficus_ramp_state\{/, 'a change of phase')
+  t.match(ramp?.expr, /changes\(ficus_ramp_step_percent\{/, 'a change of step')
+  t.notMatch(ramp?.expr, /ficus_ramp_transitions_total/)
+})
+
+t.test('ramp: the step and phase are the store\'s, never summed; gates only while the ramp runs or holds; the phase timeline names every phase', async (t) => {
+  const exprs = d.panels.flatMap((p) => (p.targets ?? []).map((q) => q.expr))
+  // Every replica sets the same step and phase from the store: a sum would count them once per replica.
+  for (const g of ['ficus_ramp_step_percent', 'ficus_ramp_state', 'ficus_ramp_gate_observed', 'ficus_ramp_gate_threshold', 'ficus_ramp_gate_verdict']) {
+    const using = exprs.filter((e) => e.includes(`${g}{`))
+    t.ok(using.length > 0, `${g} is on the dashboard`)
+    for (const e of using) t.notMatch(e, /sum/, `${g}: never summed`)
+  }
+  // Gate gauges keep their last value after the ramp stops running or holding.
+  for (const e of exprs.filter((x) => /ficus_ramp_gate_(observed|threshold|verdict)\{/.test(x))) {
+    t.match(e, /and on \(instance, route\) \(ficus_ramp_state\{[^}]*state=~"running\|holding"\} == 1\)\)$/, 'only while the ramp runs or holds')
+  }
+  const gates = exprs.filter((e) => e.includes('ficus_ramp_gate_observed{')).flatMap((e) => e.match(/gate=~"([^"]+)"/)?.[1]?.split('|') ?? [])
+  t.same(gates.sort(), ['divergence', 'errors', 'latency_p99', 'latency_slower', 'sync_dead_letters', 'sync_lag', 'verify'], 'every gate, once')
+  const phase = d.panels.find((p) => p.title === 'Ramp: phase') as unknown as { type: string; targets: { expr: string }[]; fieldConfig: { defaults: { mappings: { options: Record<string, { text: string }> }[] } } }
+  t.equal(phase.type, 'state-timeline')
+  const named = Object.entries(phase.fieldConfig.defaults.mappings[0]?.options ?? {})
+  for (const [code, { text }] of named) {
+    if (code === '0') t.equal(text, 'none', 'no phase active: none')
+    else t.match(phase.targets[0]?.expr, new RegExp(`${code} \\* ficus_ramp_state\\{[^}]*state="${text.replace(' ', '_')}"\\}`), `${code}: ${text}`)
+  }
+  t.equal(named.length, 7, 'the seven phases of ficus_ramp_state')
 })
 
 t.test('provisioning: the default Prometheus data source, sized to the scrape interval; the dashboards folder', async (t) => {

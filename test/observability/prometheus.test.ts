@@ -17,7 +17,8 @@ import { waitFor } from '../helpers/wait.js'
  * process in front of real legacy/new servers under load (a split route shadowed both ways
  * with divergences, fallbacks, upstream resets, shadow copies cut by their timeout, 5xx on
  * both sides, dual writes delivered, retried and dead-lettered, creates whose ids the id map
- * learns, a flag from an Unleash API, a rollback, config reloads that succeed and fail).
+ * learns, a flag from an Unleash API, a ramp whose gates are judged and which a rollback by
+ * hand pauses, a rollback, config reloads that succeed and fail).
  * Then every query of the shipped dashboard, with its template variables substituted as
  * Grafana does, must return series; the shipped rules must evaluate without error on that
  * data; promtool must accept the rules, their unit tests and Ficus's own exposition.
@@ -92,6 +93,8 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
       case '/api/orders/broken': return answer(500, { error: 'boom' })
       case '/api/orders/reset': return void req.socket.destroy()
       case '/api/orders/slow': return void setTimeout(() => { answer(200, { url: req.url, customer_name: 'Ada', amount: '12.50' }) }, 300)
+      // slower than legacy on the same request, within the shadow timeout: a pair where new was slower
+      case '/api/orders/2': return void setTimeout(() => { answer(200, { url: req.url, customer_name: 'Ada', amount: '12.50' }) }, 50)
       // a rewrite that sends amounts as numbers: a body divergence
       default: return answer(200, { url: req.url, customer_name: 'Ada', amount: req.url?.endsWith('3') === true ? 12.5 : '12.50' })
     }
@@ -119,9 +122,25 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
     'sync: { unmappedIds: same, fenceTimeout: 100ms, retry: { base: 100ms, max: 1s, maxAttempts: 1000 } }',
     'routes:',
     '  - { name: orders-create, match: { path: /api/orders, methods: [POST] }, new: 50, sync: { mode: dual, entity: order, learn: response.body.id } }',
-    '  - { name: orders, match: { path: "/api/orders/:id" }, new: 50, shadow: 100, sync: { mode: dual, entity: order, key: path.id } }',
+    '  - { name: orders, match: { path: "/api/orders/:id" }, new: 50, shadow: 100, sync: { mode: dual, entity: order, key: path.id }, ramp: observed }',
     '  - { name: flagged, match: { path: "/flagged/*" }, flag: flagged-new }',
     'verify: { catalog: { route: orders, list: { path: /catalog, items: body.items, id: id } } }',
+    // A ramp that stays where the route is (its first step is the route's 50 %) and never acts
+    // by itself: every gate configured, none that can fail, no trip-wire; only judged.
+    'ramp:',
+    '  evaluateEvery: 500ms',
+    '  plans:',
+    '    observed:',
+    '      steps: [{ new: 50, hold: 1h }, { new: 100, require: [verify] }]',
+    '      window: 10s',
+    '      gates:',
+    '        divergence: { max: 99% }',
+    '        errors: { maxIncrease: 99pp }',
+    '        latency: { p99Delta: 10s, maxShare: 99% }',
+    '        sync: { maxLag: 1h, maxDeadLetters: 1000 }',
+    '        verify: { job: catalog, maxMismatchRate: 1 }',
+    '      tripwire: { failureShare: 100%, minRequests: 1000000 }',
+    '      onFail: pause',
     ''
   ].join('\n')
   await writeFile(file, routes('first'))
@@ -169,6 +188,16 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
   t.equal((await admin(adminUrl, 'POST', '/admin/verify/catalog/run', { json: { reason: 'observability test' } })).status, 202)
   await waitFor(async () => (await admin(adminUrl, 'GET', '/admin/verify/catalog')).body.last !== null, { message: 'the verify run did not end' })
   await prom.scrapedSince(start + 2_000) // a few seconds of traffic in the TSDB
+  // The ramp starts (its phase goes from none to running: the dashboard's annotation) and its gates are judged.
+  const ramp = await admin(adminUrl, 'POST', '/admin/ramp/orders/start', { json: { reason: 'observability test' } })
+  t.equal(ramp.status, 200, ramp.text)
+  // The p99 gate needs 100 answers a side in the step: until then it has no value to show.
+  const judged = async (): Promise<boolean> => {
+    const gates = ((await admin(adminUrl, 'GET', '/admin/ramp/orders')).body.evaluation as { gates: { gate: string; observed: number | null }[] } | null)?.gates ?? []
+    return gates.some((g) => g.gate === 'latency_p99' && g.observed !== null)
+  }
+  await waitFor(judged, { timeoutMs: 30_000, message: 'the ramp\'s latency_p99 gate never had its 100 answers a side' })
+  await prom.scrapedSince(Date.now() + 1_000)
   // The control plane acts: a reload that applies, one that is rejected, the file fixed, a rollback.
   await writeFile(file, routes('second'))
   await ficus.waitFor(/"msg":"config reloaded"/, { message: 'the second routes.yaml was not reloaded' })
@@ -179,6 +208,8 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
   await prom.scrapedSince(Date.now() + 2_000)
   const rollback = await admin(adminUrl, 'POST', '/admin/rollback', { json: { route: 'orders', reason: 'observability test' } })
   t.equal(rollback.status, 200, rollback.text)
+  // A change by hand pauses the ramp rather than being overwritten.
+  await waitFor(async () => (await admin(adminUrl, 'GET', '/admin/ramp/orders')).body.phase === 'paused', { message: 'the rollback by hand did not pause the ramp' })
   await prom.scrapedSince(Date.now() + 2_000)
   running = false
   await waitFor(load, { message: 'the load clients did not stop' })
@@ -250,6 +281,11 @@ t.test('a real Prometheus scraping Ficus under load: what the dashboard and the 
     t.ok(max(await last(`sum(rate(ficus_sync_fences_total{route="orders", outcome=~"timeout|dead_letter"}[${RATE_INTERVAL}]))`)) > 0, 'requests behind a fence seen')
     t.ok(max(await last(`sum(rate(ficus_writes_refused_total{route="orders", reason="sync_behind"}[${RATE_INTERVAL}]))`)) > 0, 'writes refused behind a fence seen')
     t.equal(max(await last(`sum(increase(ficus_sync_unrecorded_total[${range}]))`)), 0, 'no write unrecorded')
+    t.equal(max(await last('max(ficus_ramp_state{route="orders", state="running"})')), 1, 'the ramp ran')
+    t.equal(max(await last('max(ficus_ramp_step_percent{route="orders"})')), 50, 'at its first step')
+    t.equal(max(await last('count(max by (gate) (ficus_ramp_gate_verdict{route="orders"}))')), 7, 'every gate judged')
+    t.ok(max(await last(`sum(rate(ficus_shadow_pairs_total{route="orders", new="slower"}[${RATE_INTERVAL}]))`)) > 0, 'paired requests where new was slower seen')
+    t.equal((await last('max(ficus_ramp_state{route="orders", state="paused"})')).flatMap((x) => x.values).at(-1)?.[1], '1', 'the ramp paused by the rollback by hand')
   })
 
   await t.test('the shipped alerting rules evaluate on the real data without error', async (t) => {

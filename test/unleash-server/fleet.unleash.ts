@@ -8,6 +8,7 @@ import { sample } from '../helpers/ficus.js'
 import { CLI, listening, run } from '../helpers/spawn.js'
 import { createFlexibleRolloutFlag, setEnabled, setRollout, startUnleash } from '../helpers/unleash-server.js'
 import { startUpstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
 
 /**
  * `npm run test:unleash`: a real Unleash server (unleash-server 7.5.1 on a PostgreSQL 15
@@ -19,6 +20,13 @@ import { startUpstream } from '../helpers/upstream.js'
  */
 
 const REFRESH_MS = 1_000
+
+/** The flexibleRollout's rollout of a flag in Unleash itself. */
+async function rolloutIn (unleash: { url: string; adminToken: string }, flag: string): Promise<string | undefined> {
+  const r = await request(`${unleash.url}/admin/projects/default/features/${flag}/environments/development/strategies`, { headers: { authorization: unleash.adminToken } })
+  const strategies = await r.body.json() as { parameters: { rollout: string } }[]
+  return strategies[0]?.parameters.rollout
+}
 const USERS = Array.from({ length: 200 }, (_, i) => `user-${i}`)
 const expected = (share: number): Map<string, string> => new Map(USERS.map((u) => [u, bucket('orders', u) <= share ? 'new' : 'legacy']))
 
@@ -85,8 +93,7 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
   const set = run(t, CLI, ['set', 'orders', '--new', '60', '--reason', 'step 3', '--admin-url', adminUrl])
   t.equal(await set.exitCode(), 0, set.stderr)
   t.match(set.stdout, /orders: new 60 % \(flag orders-new\)/)
-  const strategies = await (await request(`${unleash.url}/admin/projects/default/features/orders-new/environments/development/strategies`, { headers: { authorization: unleash.adminToken } })).body.json() as { parameters: { rollout: string } }[]
-  t.equal(strategies[0]?.parameters.rollout, '60', 'the rollout changed in Unleash itself')
+  t.equal(await rolloutIn(unleash, 'orders-new'), '60', 'the rollout changed in Unleash itself')
   const audit = run(t, CLI, ['audit', '--json', '--admin-url', adminUrl])
   t.equal(await audit.exitCode(), 0)
   t.match(JSON.parse(audit.stdout), { entries: [{ action: 'set', route: 'orders', before: { new: 50 }, after: { new: 60 }, reason: 'step 3', detail: /in Unleash/ }] })
@@ -111,4 +118,64 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
   ficus.child.kill('SIGTERM')
   t.equal(await ficus.exitCode(), 0, 'exits cleanly on SIGTERM while Unleash is unreachable')
   t.notMatch(ficus.stderr, /Unhandled|uncaught/i)
+})
+
+t.test('a ramp on a flagged route drives the flag in a real Unleash, and pauses when someone changes the flag there', async (t) => {
+  const unleash = await startUnleash(t)
+  await createFlexibleRolloutFlag(unleash, 'items-new', { rollout: 0, groupId: 'items' })
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const dir = t.testdir({})
+  const config = join(dir, 'routes.yaml')
+  await writeFile(config, [
+    'version: 1',
+    'listen: { host: 127.0.0.1, port: 0 }',
+    'admin: { host: 127.0.0.1, port: 0 }',
+    `upstreams: { legacy: { url: "${legacy.url}" }, new: { url: "${next.url}" } }`,
+    'sticky: header:x-user-id',
+    'state: ficus-state.json',
+    'shutdown: { drainDelay: 0s, timeout: 5s }',
+    'unleash:',
+    `  url: "${unleash.url}"`,
+    '  appName: ficus-ramp-test',
+    '  token: ${UNLEASH_TOKEN}',
+    `  refreshInterval: ${REFRESH_MS}ms`,
+    '  admin: { token: "${UNLEASH_ADMIN_TOKEN}" }',
+    'ramp:',
+    '  evaluateEvery: 100ms',
+    '  plans:',
+    '    canary:',
+    '      steps: [{ new: 10, hold: 300ms }, { new: 50, hold: 1h }, { new: 100 }]',
+    'routes:',
+    '  - { name: items, match: { path: "/items/*" }, flag: items-new, ramp: canary }',
+    ''
+  ].join('\n'))
+  const ficus = run(t, CLI, ['start', '--config', config], { UNLEASH_TOKEN: unleash.clientToken, UNLEASH_ADMIN_TOKEN: unleash.adminToken })
+  const { admin: adminUrl } = await listening(ficus)
+  await ficus.waitFor(/flags synchronized with Unleash/, { timeoutMs: 30_000, message: 'ficus did not synchronize with the real Unleash' })
+  const ramp = async (): Promise<Record<string, unknown>> => (await admin(adminUrl, 'GET', '/admin/ramp/items')).body
+
+  const started = await admin(adminUrl, 'POST', '/admin/ramp/items/start', { json: { reason: 'fleet canary' } })
+  t.equal(started.status, 200, started.text)
+  t.equal(await rolloutIn(unleash, 'items-new'), '10', 'step 1 is the flag\'s rollout in Unleash')
+  // Step 1 holds 300 ms and has no gates: the controller advances, through Unleash.
+  await waitFor(async () => (await rolloutIn(unleash, 'items-new')) === '50', { timeoutMs: 15_000, message: 'the ramp did not set the flag to 50 % in Unleash' })
+  await waitFor(async () => (await routes(adminUrl)).find((x) => x.name === 'items')?.new.value === 50, { timeoutMs: 10_000, message: 'the proxy did not see its own change come back from Unleash' })
+  t.match(await ramp(), { phase: 'running', step: 2, percent: 50 })
+
+  // A person moves the flag in Unleash: the ramp pauses rather than set it back.
+  await setRollout(unleash, 'items-new', 30)
+  const paused = await waitFor(async () => {
+    const r = await ramp()
+    return r.phase === 'paused' ? r : null
+  }, { timeoutMs: 20_000, message: 'the ramp did not pause after the flag was changed in Unleash' })
+  t.match(paused, { by: 'unleash', reason: /the flag items-new's rollout was changed in Unleash to 30 % \(the ramp had set 50 %\)/ })
+  t.equal(await rolloutIn(unleash, 'items-new'), '30', 'the person\'s change stands')
+  // Resumed: the step's 50 % is set again in Unleash.
+  t.match(await admin(adminUrl, 'POST', '/admin/ramp/items/resume', { json: { reason: 'checked' } }), { status: 200, body: { phase: 'running', percent: 50 } })
+  t.equal(await rolloutIn(unleash, 'items-new'), '50')
+  const metrics = (await admin(adminUrl, 'GET', '/metrics')).text
+  t.equal(sample(metrics, 'ficus_ramp_transitions_total', { route: 'items', to: 'paused', reason: 'manual' }), 1)
+  ficus.child.kill('SIGTERM')
+  t.equal(await ficus.exitCode(), 0)
 })

@@ -190,6 +190,8 @@ export class ShadowCopy extends AbortableHandler implements ResponseTap {
       if (this.over) return
       if (!this.copyEnded) {
         this.copyOver(CATALOGUE.FICUS_ERR_UPSTREAM_TIMEOUT.status)
+        // new still had not answered after shadow.timeout where legacy had: a pair where new was slower, whatever its answer.
+        if (this.copiedTo === 'new' && this.answered.done && this.answered.ms !== null) this.s.verdicts.newTimedOut(this.ex.rule!, this.answered.ms, this.limits.timeoutMs)
         this.stop('error', 'timeout', 'timeout')
       } else {
         this.stop('skipped', 'primary_too_slow', 'timeout')

@@ -8,7 +8,7 @@ import { groupByEntity, IdPairs, type IdQuery } from '../../core/compare-ids.js'
 import type { CompareRules } from '../../core/compare-rules.js'
 import type { Difference } from '../../core/difference.js'
 import { showDifference, showTarget } from '../../core/redact.js'
-import type { Backend } from '../../core/types.js'
+import type { Backend, RouteRule } from '../../core/types.js'
 import type { Exchange } from '../exchange.js'
 import { decoded, unencoded, type KeptAnswer } from './decode.js'
 
@@ -56,6 +56,15 @@ export class Verdicts {
     this.metrics.comparisons.inc({ route, outcome })
     if (dropped !== undefined) this.metrics.shadowDropped.inc({ route, reason: dropped })
     this.store.unfinished(route, outcome, reason)
+  }
+
+  /**
+   * The copy to new ran past shadow.timeout after legacy answered the client in `legacyMs`:
+   * no comparison, but a pair of times all the same (new took at least the timeout), so that
+   * a new slower than the timeout counts as slower for the ramp's latency gate.
+   */
+  newTimedOut (rule: RouteRule, legacyMs: number, timeoutMs: number): void {
+    if (timeoutMs - legacyMs > rule.slowerByMs) this.metrics.shadowPairs.inc({ route: rule.name, new: 'slower' })
   }
 
   /**
@@ -187,6 +196,8 @@ export class Verdicts {
     metrics.comparisons.inc({ route: rule.name, outcome: result.outcome })
     const areas = result.outcome === 'diverged' ? new Set(result.differences.map((d) => d.area)) : new Set<Difference['area']>()
     for (const area of areas) metrics.divergences.inc({ route: rule.name, kind: area })
+    // The same request's time on both sides: what the ramp's latency gate reads (maxShare).
+    if (fromLegacy.ms !== null && fromNew.ms !== null) metrics.shadowPairs.inc({ route: rule.name, new: fromNew.ms - fromLegacy.ms > rule.slowerByMs ? 'slower' : 'not_slower' })
     const shadowed = {
       route: rule.name,
       method: ex.method,
