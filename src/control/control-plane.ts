@@ -200,14 +200,15 @@ export class ControlPlane {
   }
 
   /** POST /admin/rollback: `new: 0` for one route or all. Idempotent. `trigger`: who decided, for ficus_rollbacks_total (ramp: the ramp controller). */
-  async rollback (route: string | undefined, reason: string | null, who: string, trigger: 'manual' | 'ramp' = 'manual'): Promise<RouteView[]> {
+  async rollback (route: string | undefined, reason: string | null, who: string, trigger: 'manual' | 'ramp' | null = 'manual'): Promise<RouteView[]> {
     return this.serial(async () => {
       const rules = route === undefined ? [...this.config.routes, this.config.defaultRoute] : [this.known(route)]
       const change = { at: this.now().toISOString(), by: who, reason }
       const next: Record<string, RouteOverride | undefined> = { ...this.overrides }
       for (const r of rules) next[r.name] = applyPatch(this.overrides[r.name], { new: 0 }, change)
       await this.commit(next, rules.map((r) => r.name), 'rollback', who, reason)
-      for (const r of rules) this.metrics.rollbacks.inc({ route: r.name, trigger })
+      // null: a replica applying a rollback decided elsewhere (a ramp's record), counted where it was decided.
+      if (trigger !== null) for (const r of rules) this.metrics.rollbacks.inc({ route: r.name, trigger })
       return rules.map((r) => this.view(r))
     })
   }

@@ -7,9 +7,9 @@ import type { ProcessStore } from '../adapters/open-store.js'
 import type { SyncStore } from '../adapters/sync-store.js'
 import type { LiveConfig } from '../config/live.js'
 import type { FlagSource } from '../core/flags.js'
-import type { GateResult } from '../core/gates.js'
+import { tripped, type GateResult } from '../core/gates.js'
 import {
-  ACTIVE, countsOf, evaluate, RAMP_PHASES, sampleOf, transition, tripwire, windowAt,
+  ACTIVE, countsOf, evaluate, RAMP_PHASES, sampleOf, transition, windowAt,
   type Evaluation, type MetricJson, type Move, type RampPlan, type RampRecord, type RampSample, type VerifyFact
 } from '../core/ramp.js'
 import { CountWindow } from '../core/window.js'
@@ -39,6 +39,8 @@ export const RAMP_WHO = 'ramp'
 const LEASE = 'ramp'
 /** The trip-wire looks at most this far back. */
 const TRIP_WINDOW_MS = 60_000
+/** The trip-wire of a ramp whose plan is gone (config/ramp.ts's default). */
+const DEFAULT_TRIPWIRE = { failureShare: 0.5, minRequests: 20 }
 
 export interface RampOptions {
   readonly live: LiveConfig
@@ -100,16 +102,21 @@ export class RampControl {
   private records = new Map<string, Held>()
   /** Counters per ramped route. */
   private readonly windows = new Map<string, CountWindow>()
-  /** Requests on new (cumulative) per route at the last tick, for the step's count. */
+  /** Requests on new (the counter's value) per route at the last round, and those since the driver last counted them into its step. */
   private readonly lastNew = new Map<string, number>()
-  /** The revision of each route's record this replica applied, and when. */
-  private readonly applied = new Map<string, { revision: number; at: number }>()
+  private readonly newSince = new Map<string, number>()
+  /** When this replica first saw each flagged route's revision (our own flag change takes a refresh or two to come back). */
+  private readonly flagSeen = new Map<string, { revision: number; at: number }>()
+  /** Flagged routes rolled back whose flag could not be set to 0 % yet. */
+  private readonly flagRetry = new Set<string>()
+  /** Trip-wires that fired while the store could not be written: rolled back here, their record to write. */
+  private readonly pendingTrips = new Map<string, string>()
   /** The lease's holder, as last seen. */
   private driver: string | null = null
   private queue: Promise<unknown> = Promise.resolve()
-  /** When this controller began (its process's counters were 0), and whether it has read them since. */
+  /** When this controller began (its process's counters were 0), and whether its first round ran. */
   private readonly startedAt: number
-  private sampled = false
+  private ticked = false
   /** A store that failed is said once until it answers again. */
   private storeFailing = false
 
@@ -177,11 +184,17 @@ export class RampControl {
     return Object.keys(this.o.live.current.ramp.routes).length > 0 || this.records.size > 0
   }
 
-  /** One round: counters, records, the trip-wire, the lease, and (driving) the gates. */
+  /**
+   * One round: counters, records, the trip-wire (before following the records: a trip that
+   * is waiting for the store must not be undone by the record it has not replaced yet),
+   * following, the lease, and (driving) the gates.
+   */
   async tick (): Promise<void> {
+    const first = !this.ticked
+    this.ticked = true
     if (!this.hasRamps) return
     const now = this.now()
-    await this.sample(now)
+    await this.sample(now, first)
     let store: SyncStore
     try {
       store = this.opened()
@@ -195,20 +208,25 @@ export class RampControl {
       await this.tripwires(now)
       return
     }
-    await this.follow()
     await this.tripwires(now)
+    await this.follow()
+    for (const route of this.flagRetry) {
+      const r = this.records.get(route)?.record
+      if (r !== undefined) await this.retryFlag(route, r)
+    }
     if (this.driver === this.id) {
       await this.drive(now)
-    } else if (this.gateSeries.size > 0) {
+    } else {
       // Another replica drives: its gauges say what the gates saw, not this one's stale ones.
       this.dropGates()
       this.gateSeries = new Map()
+      this.newSince.clear()
     }
     this.gauges()
   }
 
-  /** Reads this replica's counters into the windows. */
-  private async sample (now: number): Promise<void> {
+  /** Reads this replica's counters into the windows, and counts the requests on new since the last round. */
+  private async sample (now: number, first: boolean): Promise<void> {
     const routes = new Set([...Object.keys(this.o.live.current.ramp.routes), ...this.records.keys()])
     const json = await this.o.source.getMetricsAsJSON()
     const { counts, gauges } = countsOf(json, routes)
@@ -218,12 +236,16 @@ export class RampControl {
       let w = this.windows.get(route)
       if (w === undefined) {
         this.windows.set(route, w = new CountWindow(keep))
-        // Counters start at 0 with the process: what came before the first round counts too.
-        if (!this.sampled) w.record(this.startedAt, new Map())
+        // Counters start at 0 with the process: at the first round, what came before counts too.
+        if (first) w.record(this.startedAt, new Map())
       }
       w.record(now, c)
+      // The step's requests on new: the counters' own growth since the last round (a counter that went down was reset).
+      const total = (c.get('nA') ?? 0) + (c.get('fb') ?? 0)
+      const before = this.lastNew.get(route) ?? (first ? 0 : total)
+      this.lastNew.set(route, total)
+      this.newSince.set(route, (this.newSince.get(route) ?? 0) + (total >= before ? total - before : total))
     }
-    this.sampled = true
   }
 
   private gaugesNow = new Map<string, { lag: number | null; dead: number | null }>()
@@ -249,40 +271,89 @@ export class RampControl {
     this.records = next
   }
 
-  /** Applies the records' share of new to this replica's routes (not flagged ones: the driver sets their flag). */
+  /** When a person (not the ramp) last changed the route on this replica (ms), or null. */
+  private personChanged (route: string): { at: number; by: string } | null {
+    const change = this.o.control.currentOverrides[route]?.change
+    if (change === undefined || change.by === RAMP_WHO) return null
+    return { at: Date.parse(change.at), by: change.by }
+  }
+
+  /**
+   * This replica's route as the records say: the share of new of a running, holding or
+   * completed ramp, and 0 after a rollback or an abort; a paused ramp is left alone. Read from
+   * the state of the route, not from memory, so that a restart or a new replica follows too. A
+   * person's change made after the ramp last set the share stands (and pauses a running ramp).
+   * On a flagged route the flag carries the share: a replica only applies a rollback (an
+   * override that bypasses the flag) and clears it once the ramp runs again.
+   */
   private async follow (): Promise<void> {
-    for (const [route, { record: r }] of this.records) {
-      if (this.applied.get(route)?.revision === r.revision) continue
-      const rule = this.o.live.current.routes.find((x) => x.name === route)
-      const wanted = r.phase === 'running' || r.phase === 'holding' || ((r.phase === 'rolled_back' || r.phase === 'aborted') && r.percent === 0)
-      if (rule === undefined || rule.flag !== null || !wanted) {
-        this.applied.set(route, { revision: r.revision, at: this.now() })
-        continue
+    const pauses: [string, Move][] = []
+    // In the queue of moves: a move of this process applies its own change, never raced by this.
+    await this.serial(async () => {
+      for (const [route, { record: r }] of this.records) {
+        if (r.phase === 'paused' || this.pendingTrips.has(route)) continue
+        const rule = this.o.live.current.routes.find((x) => x.name === route)
+        if (rule === undefined) continue
+        const person = this.personChanged(route)
+        if (person !== null && person.at > (r.percentAt ?? r.since)) {
+          if (r.phase === 'running' || r.phase === 'holding') {
+            pauses.push([route, { action: 'manual', by: person.by, reason: `${person.by} changed the route by hand after the ramp set it: the ramp paused rather than overwrite it (ficus ramp resume ${route} to go on from step ${r.step + 1})` }])
+          }
+          continue
+        }
+        const override = this.o.control.currentOverrides[route]
+        const reason = `ramp ${r.phase.replace('_', ' ')}: step ${r.step + 1} (new ${r.percent} %), applied on this replica`
+        try {
+          if (rule.flag === null) {
+            const effective = this.o.control.table.current.routes.find((x) => x.name === route)
+            if (effective !== undefined && effective.new !== r.percent) await this.o.control.patch(route, { new: r.percent, reason }, RAMP_WHO)
+          } else if (r.percent === 0) {
+            if (override?.new !== 0) await this.o.control.rollback(route, reason, RAMP_WHO, null)
+          } else if (override?.new !== undefined) {
+            await this.o.control.patch(route, { new: null, reason }, RAMP_WHO)
+          }
+        } catch (err) {
+          this.o.log.error({ err, route }, 'could not apply the ramp\'s share of new on this replica; trying again next round')
+        }
       }
-      const effective = this.o.control.table.current.routes.find((x) => x.name === route)
-      try {
-        if (effective?.new !== r.percent || effective.flag !== null) await this.o.control.patch(route, { new: r.percent, reason: `ramp ${r.phase.replace('_', ' ')}: step ${r.step + 1} (new ${r.percent} %), applied on this replica` }, RAMP_WHO)
-        this.applied.set(route, { revision: r.revision, at: this.now() })
-      } catch (err) {
-        this.o.log.error({ err, route }, 'could not apply the ramp\'s share of new on this replica; trying again next round')
-      }
+    })
+    for (const [route, m] of pauses) {
+      await this.act(route, m).catch((err: unknown) => {
+        // Refused: the ramp is already paused (the change's own listener was first).
+        if (!(err instanceof ControlError && err.code === 'FICUS_ERR_RAMP_STATE')) this.o.log.error({ err, route }, 'could not pause the ramp after a change by hand; trying again next round')
+      })
     }
   }
 
-  /** Each replica's own trip-wire: new failing most of a few requests rolls the route back at once. */
+  /**
+   * Each replica's own trip-wire: new failing most of a few requests rolls the route back at
+   * once. When the store cannot be written, this replica rolls back alone, once, and writes
+   * the record as soon as the store answers.
+   */
   private async tripwires (now: number): Promise<void> {
     for (const [route, { record: r }] of this.records) {
+      const pending = this.pendingTrips.get(route)
+      if (pending !== undefined) {
+        await this.act(route, { action: 'trip', by: RAMP_WHO, reason: pending }).then(() => { this.pendingTrips.delete(route) }, (err: unknown) => {
+          if (err instanceof ControlError && err.code === 'FICUS_ERR_RAMP_STATE') this.pendingTrips.delete(route) // the ramp ended meanwhile
+        })
+        continue
+      }
       if (!ACTIVE.has(r.phase) || r.percent === 0) continue
-      const plan = this.plans[r.plan]
-      if (plan === undefined) continue
-      const s = this.sampleFor(route, Math.min(TRIP_WINDOW_MS, plan.windowMs, Math.max(0, now - r.stepStartedAt)))
-      if (!tripwire(plan, s)) continue
-      const reason = `trip-wire: new failed ${s.newFailed} of ${s.newTotal} requests in the last ${Math.round(s.coveredMs / 1000)} s on this replica (${this.id}), at least ${Math.round(plan.tripwire.failureShare * 100)} % of at least ${plan.tripwire.minRequests}`
+      const tw = (this.plans[r.plan] ?? this.planOf(route))?.tripwire ?? DEFAULT_TRIPWIRE
+      const s = this.sampleFor(route, Math.min(TRIP_WINDOW_MS, Math.max(0, now - r.stepStartedAt)))
+      if (!tripped(s.newFailed, s.newTotal, tw.failureShare, tw.minRequests)) continue
+      const reason = `trip-wire: new failed ${s.newFailed} of ${s.newTotal} requests in the last ${Math.round(s.coveredMs / 1000)} s on this replica (${this.id}), at least ${Math.round(tw.failureShare * 100)} % of at least ${tw.minRequests}`
       try {
         await this.act(route, { action: 'trip', by: RAMP_WHO, reason })
       } catch (err) {
-        // The store may be down: this replica rolls back all the same; the record follows once the store answers (the failures stay in the window).
+        if (err instanceof ControlError && err.code !== 'FICUS_ERR_RAMP_STORE') {
+          this.o.log.warn({ err, route }, 'the trip-wire fired on a ramp that another replica ended meanwhile')
+          continue
+        }
+        // The store may be down: this replica rolls back all the same, and the record follows once the store answers.
         this.o.log.error({ err, route }, 'the trip-wire could not record the rollback in the store; rolling back on this replica')
+        this.pendingTrips.set(route, reason)
         await this.o.control.rollback(route, reason.slice(0, 500), RAMP_WHO, 'ramp').catch((e: unknown) => { this.o.log.fatal({ err: e, route }, 'the trip-wire could not roll the route back') })
       }
     }
@@ -302,7 +373,7 @@ export class RampControl {
     }
   }
 
-  /** The driver: each running ramp's gates, and what they decide. */
+  /** The driver: each running ramp's gates, and what they decide; a flag a rollback could not set yet. */
   private async drive (now: number): Promise<void> {
     const m = this.o.metrics
     const set = new Map<string, { route: string; gate: string }>()
@@ -316,11 +387,8 @@ export class RampControl {
         continue
       }
       if (await this.flagChangedByHand(route, r)) continue
-      // The step's requests on new, as counted here.
-      const total = this.cumulativeNew(route)
-      const before = this.lastNew.get(route)
-      this.lastNew.set(route, total)
-      const added = before === undefined ? 0 : total >= before ? total - before : total
+      const added = this.newSince.get(route) ?? 0
+      this.newSince.set(route, 0)
       const counted = added > 0 ? { ...r, stepRequests: r.stepRequests + added } : r
       const ev = this.evaluation(route, counted, plan, now)
       for (const g of ev.gates) {
@@ -340,6 +408,8 @@ export class RampControl {
           await this.put(route, counted, held.version)
         }
       } catch (err) {
+        // The requests counted are not lost: counted again next round.
+        if (added > 0) this.newSince.set(route, (this.newSince.get(route) ?? 0) + added)
         this.o.log.error({ err, route }, 'the ramp could not act on its gates; trying again next round')
       }
     }
@@ -352,10 +422,11 @@ export class RampControl {
     const rule = this.o.live.current.routes.find((x) => x.name === route)
     const flags = this.o.flags
     if (rule?.flag === null || rule === undefined || flags === undefined) return false
-    const applied = this.applied.get(route)
-    // Our own change may take a refresh or two to reach this replica.
+    // Our own change may take a refresh or two to reach this replica (a new driver starts the wait when it first sees the record).
     const settle = 2 * (this.o.live.current.unleash?.refreshIntervalMs ?? 0) + 2_000
-    if (applied?.revision !== r.revision || this.now() - applied.at < settle) return false
+    let seen = this.flagSeen.get(route)
+    if (seen?.revision !== r.revision) this.flagSeen.set(route, seen = { revision: r.revision, at: this.now() })
+    if (this.now() - seen.at < settle) return false
     const share = flags.state(rule.flag).share
     if (share === r.percent) return false
     await this.act(route, { action: 'manual', by: 'unleash', reason: `the flag ${rule.flag}'s rollout was changed in Unleash to ${share === null ? 'strategies that decide per user' : `${share} %`} (the ramp had set ${r.percent} %): the ramp paused rather than overwrite it (ficus ramp resume ${route} to set it back)` })
@@ -363,10 +434,18 @@ export class RampControl {
     return true
   }
 
-  private cumulativeNew (route: string): number {
-    const inc = this.windows.get(route)?.increase(Number.MAX_SAFE_INTEGER)
-    if (inc === undefined) return 0
-    return (inc.counts.get('nA') ?? 0) + (inc.counts.get('fb') ?? 0)
+  /** Sets a rolled back flagged route's flag to 0 % in Unleash, which failed when the ramp rolled it back. */
+  private async retryFlag (route: string, r: RampRecord): Promise<void> {
+    if (r.percent !== 0) {
+      this.flagRetry.delete(route)
+      return
+    }
+    try {
+      await this.o.control.setFlagShare(route, 0, RAMP_WHO, `ramp ${r.phase.replace('_', ' ')}: the flag to 0 %, retried`)
+      this.flagRetry.delete(route)
+    } catch (err) {
+      this.o.log.error({ err, route }, 'the flag of a rolled back route is still not at 0 % in Unleash; the other replicas still follow it; trying again next round')
+    }
   }
 
   private evaluation (route: string, r: RampRecord, plan: RampPlan, now: number): Evaluation {
@@ -377,77 +456,103 @@ export class RampControl {
   }
 
   /**
-   * A transition of the route's ramp (a command, or the gates' decision): checked against
-   * the record in the store, its share of new applied here (through the ControlPlane: state
-   * file, audit; a flag in Unleash), then the record written and the transition audited.
-   * One at a time in this process.
+   * A transition of the route's ramp (a command, or the gates' decision), checked against the
+   * record in the store, and made in the order that keeps users safe and the record true:
+   * - a way down (a failure, the trip-wire, an abort: new 0 %): rolled back here first (at
+   *   once, like ficus rollback), then the record, then the flag in Unleash (retried until it
+   *   takes);
+   * - a way up on a flagged route: the flag in Unleash first (refused, and nothing changed, if
+   *   Unleash does not take it), then the record;
+   * - otherwise: the record, then this replica's route (every other replica follows the record
+   *   within a round).
+   * A record another replica changed meanwhile is read again and the move judged again (three
+   * times at most). One move at a time in this process.
    */
   async act (route: string, m: Move, counted?: RampRecord): Promise<RampView> {
-    const run = this.queue.then(async () => this.move(route, m, counted))
+    return this.serial(async () => this.move(route, m, counted))
+  }
+
+  /** Runs `fn` after the moves and follows already queued in this process. */
+  private async serial<T> (fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn)
     this.queue = run.catch(() => {})
     return run
   }
 
   private async move (route: string, m: Move, counted?: RampRecord): Promise<RampView> {
     const { control, log, metrics } = this.o
-    control.known(route)
-    let store: SyncStore
-    try {
-      store = this.opened()
-      await this.read(store)
-    } catch (err) {
-      throw new ControlError('FICUS_ERR_RAMP_STORE', `the store could not be read (${(err as Error).message}); nothing was changed`)
-    }
-    const held = this.records.get(route)
-    const base = counted !== undefined && held !== undefined && held.record.revision === counted.revision && held.record.phase === counted.phase ? counted : held?.record ?? null
-    // Starting or resuming follows the plan routes.yaml gives the route now; the rest, the plan the ramp is on.
-    const plan = m.action === 'start' || m.action === 'resume' ? this.planOf(route) : this.plans[base?.plan ?? ''] ?? this.planOf(route)
-    if (plan === undefined) {
-      throw new ControlError('FICUS_ERR_RAMP_NO_PLAN', `route "${route}" has no ramp plan in routes.yaml (add ramp: <plan> to the route; plans: ${Object.keys(this.plans).join(', ') || 'none'})`)
-    }
-    const next = transition(plan, base, m, route, this.now())
-    if ('refused' in next) throw new ControlError('FICUS_ERR_RAMP_STATE', next.refused)
     const rule = control.known(route)
-    const reason = `ramp ${m.action}${m.by === RAMP_WHO ? '' : ` by ${m.by}`}: ${m.reason ?? describe(plan, next)}`
-    if (next.revision !== (base?.revision ?? 0)) {
-      // The share of new changes: applied first, so a record never says what is not in effect here.
-      if (next.percent === 0) {
-        await control.rollback(route, reason.slice(0, 500), RAMP_WHO, m.action === 'trip' || m.action === 'fail' || m.action === 'abort' ? 'ramp' : 'manual')
-        if (rule.flag !== null) {
-          await control.setFlagShare(route, 0, RAMP_WHO, reason.slice(0, 500)).catch((err: unknown) => {
-            log.error({ err, route, flag: rule.flag }, 'the ramp rolled the route back on this replica, and could not set its flag to 0 % in Unleash: the other replicas still follow the flag')
-          })
-        }
-      } else if (rule.flag === null) {
-        await control.patch(route, { new: next.percent, reason: reason.slice(0, 500) }, RAMP_WHO)
-      } else {
-        // The flag's rollout in Unleash, which every replica follows; a rollback here (an override that bypasses the flag) is cleared after.
-        await control.setFlagShare(route, next.percent, RAMP_WHO, reason.slice(0, 500))
-        if (this.rolledBackHere(route)) await control.patch(route, { new: null, reason: reason.slice(0, 500) }, RAMP_WHO)
-      }
-      this.applied.set(route, { revision: next.revision, at: this.now() })
-    } else {
-      const entry = this.entry(route, m, plan, base, next)
+    for (let attempt = 1; ; attempt++) {
+      let store: SyncStore
       try {
-        await this.o.audit.append(entry)
+        store = this.opened()
+        await this.read(store)
       } catch (err) {
-        log.error({ err, entry }, 'could not write the audit log; the ramp was not changed')
-        throw new ControlError('FICUS_ERR_STATE_WRITE', 'the audit log could not be written; nothing was changed')
+        throw new ControlError('FICUS_ERR_RAMP_STORE', `the store could not be read (${(err as Error).message}); nothing was changed`)
       }
+      const held = this.records.get(route)
+      const base = attempt === 1 && counted !== undefined && held !== undefined && held.record.revision === counted.revision && held.record.phase === counted.phase ? counted : held?.record ?? null
+      const plan = this.planFor(route, m, base)
+      if (plan === undefined) {
+        throw new ControlError('FICUS_ERR_RAMP_NO_PLAN', `route "${route}" has no ramp plan in routes.yaml (add ramp: <plan> to the route; plans: ${Object.keys(this.plans).join(', ') || 'none'})`)
+      }
+      const next = transition(plan, base, m, route, this.now())
+      if ('refused' in next) throw new ControlError('FICUS_ERR_RAMP_STATE', next.refused)
+      const reason = `ramp ${m.action}${m.by === RAMP_WHO ? '' : ` by ${m.by}`}: ${m.reason ?? describe(plan, next)}`.slice(0, 500)
+      const moves = next.revision !== (base?.revision ?? 0)
+      if (moves && next.percent === 0) {
+        await control.rollback(route, reason, RAMP_WHO, m.action === 'abort' && m.by !== RAMP_WHO ? 'manual' : 'ramp')
+      } else if (moves && rule.flag !== null) {
+        await control.setFlagShare(route, next.percent, RAMP_WHO, reason)
+      }
+      let version: number | null
+      try {
+        version = await store.putRamp(route, next, held?.version ?? 0)
+      } catch (err) {
+        throw new ControlError('FICUS_ERR_RAMP_STORE', `the store could not be written (${(err as Error).message})${moves && (next.percent === 0 || rule.flag !== null) ? '; the route WAS changed on this replica (or its flag), the ramp\'s record was not' : '; nothing was changed'}`)
+      }
+      if (version === null) {
+        if (attempt < 3) continue
+        throw new ControlError('FICUS_ERR_RAMP_STORE', `${route}'s ramp was changed by another replica at the same moment, three times; read it again (ficus ramp status ${route})`)
+      }
+      this.records.set(route, { record: next, version })
+      if (moves) {
+        this.newSince.delete(route)
+        this.flagSeen.set(route, { revision: next.revision, at: this.now() })
+        if (rule.flag !== null && next.percent === 0) {
+          await control.setFlagShare(route, 0, RAMP_WHO, reason).catch((err: unknown) => {
+            this.flagRetry.add(route)
+            log.error({ err, route, flag: rule.flag }, 'the ramp rolled the route back on this replica and could not set its flag to 0 % in Unleash: the other replicas follow the flag until it takes (retried each round)')
+          })
+        } else if (rule.flag !== null) {
+          // A rollback here (an override that bypasses the flag) ends with the ramp going up again.
+          if (control.currentOverrides[route]?.new !== undefined) await control.patch(route, { new: null, reason }, RAMP_WHO)
+        } else if (next.percent !== 0) {
+          try {
+            await control.patch(route, { new: next.percent, reason }, RAMP_WHO)
+          } catch (err) {
+            log.error({ err, route }, 'the ramp moved, and this replica could not apply it yet; it tries again each round')
+            throw new ControlError('FICUS_ERR_STATE_WRITE', `the ramp moved (step ${next.step + 1}, new ${next.percent} %), and this replica could not apply it yet (${(err as Error).message}); it tries again each round, and the other replicas follow the ramp`)
+          }
+        }
+      }
+      await this.o.audit.append(this.entry(route, m, plan, base, next)).catch((err: unknown) => { log.error({ err, route }, 'could not write the audit log for a ramp transition (the transition was made; a change of traffic is audited on its own)') })
+      metrics.rampTransitions.inc({ route, to: next.phase, reason: m.action })
+      log[m.action === 'fail' || m.action === 'trip' ? 'warn' : 'info']({ route, action: m.action, by: m.by, phase: next.phase, step: next.step + 1, percent: next.percent, reason: m.reason }, 'ramp transition')
+      this.gauges()
+      return this.view(route)
     }
-    await this.put(route, next, held?.version ?? 0)
-    if (next.revision !== (base?.revision ?? 0)) {
-      await this.o.audit.append(this.entry(route, m, plan, base, next)).catch((err: unknown) => { log.error({ err, route }, 'could not write the audit log for a ramp transition (its change of traffic is audited)') })
-    }
-    metrics.rampTransitions.inc({ route, to: next.phase, reason: m.action })
-    log[m.action === 'fail' || m.action === 'trip' ? 'warn' : 'info']({ route, action: m.action, by: m.by, phase: next.phase, step: next.step + 1, percent: next.percent, reason: m.reason }, 'ramp transition')
-    this.gauges()
-    return this.view(route)
   }
 
-  /** A flagged route this replica has rolled back (a local override of new, which bypasses the flag). */
-  private rolledBackHere (route: string): boolean {
-    return this.o.control.currentOverrides[route]?.new !== undefined
+  /**
+   * The plan a move follows: for start and resume, the one routes.yaml gives the route now;
+   * otherwise the ramp's own. A pause, an abort or the trip-wire needs no plan: a ramp whose
+   * plan is gone can still be stopped.
+   */
+  private planFor (route: string, m: Move, base: RampRecord | null): RampPlan | undefined {
+    const plan = m.action === 'start' || m.action === 'resume' ? this.planOf(route) : this.plans[base?.plan ?? ''] ?? this.planOf(route)
+    if (plan !== undefined || base === null || !['pause', 'manual', 'abort', 'trip', 'fail'].includes(m.action)) return plan
+    return { name: base.plan, steps: [], windowMs: 0, confidence: { advance: 0.95, rollback: 0.99 }, gates: { divergence: null, errors: null, latency: null, sync: null, verify: null }, tripwire: DEFAULT_TRIPWIRE, onFail: 'rollback' }
   }
 
   /** Writes a record if the store still has the version read; otherwise nothing is written. */

@@ -57,8 +57,13 @@ export interface RampRecord {
   readonly step: number
   /** The share of new the ramp asks for now: the step's, or 0 after a rollback or an abort. */
   readonly percent: number
-  /** Increased each time `percent` is to be applied again: each replica applies a revision once. */
+  /** Increased each time the ramp sets `percent` (a step, a rollback, an abort). */
   readonly revision: number
+  /**
+   * When the ramp last set `percent` (ms since the epoch): a replica whose route a person
+   * changed after that keeps the person's change (absent in records of an earlier version: `since`).
+   */
+  readonly percentAt?: number
   /** When the step began (ms since the epoch): its hold counts from there. */
   readonly stepStartedAt: number
   /** Requests new answered (or failed) since the step began, as the driver counted them. */
@@ -279,7 +284,7 @@ export function gatesOf (plan: RampPlan, s: RampSample, verifyNext: boolean, ver
 
 function verifyGate (v: NonNullable<RampPlan['gates']['verify']>, fact: VerifyFact | null | undefined, now: number): GateResult {
   const base = { gate: 'verify', threshold: v.maxMismatchRate, bound: null, needs: null }
-  if (fact === null || fact === undefined) return { ...base, verdict: 'hold', observed: null, n: 0, why: `verify: no run of job ${v.job} yet; the next step needs a clean one (ficus verify ${v.job}, or POST /admin/verify/${v.job}/run)` }
+  if (fact === null || fact === undefined) return { ...base, verdict: 'hold', observed: null, n: 0, why: `verify: no run of job ${v.job} by this Ficus yet; the next step needs a clean one (POST /admin/verify/${v.job}/run, or its schedule)` }
   const age = now - fact.completedAt
   const n = fact.checked
   if (age > v.maxAgeMs) return { ...base, verdict: 'hold', observed: fact.mismatchRate, n, why: `verify: the last run of ${v.job} ended ${Math.round(age / 60_000)} min ago, older than ${Math.round(v.maxAgeMs / 60_000)} min: run it again` }
@@ -347,13 +352,13 @@ export function transition (plan: RampPlan, r: RampRecord | null, m: Move, route
     history: [...(r?.history ?? []), { at: now, action: m.action, by: m.by, reason: m.reason, gates: m.gates ?? [] }].slice(-HISTORY)
   })
   const stepAt = (i: number, base: RampRecord | null): Omit<RampRecord, 'history' | 'since' | 'by' | 'reason'> => ({
-    route, plan: plan.name, phase: 'running', step: i, percent: (plan.steps[i] as RampStep).new, revision: (base?.revision ?? 0) + 1, stepStartedAt: now, stepRequests: 0
+    route, plan: plan.name, phase: 'running', step: i, percent: (plan.steps[i] as RampStep).new, revision: (base?.revision ?? 0) + 1, percentAt: now, stepStartedAt: now, stepRequests: 0
   })
   const none = `${route} has no ramp in progress${phase === null ? '' : ` (it is ${phase.replace('_', ' ')})`}: ficus ramp start ${route}`
   switch (m.action) {
     case 'start':
       if (active) return { refused: `${route} is already ramping (${phase}, step ${r!.step + 1} of ${plan.steps.length}): pause, resume or abort it` }
-      if (phase === 'completed') return { refused: `${route} completed its ramp (new 100 %); to ramp again, roll it back first (ficus rollback ${route})` }
+      // After an end (completed, rolled back, aborted) a start ramps again from the first step.
       return decided(stepAt(0, r))
     case 'pause':
     case 'manual':
@@ -377,10 +382,10 @@ export function transition (plan: RampPlan, r: RampRecord | null, m: Move, route
     }
     case 'fail':
       if (!active) return { refused: none }
-      return plan.onFail === 'pause' ? decided({ ...r!, phase: 'paused' }) : decided({ ...r!, phase: 'rolled_back', percent: 0, revision: r!.revision + 1 })
+      return plan.onFail === 'pause' ? decided({ ...r!, phase: 'paused' }) : decided({ ...r!, phase: 'rolled_back', percent: 0, revision: r!.revision + 1, percentAt: now })
     case 'trip':
     case 'abort':
       if (!active) return { refused: none }
-      return decided({ ...r!, phase: m.action === 'trip' ? 'rolled_back' : 'aborted', percent: 0, revision: r!.revision + 1 })
+      return decided({ ...r!, phase: m.action === 'trip' ? 'rolled_back' : 'aborted', percent: 0, revision: r!.revision + 1, percentAt: now })
   }
 }
