@@ -67,4 +67,9 @@ t.test('two replicas on one store: both follow the ramp, one drives; killing it 
   t.match(done.history.at(-1), { action: 'advance', by: 'ramp' })
   t.equal(done.percent, 100)
   await waitFor(async () => (await other.metric('ficus_route_new_percent', { route: 'items' })) === 100, { message: 'the surviving replica did not apply 100 %' })
+  // The killed replica comes back: it follows the record (100 %), then an abort made on it reaches the other.
+  const back = await startFicus(t, driving === a ? join(root, 'a', 'routes.yaml') : join(root, 'b', 'routes.yaml'))
+  await waitFor(async () => (await back.metric('ficus_route_new_percent', { route: 'items' })) === 100, { message: 'the restarted replica did not follow the ramp to 100 %' })
+  t.match(await admin(back.admin, 'POST', '/admin/ramp/items/abort', { json: { reason: 'enough' } }), { status: 200, body: { phase: 'aborted', percent: 0 } })
+  await waitFor(async () => (await other.metric('ficus_route_new_percent', { route: 'items' })) === 0, { message: 'the other replica did not follow the abort to 0 %' })
 })

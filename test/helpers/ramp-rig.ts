@@ -89,7 +89,7 @@ export function rampDoc (rig: Omit<RampRig, 'doc'>, dir: string, plan: Record<st
  * Requests from distinct users, `concurrency` at a time, until stopped; counts answers by
  * status. Each user id is new, so the sticky bucket of each request is drawn at random.
  */
-export function load (url: string, concurrency = 8): { stop(): Promise<void>; readonly sent: () => number; readonly statuses: Map<number, number> } {
+export function load (url: string, concurrency = 4): { stop(): Promise<void>; readonly sent: () => number; readonly statuses: Map<number, number> } {
   const agent = new Agent({ connections: concurrency, keepAliveTimeout: 10_000 })
   const statuses = new Map<number, number>()
   let sent = 0

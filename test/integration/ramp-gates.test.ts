@@ -77,7 +77,7 @@ t.test('a new whose answers diverge at 25 % is paused (onFail: pause), with the 
 t.test('a new that turns slow at 25 % fails the paired latency gate', async (t) => {
   const rig = await rampUpstreams(t)
   const f = await startTestFicus(t, rampDoc(rig, t.testdir()))
-  const traffic = load(f.url, 16)
+  const traffic = load(f.url, 8)
   t.teardown(async () => { await traffic.stop() })
   await startRamp(t, f)
   await rampUntil(f, (v) => v.percent === 25, 'reach 25 %')
@@ -92,7 +92,7 @@ t.test('a zero-error baseline with a failing new fails at the first step; it doe
   const rig = await rampUpstreams(t)
   rig.behave.fail = 0.25
   const f = await startTestFicus(t, rampDoc(rig, t.testdir(), testPlan({ gates: { errors: { maxIncrease: '5pp' } }, tripwire: { failureShare: '90%', minRequests: 20 } })))
-  const traffic = load(f.url, 16)
+  const traffic = load(f.url, 8)
   t.teardown(async () => { await traffic.stop() })
   await startRamp(t, f)
   const failed = await rampUntil(f, (v) => v.phase === 'rolled_back', 'fail', 60_000)

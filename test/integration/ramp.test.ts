@@ -1,5 +1,7 @@
+import { join } from 'node:path'
 import t from 'tap'
 import { admin, audit } from '../helpers/admin.js'
+import { startCatalog } from '../helpers/catalog.js'
 import { sample, startTestFicus } from '../helpers/ficus.js'
 import { waitFor } from '../helpers/wait.js'
 import { load, rampDoc, rampOf, rampUntil, rampUpstreams, startRamp, testPlan } from '../helpers/ramp-rig.js'
@@ -144,4 +146,34 @@ t.test('a step longer than its window counts every request on new, once: it adva
   const startedAt = Date.parse(done.history[0]!.at)
   const advancedAt = Date.parse(done.history[1]!.at)
   t.ok(advancedAt - startedAt > 600, `the step lasted ${advancedAt - startedAt} ms, more than two 300 ms windows`)
+})
+
+t.test('a step that requires a clean verify waits for one: none holds, a run with differences holds, a clean run lets it advance', async (t) => {
+  const records = Array.from({ length: 50 }, (_, i) => ({ id: String(1000 + i), title: `item ${i}` }))
+  const legacy = await startCatalog(t, records, { paging: 'cursor', pageSize: 20 })
+  const next = await startCatalog(t, records.map((r, i) => (i === 7 ? { ...r, title: 'changed' } : r)), { paging: 'cursor', pageSize: 20 })
+  const dir = t.testdir()
+  const f = await startTestFicus(t, {
+    state: join(dir, 'state.json'),
+    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
+    routes: [{ name: 'items', match: { path: '/api/items/:id' }, new: 0, ramp: 'canary' }],
+    verify: { items: { route: 'items', list: { path: '/api/items', items: 'body.items', id: 'id', next: 'body.next_cursor', cursorParam: 'cursor', query: { limit: '20' } }, get: '/api/items/:id', rate: '10000/s' } },
+    ramp: { evaluateEvery: '100ms', plans: { canary: { steps: [{ new: 50, hold: '0s' }, { new: 100, require: ['verify'] }], gates: { verify: { job: 'items' } } } } }
+  })
+  await startRamp(t, f)
+  const waiting = await rampUntil(f, (v) => v.driver !== null && (v.evaluation?.gates.length ?? 0) > 0, 'be judged')
+  t.match(waiting, { step: 1, phase: 'running' })
+  t.match(waiting.evaluation!.gates.find((g) => g.gate === 'verify'), { verdict: 'hold', why: /no run of job items by this Ficus yet/ })
+  const run = async (): Promise<void> => {
+    t.equal((await admin(f, 'POST', '/admin/verify/items/run', { json: {} })).status, 202)
+    await waitFor(async () => (await admin(f, 'GET', '/admin/verify/items')).body.running === null, { message: 'the verify run did not end' })
+  }
+  await run()
+  const differs = await rampUntil(f, (v) => v.evaluation?.gates.find((g) => g.gate === 'verify')?.why.includes('differed') === true, 'see the run with a difference')
+  t.equal(differs.step, 1, 'still at step 1')
+  next.records.set('1007', records[7]!) // fixed on new
+  await run()
+  const done = await rampUntil(f, (v) => v.step === 2, 'advance after a clean verify')
+  t.equal(done.percent, 100)
+  t.match(done.history.at(-1)!.gates.find((g) => g.gate === 'verify'), { verdict: 'pass', n: 50 })
 })

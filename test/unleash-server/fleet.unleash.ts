@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { bucket } from '../../src/core/bucket.js'
 import { admin, routes } from '../helpers/admin.js'
@@ -27,35 +27,38 @@ async function rolloutIn (unleash: { url: string; adminToken: string }, flag: st
   const strategies = await r.body.json() as { parameters: { rollout: string } }[]
   return strategies[0]?.parameters.rollout
 }
-const USERS = Array.from({ length: 200 }, (_, i) => `user-${i}`)
-const expected = (share: number): Map<string, string> => new Map(USERS.map((u) => [u, bucket('orders', u) <= share ? 'new' : 'legacy']))
-
-t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
-  const unleash = await startUnleash(t)
-  await createFlexibleRolloutFlag(unleash, 'orders-new', { rollout: 30, groupId: 'orders' })
+/** Two upstreams, and a routes.yaml on them whose flags come from `unleash` (admin token included), with `rest` appended. */
+async function fleetConfig (t: Test, unleash: { url: string }, appName: string, rest: readonly string[]): Promise<string> {
   const legacy = await startUpstream(t, 'legacy')
   const next = await startUpstream(t, 'new')
-  const dir = t.testdir({})
-  const config = join(dir, 'routes.yaml')
+  const config = join(t.testdir({}), 'routes.yaml')
   await writeFile(config, [
     'version: 1',
     'listen: { host: 127.0.0.1, port: 0 }',
     'admin: { host: 127.0.0.1, port: 0 }',
     `upstreams: { legacy: { url: "${legacy.url}" }, new: { url: "${next.url}" } }`,
     'sticky: header:x-user-id',
-    'exposeBackend: true',
     'state: ficus-state.json',
     'shutdown: { drainDelay: 0s, timeout: 5s }',
     'unleash:',
     `  url: "${unleash.url}"`,
-    '  appName: ficus-fleet-test',
+    `  appName: ${appName}`,
     '  token: ${UNLEASH_TOKEN}',
     `  refreshInterval: ${REFRESH_MS}ms`,
     '  admin: { token: "${UNLEASH_ADMIN_TOKEN}" }',
-    'routes:',
-    '  - { name: orders, match: { path: "/orders/*" }, flag: orders-new }',
+    ...rest,
     ''
   ].join('\n'))
+  return config
+}
+
+const USERS = Array.from({ length: 200 }, (_, i) => `user-${i}`)
+const expected = (share: number): Map<string, string> => new Map(USERS.map((u) => [u, bucket('orders', u) <= share ? 'new' : 'legacy']))
+
+t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
+  const unleash = await startUnleash(t)
+  await createFlexibleRolloutFlag(unleash, 'orders-new', { rollout: 30, groupId: 'orders' })
+  const config = await fleetConfig(t, unleash, 'ficus-fleet-test', ['exposeBackend: true', 'routes:', '  - { name: orders, match: { path: "/orders/*" }, flag: orders-new }'])
   const ficus = run(t, CLI, ['start', '--config', config], { UNLEASH_TOKEN: unleash.clientToken, UNLEASH_ADMIN_TOKEN: unleash.adminToken })
   const { traffic, admin: adminUrl } = await listening(ficus)
 
@@ -123,33 +126,15 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
 t.test('a ramp on a flagged route drives the flag in a real Unleash, and pauses when someone changes the flag there', async (t) => {
   const unleash = await startUnleash(t)
   await createFlexibleRolloutFlag(unleash, 'items-new', { rollout: 0, groupId: 'items' })
-  const legacy = await startUpstream(t, 'legacy')
-  const next = await startUpstream(t, 'new')
-  const dir = t.testdir({})
-  const config = join(dir, 'routes.yaml')
-  await writeFile(config, [
-    'version: 1',
-    'listen: { host: 127.0.0.1, port: 0 }',
-    'admin: { host: 127.0.0.1, port: 0 }',
-    `upstreams: { legacy: { url: "${legacy.url}" }, new: { url: "${next.url}" } }`,
-    'sticky: header:x-user-id',
-    'state: ficus-state.json',
-    'shutdown: { drainDelay: 0s, timeout: 5s }',
-    'unleash:',
-    `  url: "${unleash.url}"`,
-    '  appName: ficus-ramp-test',
-    '  token: ${UNLEASH_TOKEN}',
-    `  refreshInterval: ${REFRESH_MS}ms`,
-    '  admin: { token: "${UNLEASH_ADMIN_TOKEN}" }',
+  const config = await fleetConfig(t, unleash, 'ficus-ramp-test', [
     'ramp:',
     '  evaluateEvery: 100ms',
     '  plans:',
     '    canary:',
     '      steps: [{ new: 10, hold: 300ms }, { new: 50, hold: 1h }, { new: 100 }]',
     'routes:',
-    '  - { name: items, match: { path: "/items/*" }, flag: items-new, ramp: canary }',
-    ''
-  ].join('\n'))
+    '  - { name: items, match: { path: "/items/*" }, flag: items-new, ramp: canary }'
+  ])
   const ficus = run(t, CLI, ['start', '--config', config], { UNLEASH_TOKEN: unleash.clientToken, UNLEASH_ADMIN_TOKEN: unleash.adminToken })
   const { admin: adminUrl } = await listening(ficus)
   await ficus.waitFor(/flags synchronized with Unleash/, { timeoutMs: 30_000, message: 'ficus did not synchronize with the real Unleash' })
@@ -174,6 +159,10 @@ t.test('a ramp on a flagged route drives the flag in a real Unleash, and pauses 
   // Resumed: the step's 50 % is set again in Unleash.
   t.match(await admin(adminUrl, 'POST', '/admin/ramp/items/resume', { json: { reason: 'checked' } }), { status: 200, body: { phase: 'running', percent: 50 } })
   t.equal(await rolloutIn(unleash, 'items-new'), '50')
+  // An abort takes new off the route on this replica at once and in Unleash for the fleet.
+  t.match(await admin(adminUrl, 'POST', '/admin/ramp/items/abort', { json: { reason: 'stop' } }), { status: 200, body: { phase: 'aborted', percent: 0 } })
+  t.equal(await rolloutIn(unleash, 'items-new'), '0')
+  t.equal((await routes(adminUrl)).find((x) => x.name === 'items')?.new.value, 0)
   const metrics = (await admin(adminUrl, 'GET', '/metrics')).text
   t.equal(sample(metrics, 'ficus_ramp_transitions_total', { route: 'items', to: 'paused', reason: 'manual' }), 1)
   ficus.child.kill('SIGTERM')
