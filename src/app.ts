@@ -11,6 +11,7 @@ import { closeUpstreams, createUpstreams, type Upstream } from './adapters/upstr
 import type { LiveConfig } from './config/live.js'
 import type { Config } from './config/schema.js'
 import adminApi, { type AdminOptions } from './control/admin-api.js'
+import consolePlugin from './control/console.js'
 import healthEndpoint, { type Health, type WorkersReady } from './control/health.js'
 import metricsEndpoint, { type MetricsText } from './control/metrics-endpoint.js'
 import type { Random } from './core/decide.js'
@@ -232,6 +233,8 @@ export async function buildAdmin(logger: Logger, parts: AdminParts): Promise<App
   await admin.register(metricsEndpoint, { metrics: parts.metrics })
   await admin.register(healthEndpoint, { health: parts.health, ...(parts.workers === undefined ? {} : { workers: parts.workers }) })
   await admin.register(adminApi, parts.api)
+  // The console: its page and sign-in; it acts through the admin API above.
+  await admin.register(consolePlugin, { live: parts.api.live, sessions: parts.api.sessions, control: parts.api.control })
   admin.addHook('onClose', parts.close)
   return admin
 }

@@ -57,6 +57,8 @@ export const CATALOGUE = {
 
   // ---- admin API (admin port) ----
   FICUS_ERR_UNAUTHORIZED: { status: 401, reason: 'unauthorized', message: 'A valid admin token is required (Authorization: Bearer <token>)' },
+  FICUS_ERR_FORBIDDEN: { status: 403, reason: 'forbidden', message: 'This token can read, not change (a viewer)' },
+  FICUS_ERR_CSRF: { status: 403, reason: 'csrf', message: 'A change from the console must carry its CSRF token (x-ficus-csrf)' },
   FICUS_ERR_UNKNOWN_ROUTE: { status: 404, reason: 'unknown_route', message: 'No route has that name' },
   FICUS_ERR_BAD_ADMIN_REQUEST: { status: 400, reason: 'bad_admin_request', message: 'The admin request is invalid' },
   FICUS_ERR_ADMIN_NOT_FOUND: { status: 404, reason: 'not_found', message: 'No such admin endpoint' },

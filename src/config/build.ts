@@ -211,9 +211,13 @@ export function parseStickySource(spec: string): StickySpec {
 /** admin.token (as `admin`) and admin.tokens, empty values left out (`${TOKEN:-}` unset means none). */
 export function adminTokens(admin: Partial<NonNullable<RawConfig['admin']>> | undefined): AdminToken[] {
   const out: AdminToken[] = []
-  if (typeof admin?.token === 'string' && admin.token !== '') out.push({ name: 'admin', token: admin.token })
+  if (typeof admin?.token === 'string' && admin.token !== '') out.push({ name: 'admin', token: admin.token, role: 'operator' })
   if (isObject(admin?.tokens)) {
-    for (const [name, token] of Object.entries(admin.tokens)) if (typeof token === 'string' && token !== '') out.push({ name, token })
+    for (const [name, value] of Object.entries(admin.tokens)) {
+      const token: unknown = isObject(value) ? value.token : value
+      const role = isObject(value) && value.role === 'viewer' ? 'viewer' : 'operator'
+      if (typeof token === 'string' && token !== '') out.push({ name, token, role })
+    }
   }
   return out
 }

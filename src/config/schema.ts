@@ -162,8 +162,15 @@ export const ConfigSchema = Type.Object({
     host: Type.Optional(Host),
     port: Type.Optional(Port),
     token: Type.Optional(Type.String()),
-    /** Named tokens: the name is who the audit log says made a change. */
-    tokens: Type.Optional(Type.Record(Name, Type.String(), { additionalProperties: false }))
+    /**
+     * Named tokens: the name is who the audit log says made a change. A token is a string (an
+     * operator: reads and changes) or `{ token, role: viewer }` (reads only: the console's and
+     * the admin API's changes are refused, 403).
+     */
+    tokens: Type.Optional(Type.Record(Name, Type.Union([
+      Type.String(),
+      Type.Object({ token: Type.String(), role: Type.Optional(Type.Union([Type.Literal('operator'), Type.Literal('viewer')], { 'x-message': 'must be operator (reads and changes) or viewer (reads only)' })) }, { additionalProperties: false })
+    ], { 'x-message': 'must be a token, or { token, role: operator|viewer }' }), { additionalProperties: false }))
   }, { additionalProperties: false })),
   upstreams: Type.Record(Name, UpstreamSchema, { minProperties: 1, additionalProperties: false }),
   backends: Type.Optional(Backends),
@@ -290,6 +297,8 @@ export interface ShadowLimits {
 export interface AdminToken {
   readonly name: string
   readonly token: string
+  /** operator: reads and changes; viewer: reads only. */
+  readonly role: 'operator' | 'viewer'
 }
 
 export interface Config {

@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
+import { timingSafeEqual } from 'node:crypto'
 import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -8,6 +8,7 @@ import { emptySummary, WINDOW_MINUTES, type DivergenceSample, type Epoch, type E
 import type { LiveConfig } from '../config/live.js'
 import type { AdminToken } from '../config/schema.js'
 import { parseDuration } from '../config/units.js'
+import { csrfMatches, digest, type Caller, type ConsoleSessions } from './console-sessions.js'
 import { ControlError, type ControlPlane } from './control-plane.js'
 import { withDivergence } from './route-view.js'
 import { syncRoutes } from './sync-api.js'
@@ -36,6 +37,8 @@ export interface AdminOptions {
   readonly verify: VerifyControl
   /** Ramps (`/admin/ramp…`). */
   readonly ramp: RampControl
+  /** The console's sessions: a browser signed in calls the admin API with its cookie and CSRF token. */
+  readonly sessions: ConsoleSessions
 }
 
 /**
@@ -92,11 +95,11 @@ const READ_METHODS = new Set(['GET', 'HEAD'])
 async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void> {
   const { table, divergences, control, audit } = opts
   let tokensOf: readonly AdminToken[] = []
-  let tokens: { name: string; digest: Buffer }[] = []
-  const current = (): { name: string; digest: Buffer }[] => {
+  let tokens: { name: string; role: AdminToken['role']; digest: Buffer }[] = []
+  const current = (): { name: string; role: AdminToken['role']; digest: Buffer }[] => {
     if (opts.live.current.admin.tokens !== tokensOf) {
       tokensOf = opts.live.current.admin.tokens
-      tokens = tokensOf.map((t) => ({ name: t.name, digest: digest(t.token) }))
+      tokens = tokensOf.map((t) => ({ name: t.name, role: t.role, digest: digest(t.token) }))
     }
     return tokens
   }
@@ -105,15 +108,27 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
   await fastify.register(async (api) => {
     api.addHook('onRequest', async (request, reply) => {
       const accepted = current()
-      if (accepted.length > 0) {
-        const caller = callerOf(request.headers.authorization, accepted)
-        if (caller === null) {
-          reply.header('www-authenticate', 'Bearer realm="ficus-admin"')
-          if (!READ_METHODS.has(request.method)) await control.refused(`${request.method} ${request.url.split('?')[0] ?? ''} from ${request.ip}`)
-          return fail(reply, 'FICUS_ERR_UNAUTHORIZED')
-        }
-        request.adminCaller = caller
+      const change = !READ_METHODS.has(request.method)
+      const what = `${request.method} ${request.url.split('?')[0] ?? ''} from ${request.ip}`
+      // A bearer token (the CLI, scripts), or the console's session cookie (a browser).
+      const bearer = request.headers.authorization === undefined ? null : callerOf(request.headers.authorization, accepted)
+      const session = request.headers.authorization === undefined ? opts.sessions.find(request.headers.cookie, opts.live.current.admin.tokens) : null
+      if (accepted.length > 0 && bearer === null && session === null) {
+        reply.header('www-authenticate', 'Bearer realm="ficus-admin"')
+        if (change) await control.refused(what)
+        return fail(reply, 'FICUS_ERR_UNAUTHORIZED')
       }
+      const caller = bearer ?? session ?? { name: 'local', role: 'operator' as const }
+      // A browser sends the cookie on any request to this origin: a change also carries the session's CSRF token, which only the console's page has.
+      if (change && session !== null && !csrfMatches(request.headers['x-ficus-csrf'], session.csrf)) {
+        await control.refused(`${what}: console session without its CSRF token (x-ficus-csrf)`)
+        return fail(reply, 'FICUS_ERR_CSRF')
+      }
+      if (change && caller.role === 'viewer') {
+        await control.refused(`${what}: token ${caller.name} is a viewer`)
+        return fail(reply, 'FICUS_ERR_FORBIDDEN', `token "${caller.name}" is a viewer (admin.tokens.${caller.name}.role): it reads, it does not change`)
+      }
+      request.adminCaller = caller.name
       // A browser form or a text body never changes traffic (and cannot be sent cross-site
       // without a CORS preflight as JSON). That holds for empty bodies too: a form with no
       // fields posts an empty body with its type, and fetch(…, { mode: 'no-cors' }) or
@@ -243,18 +258,14 @@ function validationDetail(err: FastifyError): string {
   }).join('; ')
 }
 
-/** The name of the token the caller presented, or null. Every token is compared (constant time, no early exit). */
-function callerOf(header: string | undefined, tokens: readonly { name: string; digest: Buffer }[]): string | null {
+/** The token the caller presented (its name and role), or null. Every token is compared (constant time, no early exit). */
+function callerOf(header: string | undefined, tokens: readonly { name: string; role: AdminToken['role']; digest: Buffer }[]): Caller | null {
   const m = /^Bearer +(\S+) *$/i.exec(header ?? '')
   if (m === null) return null
   const presented = digest(m[1] as string)
-  let found: string | null = null
-  for (const t of tokens) if (timingSafeEqual(presented, t.digest)) found ??= t.name
+  let found: Caller | null = null
+  for (const t of tokens) if (timingSafeEqual(presented, t.digest)) found ??= { name: t.name, role: t.role }
   return found
-}
-
-function digest(s: string): Buffer {
-  return createHash('sha256').update(s).digest()
 }
 
 async function fail(reply: FastifyReply, code: ErrorCode, detail?: string): Promise<FastifyReply> {

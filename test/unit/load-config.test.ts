@@ -40,7 +40,7 @@ t.test('a minimal file gets the documented defaults', async (t) => {
 t.test('a full file: every key read, env expanded, per-route overrides applied', async (t) => {
   const c = await loadConfig(fixture('valid-full.yaml'), { LEGACY_URL: 'http://10.0.0.5:8080', PORT: '8181', FICUS_ADMIN_TOKEN: 'tok' })
   t.equal(c.listen.port, 8181, '${PORT:-8080} is the number 8181')
-  t.same(c.admin.tokens, [{ name: 'admin', token: 'tok' }])
+  t.same(c.admin.tokens, [{ name: 'admin', token: 'tok', role: 'operator' }])
   t.equal(c.upstreams.monolith?.origin, 'http://10.0.0.5:8080')
   t.same([c.upstreams.monolith?.timeoutMs, c.upstreams.monolith?.connectTimeoutMs, c.upstreams.monolith?.bodyTimeoutMs], [30_000, 2_000, 60_000])
   t.same([c.upstreams.monolith?.connections, c.upstreams.monolith?.maxQueue], [64, 100])
@@ -314,8 +314,9 @@ ${extra}`)
 })
 
 t.test('admin tokens: named, unique, required off loopback', async (t) => {
-  const c = parseConfig(base('admin: { host: 10.0.0.5, token: "${T}", tokens: { alice: a1, bob: "${B:-}" } }'), 'x.yaml', { T: 'root' })
-  t.same(c.admin.tokens, [{ name: 'admin', token: 'root' }, { name: 'alice', token: 'a1' }], 'an empty token is none')
+  const c = parseConfig(base('admin: { host: 10.0.0.5, token: "${T}", tokens: { alice: a1, bob: "${B:-}", vera: { token: v1, role: viewer }, olga: { token: o1 } } }'), 'x.yaml', { T: 'root' })
+  t.same(c.admin.tokens, [{ name: 'admin', token: 'root', role: 'operator' }, { name: 'alice', token: 'a1', role: 'operator' }, { name: 'vera', token: 'v1', role: 'viewer' }, { name: 'olga', token: 'o1', role: 'operator' }], 'an empty token is none; a role is operator unless viewer')
+  t.match(errorsOf(base('admin: { tokens: { vera: { token: v1, role: admin } } }')), [/admin\.tokens\.vera.*must be a token, or \{ token, role: operator\|viewer \}|role: must be operator/])
   t.same(errorsOf(base('admin: { tokens: { alice: same, bob: same } }')), ['admin.tokens: two names share one token: the audit log could not tell who acted'])
   t.same(errorsOf(base('admin: { tokens: { Alice: x } }')), [`admin.tokens.Alice: is not a valid name: ${NAME_MESSAGE}`])
   for (const host of ['127.0.0.1', '127.1.2.3', '::1', 'localhost']) t.same(errorsOf(base(`admin: { host: "${host}" }`)), [], host)

@@ -1,0 +1,323 @@
+/**
+ * The console's page, its style and its script (control/console.ts serves them): plain
+ * HTML, CSS and JavaScript, no framework and no build step, about 10 KB in all. The script
+ * reads the admin API every 2 seconds and acts through it with the session's CSRF token.
+ */
+
+export const CONSOLE_HTML = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Ficus console</title>
+<link rel="stylesheet" href="/console/app.css">
+<script src="/console/app.js" defer></script>
+</head>
+<body>
+<header>
+  <h1>Ficus console</h1>
+  <p id="who" hidden></p>
+  <button id="signout" type="button" hidden>Sign out</button>
+</header>
+<main>
+  <section id="signin" hidden aria-labelledby="signin-title">
+    <h2 id="signin-title">Sign in</h2>
+    <form id="signin-form">
+      <label for="token">Admin token</label>
+      <input id="token" name="token" type="password" autocomplete="current-password" aria-describedby="token-help">
+      <p id="token-help">A token of routes.yaml's admin.tokens (empty when none is configured).</p>
+      <button type="submit">Sign in</button>
+    </form>
+  </section>
+  <section id="app" hidden>
+    <nav aria-label="Views">
+      <button type="button" data-view="routes" aria-pressed="true">Routes</button>
+      <button type="button" data-view="history" aria-pressed="false">History</button>
+    </nav>
+    <section id="routes-view" aria-labelledby="routes-title">
+      <h2 id="routes-title">Routes</h2>
+      <p><button type="button" id="rollback-all" class="danger operator">Roll back every route</button></p>
+      <div class="scroll"><table id="routes">
+        <caption>Every route, updated every 2 seconds</caption>
+        <thead><tr><th scope="col">Route</th><th scope="col">Phase</th><th scope="col">New</th><th scope="col">Shadow</th><th scope="col">Divergence (5 min)</th><th scope="col">Breaker</th><th scope="col">Ramp</th><th scope="col">Actions</th></tr></thead>
+        <tbody></tbody>
+      </table></div>
+    </section>
+    <section id="history-view" hidden aria-labelledby="history-title">
+      <h2 id="history-title">History</h2>
+      <div class="scroll"><table id="history">
+        <caption>The audit log, newest first</caption>
+        <thead><tr><th scope="col">Time</th><th scope="col">Who</th><th scope="col">Action</th><th scope="col">Route</th><th scope="col">Change</th><th scope="col">Reason</th></tr></thead>
+        <tbody></tbody>
+      </table></div>
+    </section>
+  </section>
+  <p id="status" role="status" aria-live="polite"></p>
+  <dialog id="confirm" aria-labelledby="confirm-title">
+    <form method="dialog" id="confirm-form">
+      <h2 id="confirm-title"></h2>
+      <p id="confirm-what"></p>
+      <div id="confirm-fields"></div>
+      <label for="confirm-reason">Reason (kept in the audit log)</label>
+      <input id="confirm-reason" name="reason" maxlength="500" required>
+      <p class="buttons"><button type="button" id="confirm-cancel">Cancel</button> <button type="submit" id="confirm-ok">Confirm</button></p>
+    </form>
+  </dialog>
+</main>
+</body>
+</html>
+`
+
+export const CONSOLE_CSS = `:root { color-scheme: light; --fg: #1b1b1b; --bg: #fff; --muted: #4a4a4a; --line: #c8c8c8; --accent: #0b5cad; --danger: #a4161a; --ok: #17612a; --warn: #7a4d00; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 16px/1.45 system-ui, sans-serif; color: var(--fg); background: var(--bg); }
+header { display: flex; flex-wrap: wrap; gap: 1rem; align-items: center; padding: .75rem 1rem; border-bottom: 1px solid var(--line); }
+header h1 { font-size: 1.25rem; margin: 0; flex: 1; }
+main { padding: 1rem; max-width: 80rem; margin: 0 auto; }
+button, input { font: inherit; }
+button { padding: .35rem .8rem; border: 1px solid var(--accent); background: #fff; color: var(--accent); border-radius: 4px; cursor: pointer; }
+button:hover { background: #eef4fb; }
+button.danger { border-color: var(--danger); color: var(--danger); }
+button[aria-pressed="true"] { background: var(--accent); color: #fff; }
+:focus-visible { outline: 3px solid #f5b700; outline-offset: 2px; }
+label { display: block; margin: .5rem 0 .25rem; }
+input { padding: .35rem .5rem; border: 1px solid var(--muted); border-radius: 4px; width: 100%; max-width: 28rem; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; margin: .5rem 0; }
+caption { text-align: left; color: var(--muted); padding: .25rem 0; }
+th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+td.actions { white-space: nowrap; }
+td.actions button { margin: 0 .25rem .25rem 0; }
+.bad { color: var(--danger); font-weight: 600; }
+.good { color: var(--ok); }
+.warn { color: var(--warn); }
+#status { min-height: 1.5rem; }
+#status.error { color: var(--danger); font-weight: 600; }
+dialog { border: 1px solid var(--muted); border-radius: 6px; max-width: 32rem; width: calc(100% - 2rem); }
+dialog::backdrop { background: rgba(0, 0, 0, .35); }
+.buttons { text-align: right; }
+body.viewer .operator { display: none; }
+@media (max-width: 40rem) { th, td { padding: .3rem; font-size: .9rem; } }
+`
+
+export const CONSOLE_JS = `'use strict'
+;(function () {
+  const $ = (id) => document.getElementById(id)
+  let csrf = null
+  let role = 'viewer'
+  let timer = null
+  let view = 'routes'
+
+  function say (text, error) {
+    const s = $('status')
+    s.textContent = text
+    s.className = error ? 'error' : ''
+  }
+
+  async function call (method, path, body) {
+    const headers = {}
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    if (method !== 'GET' && csrf !== null) headers['x-ficus-csrf'] = csrf
+    const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: 'same-origin' })
+    const text = await r.text()
+    let json = null
+    try { json = text === '' ? null : JSON.parse(text) } catch (e) { json = null }
+    if (!r.ok) {
+      const err = new Error(json && json.error ? json.error + (json.detail ? ': ' + json.detail : '') + (json.code ? ' (' + json.code + ')' : '') : 'HTTP ' + r.status)
+      err.status = r.status
+      throw err
+    }
+    return json
+  }
+
+  function cell (tr, text, cls) {
+    const td = document.createElement('td')
+    td.textContent = text
+    if (cls) td.className = cls
+    tr.appendChild(td)
+    return td
+  }
+
+  function button (td, label, cls, onClick) {
+    const b = document.createElement('button')
+    b.type = 'button'
+    b.textContent = label
+    if (cls) b.className = cls
+    b.addEventListener('click', onClick)
+    td.appendChild(b)
+    return b
+  }
+
+  function phaseOf (r) {
+    const n = r.new.value
+    const s = r.shadow.value
+    if (n === null) return 'per-user flag'
+    if (n === 0) return s > 0 ? 'shadow' : 'legacy only'
+    if (n < 100) return 'canary ' + n + ' %'
+    return s > 0 ? 'new primary' : 'new only'
+  }
+
+  function pct (x) { return x === null || x === undefined ? '-' : (x * 100).toFixed(1) + ' %' }
+
+  function confirmDialog (title, what, fields, onOk) {
+    const d = $('confirm')
+    $('confirm-title').textContent = title
+    $('confirm-what').textContent = what
+    const box = $('confirm-fields')
+    box.textContent = ''
+    for (const f of fields) {
+      const l = document.createElement('label')
+      l.htmlFor = 'field-' + f.name
+      l.textContent = f.label
+      const i = document.createElement('input')
+      i.id = 'field-' + f.name
+      i.name = f.name
+      i.type = 'number'
+      i.min = '0'
+      i.max = '100'
+      i.step = f.step || '1'
+      i.value = String(f.value)
+      i.required = true
+      const after = () => { $('confirm-what').textContent = what + ' → ' + fields.map((x) => x.label + ' ' + $('field-' + x.name).value + ' %').join(', ') }
+      i.addEventListener('input', after)
+      box.appendChild(l)
+      box.appendChild(i)
+    }
+    $('confirm-reason').value = ''
+    const form = $('confirm-form')
+    form.onsubmit = async (ev) => {
+      ev.preventDefault()
+      const values = {}
+      for (const f of fields) values[f.name] = Number($('field-' + f.name).value)
+      d.close()
+      try {
+        await onOk(values, $('confirm-reason').value)
+      } catch (e) {
+        say(e.message, true)
+      }
+      refresh()
+    }
+    $('confirm-cancel').onclick = () => d.close()
+    d.showModal()
+    ;(fields.length > 0 ? $('field-' + fields[0].name) : $('confirm-reason')).focus()
+  }
+
+  function renderRoutes (routes, ramps) {
+    const byRoute = {}
+    for (const r of ramps) byRoute[r.route] = r
+    const tbody = document.querySelector('#routes tbody')
+    tbody.textContent = ''
+    for (const r of routes) {
+      const tr = document.createElement('tr')
+      tr.dataset.route = r.name
+      const th = document.createElement('th')
+      th.scope = 'row'
+      th.textContent = r.name
+      tr.appendChild(th)
+      cell(tr, phaseOf(r))
+      cell(tr, (r.new.value === null ? 'flag' : r.new.value + ' %') + (r.new.source !== 'file' ? ' (' + r.new.source + ')' : ''))
+      cell(tr, r.shadow.value + ' %')
+      const d = r.divergence5m
+      cell(tr, pct(d), d !== null && d !== undefined && d > 0.01 ? 'bad' : '')
+      const br = r.breaker ? r.breaker.state : 'closed'
+      cell(tr, br, br === 'closed' ? 'good' : 'bad')
+      const ramp = byRoute[r.name]
+      cell(tr, ramp ? (ramp.phase === 'none' ? 'plan ' + ramp.plan : ramp.phase.replace('_', ' ') + (ramp.step ? ', step ' + ramp.step + '/' + ramp.steps : '')) : '-', ramp && (ramp.phase === 'rolled_back' || ramp.phase === 'paused') ? 'warn' : '')
+      const td = cell(tr, '', 'actions operator')
+      button(td, 'Change', '', () => confirmDialog('Change ' + r.name, 'new ' + (r.new.value === null ? 'flag' : r.new.value + ' %') + ', shadow ' + r.shadow.value + ' %',
+        [{ name: 'new', label: 'new', value: r.new.value === null ? 0 : r.new.value }, { name: 'shadow', label: 'shadow', value: r.shadow.value, step: 'any' }],
+        async (v, reason) => { await call('PATCH', '/admin/routes/' + encodeURIComponent(r.name), { new: v.new, shadow: v.shadow, reason }); say(r.name + ': new ' + v.new + ' %, shadow ' + v.shadow + ' %') }))
+      button(td, 'Roll back', 'danger', () => confirmDialog('Roll back ' + r.name, 'new ' + (r.new.value === null ? 'flag' : r.new.value + ' %') + ' → 0 %: legacy answers everyone on this route, from the next request', [],
+        async (_v, reason) => { await call('POST', '/admin/rollback', { route: r.name, reason }); say(r.name + ' rolled back: new 0 %') }))
+      if (ramp) {
+        const cmds = ramp.phase === 'running' ? ['pause'] : ramp.phase === 'paused' || ramp.phase === 'holding' ? ['resume'] : ['start']
+        for (const c of cmds) {
+          button(td, c[0].toUpperCase() + c.slice(1) + ' ramp', '', () => confirmDialog(c + ' the ramp of ' + r.name, ramp.text.split('\\n')[0], [],
+            async (_v, reason) => { const v = await call('POST', '/admin/ramp/' + encodeURIComponent(r.name) + '/' + c, { reason }); say(v.text.split('\\n')[0]) }))
+        }
+      }
+      tbody.appendChild(tr)
+    }
+  }
+
+  function renderHistory (entries) {
+    const tbody = document.querySelector('#history tbody')
+    tbody.textContent = ''
+    for (const e of entries) {
+      const tr = document.createElement('tr')
+      cell(tr, e.time)
+      cell(tr, e.who)
+      cell(tr, e.action)
+      cell(tr, e.route || '-')
+      cell(tr, e.before && e.after ? 'new ' + e.before.new + ' → ' + e.after.new + ' %, shadow ' + e.before.shadow + ' → ' + e.after.shadow + ' %' : (e.detail || ''))
+      cell(tr, e.reason || '')
+      tbody.appendChild(tr)
+    }
+  }
+
+  async function refresh () {
+    try {
+      if (view === 'routes') {
+        const [routes, ramps] = await Promise.all([call('GET', '/admin/routes'), call('GET', '/admin/ramp')])
+        renderRoutes(routes.routes, ramps.ramps)
+      } else {
+        renderHistory((await call('GET', '/admin/audit?limit=200')).entries)
+      }
+    } catch (e) {
+      if (e.status === 401) return signedOut()
+      say(e.message, true)
+    }
+  }
+
+  function signedIn (s) {
+    csrf = s.csrf
+    role = s.role
+    document.body.classList.toggle('viewer', role === 'viewer')
+    $('who').textContent = 'Signed in as ' + s.who + ' (' + s.role + ')'
+    $('who').hidden = false
+    $('signout').hidden = false
+    $('signin').hidden = true
+    $('app').hidden = false
+    refresh()
+    if (timer === null) timer = setInterval(refresh, 2000)
+  }
+
+  function signedOut () {
+    csrf = null
+    if (timer !== null) clearInterval(timer)
+    timer = null
+    $('app').hidden = true
+    $('who').hidden = true
+    $('signout').hidden = true
+    $('signin').hidden = false
+    $('token').focus()
+  }
+
+  $('signin-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault()
+    try {
+      signedIn(await call('POST', '/console/session', { token: $('token').value }))
+      $('token').value = ''
+      say('')
+    } catch (e) {
+      say(e.message, true)
+    }
+  })
+  $('signout').addEventListener('click', async () => {
+    try { await call('DELETE', '/console/session') } catch (e) { /* signed out anyway */ }
+    signedOut()
+  })
+  $('rollback-all').addEventListener('click', () => confirmDialog('Roll back every route', 'new → 0 % on every route: legacy answers everyone, from the next request', [],
+    async (_v, reason) => { await call('POST', '/admin/rollback', { reason }); say('every route rolled back: new 0 %') }))
+  for (const b of document.querySelectorAll('nav button')) {
+    b.addEventListener('click', () => {
+      view = b.dataset.view
+      for (const x of document.querySelectorAll('nav button')) x.setAttribute('aria-pressed', String(x === b))
+      $('routes-view').hidden = view !== 'routes'
+      $('history-view').hidden = view !== 'history'
+      refresh()
+    })
+  }
+  call('GET', '/console/session').then(signedIn, signedOut)
+})()
+`

@@ -1,0 +1,118 @@
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { chromium, type Browser, type Page } from 'playwright-core'
+import { startTestFicus } from '../helpers/ficus.js'
+import { ROOT } from '../helpers/spawn.js'
+import { startUpstream } from '../helpers/upstream.js'
+
+/**
+ * The console in a real headless Chromium (Debian's `chromium`, driven by playwright-core),
+ * against a real Ficus and real upstreams: sign in, see the routes, change a share and see
+ * the next request follow, roll back, the history; a viewer cannot change; a change without
+ * the CSRF token is refused; no request leaves the admin port. Screenshots of each view go to
+ * test-artifacts/console/ (not committed).
+ */
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+const SHOTS = join(ROOT, 'test-artifacts', 'console')
+
+async function setup (t: Parameters<typeof startUpstream>[0]) {
+  const legacy = await startUpstream(t, 'legacy')
+  const next = await startUpstream(t, 'new')
+  const f = await startTestFicus(t, {
+    upstreams: { legacy: { url: legacy.url }, new: { url: next.url } },
+    admin: { host: '127.0.0.1', port: 0, tokens: { alice: 'alice-secret-token', vera: { token: 'vera-secret-token', role: 'viewer' } } },
+    routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0, shadow: 100 }, { name: 'reports', match: { path: '/reports/*' }, new: 100 }]
+  })
+  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
+  t.teardown(async () => browser.close())
+  mkdirSync(SHOTS, { recursive: true })
+  return { f, browser }
+}
+
+/** A page that records every request it makes. */
+async function open (browser: Browser, url: string): Promise<{ page: Page; requests: string[] }> {
+  const context = await browser.newContext()
+  const page = await context.newPage()
+  const requests: string[] = []
+  page.on('request', (r) => { requests.push(r.url()) })
+  await page.goto(`${url}/console`)
+  return { page, requests }
+}
+
+async function signIn (page: Page, token: string): Promise<void> {
+  await page.getByLabel('Admin token').fill(token)
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.getByRole('table', { name: /Every route/ }).getByRole('row', { name: /orders/ }).waitFor()
+}
+
+t.test('an operator signs in, sees the routes, changes a share (the next request follows), rolls back, and reads the history', async (t) => {
+  const { f, browser } = await setup(t)
+  const { page, requests } = await open(browser, f.adminUrl)
+  await page.screenshot({ path: join(SHOTS, 'sign-in.png') })
+  await signIn(page, 'alice-secret-token')
+  await page.getByText('Signed in as alice (operator)').waitFor()
+  const orders = page.getByRole('row', { name: /orders/ })
+  await orders.getByRole('cell', { name: 'shadow', exact: true }).waitFor()
+  await page.screenshot({ path: join(SHOTS, 'routes.png'), fullPage: true })
+
+  await orders.getByRole('button', { name: 'Change' }).click()
+  const dialog = page.getByRole('dialog', { name: 'Change orders' })
+  await dialog.getByLabel('new', { exact: true }).fill('100')
+  t.match(await dialog.locator('#confirm-what').textContent(), /new 0 %, shadow 100 % → new 100 %, shadow 100 %/, 'the dialog shows before → after')
+  await dialog.getByLabel(/Reason/).fill('canary from the console')
+  await page.screenshot({ path: join(SHOTS, 'change.png') })
+  await dialog.getByRole('button', { name: 'Confirm' }).click()
+  await page.getByRole('status').getByText('orders: new 100 %, shadow 100 %').waitFor()
+  t.equal((await f.fetch('/orders/1', { headers: { 'x-user-id': 'u1' } })).headers['x-served-by'], 'new', 'the next request goes to new')
+  await orders.getByRole('cell', { name: 'new primary' }).waitFor()
+
+  await orders.getByRole('button', { name: 'Roll back' }).click()
+  const back = page.getByRole('dialog', { name: 'Roll back orders' })
+  await back.getByLabel(/Reason/).fill('errors')
+  await back.getByRole('button', { name: 'Confirm' }).click()
+  await page.getByRole('status').getByText('orders rolled back: new 0 %').waitFor()
+  t.equal((await f.fetch('/orders/1', { headers: { 'x-user-id': 'u1' } })).headers['x-served-by'], 'legacy', 'rolled back: legacy answers')
+
+  await page.getByRole('button', { name: 'History' }).click()
+  const history = page.getByRole('table', { name: /audit log/ })
+  await history.getByRole('row', { name: /alice rollback orders/ }).waitFor()
+  t.ok(await history.getByRole('row', { name: /alice set orders new 0 → 100 %.*canary from the console/ }).isVisible(), 'the change, by alice, with its reason')
+  await page.screenshot({ path: join(SHOTS, 'history.png'), fullPage: true })
+
+  // A change without the CSRF token, from the page itself (its cookie goes along): refused.
+  const forged = await page.evaluate(async () => {
+    const r = await fetch('/admin/rollback', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
+    return { status: r.status, body: await r.json() as { code: string } }
+  })
+  t.match(forged, { status: 403, body: { code: 'FICUS_ERR_CSRF' } })
+  const origin = new URL(f.adminUrl).origin
+  t.same(requests.filter((u) => new URL(u).origin !== origin), [], 'no request left the admin port')
+})
+
+t.test('a viewer sees the routes and has no way to change them; the API refuses if it tries', async (t) => {
+  const { f, browser } = await setup(t)
+  const { page } = await open(browser, f.adminUrl)
+  await signIn(page, 'vera-secret-token')
+  await page.getByText('Signed in as vera (viewer)').waitFor()
+  t.equal(await page.getByRole('button', { name: 'Change' }).count(), 0, 'no Change button')
+  t.equal(await page.getByRole('button', { name: /Roll back/ }).count(), 0, 'no Roll back button')
+  await page.screenshot({ path: join(SHOTS, 'viewer.png'), fullPage: true })
+  const tried = await page.evaluate(async () => {
+    const s = await (await fetch('/console/session')).json() as { csrf: string }
+    const r = await fetch('/admin/rollback', { method: 'POST', headers: { 'content-type': 'application/json', 'x-ficus-csrf': s.csrf }, body: '{}' })
+    return { status: r.status, body: await r.json() as { code: string } }
+  })
+  t.match(tried, { status: 403, body: { code: 'FICUS_ERR_FORBIDDEN' } })
+  t.equal((await f.fetch('/reports/1', { headers: { 'x-user-id': 'u1' } })).headers['x-served-by'], 'new', 'nothing changed')
+})
+
+t.test('a wrong token is refused on the page, said in its status line', async (t) => {
+  const { f, browser } = await setup(t)
+  const { page } = await open(browser, f.adminUrl)
+  await page.getByLabel('Admin token').fill('not-a-token')
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.getByRole('status').getByText(/A valid admin token is required.*FICUS_ERR_UNAUTHORIZED/).waitFor()
+  t.ok(await page.getByLabel('Admin token').isVisible(), 'still at the sign-in form')
+})
