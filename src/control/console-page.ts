@@ -1,6 +1,6 @@
 /**
  * The console's page, its style and its script (control/console.ts serves them): plain
- * HTML, CSS and JavaScript, no framework and no build step, about 10 KB in all. The script
+ * HTML, CSS and JavaScript, no framework and no build step, 13.5 KB in all. The script
  * reads the admin API every 2 seconds and acts through it with the session's CSRF token.
  */
 
@@ -32,6 +32,7 @@ export const CONSOLE_HTML = `<!doctype html>
   <section id="app" hidden>
     <nav aria-label="Views">
       <button type="button" data-view="routes" aria-pressed="true">Routes</button>
+      <button type="button" data-view="divergences" aria-pressed="false">Divergences</button>
       <button type="button" data-view="history" aria-pressed="false">History</button>
     </nav>
     <section id="routes-view" aria-labelledby="routes-title">
@@ -42,6 +43,15 @@ export const CONSOLE_HTML = `<!doctype html>
         <thead><tr><th scope="col">Route</th><th scope="col">Phase</th><th scope="col">New</th><th scope="col">Shadow</th><th scope="col">Divergence (5 min)</th><th scope="col">Breaker</th><th scope="col">Ramp</th><th scope="col">Actions</th></tr></thead>
         <tbody></tbody>
       </table></div>
+    </section>
+    <section id="divergences-view" hidden aria-labelledby="divergences-title">
+      <h2 id="divergences-title">Divergences</h2>
+      <div class="scroll"><table id="divergences">
+        <caption>Shadow comparisons per route since its compare rules last changed</caption>
+        <thead><tr><th scope="col">Route</th><th scope="col">Compared</th><th scope="col">Diverged</th><th scope="col">Rate</th><th scope="col">Fields that differ (count, kinds)</th><th scope="col">Samples</th></tr></thead>
+        <tbody></tbody>
+      </table></div>
+      <section id="samples" aria-live="polite"></section>
     </section>
     <section id="history-view" hidden aria-labelledby="history-title">
       <h2 id="history-title">History</h2>
@@ -96,6 +106,11 @@ td.actions button { margin: 0 .25rem .25rem 0; }
 dialog { border: 1px solid var(--muted); border-radius: 6px; max-width: 32rem; width: calc(100% - 2rem); }
 dialog::backdrop { background: rgba(0, 0, 0, .35); }
 .buttons { text-align: right; }
+mark { background: #ffe08a; color: inherit; padding: 0 .15rem; }
+.sample { border: 1px solid var(--line); border-radius: 6px; padding: .5rem .75rem; margin: .75rem 0; }
+.sample h4 { margin: .25rem 0; font-size: 1rem; }
+pre { background: #f4f4f4; padding: .5rem; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
+td.value { font-family: ui-monospace, monospace; white-space: pre-wrap; word-break: break-all; }
 body.viewer .operator { display: none; }
 @media (max-width: 40rem) { th, td { padding: .3rem; font-size: .9rem; } }
 `
@@ -144,8 +159,21 @@ export const CONSOLE_JS = `'use strict'
     b.textContent = label
     if (cls) b.className = cls
     b.addEventListener('click', onClick)
+    const row = td.closest ? td.closest('tr') : null
+    b.dataset.key = (row && row.dataset.route ? row.dataset.route : '') + ':' + label
     td.appendChild(b)
     return b
+  }
+
+  /** Rebuilds a table, then gives keyboard focus back to the same button if it had it. */
+  function keepFocus (rebuild) {
+    const f = document.activeElement
+    const key = f && f.dataset ? f.dataset.key : undefined
+    rebuild()
+    if (key) {
+      const again = document.querySelector('button[data-key="' + CSS.escape(key) + '"]')
+      if (again) again.focus()
+    }
   }
 
   function phaseOf (r) {
@@ -202,7 +230,21 @@ export const CONSOLE_JS = `'use strict'
     ;(fields.length > 0 ? $('field-' + fields[0].name) : $('confirm-reason')).focus()
   }
 
+  const shown = {}
+  /** Whether \`what\` differs from what the view shows: a table is rebuilt only then, so keyboard focus stays where it is. */
+  function changed (view, what) {
+    const key = JSON.stringify(what)
+    if (shown[view] === key) return false
+    shown[view] = key
+    return true
+  }
+
   function renderRoutes (routes, ramps) {
+    if (!changed('routes', [routes, ramps.map((r) => [r.route, r.phase, r.step, r.percent])])) return
+    keepFocus(() => buildRoutes(routes, ramps))
+  }
+
+  function buildRoutes (routes, ramps) {
     const byRoute = {}
     for (const r of ramps) byRoute[r.route] = r
     const tbody = document.querySelector('#routes tbody')
@@ -240,7 +282,98 @@ export const CONSOLE_JS = `'use strict'
     }
   }
 
+  let upstreams = {}
+
+  function shq (s) { return "'" + String(s).replace(/'/g, "'\\''") + "'" }
+
+  function renderSummary (routes) {
+    if (!changed('divergences', routes.map((s) => [s.route, s.comparisons, s.divergenceRate, s.topFields]))) return
+    keepFocus(() => buildSummary(routes))
+  }
+
+  function buildSummary (routes) {
+    const tbody = document.querySelector('#divergences tbody')
+    tbody.textContent = ''
+    for (const s of routes) {
+      const tr = document.createElement('tr')
+      const th = document.createElement('th')
+      th.scope = 'row'
+      th.textContent = s.route
+      tr.appendChild(th)
+      cell(tr, String(s.comparisons.match + s.comparisons.diverged))
+      cell(tr, String(s.comparisons.diverged), s.comparisons.diverged > 0 ? 'bad' : '')
+      cell(tr, pct(s.divergenceRate))
+      cell(tr, s.topFields.map((f) => f.field + ' (' + f.count + ', ' + Object.keys(f.kinds).join('/') + ')').join('; ') || '-')
+      const td = cell(tr, '')
+      if (s.comparisons.diverged > 0) button(td, 'Show samples of ' + s.route, '', () => showSamples(s.route))
+      tbody.appendChild(tr)
+    }
+  }
+
+  function json (v) { return v === undefined ? '(absent)' : JSON.stringify(v, null, 2) }
+
+  async function showSamples (route) {
+    const box = $('samples')
+    try {
+      const { samples } = await call('GET', '/admin/divergences?route=' + encodeURIComponent(route) + '&limit=5')
+      box.textContent = ''
+      const h = document.createElement('h3')
+      h.textContent = 'Latest samples of ' + route
+      box.appendChild(h)
+      const origins = upstreams[route] || { legacy: null, new: null }
+      for (const s of samples) {
+        const div = document.createElement('article')
+        div.className = 'sample'
+        const h4 = document.createElement('h4')
+        h4.textContent = s.method + ' ' + s.path + ' at ' + s.time + ': legacy ' + s.status.legacy + ' in ' + s.ms.legacy + ' ms, new ' + s.status.new + ' in ' + s.ms.new + ' ms (' + s.primary + ' answered)'
+        div.appendChild(h4)
+        const table = document.createElement('table')
+        const cap = document.createElement('caption')
+        cap.textContent = 'What differs, side by side' + (s.truncated ? ' (more differences than are kept)' : '')
+        table.appendChild(cap)
+        const head = document.createElement('tr')
+        for (const t of ['Path', 'How', 'legacy', 'new']) { const x = document.createElement('th'); x.scope = 'col'; x.textContent = t; head.appendChild(x) }
+        table.appendChild(head)
+        for (const d of s.differences) {
+          const tr = document.createElement('tr')
+          const td = document.createElement('td')
+          const m = document.createElement('mark')
+          m.textContent = d.path
+          td.appendChild(m)
+          tr.appendChild(td)
+          cell(tr, d.kind)
+          cell(tr, json(d.legacy), 'value')
+          cell(tr, json(d.new), 'value')
+          table.appendChild(tr)
+        }
+        div.appendChild(table)
+        for (const side of ['legacy', 'new']) {
+          if (!origins[side]) continue
+          const line = 'curl -si -X ' + s.method + ' ' + shq(origins[side] + s.path)
+          const p = document.createElement('p')
+          const code = document.createElement('pre')
+          code.textContent = line
+          code.setAttribute('aria-label', 'curl on ' + side)
+          p.appendChild(code)
+          button(p, 'Copy the curl on ' + side, '', async () => {
+            try { await navigator.clipboard.writeText(line); say('copied: ' + line) } catch (e) { say('select the line and copy it: ' + line) }
+          })
+          div.appendChild(p)
+        }
+        box.appendChild(div)
+      }
+      if (samples.length > 0) {
+        const note = document.createElement('p')
+        note.textContent = 'The request is shown as Ficus keeps it: secret query values redacted, no headers, no body. On new, an id may be another one (the id map).'
+        box.appendChild(note)
+      }
+    } catch (e) {
+      say(e.message, true)
+    }
+  }
+
   function renderHistory (entries) {
+    if (!changed('history', entries)) return
     const tbody = document.querySelector('#history tbody')
     tbody.textContent = ''
     for (const e of entries) {
@@ -260,6 +393,10 @@ export const CONSOLE_JS = `'use strict'
       if (view === 'routes') {
         const [routes, ramps] = await Promise.all([call('GET', '/admin/routes'), call('GET', '/admin/ramp')])
         renderRoutes(routes.routes, ramps.ramps)
+      } else if (view === 'divergences') {
+        const [routes, summary] = await Promise.all([call('GET', '/admin/routes'), call('GET', '/admin/divergences/summary')])
+        for (const r of routes.routes) upstreams[r.name] = r.upstreams || { legacy: null, new: null }
+        renderSummary(summary.routes)
       } else {
         renderHistory((await call('GET', '/admin/audit?limit=200')).entries)
       }
@@ -314,6 +451,7 @@ export const CONSOLE_JS = `'use strict'
       view = b.dataset.view
       for (const x of document.querySelectorAll('nav button')) x.setAttribute('aria-pressed', String(x === b))
       $('routes-view').hidden = view !== 'routes'
+      $('divergences-view').hidden = view !== 'divergences'
       $('history-view').hidden = view !== 'history'
       refresh()
     })

@@ -348,7 +348,8 @@ export class ControlPlane {
 
   private view (rule: RouteRule): RouteView {
     const flag = rule.flag === null ? null : this.fleet.flags?.state(rule.flag) ?? flagState(rule.flag, undefined)
-    return routeView(rule, this.overrides[rule.name], flag, this.audit.lastFor(rule.name))
+    const origin = (side: 'legacy' | 'new'): string | null => this.config.upstreams[rule.backends[side]]?.origin ?? null
+    return { ...routeView(rule, this.overrides[rule.name], flag, this.audit.lastFor(rule.name)), upstreams: { legacy: origin('legacy'), new: origin('new') } }
   }
 
   private fileRule (name: string): RouteRule | undefined {

@@ -25,6 +25,8 @@ export interface RouteView {
   readonly lastChange: AuditEntry | null
   /** Divergence rate over the last 5 minutes (diverged / compared; null: nothing compared), in GET /admin/routes. */
   readonly divergence5m?: number | null
+  /** Where each side is (the upstream's origin, no path or credentials): what a `curl` reproducing a request needs. */
+  readonly upstreams?: { readonly legacy: string | null; readonly new: string | null }
 }
 
 /** The view with its recent divergence rate. */

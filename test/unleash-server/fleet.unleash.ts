@@ -55,8 +55,59 @@ async function fleetConfig (t: Test, unleash: { url: string }, appName: string, 
 const USERS = Array.from({ length: 200 }, (_, i) => `user-${i}`)
 const expected = (share: number): Map<string, string> => new Map(USERS.map((u) => [u, bucket('orders', u) <= share ? 'new' : 'legacy']))
 
+// One Unleash server (and its PostgreSQL) for the file, ~30 s to start: the ramp's test runs
+// first, the fleet's last (it ends by killing Unleash).
+const server = startUnleash(t)
+server.catch(() => {}) // each test awaits it, and fails with its error
+
+t.test('a ramp on a flagged route drives the flag in a real Unleash, and pauses when someone changes the flag there', async (t) => {
+  const unleash = await server
+  await createFlexibleRolloutFlag(unleash, 'items-new', { rollout: 0, groupId: 'items' })
+  const config = await fleetConfig(t, unleash, 'ficus-ramp-test', [
+    'ramp:',
+    '  evaluateEvery: 100ms',
+    '  plans:',
+    '    canary:',
+    '      steps: [{ new: 10, hold: 300ms }, { new: 50, hold: 1h }, { new: 100 }]',
+    'routes:',
+    '  - { name: items, match: { path: "/items/*" }, flag: items-new, ramp: canary }'
+  ])
+  const ficus = run(t, CLI, ['start', '--config', config], { UNLEASH_TOKEN: unleash.clientToken, UNLEASH_ADMIN_TOKEN: unleash.adminToken })
+  const { admin: adminUrl } = await listening(ficus)
+  await ficus.waitFor(/flags synchronized with Unleash/, { timeoutMs: 30_000, message: 'ficus did not synchronize with the real Unleash' })
+  const ramp = async (): Promise<Record<string, unknown>> => (await admin(adminUrl, 'GET', '/admin/ramp/items')).body
+
+  const started = await admin(adminUrl, 'POST', '/admin/ramp/items/start', { json: { reason: 'fleet canary' } })
+  t.equal(started.status, 200, started.text)
+  t.equal(await rolloutIn(unleash, 'items-new'), '10', 'step 1 is the flag\'s rollout in Unleash')
+  // Step 1 holds 300 ms and has no gates: the controller advances, through Unleash.
+  await waitFor(async () => (await rolloutIn(unleash, 'items-new')) === '50', { timeoutMs: 15_000, message: 'the ramp did not set the flag to 50 % in Unleash' })
+  await waitFor(async () => (await routes(adminUrl)).find((x) => x.name === 'items')?.new.value === 50, { timeoutMs: 10_000, message: 'the proxy did not see its own change come back from Unleash' })
+  t.match(await ramp(), { phase: 'running', step: 2, percent: 50 })
+
+  // A person moves the flag in Unleash: the ramp pauses rather than set it back.
+  await setRollout(unleash, 'items-new', 30)
+  const paused = await waitFor(async () => {
+    const r = await ramp()
+    return r.phase === 'paused' ? r : null
+  }, { timeoutMs: 20_000, message: 'the ramp did not pause after the flag was changed in Unleash' })
+  t.match(paused, { by: 'unleash', reason: /the flag items-new's rollout was changed in Unleash to 30 % \(the ramp had set 50 %\)/ })
+  t.equal(await rolloutIn(unleash, 'items-new'), '30', 'the person\'s change stands')
+  // Resumed: the step's 50 % is set again in Unleash.
+  t.match(await admin(adminUrl, 'POST', '/admin/ramp/items/resume', { json: { reason: 'checked' } }), { status: 200, body: { phase: 'running', percent: 50 } })
+  t.equal(await rolloutIn(unleash, 'items-new'), '50')
+  // An abort takes new off the route on this replica at once and in Unleash for the fleet.
+  t.match(await admin(adminUrl, 'POST', '/admin/ramp/items/abort', { json: { reason: 'stop' } }), { status: 200, body: { phase: 'aborted', percent: 0 } })
+  t.equal(await rolloutIn(unleash, 'items-new'), '0')
+  t.equal((await routes(adminUrl)).find((x) => x.name === 'items')?.new.value, 0)
+  const metrics = (await admin(adminUrl, 'GET', '/metrics')).text
+  t.equal(sample(metrics, 'ficus_ramp_transitions_total', { route: 'items', to: 'paused', reason: 'manual' }), 1)
+  ficus.child.kill('SIGTERM')
+  t.equal(await ficus.exitCode(), 0)
+})
+
 t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
-  const unleash = await startUnleash(t)
+  const unleash = await server
   await createFlexibleRolloutFlag(unleash, 'orders-new', { rollout: 30, groupId: 'orders' })
   const config = await fleetConfig(t, unleash, 'ficus-fleet-test', ['exposeBackend: true', 'routes:', '  - { name: orders, match: { path: "/orders/*" }, flag: orders-new }'])
   const ficus = run(t, CLI, ['start', '--config', config], { UNLEASH_TOKEN: unleash.clientToken, UNLEASH_ADMIN_TOKEN: unleash.adminToken })
@@ -121,50 +172,4 @@ t.test('a fleet flag in a real Unleash drives the proxy', async (t) => {
   ficus.child.kill('SIGTERM')
   t.equal(await ficus.exitCode(), 0, 'exits cleanly on SIGTERM while Unleash is unreachable')
   t.notMatch(ficus.stderr, /Unhandled|uncaught/i)
-})
-
-t.test('a ramp on a flagged route drives the flag in a real Unleash, and pauses when someone changes the flag there', async (t) => {
-  const unleash = await startUnleash(t)
-  await createFlexibleRolloutFlag(unleash, 'items-new', { rollout: 0, groupId: 'items' })
-  const config = await fleetConfig(t, unleash, 'ficus-ramp-test', [
-    'ramp:',
-    '  evaluateEvery: 100ms',
-    '  plans:',
-    '    canary:',
-    '      steps: [{ new: 10, hold: 300ms }, { new: 50, hold: 1h }, { new: 100 }]',
-    'routes:',
-    '  - { name: items, match: { path: "/items/*" }, flag: items-new, ramp: canary }'
-  ])
-  const ficus = run(t, CLI, ['start', '--config', config], { UNLEASH_TOKEN: unleash.clientToken, UNLEASH_ADMIN_TOKEN: unleash.adminToken })
-  const { admin: adminUrl } = await listening(ficus)
-  await ficus.waitFor(/flags synchronized with Unleash/, { timeoutMs: 30_000, message: 'ficus did not synchronize with the real Unleash' })
-  const ramp = async (): Promise<Record<string, unknown>> => (await admin(adminUrl, 'GET', '/admin/ramp/items')).body
-
-  const started = await admin(adminUrl, 'POST', '/admin/ramp/items/start', { json: { reason: 'fleet canary' } })
-  t.equal(started.status, 200, started.text)
-  t.equal(await rolloutIn(unleash, 'items-new'), '10', 'step 1 is the flag\'s rollout in Unleash')
-  // Step 1 holds 300 ms and has no gates: the controller advances, through Unleash.
-  await waitFor(async () => (await rolloutIn(unleash, 'items-new')) === '50', { timeoutMs: 15_000, message: 'the ramp did not set the flag to 50 % in Unleash' })
-  await waitFor(async () => (await routes(adminUrl)).find((x) => x.name === 'items')?.new.value === 50, { timeoutMs: 10_000, message: 'the proxy did not see its own change come back from Unleash' })
-  t.match(await ramp(), { phase: 'running', step: 2, percent: 50 })
-
-  // A person moves the flag in Unleash: the ramp pauses rather than set it back.
-  await setRollout(unleash, 'items-new', 30)
-  const paused = await waitFor(async () => {
-    const r = await ramp()
-    return r.phase === 'paused' ? r : null
-  }, { timeoutMs: 20_000, message: 'the ramp did not pause after the flag was changed in Unleash' })
-  t.match(paused, { by: 'unleash', reason: /the flag items-new's rollout was changed in Unleash to 30 % \(the ramp had set 50 %\)/ })
-  t.equal(await rolloutIn(unleash, 'items-new'), '30', 'the person\'s change stands')
-  // Resumed: the step's 50 % is set again in Unleash.
-  t.match(await admin(adminUrl, 'POST', '/admin/ramp/items/resume', { json: { reason: 'checked' } }), { status: 200, body: { phase: 'running', percent: 50 } })
-  t.equal(await rolloutIn(unleash, 'items-new'), '50')
-  // An abort takes new off the route on this replica at once and in Unleash for the fleet.
-  t.match(await admin(adminUrl, 'POST', '/admin/ramp/items/abort', { json: { reason: 'stop' } }), { status: 200, body: { phase: 'aborted', percent: 0 } })
-  t.equal(await rolloutIn(unleash, 'items-new'), '0')
-  t.equal((await routes(adminUrl)).find((x) => x.name === 'items')?.new.value, 0)
-  const metrics = (await admin(adminUrl, 'GET', '/metrics')).text
-  t.equal(sample(metrics, 'ficus_ramp_transitions_total', { route: 'items', to: 'paused', reason: 'manual' }), 1)
-  ficus.child.kill('SIGTERM')
-  t.equal(await ficus.exitCode(), 0)
 })
