@@ -27,6 +27,9 @@ type Report = (path: Path, message: string) => void
 /** `2%` → 0.02, `0.5pp` → 0.005. */
 const share = (text: string): number => Number(text.replace(/(%|pp)$/, '')) / 100
 
+/** The trip-wire of a plan that says none, as the plans have it (the controller uses it for a ramp whose plan is gone). */
+export const DEFAULT_TRIPWIRE = { failureShare: share(RAMP_DEFAULTS.tripwire.failureShare), minRequests: RAMP_DEFAULTS.tripwire.minRequests }
+
 /** Cross-checks: steps climb to 100, what a step requires is configured, plans and jobs named exist, the routes that use them can. */
 export function checkRamp (data: { ramp?: unknown; routes?: unknown; verify?: unknown; unleash?: unknown }, report: Report): void {
   const plans = isObject(data.ramp) && isObject(data.ramp.plans) ? data.ramp.plans : {}
@@ -102,7 +105,7 @@ export function buildRamp (raw: unknown): Record<string, RampPlan> {
         sync: g.sync === undefined ? null : { maxLagS: ms(g.sync.maxLag, RAMP_DEFAULTS.sync.maxLag) / 1000, maxDeadLetters: g.sync.maxDeadLetters ?? RAMP_DEFAULTS.sync.maxDeadLetters },
         verify: g.verify === undefined ? null : { job: g.verify.job, maxAgeMs: ms(g.verify.maxAge, RAMP_DEFAULTS.verify.maxAge), maxMismatchRate: g.verify.maxMismatchRate ?? RAMP_DEFAULTS.verify.maxMismatchRate }
       },
-      tripwire: { failureShare: share(p.tripwire?.failureShare ?? RAMP_DEFAULTS.tripwire.failureShare), minRequests: p.tripwire?.minRequests ?? RAMP_DEFAULTS.tripwire.minRequests },
+      tripwire: { failureShare: p.tripwire?.failureShare === undefined ? DEFAULT_TRIPWIRE.failureShare : share(p.tripwire.failureShare), minRequests: p.tripwire?.minRequests ?? DEFAULT_TRIPWIRE.minRequests },
       onFail: p.onFail ?? RAMP_DEFAULTS.onFail
     }
   }

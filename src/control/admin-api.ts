@@ -268,7 +268,8 @@ function callerOf(header: string | undefined, tokens: readonly { name: string; r
   return found
 }
 
-async function fail(reply: FastifyReply, code: ErrorCode, detail?: string): Promise<FastifyReply> {
+/** An error answer from the catalogue (the admin API's and the console's). */
+export async function fail(reply: FastifyReply, code: ErrorCode, detail?: string): Promise<FastifyReply> {
   const e = CATALOGUE[code]
   return reply.code(e.status).header('cache-control', 'no-store')
     .send(detail === undefined ? { error: e.message, code } : { error: e.message, code, detail })

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { LiveConfig } from '../config/live.js'
-import { CATALOGUE, type ErrorCode } from '../errors.js'
+import { fail } from './admin-api.js'
 import { CONSOLE_CSS, CONSOLE_HTML, CONSOLE_JS } from './console-page.js'
 import { COOKIE, csrfMatches, SESSION_MS, tokenOf, type ConsoleSessions } from './console-sessions.js'
 import type { ControlPlane } from './control-plane.js'
@@ -66,11 +66,6 @@ async function consolePlugin (fastify: FastifyInstance, opts: ConsoleOptions): P
     }
     return reply.header('set-cookie', `${COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`).code(204).send()
   })
-}
-
-async function fail (reply: FastifyReply, code: ErrorCode, detail?: string): Promise<FastifyReply> {
-  const e = CATALOGUE[code]
-  return reply.code(e.status).header('cache-control', 'no-store').send(detail === undefined ? { error: e.message, code } : { error: e.message, code, detail })
 }
 
 export default fp(consolePlugin, { name: 'ficus-console', fastify: '5.x' })

@@ -6,10 +6,11 @@ import type { Metrics } from '../adapters/metrics-registry.js'
 import type { ProcessStore } from '../adapters/open-store.js'
 import type { SyncStore } from '../adapters/sync-store.js'
 import type { LiveConfig } from '../config/live.js'
+import { DEFAULT_TRIPWIRE } from '../config/ramp.js'
 import type { FlagSource } from '../core/flags.js'
-import { tripped, type GateResult } from '../core/gates.js'
+import type { GateResult } from '../core/gates.js'
 import {
-  ACTIVE, countsOf, evaluate, RAMP_PHASES, sampleOf, transition, windowAt,
+  ACTIVE, countsOf, evaluate, RAMP_PHASES, sampleOf, transition, tripwire, windowAt,
   type Evaluation, type MetricJson, type Move, type RampPlan, type RampRecord, type RampSample, type VerifyFact
 } from '../core/ramp.js'
 import { CountWindow } from '../core/window.js'
@@ -39,8 +40,6 @@ export const RAMP_WHO = 'ramp'
 const LEASE = 'ramp'
 /** The trip-wire looks at most this far back. */
 const TRIP_WINDOW_MS = 60_000
-/** The trip-wire of a ramp whose plan is gone (config/ramp.ts's default). */
-const DEFAULT_TRIPWIRE = { failureShare: 0.5, minRequests: 20 }
 
 export interface RampOptions {
   readonly live: LiveConfig
@@ -78,6 +77,8 @@ export interface RampView {
   readonly reason: string | null
   /** The replica that drives the ramps (the lease's holder, as this replica last saw it). */
   readonly driver: string | null
+  /** When this replica's last complete round (counters, records, trip-wire, following, gates) began; null before the first. */
+  readonly lastRound: string | null
   /** This replica's evaluation of the gates now (its own window). */
   readonly evaluation: { readonly action: Evaluation['action']; readonly gates: readonly GateResult[]; readonly missing: readonly string[] } | null
   /** `ficus ramp status`'s explanation. */
@@ -113,6 +114,8 @@ export class RampControl {
   private readonly pendingTrips = new Map<string, string>()
   /** The lease's holder, as last seen. */
   private driver: string | null = null
+  /** When this replica's last complete round began (ms), or null before the first. */
+  private roundAt: number | null = null
   private queue: Promise<unknown> = Promise.resolve()
   /** When this controller began (its process's counters were 0), and whether its first round ran. */
   private readonly startedAt: number
@@ -223,6 +226,7 @@ export class RampControl {
       this.newSince.clear()
     }
     this.gauges()
+    this.roundAt = now
   }
 
   /** Reads this replica's counters into the windows, and counts the requests on new since the last round. */
@@ -342,7 +346,7 @@ export class RampControl {
       if (!ACTIVE.has(r.phase) || r.percent === 0) continue
       const tw = (this.plans[r.plan] ?? this.planOf(route))?.tripwire ?? DEFAULT_TRIPWIRE
       const s = this.sampleFor(route, Math.min(TRIP_WINDOW_MS, Math.max(0, now - r.stepStartedAt)))
-      if (!tripped(s.newFailed, s.newTotal, tw.failureShare, tw.minRequests)) continue
+      if (!tripwire(tw, s)) continue
       const reason = `trip-wire: new failed ${s.newFailed} of ${s.newTotal} requests in the last ${Math.round(s.coveredMs / 1000)} s on this replica (${this.id}), at least ${Math.round(tw.failureShare * 100)} % of at least ${tw.minRequests}`
       try {
         await this.act(route, { action: 'trip', by: RAMP_WHO, reason })
@@ -652,6 +656,7 @@ export class RampControl {
       by: r?.by ?? null,
       reason: r?.reason ?? null,
       driver: this.driver,
+      lastRound: this.roundAt === null ? null : iso(this.roundAt),
       evaluation,
       text,
       history: (r?.history ?? []).map((h) => ({ ...h, at: iso(h.at) }))

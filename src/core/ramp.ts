@@ -317,9 +317,9 @@ export function evaluate (plan: RampPlan, r: RampRecord, s: RampSample, now: num
   return { gates, action: v.action, missing: v.missing, text }
 }
 
-/** The trip-wire on a sample (a short window): new failing most of a few requests. */
-export function tripwire (plan: RampPlan, s: RampSample): boolean {
-  return tripped(s.newFailed, s.newTotal, plan.tripwire.failureShare, plan.tripwire.minRequests)
+/** A plan's trip-wire on a sample (a short window): new failing most of a few requests. */
+export function tripwire (tw: RampPlan['tripwire'], s: RampSample): boolean {
+  return tripped(s.newFailed, s.newTotal, tw.failureShare, tw.minRequests)
 }
 
 /* ---------------- transitions ---------------- */

@@ -136,6 +136,12 @@ export async function rampUntil (f: AdminTarget, ok: (v: RampView) => boolean, w
   }, { timeoutMs, message: () => `the ramp did not ${what}; it is: ${last === null ? 'unknown' : `${last.phase} step ${last.step}\n${last.text}`}` })
 }
 
+/** Waits until the controller has completed a round that began after now (what it decides then is in effect). */
+export async function nextRound (f: AdminTarget, route = 'items'): Promise<RampView> {
+  const after = Date.now()
+  return rampUntil(f, (v) => v.lastRound !== null && Date.parse(v.lastRound) > after, 'complete a round', 10_000, route)
+}
+
 export async function startRamp (t: Test, f: TestFicus, route = 'items'): Promise<void> {
   const r = await admin(f, 'POST', `/admin/ramp/${route}/start`, { json: { reason: 'test' } })
   t.equal(r.status, 200, `ramp start: ${r.text}`)

@@ -4,7 +4,7 @@ import { admin, audit } from '../helpers/admin.js'
 import { startCatalog } from '../helpers/catalog.js'
 import { sample, startTestFicus } from '../helpers/ficus.js'
 import { waitFor } from '../helpers/wait.js'
-import { load, rampDoc, rampOf, rampUntil, rampUpstreams, startRamp, testPlan } from '../helpers/ramp-rig.js'
+import { load, nextRound, rampDoc, rampOf, rampUntil, rampUpstreams, startRamp, testPlan } from '../helpers/ramp-rig.js'
 
 /**
  * The ramp's control (docs/ramp.md "Operating a ramp"): it holds without data and says what
@@ -44,8 +44,9 @@ t.test('a person changing the route pauses the ramp, which then leaves their cha
   const paused = await rampUntil(f, (v) => v.phase === 'paused', 'pause')
   t.equal(paused.by, 'local')
   t.match(paused.reason, /local set new to 3 % by hand/)
-  // Rounds later (the step's clock goes on), the person's 3 % stands.
-  await rampUntil(f, (v) => v.heldSeconds !== null && v.heldSeconds >= 1, 'go on for a second')
+  // Two rounds later, the person's 3 % stands.
+  await nextRound(f)
+  await nextRound(f)
   t.equal(sample(await f.scrape(), 'ficus_route_new_percent', { route: 'items' }), 3, 'not overwritten')
   // Resumed: the step is applied again, and judged afresh.
   const resumed = await admin(f, 'POST', '/admin/ramp/items/resume', { json: { reason: 'cooled down' } })
@@ -120,9 +121,9 @@ t.test('a person\'s change after a ramp ended stands across a restart; the ended
   t.equal((await admin(first, 'PATCH', '/admin/routes/items', { json: { new: 40, reason: 'by hand' } })).status, 200)
   await first.running.stop()
   const second = await startTestFicus(t, doc)
-  // Rounds go by: the aborted ramp's 0 % is not applied over the person's 40 %.
-  await rampUntil(second, (v) => v.driver !== null, 'be driven')
-  await rampUntil(second, (v) => v.heldSeconds !== null && v.heldSeconds >= 1, 'go on for a second')
+  // Two rounds go by (following the records among them): the aborted ramp's 0 % is not applied over the person's 40 %.
+  await nextRound(second)
+  await nextRound(second)
   t.equal(sample(await second.scrape(), 'ficus_route_new_percent', { route: 'items' }), 40)
   t.match(await rampOf(second), { phase: 'aborted' })
 })

@@ -101,9 +101,9 @@ t.test('evaluate: the hold and minRequests of the step, the gates, and the expla
 })
 
 t.test('tripwire: most of a few requests failing, without statistics', async (t) => {
-  t.ok(tripwire(plan(), { ...empty, newTotal: 20, newFailed: 10 }))
-  t.notOk(tripwire(plan(), { ...empty, newTotal: 19, newFailed: 19 }), 'fewer than minRequests')
-  t.notOk(tripwire(plan(), { ...empty, newTotal: 100, newFailed: 49 }))
+  t.ok(tripwire(plan().tripwire, { ...empty, newTotal: 20, newFailed: 10 }))
+  t.notOk(tripwire(plan().tripwire, { ...empty, newTotal: 19, newFailed: 19 }), 'fewer than minRequests')
+  t.notOk(tripwire(plan().tripwire, { ...empty, newTotal: 100, newFailed: 49 }))
 })
 
 t.test('transition: every command and decision, in the phases that allow it', async (t) => {

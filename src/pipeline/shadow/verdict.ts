@@ -2,6 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto'
 import type { DivergenceStore } from '../../adapters/divergence-store.js'
 import type { Logger } from '../../adapters/logger.js'
 import type { Metrics } from '../../adapters/metrics-registry.js'
+import type { CounterSeries } from '../../adapters/series-metrics.js'
 import type { SyncStore } from '../../adapters/sync-store.js'
 import { compare, idsToLookUp, type ComparedSide, type Comparison, type IdsWanted, type Translation } from '../../core/compare.js'
 import { groupByEntity, IdPairs, type IdQuery } from '../../core/compare-ids.js'
@@ -44,6 +45,7 @@ export class Verdicts {
   private readonly secret = randomBytes(32)
   /** The id map failed its last read (logged once until it answers again). */
   private idMapFailing = false
+  private readonly pairs = new Map<string, readonly [CounterSeries, CounterSeries]>()
 
   /** `idMap`: the sync store once it is open (null before, or without a dual route). */
   constructor (private readonly metrics: Metrics, private readonly store: DivergenceStore, private readonly log: Logger, private readonly idMap: () => IdMap | null = () => null) {}
@@ -64,7 +66,14 @@ export class Verdicts {
    * a new slower than the timeout counts as slower for the ramp's latency gate.
    */
   newTimedOut (rule: RouteRule, legacyMs: number, timeoutMs: number): void {
-    if (timeoutMs - legacyMs > rule.slowerByMs) this.metrics.shadowPairs.inc({ route: rule.name, new: 'slower' })
+    if (timeoutMs - legacyMs > rule.slowerByMs) this.pairsOf(rule.name)[0].inc()
+  }
+
+  /** A route's ficus_shadow_pairs_total series (slower, not slower), looked up once and kept: no label key built per comparison. */
+  private pairsOf (route: string): readonly [CounterSeries, CounterSeries] {
+    let p = this.pairs.get(route)
+    if (p === undefined) this.pairs.set(route, p = [this.metrics.shadowPairs.series({ route, new: 'slower' }), this.metrics.shadowPairs.series({ route, new: 'not_slower' })])
+    return p
   }
 
   /**
@@ -197,7 +206,7 @@ export class Verdicts {
     const areas = result.outcome === 'diverged' ? new Set(result.differences.map((d) => d.area)) : new Set<Difference['area']>()
     for (const area of areas) metrics.divergences.inc({ route: rule.name, kind: area })
     // The same request's time on both sides: what the ramp's latency gate reads (maxShare).
-    if (fromLegacy.ms !== null && fromNew.ms !== null) metrics.shadowPairs.inc({ route: rule.name, new: fromNew.ms - fromLegacy.ms > rule.slowerByMs ? 'slower' : 'not_slower' })
+    if (fromLegacy.ms !== null && fromNew.ms !== null) this.pairsOf(rule.name)[fromNew.ms - fromLegacy.ms > rule.slowerByMs ? 0 : 1].inc()
     const shadowed = {
       route: rule.name,
       method: ex.method,
