@@ -27,8 +27,8 @@ export interface Catalog {
   readonly seen: { lists: number; gets: number; refused: number }
   /** When set, an answer to give instead of serving the request (null: serve it). */
   refuse: ((req: IncomingMessage) => { status: number; headers?: Record<string, string>; body?: string } | null) | null
-  /** Called before each list page is answered (a test inserts or deletes records mid-run). */
-  beforeList: ((page: number) => void) | null
+  /** Called before each list page is answered (a test inserts or deletes records mid-run); the page waits for a promise it returns. */
+  beforeList: ((page: number) => void | Promise<unknown>) | null
 }
 
 const byId = (a: Rec, b: Rec): number => {
@@ -45,8 +45,8 @@ export async function startCatalog (t: { teardown(fn: () => unknown): void }, re
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers })
     res.end(text)
   }
-  const list = (url: URL, res: ServerResponse): void => {
-    state.beforeList?.(state.seen.lists)
+  const list = async (url: URL, res: ServerResponse): Promise<void> => {
+    await state.beforeList?.(state.seen.lists)
     state.seen.lists++
     const limit = Number(url.searchParams.get('limit') ?? o.pageSize)
     const sorted = [...map.values()].sort(byId)
@@ -92,8 +92,8 @@ export async function startCatalog (t: { teardown(fn: () => unknown): void }, re
       return
     }
     if (url.pathname !== '/api/items') send(res, 404, { error: 'no such path' })
-    else if ((o.pageDelayMs ?? 0) > 0) setTimeout(() => { list(url, res) }, o.pageDelayMs)
-    else list(url, res)
+    else if ((o.pageDelayMs ?? 0) > 0) setTimeout(() => { void list(url, res) }, o.pageDelayMs)
+    else void list(url, res)
   }
   state.url = (await startUpstream(t, 'catalog', handler)).url
   return state
