@@ -75,6 +75,8 @@ async function main(): Promise<void> {
   say('Ramp (docs/ramp.md): ficus ramp start reports; new\'s reports are ten times slower than legacy\'s:')
   await rampReports(ficus, say)
   say()
+  await consoleLines(ficus, say)
+  say()
   say('Try:')
   say(`  curl -si ${proxy}/api/orders/1 -H 'x-user-id: alice'     # x-ficus-backend: who answered`)
   say(`  for i in $(seq 50); do curl -s ${proxy}/api/orders/2 -H "x-user-id: u$i" >/dev/null; done`)
@@ -99,6 +101,20 @@ async function main(): Promise<void> {
   }
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
+}
+
+/**
+ * The console's address, and what its routes view shows of each side of reports (the ramp's
+ * evidence, from GET /admin/traffic): the same numbers the page shows.
+ */
+async function consoleLines(ficus: Running, say: (line: string) => void): Promise<void> {
+  interface Side { requests: number; errorRate: number | null; p50Ms: number | null; p99Ms: number | null }
+  const traffic = await (await request(`${ficus.adminUrl}/admin/traffic`)).body.json() as { routes: Record<string, { legacy: Side; new: Side }> }
+  const side = (x: Side): string => `${x.requests} requests, ${x.errorRate === null ? '-' : (x.errorRate * 100).toFixed(1)} % errors, p50 ${x.p50Ms ?? '-'} ms`
+  say(`Console (docs/console.md): ${ficus.adminUrl}/console (no admin token in the demo: sign in with an empty one).`)
+  say('  Every route with its phase and each side\'s traffic, divergences side by side, the ramp\'s decisions; for reports:')
+  const reports = traffic.routes.reports
+  if (reports !== undefined) say(`  legacy ${side(reports.legacy)}; new ${side(reports.new)}`)
 }
 
 /**

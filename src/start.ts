@@ -16,6 +16,7 @@ import { ControlPlane } from './control/control-plane.js'
 import { SyncControl } from './control/sync-control.js'
 import { VerifyControl } from './control/verify-control.js'
 import { RampControl } from './control/ramp-control.js'
+import { TrafficWatch } from './control/traffic-watch.js'
 import { ConsoleSessions } from './control/console-sessions.js'
 import type { Health, WorkersReady } from './control/health.js'
 import type { MetricsText } from './control/metrics-endpoint.js'
@@ -123,7 +124,7 @@ export async function start(config: Config, deps: Deps, host: TrafficHost): Prom
     metrics: host.metricsText,
     health,
     ...(host.readiness === undefined ? {} : { workers: host.readiness.bind(host) }),
-    api: { live, table: control.table, divergences: host.divergences, breakers: host.breakers, control, audit, sync, verify, ramp, sessions: new ConsoleSessions() },
+    api: { live, table: control.table, divergences: host.divergences, breakers: host.breakers, control, audit, sync, verify, ramp, sessions: new ConsoleSessions(), traffic: new TrafficWatch({ live, source: host.metricsText }) },
     close: async () => {
       flags?.stop()
       await verify.close().catch((err: unknown) => { logger.error({ err }, 'stopping the verify runs failed') })

@@ -12,6 +12,7 @@ import { csrfMatches, digest, type Caller, type ConsoleSessions } from './consol
 import { ControlError, type ControlPlane } from './control-plane.js'
 import { withDivergence } from './route-view.js'
 import { syncRoutes } from './sync-api.js'
+import type { TrafficWatch } from './traffic-watch.js'
 import type { SyncControl } from './sync-control.js'
 import { rampRoutes } from './ramp-api.js'
 import type { RampControl } from './ramp-control.js'
@@ -39,6 +40,8 @@ export interface AdminOptions {
   readonly ramp: RampControl
   /** The console's sessions: a browser signed in calls the admin API with its cookie and CSRF token. */
   readonly sessions: ConsoleSessions
+  /** Each route's traffic per side over the last 5 minutes (`/admin/traffic`). */
+  readonly traffic: TrafficWatch
 }
 
 /**
@@ -156,6 +159,9 @@ async function admin(fastify: FastifyInstance, opts: AdminOptions): Promise<void
       const recent = new Map(summaries.map((x) => [x.route, x.windows['5m'].divergenceRate]))
       return { routes: control.routes().map((r) => ({ ...withDivergence(r, recent.get(r.name) ?? null), breaker: breakers[r.name] ?? null })), flags: control.flagSource() }
     })
+
+    /** Per route and side over the last 5 minutes: requests, errors, p50/p99; the actual share of new; the sync lag and dead letters now. */
+    api.get('/traffic', async () => opts.traffic.view())
 
     /** Sets or clears (null) a route's overrides: `{ new?, shadow?, reason? }`. */
     api.patch('/routes/:name', { schema: { params: RouteParams } }, async (request: FastifyRequest) => {

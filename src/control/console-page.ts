@@ -1,6 +1,6 @@
 /**
  * The console's page, its style and its script (control/console.ts serves them): plain
- * HTML, CSS and JavaScript, no framework and no build step, 13.5 KB in all. The script
+ * HTML, CSS and JavaScript, no framework and no build step, about 16 KB in all. The script
  * reads the admin API every 2 seconds and acts through it with the session's CSRF token.
  */
 
@@ -39,8 +39,8 @@ export const CONSOLE_HTML = `<!doctype html>
       <h2 id="routes-title">Routes</h2>
       <p><button type="button" id="rollback-all" class="danger operator">Roll back every route</button></p>
       <div class="scroll"><table id="routes">
-        <caption>Every route, updated every 2 seconds</caption>
-        <thead><tr><th scope="col">Route</th><th scope="col">Phase</th><th scope="col">New</th><th scope="col">Shadow</th><th scope="col">Divergence (5 min)</th><th scope="col">Breaker</th><th scope="col">Ramp</th><th scope="col">Actions</th></tr></thead>
+        <caption>Every route, updated every 2 seconds; each side's traffic <span id="covered">over the last 5 minutes</span></caption>
+        <thead><tr><th scope="col">Route</th><th scope="col">Phase</th><th scope="col">New (configured, actual)</th><th scope="col">Shadow</th><th scope="col">Legacy</th><th scope="col">New</th><th scope="col">Divergence (5 min)</th><th scope="col">Breaker</th><th scope="col">Sync</th><th scope="col">Ramp</th><th scope="col">Actions</th></tr></thead>
         <tbody></tbody>
       </table></div>
     </section>
@@ -55,6 +55,7 @@ export const CONSOLE_HTML = `<!doctype html>
     </section>
     <section id="history-view" hidden aria-labelledby="history-title">
       <h2 id="history-title">History</h2>
+      <p><input type="checkbox" id="ramp-only"><label for="ramp-only" class="inline">Only the ramps' decisions</label></p>
       <div class="scroll"><table id="history">
         <caption>The audit log, newest first</caption>
         <thead><tr><th scope="col">Time</th><th scope="col">Who</th><th scope="col">Action</th><th scope="col">Route</th><th scope="col">Change</th><th scope="col">Reason</th></tr></thead>
@@ -91,7 +92,11 @@ button.danger { border-color: var(--danger); color: var(--danger); }
 button[aria-pressed="true"] { background: var(--accent); color: #fff; }
 :focus-visible { outline: 3px solid #f5b700; outline-offset: 2px; }
 label { display: block; margin: .5rem 0 .25rem; }
+label.inline { display: inline; margin-left: .4rem; }
+td.traffic { white-space: pre-line; font-size: .9rem; }
+ul.gates { margin: .25rem 0 0; padding-left: 1.1rem; font-size: .9rem; }
 input { padding: .35rem .5rem; border: 1px solid var(--muted); border-radius: 4px; width: 100%; max-width: 28rem; }
+input[type="checkbox"] { width: auto; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; margin: .5rem 0; }
 caption { text-align: left; color: var(--muted); padding: .25rem 0; }
@@ -239,12 +244,30 @@ export const CONSOLE_JS = `'use strict'
     return true
   }
 
-  function renderRoutes (routes, ramps) {
-    if (!changed('routes', [routes, ramps.map((r) => [r.route, r.phase, r.step, r.percent])])) return
-    keepFocus(() => buildRoutes(routes, ramps))
+  function renderRoutes (routes, ramps, traffic) {
+    if (!changed('routes', [routes, ramps.map((r) => [r.route, r.phase, r.step, r.percent]), traffic])) return
+    keepFocus(() => buildRoutes(routes, ramps, traffic))
   }
 
-  function buildRoutes (routes, ramps) {
+  function span (s) {
+    if (s < 90) return Math.round(s) + ' s'
+    if (s < 5400) return Math.round(s / 60) + ' min'
+    return (s / 3600).toFixed(1) + ' h'
+  }
+
+  function ms (x) { return x === null ? '-' : x < 10 ? x.toFixed(1) + ' ms' : Math.round(x) + ' ms' }
+
+  /** One side's traffic: rate, errors, p50 and p99 (no p99 under 100 answers). */
+  function sideText (x) {
+    if (x.requests === 0) return 'no requests'
+    return (x.perSecond === null ? '' : (x.perSecond < 10 ? x.perSecond.toFixed(2) : Math.round(x.perSecond)) + '/s, ') + x.requests + ' req\\n' +
+      pct(x.errorRate) + ' errors' + (x.fallbacks ? ' (' + x.fallbacks + ' fell back)' : '') + '\\np50 ' + ms(x.p50Ms) + ', p99 ' + ms(x.p99Ms)
+  }
+
+  function buildRoutes (routes, ramps, traffic) {
+    const spans = Object.values(traffic.routes).map((x) => x.coveredS)
+    const covered = spans.length === 0 ? traffic.windowS : Math.max.apply(null, spans)
+    $('covered').textContent = covered >= traffic.windowS - 1 ? 'over the last ' + span(traffic.windowS) : 'over the last ' + span(covered) + (covered > traffic.windowS ? ' (since Ficus started; the last ' + span(traffic.windowS) + ' once the console has watched for a minute)' : '')
     const byRoute = {}
     for (const r of ramps) byRoute[r.route] = r
     const tbody = document.querySelector('#routes tbody')
@@ -257,12 +280,20 @@ export const CONSOLE_JS = `'use strict'
       th.textContent = r.name
       tr.appendChild(th)
       cell(tr, phaseOf(r))
-      cell(tr, (r.new.value === null ? 'flag' : r.new.value + ' %') + (r.new.source !== 'file' ? ' (' + r.new.source + ')' : ''))
+      const t = traffic.routes[r.name]
+      cell(tr, (r.new.value === null ? 'flag' : r.new.value + ' %') + (r.new.source !== 'file' ? ' (' + r.new.source + ')' : '') + (t && t.newShare !== null ? '\\nactual ' + pct(t.newShare) : ''), 'traffic')
       cell(tr, r.shadow.value + ' %')
+      cell(tr, t ? sideText(t.legacy) : '-', 'traffic')
+      // New is marked when its error rate is over legacy's by more than a point.
+      const worse = t && t.new.errorRate !== null && t.new.errorRate > (t.legacy.errorRate || 0) + 0.01
+      cell(tr, t ? sideText(t.new) : '-', 'traffic' + (worse ? ' bad' : ''))
       const d = r.divergence5m
       cell(tr, pct(d), d !== null && d !== undefined && d > 0.01 ? 'bad' : '')
       const br = r.breaker ? r.breaker.state : 'closed'
       cell(tr, br, br === 'closed' ? 'good' : 'bad')
+      const sy = t ? t.sync : null
+      cell(tr, sy === null ? '-' : 'lag ' + (sy.lagS === null ? '-' : span(sy.lagS)) + '\\n' + (sy.deadLetters === null ? '-' : sy.deadLetters) + ' dead letters',
+        'traffic' + (sy !== null && (sy.deadLetters > 0 || sy.lagS > 60) ? ' bad' : ''))
       const ramp = byRoute[r.name]
       cell(tr, ramp ? (ramp.phase === 'none' ? 'plan ' + ramp.plan : ramp.phase.replace('_', ' ') + (ramp.step ? ', step ' + ramp.step + '/' + ramp.steps : '')) : '-', ramp && (ramp.phase === 'rolled_back' || ramp.phase === 'paused') ? 'warn' : '')
       const td = cell(tr, '', 'actions operator')
@@ -372,27 +403,49 @@ export const CONSOLE_JS = `'use strict'
     }
   }
 
+  let history = []
+
+  /** The audit log; a ramp's decision with each gate's verdict and why, as the ramp judged it then. */
   function renderHistory (entries) {
-    if (!changed('history', entries)) return
+    history = entries
+    const rampOnly = $('ramp-only').checked
+    if (!changed('history', [rampOnly, entries])) return
     const tbody = document.querySelector('#history tbody')
     tbody.textContent = ''
     for (const e of entries) {
+      if (rampOnly && !e.action.startsWith('ramp-')) continue
       const tr = document.createElement('tr')
       cell(tr, e.time)
       cell(tr, e.who)
-      cell(tr, e.action)
+      cell(tr, e.action, e.action === 'ramp-fail' || e.action === 'ramp-trip' || e.action === 'rollback' || e.action === 'refused' ? 'bad' : '')
       cell(tr, e.route || '-')
-      cell(tr, e.before && e.after ? 'new ' + e.before.new + ' → ' + e.after.new + ' %, shadow ' + e.before.shadow + ' → ' + e.after.shadow + ' %' : (e.detail || ''))
+      const td = cell(tr, e.before && e.after ? 'new ' + e.before.new + ' → ' + e.after.new + ' %, shadow ' + e.before.shadow + ' → ' + e.after.shadow + ' %' : (e.detail || ''))
+      if (e.gates && e.gates.length > 0) {
+        const ul = document.createElement('ul')
+        ul.className = 'gates'
+        ul.setAttribute('aria-label', 'the gates it rested on')
+        for (const g of e.gates) {
+          const li = document.createElement('li')
+          const b = document.createElement('strong')
+          b.textContent = g.gate + ': ' + g.verdict
+          b.className = g.verdict === 'pass' ? 'good' : g.verdict === 'fail' ? 'bad' : 'warn'
+          li.appendChild(b)
+          li.appendChild(document.createTextNode(' ' + g.why))
+          ul.appendChild(li)
+        }
+        td.appendChild(ul)
+      }
       cell(tr, e.reason || '')
       tbody.appendChild(tr)
     }
   }
+  $('ramp-only').addEventListener('change', () => renderHistory(history))
 
   async function refresh () {
     try {
       if (view === 'routes') {
-        const [routes, ramps] = await Promise.all([call('GET', '/admin/routes'), call('GET', '/admin/ramp')])
-        renderRoutes(routes.routes, ramps.ramps)
+        const [routes, ramps, traffic] = await Promise.all([call('GET', '/admin/routes'), call('GET', '/admin/ramp'), call('GET', '/admin/traffic')])
+        renderRoutes(routes.routes, ramps.ramps, traffic)
       } else if (view === 'divergences') {
         const [routes, summary] = await Promise.all([call('GET', '/admin/routes'), call('GET', '/admin/divergences/summary')])
         for (const r of routes.routes) upstreams[r.name] = r.upstreams || { legacy: null, new: null }

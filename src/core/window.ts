@@ -10,6 +10,8 @@ export type Counts = ReadonlyMap<string, number>
 interface Snapshot {
   readonly at: number
   readonly counts: Counts
+  /** Some series went down or vanished since the snapshot before (a restart): the increase is summed pair by pair across it. */
+  readonly reset: boolean
 }
 
 export class CountWindow {
@@ -22,7 +24,17 @@ export class CountWindow {
   record (at: number, counts: Counts): void {
     const last = this.snaps.at(-1)
     if (last !== undefined && at <= last.at) return // a clock that did not move on: nothing new
-    this.snaps.push({ at, counts })
+    let reset = false
+    if (last !== undefined) {
+      for (const [key, before] of last.counts) {
+        const v = counts.get(key)
+        if (v === undefined || v < before) {
+          reset = true
+          break
+        }
+      }
+    }
+    this.snaps.push({ at, counts, reset })
     // Keep the newest snapshot at or before the oldest window start still wanted.
     while (this.snaps.length > 2 && (this.snaps[1] as Snapshot).at <= at - this.keepMs) this.snaps.shift()
   }
@@ -40,6 +52,14 @@ export class CountWindow {
     // The newest snapshot at or before the window's start (or the oldest there is).
     let i = 0
     while (i + 1 < this.snaps.length && (this.snaps[i + 1] as Snapshot).at <= from) i++
+    const base = this.snaps[i] as Snapshot
+    let reset = false
+    for (let j = i + 1; j < this.snaps.length && !reset; j++) reset = (this.snaps[j] as Snapshot).reset
+    if (!reset) {
+      // No series went down: the increase is the last value minus the first (one pass over the series, not one per snapshot).
+      if (base !== last) for (const [key, v] of last.counts) out.set(key, v - (base.counts.get(key) ?? 0))
+      return { coveredMs: last.at - base.at, counts: out }
+    }
     for (let j = i + 1; j < this.snaps.length; j++) {
       const a = this.snaps[j - 1] as Snapshot
       const b = this.snaps[j] as Snapshot
@@ -48,6 +68,6 @@ export class CountWindow {
         out.set(key, (out.get(key) ?? 0) + (v >= before ? v - before : v))
       }
     }
-    return { coveredMs: last.at - (this.snaps[i] as Snapshot).at, counts: out }
+    return { coveredMs: last.at - base.at, counts: out }
   }
 }

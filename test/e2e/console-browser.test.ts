@@ -1,8 +1,11 @@
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import t from 'tap'
 import { chromium, type Browser, type Page } from 'playwright-core'
+import { admin } from '../helpers/admin.js'
 import { startTestFicus } from '../helpers/ficus.js'
+import { load, rampDoc, rampUntil, rampUpstreams, startRamp } from '../helpers/ramp-rig.js'
 import { ROOT } from '../helpers/spawn.js'
 import { startUpstream } from '../helpers/upstream.js'
 
@@ -10,12 +13,20 @@ import { startUpstream } from '../helpers/upstream.js'
  * The console in a real headless Chromium (Debian's `chromium`, driven by playwright-core),
  * against a real Ficus and real upstreams: sign in, see the routes, change a share and see
  * the next request follow, roll back, the history; a viewer cannot change; a change without
- * the CSRF token is refused; no request leaves the admin port. Screenshots of each view go to
- * test-artifacts/console/ (not committed).
+ * the CSRF token is refused; no request leaves the admin port; each side's traffic; a ramp's
+ * decisions with their gates; axe-core finds no accessibility violation in any view.
+ * Screenshots of each view go to test-artifacts/console/ (not committed).
  */
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const SHOTS = join(ROOT, 'test-artifacts', 'console')
+
+async function launch (t: Parameters<typeof startUpstream>[0]): Promise<Browser> {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
+  t.teardown(async () => browser.close())
+  mkdirSync(SHOTS, { recursive: true })
+  return browser
+}
 
 async function setup (t: Parameters<typeof startUpstream>[0]) {
   const legacy = await startUpstream(t, 'legacy')
@@ -25,10 +36,7 @@ async function setup (t: Parameters<typeof startUpstream>[0]) {
     admin: { host: '127.0.0.1', port: 0, tokens: { alice: 'alice-secret-token', vera: { token: 'vera-secret-token', role: 'viewer' } } },
     routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0, shadow: 100 }, { name: 'reports', match: { path: '/reports/*' }, new: 100 }]
   })
-  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
-  t.teardown(async () => browser.close())
-  mkdirSync(SHOTS, { recursive: true })
-  return { f, browser }
+  return { f, browser: await launch(t) }
 }
 
 /** A page that records every request it makes. */
@@ -49,12 +57,20 @@ async function signIn (page: Page, token: string): Promise<void> {
 
 t.test('an operator signs in, sees the routes, changes a share (the next request follows), rolls back, and reads the history', async (t) => {
   const { f, browser } = await setup(t)
+  for (let i = 0; i < 5; i++) await f.fetch(`/reports/${i}`, { headers: { 'x-user-id': `r${i}` } })
   const { page, requests } = await open(browser, f.adminUrl)
   await page.screenshot({ path: join(SHOTS, 'sign-in.png') })
   await signIn(page, 'alice-secret-token')
   await page.getByText('Signed in as alice (operator)').waitFor()
   const orders = page.getByRole('row', { name: /orders/ })
   await orders.getByRole('cell', { name: 'shadow', exact: true }).waitFor()
+  // Each side's traffic: reports is all new, and served 5 requests without an error.
+  const reports = page.getByRole('row', { name: /reports/ })
+  const cells = await reports.getByRole('cell').allTextContents()
+  t.match(cells[1], /^100 %\nactual 100\.0 %$/, 'configured and actual share of new')
+  t.equal(cells[3], 'no requests', 'legacy: none')
+  t.match(cells[4], /^[\d.]+\/s, 5 req\n0\.0 % errors\np50 [\d.]+ ms, p99 -$/, 'new: rate, requests, errors, p50 (no p99 from 5 answers)')
+  t.equal(cells[7], '-', 'no sync: not a dual route')
   await page.screenshot({ path: join(SHOTS, 'routes.png'), fullPage: true })
 
   await orders.getByRole('button', { name: 'Change' }).click()
@@ -156,4 +172,58 @@ t.test('the keyboard alone: to a route\'s Change button, its dialog, Escape clos
   await page.keyboard.press('Escape')
   await dialog.waitFor({ state: 'hidden' })
   t.equal((await f.fetch('/orders/1', { headers: { 'x-user-id': 'u1' } })).headers['x-served-by'], 'legacy', 'nothing changed')
+})
+
+t.test('history: a ramp\'s decisions with each gate\'s verdict and why; a filter keeps only them', async (t) => {
+  const rig = await rampUpstreams(t)
+  const f = await startTestFicus(t, rampDoc(rig, t.testdir()))
+  const browser = await launch(t)
+  t.equal((await admin(f, 'PATCH', '/admin/routes/items', { json: { shadow: 50, reason: 'before the ramp' } })).status, 200)
+  await startRamp(t, f)
+  const traffic = load(f.url)
+  t.teardown(async () => traffic.stop())
+  await rampUntil(f, (v) => (v.step ?? 0) >= 2, 'advance once')
+  await traffic.stop()
+  const { page } = await open(browser, f.adminUrl)
+  // No admin token configured: the console is open too, signed in with an empty token.
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.getByText('Signed in as local (operator)').waitFor()
+  await page.getByRole('button', { name: 'History' }).click()
+  const history = page.getByRole('table', { name: /audit log/ })
+  const advance = history.getByRole('row', { name: /ramp-advance items running, step 1 of 6, new 1 % → running, step 2 of 6, new 5 %/ })
+  await advance.waitFor()
+  const gates = advance.getByRole('list', { name: 'the gates it rested on' })
+  t.match(await gates.textContent(), /divergence: pass [\d.]+ % of [\d,]+ shadow comparisons diverged: its upper bound .* is under 5\.0 %errors: pass/, 'each gate with its verdict and why')
+  await page.getByLabel('Only the ramps\' decisions').check()
+  await advance.waitFor()
+  t.equal(await history.getByRole('row', { name: /before the ramp/ }).count(), 0, 'the change by hand is filtered out')
+  t.ok(await history.getByRole('row', { name: /ramp-start items/ }).isVisible(), 'the start is kept')
+  await page.screenshot({ path: join(SHOTS, 'history-ramp.png'), fullPage: true })
+})
+
+t.test('accessibility: axe-core finds no violation in the routes view, the change dialog, the divergences with a sample, and the history', async (t) => {
+  const { f, browser } = await setup(t)
+  await f.fetch('/orders/7', { headers: { 'x-user-id': 'u1' } })
+  await f.shadowIdle()
+  const axe = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
+  const { page } = await open(browser, f.adminUrl)
+  const check = async (what: string): Promise<void> => {
+    // Evaluated by the driver, not loaded by the page: the page's policy stays as it is.
+    const violations = await page.evaluate<string[]>(`(async () => { ${axe}; const r = await axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] }); return r.violations.map((v) => v.id + ': ' + v.help + ' at ' + v.nodes.map((n) => n.target.join(' ')).join(', ')) })()`)
+    t.same(violations, [], `${what}: no violation`)
+  }
+  await check('sign-in')
+  await signIn(page, 'alice-secret-token')
+  await check('routes')
+  await page.getByRole('row', { name: /orders/ }).getByRole('button', { name: 'Change' }).click()
+  await page.getByRole('dialog', { name: 'Change orders' }).waitFor()
+  await check('the change dialog')
+  await page.keyboard.press('Escape')
+  await page.getByRole('button', { name: 'Divergences' }).click()
+  await page.getByRole('button', { name: 'Show samples of orders' }).click()
+  await page.locator('article.sample').first().waitFor()
+  await check('divergences with a sample')
+  await page.getByRole('button', { name: 'History' }).click()
+  await page.getByRole('table', { name: /audit log/ }).waitFor()
+  await check('history')
 })

@@ -29,6 +29,21 @@ t.test('a counter that goes down was reset (a worker restarted): its value after
   t.same(Object.fromEntries(w.increase(60_000).counts), { a: 37 }, 'a snapshot at a time already recorded is ignored')
 })
 
+t.test('a reset before the window does not count in it; a series that vanishes counts as reset (what it grew while it lived is kept)', async (t) => {
+  const w = new CountWindow(120_000)
+  w.record(0, m({ a: 100 }))
+  w.record(10_000, m({ a: 3 })) // reset, before the window below
+  w.record(20_000, m({ a: 13 }))
+  w.record(30_000, m({ a: 23 }))
+  t.same(Object.fromEntries(w.increase(20_000).counts), { a: 20 }, 'last minus first when no series went down within the window')
+  t.same(Object.fromEntries(w.increase(60_000).counts), { a: 3 + 20 }, 'across the reset, pair by pair')
+  const v = new CountWindow(120_000)
+  v.record(0, m({ a: 0, b: 0 }))
+  v.record(10_000, m({ a: 5, b: 4 }))
+  v.record(20_000, m({ a: 9 })) // b's worker went away
+  t.same(Object.fromEntries(v.increase(60_000).counts), { a: 9, b: 4 })
+})
+
 t.test('old snapshots are dropped: memory stays bounded by the window', async (t) => {
   const w = new CountWindow(30_000)
   for (let s = 0; s < 10_000; s += 5) w.record(s * 1000, m({ a: s }))

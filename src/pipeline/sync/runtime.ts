@@ -27,7 +27,7 @@ export class SyncRuntime {
     // sync.auth passthrough: clients' credentials are kept sealed under this key (checked at load).
     const key = sync.auth.mode === 'passthrough' ? sealKey(sync.auth.key) : null
     this.store = handle.acquire()
-    this.watch = new StoreWatch(this.store, metrics, log, Date.now)
+    this.watch = new StoreWatch(this.store, metrics, log, Date.now, () => table.current.routes.filter((r) => r.sync?.mode === 'dual').map((r) => r.name))
     this.deliverer = new Deliverer({
       store: this.store,
       upstreamOf: (route, target) => {

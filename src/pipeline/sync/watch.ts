@@ -3,6 +3,8 @@ import type { Metrics } from '../../adapters/metrics-registry.js'
 import type { StoreStats, SyncStore } from '../../adapters/sync-store.js'
 import type { Backend } from '../../core/types.js'
 
+const TARGETS: readonly Backend[] = ['legacy', 'new']
+
 /**
  * Watches the sync store from one process: reads its stats every `everyMs` for the gauges
  * (pending, dead letters, lag, id map) and for the outbox's admission (is it full; is the
@@ -20,6 +22,8 @@ export class StoreWatch {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly now: () => number,
+    /** The dual routes now (a reload may change them): their gauges read 0, not "no data", while nothing of theirs waits. */
+    private readonly dualRoutes: () => readonly string[] = () => [],
     private readonly everyMs = 1000
   ) {}
 
@@ -117,7 +121,8 @@ export class StoreWatch {
       syncDeadLetters.set(labels, r.dead)
       syncLag.set(labels, r.oldestPending === null ? 0 : Math.max(0, now - r.oldestPending) / 1000)
     }
-    // A route and target with nothing left: 0, not its last value.
+    // A route and target with nothing left (or never anything): 0, not its last value or no data.
+    for (const route of this.dualRoutes()) for (const target of TARGETS) this.seen.add(`${route}\t${target}`)
     for (const rt of this.seen) {
       if (current.has(rt)) continue
       const [route, target] = rt.split('\t') as [string, string]

@@ -1,0 +1,75 @@
+import t from 'tap'
+import { createMetrics } from '../../src/adapters/metrics-registry.js'
+import { parseConfig } from '../../src/config/load-config.js'
+import { TrafficWatch } from '../../src/control/traffic-watch.js'
+
+/**
+ * What span GET /admin/traffic counts (docs/console.md): a young process exactly since it
+ * started; an older one since it started for the first minute of watching, then what the
+ * reads since cover, up to 5 minutes; after a quiet spell, since the start again. On a real
+ * prom-client registry with Ficus's metrics; the clock is the test's.
+ */
+
+const config = parseConfig(`
+version: 1
+sticky: header:x-user-id
+upstreams: { legacy: { url: 'http://127.0.0.1:1' }, new: { url: 'http://127.0.0.1:2' } }
+routes:
+  - { name: items, match: { path: /api/items/* }, new: 0 }
+`, 'routes.yaml', {})
+
+function rig (startedAt: number) {
+  const metrics = createMetrics()
+  let now = startedAt
+  const watch = new TrafficWatch({ live: { current: config }, source: metrics.register, now: () => now, startedAt })
+  const serve = (n: number): void => {
+    for (let i = 0; i < n; i++) {
+      metrics.requests.inc({ route: 'items', backend: 'legacy', role: 'primary', code: '200' })
+      metrics.duration.observe({ route: 'items', backend: 'legacy', role: 'primary' }, 0.01)
+    }
+  }
+  const at = async (ms: number): Promise<{ coveredS: number; requests: number }> => {
+    now = ms
+    const v = (await watch.view()).routes.items!
+    return { coveredS: v.coveredS, requests: v.legacy.requests }
+  }
+  return { serve, at }
+}
+
+t.test('a process younger than the window: exactly what it served since it started', async (t) => {
+  const { serve, at } = rig(1_000_000)
+  serve(30)
+  t.same(await at(1_060_000), { coveredS: 60, requests: 30 })
+  serve(10)
+  t.same(await at(1_120_000), { coveredS: 120, requests: 40 })
+})
+
+t.test('an older process: since the start for the first minute, then the reads\' own span, up to 5 minutes; a quiet spell starts over', async (t) => {
+  const start = 0
+  const hour = 3_600_000
+  const { serve, at } = rig(start)
+  serve(1000) // the hour before anyone looked
+  t.same(await at(hour), { coveredS: 3600, requests: 1000 }, 'first look: since the start, and it says so')
+  serve(20)
+  t.same(await at(hour + 30_000), { coveredS: 3630, requests: 1020 }, 'reads spanning under a minute: still since the start')
+  serve(5)
+  t.same(await at(hour + 60_000), { coveredS: 60, requests: 25 }, 'a minute of reads: what they cover')
+  for (let s = 90; s <= 420; s += 30) {
+    serve(1)
+    await at(hour + s * 1000)
+  }
+  const full = await at(hour + 420_000)
+  t.equal(full.coveredS, 300, 'at most the window')
+  t.equal(full.requests, 10, 'one request per 30 s read over 5 minutes')
+  serve(7)
+  t.same(await at(hour + 420_000 + 10 * 60_000), { coveredS: 4620, requests: 1044 }, 'after 10 quiet minutes: since the start again')
+})
+
+t.test('reads closer than 2 s apart share one read of the counters', async (t) => {
+  const { serve, at } = rig(0)
+  serve(3)
+  t.same(await at(10_000), { coveredS: 10, requests: 3 })
+  serve(4)
+  t.same(await at(11_000), { coveredS: 10, requests: 3 }, 'a second later: the same read')
+  t.same(await at(12_000), { coveredS: 12, requests: 7 }, 'two seconds later: read again')
+})
