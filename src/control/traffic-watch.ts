@@ -11,7 +11,9 @@ import type { MetricJson } from '../core/ramp.js'
  * runs while nobody asks. The counters start at 0 with the process, so a process younger than
  * the window is counted exactly; an older one, watched again after a quiet spell, is counted
  * since it started for the first minute (a long average, said as such by `coveredS`), then
- * over what the reads since cover, up to the window.
+ * over what the reads since cover, up to the window. Legacy's quantiles include the answers it
+ * gave for new (fallbacks), which its request count leaves out: the duration histogram does
+ * not tell them apart.
  */
 
 export const TRAFFIC_WINDOW_MS = 5 * 60_000
@@ -60,7 +62,7 @@ export class TrafficWatch {
     if (this.last !== null && this.last.readAt === this.readAt && this.last.routes === this.o.live.current.routes) return this.last.view
     // Spans from the last read, which the windows end at.
     const watched = this.readAt - this.watchFrom
-    const ms = this.readAt - this.startedAt <= TRAFFIC_WINDOW_MS || watched < FRESH_MS ? TRAFFIC_WINDOW_MS : Math.min(TRAFFIC_WINDOW_MS, watched)
+    const ms = watched < FRESH_MS ? TRAFFIC_WINDOW_MS : Math.min(TRAFFIC_WINDOW_MS, watched)
     const routes: Record<string, RouteTraffic> = {}
     for (const rule of this.o.live.current.routes) {
       const w = this.windows.get(rule.name)
@@ -80,9 +82,11 @@ export class TrafficWatch {
     const json = await this.o.source.getMetricsAsJSON()
     const now = this.now()
     // After a quiet spell longer than the window, what the windows hold is older than any window asked for: start again.
-    if (now - this.readAt > TRAFFIC_WINDOW_MS) {
+    const fresh = now - this.readAt > TRAFFIC_WINDOW_MS
+    if (fresh) {
       this.windows = new Map()
-      this.watchFrom = now
+      // A process younger than the window is counted exactly since it started: as if watched since then.
+      this.watchFrom = now - this.startedAt <= TRAFFIC_WINDOW_MS ? this.startedAt : now
     }
     const names = new Set(this.o.live.current.routes.map((r) => r.name))
     const { counts, gauges } = countsOf(json, names)
@@ -91,8 +95,10 @@ export class TrafficWatch {
       let w = this.windows.get(route)
       if (w === undefined) {
         this.windows.set(route, w = new CountWindow(TRAFFIC_WINDOW_MS))
-        // Counters start at 0 with the process: until the window fills, the counts since then.
-        w.record(this.startedAt, new Map())
+        // Counters start at 0 with the process: until the window fills, the counts since then. A
+        // route a reload added meanwhile (whose counters may be older than the reload) is counted
+        // from this read on.
+        if (fresh) w.record(this.startedAt, new Map())
       }
       w.record(now, c)
     }

@@ -49,6 +49,13 @@ async function open (browser: Browser, url: string): Promise<{ page: Page; reque
   return { page, requests }
 }
 
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
+
+/** What axe-core finds against WCAG 2.1 A and AA and its best practices, one line each. Evaluated by the driver, not loaded by the page: the page's policy stays as it is. */
+async function violations (page: Page): Promise<string[]> {
+  return page.evaluate<string[]>(`(async () => { ${AXE}; const r = await axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] }); return r.violations.map((v) => v.id + ': ' + v.help + ' at ' + v.nodes.map((n) => n.target.join(' ')).join(', ')) })()`)
+}
+
 async function signIn (page: Page, token: string): Promise<void> {
   await page.getByLabel('Admin token').fill(token)
   await page.getByRole('button', { name: 'Sign in' }).click()
@@ -71,6 +78,12 @@ t.test('an operator signs in, sees the routes, changes a share (the next request
   t.equal(cells[3], 'no requests', 'legacy: none')
   t.match(cells[4], /^[\d.]+\/s, 5 req\n0\.0 % errors\np50 [\d.]+ ms, p99 -$/, 'new: rate, requests, errors, p50 (no p99 from 5 answers)')
   t.equal(cells[7], '-', 'no sync: not a dual route')
+  // More traffic: the cell is updated in place, not rebuilt (a screen reader keeps its place).
+  const newCell = await reports.getByRole('cell').nth(4).elementHandle()
+  for (let i = 5; i < 10; i++) await f.fetch(`/reports/${i}`, { headers: { 'x-user-id': `r${i}` } })
+  await reports.getByRole('cell', { name: /, 10 req/ }).waitFor()
+  if (newCell === null) throw new Error('no cell')
+  t.ok(await newCell.evaluate((td: { isConnected: boolean; textContent: string | null }) => td.isConnected && /, 10 req/.test(td.textContent ?? '')), 'the same cell, updated')
   await page.screenshot({ path: join(SHOTS, 'routes.png'), fullPage: true })
 
   await orders.getByRole('button', { name: 'Change' }).click()
@@ -198,6 +211,7 @@ t.test('history: a ramp\'s decisions with each gate\'s verdict and why; a filter
   await advance.waitFor()
   t.equal(await history.getByRole('row', { name: /before the ramp/ }).count(), 0, 'the change by hand is filtered out')
   t.ok(await history.getByRole('row', { name: /ramp-start items/ }).isVisible(), 'the start is kept')
+  t.same(await violations(page), [], 'axe-core: no violation in the gates\' lists')
   await page.screenshot({ path: join(SHOTS, 'history-ramp.png'), fullPage: true })
 })
 
@@ -205,13 +219,8 @@ t.test('accessibility: axe-core finds no violation in the routes view, the chang
   const { f, browser } = await setup(t)
   await f.fetch('/orders/7', { headers: { 'x-user-id': 'u1' } })
   await f.shadowIdle()
-  const axe = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
   const { page } = await open(browser, f.adminUrl)
-  const check = async (what: string): Promise<void> => {
-    // Evaluated by the driver, not loaded by the page: the page's policy stays as it is.
-    const violations = await page.evaluate<string[]>(`(async () => { ${axe}; const r = await axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] }); return r.violations.map((v) => v.id + ': ' + v.help + ' at ' + v.nodes.map((n) => n.target.join(' ')).join(', ')) })()`)
-    t.same(violations, [], `${what}: no violation`)
-  }
+  const check = async (what: string): Promise<void> => { t.same(await violations(page), [], `${what}: no violation`) }
   await check('sign-in')
   await signIn(page, 'alice-secret-token')
   await check('routes')

@@ -18,22 +18,34 @@ routes:
   - { name: items, match: { path: /api/items/* }, new: 0 }
 `, 'routes.yaml', {})
 
+const twoRoutes = parseConfig(`
+version: 1
+sticky: header:x-user-id
+upstreams: { legacy: { url: 'http://127.0.0.1:1' }, new: { url: 'http://127.0.0.1:2' } }
+routes:
+  - { name: items, match: { path: /api/items/* }, new: 0 }
+  - { name: orders, match: { path: /api/orders/* }, new: 0 }
+`, 'routes.yaml', {})
+
 function rig (startedAt: number) {
   const metrics = createMetrics()
   let now = startedAt
-  const watch = new TrafficWatch({ live: { current: config }, source: metrics.register, now: () => now, startedAt })
-  const serve = (n: number): void => {
+  const live = { current: config }
+  let reads = 0
+  const source = { getMetricsAsJSON: async () => { reads++; return metrics.register.getMetricsAsJSON() } }
+  const watch = new TrafficWatch({ live, source, now: () => now, startedAt })
+  const serve = (n: number, route = 'items'): void => {
     for (let i = 0; i < n; i++) {
-      metrics.requests.inc({ route: 'items', backend: 'legacy', role: 'primary', code: '200' })
-      metrics.duration.observe({ route: 'items', backend: 'legacy', role: 'primary' }, 0.01)
+      metrics.requests.inc({ route, backend: 'legacy', role: 'primary', code: '200' })
+      metrics.duration.observe({ route, backend: 'legacy', role: 'primary' }, 0.01)
     }
   }
-  const at = async (ms: number): Promise<{ coveredS: number; requests: number }> => {
+  const at = async (ms: number, route = 'items'): Promise<{ coveredS: number; requests: number }> => {
     now = ms
-    const v = (await watch.view()).routes.items!
+    const v = (await watch.view()).routes[route]!
     return { coveredS: v.coveredS, requests: v.legacy.requests }
   }
-  return { serve, at }
+  return { serve, at, watch, live, reads: () => reads, setNow: (ms: number) => { now = ms } }
 }
 
 t.test('a process younger than the window: exactly what it served since it started', async (t) => {
@@ -72,4 +84,31 @@ t.test('reads closer than 2 s apart share one read of the counters', async (t) =
   serve(4)
   t.same(await at(11_000), { coveredS: 10, requests: 3 }, 'a second later: the same read')
   t.same(await at(12_000), { coveredS: 12, requests: 7 }, 'two seconds later: read again')
+})
+
+t.test('callers at the same moment share one read of the counters', async (t) => {
+  const { watch, reads, setNow } = rig(0)
+  setNow(10_000)
+  const views = await Promise.all([watch.view(), watch.view(), watch.view()])
+  t.equal(reads(), 1, 'one read for three callers')
+  t.equal(views[0], views[2], 'the same view')
+})
+
+t.test('watched since it was young: the window stays exact past 5 minutes of age', async (t) => {
+  const { serve, at } = rig(0)
+  serve(10)
+  t.same(await at(30_000), { coveredS: 30, requests: 10 })
+  for (let s = 60; s <= 330; s += 30) await at(s * 1000)
+  serve(2)
+  t.same(await at(360_000), { coveredS: 300, requests: 2 }, 'the last 5 minutes, not the span since the watch began')
+})
+
+t.test('a route a reload adds is counted from the read it first appears in, not over its counters\' older life', async (t) => {
+  const { serve, at, live } = rig(0)
+  serve(100, 'orders') // counters from before the route was (again) in routes.yaml
+  t.same(await at(3_600_000), { coveredS: 3600, requests: 0 })
+  live.current = twoRoutes
+  t.same(await at(3_610_000, 'orders'), { coveredS: 0, requests: 0 }, 'nothing covered yet')
+  serve(4, 'orders')
+  t.same(await at(3_620_000, 'orders'), { coveredS: 10, requests: 4 }, 'what came since it appeared')
 })

@@ -121,8 +121,19 @@ export class StoreWatch {
       syncDeadLetters.set(labels, r.dead)
       syncLag.set(labels, r.oldestPending === null ? 0 : Math.max(0, now - r.oldestPending) / 1000)
     }
-    // A route and target with nothing left (or never anything): 0, not its last value or no data.
-    for (const route of this.dualRoutes()) for (const target of TARGETS) this.seen.add(`${route}\t${target}`)
+    // A dual route and target with nothing left (or never anything): 0, not its last value or no
+    // data. A route no longer dual with nothing of its own left: no series (it has no sync).
+    const dual = new Set<string>()
+    for (const route of this.dualRoutes()) for (const target of TARGETS) dual.add(`${route}\t${target}`)
+    for (const rt of dual) this.seen.add(rt)
+    for (const rt of this.seen) {
+      if (current.has(rt) || dual.has(rt)) continue
+      const [route, target] = rt.split('\t') as [string, string]
+      syncPending.remove({ route, target })
+      syncDeadLetters.remove({ route, target })
+      syncLag.remove({ route, target })
+      this.seen.delete(rt)
+    }
     for (const rt of this.seen) {
       if (current.has(rt)) continue
       const [route, target] = rt.split('\t') as [string, string]
