@@ -2,6 +2,7 @@ import { countsOf, sampleOf } from '../core/ramp.js'
 import { trafficOf, type RouteTraffic } from '../core/traffic.js'
 import { CountWindow } from '../core/window.js'
 import type { LiveConfig } from '../config/live.js'
+import type { RouteRule } from '../core/types.js'
 import type { MetricJson } from '../core/ramp.js'
 
 /**
@@ -59,20 +60,33 @@ export class TrafficWatch {
       await this.reading
     }
     // What the last read says, worked out once per read (a reload changing the routes works it out again).
-    if (this.last !== null && this.last.readAt === this.readAt && this.last.routes === this.o.live.current.routes) return this.last.view
+    if (this.last !== null && this.last.readAt === this.readAt && this.last.routes === this.rules()) return this.last.view
     // Spans from the last read, which the windows end at.
     const watched = this.readAt - this.watchFrom
     const ms = watched < FRESH_MS ? TRAFFIC_WINDOW_MS : Math.min(TRAFFIC_WINDOW_MS, watched)
     const routes: Record<string, RouteTraffic> = {}
-    for (const rule of this.o.live.current.routes) {
+    for (const rule of this.rules()) {
       const w = this.windows.get(rule.name)
       const inc = w?.increase(ms) ?? { coveredMs: 0, counts: new Map<string, number>() }
       routes[rule.name] = trafficOf(sampleOf(inc.coveredMs, inc.counts, this.gauges.get(rule.name)), inc.counts.get('fb') ?? 0)
     }
     const view = { windowS: TRAFFIC_WINDOW_MS / 1000, routes }
-    this.last = { readAt: this.readAt, routes: this.o.live.current.routes, view }
+    this.last = { readAt: this.readAt, routes: this.rules(), view }
     return view
   }
+
+  /** Every route, the default one (what no other route matches) last, as GET /admin/routes lists them. */
+  private rules (): readonly RouteRule[] {
+    const config = this.o.live.current
+    if (this.rulesOf !== config) {
+      this.rulesOf = config
+      this.allRules = [...config.routes, config.defaultRoute]
+    }
+    return this.allRules
+  }
+
+  private rulesOf: unknown = null
+  private allRules: readonly RouteRule[] = []
 
   private last: { readonly readAt: number; readonly routes: unknown; readonly view: TrafficView } | null = null
 
@@ -88,7 +102,7 @@ export class TrafficWatch {
       // A process younger than the window is counted exactly since it started: as if watched since then.
       this.watchFrom = now - this.startedAt <= TRAFFIC_WINDOW_MS ? this.startedAt : now
     }
-    const names = new Set(this.o.live.current.routes.map((r) => r.name))
+    const names = new Set(this.rules().map((r) => r.name))
     const { counts, gauges } = countsOf(json, names)
     this.gauges = gauges
     for (const [route, c] of counts) {

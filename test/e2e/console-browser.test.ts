@@ -201,6 +201,14 @@ t.test('history: a ramp\'s decisions with each gate\'s verdict and why; a filter
   // No admin token configured: the console is open too, signed in with an empty token.
   await page.getByRole('button', { name: 'Sign in' }).click()
   await page.getByText('Signed in as local (operator)').waitFor()
+  // The routes view after the ramp's first steps: both sides served, each with its numbers.
+  const items = page.getByRole('row', { name: /items/ })
+  await items.getByRole('cell', { name: /running, step 2\/6/ }).waitFor()
+  const cells = await items.getByRole('cell').allTextContents()
+  t.match(cells[1], /^5 % \(override\)\nactual \d+\.\d %$/, 'the ramp\'s share, and the actual one')
+  t.match(cells[3], /req\n0\.0 % errors\np50 /, 'legacy\'s traffic')
+  t.match(cells[4], /req\n0\.0 % errors\np50 /, 'new\'s traffic')
+  await page.screenshot({ path: join(SHOTS, 'routes-ramp.png'), fullPage: true })
   await page.getByRole('button', { name: 'History' }).click()
   const history = page.getByRole('table', { name: /audit log/ })
   const advance = history.getByRole('row', { name: /ramp-advance items running, step 1 of 6, new 1 % → running, step 2 of 6, new 5 %/ })

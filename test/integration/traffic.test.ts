@@ -41,6 +41,7 @@ t.test('per side: the requests and failures clients saw, the actual share of new
     if (r.status >= 500) seen[side === 'new' ? 'newFailed' : 'legacyFailed']++
   }
   t.ok(seen.new > 0 && seen.legacy > 0, `both sides served (${seen.legacy} legacy, ${seen.new} new)`)
+  t.equal((await f.fetch('/elsewhere')).status, 200, 'no route matches: the default route, on legacy')
 
   const r = await admin(f, 'GET', '/admin/traffic', { token: 'vera-secret-token' })
   t.equal(r.status, 200, 'a viewer reads it')
@@ -61,6 +62,7 @@ t.test('per side: the requests and failures clients saw, the actual share of new
   p99(items.legacy, seen.legacy)
   p99(items.new, seen.new)
   t.equal(items.sync, null, 'not a dual route')
+  t.match(body.routes.default, { legacy: { requests: 1, failed: 0 }, new: { requests: 0 } }, 'the default route is counted too')
   t.match(body.routes.quiet, { newShare: null, legacy: { requests: 0, errorRate: null, p50Ms: null, p99Ms: null }, new: { requests: 0, errorRate: null } })
 
   // A later read counts what came since.
