@@ -11,7 +11,8 @@ import { scrape, sum } from './prom-text.js'
  * comparison) measured in the same run, interleaved round by round, each proxy alone on its
  * own CPU (load generator and upstream share the other), and reported as ratios to the
  * fastify baseline and to the pass-through each configuration is built on (ficus for Ficus's,
- * undici for undici-shadow100) in the same round: the machines are shared and noisy, so only
+ * undici for undici-shadow100) and to the hand-tuned limit of the same work (undici, or
+ * undici-shadow100 for shadowing) in the same round: the machines are shared and noisy, so only
  * same-run ratios mean something. CPU per request is the proxy's user+system time (from
  * /proc, summed over its workers) divided by the requests it served.
  *
@@ -52,7 +53,7 @@ const CPU_PROXY = opt.pin === 'proxy' ? '1' : null
  * `counts`: stopped with SIGTERM, on which it prints what it did (Ficus is killed: its graceful
  * shutdown waits out a drain delay).
  */
-interface Config { name: string; cmd?: string[]; env?: Record<string, string>; base?: string; counts?: true }
+interface Config { name: string; cmd?: string[]; env?: Record<string, string>; base?: string; limit?: string; counts?: true }
 const FICUS = [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')]
 const UNDICI_SHADOW = [join(DIST, 'bench', 'baseline-undici-shadow.js')]
 const CONFIGS = ([
@@ -60,18 +61,18 @@ const CONFIGS = ([
   { name: 'fastify', cmd: [join(DIST, 'bench', 'baseline-fastify.js')] },
   { name: 'undici', cmd: [join(DIST, 'bench', 'baseline-undici.js')], base: 'undici' },
   { name: 'undici-shadow100', cmd: UNDICI_SHADOW, base: 'undici', counts: true },
-  { name: 'ficus', cmd: FICUS, env: { NEW_PERCENT: '0' }, base: 'ficus' },
-  { name: 'ficus-split50', cmd: FICUS, env: { NEW_PERCENT: '50' }, base: 'ficus' },
-  { name: 'ficus-shadow100', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '100' }, base: 'ficus' },
+  { name: 'ficus', cmd: FICUS, env: { NEW_PERCENT: '0' }, base: 'ficus', limit: 'undici' },
+  { name: 'ficus-split50', cmd: FICUS, env: { NEW_PERCENT: '50' }, base: 'ficus', limit: 'undici' },
+  { name: 'ficus-shadow100', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '100' }, base: 'ficus', limit: 'undici-shadow100' },
   // Not in the default set: the shadowing limit with a minimal hand-written HTTP client for
   // the copies (the floor of a copy's cost), Ficus shadowing a sample, two workers (compare
   // with ficus under --pin none), and Ficus with the access log off (log level warn, a diagnostic).
   { name: 'undici-shadow100-raw', cmd: UNDICI_SHADOW, env: { COPY: 'raw' }, base: 'undici', counts: true },
-  { name: 'ficus-shadow10', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '10' }, base: 'ficus' },
+  { name: 'ficus-shadow10', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '10' }, base: 'ficus', limit: 'undici' },
   { name: 'ficus-workers2', cmd: [...FICUS, '--workers', '2'], env: { NEW_PERCENT: '0' }, base: 'ficus' },
-  { name: 'ficus-nolog', cmd: FICUS, env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' }, base: 'ficus' },
+  { name: 'ficus-nolog', cmd: FICUS, env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' }, base: 'ficus', limit: 'undici' },
   // Every request on new (the same upstream): what a route on new adds, its breaker admission and budget timer included.
-  { name: 'ficus-new100', cmd: FICUS, env: { NEW_PERCENT: '100' }, base: 'ficus' }
+  { name: 'ficus-new100', cmd: FICUS, env: { NEW_PERCENT: '100' }, base: 'ficus', limit: 'undici' }
 ] as Config[]).filter((c) => opt.only.split(',').includes(c.name))
 
 interface Run { name: string; round: number; rps: number; p50: number; p99: number; cpuUs: number | null; rssMb: number | null; errors: number; non2xx: number; copies: Copies | null }
@@ -182,17 +183,21 @@ function report(runs: Run[]): void {
   })
   const fmt = (xs: number[], digits = 2): string => xs.length === 0 ? '–' : `${median(xs).toFixed(digits)} [${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}]`
   const lines = [
-    `| config | req/s (median [min–max]) | p99 ms | CPU µs/req | RSS MB | vs fastify (req/s) | vs fastify (CPU/req) | vs pass-through (req/s) | vs pass-through (CPU/req) | errors + non-2xx |`,
-    '|---|---|---|---|---|---|---|---|---|---|'
+    `| config | req/s (median [min–max]) | p99 ms | CPU µs/req | RSS MB | vs the limit (req/s) | vs the limit (CPU/req) | vs fastify (req/s) | vs fastify (CPU/req) | vs pass-through (req/s) | vs pass-through (CPU/req) | errors + non-2xx |`,
+    '|---|---|---|---|---|---|---|---|---|---|---|---|'
   ]
   for (const c of CONFIGS) {
     const mine = runs.filter((r) => r.name === c.name)
     const cpu = mine.flatMap((r) => (r.cpuUs === null ? [] : [r.cpuUs]))
     const rss = mine.flatMap((r) => (r.rssMb === null ? [] : [r.rssMb]))
     const vs = (f: (r: Run) => number | null): string => fmt(c.base === undefined ? [] : ratio(c.name, c.base, f))
+    const limit = (f: (r: Run) => number | null): string => fmt(c.limit === undefined ? [] : ratio(c.name, c.limit, f))
     lines.push(`| ${c.name} | ${fmt(mine.map((r) => r.rps), 0)} | ${fmt(mine.map((r) => r.p99), 0)} | ${fmt(cpu, 0)} | ${fmt(rss, 0)} | ` +
+      `${limit((r) => r.rps)} | ${limit((r) => r.cpuUs)} | ` +
       `${fmt(ratio(c.name, 'fastify', (r) => r.rps))} | ${fmt(ratio(c.name, 'fastify', (r) => r.cpuUs))} | ${vs((r) => r.rps)} | ${vs((r) => r.cpuUs)} | ${mine.reduce((n, r) => n + r.errors + r.non2xx, 0)} |`)
   }
+  const limited = CONFIGS.filter((c) => c.limit !== undefined && CONFIGS.some((x) => x.name === c.limit))
+  if (limited.length > 0) lines.push('', `vs the limit, in the same round: ${limited.map((c) => `${c.name} ÷ ${c.limit as string}`).join(', ')} (the hand-tuned forwarder doing the same work; targets in docs/benchmarks.md).`)
   const based = CONFIGS.filter((c) => c.base !== undefined && c.base !== c.name)
   if (based.length > 0) lines.push('', `vs pass-through, in the same round: ${based.map((c) => `${c.name} ÷ ${c.base as string}`).join(', ')}.`)
   // A copy dropped at a bound is a copy not made: the ratio then measures a sample.

@@ -20,7 +20,7 @@ import type { RouteTableRef } from './core/route-table.js'
 import { ficusError } from './errors.js'
 import { Admit } from './pipeline/admit.js'
 import { Decide } from './pipeline/decide.js'
-import { answerExpectContinue, clientErrorHandler, frameworkErrors, refuseConnect, refuseExpectation, requestIdOf, rewriteUrl, targetOf, type EdgeDeps } from './pipeline/edge.js'
+import { answerExpectContinue, clientErrorHandler, fastLane, frameworkErrors, refuseConnect, refuseExpectation, requestIdOf, rewriteUrl, targetOf, type EdgeDeps } from './pipeline/edge.js'
 import { Exchanges, type Exchange } from './pipeline/exchange.js'
 import type { BodyGuard } from './pipeline/forward/body-guard.js'
 import { Forwarder } from './pipeline/forward/forwarder.js'
@@ -202,8 +202,15 @@ export async function buildTraffic(config: Config, deps: Deps, shared: TrafficSh
       serve(request.raw, reply.raw, request.id)
     }
   })
+  // The common request skips fastify's router (edge.ts fastLane); the rest, and every request
+  // once closing, go the way above.
+  let closing = false
+  fastLane(traffic.server, serve, () => closing, limits.headerBytes)
   // Before the server closes: open tunnels would keep it from closing (they ran through the drain delay).
-  traffic.addHook('preClose', async () => { await upgrades.close() })
+  traffic.addHook('preClose', async () => {
+    closing = true
+    await upgrades.close()
+  })
   traffic.addHook('onClose', async () => {
     breakers.close()
     await Promise.all([closeUpstreams(upstreams), shadow.close(), sync?.close()])

@@ -82,8 +82,11 @@ export function forwardHeaders(raw: readonly string[], ctx: ForwardContext): For
   let trailers = false
   let seen: Set<string> | null = null
   let repeated: string | null = null
+  // Each name lower-cased once, for both passes.
+  const lower: string[] = new Array<string>(raw.length >> 1)
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase()
+    lower[i >> 1] = name
     const value = raw[i + 1] as string
     if (repeated === null && SINGLE_FIELDS.has(name)) {
       seen ??= new Set()
@@ -112,7 +115,7 @@ export function forwardHeaders(raw: readonly string[], ctx: ForwardContext): For
   let oddNames: string[] | null = null
   const keepOdd = ctx.headerNames === 'pass'
   for (let i = 0; i < raw.length; i += 2) {
-    const name = (raw[i] as string).toLowerCase()
+    const name = lower[i >> 1] as string
     if (REQUEST_DROP.has(name) || (listed !== null && listed.has(name))) continue
     if (!plainHeaderName(name)) {
       (oddNames ??= []).push(raw[i] as string)

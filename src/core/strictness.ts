@@ -26,6 +26,21 @@ import type { RouteRule } from './types.js'
  * @example validHost('shop..example') // false
  */
 export function validHost(value: string): boolean {
+  // A service is reached under a few names: each is checked once (a memo, bounded; the answer is the same each time).
+  const known = HOSTS.get(value)
+  if (known !== undefined) return known
+  const valid = checkHost(value)
+  if (value.length <= 262) { // a DNS name (253) and a port: at most ~260 KB kept, whatever clients send
+    if (HOSTS.size >= HOSTS_KEPT) HOSTS.clear()
+    HOSTS.set(value, valid)
+  }
+  return valid
+}
+
+const HOSTS = new Map<string, boolean>()
+const HOSTS_KEPT = 1024
+
+function checkHost(value: string): boolean {
   if (value === '') return true
   let host = value
   let port: string | undefined

@@ -15,13 +15,17 @@ t.test('npm run bench: every configuration serves its load without errors, and t
   t.same([...rows.keys()], CONFIGS, 'one row per configuration, in order')
   for (const [name, cells] of rows) {
     t.ok(rps(name) > 0, `${name} served requests`)
-    t.equal(cells[10], '0', `${name}: no errors, no non-2xx`)
+    t.equal(cells[12], '0', `${name}: no errors, no non-2xx`)
   }
-  t.match(rows.get('ficus')?.[8], /^1\.00 /, 'Ficus configurations are compared with ficus of the same round')
-  t.equal(rows.get('fastify')?.[8], '–', 'fastify is no one\'s pass-through')
+  t.match(rows.get('ficus')?.[10], /^1\.00 /, 'Ficus configurations are compared with ficus of the same round')
+  t.equal(rows.get('fastify')?.[10], '–', 'fastify is no one\'s pass-through')
   // One round: each "vs pass-through" is the two rows' req/s divided (the table rounds both,
   // so they agree to a rounding step).
-  const vs = (name: string): number => Number((rows.get(name)?.[8] ?? '').split(' ')[0])
+  const vs = (name: string): number => Number((rows.get(name)?.[10] ?? '').split(' ')[0])
+  const toLimit = (name: string): number => Number((rows.get(name)?.[6] ?? '').split(' ')[0])
+  t.ok(Math.abs(toLimit('ficus') - rps('ficus') / rps('undici')) <= 0.011, 'ficus is set beside its limit, undici')
+  t.ok(Math.abs(toLimit('ficus-shadow100') - rps('ficus-shadow100') / rps('undici-shadow100')) <= 0.011, 'ficus-shadow100 beside the shadowing limit')
+  t.equal(rows.get('undici')?.[6], '–', 'a limit has no limit')
   t.ok(Math.abs(vs('undici-shadow100') - rps('undici-shadow100') / rps('undici')) <= 0.011, 'undici-shadow100 is compared with undici')
   t.ok(Math.abs(vs('ficus-shadow100') - rps('ficus-shadow100') / rps('ficus')) <= 0.011, 'ficus-shadow100 is compared with ficus')
   t.notMatch(bench.stdout, /FAILED/)

@@ -48,6 +48,19 @@ t.test('path and query reach the backend byte-for-byte', async (t) => {
   }
 })
 
+t.test('a path whose percent-encoding does not decode is refused (400, FICUS_ERR_BAD_TARGET); the same bytes in the query are forwarded', async (t) => {
+  const legacy = await startUpstream(t, 'legacy')
+  const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
+  // The path goes through the router, which decodes it; a query is never decoded by Ficus.
+  const bad = await rawRequest(f.url, 'GET /files/%zz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n')
+  t.equal(bad.status, 400)
+  t.match(bad.text, /FICUS_ERR_BAD_TARGET/)
+  t.equal(legacy.requests.length, 0, 'nothing forwarded')
+  const ok = await rawRequest(f.url, 'GET /files/a?q=%zz&r=%E2%9C HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n')
+  t.equal(ok.status, 200)
+  t.equal(legacy.requests.at(-1)?.url, '/files/a?q=%zz&r=%E2%9C', 'forwarded unchanged')
+})
+
 t.test('absolute-form targets are accepted; their authority replaces Host (RFC 9112 §3.2.2)', async (t) => {
   const legacy = await startUpstream(t, 'legacy')
   const f = await startTestFicus(t, { upstreams: { legacy: { url: legacy.url }, new: { url: legacy.url } } })
