@@ -52,6 +52,8 @@ function kindOf(v: unknown): Kind {
 }
 
 function diff(a: unknown, b: unknown, path: Seg[], rules: Rules, out: Collector, depth: number): void {
+  // The same scalar: no difference, whatever the rules say of this path (rules only take differences away).
+  if (a === b && (a === null || typeof a !== 'object')) return
   if (out.truncated || ignoredBody(rules, path)) return
   if (rules.pairs !== undefined && a !== b && pairedIds(rules, path, a, b)) return
   const ka = kindOf(a)
@@ -69,16 +71,21 @@ function diff(a: unknown, b: unknown, path: Seg[], rules: Rules, out: Collector,
     case 'object': {
       const oa = a as Record<string, unknown>
       const ob = b as Record<string, unknown>
+      let shared = 0
       for (const k of Object.keys(oa)) {
         path.push(k)
         if (!Object.hasOwn(ob, k)) {
           if (!(rules.nullMissing && oa[k] === null) && !ignoredBody(rules, path)) add(out, path, 'missing', oa[k], undefined)
         } else {
+          shared++
           diff(oa[k], ob[k], path, rules, out, depth + 1)
         }
         path.pop()
       }
-      for (const k of Object.keys(ob)) {
+      const keysOfB = Object.keys(ob)
+      // Every key of b's was one of a's: none is extra (the common case: no second pass).
+      if (keysOfB.length === shared) return
+      for (const k of keysOfB) {
         if (Object.hasOwn(oa, k)) continue
         path.push(k)
         if (!(rules.nullMissing && ob[k] === null) && !ignoredBody(rules, path)) add(out, path, 'extra', undefined, ob[k])

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import t from 'tap'
-import { compare, idsToLookUp, sameBytes, type ComparedSide, type Comparison } from '../../src/core/compare.js'
+import { compare, idsToLookUp, sameBytes, sameJsonText, type ComparedSide, type Comparison } from '../../src/core/compare.js'
 import { IdPairs, idsIn, MAX_ID_LOOKUPS } from '../../src/core/compare-ids.js'
 import { Collector, MAX_PAIRING_TRIES, type Difference } from '../../src/core/difference.js'
 import { diffJson } from '../../src/core/json-diff.js'
@@ -232,7 +232,7 @@ function reorder(v: unknown, seed: number): unknown {
   return Object.fromEntries(entries.reverse().map(([k, x]) => [k, reorder(x, seed + 1)]))
 }
 
-/** The same document in other bytes (leading space, indentation): compared structurally, never by the byte shortcut. */
+/** The same document in other bytes (leading space, indentation): never by the byte shortcut; by the whitespace one only when the keys kept their order. */
 const respaced = (body: unknown): ComparedSide => side(body, { body: Buffer.from(' ' + JSON.stringify(body, null, 1)) })
 
 t.test('property: any JSON value equals itself and any reordering of its keys', async (t) => {
@@ -240,6 +240,28 @@ t.test('property: any JSON value equals itself and any reordering of its keys', 
     return compare(side(v), respaced(reorder(v, seed)), rules).outcome === 'match'
   }), { numRuns: 500 })
   t.pass('500 generated values')
+})
+
+t.test('sameJsonText: the same tokens whatever the whitespace between them; whitespace inside a string, or between two literals, counts', async (t) => {
+  const same = (a: string, b: string): boolean => sameJsonText(Buffer.from(a), Buffer.from(b))
+  t.ok(same('{"a":1,"b":[true,null]}', ' {\n  "a" : 1,\r\n\t"b": [ true , null ]\n} '))
+  t.ok(same('"x\\" y"', '"x\\" y"'), 'an escaped quote does not end the string')
+  t.notOk(same('"a b"', '"ab"'), 'inside a string every byte counts')
+  t.notOk(same('"x\\" y"', '"x\\"y"'), 'also after an escaped quote')
+  t.notOk(same('12', '1 2'), 'not the same tokens (and 1 2 is not JSON)')
+  t.notOk(same('[1,2]', '[1,2] 3'), 'more tokens')
+  t.notOk(same('{"a":1,"b":2}', '{"b":2,"a":1}'), 'another key order: the parse decides (equal documents)')
+  t.notOk(same('1.0', '1'), 'another spelling of a number: the parse decides')
+  t.ok(same('', '  '), 'two empty bodies')
+})
+
+t.test('property: a JSON value and itself indented are the same text; two values that stringify differently are not', async (t) => {
+  fc.assert(fc.property(json, json, fc.integer({ min: 0, max: 4 }), (a, b, indent) => {
+    const text = (v: unknown, n: number): Buffer => Buffer.from(`${' '.repeat(n)}${JSON.stringify(v, null, n)}\n`)
+    if (!sameJsonText(text(a, 0), text(a, indent))) return false
+    return JSON.stringify(a) === JSON.stringify(b) || !sameJsonText(text(a, 0), text(b, indent))
+  }), { numRuns: 1000 })
+  t.pass('1000 generated pairs')
 })
 
 t.test('property: comparing the other way round swaps missing and extra, and nothing else', async (t) => {
