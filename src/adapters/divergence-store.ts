@@ -1,3 +1,4 @@
+import { createHmac, randomBytes } from 'node:crypto'
 import type { Comparison } from '../core/compare.js'
 import type { Difference, DifferenceKind } from '../core/difference.js'
 import type { RulePath } from '../core/rule-path.js'
@@ -54,13 +55,19 @@ export interface ShadowedRequest {
   readonly requestId: string
   /** Keyed hash of the sticky key (never the key itself), or null without one. */
   readonly keyHash: string | null
+  /**
+   * The sticky key itself, when `keyHash` is null: the store hashes it when the sample is
+   * read (an HMAC per divergence cost ~3 µs; samples are read far less often than written),
+   * and never shows it.
+   */
+  readonly stickyKey?: string | undefined
   readonly primary: Backend
   readonly status: { readonly legacy: number | null; readonly new: number | null }
   /** Milliseconds each side took, request sent to response read. */
   readonly ms: { readonly legacy: number | null; readonly new: number | null }
 }
 
-export interface DivergenceSample extends ShadowedRequest {
+export interface DivergenceSample extends Omit<ShadowedRequest, 'stickyKey'> {
   /** ISO 8601. */
   readonly time: string
   /** The route's epoch when it was recorded (samples outlive an epoch; counts do not). */
@@ -192,7 +199,7 @@ export class DivergenceStore {
     if (this.capacity === 0) return
     // Fields listed rather than spread from req: V8 builds a spread-then-extended literal in
     // dictionary mode, 3 µs per diverged comparison (measured), against 0.1 µs written out.
-    s.samples.push({
+    const sample: DivergenceSample = {
       route: req.route,
       method: req.method,
       path: req.path,
@@ -205,7 +212,9 @@ export class DivergenceStore {
       epoch: s.epoch.n,
       differences: result.differences.map((d) => showDifference(d, redact)),
       truncated: result.truncated
-    })
+    }
+    if (req.keyHash === null && req.stickyKey !== undefined) this.unhashed.set(sample, req.stickyKey)
+    s.samples.push(sample)
     if (s.samples.length > this.capacity) s.samples.shift()
   }
 
@@ -253,7 +262,21 @@ export class DivergenceStore {
     })
     // Each ring reversed is newest first; a stable sort by time keeps that order within a millisecond.
     const all = lists.flatMap((l) => l.slice().reverse()).sort((a, b) => (a.time < b.time ? 1 : a.time > b.time ? -1 : 0))
-    return all.slice(0, limit)
+    const out = all.slice(0, limit)
+    for (const x of out) this.hashKey(x)
+    return out
+  }
+
+  /** Key for hashing sticky keys in samples: per process, so a hash cannot be looked up elsewhere. */
+  private readonly secret = randomBytes(32)
+  /** Samples whose sticky key is not hashed yet (the key is dropped once it is). */
+  private readonly unhashed = new WeakMap<DivergenceSample, string>()
+
+  private hashKey (x: DivergenceSample): void {
+    const key = this.unhashed.get(x)
+    if (key === undefined) return
+    (x as { keyHash: string | null }).keyHash = createHmac('sha256', this.secret).update(key).digest('hex').slice(0, 12)
+    this.unhashed.delete(x)
   }
 
   /**

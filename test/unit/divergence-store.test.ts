@@ -72,3 +72,24 @@ t.test('a new epoch: counts and windows start over, samples stay marked with the
   t.same(store.newEpoch(['orders', 'other'], 'reset', 'fixed').map((x) => [x.n, x.why, x.reason]), [[3, 'reset', 'fixed'], [2, 'reset', 'fixed']])
   t.same(Object.keys(store.epochs()).sort(), ['orders', 'other'], 'what a new cluster worker adopts')
 })
+
+t.test('a sample\'s sticky key is shown only as its keyed hash, made when the sample is read: the same key, the same hash; the key itself never', async (t) => {
+  const { store } = rig()
+  const d: Difference = { path: 'body.a', field: 'body.a', area: 'body', kind: 'changed', legacy: 1, new: 2 }
+  const record = (key: string | undefined): void => {
+    store.compared({ route: 'orders', method: 'GET', path: '/o', requestId: 'r', keyHash: null, stickyKey: key, primary: 'legacy', status: { legacy: 200, new: 200 }, ms: { legacy: 1, new: 1 } },
+      { outcome: 'diverged', differences: [d], truncated: false }, new Set(['body']), [])
+  }
+  record('alice@example.com')
+  record('bob@example.com')
+  record('alice@example.com')
+  record(undefined)
+  const [none, alice2, bob, alice1] = store.samples('orders', 10)
+  t.equal(none?.keyHash, null, 'no sticky key: no hash')
+  t.match(alice1?.keyHash, /^[0-9a-f]{12}$/)
+  t.equal(alice2?.keyHash, alice1?.keyHash, 'the same key, the same hash')
+  t.not(bob?.keyHash, alice1?.keyHash)
+  const shown = JSON.stringify(store.samples('orders', 10))
+  t.notMatch(shown, /alice|bob|stickyKey/, 'the key is never in a sample')
+  t.equal(store.samples('orders', 10)[1]?.keyHash, alice2?.keyHash, 'read again: the same hash')
+})

@@ -1,4 +1,3 @@
-import { createHmac, randomBytes } from 'node:crypto'
 import type { DivergenceStore } from '../../adapters/divergence-store.js'
 import type { Logger } from '../../adapters/logger.js'
 import type { Metrics } from '../../adapters/metrics-registry.js'
@@ -41,8 +40,6 @@ export interface JudgeLimits {
  * memory-mapped gets, or one PostgreSQL query each) and the pairs found go to the comparison.
  */
 export class Verdicts {
-  /** Key for hashing sticky keys in samples: per process, so a hash cannot be looked up elsewhere. */
-  private readonly secret = randomBytes(32)
   /** The id map failed its last read (logged once until it answers again). */
   private idMapFailing = false
   private readonly pairs = new Map<string, readonly [CounterSeries, CounterSeries]>()
@@ -212,13 +209,16 @@ export class Verdicts {
       method: ex.method,
       path: result.outcome === 'diverged' ? showTarget(ex.target, rule.compare.redactQuery, rule.sticky.flatMap((s) => (s.kind === 'query' ? [s.name] : []))) : '',
       requestId: ex.requestId,
-      keyHash: result.outcome === 'diverged' ? this.keyHash(ex.decision!.key) : null,
+      keyHash: null,
+      // Hashed by the store when a sample is read, not per divergence.
+      stickyKey: result.outcome === 'diverged' ? ex.decision!.key : undefined,
       primary: answeredBy,
       status: { legacy: fromLegacy.status, new: fromNew.status },
       ms: { legacy: round(fromLegacy.ms), new: round(fromNew.ms) }
     }
     store.compared(shadowed, result, areas, rule.compare.redact)
-    if (result.outcome === 'diverged') {
+    // The line is built only when it is written (its first difference redacted for it).
+    if (result.outcome === 'diverged' && log.isLevelEnabled('debug')) {
       const first = result.differences[0] // shown as in samples: a keyed array's key may be redacted
       log.debug({ reqId: shadowed.requestId, route: shadowed.route, differences: result.differences.length, first: first === undefined ? undefined : showDifference(first, rule.compare.redact).path }, 'divergence')
     }
@@ -240,9 +240,6 @@ export class Verdicts {
     }
   }
 
-  private keyHash (key: string | undefined): string | null {
-    return key === undefined ? null : createHmac('sha256', this.secret).update(key).digest('hex').slice(0, 12)
-  }
 }
 
 function round(ms: number | null): number | null {
