@@ -4,6 +4,7 @@
 # proxy under valgrind, WARM requests, the counters zeroed, N requests 10 at a time, a dump.
 #   bash bench/instructions.sh ficus   [NEW_PERCENT=0 SHADOW_PERCENT=0 SIZE=1k WARM=4000 N=2000]
 #   bash bench/instructions.sh undici
+#   CONFIG=bench/ficus-bench-stages.yaml bash bench/instructions.sh ficus   (every later stage on, elsewhere)
 # Needs: npm run build, valgrind (apt-get install valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +15,12 @@ out=$(mktemp -d)
 PORTS=$LP,$NP node dist/bench/upstream.js & UP=$!
 disown $UP
 case $which in
-  ficus) cmd=(node dist/src/cli.js start --config bench/ficus-bench.yaml) ;;
+  ficus) cmd=(node dist/src/cli.js start --config "${CONFIG:-bench/ficus-bench.yaml}") ;;
   undici) cmd=(node dist/bench/baseline-undici.js) ;;
   undici-shadow) cmd=(node dist/bench/baseline-undici-shadow.js) ;;
   *) echo "ficus, undici or undici-shadow" >&2; exit 2 ;;
 esac
-PORT=$PP LEGACY_URL=http://127.0.0.1:$LP NEW_URL=http://127.0.0.1:$NP FICUS_LOG_LEVEL=info \
+PORT=$PP LEGACY_URL=http://127.0.0.1:$LP NEW_URL=http://127.0.0.1:$NP FICUS_LOG_LEVEL=info FICUS_STORE="$out/ficus.lmdb" \
   NEW_PERCENT=${NEW_PERCENT:-0} SHADOW_PERCENT=${SHADOW_PERCENT:-0} \
   valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" "${cmd[@]}" > /dev/null 2> "$out/valgrind.txt" & PX=$!
 disown $PX
@@ -42,8 +43,22 @@ load() {
 }
 load "${WARM:-4000}"
 callgrind_control -z $PX > /dev/null 2>&1
+start=$(date +%s%N)
 load "${N:-2000}"
 callgrind_control -d $PX > /dev/null 2>&1
+took=$(( ($(date +%s%N) - start) / 1000000 ))
 sleep 1
 ir=$(cat "$out"/cg.$PX.* | awk '/^summary:/ { s += $2 } END { print s }')
-echo "$which: $((ir / ${N:-2000})) instructions per request ($ir over ${N:-2000}, ${SIZE:-1k})"
+echo "$which: $((ir / ${N:-2000})) instructions per request ($ir over ${N:-2000}, ${SIZE:-1k}, in $took ms)"
+# What the process does on its own (timers: the ramp's rounds, the sync store's watch): under
+# valgrind requests are ~50 times slower, so this weighs ~50 times more per request than at speed.
+if [ "${IDLE:-0}" != 0 ]; then
+  rm -f "$out"/cg.$PX.*
+  callgrind_control -z $PX > /dev/null 2>&1
+  sleep "$IDLE"
+  callgrind_control -d $PX > /dev/null 2>&1
+  sleep 1
+  [ -n "${KEEP:-}" ] && cat "$out"/cg.$PX.* > "$KEEP"
+  idle=$(cat "$out"/cg.$PX.* | awk '/^summary:/ { s += $2 } END { print s }')
+  echo "$which: idle $((idle / IDLE)) instructions per second; of the requests' count, $((idle * took / 1000 / IDLE / ${N:-2000})) per request would be idle work"
+fi

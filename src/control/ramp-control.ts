@@ -229,9 +229,24 @@ export class RampControl {
     this.roundAt = now
   }
 
-  /** Reads this replica's counters into the windows, and counts the requests on new since the last round. */
+  /**
+   * Reads this replica's counters into the windows, and counts the requests on new since the
+   * last round. Only routes whose ramp is under way are read (a step is judged on the window
+   * since it began, and the trip-wire on its own): with none, the registry is not read at all,
+   * so a plan nobody started costs nothing.
+   */
   private async sample (now: number, first: boolean): Promise<void> {
-    const routes = new Set([...Object.keys(this.o.live.current.ramp.routes), ...this.records.keys()])
+    const routes = new Set<string>()
+    for (const [route, held] of this.records) if (ACTIVE.has(held.record.phase)) routes.add(route)
+    // The first round, before the records are read: a ramp under way before a restart has its counts since the start.
+    if (first) for (const route of Object.keys(this.o.live.current.ramp.routes)) routes.add(route)
+    // A ramp that stopped: its window goes, so one started later does not count the time between.
+    for (const route of [...this.windows.keys()]) {
+      if (routes.has(route)) continue
+      this.windows.delete(route)
+      this.lastNew.delete(route)
+    }
+    if (routes.size === 0) return
     const json = await this.o.source.getMetricsAsJSON()
     const { counts, gauges } = countsOf(json, routes)
     this.gaugesNow = gauges
