@@ -211,6 +211,8 @@ export class RampControl {
       await this.tripwires(now)
       return
     }
+    // A ramp that became active since the last round (started on another replica): its counts start now, before this replica follows its share.
+    await this.baseline(now)
     await this.tripwires(now)
     await this.follow()
     for (const route of this.flagRetry) {
@@ -245,12 +247,13 @@ export class RampControl {
       if (routes.has(route)) continue
       this.windows.delete(route)
       this.lastNew.delete(route)
+      this.newSince.delete(route)
     }
     if (routes.size === 0) return
     const json = await this.o.source.getMetricsAsJSON()
     const { counts, gauges } = countsOf(json, routes)
     this.gaugesNow = gauges
-    const keep = Math.max(TRIP_WINDOW_MS, ...Object.values(this.plans).map((p) => p.windowMs))
+    const keep = this.keepMs()
     for (const [route, c] of counts) {
       let w = this.windows.get(route)
       if (w === undefined) {
@@ -268,6 +271,34 @@ export class RampControl {
   }
 
   private gaugesNow = new Map<string, { lag: number | null; dead: number | null }>()
+
+  /** The longest window any gate or the trip-wire reads. */
+  private keepMs (): number {
+    return Math.max(TRIP_WINDOW_MS, ...Object.values(this.plans).map((p) => p.windowMs))
+  }
+
+  /**
+   * The first snapshot of each active ramp that has no window yet (`routes`: those to look
+   * at; by default every active one): taken before its share applies here, so the trip-wire,
+   * the gates and the step's requests count every request on new from then on. One read of
+   * the registry, only in the round (or the command) in which a ramp becomes active.
+   */
+  private async baseline (now: number, routes?: readonly string[]): Promise<void> {
+    const fresh = new Set<string>()
+    for (const route of routes ?? [...this.records.keys()]) {
+      const held = this.records.get(route)
+      if (!this.windows.has(route) && (routes !== undefined || (held !== undefined && ACTIVE.has(held.record.phase)))) fresh.add(route)
+    }
+    if (fresh.size === 0) return
+    const { counts } = countsOf(await this.o.source.getMetricsAsJSON(), fresh)
+    for (const [route, c] of counts) {
+      if (this.windows.has(route)) continue // a round made it meanwhile
+      const w = new CountWindow(this.keepMs())
+      w.record(now, c)
+      this.windows.set(route, w)
+      this.lastNew.set(route, (c.get('nA') ?? 0) + (c.get('fb') ?? 0))
+    }
+  }
 
   /** The route's sample over the last `ms`. */
   private sampleFor (route: string, ms: number): RampSample {
@@ -517,6 +548,8 @@ export class RampControl {
       }
       const next = transition(plan, base, m, route, this.now())
       if ('refused' in next) throw new ControlError('FICUS_ERR_RAMP_STATE', next.refused)
+      // Started or resumed here: its counts start before its share applies.
+      if (ACTIVE.has(next.phase)) await this.baseline(this.now(), [route])
       const reason = `ramp ${m.action}${m.by === RAMP_WHO ? '' : ` by ${m.by}`}: ${m.reason ?? describe(plan, next)}`.slice(0, 500)
       const moves = next.revision !== (base?.revision ?? 0)
       if (moves && next.percent === 0) {

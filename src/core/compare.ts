@@ -187,7 +187,6 @@ export function sameBytes(x: Body, y: Body): boolean {
 
 type Parsed = { ok: true; value: unknown } | { ok: false }
 
-/** Empty bodies parse as "no value", so an empty 204 equals another. */
 /**
  * Whether two JSON texts are the same tokens, whatever the whitespace between them
  * (`{"a": 1}` and `{"a":1}`): then they are the same document under any rules, and need not
@@ -199,6 +198,8 @@ type Parsed = { ok: true; value: unknown } | { ok: false }
 export function sameJsonText(a: Buffer, b: Buffer): boolean {
   const la = a.length
   const lb = b.length
+  // An empty body is no document, and whitespace alone is not JSON: not the same (two empty ones are the same bytes).
+  if (la === 0 || lb === 0) return false
   let i = 0
   let j = 0
   let inString = false
@@ -236,6 +237,7 @@ function structural(c: number): boolean {
   return c === 0x7b || c === 0x7d || c === 0x5b || c === 0x5d || c === 0x2c || c === 0x3a || c === 0x22
 }
 
+/** Empty bodies parse as "no value", so an empty 204 equals another. */
 function parse(buf: Buffer): Parsed {
   if (buf.length === 0) return { ok: true, value: undefined }
   try {

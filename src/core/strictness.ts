@@ -32,7 +32,8 @@ export function validHost(value: string): boolean {
   const valid = checkHost(value)
   if (value.length <= 262) { // a DNS name (253) and a port: at most ~260 KB kept, whatever clients send
     if (HOSTS.size >= HOSTS_KEPT) HOSTS.clear()
-    HOSTS.set(value, valid)
+    // A copy: an authority cut from a request's target would otherwise keep the whole target alive.
+    HOSTS.set(Buffer.from(value, 'latin1').toString('latin1'), valid)
   }
   return valid
 }

@@ -252,7 +252,8 @@ t.test('sameJsonText: the same tokens whatever the whitespace between them; whit
   t.notOk(same('[1,2]', '[1,2] 3'), 'more tokens')
   t.notOk(same('{"a":1,"b":2}', '{"b":2,"a":1}'), 'another key order: the parse decides (equal documents)')
   t.notOk(same('1.0', '1'), 'another spelling of a number: the parse decides')
-  t.ok(same('', '  '), 'two empty bodies')
+  t.notOk(same('', '  '), 'no body and whitespace: not the same (whitespace alone is not JSON)')
+  t.notOk(same('', ''), 'two empty bodies: the byte comparison says so, not this')
 })
 
 t.test('property: a JSON value and itself indented are the same text; two values that stringify differently are not', async (t) => {
