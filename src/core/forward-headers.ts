@@ -242,6 +242,8 @@ function forwardedNode(ip: string): string {
 }
 
 function quoted(s: string): string {
+  // Nearly every host has nothing to escape: no regular expression for it.
+  if (!s.includes('"') && !s.includes('\\')) return `"${s}"`
   return `"${s.replace(/[\\"]/g, '\\$&')}"`
 }
 

@@ -21,11 +21,15 @@ import { startUpstream } from '../helpers/upstream.js'
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const SHOTS = join(ROOT, 'test-artifacts', 'console')
 
-async function launch (t: Parameters<typeof startUpstream>[0]): Promise<Browser> {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
-  t.teardown(async () => browser.close())
-  mkdirSync(SHOTS, { recursive: true })
-  return browser
+/** One Chromium for the file (each test opens its own context: its own cookies and pages), closed at its end. */
+let browserOnce: Promise<Browser> | null = null
+async function launch (_t: Parameters<typeof startUpstream>[0]): Promise<Browser> {
+  if (browserOnce === null) {
+    mkdirSync(SHOTS, { recursive: true })
+    browserOnce = chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
+    t.teardown(async () => (await browserOnce)?.close())
+  }
+  return browserOnce
 }
 
 async function setup (t: Parameters<typeof startUpstream>[0]) {
@@ -42,6 +46,7 @@ async function setup (t: Parameters<typeof startUpstream>[0]) {
 /** A page that records every request it makes. */
 async function open (browser: Browser, url: string): Promise<{ page: Page; requests: string[] }> {
   const context = await browser.newContext()
+  t.teardown(async () => context.close().catch(() => {})) // before the browser, or after it (then already closed)
   const page = await context.newPage()
   const requests: string[] = []
   page.on('request', (r) => { requests.push(r.url()) })

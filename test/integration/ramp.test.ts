@@ -178,3 +178,23 @@ t.test('a step that requires a clean verify waits for one: none holds, a run wit
   t.equal(done.percent, 100)
   t.match(done.history.at(-1)!.gates.find((g) => g.gate === 'verify'), { verdict: 'pass', n: 50 })
 })
+
+t.test('the requests on new right after a start count for the step (the trip-wire and the gates see them), before the controller\'s next round', async (t) => {
+  const rig = await rampUpstreams(t)
+  const plan = testPlan({ steps: [{ new: 50, hold: '1h', minRequests: 10_000 }, { new: 100 }] })
+  const doc = rampDoc(rig, t.testdir(), plan)
+  const f = await startTestFicus(t, { ...doc, ramp: { evaluateEvery: '1s', plans: { canary: plan } } })
+  // Two rounds with no ramp under way: the controller reads no counters for the route any more.
+  await nextRound(f)
+  await nextRound(f)
+  await startRamp(t, f)
+  let onNew = 0
+  for (let i = 0; i < 40; i++) {
+    const r = await f.fetch(`/api/items/${i}`, { headers: { 'x-user-id': `early${i}` } })
+    if (r.headers['x-served-by'] === 'new') onNew++
+  }
+  t.ok(onNew > 0, `some went to new (${onNew} of 40)`)
+  await nextRound(f)
+  const v = await nextRound(f)
+  t.equal(v.stepRequests, onNew, 'every request on new since the start is the step\'s')
+})
