@@ -13,7 +13,7 @@ import {
   ACTIVE, countsOf, evaluate, RAMP_PHASES, sampleOf, transition, tripwire, windowAt,
   type Evaluation, type MetricJson, type Move, type RampPlan, type RampRecord, type RampSample, type VerifyFact
 } from '../core/ramp.js'
-import { CountWindow } from '../core/window.js'
+import { windowOf, type CountWindow } from '../core/window.js'
 import { ControlError, type ControlPlane } from './control-plane.js'
 
 /**
@@ -255,13 +255,8 @@ export class RampControl {
     this.gaugesNow = gauges
     const keep = this.keepMs()
     for (const [route, c] of counts) {
-      let w = this.windows.get(route)
-      if (w === undefined) {
-        this.windows.set(route, w = new CountWindow(keep))
-        // Counters start at 0 with the process: at the first round, what came before counts too.
-        if (first) w.record(this.startedAt, new Map())
-      }
-      w.record(now, c)
+      // Counters start at 0 with the process: at the first round, what came before counts too.
+      windowOf(this.windows, route, keep, first ? this.startedAt : null).record(now, c)
       // The step's requests on new: the counters' own growth since the last round (a counter that went down was reset).
       const total = (c.get('nA') ?? 0) + (c.get('fb') ?? 0)
       const before = this.lastNew.get(route) ?? (first ? 0 : total)
@@ -293,9 +288,7 @@ export class RampControl {
     const { counts } = countsOf(await this.o.source.getMetricsAsJSON(), fresh)
     for (const [route, c] of counts) {
       if (this.windows.has(route)) continue // a round made it meanwhile
-      const w = new CountWindow(this.keepMs())
-      w.record(now, c)
-      this.windows.set(route, w)
+      windowOf(this.windows, route, this.keepMs(), null).record(now, c)
       this.lastNew.set(route, (c.get('nA') ?? 0) + (c.get('fb') ?? 0))
     }
   }

@@ -1,6 +1,6 @@
 import { countsOf, sampleOf } from '../core/ramp.js'
 import { trafficOf, type RouteTraffic } from '../core/traffic.js'
-import { CountWindow } from '../core/window.js'
+import { windowOf, type CountWindow } from '../core/window.js'
 import type { LiveConfig } from '../config/live.js'
 import type { RouteRule } from '../core/types.js'
 import type { MetricJson } from '../core/ramp.js'
@@ -105,17 +105,10 @@ export class TrafficWatch {
     const names = new Set(this.rules().map((r) => r.name))
     const { counts, gauges } = countsOf(json, names)
     this.gauges = gauges
-    for (const [route, c] of counts) {
-      let w = this.windows.get(route)
-      if (w === undefined) {
-        this.windows.set(route, w = new CountWindow(TRAFFIC_WINDOW_MS))
-        // Counters start at 0 with the process: until the window fills, the counts since then. A
-        // route a reload added meanwhile (whose counters may be older than the reload) is counted
-        // from this read on.
-        if (fresh) w.record(this.startedAt, new Map())
-      }
-      w.record(now, c)
-    }
+    // Counters start at 0 with the process: until the window fills, the counts since then. A
+    // route a reload added meanwhile (whose counters may be older than the reload) is counted
+    // from this read on.
+    for (const [route, c] of counts) windowOf(this.windows, route, TRAFFIC_WINDOW_MS, fresh ? this.startedAt : null).record(now, c)
     for (const route of this.windows.keys()) if (!names.has(route)) this.windows.delete(route)
     this.readAt = now
   }

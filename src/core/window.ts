@@ -71,3 +71,17 @@ export class CountWindow {
     return { coveredMs: last.at - base.at, counts: out }
   }
 }
+
+/**
+ * The route's window in `windows`, made when missing: from `zeroAt` with nothing counted
+ * (cumulative counters that started at 0 then, with the process), or with no snapshot yet
+ * when `zeroAt` is null.
+ */
+export function windowOf (windows: Map<string, CountWindow>, route: string, keepMs: number, zeroAt: number | null): CountWindow {
+  let w = windows.get(route)
+  if (w === undefined) {
+    windows.set(route, w = new CountWindow(keepMs))
+    if (zeroAt !== null) w.record(zeroAt, new Map())
+  }
+  return w
+}

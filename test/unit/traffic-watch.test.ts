@@ -10,22 +10,16 @@ import { TrafficWatch } from '../../src/control/traffic-watch.js'
  * prom-client registry with Ficus's metrics; the clock is the test's.
  */
 
-const config = parseConfig(`
+/** routes.yaml with these routes (`name: path` pairs), each on legacy. */
+const configWith = (routes: Record<string, string>) => parseConfig(`
 version: 1
 sticky: header:x-user-id
 upstreams: { legacy: { url: 'http://127.0.0.1:1' }, new: { url: 'http://127.0.0.1:2' } }
 routes:
-  - { name: items, match: { path: /api/items/* }, new: 0 }
+${Object.entries(routes).map(([name, path]) => `  - { name: ${name}, match: { path: ${path} }, new: 0 }`).join('\n')}
 `, 'routes.yaml', {})
-
-const twoRoutes = parseConfig(`
-version: 1
-sticky: header:x-user-id
-upstreams: { legacy: { url: 'http://127.0.0.1:1' }, new: { url: 'http://127.0.0.1:2' } }
-routes:
-  - { name: items, match: { path: /api/items/* }, new: 0 }
-  - { name: orders, match: { path: /api/orders/* }, new: 0 }
-`, 'routes.yaml', {})
+const config = configWith({ items: '/api/items/*' })
+const twoRoutes = configWith({ items: '/api/items/*', orders: '/api/orders/*' })
 
 function rig (startedAt: number) {
   const metrics = createMetrics()
