@@ -37,8 +37,26 @@ const byId = (a: Rec, b: Rec): number => {
   return /^\d+$/.test(x) && /^\d+$/.test(y) ? Number(x) - Number(y) : x < y ? -1 : x > y ? 1 : 0
 }
 
+/** A Map that counts its changes, so that a list page sorts the records only when they changed since the page before. */
+class CountingMap<K, V> extends Map<K, V> {
+  changes = 0
+  override set (key: K, value: V): this { this.changes++; return super.set(key, value) }
+  override delete (key: K): boolean { this.changes++; return super.delete(key) }
+  override clear (): void { this.changes++; super.clear() }
+}
+
 export async function startCatalog (t: { teardown(fn: () => unknown): void }, records: readonly Rec[], o: CatalogOptions): Promise<Catalog> {
-  const map = new Map<string, Rec>(records.map((r) => [String(r.id), r]))
+  const map = new CountingMap<string, Rec>(records.map((r) => [String(r.id), r]))
+  // The records in the catalog's order, sorted again only after a change (sorting 100,000 records for each page took seconds a run).
+  let ordered: { changes: number; records: readonly Rec[] } | null = null
+  const inOrder = (): readonly Rec[] => {
+    if (ordered?.changes !== map.changes) {
+      const sorted = [...map.values()].sort(byId)
+      if (o.order === 'desc') sorted.reverse()
+      ordered = { changes: map.changes, records: sorted }
+    }
+    return ordered.records
+  }
   const state: { -readonly [K in keyof Catalog]: Catalog[K] } = { url: '', records: map, seen: { lists: 0, gets: 0, refused: 0 }, refuse: null, beforeList: null }
   const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
     const text = JSON.stringify(body)
@@ -49,8 +67,7 @@ export async function startCatalog (t: { teardown(fn: () => unknown): void }, re
     await state.beforeList?.(state.seen.lists)
     state.seen.lists++
     const limit = Number(url.searchParams.get('limit') ?? o.pageSize)
-    const sorted = [...map.values()].sort(byId)
-    if (o.order === 'desc') sorted.reverse()
+    const sorted = inOrder()
     if (o.paging === 'offset') {
       const offset = Number(url.searchParams.get('offset') ?? 0)
       send(res, 200, { items: sorted.slice(offset, offset + limit), total: sorted.length })
