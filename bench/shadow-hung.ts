@@ -19,13 +19,14 @@ import { freePort, ready, rssMb, runLoad, type LoadResult } from './procs.js'
  * Each gets `--requests` (10,000) requests on 50 connections. Reported: client latency
  * (p50/p99, and p99 relative to noshadow), the process RSS peak, the heap after a full GC
  * before the load, right after it, and once every shadow has timed out, and what happened
- * to the copies (dropped at the concurrency bound, timed out).
+ * to the copies (dropped at the concurrency bound, timed out). `--json` prints the results as JSON.
  */
 const { values: opt } = parseArgs({
   options: {
     requests: { type: 'string', default: '10000' },
     connections: { type: 'string', default: '50' },
-    timeout: { type: 'string', default: '5s' }
+    timeout: { type: 'string', default: '5s' },
+    json: { type: 'boolean', default: false }
   }
 })
 
@@ -57,10 +58,11 @@ async function main(): Promise<void> {
   await ready(legacyUrl + '/1k.json')
   const yaml = readFileSync(join(ROOT, 'bench', 'ficus-bench.yaml'), 'utf8')
   const rows: string[] = []
+  const results: { name: string; requests: number; failed: number; p50: number; p99: number; rssPeakMb: number; heapMb: [number, number, number]; timedOut: number; dropped: number }[] = []
   let base: LoadResult | null = null
   try {
     for (const [name, shadow] of [['noshadow', '0'], ['shadow-hung', '100']] as const) {
-      const config = parseConfig(yaml.replace('admin: {', `shadow: { timeout: ${opt.timeout} }\nadmin: {`), 'ficus-bench.yaml', {
+      const config = parseConfig(yaml.replace('admin: {', `shadow: { timeout: ${opt.timeout} }\nshutdown: { drainDelay: 0s }\nadmin: {`), 'ficus-bench.yaml', {
         PORT: '0', LEGACY_URL: legacyUrl, NEW_URL: `http://127.0.0.1:${hungPort}`, NEW_PERCENT: '0', SHADOW_PERCENT: shadow
       })
       const metrics = createMetrics()
@@ -82,12 +84,17 @@ async function main(): Promise<void> {
       const timedOut = count(/ficus_shadow_dropped_total\{route="bench",reason="timeout"\} (\d+)/)
       await ficus.stop()
       base ??= r
+      results.push({ name, requests: r.total, failed: r.errors + r.non2xx, p50: r.p50, p99: r.p99, rssPeakMb: peak, heapMb: [heap0, heap1, heap2], timedOut, dropped })
       rows.push(`| ${name} | ${r.total} | ${r.errors + r.non2xx} | ${r.p50} | ${r.p99} | ${(r.p99 / Math.max(base.p99, 1)).toFixed(2)} | ${peak.toFixed(0)} | ` +
         `${heap0.toFixed(1)} → ${heap1.toFixed(1)} → ${heap2.toFixed(1)} | ${shadow === '0' ? '–' : `${timedOut} timed out, ${dropped} dropped (concurrency), drained in ${(drained / 1000).toFixed(1)} s`} |`)
       process.stderr.write(`  ${name}: ${r.total} requests, p99 ${r.p99} ms\n`)
     }
   } finally {
     upstream.kill('SIGTERM')
+  }
+  if (opt.json) {
+    process.stdout.write(JSON.stringify(results) + '\n')
+    return
   }
   process.stdout.write([
     `| config | requests | failed | p50 ms | p99 ms | p99 vs noshadow | RSS peak MB | heap MB after GC: before → after load → shadows drained | copies |`,

@@ -28,8 +28,9 @@ import { startFicusProcess } from './ficus-process.js'
  *    reads heap and RSS every 10 s.
  * 5. The floor: one durable LMDB commit (an append of one write, fsynced) on the same disk,
  *    measured in this process: a dual write makes two of them on the client's path (its
- *    intent, then its settlement), so twice this is what `ack: durable` cannot go below.
- * `--json` prints the results as JSON.
+ *    intent, then its settlement), so twice this is what `ack: durable` cannot go below
+ *    (`--commits`, 1,000, the first tenth not counted).
+ * `--notes` (200) notes are created first. `--json` prints the results as JSON.
  */
 const { values: opt } = parseArgs({
   options: {
@@ -40,11 +41,14 @@ const { values: opt } = parseArgs({
     backlog: { type: 'string', default: '20000' },
     outage: { type: 'string', default: '0' },
     notes: { type: 'string', default: '200' },
+    commits: { type: 'string', default: '1000' },
     ack: { type: 'string', default: 'durable' },
     'heap-mib': { type: 'string', default: '64' },
     json: { type: 'boolean', default: false }
   }
 })
+// Each side's first second is a warm-up, not measured: with fewer than 2 there would be nothing.
+if (Number(opt.seconds) < 2 || Number(opt['read-seconds']) < 2) throw new Error('--seconds and --read-seconds must be at least 2 (the first second of each side is a warm-up)')
 
 interface Ficus { readonly child: ChildProcess; readonly url: string; readonly admin: string; readonly pool: Pool }
 
@@ -230,10 +234,12 @@ async function main (): Promise<void> {
     // The floor: durable commits of one write each, one at a time, on the same disk.
     const floorStore = new LmdbStore(join(dir, 'floor.lmdb'))
     const commits: number[] = []
-    for (let i = 0; i < 1000; i++) {
+    // The first tenth (at most 100) warms the store up and is not counted.
+    const warm = Math.min(100, Math.floor(Number(opt.commits) / 10))
+    for (let i = 0; i < Number(opt.commits); i++) {
       const t1 = performance.now()
       await floorStore.append([{ route: 'notes', key: `note:${i % 50}`, target: 'new', method: 'PUT', path: '/api/notes/1', headers: [['content-type', 'application/json']], body: Buffer.from(body(i)), plan: null }])
-      if (i >= 100) commits.push(performance.now() - t1)
+      if (i >= warm) commits.push(performance.now() - t1)
     }
     await floorStore.close()
 

@@ -3,14 +3,17 @@ import { tableRows } from '../helpers/bench-table.js'
 import { run } from '../helpers/spawn.js'
 
 // CI does not time anything, but `npm run bench` must keep working: one short round of every
-// default configuration, end to end (real upstream, real proxies, wrk or autocannon).
-const CONFIGS = ['direct', 'fastify', 'undici', 'undici-shadow100', 'ficus', 'ficus-split50', 'ficus-shadow100']
+// default configuration, end to end (real upstream, real proxies, wrk or autocannon), then
+// the other parts (compare, dual writes, memory, upgrade) as short as they go, and the targets' table.
+const CONFIGS = ['direct', 'fastify', 'undici', 'undici-shadow100', 'ficus', 'ficus-split50', 'ficus-shadow100', 'ficus-stages', 'ficus-new100', 'ficus-ramp']
 
 t.test('npm run bench: every configuration serves its load without errors, and the ratio table is printed', async (t) => {
-  t.setTimeout(120_000)
-  const bench = run(t, 'dist/bench/run.js', ['--rounds', '1', '--duration', '1', '--warmup', '0', '--pin', 'none', '--connections', '10'])
-  t.equal(await bench.exitCode({ timeoutMs: 110_000 }), 0, bench.stderr)
-  const rows = tableRows(bench.stdout)
+  t.setTimeout(170_000)
+  // --smoke: one round of 1 s, 10 connections, 1 KB; writes at 50/s for 2 s, 300 pending; 300 requests to a hung backend.
+  const bench = run(t, 'dist/bench/run.js', ['--smoke', '--pin', 'none'])
+  t.equal(await bench.exitCode({ timeoutMs: 160_000 }), 0, bench.stderr)
+  const [throughput = '', against = ''] = bench.stdout.split('### Against the targets')
+  const rows = tableRows(throughput)
   const rps = (name: string): number => Number((rows.get(name)?.[2] ?? '').split(' ')[0])
   t.same([...rows.keys()], CONFIGS, 'one row per configuration, in order')
   for (const [name, cells] of rows) {
@@ -29,6 +32,25 @@ t.test('npm run bench: every configuration serves its load without errors, and t
   t.ok(Math.abs(vs('undici-shadow100') - rps('undici-shadow100') / rps('undici')) <= 0.011, 'undici-shadow100 is compared with undici')
   t.ok(Math.abs(vs('ficus-shadow100') - rps('ficus-shadow100') / rps('ficus')) <= 0.011, 'ficus-shadow100 is compared with ficus')
   t.notMatch(bench.stdout, /FAILED/)
+  t.match(bench.stderr, /ficus-ramp/, 'the ramp was started before its load (setup throws otherwise)')
+
+  // The targets' table: every measure of issue #24, each with Ficus's number and a verdict.
+  const targets = new Map([...tableRows(against)].filter(([k]) => k !== 'measure'))
+  const measures = [...targets.keys()]
+  for (const m of [
+    /^pass-through req\/s \(ficus ÷ undici\), 1k$/, /^pass-through CPU per request/, /^100 % shadow req\/s/, /^every later stage on, on other routes/,
+    /^in use: a route on new/, /^in use: a ramp under way/, /^compare two equal 64k JSON bodies: same bytes$/, /^compare two equal 64k JSON bodies: other whitespace$/,
+    /^compare two equal 64k JSON bodies: other key order$/, /^dual writes, ack: durable, 50 PUT\/s: added p50$/, /^dual writes, ack: durable, 50 PUT\/s: added p99$/,
+    /^in use: reads on a dual route/, /^delivery of 300 pending writes/, /^RSS, dual-write target down/, /^RSS peak, 100 % shadow to a hung backend/,
+    /^in use: Upgrade tunnels opened per second/, /^in use: round trips of 1024 bytes in open tunnels/
+  ]) t.ok(measures.some((x) => m.test(x)), `the targets' table has ${String(m)}`)
+  for (const [m, cells] of targets) {
+    t.match(cells[2], /\d/, `${m}: Ficus's number`)
+    t.match(cells[6], /^(met|NOT MET|–)$/, `${m}: a verdict`)
+    if (cells[5] !== '–') t.not(cells[6], '–', `${m}: a target has a verdict`)
+  }
+  // The ratio in the targets' table is the throughput table's.
+  t.equal(targets.get('pass-through req/s (ficus ÷ undici), 1k')?.[4], rows.get('ficus')?.[6], 'the same ratio in both tables')
 
   // The shadowing limit really shadowed: every request it served was copied and compared
   // once (the upstream's new port answers a different document: every pair diverges).
