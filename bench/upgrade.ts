@@ -78,7 +78,8 @@ async function drive (): Promise<void> {
     child([join(DIST, 'bench', 'upgrade.js')], { ROLE: 'upstream', PORT: String(upstreamPort) })
     child([join(DIST, 'bench', 'upgrade.js')], { ROLE: 'limit', PORT: String(limitPort), UPSTREAM_PORT: String(upstreamPort) })
     // Ficus as measured by `npm run bench`: access log at info, metrics on.
-    child([join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], {
+    // FICUS_BENCH_NODE_ARGS (as for bench/ficus-process.ts): node options for Ficus alone, like --cpu-prof.
+    child([...(process.env.FICUS_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''), join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', 'ficus-bench.yaml')], {
       PORT: String(ficusPort), ADMIN_PORT: '0', LEGACY_URL: `http://127.0.0.1:${upstreamPort}`, FICUS_LOG_LEVEL: 'info'
     })
     const targets = { direct: upstreamPort, limit: limitPort, ficus: ficusPort }
