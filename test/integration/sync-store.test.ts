@@ -314,7 +314,8 @@ t.test('lmdb: a claim finds what is due whatever waits ahead of it: a long backl
   await s.append(Array.from({ length: 10_001 }, (_, i) => write('stuck', i + 1)))
   const backingOff = await s.append(Array.from({ length: 10_001 }, (_, i) => write(`slow-${i}`, i)))
   t.equal(await claimAll(1_000), 10_001, 'each record backing off was claimed once')
-  for (const seq of backingOff) await s.retry(seq, 9_000, 'status_503')
+  // All at once: the store commits them together, instead of one commit to disk each (~15 s one by one).
+  await Promise.all(backingOff.map(async (seq) => s.retry(seq, 9_000, 'status_503')))
   await s.append(Array.from({ length: 10_001 }, (_, i) => write(`paused-${i}`, i, { route: 'users' })))
   await s.setPaused('users', true)
   const [due] = await s.append([write('fine', 1)]) as [number]
