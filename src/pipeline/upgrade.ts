@@ -285,8 +285,9 @@ export class Upgrades {
     })
     const end = (reason: TunnelEnd): void => {
       ex.tunnelEnds(reason)
-      socket.end()
-      up.end()
+      // A closed socket is not ended again (Node would make an error object for nothing).
+      if (!socket.destroyed) socket.end()
+      if (!up.destroyed) up.end()
       closing()
     }
     // One side gone: the other is ended (what is in flight to it is still written), and destroyed if it lingers.
