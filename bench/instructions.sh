@@ -20,7 +20,7 @@ case $which in
   undici-shadow) cmd=(node dist/bench/baseline-undici-shadow.js) ;;
   *) echo "ficus, undici or undici-shadow" >&2; exit 2 ;;
 esac
-PORT=$PP LEGACY_URL=http://127.0.0.1:$LP NEW_URL=http://127.0.0.1:$NP FICUS_LOG_LEVEL=info FICUS_STORE="$out/ficus.lmdb" \
+PORT=$PP LEGACY_URL=http://127.0.0.1:$LP NEW_URL=http://127.0.0.1:$NP FICUS_LOG_LEVEL=${FICUS_LOG_LEVEL:-info} FICUS_STORE="$out/ficus.lmdb" \
   NEW_PERCENT=${NEW_PERCENT:-0} SHADOW_PERCENT=${SHADOW_PERCENT:-0} \
   valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" "${cmd[@]}" > /dev/null 2> "$out/valgrind.txt" & PX=$!
 disown $PX
