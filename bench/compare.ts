@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util'
 import { compare, type ComparedSide } from '../src/core/compare.js'
 import { compileCompare } from '../src/core/compare-rules.js'
+import { median } from './procs.js'
 import { jsonBody } from './upstream.js'
 
 /**
@@ -15,8 +16,9 @@ import { jsonBody } from './upstream.js'
  *   only a parse can tell);
  * - `one value differs`: a divergence near the start (both parsed, walked, one difference).
  *
- * Each case and the parse run interleaved, `--rounds` times `--n` iterations after a warm-up;
- * reported: median µs per comparison and its ratio to the parse of both in the same round.
+ * Each case and the parse of its own two bodies run interleaved, `--rounds` times `--n`
+ * iterations after a warm-up; reported: median µs of each, and the median [min–max] of the
+ * rounds' ratios (comparison ÷ parse in the same round).
  */
 const { values: opt } = parseArgs({
   options: {
@@ -34,11 +36,12 @@ const doc = JSON.parse(base.toString()) as unknown
 const reversed = (v: unknown): unknown => Array.isArray(v)
   ? v.map(reversed)
   : v !== null && typeof v === 'object' ? Object.fromEntries(Object.entries(v).reverse().map(([k, x]) => [k, reversed(x)])) : v
-const CASES: [string, Buffer][] = [
-  ['same bytes', Buffer.from(base)],
-  ['other whitespace', Buffer.from(JSON.stringify(doc, null, 2))],
-  ['other key order', Buffer.from(JSON.stringify(reversed(doc)))],
-  ['one value differs', jsonBody(bytes, 43)]
+/** name, new's body, and whether it is the same document as legacy's (by construction). */
+const CASES: [string, Buffer, boolean][] = [
+  ['same bytes', Buffer.from(base), true],
+  ['other whitespace', Buffer.from(JSON.stringify(doc, null, 2)), true],
+  ['other key order', Buffer.from(JSON.stringify(reversed(doc))), true],
+  ['one value differs', jsonBody(bytes, 43), false]
 ]
 const rules = compileCompare(undefined).rules
 const side = (body: Buffer): ComparedSide => ({ status: 200, headers: { 'content-type': 'application/json' }, body })
@@ -56,32 +59,32 @@ const compareWith = (other: Buffer) => { const s = side(other); return (): void 
 
 const n = Number(opt.n)
 for (const [, other] of CASES) { time(parseBoth(other), 50); time(compareWith(other), 50) } // warm-up
-const parse: number[] = []
-const runs = new Map<string, number[]>(CASES.map(([name]) => [name, []]))
-const ratios = new Map<string, number[]>(CASES.map(([name]) => [name, []]))
+/** Per case: its comparison and the parse of its own two bodies (the yardstick), µs, and their ratio, per round. */
+const runs = new Map(CASES.map(([name]) => [name, { us: [] as number[], parseUs: [] as number[], ratio: [] as number[] }]))
 for (let round = 0; round < Number(opt.rounds); round++) {
-  // The yardstick: both bodies of the "other whitespace" pair (the longer text) parsed.
-  const p = time(parseBoth(CASES[1]?.[1] as Buffer), n)
-  parse.push(p)
   for (const [name, other] of CASES) {
+    const p = time(parseBoth(other), n)
     const c = time(compareWith(other), n)
-    runs.get(name)?.push(c)
-    ratios.get(name)?.push(c / p)
+    const r = runs.get(name)
+    r?.us.push(c)
+    r?.parseUs.push(p)
+    r?.ratio.push(c / p)
   }
 }
-const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] as number }
 const result = {
   size: opt.size,
-  parseUs: median(parse),
-  cases: Object.fromEntries(CASES.map(([name]) => [name, { us: median(runs.get(name) ?? []), vsParse: median(ratios.get(name) ?? []), outcome: compare(legacy, side(CASES.find((c) => c[0] === name)?.[1] as Buffer), rules).outcome }]))
+  cases: Object.fromEntries(CASES.map(([name, other, equal]) => {
+    const r = runs.get(name) ?? { us: [], parseUs: [], ratio: [] }
+    return [name, { us: median(r.us), parseUs: median(r.parseUs), vsParse: median(r.ratio), min: Math.min(...r.ratio), max: Math.max(...r.ratio), equal, outcome: compare(legacy, side(other), rules).outcome }]
+  }))
 }
 if (sink === -1) process.stderr.write('') // keeps the work observable
 if (opt.json) {
   process.stdout.write(JSON.stringify(result) + '\n')
 } else {
   process.stdout.write([
-    `| comparison (${opt.size}) | µs | ÷ JSON.parse of both (${result.parseUs.toFixed(0)} µs) | outcome |`,
-    '|---|---|---|---|',
-    ...Object.entries(result.cases).map(([name, c]) => `| ${name} | ${c.us.toFixed(1)} | ${c.vsParse.toFixed(2)} | ${c.outcome} |`)
+    `| comparison (${opt.size}) | µs | JSON.parse of both, µs | ÷ the parse (median of rounds [min–max]) | equal documents | outcome |`,
+    '|---|---|---|---|---|---|',
+    ...Object.entries(result.cases).map(([name, c]) => `| ${name} | ${c.us.toFixed(1)} | ${c.parseUs.toFixed(1)} | ${c.vsParse.toFixed(2)} [${c.min.toFixed(2)}–${c.max.toFixed(2)}] | ${c.equal ? 'yes' : 'no'} | ${c.outcome} |`)
   ].join('\n') + '\n')
 }

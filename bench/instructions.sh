@@ -4,6 +4,7 @@
 # proxy under valgrind, WARM requests, the counters zeroed, N requests 10 at a time, a dump.
 #   bash bench/instructions.sh ficus   [NEW_PERCENT=0 SHADOW_PERCENT=0 SIZE=1k WARM=4000 N=2000]
 #   bash bench/instructions.sh undici
+#   bash bench/instructions.sh undici-required   (the limit plus the headers, log line and metrics Ficus must make)
 #   CONFIG=bench/ficus-bench-stages.yaml bash bench/instructions.sh ficus   (every later stage on, elsewhere)
 # Needs: npm run build, valgrind (apt-get install valgrind).
 set -euo pipefail
@@ -17,8 +18,9 @@ disown $UP
 case $which in
   ficus) cmd=(node dist/src/cli.js start --config "${CONFIG:-bench/ficus-bench.yaml}") ;;
   undici) cmd=(node dist/bench/baseline-undici.js) ;;
+  undici-required) cmd=(node dist/bench/baseline-undici.js); export REQUIRED=1 ;;
   undici-shadow) cmd=(node dist/bench/baseline-undici-shadow.js) ;;
-  *) echo "ficus, undici or undici-shadow" >&2; exit 2 ;;
+  *) echo "ficus, undici, undici-required or undici-shadow" >&2; exit 2 ;;
 esac
 PORT=$PP LEGACY_URL=http://127.0.0.1:$LP NEW_URL=http://127.0.0.1:$NP FICUS_LOG_LEVEL=${FICUS_LOG_LEVEL:-info} FICUS_STORE="$out/ficus.lmdb" \
   NEW_PERCENT=${NEW_PERCENT:-0} SHADOW_PERCENT=${SHADOW_PERCENT:-0} \

@@ -52,6 +52,15 @@ export async function runLoad(cpu: string | null, argv: string[], env: Record<st
 }
 
 /** Resident memory of a process in MiB (Linux /proc), null when it cannot be read. */
+/** The middle value (the mean of the two middle ones for an even count); NaN for none. */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return NaN
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[m] as number : ((s[m - 1] as number) + (s[m] as number)) / 2
+}
+
+/** A process's resident set in MiB (VmRSS), null when it cannot be read. */
 export function rssMb(pid: number | 'self' | undefined): number | null {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))

@@ -9,7 +9,7 @@ import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { request } from 'undici'
 import { jsonServer } from './json-server.js'
-import { ready } from './procs.js'
+import { median as middle, ready } from './procs.js'
 import { scrape, sum, type Series } from './prom-text.js'
 
 /**
@@ -523,11 +523,6 @@ function report(o: Outcome): number {
   return pass ? 0 : 1
 }
 
-const median = (xs: number[]): number => {
-  if (xs.length === 0) return 0
-  const s = [...xs].sort((a, b) => a - b)
-  const m = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? s[m] as number : ((s[m - 1] as number) + (s[m] as number)) / 2
-}
+const median = (xs: number[]): number => xs.length === 0 ? 0 : middle(xs)
 
 process.exitCode = await main()

@@ -3,7 +3,7 @@ import { createServer } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { freePort, ready } from './procs.js'
+import { freePort, median, ready } from './procs.js'
 
 /**
  * `node dist/bench/upgrade.js [--json]`: what an Upgrade request (WebSocket, or any protocol
@@ -95,7 +95,6 @@ async function drive (): Promise<void> {
         process.stderr.write(`  upgrade round ${round + 1} ${name.padEnd(6)} ${runs[name].handshakes.at(-1)?.toFixed(0)} handshakes/s, ${runs[name].echo.at(-1)?.toFixed(0)} round trips/s\n`)
       }
     }
-    const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] as number }
     const vsLimit = (k: 'handshakes' | 'echo'): number[] => runs.ficus[k].map((x, i) => x / (runs.limit[k][i] as number))
     const result = {
       connections: Number(opt.connections),

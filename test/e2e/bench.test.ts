@@ -5,10 +5,12 @@ import { run } from '../helpers/spawn.js'
 // CI does not time anything, but `npm run bench` must keep working: one short round of every
 // default configuration, end to end (real upstream, real proxies, wrk or autocannon), then
 // the other parts (compare, dual writes, memory, upgrade) as short as they go, and the targets' table.
-const CONFIGS = ['direct', 'fastify', 'undici', 'undici-shadow100', 'ficus', 'ficus-split50', 'ficus-shadow100', 'ficus-stages', 'ficus-new100', 'ficus-ramp']
+const CONFIGS = ['direct', 'fastify', 'undici', 'undici-shadow100', 'undici-required', 'ficus', 'ficus-split50', 'ficus-shadow100', 'ficus-stages', 'ficus-new100', 'ficus-ramp']
+
+// The whole smoke run takes about a minute alone, more on a loaded machine: the file's own limit (the root's, which the runner reads).
+t.setTimeout(180_000)
 
 t.test('npm run bench: every configuration serves its load without errors, and the ratio table is printed', async (t) => {
-  t.setTimeout(170_000)
   // --smoke: one round of 1 s, 10 connections, 1 KB; writes at 50/s for 2 s, 300 pending; 300 requests to a hung backend.
   const bench = run(t, 'dist/bench/run.js', ['--smoke', '--pin', 'none'])
   t.equal(await bench.exitCode({ timeoutMs: 160_000 }), 0, bench.stderr)
@@ -32,13 +34,12 @@ t.test('npm run bench: every configuration serves its load without errors, and t
   t.ok(Math.abs(vs('undici-shadow100') - rps('undici-shadow100') / rps('undici')) <= 0.011, 'undici-shadow100 is compared with undici')
   t.ok(Math.abs(vs('ficus-shadow100') - rps('ficus-shadow100') / rps('ficus')) <= 0.011, 'ficus-shadow100 is compared with ficus')
   t.notMatch(bench.stdout, /FAILED/)
-  t.match(bench.stderr, /ficus-ramp/, 'the ramp was started before its load (setup throws otherwise)')
 
   // The targets' table: every measure of issue #24, each with Ficus's number and a verdict.
   const targets = new Map([...tableRows(against)].filter(([k]) => k !== 'measure'))
   const measures = [...targets.keys()]
   for (const m of [
-    /^pass-through req\/s \(ficus ÷ undici\), 1k$/, /^pass-through CPU per request/, /^100 % shadow req\/s/, /^every later stage on, on other routes/,
+    /^pass-through req\/s \(ficus ÷ undici\), 1k$/, /^pass-through CPU per request/, /^pass-through req\/s beside the limit doing the required work/, /^100 % shadow req\/s/, /^every later stage on, on other routes/,
     /^in use: a route on new/, /^in use: a ramp under way/, /^compare two equal 64k JSON bodies: same bytes$/, /^compare two equal 64k JSON bodies: other whitespace$/,
     /^compare two equal 64k JSON bodies: other key order$/, /^dual writes, ack: durable, 50 PUT\/s: added p50$/, /^dual writes, ack: durable, 50 PUT\/s: added p99$/,
     /^in use: reads on a dual route/, /^delivery of 300 pending writes/, /^RSS, dual-write target down/, /^RSS peak, 100 % shadow to a hung backend/,

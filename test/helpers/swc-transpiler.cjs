@@ -16,6 +16,8 @@ const options = {
   jsc: {
     parser: { syntax: 'typescript', tsx: false, dynamicImport: true, importAttributes: true },
     target: 'es2022',
+    // tsc's own for target ES2022: class fields are defined, not assigned. Stated, so a change of swc's default cannot drift from dist/.
+    transform: { useDefineForClassFields: true },
     keepClassNames: true,
     experimental: { keepImportAttributes: true, emitAssertForImportAttributes: false }
   }
