@@ -36,7 +36,8 @@ import { scrape, sum } from './prom-text.js'
  *          --rate 0 (fixed offered load in req/s, for latency at equal load)
  *          --only direct,fastify,undici,undici-shadow100,undici-required,ficus,ficus-split50,ficus-shadow100,
  *                 ficus-stages,ficus-new100,ficus-ramp
- *          (also: undici-shadow100-raw, ficus-shadow10, ficus-workers2, ficus-nolog)
+ *          (also: undici-shadow100-raw, ficus-shadow10, ficus-workers2, ficus-nolog, and
+ *          undici-shadow100-equal, ficus-shadow100-equal: both sides answer the same bytes)
  *          --pin proxy (the proxy alone on CPU 1) | none (no pinning: for ficus vs ficus-workers2)
  *          --parts throughput,compare,writes,memory,upgrade
  *          --write-rate 300 --write-seconds 10 --read-seconds 6 --backlog 20000 (bench/sync.ts's
@@ -94,6 +95,8 @@ const CPU_PROXY = opt.pin === 'proxy' ? '1' : null
 interface Config {
   name: string; cmd?: string[]; env?: Record<string, string>; base?: string; limit?: string; counts?: true
   scratch?: (dir: string) => Record<string, string>; setup?: (admin: string) => Promise<void>
+  /** new is legacy's port: the same document on both sides, so every comparison matches. */
+  equal?: true
 }
 const ficus = (yaml = 'ficus-bench.yaml'): string[] => [join(DIST, 'src', 'cli.js'), 'start', '--config', join(ROOT, 'bench', yaml)]
 const FICUS = ficus()
@@ -128,7 +131,10 @@ const CONFIGS = ([
   { name: 'undici-shadow100-raw', cmd: UNDICI_SHADOW, env: { COPY: 'raw' }, base: 'undici', counts: true },
   { name: 'ficus-shadow10', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '10' }, base: 'ficus', limit: 'undici' },
   { name: 'ficus-workers2', cmd: [...FICUS, '--workers', '2'], env: { NEW_PERCENT: '0' }, base: 'ficus' },
-  { name: 'ficus-nolog', cmd: FICUS, env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' }, base: 'ficus', limit: 'undici' }
+  { name: 'ficus-nolog', cmd: FICUS, env: { NEW_PERCENT: '0', FICUS_LOG_LEVEL: 'warn' }, base: 'ficus', limit: 'undici' },
+  // 100 % shadow where both sides answer the same bytes (the common case once new is right): no divergence to keep.
+  { name: 'undici-shadow100-equal', cmd: UNDICI_SHADOW, base: 'undici', counts: true, equal: true },
+  { name: 'ficus-shadow100-equal', cmd: FICUS, env: { NEW_PERCENT: '0', SHADOW_PERCENT: '100' }, base: 'ficus', limit: 'undici-shadow100-equal', equal: true }
 ] as Config[]).filter((c) => opt.only.split(',').includes(c.name))
 const SIZES = opt.size.split(',')
 if (SIZES.some((x) => x !== '1k' && x !== '64k')) throw new Error('--size is 1k, 64k or 1k,64k')
@@ -238,7 +244,7 @@ async function throughput(size: string): Promise<Run[]> {
             const port = await freePort()
             const dir = c.scratch === undefined ? null : mkdtempSync(join(scratch, `${c.name}-`))
             proxy = start(CPU_PROXY, [process.execPath, ...c.cmd], {
-              PORT: String(port), LEGACY_URL: legacyUrl, NEW_URL: `http://127.0.0.1:${newPort}`, FICUS_LOG_LEVEL: 'info',
+              PORT: String(port), LEGACY_URL: legacyUrl, NEW_URL: c.equal === true ? legacyUrl : `http://127.0.0.1:${newPort}`, FICUS_LOG_LEVEL: 'info',
               ...(adminPort === null ? {} : { ADMIN_PORT: String(adminPort) }), ...c.env, ...(dir === null ? {} : c.scratch?.(dir))
             })
             url = `http://127.0.0.1:${port}${path}`
@@ -363,6 +369,7 @@ function targets(runs: Run[], x: Extra, failures: string[]): string {
     vs('ficus', 'undici-required', (r) => r.rps, '–', () => null, 'pass-through req/s beside the limit doing the required work (ficus ÷ undici-required)', rps)
     vs('ficus', 'undici-required', (r) => r.cpuUs, '–', () => null, 'pass-through CPU per request (ficus ÷ undici-required)', cpu)
     vs('ficus-shadow100', 'undici-shadow100', (r) => r.rps, '≥ 1.00', (m) => m >= 1, '100 % shadow req/s (ficus-shadow100 ÷ undici-shadow100)', rps)
+    vs('ficus-shadow100-equal', 'undici-shadow100-equal', (r) => r.rps, '–', () => null, '100 % shadow, equal answers (ficus-shadow100-equal ÷ undici-shadow100-equal)', rps)
     vs('ficus-stages', 'ficus', (r) => r.rps, '≥ 0.97', (m) => m >= 0.97, 'every later stage on, on other routes (ficus-stages ÷ ficus)', rps)
     vs('ficus-new100', 'ficus', (r) => r.rps, '–', () => null, 'in use: a route on new, its breaker (ficus-new100 ÷ ficus)', rps)
     vs('ficus-ramp', 'ficus', (r) => r.rps, '–', () => null, 'in use: a ramp under way at 5 % (ficus-ramp ÷ ficus)', rps)
