@@ -258,12 +258,35 @@ function exchangeWrites (srcFiles: readonly ts.SourceFile[]): { declaredIn: stri
 
 async function main (): Promise<void> {
   const { values: opt } = parseArgs({ options: { shadow: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } } })
-  const { fns, hits } = await measure(opt.shadow)
   const parsed = ts.getParsedCommandLineOfConfigFile(join(ROOT, 'tsconfig.json'), {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: (d) => { throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n')) } })
   if (parsed === undefined) throw new Error('cannot read tsconfig.json')
   program = ts.createProgram(parsed.fileNames.filter((f) => resolve(f).startsWith(SRC)), parsed.options)
   program.getTypeChecker() // binds the files: sets the parent links nameOf walks
   const srcFiles = program.getSourceFiles().filter((f) => resolve(f.fileName).startsWith(SRC))
+  // A timer of Ficus's own (the verify scheduler's 1 s tick, …) that fires inside the window
+  // of one GET and not the other's shows as a mismatch that is not the request's: measured
+  // again, three times at most; a mismatch the GETs themselves make stays in every attempt.
+  let report = analyse(await measure(opt.shadow), srcFiles, opt.shadow)
+  for (let attempt = 2; attempt <= 3 && report.mismatched.length > 0; attempt++) report = analyse(await measure(opt.shadow), srcFiles, opt.shadow)
+  if (opt.json) { process.stdout.write(JSON.stringify(report, null, 2) + '\n'); return }
+  const { callsBetweenFiles: c, requestStateWrites: w } = report
+  const list = (title: string, xs: string[]): string[] => xs.length === 0 ? [] : ['', title, ...xs.map((x) => `  ${x}`)]
+  process.stdout.write([
+    `One ${report.request}:`,
+    `  files crossed:       ${report.filesCrossed} (${report.functionsExecuted} functions executed)`,
+    `  calls between files: ${c.pairs} caller → callee pairs (${c.sites} call sites, ${c.calls} calls)`,
+    `  writes to Exchange:  ${w.outside} outside ${w.declaredIn.join(', ')}, in ${w.outsideFiles} files (static, all of src/); ${w.inside} inside it`,
+    ...w.fields.map((f) => `    ${f.field}: ${f.writes} in ${Object.keys(f.files).length} file(s) (${Object.entries(f.files).map(([k, v]) => `${k} ${v}`).join(', ')})`),
+    ...list('Files crossed (functions executed):', Object.entries(report.files).map(([f, n]) => `${f}  ${n}`)),
+    ...list('Calls between files (direct calls seen at run time):', report.pairs),
+    ...list('Entered from outside src/ (fastify hooks, undici handlers, listeners, timers):', report.enteredFromOutside),
+    ...list('WARNING: run a different number of times by the two GETs (coverage, breakpoints):', report.mismatched),
+    ...list('WARNING: not mapped to TypeScript (check the source maps):', report.unmapped)
+  ].join('\n') + '\n')
+}
+
+/** What one measure's two GETs ran, mapped to TypeScript functions, and the static count of writes to request state. */
+function analyse ({ fns, hits }: { fns: Fn[]; hits: Hit[] }, srcFiles: readonly ts.SourceFile[], shadow: boolean) {
 
   // Per TypeScript function: runs (coverage, first GET; several JS functions may map to one)
   // and breakpoint hits (second GET).
@@ -301,7 +324,7 @@ async function main (): Promise<void> {
   const writes = fields.reduce((a, f) => a + f.writes, 0)
   const writeFiles = new Set(fields.flatMap((f) => Object.keys(f.files)))
   const report = {
-    request: `GET ${PATH} (${opt.shadow ? 'shadow: 100, copied to new and compared' : 'pass-through to legacy'}), after ${WARMUP} warm-up requests`,
+    request: `GET ${PATH} (${shadow ? 'shadow: 100, copied to new and compared' : 'pass-through to legacy'}), after ${WARMUP} warm-up requests`,
     filesCrossed: files.size,
     functionsExecuted: runs.length,
     callsBetweenFiles: { pairs: pairs.size, sites: sites.size, calls },
@@ -315,20 +338,7 @@ async function main (): Promise<void> {
     mismatched: [...ran.values()].filter((r) => r.runs !== r.hits).map((r) => `${r.id}: ${r.runs} runs, ${r.hits} breakpoint hits`).sort(),
     unmapped
   }
-  if (opt.json) { process.stdout.write(JSON.stringify(report, null, 2) + '\n'); return }
-  const list = (title: string, xs: string[]): string[] => xs.length === 0 ? [] : ['', title, ...xs.map((x) => `  ${x}`)]
-  process.stdout.write([
-    `One ${report.request}:`,
-    `  files crossed:       ${files.size} (${runs.length} functions executed)`,
-    `  calls between files: ${pairs.size} caller → callee pairs (${sites.size} call sites, ${calls} calls)`,
-    `  writes to Exchange:  ${writes} outside ${w.declaredIn.join(', ')}, in ${writeFiles.size} files (static, all of src/); ${w.inside} inside it`,
-    ...fields.map((f) => `    ${f.field}: ${f.writes} in ${Object.keys(f.files).length} file(s) (${Object.entries(f.files).map(([k, v]) => `${k} ${v}`).join(', ')})`),
-    ...list('Files crossed (functions executed):', Object.entries(report.files).map(([f, n]) => `${f}  ${n}`)),
-    ...list('Calls between files (direct calls seen at run time):', report.pairs),
-    ...list('Entered from outside src/ (fastify hooks, undici handlers, listeners, timers):', report.enteredFromOutside),
-    ...list('WARNING: run a different number of times by the two GETs (coverage, breakpoints):', report.mismatched),
-    ...list('WARNING: not mapped to TypeScript (check the source maps):', unmapped)
-  ].join('\n') + '\n')
+  return report
 }
 
 if (isMainThread) await main()
