@@ -60,6 +60,11 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? s[m] as number : ((s[m - 1] as number) + (s[m] as number)) / 2
 }
 
+/** `median [min–max]` of `xs`, each with `digits` decimals; '–' for none. */
+export function spread(xs: readonly number[], digits = 2): string {
+  return xs.length === 0 ? '–' : `${median(xs).toFixed(digits)} [${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}]`
+}
+
 /** A process's resident set in MiB (VmRSS), null when it cannot be read. */
 export function rssMb(pid: number | 'self' | undefined): number | null {
   try {

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { freePort, HAS_TASKSET, median, pinned, ready, runLoad, treeUsage, type LoadResult } from './procs.js'
+import { freePort, HAS_TASKSET, median, pinned, ready, runLoad, spread, treeUsage, type LoadResult } from './procs.js'
 import { scrape, sum } from './prom-text.js'
 
 /**
@@ -301,7 +301,6 @@ interface Rates { direct: number; limit: number; ficus: number; ficusVsLimit: nu
 interface UpgradeResult { connections: number; message: number; handshakes: Rates; echo: Rates }
 interface Extra { compare: CompareResult | null; writes: SyncResult | null; hung: HungResult | null; upgrade: UpgradeResult | null }
 
-const fmt = (xs: number[], digits = 2): string => xs.length === 0 ? '–' : `${median(xs).toFixed(digits)} [${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}]`
 
 /** Per round, `name`'s f ÷ `base`'s f (rounds where either is missing left out). */
 function ratios(runs: Run[], name: string, base: string, f: (r: Run) => number | null): number[] {
@@ -326,11 +325,11 @@ function report(runs: Run[], size: string): string {
     const mine = runs.filter((r) => r.name === c.name)
     const cpu = mine.flatMap((r) => (r.cpuUs === null ? [] : [r.cpuUs]))
     const rss = mine.flatMap((r) => (r.rssMb === null ? [] : [r.rssMb]))
-    const vs = (f: (r: Run) => number | null): string => fmt(c.base === undefined ? [] : ratio(c.name, c.base, f))
-    const limit = (f: (r: Run) => number | null): string => fmt(c.limit === undefined ? [] : ratio(c.name, c.limit, f))
-    lines.push(`| ${c.name} | ${fmt(mine.map((r) => r.rps), 0)} | ${fmt(mine.map((r) => r.p99), 0)} | ${fmt(cpu, 0)} | ${fmt(rss, 0)} | ` +
+    const vs = (f: (r: Run) => number | null): string => spread(c.base === undefined ? [] : ratio(c.name, c.base, f))
+    const limit = (f: (r: Run) => number | null): string => spread(c.limit === undefined ? [] : ratio(c.name, c.limit, f))
+    lines.push(`| ${c.name} | ${spread(mine.map((r) => r.rps), 0)} | ${spread(mine.map((r) => r.p99), 0)} | ${spread(cpu, 0)} | ${spread(rss, 0)} | ` +
       `${limit((r) => r.rps)} | ${limit((r) => r.cpuUs)} | ` +
-      `${fmt(ratio(c.name, 'fastify', (r) => r.rps))} | ${fmt(ratio(c.name, 'fastify', (r) => r.cpuUs))} | ${vs((r) => r.rps)} | ${vs((r) => r.cpuUs)} | ${mine.reduce((n, r) => n + r.errors + r.non2xx, 0)} |`)
+      `${spread(ratio(c.name, 'fastify', (r) => r.rps))} | ${spread(ratio(c.name, 'fastify', (r) => r.cpuUs))} | ${vs((r) => r.rps)} | ${vs((r) => r.cpuUs)} | ${mine.reduce((n, r) => n + r.errors + r.non2xx, 0)} |`)
   }
   const limited = CONFIGS.filter((c) => c.limit !== undefined && CONFIGS.some((x) => x.name === c.limit))
   if (limited.length > 0) lines.push('', `vs the limit, in the same round: ${limited.map((c) => `${c.name} ÷ ${c.limit as string}`).join(', ')} (the hand-tuned forwarder doing the same work; targets in docs/benchmarks.md).`)
@@ -362,7 +361,7 @@ function targets(runs: Run[], x: Extra, failures: string[]): string {
       const xs = ratios(at, name, base, f)
       const m = med(xs)
       if (!at.some((r) => r.name === name) || !at.some((r) => r.name === base)) return
-      row(`${measure}, ${size}`, show(name), show(base), fmt(xs), target, m === null ? null : ok(m))
+      row(`${measure}, ${size}`, show(name), show(base), spread(xs), target, m === null ? null : ok(m))
     }
     vs('ficus', 'undici', (r) => r.rps, '≥ 0.90', (m) => m >= 0.9, 'pass-through req/s (ficus ÷ undici)', rps)
     vs('ficus', 'undici', (r) => r.cpuUs, '≤ 1.10', (m) => m <= 1.1, 'pass-through CPU per request (ficus ÷ undici)', cpu)
@@ -406,8 +405,8 @@ function targets(runs: Run[], x: Extra, failures: string[]): string {
   }
   if (x.upgrade !== null) {
     const u = x.upgrade
-    row(`in use: Upgrade tunnels opened per second (${u.connections} clients)`, `${u.handshakes.ficus.toFixed(0)} /s`, `${u.handshakes.limit.toFixed(0)} /s (a hand-written upgrade forwarder)`, fmt(u.handshakes.ficusVsLimit), '–', null)
-    row(`in use: round trips of ${u.message} bytes in open tunnels`, `${u.echo.ficus.toFixed(0)} /s`, `${u.echo.limit.toFixed(0)} /s`, fmt(u.echo.ficusVsLimit), '–', null)
+    row(`in use: Upgrade tunnels opened per second (${u.connections} clients)`, `${u.handshakes.ficus.toFixed(0)} /s`, `${u.handshakes.limit.toFixed(0)} /s (a hand-written upgrade forwarder)`, spread(u.handshakes.ficusVsLimit), '–', null)
+    row(`in use: round trips of ${u.message} bytes in open tunnels`, `${u.echo.ficus.toFixed(0)} /s`, `${u.echo.limit.toFixed(0)} /s`, spread(u.echo.ficusVsLimit), '–', null)
   }
   return [
     '### Against the targets (issue #24)', '',

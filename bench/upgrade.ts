@@ -3,7 +3,7 @@ import { createServer } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { freePort, median, ready } from './procs.js'
+import { freePort, median, ready, spread } from './procs.js'
 
 /**
  * `node dist/bench/upgrade.js [--json]`: what an Upgrade request (WebSocket, or any protocol
@@ -105,12 +105,11 @@ async function drive (): Promise<void> {
     if (opt.json) {
       process.stdout.write(JSON.stringify(result) + '\n')
     } else {
-      const r = (xs: number[]): string => `${median(xs).toFixed(2)} [${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}]`
       process.stdout.write([
         `| Upgrade, ${result.connections} connections | direct | the limit | Ficus | Ficus ÷ the limit |`,
         '|---|---|---|---|---|',
-        `| tunnels opened per second (handshake, one byte echoed, close) | ${result.handshakes.direct.toFixed(0)} | ${result.handshakes.limit.toFixed(0)} | ${result.handshakes.ficus.toFixed(0)} | ${r(result.handshakes.ficusVsLimit)} |`,
-        `| round trips per second of ${result.message} bytes in open tunnels | ${result.echo.direct.toFixed(0)} | ${result.echo.limit.toFixed(0)} | ${result.echo.ficus.toFixed(0)} | ${r(result.echo.ficusVsLimit)} |`
+        `| tunnels opened per second (handshake, one byte echoed, close) | ${result.handshakes.direct.toFixed(0)} | ${result.handshakes.limit.toFixed(0)} | ${result.handshakes.ficus.toFixed(0)} | ${spread(result.handshakes.ficusVsLimit)} |`,
+        `| round trips per second of ${result.message} bytes in open tunnels | ${result.echo.direct.toFixed(0)} | ${result.echo.limit.toFixed(0)} | ${result.echo.ficus.toFixed(0)} | ${spread(result.echo.ficusVsLimit)} |`
       ].join('\n') + '\n')
     }
   } finally {

@@ -53,14 +53,12 @@ export interface ShadowedRequest {
    */
   readonly path: string
   readonly requestId: string
-  /** Keyed hash of the sticky key (never the key itself), or null without one. */
-  readonly keyHash: string | null
   /**
-   * The sticky key itself, when `keyHash` is null: the store hashes it when the sample is
-   * read (an HMAC per divergence cost ~3 µs; samples are read far less often than written),
-   * and never shows it.
+   * The sticky key, undefined without one. Never shown: a sample carries its keyed hash, made
+   * when the sample is read (an HMAC per divergence cost ~3 µs; samples are read far less
+   * often than written).
    */
-  readonly stickyKey?: string | undefined
+  readonly stickyKey: string | undefined
   readonly primary: Backend
   readonly status: { readonly legacy: number | null; readonly new: number | null }
   /** Milliseconds each side took, request sent to response read. */
@@ -68,6 +66,8 @@ export interface ShadowedRequest {
 }
 
 export interface DivergenceSample extends Omit<ShadowedRequest, 'stickyKey'> {
+  /** Keyed hash of the sticky key (never the key itself), or null without one. */
+  readonly keyHash: string | null
   /** ISO 8601. */
   readonly time: string
   /** The route's epoch when it was recorded (samples outlive an epoch; counts do not). */
@@ -204,7 +204,7 @@ export class DivergenceStore {
       method: req.method,
       path: req.path,
       requestId: req.requestId,
-      keyHash: req.keyHash,
+      keyHash: null,
       primary: req.primary,
       status: req.status,
       ms: req.ms,
@@ -213,7 +213,7 @@ export class DivergenceStore {
       differences: result.differences.map((d) => showDifference(d, redact)),
       truncated: result.truncated
     }
-    if (req.keyHash === null && req.stickyKey !== undefined) this.unhashed.set(sample, req.stickyKey)
+    if (req.stickyKey !== undefined) this.unhashed.set(sample, req.stickyKey)
     s.samples.push(sample)
     if (s.samples.length > this.capacity) s.samples.shift()
   }

@@ -212,7 +212,7 @@ export class RampControl {
       return
     }
     // A ramp that became active since the last round (started on another replica): its counts start now, before this replica follows its share.
-    await this.baseline(now)
+    await this.baseline(now, this.activeRoutes())
     await this.tripwires(now)
     await this.follow()
     for (const route of this.flagRetry) {
@@ -238,8 +238,7 @@ export class RampControl {
    * so a plan nobody started costs nothing.
    */
   private async sample (now: number, first: boolean): Promise<void> {
-    const routes = new Set<string>()
-    for (const [route, held] of this.records) if (ACTIVE.has(held.record.phase)) routes.add(route)
+    const routes = new Set(this.activeRoutes())
     // The first round, before the records are read: a ramp under way before a restart has its counts since the start.
     if (first) for (const route of Object.keys(this.o.live.current.ramp.routes)) routes.add(route)
     // A ramp that stopped: its window goes, so one started later does not count the time between.
@@ -258,7 +257,7 @@ export class RampControl {
       // Counters start at 0 with the process: at the first round, what came before counts too.
       windowOf(this.windows, route, keep, first ? this.startedAt : null).record(now, c)
       // The step's requests on new: the counters' own growth since the last round (a counter that went down was reset).
-      const total = (c.get('nA') ?? 0) + (c.get('fb') ?? 0)
+      const total = onNew(c)
       const before = this.lastNew.get(route) ?? (first ? 0 : total)
       this.lastNew.set(route, total)
       this.newSince.set(route, (this.newSince.get(route) ?? 0) + (total >= before ? total - before : total))
@@ -272,24 +271,25 @@ export class RampControl {
     return Math.max(TRIP_WINDOW_MS, ...Object.values(this.plans).map((p) => p.windowMs))
   }
 
+  /** The routes whose ramp is under way, as this replica last read the records. */
+  private activeRoutes (): string[] {
+    return [...this.records].filter(([, held]) => ACTIVE.has(held.record.phase)).map(([route]) => route)
+  }
+
   /**
-   * The first snapshot of each active ramp that has no window yet (`routes`: those to look
-   * at; by default every active one): taken before its share applies here, so the trip-wire,
-   * the gates and the step's requests count every request on new from then on. One read of
-   * the registry, only in the round (or the command) in which a ramp becomes active.
+   * The first snapshot of each of `routes` that has no window yet: taken before its share
+   * applies here, so the trip-wire, the gates and the step's requests count every request on
+   * new from then on. One read of the registry, only in the round (or the command) in which
+   * a ramp becomes active.
    */
-  private async baseline (now: number, routes?: readonly string[]): Promise<void> {
-    const fresh = new Set<string>()
-    for (const route of routes ?? [...this.records.keys()]) {
-      const held = this.records.get(route)
-      if (!this.windows.has(route) && (routes !== undefined || (held !== undefined && ACTIVE.has(held.record.phase)))) fresh.add(route)
-    }
+  private async baseline (now: number, routes: readonly string[]): Promise<void> {
+    const fresh = new Set(routes.filter((route) => !this.windows.has(route)))
     if (fresh.size === 0) return
     const { counts } = countsOf(await this.o.source.getMetricsAsJSON(), fresh)
     for (const [route, c] of counts) {
       if (this.windows.has(route)) continue // a round made it meanwhile
       windowOf(this.windows, route, this.keepMs(), null).record(now, c)
-      this.lastNew.set(route, (c.get('nA') ?? 0) + (c.get('fb') ?? 0))
+      this.lastNew.set(route, onNew(c))
     }
   }
 
@@ -707,4 +707,9 @@ export class RampControl {
 
 function describe (plan: RampPlan, r: RampRecord): string {
   return `${r.phase.replace('_', ' ')} at step ${r.step + 1} of ${plan.steps.length} (new ${r.percent} %)`
+}
+
+/** A route's requests on new so far, by its counters: those new answered and those that fell back. */
+function onNew (c: ReadonlyMap<string, number>): number {
+  return (c.get('nA') ?? 0) + (c.get('fb') ?? 0)
 }

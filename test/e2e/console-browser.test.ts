@@ -23,7 +23,7 @@ const SHOTS = join(ROOT, 'test-artifacts', 'console')
 
 /** One Chromium for the file (each test opens its own context: its own cookies and pages), closed at its end. */
 let browserOnce: Promise<Browser> | null = null
-async function launch (_t: Parameters<typeof startUpstream>[0]): Promise<Browser> {
+async function launch (): Promise<Browser> {
   if (browserOnce === null) {
     mkdirSync(SHOTS, { recursive: true })
     browserOnce = chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
@@ -40,7 +40,7 @@ async function setup (t: Parameters<typeof startUpstream>[0]) {
     admin: { host: '127.0.0.1', port: 0, tokens: { alice: 'alice-secret-token', vera: { token: 'vera-secret-token', role: 'viewer' } } },
     routes: [{ name: 'orders', match: { path: '/orders/*' }, new: 0, shadow: 100 }, { name: 'reports', match: { path: '/reports/*' }, new: 100 }]
   })
-  return { f, browser: await launch(t) }
+  return { f, browser: await launch() }
 }
 
 /** A page that records every request it makes. */
@@ -195,7 +195,7 @@ t.test('the keyboard alone: to a route\'s Change button, its dialog, Escape clos
 t.test('history: a ramp\'s decisions with each gate\'s verdict and why; a filter keeps only them', async (t) => {
   const rig = await rampUpstreams(t)
   const f = await startTestFicus(t, rampDoc(rig, t.testdir()))
-  const browser = await launch(t)
+  const browser = await launch()
   t.equal((await admin(f, 'PATCH', '/admin/routes/items', { json: { shadow: 50, reason: 'before the ramp' } })).status, 200)
   await startRamp(t, f)
   const traffic = load(f.url)

@@ -11,7 +11,7 @@ function rig() {
   const clock = { ms: T0 }
   const store = new DivergenceStore(10, () => clock.ms)
   const req = (path: string): ShadowedRequest => ({
-    route: 'orders', method: 'GET', path, requestId: 'r', keyHash: null, primary: 'legacy', status: { legacy: 200, new: 200 }, ms: { legacy: 1, new: 1 }
+    route: 'orders', method: 'GET', path, requestId: 'r', stickyKey: undefined, primary: 'legacy', status: { legacy: 200, new: 200 }, ms: { legacy: 1, new: 1 }
   })
   const diverged = (field: string): void => {
     const d: Difference = { path: field, field, area: 'body', kind: 'changed', legacy: 1, new: 2 }
@@ -77,7 +77,7 @@ t.test('a sample\'s sticky key is shown only as its keyed hash, made when the sa
   const { store } = rig()
   const d: Difference = { path: 'body.a', field: 'body.a', area: 'body', kind: 'changed', legacy: 1, new: 2 }
   const record = (key: string | undefined): void => {
-    store.compared({ route: 'orders', method: 'GET', path: '/o', requestId: 'r', keyHash: null, stickyKey: key, primary: 'legacy', status: { legacy: 200, new: 200 }, ms: { legacy: 1, new: 1 } },
+    store.compared({ route: 'orders', method: 'GET', path: '/o', requestId: 'r', stickyKey: key, primary: 'legacy', status: { legacy: 200, new: 200 }, ms: { legacy: 1, new: 1 } },
       { outcome: 'diverged', differences: [d], truncated: false }, new Set(['body']), [])
   }
   record('alice@example.com')

@@ -209,7 +209,6 @@ export class Verdicts {
       method: ex.method,
       path: result.outcome === 'diverged' ? showTarget(ex.target, rule.compare.redactQuery, rule.sticky.flatMap((s) => (s.kind === 'query' ? [s.name] : []))) : '',
       requestId: ex.requestId,
-      keyHash: null,
       // Hashed by the store when a sample is read, not per divergence.
       stickyKey: result.outcome === 'diverged' ? ex.decision!.key : undefined,
       primary: answeredBy,
